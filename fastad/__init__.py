@@ -1,0 +1,22 @@
+"""fastad: automatic differentiation of plain Python and NumPy code on a compiled tape."""
+from fastad._tape import Tape
+from fastad._var import (
+    Var, Array,
+    sin, cos, tan, arcsin, arccos, arctan, arctan2, sinh, cosh, tanh,
+    exp, expm1, log, log1p, log2, log10, sqrt, square, sign, power, hypot,
+    maximum, minimum, where, sigmoid, softplus, relu, erf,
+)
+from fastad._var import absolute as abs  # noqa: A001 - the public name is fad.abs
+from fastad.errors import TapeError, BranchChangedError
+from fastad.transforms import grad, value_and_grad, check_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "grad", "value_and_grad", "check_grad",
+    "Var", "Array", "Tape", "TapeError", "BranchChangedError",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh",
+    "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",
+    "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
+    "sigmoid", "softplus", "relu", "erf",
+]

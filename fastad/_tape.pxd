@@ -1,0 +1,87 @@
+# The tape's storage, shared by _tape.pyx (sweeps) and _var.pyx (recording).
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport realloc
+
+cdef extern from "fastad_ops.h" nogil:
+    ctypedef struct fad_node:
+        double p0
+        double p1
+        int32_t a0
+        int32_t a1
+    enum:
+        FAD_INPUT, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
+        FAD_HYPOT, FAD_MAX, FAD_MIN, FAD_ADD_C, FAD_SUB_C, FAD_SUB_CX, FAD_MUL_C,
+        FAD_DIV_C, FAD_DIV_CX, FAD_POW_C, FAD_POW_CX, FAD_ATAN2_C,
+        FAD_ATAN2_CX, FAD_HYPOT_C, FAD_MAX_C, FAD_MIN_C, FAD_NEG, FAD_ABS,
+        FAD_SIGN, FAD_SIN, FAD_COS, FAD_TAN, FAD_ASIN, FAD_ACOS, FAD_ATAN,
+        FAD_SINH, FAD_COSH, FAD_TANH, FAD_EXP, FAD_EXPM1, FAD_LOG, FAD_LOG1P,
+        FAD_LOG2, FAD_LOG10, FAD_SQRT, FAD_SQUARE, FAD_SIGMOID, FAD_SOFTPLUS,
+        FAD_RELU, FAD_ERF, FAD_LT, FAD_LE, FAD_EQ, FAD_NE, FAD_LT_C, FAD_LE_C,
+        FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS
+    enum:
+        FAD_BINARY, FAD_UNARY, FAD_CONST, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP
+    const char* fad_op_name[]
+    const int fad_op_flags[]
+    double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
+    void fad_second(int op, double x, double y, double c, double v,
+                    double* dxx, double* dxy, double* dyy)
+
+# Slots are int32 in the node arrays: a tape holds at most 2**31 - 1 nodes.
+cdef enum:
+    FAD_MAX_NODES = 2147483647
+
+cdef struct TapeBuf:
+    int64_t id          # recording id: Vars carry it, so stale or foreign Vars are caught
+    Py_ssize_t n        # nodes (= slots) in use
+    Py_ssize_t cap
+    uint8_t* op
+    fad_node* node
+    double* val
+
+
+cdef class Tape:
+    cdef TapeBuf buf
+    cdef readonly list inputs      # per differentiated argument: (argnum, shape, first slot)
+    cdef readonly Py_ssize_t n_inputs
+    cdef public object output      # slot index array of the output (filled when recording ends)
+    cdef int reserve(self, Py_ssize_t extra) except -1
+
+
+cdef inline int tape_grow(TapeBuf* t, Py_ssize_t need) except -1:
+    cdef Py_ssize_t cap = t.cap * 2 if t.cap else 256
+    while cap < need:
+        cap *= 2
+    if cap > FAD_MAX_NODES:
+        cap = FAD_MAX_NODES
+        if cap < need:
+            raise MemoryError("fastad: a tape holds at most 2**31 - 1 operations")
+    cdef uint8_t* op = <uint8_t*>realloc(t.op, cap * sizeof(uint8_t))
+    if op == NULL:
+        raise MemoryError()
+    t.op = op
+    cdef fad_node* node = <fad_node*>realloc(t.node, cap * sizeof(fad_node))
+    if node == NULL:
+        raise MemoryError()
+    t.node = node
+    cdef double* val = <double*>realloc(t.val, cap * sizeof(double))
+    if val == NULL:
+        raise MemoryError()
+    t.val = val
+    t.cap = cap
+    return 0
+
+
+cdef inline Py_ssize_t tape_push(TapeBuf* t, int op, int32_t a0, int32_t a1,
+                                 double p0, double p1, double v) except -1:
+    cdef Py_ssize_t i = t.n
+    if i == t.cap:
+        tape_grow(t, i + 1)
+    t.op[i] = <uint8_t>op
+    cdef fad_node* nd = &t.node[i]
+    nd.p0 = p0
+    nd.p1 = p1
+    nd.a0 = a0
+    nd.a1 = a1
+    t.val[i] = v
+    t.n = i + 1
+    return i

@@ -1,0 +1,597 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The user-facing types: scalar Var, Array of slots, and the math functions.
+
+Recording speed is the product, so every overload runs here in compiled
+code: one op-table evaluation, one tape append, one small object.  A Var
+holds no Python references (value, slot, recording id), so the cyclic GC
+never tracks it and never walks the live tape.
+"""
+cimport cython
+from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
+from cpython.float cimport PyFloat_AS_DOUBLE
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+from fastad._tape cimport (
+    Tape, TapeBuf, tape_push, fad_eval,
+    FAD_INPUT, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
+    FAD_HYPOT, FAD_MAX, FAD_MIN, FAD_ADD_C, FAD_SUB_C, FAD_SUB_CX, FAD_MUL_C,
+    FAD_DIV_C, FAD_DIV_CX, FAD_POW_C, FAD_POW_CX, FAD_ATAN2_C,
+    FAD_ATAN2_CX, FAD_HYPOT_C, FAD_MAX_C, FAD_MIN_C, FAD_NEG, FAD_ABS,
+    FAD_SIGN, FAD_SIN, FAD_COS, FAD_TAN, FAD_ASIN, FAD_ACOS, FAD_ATAN,
+    FAD_SINH, FAD_COSH, FAD_TANH, FAD_EXP, FAD_EXPM1, FAD_LOG, FAD_LOG1P,
+    FAD_LOG2, FAD_LOG10, FAD_SQRT, FAD_SQUARE, FAD_SIGMOID, FAD_SOFTPLUS,
+    FAD_RELU, FAD_ERF, FAD_LT, FAD_LE, FAD_EQ, FAD_NE, FAD_LT_C, FAD_LE_C,
+    FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C,
+)
+
+import numbers
+import numpy as np
+cimport numpy as cnp
+
+from fastad.errors import TapeError
+
+cnp.import_array()
+
+# The recording in progress on this thread: each thread records on its own tape.
+cdef extern from *:
+    """
+    static __thread void *fastad_current_tape = NULL;
+    static inline void *fastad_get_current(void) { return fastad_current_tape; }
+    static inline void fastad_set_current(void *t) { fastad_current_tape = t; }
+    """
+    void* fastad_get_current() nogil
+    void fastad_set_current(void* t) nogil
+
+cdef int64_t _last_id = 0   # recording ids; bumped under the GIL
+
+cdef class Var
+cdef class Array
+
+
+# ---------------------------------------------------------------- recording
+
+def begin_recording(Tape tape):
+    """Make `tape` this thread's recording; returns a token for end_recording."""
+    global _last_id
+    _last_id += 1
+    tape.buf.id = _last_id
+    cdef size_t prev = <size_t>fastad_get_current()
+    fastad_set_current(&tape.buf)
+    return prev
+
+
+def end_recording(size_t token):
+    """Restore the recording that was current before begin_recording."""
+    fastad_set_current(<void*>token)
+
+
+cdef TapeBuf* _current(int64_t tid) except NULL:
+    cdef TapeBuf* t = <TapeBuf*>fastad_get_current()
+    if t != NULL and t.id == tid:
+        return t
+    if t == NULL:
+        raise TapeError(
+            "fastad: this Var belongs to a recording that has ended; a Var is "
+            "only valid inside the function being differentiated (keep "
+            "v.value if you need the number afterwards)")
+    raise TapeError(
+        "fastad: this Var belongs to another recording than the one running "
+        "now; Vars of two recordings cannot be mixed (a closure over an outer "
+        "function's Var inside an inner grad is not supported: use "
+        "fad.hessian / fad.hvp for second derivatives)")
+
+
+cdef int _mixed() except -1:
+    raise TapeError("fastad: cannot combine Vars from two different recordings")
+
+
+cdef inline Var _new(double v, Py_ssize_t slot, int64_t tid):
+    cdef Var r = Var.__new__(Var)
+    r.value = v
+    r.slot = slot
+    r.tid = tid
+    return r
+
+
+cdef Var _un(int op, Var x, double c):
+    cdef TapeBuf* t = _current(x.tid)
+    cdef double d0, d1
+    cdef double v = fad_eval(op, x.value, 0.0, c, &d0, &d1)
+    return _new(v, tape_push(t, op, <int32_t>x.slot, -1, d0, d1, v), x.tid)
+
+
+cdef Var _bin(int op, Var x, Var y):
+    cdef TapeBuf* t = _current(x.tid)
+    if y.tid != x.tid:
+        _mixed()
+    cdef double d0, d1
+    cdef double v = fad_eval(op, x.value, y.value, 0.0, &d0, &d1)
+    return _new(v, tape_push(t, op, <int32_t>x.slot, <int32_t>y.slot, d0, d1, v),
+                x.tid)
+
+
+cdef bint _num(object o, double* out) except -1:
+    """Store o as a double if it is a real number (not a Var); else False."""
+    if type(o) is float:
+        out[0] = PyFloat_AS_DOUBLE(o)
+        return True
+    if type(o) is int:
+        out[0] = PyLong_AsDouble(o)
+        return True
+    if isinstance(o, float) or isinstance(o, numbers.Real) or isinstance(o, np.bool_):
+        out[0] = float(o)
+        return True
+    if isinstance(o, np.ndarray) and (<cnp.ndarray>o).ndim == 0 and o.dtype.kind in "biuf":
+        out[0] = float(o)
+        return True
+    return False
+
+
+cdef object _binary(object a, object b, int vv, int xc, int cx):
+    """a (op) b where a or b is a Var; NotImplemented for other operands."""
+    cdef double c
+    if type(a) is Var:
+        if type(b) is Var:
+            return _bin(vv, <Var>a, <Var>b)
+        if _num(b, &c):
+            return _un(xc, <Var>a, c)
+    elif type(b) is Var and _num(a, &c):
+        return _un(cx, <Var>b, c)
+    return NotImplemented
+
+
+cdef enum:
+    CMP_LT, CMP_LE, CMP_GT, CMP_GE, CMP_EQ, CMP_NE
+# op for a (kind) b with b on the tape (GT/GE are swapped to LT/LE) or constant
+cdef int[6] _CMP_VV = [FAD_LT, FAD_LE, -1, -1, FAD_EQ, FAD_NE]
+cdef int[6] _CMP_VC = [FAD_LT_C, FAD_LE_C, FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C]
+
+
+cdef object _compare(Var a, object b, int kind):
+    """Record the comparison a (kind) b and return its outcome as a bool."""
+    cdef TapeBuf* t = _current(a.tid)
+    cdef double c, d0, d1, v
+    cdef Var y
+    cdef int op
+    if type(b) is Var:
+        y = <Var>b
+        if y.tid != a.tid:
+            _mixed()
+        # a > b is b < a: four ops cover the six comparisons
+        if kind == CMP_GT or kind == CMP_GE:
+            op = FAD_LT if kind == CMP_GT else FAD_LE
+            v = fad_eval(op, y.value, a.value, 0.0, &d0, &d1)
+            tape_push(t, op, <int32_t>y.slot, <int32_t>a.slot, d0, d1, v)
+        else:
+            op = _CMP_VV[kind]
+            v = fad_eval(op, a.value, y.value, 0.0, &d0, &d1)
+            tape_push(t, op, <int32_t>a.slot, <int32_t>y.slot, d0, d1, v)
+        return v != 0.0
+    if not _num(b, &c):
+        return NotImplemented
+    op = _CMP_VC[kind]
+    v = fad_eval(op, a.value, 0.0, c, &d0, &d1)
+    tape_push(t, op, <int32_t>a.slot, -1, d0, d1, v)
+    return v != 0.0
+
+
+_NO_FLOAT = ("fastad: a Var cannot be converted to a plain number while it is "
+             "being differentiated, since that would silently drop its "
+             "derivative. Use the fastad functions (fad.sin, fad.exp, ... "
+             "instead of math.sin, math.exp, ...) or v.value for the number.")
+
+
+@cython.freelist(1024)
+@cython.final
+cdef class Var:
+    """A scalar on the tape: a value, its slot, and its recording's id."""
+    cdef readonly double value   # the number this Var stands for
+    cdef readonly Py_ssize_t slot
+    cdef int64_t tid
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("fastad.Var is created by fad.grad and friends, not directly")
+
+    def __repr__(self):
+        return f"Var({self.value!r})"
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+    # arithmetic: Cython 3 calls __add__ with self first, __radd__ reflected
+    def __add__(self, o): return _binary(self, o, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
+    def __radd__(self, o): return _binary(o, self, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
+    def __sub__(self, o): return _binary(self, o, FAD_SUB, FAD_SUB_C, FAD_SUB_CX)
+    def __rsub__(self, o): return _binary(o, self, FAD_SUB, FAD_SUB_C, FAD_SUB_CX)
+    def __mul__(self, o): return _binary(self, o, FAD_MUL, FAD_MUL_C, FAD_MUL_C)
+    def __rmul__(self, o): return _binary(o, self, FAD_MUL, FAD_MUL_C, FAD_MUL_C)
+    def __truediv__(self, o): return _binary(self, o, FAD_DIV, FAD_DIV_C, FAD_DIV_CX)
+    def __rtruediv__(self, o): return _binary(o, self, FAD_DIV, FAD_DIV_C, FAD_DIV_CX)
+
+    def __pow__(self, o, mod):
+        if mod is not None:
+            return NotImplemented
+        return _binary(self, o, FAD_POW, FAD_POW_C, FAD_POW_CX)
+
+    def __rpow__(self, o, mod):
+        if mod is not None:
+            return NotImplemented
+        return _binary(o, self, FAD_POW, FAD_POW_C, FAD_POW_CX)
+
+    def __neg__(self): return _un(FAD_NEG, self, 0.0)
+    def __pos__(self): return self
+    def __abs__(self): return _un(FAD_ABS, self, 0.0)
+
+    def __lt__(self, o): return _compare(self, o, CMP_LT)
+    def __le__(self, o): return _compare(self, o, CMP_LE)
+    def __gt__(self, o): return _compare(self, o, CMP_GT)
+    def __ge__(self, o): return _compare(self, o, CMP_GE)
+    def __eq__(self, o): return _compare(self, o, CMP_EQ)
+    def __ne__(self, o): return _compare(self, o, CMP_NE)
+
+    def __float__(self): raise TypeError(_NO_FLOAT)
+    def __int__(self): raise TypeError(_NO_FLOAT)
+    def __index__(self): raise TypeError(_NO_FLOAT)
+    def __complex__(self): raise TypeError(_NO_FLOAT)
+
+    def __bool__(self):
+        raise TypeError(
+            "fastad: the truth value of a Var is not defined; compare it "
+            "explicitly (v > 0, v != 0), which is recorded on the tape")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _dispatch_ufunc(ufunc, method, inputs, kwargs)
+
+
+# ---------------------------------------------------------------- arrays
+
+cdef Array _make_array(Tape tape, int64_t tid, object idx):
+    cdef Array a = Array.__new__(Array)
+    cdef cnp.ndarray ix = <cnp.ndarray>idx
+    a.tape = tape
+    a.tid = tid
+    a.idx = ix
+    a.nd = ix.ndim
+    a.data = <char*>cnp.PyArray_DATA(ix)
+    a.n0 = ix.shape[0] if a.nd >= 1 else 1
+    a.s0 = ix.strides[0] if a.nd >= 1 else 0
+    a.n1 = ix.shape[1] if a.nd >= 2 else 1
+    a.s1 = ix.strides[1] if a.nd >= 2 else 0
+    return a
+
+
+cdef inline Py_ssize_t _norm(Py_ssize_t i, Py_ssize_t n, int axis) except -1:
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        raise IndexError(f"index {i if i >= 0 else i - n} is out of bounds for "
+                         f"axis {axis} with size {n}")
+    return i
+
+
+cdef class Array:
+    """An array of tape slots (any shape); elements are Vars at zero cost.
+
+    Indexing with integers gives a Var (no tape node); slicing gives an Array
+    view of the same slots.  Whole-array arithmetic is not available yet."""
+    cdef readonly Tape tape
+    cdef int64_t tid
+    cdef readonly object idx   # ndarray of slot numbers, with this array's shape
+    cdef char* data
+    cdef Py_ssize_t n0, s0, n1, s1
+    cdef int nd
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("fastad.Array is created by fad.grad and friends, not directly")
+
+    @property
+    def shape(self):
+        return self.idx.shape
+
+    @property
+    def ndim(self):
+        return self.nd
+
+    @property
+    def size(self):
+        return self.idx.size
+
+    @property
+    def value(self):
+        """A copy of the numbers, as an ndarray of this shape."""
+        if self.tape.buf.n == 0:
+            return np.zeros(self.idx.shape)
+        cdef double[::1] vals = <double[:self.tape.buf.n]>self.tape.buf.val
+        return np.asarray(vals)[self.idx]
+
+    def __len__(self):
+        if self.nd == 0:
+            raise TypeError("len() of a 0-d fastad.Array")
+        return self.n0
+
+    def __iter__(self):
+        if self.nd == 0:
+            raise TypeError("iteration over a 0-d fastad.Array")
+        cdef Py_ssize_t i
+        for i in range(self.n0):
+            yield self[i]
+
+    cdef Var _var_at(self, Py_ssize_t off):
+        cdef Py_ssize_t slot = (<Py_ssize_t*>(self.data + off))[0]
+        return _new(self.tape.buf.val[slot], slot, self.tid)
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i, j
+        if type(key) is int:
+            if self.nd == 1:
+                i = _norm(PyLong_AsSsize_t(key), self.n0, 0)
+                return self._var_at(i * self.s0)
+        elif type(key) is tuple and self.nd == 2 and len(<tuple>key) == 2:
+            k0 = (<tuple>key)[0]
+            k1 = (<tuple>key)[1]
+            if type(k0) is int and type(k1) is int:
+                i = _norm(PyLong_AsSsize_t(k0), self.n0, 0)
+                j = _norm(PyLong_AsSsize_t(k1), self.n1, 1)
+                return self._var_at(i * self.s0 + j * self.s1)
+        if isinstance(key, (Var, Array)):
+            raise TypeError("fastad: an array cannot be indexed by a Var or Array; "
+                            "indices must be plain integers, slices or ndarrays")
+        sub = self.idx[key]
+        if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
+            return _make_array(self.tape, self.tid, sub)
+        i = int(sub)
+        return _new(self.tape.buf.val[i], i, self.tid)
+
+    def __setitem__(self, key, value):
+        raise TypeError(
+            "fastad.Array does not support item assignment: values on the tape "
+            "are immutable. Build a new value instead, e.g. with fad.where or "
+            "by collecting Vars in a list (fad.stack / fad.concatenate for arrays)")
+
+    def __repr__(self):
+        return f"Array(shape={self.idx.shape}, value={self.value!r})"
+
+    def __float__(self): raise TypeError(_NO_FLOAT)
+    def __int__(self): raise TypeError(_NO_FLOAT)
+    def __index__(self): raise TypeError(_NO_FLOAT)
+
+    def __bool__(self):
+        raise TypeError("fastad: the truth value of an Array is not defined")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "fastad: converting a fastad.Array to an ndarray would drop its "
+            "derivatives; use a.value for the numbers")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _dispatch_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise TypeError(
+            f"fastad: np.{func.__name__} is not supported on fastad.Array yet; "
+            f"index the elements (a[i]) and use fastad functions on Vars")
+
+
+def _array_unary(int op, Array a, double c=0.0):
+    """Apply a unary op elementwise: one scalar node per element, contiguous."""
+    cdef TapeBuf* t = _current(a.tid)
+    cdef cnp.ndarray flat = np.ascontiguousarray(a.idx, dtype=np.intp).ravel()
+    cdef Py_ssize_t k, s, m = flat.shape[0]
+    cdef Py_ssize_t* ix = <Py_ssize_t*>cnp.PyArray_DATA(flat)
+    a.tape.reserve(m)
+    cdef Py_ssize_t first = t.n
+    cdef double v, d0, d1
+    for k in range(m):
+        s = ix[k]
+        v = fad_eval(op, t.val[s], 0.0, c, &d0, &d1)
+        tape_push(t, op, <int32_t>s, -1, d0, d1, v)
+    return _make_array(a.tape, a.tid,
+                       np.arange(first, first + m, dtype=np.intp).reshape(a.idx.shape))
+
+
+def make_input(Tape tape, object x, int argnum):
+    """Put argument `argnum` on the tape; returns the Var or Array f receives."""
+    cdef TapeBuf* t = &tape.buf
+    cdef double c
+    cdef Py_ssize_t first
+    if type(x) is Var or type(x) is Array:
+        raise NotImplementedError(
+            "fastad: nested differentiation (grad of a function that itself "
+            "calls grad on its Var input) is not supported; use fad.hessian "
+            "or fad.hvp for second derivatives")
+    if not isinstance(x, (np.ndarray, list, tuple)) and _num(x, &c):
+        first = tape_push(t, FAD_INPUT, -1, -1, 0.0, 0.0, c)
+        tape.n_inputs += 1
+        tape.inputs.append((argnum, None, first))
+        return _new(c, first, t.id)
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"fastad: argument {argnum} must be a real number or an array of "
+            f"real numbers (float64 is used), got {type(x).__name__} "
+            f"of dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    first = tape.add_inputs(arr.ravel())
+    tape.inputs.append((argnum, arr.shape, first))
+    return _make_array(tape, t.id,
+                       np.arange(first, first + arr.size, dtype=np.intp).reshape(arr.shape))
+
+
+def output_slot(Tape tape, object out):
+    """(value, slot) of a scalar output of the recording on `tape`.
+
+    slot is None for a constant output.  Raises ValueError for anything that
+    is not a scalar."""
+    cdef Var v
+    cdef Array a
+    if type(out) is Var:
+        v = <Var>out
+        if v.tid != tape.buf.id:
+            raise TapeError("fastad: f returned a Var from another recording")
+        return v.value, v.slot
+    if type(out) is Array:
+        a = <Array>out
+        if a.tid != tape.buf.id:
+            raise TapeError("fastad: f returned an Array from another recording")
+        if a.nd != 0:
+            raise ValueError(
+                f"fastad.grad needs f to return a scalar, but it returned an "
+                f"Array of shape {a.shape}; use fad.jacobian for vector outputs")
+        slot = int(a.idx[()])
+        return tape.buf.val[slot], slot
+    if isinstance(out, (np.ndarray, numbers.Number)) and np.ndim(out) == 0 \
+            and np.asarray(out).dtype.kind in "biuf":
+        return float(out), None
+    shape = getattr(out, "shape", None)
+    what = type(out).__name__ + (f" of shape {shape}" if shape is not None else "")
+    raise ValueError(
+        f"fastad.grad needs f to return a scalar (a Var or a number), but it "
+        f"returned {what}; use fad.jacobian for vector outputs")
+
+
+# ---------------------------------------------------------------- functions
+
+cdef object _table(int op, object x):
+    """Op-table evaluation on plain numbers/ndarrays (no tape)."""
+    cdef double d0, d1
+    arr = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(arr)
+    cdef double[::1] src = arr.ravel()
+    cdef double[::1] dst = out.reshape(-1)
+    cdef Py_ssize_t k
+    for k in range(src.shape[0]):
+        dst[k] = fad_eval(op, src[k], 0.0, 0.0, &d0, &d1)
+    return float(out) if arr.ndim == 0 else out
+
+
+cdef object _unary(int op, object x, object npfunc):
+    if type(x) is Var:
+        return _un(op, <Var>x, 0.0)
+    if type(x) is Array:
+        return _array_unary(op, <Array>x)
+    if npfunc is None:
+        return _table(op, x)
+    return npfunc(x)
+
+
+cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc):
+    if type(a) is Var or type(b) is Var:
+        r = _binary(a, b, vv, xc, cx)
+        if r is NotImplemented:
+            raise TypeError(
+                f"fastad: {npfunc.__name__} of a Var and a "
+                f"{type(b if type(a) is Var else a).__name__} is not supported "
+                f"(whole-array arithmetic with Vars is not available yet)")
+        return r
+    if type(a) is Array or type(b) is Array:
+        raise TypeError(f"fastad: {npfunc.__name__} of whole Arrays is not "
+                        f"supported yet; loop over the elements")
+    return npfunc(a, b)
+
+
+def sin(x): return _unary(FAD_SIN, x, np.sin)
+def cos(x): return _unary(FAD_COS, x, np.cos)
+def tan(x): return _unary(FAD_TAN, x, np.tan)
+def arcsin(x): return _unary(FAD_ASIN, x, np.arcsin)
+def arccos(x): return _unary(FAD_ACOS, x, np.arccos)
+def arctan(x): return _unary(FAD_ATAN, x, np.arctan)
+def sinh(x): return _unary(FAD_SINH, x, np.sinh)
+def cosh(x): return _unary(FAD_COSH, x, np.cosh)
+def tanh(x): return _unary(FAD_TANH, x, np.tanh)
+def exp(x): return _unary(FAD_EXP, x, np.exp)
+def expm1(x): return _unary(FAD_EXPM1, x, np.expm1)
+def log(x): return _unary(FAD_LOG, x, np.log)
+def log1p(x): return _unary(FAD_LOG1P, x, np.log1p)
+def log2(x): return _unary(FAD_LOG2, x, np.log2)
+def log10(x): return _unary(FAD_LOG10, x, np.log10)
+def sqrt(x): return _unary(FAD_SQRT, x, np.sqrt)
+def square(x): return _unary(FAD_SQUARE, x, np.square)
+def absolute(x): return _unary(FAD_ABS, x, np.abs)
+def sign(x): return _unary(FAD_SIGN, x, np.sign)
+def sigmoid(x): return _unary(FAD_SIGMOID, x, None)
+def softplus(x): return _unary(FAD_SOFTPLUS, x, None)
+def relu(x): return _unary(FAD_RELU, x, None)
+def erf(x): return _unary(FAD_ERF, x, None)
+def negative(x): return _unary(FAD_NEG, x, np.negative)
+
+
+def add(a, b): return _binary_fn(a, b, FAD_ADD, FAD_ADD_C, FAD_ADD_C, np.add)
+def subtract(a, b): return _binary_fn(a, b, FAD_SUB, FAD_SUB_C, FAD_SUB_CX, np.subtract)
+def multiply(a, b): return _binary_fn(a, b, FAD_MUL, FAD_MUL_C, FAD_MUL_C, np.multiply)
+def divide(a, b): return _binary_fn(a, b, FAD_DIV, FAD_DIV_C, FAD_DIV_CX, np.true_divide)
+def power(a, b): return _binary_fn(a, b, FAD_POW, FAD_POW_C, FAD_POW_CX, np.power)
+def arctan2(a, b): return _binary_fn(a, b, FAD_ATAN2, FAD_ATAN2_C, FAD_ATAN2_CX, np.arctan2)
+def hypot(a, b): return _binary_fn(a, b, FAD_HYPOT, FAD_HYPOT_C, FAD_HYPOT_C, np.hypot)
+def maximum(a, b): return _binary_fn(a, b, FAD_MAX, FAD_MAX_C, FAD_MAX_C, np.maximum)
+def minimum(a, b): return _binary_fn(a, b, FAD_MIN, FAD_MIN_C, FAD_MIN_C, np.minimum)
+
+
+def where(cond, a, b):
+    """a where cond else b.  With a scalar condition (such as x > 0, which is
+    recorded) only the selected side is on the path to the output, so the
+    other contributes an exact zero even where its derivative is inf/NaN."""
+    if isinstance(cond, (bool, np.bool_)):
+        return a if cond else b
+    if type(cond) is Var or type(cond) is Array:
+        raise TypeError(
+            "fastad.where needs a boolean condition, such as x > 0, not a "
+            f"{type(cond).__name__}")
+    if isinstance(cond, np.ndarray) and cond.ndim == 0:
+        return a if cond else b
+    for side in (a, b):
+        if type(side) is Var or type(side) is Array:
+            raise TypeError("fastad.where with an array condition and Var/Array "
+                            "operands is not supported yet")
+    return np.where(cond, a, b)
+
+
+def _compare_fn(int kind):
+    def cmp(a, b):
+        if type(a) is Var:
+            r = _compare(<Var>a, b, kind)
+        elif type(b) is Var:
+            # a < b  is  b > a
+            r = _compare(<Var>b, a, (CMP_GT, CMP_GE, CMP_LT, CMP_LE, CMP_EQ, CMP_NE)[kind])
+        else:
+            r = NotImplemented
+        if r is NotImplemented:
+            raise TypeError("fastad: unsupported comparison operands")
+        return r
+    return cmp
+
+
+_UFUNCS = {
+    np.add: add, np.subtract: subtract, np.multiply: multiply,
+    np.true_divide: divide, np.power: power, np.float_power: power,
+    np.arctan2: arctan2, np.hypot: hypot, np.maximum: maximum,
+    np.minimum: minimum, np.negative: negative, np.positive: lambda x: x,
+    np.absolute: absolute, np.fabs: absolute, np.sign: sign,
+    np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
+    np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh,
+    np.tanh: tanh, np.exp: exp, np.expm1: expm1, np.log: log,
+    np.log1p: log1p, np.log2: log2, np.log10: log10, np.sqrt: sqrt,
+    np.square: square,
+    np.less: _compare_fn(CMP_LT), np.less_equal: _compare_fn(CMP_LE),
+    np.greater: _compare_fn(CMP_GT), np.greater_equal: _compare_fn(CMP_GE),
+    np.equal: _compare_fn(CMP_EQ), np.not_equal: _compare_fn(CMP_NE),
+}
+
+
+cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs):
+    fn = _UFUNCS.get(ufunc)
+    if method != "__call__" or kwargs or fn is None:
+        raise TypeError(
+            f"fastad: NumPy's {ufunc.__name__}"
+            f"{'' if method == '__call__' else '.' + method}"
+            f"{' with keyword arguments' if kwargs else ''} is not supported "
+            f"on fastad Vars/Arrays; use the fastad functions (fad.sin, ...)")
+    args = []
+    for x in inputs:
+        if isinstance(x, np.ndarray):
+            if (<cnp.ndarray>x).ndim != 0:
+                raise TypeError(
+                    f"fastad: np.{ufunc.__name__} of a Var and an ndarray of "
+                    f"shape {x.shape} is not supported yet; loop over the elements")
+            x = x[()]
+        args.append(x)
+    return fn(*args)

@@ -1,0 +1,35 @@
+"""Build the Cython extensions; metadata lives in pyproject.toml."""
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    opt = ["/O2"]
+else:
+    # -O3 for the sweeps; no -ffast-math: it would break NaN/inf propagation.
+    opt = ["-O3", "-fno-strict-aliasing"]
+    if os.environ.get("FASTAD_NATIVE"):
+        opt.append("-march=native")
+
+common = dict(
+    include_dirs=["csrc", np.get_include()],
+    extra_compile_args=opt,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    depends=["csrc/fastad_ops.h", "fastad/_tape.pxd"],
+)
+
+extensions = [
+    Extension("fastad._tape", ["fastad/_tape.pyx"], **common),
+    Extension("fastad._var", ["fastad/_var.pyx"], **common),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={"language_level": 3, "boundscheck": False,
+                             "wraparound": False, "cdivision": True},
+    ),
+)
