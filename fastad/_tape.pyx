@@ -126,7 +126,7 @@ cdef class Tape:
             name, a0, a1, p0, p1, v = self.node(i)
             fl = OP_FLAGS[self.buf.op[i]]
             if self.buf.op[i] == FAD_INPUT:
-                lines.append(f"  v{i} = input                       # {v!r}")
+                lines.append(f"  v{i} = input".ljust(34) + f"# {v!r}")
                 continue
             if fl & FAD_BINARY:
                 args = f"v{a0}, v{a1}"
