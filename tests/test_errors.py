@@ -1,0 +1,443 @@
+"""Every error promise of the issue-2 spec.
+
+Each test also checks that the library still works afterwards: a following grad call gives the
+right (analytic) answer.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import fastad as fad
+
+
+def assert_still_works():
+    """A fresh recording after the error gives analytic answers (scalar and array input)."""
+    assert fad.grad(lambda x: x * x * x)(2.0) == 12.0
+    g = fad.grad(lambda a: a[0] * fad.sin(a[1]))(np.array([2.0, 0.5]))
+    np.testing.assert_allclose(g, [math.sin(0.5), 2.0 * math.cos(0.5)], rtol=1e-14)
+    v, g = fad.value_and_grad(lambda x, y: x * y + fad.exp(y), argnums=(0, 1))(3.0, 0.0)
+    assert v == 1.0 and g == (0.0, 4.0)
+
+
+# ---------------------------------------------------------------------------
+# converting a Var to a Python number
+# ---------------------------------------------------------------------------
+
+def test_float_of_var_is_type_error_mentioning_value():
+    def f(x):
+        return float(x) * 2.0
+
+    with pytest.raises(TypeError) as ei:
+        fad.grad(f)(1.0)
+    msg = str(ei.value)
+    assert ".value" in msg
+    assert "fad." in msg
+    assert_still_works()
+
+
+def test_float_of_array_element_is_type_error():
+    with pytest.raises(TypeError, match=r"\.value"):
+        fad.grad(lambda a: float(a[0]))(np.array([1.0, 2.0]))
+    assert_still_works()
+
+
+def test_int_of_var_is_type_error():
+    with pytest.raises(TypeError):
+        fad.grad(lambda x: int(x) * 2.0)(1.0)
+    assert_still_works()
+
+
+@pytest.mark.parametrize("mathfn", [math.sin, math.exp, math.sqrt, math.log])
+def test_math_module_on_var_is_type_error_mentioning_value(mathfn):
+    with pytest.raises(TypeError) as ei:
+        fad.grad(lambda x: mathfn(x))(0.5)
+    msg = str(ei.value)
+    assert ".value" in msg
+    assert "fad." in msg
+    assert_still_works()
+
+
+def test_bool_of_var_is_type_error():
+    with pytest.raises(TypeError):
+        fad.grad(lambda x: bool(x) * 1.0)(1.0)
+    assert_still_works()
+
+
+def test_if_on_var_is_type_error():
+    def f(x):
+        if x:
+            return x
+        return -x
+
+    with pytest.raises(TypeError):
+        fad.grad(f)(1.0)
+    assert_still_works()
+
+
+def test_conversion_error_caught_inside_f_recording_continues():
+    caught = []
+
+    def f(x):
+        try:
+            float(x)
+        except TypeError:
+            caught.append(True)
+        return x * x
+
+    assert fad.grad(f)(4.0) == 8.0
+    assert caught == [True]
+
+
+# ---------------------------------------------------------------------------
+# non-scalar output
+# ---------------------------------------------------------------------------
+
+NON_SCALAR = {
+    "tuple_of_vars": (lambda x: (x, x * 2.0), 1.0),
+    "list_of_vars": (lambda x: [x, x], 1.0),
+    "whole_1d_array": (lambda a: a, np.array([1.0, 2.0, 3.0])),
+    "slice_of_size_one": (lambda a: a[0:1], np.array([1.0, 2.0, 3.0])),
+    "row_of_2d": (lambda a: a[0], np.ones((2, 3))),
+    "whole_2d_array": (lambda a: a, np.ones((2, 2))),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_SCALAR))
+def test_non_scalar_output_value_error_mentions_jacobian(name):
+    f, x = NON_SCALAR[name]
+    with pytest.raises(ValueError, match="jacobian"):
+        fad.grad(f)(x)
+    assert_still_works()
+
+
+@pytest.mark.parametrize("name", ["tuple_of_vars", "whole_1d_array"])
+def test_non_scalar_output_value_and_grad(name):
+    f, x = NON_SCALAR[name]
+    with pytest.raises(ValueError, match="jacobian"):
+        fad.value_and_grad(f)(x)
+    assert_still_works()
+
+
+def test_non_scalar_output_with_has_aux():
+    with pytest.raises(ValueError, match="jacobian"):
+        fad.grad(lambda a: (a, "aux"), has_aux=True)(np.array([1.0, 2.0]))
+    assert_still_works()
+
+
+# ---------------------------------------------------------------------------
+# Vars escaping their recording
+# ---------------------------------------------------------------------------
+
+def _record_and_stash():
+    stash = []
+
+    def f(x):
+        stash.append(x)
+        y = x * x
+        stash.append(y)
+        return y
+
+    assert fad.grad(f)(3.0) == 6.0
+    return stash
+
+
+@pytest.mark.parametrize("use", [
+    lambda v: v * 2.0,
+    lambda v: 2.0 * v,
+    lambda v: v + 1,
+    lambda v: 1 - v,
+    lambda v: v / 3.0,
+    lambda v: v ** 2,
+    lambda v: 2.0 ** v,
+    lambda v: -v,
+    lambda v: abs(v),
+    lambda v: fad.sin(v),
+    lambda v: fad.exp(v),
+    lambda v: np.sin(v),
+    lambda v: fad.maximum(v, 1.0),
+], ids=["mul", "rmul", "add", "rsub", "div", "pow", "rpow", "neg", "abs",
+        "fad.sin", "fad.exp", "np.sin", "fad.maximum"])
+def test_escaped_input_var_used_after_grad_returned(use):
+    x_old, _ = _record_and_stash()
+    with pytest.raises(fad.TapeError) as ei:
+        use(x_old)
+    assert str(ei.value)  # names the problem
+    assert_still_works()
+
+
+def test_escaped_intermediate_var_used_after_grad_returned():
+    x_old, y_old = _record_and_stash()
+    with pytest.raises(fad.TapeError):
+        y_old * 2.0
+    with pytest.raises(fad.TapeError):
+        x_old + y_old
+    assert_still_works()
+
+
+def test_escaped_var_used_inside_another_grad_call():
+    x_old, _ = _record_and_stash()
+
+    def g(y):
+        return y * x_old
+
+    with pytest.raises(fad.TapeError):
+        fad.grad(g)(2.0)
+    with pytest.raises(fad.TapeError):
+        fad.grad(lambda y: x_old + y)(2.0)
+    assert_still_works()
+
+
+def test_escaped_var_after_many_other_recordings():
+    """Tapes may be pooled/reused: a stale Var must still be detected, never silently read."""
+    x_old, y_old = _record_and_stash()
+    for i in range(50):
+        assert fad.grad(lambda x: x * x)(float(i)) == 2.0 * i
+    with pytest.raises(fad.TapeError):
+        fad.grad(lambda y: y * y_old)(2.0)
+    with pytest.raises(fad.TapeError):
+        y_old - 1.0
+    assert_still_works()
+
+
+def test_escaped_array_used_after_grad_returned():
+    stash = []
+
+    def f(a):
+        stash.append(a)
+        return a[0] * a[1]
+
+    fad.grad(f)(np.array([1.0, 2.0]))
+    a_old = stash[0]
+    with pytest.raises(fad.TapeError):
+        a_old[0] * 2.0
+    with pytest.raises(fad.TapeError):
+        fad.grad(lambda x: x * a_old[1])(1.0)
+    assert_still_works()
+
+
+def test_escaped_var_from_failed_recording():
+    stash = []
+
+    def f(x):
+        stash.append(x * 2.0)
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        fad.grad(f)(1.0)
+    with pytest.raises(fad.TapeError):
+        stash[0] + 1.0
+    with pytest.raises(fad.TapeError):
+        fad.grad(lambda y: y * stash[0])(3.0)
+    assert_still_works()
+
+
+# ---------------------------------------------------------------------------
+# Vars of two recordings mixed (nested recordings)
+# ---------------------------------------------------------------------------
+
+def test_outer_var_used_inside_inner_grad_call():
+    def outer(x):
+        def inner(y):
+            return y * x  # x belongs to the outer recording
+        fad.grad(inner)(1.0)
+        return x
+
+    with pytest.raises(fad.TapeError) as ei:
+        fad.grad(outer)(2.0)
+    assert str(ei.value)
+    assert_still_works()
+
+
+def test_outer_var_in_inner_grad_call_arithmetic_first():
+    def outer(x):
+        def inner(y):
+            return fad.sin(x) + y  # outer Var first in the expression
+        return x * fad.grad(inner)(1.0)
+
+    with pytest.raises(fad.TapeError):
+        fad.grad(outer)(2.0)
+    assert_still_works()
+
+
+def test_outer_array_element_used_inside_inner_grad_call():
+    def outer(a):
+        fad.grad(lambda y: y * a[0])(1.0)
+        return a[0]
+
+    with pytest.raises(fad.TapeError):
+        fad.grad(outer)(np.array([1.0, 2.0]))
+    assert_still_works()
+
+
+# ---------------------------------------------------------------------------
+# exceptions inside f
+# ---------------------------------------------------------------------------
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc", [Boom("boom"), ValueError("v"), ZeroDivisionError("z"),
+                                 KeyError("k"), RuntimeError("r")])
+def test_exception_inside_f_propagates_unchanged(exc):
+    def f(x):
+        y = x * x
+        for _ in range(100):
+            y = fad.sin(y) + x
+        raise exc
+
+    with pytest.raises(type(exc)) as ei:
+        fad.grad(f)(1.0)
+    assert ei.value is exc
+    assert_still_works()
+
+
+def test_exception_inside_f_value_and_grad_and_array():
+    def f(a):
+        s = a[0] * a[1]
+        if s.value > 0:
+            raise Boom("positive")
+        return s
+
+    with pytest.raises(Boom):
+        fad.value_and_grad(f)(np.array([1.0, 2.0]))
+    # the same function at an input where it does not raise
+    v, g = fad.value_and_grad(f)(np.array([-1.0, 2.0]))
+    assert v == -2.0
+    np.testing.assert_array_equal(g, [2.0, -1.0])
+    assert_still_works()
+
+
+def test_many_failed_recordings_in_a_row():
+    def f(x):
+        x * x
+        raise Boom()
+
+    for _ in range(1000):
+        with pytest.raises(Boom):
+            fad.grad(f)(1.0)
+    assert_still_works()
+
+
+def test_python_error_from_user_code_propagates():
+    with pytest.raises(ZeroDivisionError):
+        fad.grad(lambda x: x * (1 / 0))(1.0)
+    with pytest.raises(AttributeError):
+        fad.grad(lambda x: x.no_such_attribute)(1.0)
+    assert_still_works()
+
+
+# ---------------------------------------------------------------------------
+# nested grad
+# ---------------------------------------------------------------------------
+
+def test_nested_grad_raises_not_implemented_mentioning_hessian():
+    with pytest.raises(NotImplementedError, match="hessian") as ei:
+        fad.grad(fad.grad(lambda x: x ** 3))(2.0)
+    assert "hvp" in str(ei.value)
+    assert_still_works()
+
+
+def test_nested_grad_inside_lambda():
+    inner = fad.grad(lambda x: fad.sin(x) * x)
+    with pytest.raises(NotImplementedError, match="hessian"):
+        fad.grad(lambda x: inner(x) * 2.0)(1.0)
+    assert_still_works()
+
+
+def test_nested_value_and_grad():
+    inner = fad.value_and_grad(lambda x: x * x)
+    with pytest.raises(NotImplementedError, match="hessian"):
+        fad.grad(lambda x: inner(x)[1])(1.0)
+    assert_still_works()
+
+
+def test_nested_grad_array_input():
+    inner = fad.grad(lambda a: a[0] * a[1])
+    with pytest.raises(NotImplementedError, match="hessian"):
+        fad.grad(lambda a: inner(a)[0])(np.array([1.0, 2.0]))
+    assert_still_works()
+
+
+# ---------------------------------------------------------------------------
+# complex input
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("x", [1 + 2j, 1j, np.complex128(1.0), np.array([1 + 1j, 2.0]),
+                               np.array(2j), [1.0, 2j]],
+                         ids=["complex", "imag", "np.complex128", "complex_array",
+                              "complex_0d", "list_with_complex"])
+def test_complex_input_type_error(x):
+    with pytest.raises(TypeError):
+        fad.grad(lambda v: 1.0)(x)
+    assert_still_works()
+
+
+def test_complex_input_in_argnums_tuple():
+    with pytest.raises(TypeError):
+        fad.grad(lambda x, y: x * 2.0, argnums=(0, 1))(1.0, 2j)
+    assert_still_works()
+
+
+def test_complex_non_differentiated_arg_is_passed_through():
+    seen = []
+
+    def f(x, c):
+        seen.append(c)
+        return x * 2.0
+
+    assert fad.grad(f)(1.0, 3j) == 2.0
+    assert seen == [3j]
+
+
+# ---------------------------------------------------------------------------
+# item assignment on Array
+# ---------------------------------------------------------------------------
+
+def _set_number(a):
+    a[0] = 1.0
+
+
+def _set_var(a):
+    a[1] = a[0] * 2.0
+
+
+def _set_slice(a):
+    a[0:2] = 0.0
+
+
+def _set_negative(a):
+    a[-1] = a[0]
+
+
+@pytest.mark.parametrize("assign", [_set_number, _set_var, _set_slice, _set_negative],
+                         ids=["number", "var", "slice", "negative"])
+def test_item_assignment_type_error_mentions_where_and_stack(assign):
+    def f(a):
+        assign(a)
+        return a[0]
+
+    with pytest.raises(TypeError) as ei:
+        fad.grad(f)(np.array([1.0, 2.0, 3.0]))
+    msg = str(ei.value)
+    assert "where" in msg and "stack" in msg
+    assert_still_works()
+
+
+def test_item_assignment_2d_type_error():
+    def f(a):
+        a[0, 1] = a[1, 0]
+        return a[0, 0]
+
+    with pytest.raises(TypeError, match="where"):
+        fad.grad(f)(np.ones((2, 2)))
+
+    def g(a):
+        row = a[1]
+        row[0] = 5.0
+        return a[0, 0]
+
+    with pytest.raises(TypeError, match="where"):
+        fad.grad(g)(np.ones((2, 2)))
+    assert_still_works()
