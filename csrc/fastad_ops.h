@@ -14,6 +14,8 @@
  * A unary node keeps its constant in the p1 field of the node (it has no
  * second partial), so fad_eval returns c through *d1 for unary ops: the
  * caller can store (d0, d1) into (p0, p1) without caring about arity.
+ * A CONST node (a constant output, or a constant stacked with Vars) points
+ * a0 at itself with p0 = 0, so every sweep handles it like a unary op.
  */
 #ifndef FASTAD_OPS_H
 #define FASTAD_OPS_H
@@ -25,7 +27,7 @@
  * Jacobian and Hessian sparsity detection. */
 #define FAD_BINARY 0x01 /* two tape arguments (x, y) */
 #define FAD_UNARY 0x02  /* one tape argument (x) */
-#define FAD_CONST 0x04  /* uses the constant c */
+#define FAD_HAS_C 0x04  /* uses the constant c */
 #define FAD_ZD 0x08     /* all first partials are zero (piecewise constant) */
 #define FAD_Z00 0x10    /* d2f/dx2 == 0 */
 #define FAD_Z01 0x20    /* d2f/dxdy == 0 */
@@ -34,12 +36,13 @@
 
 #define FAD_LIN (FAD_Z00 | FAD_Z01 | FAD_Z11)
 #define FAD_U (FAD_UNARY | FAD_Z01 | FAD_Z11)
-#define FAD_UC (FAD_U | FAD_CONST)
+#define FAD_UC (FAD_U | FAD_HAS_C)
 #define FAD_B FAD_BINARY
 
 /* X(enum name, printed name, flags) */
 #define FAD_OPS(X)                                  \
     X(INPUT, "input", FAD_ZD | FAD_LIN)             \
+    X(CONST, "const", FAD_HAS_C | FAD_ZD | FAD_LIN) \
     X(ADD, "add", FAD_B | FAD_LIN)                  \
     X(SUB, "sub", FAD_B | FAD_LIN)                  \
     X(MUL, "mul", FAD_B | FAD_Z00 | FAD_Z11)        \
@@ -108,6 +111,9 @@ static const char *const fad_op_name[FAD_NUM_OPS] = {FAD_OPS(FAD_NAME_)};
 #define FAD_FLAGS_(name, str, flags) (flags),
 static const int fad_op_flags[FAD_NUM_OPS] = {FAD_OPS(FAD_FLAGS_)};
 #undef FAD_FLAGS_
+
+/* Comparisons are the last ops, so sweeps spot them with one test. */
+#define FAD_FIRST_CMP FAD_LT
 
 /* One node of the tape: local partials and argument slots.  The value of
  * node i lives in a separate array so sweeps that need only partials stay
@@ -241,6 +247,7 @@ static inline double fad_eval(int op, double x, double y, double c,
     case FAD_GE_C: *d0 = 0.0; return x >= c;
     case FAD_EQ_C: *d0 = 0.0; return x == c;
     case FAD_NE_C: *d0 = 0.0; return x != c;
+    case FAD_CONST: *d0 = 0.0; return c;
     default: *d0 = 0.0; return x; /* FAD_INPUT */
     }
 }

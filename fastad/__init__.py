@@ -4,16 +4,19 @@ from fastad._var import (
     Var, Array,
     sin, cos, tan, arcsin, arccos, arctan, arctan2, sinh, cosh, tanh,
     exp, expm1, log, log1p, log2, log10, sqrt, square, sign, power, hypot,
-    maximum, minimum, where, sigmoid, softplus, relu, erf,
+    maximum, minimum, where, sigmoid, softplus, relu, erf, stack,
 )
 from fastad._var import absolute as abs  # noqa: A001 - the public name is fad.abs
 from fastad.errors import TapeError, BranchChangedError
-from fastad.transforms import grad, value_and_grad, check_grad
+from fastad.transforms import (
+    grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "grad", "value_and_grad", "check_grad",
+    "grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
+    "jacobian", "jacfwd", "jacrev", "stack",
     "Var", "Array", "Tape", "TapeError", "BranchChangedError",
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh",
     "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",

@@ -13,7 +13,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._tape cimport (
     Tape, TapeBuf, tape_push, fad_eval,
-    FAD_INPUT, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
+    FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
     FAD_HYPOT, FAD_MAX, FAD_MIN, FAD_ADD_C, FAD_SUB_C, FAD_SUB_CX, FAD_MUL_C,
     FAD_DIV_C, FAD_DIV_CX, FAD_POW_C, FAD_POW_CX, FAD_ATAN2_C,
     FAD_ATAN2_CX, FAD_HYPOT_C, FAD_MAX_C, FAD_MIN_C, FAD_NEG, FAD_ABS,
@@ -32,15 +32,23 @@ from fastad.errors import TapeError
 
 cnp.import_array()
 
-# The recording in progress on this thread: each thread records on its own tape.
+# The recording in progress on this thread: each thread records on its own
+# tape.  The buffer pointer is what the overloads use; the Tape object (a
+# borrowed reference, kept alive by the transform that records) is for the
+# rare places that need it.
 cdef extern from *:
     """
-    static __thread void *fastad_current_tape = NULL;
-    static inline void *fastad_get_current(void) { return fastad_current_tape; }
-    static inline void fastad_set_current(void *t) { fastad_current_tape = t; }
+    static __thread void *fastad_current_buf = NULL;
+    static __thread void *fastad_current_obj = NULL;
+    static inline void *fastad_get_current(void) { return fastad_current_buf; }
+    static inline void *fastad_get_current_obj(void) { return fastad_current_obj; }
+    static inline void fastad_set_current(void *buf, void *obj) {
+        fastad_current_buf = buf; fastad_current_obj = obj;
+    }
     """
     void* fastad_get_current() nogil
-    void fastad_set_current(void* t) nogil
+    void* fastad_get_current_obj() nogil
+    void fastad_set_current(void* buf, void* obj) nogil
 
 cdef int64_t _last_id = 0   # recording ids; bumped under the GIL
 
@@ -55,14 +63,22 @@ def begin_recording(Tape tape):
     global _last_id
     _last_id += 1
     tape.buf.id = _last_id
-    cdef size_t prev = <size_t>fastad_get_current()
-    fastad_set_current(&tape.buf)
+    cdef size_t prev = <size_t>fastad_get_current_obj()
+    fastad_set_current(&tape.buf, <void*>tape)
     return prev
 
 
 def end_recording(size_t token):
     """Restore the recording that was current before begin_recording."""
-    fastad_set_current(<void*>token)
+    if token == 0:
+        fastad_set_current(NULL, NULL)
+    else:
+        fastad_set_current(&(<Tape><void*>token).buf, <void*>token)
+
+
+cdef Tape _tape_object(TapeBuf* t):
+    """The Tape object of the current recording (t must be current)."""
+    return <Tape>fastad_get_current_obj()
 
 
 cdef TapeBuf* _current(int64_t tid) except NULL:
@@ -410,43 +426,85 @@ def make_input(Tape tape, object x, int argnum):
             f"fastad: argument {argnum} must be a real number or an array of "
             f"real numbers (float64 is used), got {type(x).__name__} "
             f"of dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    first = tape.add_inputs(arr.ravel())
+    arr = np.array(arr, dtype=np.float64, order="C")   # a private copy, 0-d kept 0-d
+    first = tape.add_inputs(arr.reshape(-1))
     tape.inputs.append((argnum, arr.shape, first))
     return _make_array(tape, t.id,
                        np.arange(first, first + arr.size, dtype=np.intp).reshape(arr.shape))
 
 
-def output_slot(Tape tape, object out):
-    """(value, slot) of a scalar output of the recording on `tape`.
+def output_slots(Tape tape, object out):
+    """Slots of f's output as an intp ndarray of the output's shape.
 
-    slot is None for a constant output.  Raises ValueError for anything that
-    is not a scalar."""
+    Accepts a Var, an Array, numbers/ndarrays (constants get CONST nodes) and
+    (nested) lists/tuples of these with equal shapes."""
     cdef Var v
     cdef Array a
     if type(out) is Var:
         v = <Var>out
         if v.tid != tape.buf.id:
             raise TapeError("fastad: f returned a Var from another recording")
-        return v.value, v.slot
+        return np.array(v.slot, dtype=np.intp)
     if type(out) is Array:
         a = <Array>out
         if a.tid != tape.buf.id:
             raise TapeError("fastad: f returned an Array from another recording")
-        if a.nd != 0:
-            raise ValueError(
-                f"fastad.grad needs f to return a scalar, but it returned an "
-                f"Array of shape {a.shape}; use fad.jacobian for vector outputs")
-        slot = int(a.idx[()])
-        return tape.buf.val[slot], slot
-    if isinstance(out, (np.ndarray, numbers.Number)) and np.ndim(out) == 0 \
-            and np.asarray(out).dtype.kind in "biuf":
-        return float(out), None
-    shape = getattr(out, "shape", None)
-    what = type(out).__name__ + (f" of shape {shape}" if shape is not None else "")
-    raise ValueError(
-        f"fastad.grad needs f to return a scalar (a Var or a number), but it "
-        f"returned {what}; use fad.jacobian for vector outputs")
+        return np.array(a.idx, dtype=np.intp)
+    if isinstance(out, (list, tuple)):
+        parts = [output_slots(tape, o) for o in out]
+        shapes = {p.shape for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"fastad: f returned a {type(out).__name__} whose "
+                             f"items have different shapes {sorted(shapes)}")
+        return np.stack(parts) if parts else np.zeros(0, dtype=np.intp)
+    if isinstance(out, (np.ndarray, numbers.Number)) and np.asarray(out).dtype.kind in "biuf":
+        vals = np.asarray(out, dtype=np.float64)
+        return np.array([tape.push_const(c) for c in vals.reshape(-1)],
+                        dtype=np.intp).reshape(vals.shape)
+    raise TypeError(f"fastad: f must return a Var, an Array, numbers or a "
+                    f"list/tuple of them, but it returned {type(out).__name__}")
+
+
+def stack(seq, axis=0):
+    """Stack Vars, Arrays and numbers of equal shape along a new axis.
+
+    No tape node is recorded for Vars/Arrays: the result views their slots."""
+    seq = list(seq)
+    if not seq:
+        raise ValueError("fastad.stack needs at least one array")
+    cdef object owner = None
+    for o in seq:
+        if type(o) is Var or type(o) is Array:
+            owner = o
+            break
+    if owner is None:
+        return np.stack([np.asarray(o, dtype=np.float64) for o in seq], axis=axis)
+    cdef int64_t tid = (<Var>owner).tid if type(owner) is Var else (<Array>owner).tid
+    cdef TapeBuf* t = _current(tid)
+    cdef Tape tape = None
+    parts = []
+    for o in seq:
+        if type(o) is Var:
+            if (<Var>o).tid != tid:
+                _mixed()
+            parts.append(np.array((<Var>o).slot, dtype=np.intp))
+        elif type(o) is Array:
+            if (<Array>o).tid != tid:
+                _mixed()
+            tape = (<Array>o).tape
+            parts.append((<Array>o).idx)
+        else:
+            vals = np.asarray(o, dtype=np.float64)
+            slots = np.empty(vals.shape, dtype=np.intp).reshape(-1)
+            for k, c in enumerate(vals.reshape(-1).tolist()):
+                slots[k] = tape_push(t, FAD_CONST, <int32_t>t.n, -1, 0.0, c, c)
+            parts.append(slots.reshape(vals.shape))
+    shapes = {p.shape for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"fastad.stack: all items must have the same shape, got {sorted(shapes)}")
+    if tape is None:
+        tape = _tape_object(t)
+    return _make_array(tape, tid, np.stack(parts, axis=axis))
 
 
 # ---------------------------------------------------------------- functions
@@ -471,7 +529,7 @@ cdef object _unary(int op, object x, object npfunc):
         return _array_unary(op, <Array>x)
     if npfunc is None:
         return _table(op, x)
-    return npfunc(x)
+    return npfunc(np.asarray(x, dtype=np.float64))   # ints give floats, as on Vars
 
 
 cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc):
@@ -486,7 +544,7 @@ cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc
     if type(a) is Array or type(b) is Array:
         raise TypeError(f"fastad: {npfunc.__name__} of whole Arrays is not "
                         f"supported yet; loop over the elements")
-    return npfunc(a, b)
+    return npfunc(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def sin(x): return _unary(FAD_SIN, x, np.sin)

@@ -1,7 +1,8 @@
-"""Differential operators: grad, value_and_grad, check_grad.
+"""Differential operators: grad, value_and_grad, jvp, vjp, jacobian, record, check_grad.
 
 Each call records `f` on a fresh tape (one per call and per thread), then
-runs one reverse sweep over it in compiled code.
+runs compiled sweeps over it: reverse for gradients and pullbacks, tangent
+for pushforwards, k seeds or directions per sweep.
 """
 import functools
 import numbers
@@ -9,9 +10,11 @@ import numbers
 import numpy as np
 
 from fastad._tape import Tape
-from fastad._var import begin_recording, end_recording, make_input, output_slot
+from fastad._tape import choose_mode
+from fastad._var import begin_recording, end_recording, make_input, output_slots
 
-__all__ = ["grad", "value_and_grad", "check_grad"]
+__all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
+           "jacobian", "jacfwd", "jacrev"]
 
 
 def _argnums_tuple(argnums, nargs):
@@ -59,25 +62,34 @@ def _split_aux(out, has_aux):
 
 def _input_gradients(tape, slot):
     """Per differentiated argument, its gradient (float or ndarray), in argnums order."""
-    adj = tape.reverse(slot) if slot is not None else None
+    adj = tape.reverse(slot)
     grads = []
     for _argnum, shape, first in tape.inputs:
-        size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
-        if adj is None:
-            g = np.zeros(size)
+        if shape is None:
+            grads.append(float(adj[first]))
         else:
-            g = adj[first:first + size].copy()
-        grads.append(float(g[0]) if shape is None else g.reshape(shape))
+            size = int(np.prod(shape, dtype=np.int64))
+            grads.append(adj[first:first + size].reshape(shape).copy())
     return grads
+
+
+def _scalar_slot(tape, out, who):
+    slots = output_slots(tape, out)
+    if slots.ndim != 0:
+        raise ValueError(
+            f"fastad.{who} needs f to return a scalar, but it returned "
+            f"{type(out).__name__} with shape {slots.shape}; use fad.jacobian "
+            f"(or fad.vjp) for vector outputs")
+    return int(slots)
 
 
 def _value_and_grad(f, argnums, has_aux, args, kwargs):
     single, nums = _argnums_tuple(argnums, len(args))
     tape, out = _record(f, args, kwargs, nums)
     out, aux = _split_aux(out, has_aux)
-    value, slot = output_slot(tape, out)
+    slot = _scalar_slot(tape, out, "grad")
     grads = _input_gradients(tape, slot)
-    return value, aux, (grads[0] if single else tuple(grads))
+    return tape.node(slot)[5], aux, (grads[0] if single else tuple(grads))
 
 
 def grad(f, argnums=0, has_aux=False):
@@ -101,6 +113,72 @@ def value_and_grad(f, argnums=0, has_aux=False):
         value, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs)
         return ((value, aux) if has_aux else value), g
     return value_and_grad_f
+
+
+def record(f, x):
+    """Record f at x on a replayable fad.Tape (record once, differentiate many times).
+
+    The tape replays at new inputs of x's shape without Python in the loop:
+    tape(x), tape.gradient(x), tape.value_and_gradient(x), tape.jvp(x, v),
+    tape.vjp(x, ybar), tape.jacobian(x).  Comparisons made while recording
+    are re-checked on replay; a different outcome raises fad.BranchChangedError.
+    """
+    tape, out = _record(f, (x,), {}, (0,))
+    tape.out_slots = output_slots(tape, out)
+    tape.in_shape = tape.inputs[0][1]
+    tape.f = f
+    return tape
+
+
+def _output_value(tape):
+    vals = tape.values()[tape.out_slots]
+    return float(vals) if tape.out_slots.ndim == 0 else vals
+
+
+def jvp(f, x, v):
+    """(f(x), J(x) v): one tangent sweep carrying every direction.
+
+    v has x's shape, or (k,) + x.shape for k directions (then J v has a
+    leading axis of k)."""
+    tape = record(f, x)
+    return _output_value(tape), tape._jvp(None, v)
+
+
+def vjp(f, x):
+    """(f(x), pullback), pullback(ybar) = ybar J(x).
+
+    ybar has the output's shape, or (k,) + that shape for k seeds, pulled
+    back in one multi-seeded reverse sweep.  The pullback can be called
+    many times."""
+    tape = record(f, x)
+
+    def pullback(ybar):
+        return tape._vjp(None, ybar)
+    pullback.tape = tape
+    return _output_value(tape), pullback
+
+
+def jacobian(f, mode="auto"):
+    """The Jacobian of f, shape out.shape + x.shape.
+
+    mode "fwd" sweeps one tangent lane per input, "rev" one adjoint lane per
+    output, in chunks; "auto" picks the one with fewer lanes (weighted by
+    their measured costs: see fastad._tape.choose_mode)."""
+    choose_mode(mode, 1, 1)  # validate early
+
+    def jac_f(x):
+        return record(f, x)._jacobian(None, mode)
+    return jac_f
+
+
+def jacfwd(f):
+    """jacobian(f, mode="fwd")."""
+    return jacobian(f, mode="fwd")
+
+
+def jacrev(f):
+    """jacobian(f, mode="rev")."""
+    return jacobian(f, mode="rev")
 
 
 def check_grad(f, x, *args, eps=1e-6, **kwargs):
