@@ -62,6 +62,12 @@ def main(argv=None):
     print(header)
     print()
     print(table)
+    print()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_replay
+    print("## Record once, differentiate many (bench_replay.py)")
+    print()
+    print(bench_replay.run(quick=args.quick))
     return 0
 
 

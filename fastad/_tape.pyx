@@ -49,6 +49,14 @@ cdef void reverse_scalar(const fad_node* nd, double* adj,
                 adj[a1] += nd[i].p1 * g
 
 
+cdef void _gradient_sweep(const fad_node* nd, double* adj, Py_ssize_t slot,
+                          Py_ssize_t lo) noexcept nogil:
+    """Adjoints of slots 0..slot for the output at `slot` seeded with 1."""
+    memset(adj, 0, ((slot if slot > lo - 1 else lo - 1) + 1) * sizeof(double))
+    adj[slot] = 1.0
+    reverse_scalar(nd, adj, slot, lo)
+
+
 cdef inline void _axpy(double* y, double a, const double* x, Py_ssize_t k) noexcept nogil:
     """y += a x over k lanes; zero lanes of x stay exact zeros when a is inf/NaN."""
     cdef Py_ssize_t j
@@ -479,13 +487,11 @@ cdef class Tape:
         cdef cnp.ndarray g
         try:
             self._replay(w, x)
-            memset(w.adj, 0, (max(slot, lo - 1) + 1) * sizeof(double))
-            w.adj[slot] = 1.0
             if slot - lo >= NOGIL_MIN:
                 with nogil:
-                    reverse_scalar(w.node, w.adj, slot, lo)
+                    _gradient_sweep(w.node, w.adj, slot, lo)
             else:
-                reverse_scalar(w.node, w.adj, slot, lo)
+                _gradient_sweep(w.node, w.adj, slot, lo)
             g = np.empty(lo)
             if lo:
                 memcpy(_dptr(g), w.adj, lo * sizeof(double))

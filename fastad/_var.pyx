@@ -109,14 +109,14 @@ cdef inline Var _new(double v, Py_ssize_t slot, int64_t tid):
     return r
 
 
-cdef Var _un(int op, Var x, double c):
+cdef inline Var _un(int op, Var x, double c):
     cdef TapeBuf* t = _current(x.tid)
     cdef double d0, d1
     cdef double v = fad_eval(op, x.value, 0.0, c, &d0, &d1)
     return _new(v, tape_push(t, op, <int32_t>x.slot, -1, d0, d1, v), x.tid)
 
 
-cdef Var _bin(int op, Var x, Var y):
+cdef inline Var _bin(int op, Var x, Var y):
     cdef TapeBuf* t = _current(x.tid)
     if y.tid != x.tid:
         _mixed()
@@ -143,7 +143,7 @@ cdef bint _num(object o, double* out) except -1:
     return False
 
 
-cdef object _binary(object a, object b, int vv, int xc, int cx):
+cdef inline object _binary(object a, object b, int vv, int xc, int cx):
     """a (op) b where a or b is a Var; NotImplemented for other operands."""
     cdef double c
     if type(a) is Var:
@@ -523,8 +523,11 @@ cdef object _table(int op, object x):
 
 
 cdef object _unary(int op, object x, object npfunc):
+    cdef double d0, d1
     if type(x) is Var:
         return _un(op, <Var>x, 0.0)
+    if type(x) is float:   # plain floats: the op table, as fast as math.sin
+        return fad_eval(op, PyFloat_AS_DOUBLE(x), 0.0, 0.0, &d0, &d1)
     if type(x) is Array:
         return _array_unary(op, <Array>x)
     if npfunc is None:
