@@ -627,3 +627,22 @@ def choose_mode(mode, Py_ssize_t n_in, Py_ssize_t n_out):
     if mode not in ("fwd", "rev"):
         raise ValueError(f"fastad: mode must be 'fwd', 'rev' or 'auto', got {mode!r}")
     return mode
+
+
+def op_eval(int op, double x, double y=0.0, double c=0.0):
+    """(value, d/dx, d/dy or c) of one op-table entry (for tests and tools)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    cdef double d0, d1
+    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
+    return v, d0, d1
+
+
+def op_second(int op, double x, double y=0.0, double c=0.0):
+    """(d2/dx2, d2/dxdy, d2/dy2) of one op-table entry (for tests and tools)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    cdef double d0, d1, xx, xy, yy
+    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
+    fad_second(op, x, y, c, v, &xx, &xy, &yy)
+    return xx, xy, yy
