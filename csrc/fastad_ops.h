@@ -33,6 +33,9 @@
 #define FAD_Z01 0x20    /* d2f/dxdy == 0 */
 #define FAD_Z11 0x40    /* d2f/dy2 == 0 */
 #define FAD_CMP 0x80    /* comparison: value 1.0/0.0, checked on replay */
+#define FAD_BLOCKF 0x100 /* slot of a block (array or primitive) node: the
+                            scalar sweeps never visit it; the block's own
+                            NumPy code computes and differentiates it */
 
 #define FAD_LIN (FAD_Z00 | FAD_Z01 | FAD_Z11)
 #define FAD_U (FAD_UNARY | FAD_Z01 | FAD_Z11)
@@ -43,6 +46,7 @@
 #define FAD_OPS(X)                                  \
     X(INPUT, "input", FAD_ZD | FAD_LIN)             \
     X(CONST, "const", FAD_HAS_C | FAD_ZD | FAD_LIN) \
+    X(BLOCK, "block", FAD_BLOCKF)                   \
     X(ADD, "add", FAD_B | FAD_LIN)                  \
     X(SUB, "sub", FAD_B | FAD_LIN)                  \
     X(MUL, "mul", FAD_B | FAD_Z00 | FAD_Z11)        \

@@ -7,6 +7,9 @@ from fastad._var import (
     maximum, minimum, where, sigmoid, softplus, relu, erf, stack,
 )
 from fastad._var import absolute as abs  # noqa: A001 - the public name is fad.abs
+from fastad.arrays import (  # noqa: A004 - NumPy's names
+    sum, mean, dot, matmul, logsumexp, concatenate, reshape, transpose,
+)
 from fastad.errors import TapeError, BranchChangedError
 from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
@@ -21,5 +24,6 @@ __all__ = [
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh",
     "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",
     "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
-    "sigmoid", "softplus", "relu", "erf",
+    "sigmoid", "softplus", "relu", "erf", "sum", "mean", "dot", "matmul",
+    "logsumexp", "concatenate", "reshape", "transpose",
 ]

@@ -9,7 +9,7 @@ cdef extern from "fastad_ops.h" nogil:
         int32_t a0
         int32_t a1
     enum:
-        FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
+        FAD_INPUT, FAD_CONST, FAD_BLOCK, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
         FAD_HYPOT, FAD_MAX, FAD_MIN, FAD_ADD_C, FAD_SUB_C, FAD_SUB_CX, FAD_MUL_C,
         FAD_DIV_C, FAD_DIV_CX, FAD_POW_C, FAD_POW_CX, FAD_ATAN2_C,
         FAD_ATAN2_CX, FAD_HYPOT_C, FAD_MAX_C, FAD_MIN_C, FAD_NEG, FAD_ABS,
@@ -19,7 +19,7 @@ cdef extern from "fastad_ops.h" nogil:
         FAD_RELU, FAD_ERF, FAD_LT, FAD_LE, FAD_EQ, FAD_NE, FAD_LT_C, FAD_LE_C,
         FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS, FAD_FIRST_CMP
     enum:
-        FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP
+        FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF
     const char* fad_op_name[]
     const int fad_op_flags[]
     double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
@@ -44,7 +44,10 @@ cdef class Work:
     cdef fad_node* node
     cdef double* adj
     cdef Py_ssize_t cap
+    cdef public list states        # per block: what its forward returned at this replay
+    cdef object scratch            # reusable float64 memory for tangents/adjoints
     cdef int ensure(self, Py_ssize_t n) except -1
+    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k)
 
 
 cdef class Tape:
@@ -54,15 +57,25 @@ cdef class Tape:
     cdef public object in_shape    # shape of the recorded x (None: a float)
     cdef public object out_slots   # intp ndarray of output slots, shaped like the output
     cdef public object f           # the recorded function (for retracing); not pickled
-    cdef list _pool                # free Work buffers: one per concurrent replay
+    cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
     cdef int reserve(self, Py_ssize_t extra) except -1
     cdef Work _acquire(self)
     cdef void _release(self, Work w)
     cdef int _replay(self, Work w, object x) except -1
+    cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1
+    cdef void _reverse_seg(self, const fad_node* nodes, double* ap, Py_ssize_t k,
+                           Py_ssize_t hi, Py_ssize_t lo)
+    cdef void _tangent_seg(self, const fad_node* nodes, double* tp, Py_ssize_t k,
+                           Py_ssize_t lo, Py_ssize_t hi)
     cdef Py_ssize_t _out_hi(self)
     cdef object _gather(self, const double* val)
-    cdef object _tangents(self, const fad_node* nodes, object seeds)
-    cdef object _adjoints(self, const fad_node* nodes, object seeds)
+    cdef Py_ssize_t _top(self, Py_ssize_t hi)
+    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds)
+    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds)
+    cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
+                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo) except -1
+    cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
+                          object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1
 
 
 cdef inline int tape_grow(TapeBuf* t, Py_ssize_t need) except -1:

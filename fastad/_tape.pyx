@@ -10,6 +10,8 @@ from libc.math cimport isfinite
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
+import bisect
+
 import numpy as np
 cimport numpy as cnp
 
@@ -141,6 +143,15 @@ cdef class Work:
         free(self.node)
         free(self.adj)
 
+    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k):
+        """A zeroed (rows, k) array in this buffer's reusable scratch memory."""
+        cdef Py_ssize_t m = rows * k
+        if self.scratch is None or self.scratch.shape[0] < m:
+            self.scratch = np.empty(max(m, 1024))
+        out = self.scratch[:m].reshape(rows, k)
+        out.fill(0.0)
+        return out
+
     cdef int ensure(self, Py_ssize_t n) except -1:
         if n <= self.cap:
             return 0
@@ -157,12 +168,22 @@ cdef class Work:
         return 0
 
 
+cdef list _work_pool = []   # free Work buffers (list.pop/append are atomic under the GIL)
+
+
 cdef inline double* _dptr(cnp.ndarray a):
     return <double*>cnp.PyArray_DATA(a)
 
 
+cdef object _view(double* p, Py_ssize_t n):
+    """A NumPy view of n doubles at p (valid while the buffer lives)."""
+    if n == 0:
+        return np.zeros(0)
+    return np.asarray(<double[:n]>p)
+
+
 def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
-             in_shape, out_slots):
+             in_shape, out_slots, list blocks=None):
     """Unpickle a Tape."""
     cdef Tape t = Tape()
     cdef Py_ssize_t n = len(op)
@@ -178,30 +199,70 @@ def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
     t.inputs = inputs
     t.in_shape = in_shape
     t.out_slots = out_slots
+    t.blocks = blocks or []
     return t
+
+
+# One spare set of tape buffers, kept when a tape dies and handed to the next
+# one: a loop of recordings (grad in an optimizer) then reuses memory that is
+# already mapped, instead of faulting in fresh pages every call, which costs
+# a TLB shootdown per page once NumPy's BLAS threads exist.  Both functions
+# run under the GIL (from __cinit__/__dealloc__), so no lock is needed.
+cdef TapeBuf _spare
+memset(&_spare, 0, sizeof(TapeBuf))
+cdef Py_ssize_t SPARE_MAX_SLOTS = 8 * 1024 * 1024   # keep at most ~264 MB
+
+
+cdef void _take_spare(TapeBuf* t) noexcept:
+    if _spare.cap:
+        t.op, t.node, t.val, t.cap = _spare.op, _spare.node, _spare.val, _spare.cap
+        memset(&_spare, 0, sizeof(TapeBuf))
+
+
+cdef void _give_spare(TapeBuf* t) noexcept:
+    if t.cap > _spare.cap and t.cap <= SPARE_MAX_SLOTS:
+        free(_spare.op)
+        free(_spare.node)
+        free(_spare.val)
+        _spare.op, _spare.node, _spare.val, _spare.cap = t.op, t.node, t.val, t.cap
+    else:
+        free(t.op)
+        free(t.node)
+        free(t.val)
+    memset(t, 0, sizeof(TapeBuf))
+
+
+def release_memory():
+    """Free the spare tape buffers fastad keeps for the next recording."""
+    cdef TapeBuf empty
+    memset(&empty, 0, sizeof(TapeBuf))
+    free(_spare.op)
+    free(_spare.node)
+    free(_spare.val)
+    memset(&_spare, 0, sizeof(TapeBuf))
 
 
 cdef class Tape:
     """A recorded Wengert list, replayable at new inputs.
 
     `fad.record(f, x)` returns one.  Replays recompute values and partials
-    from the op table in compiled code (no Python per op); a replay whose
-    recorded comparisons come out differently raises BranchChangedError.
-    `len(tape)` is the number of operations (inputs excluded)."""
+    from the op table in compiled code (no Python per scalar op; one NumPy
+    call per array block); a replay whose recorded comparisons come out
+    differently raises BranchChangedError.  `len(tape)` is the number of
+    operations (inputs excluded; an array operation counts its elements)."""
 
     def __cinit__(self):
         memset(&self.buf, 0, sizeof(TapeBuf))
+        _take_spare(&self.buf)
         self.inputs = []
         self.n_inputs = 0
         self.in_shape = None
         self.out_slots = None
         self.f = None
-        self._pool = []
+        self.blocks = []
 
     def __dealloc__(self):
-        free(self.buf.op)
-        free(self.buf.node)
-        free(self.buf.val)
+        _give_spare(&self.buf)
 
     cdef int reserve(self, Py_ssize_t extra) except -1:
         if self.buf.n + extra > self.buf.cap:
@@ -221,6 +282,43 @@ cdef class Tape:
         """Append a constant node (for constant outputs); returns its slot."""
         cdef Py_ssize_t i = self.buf.n
         return tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, c, c)
+
+    def push_consts(self, values):
+        """Constant nodes for every value; returns their slots, shaped like values."""
+        vals = np.asarray(values, dtype=np.float64)
+        cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
+        cdef Py_ssize_t k, i, m = flat.shape[0]
+        self.reserve(m)
+        first = self.buf.n
+        for k in range(m):
+            i = self.buf.n
+            tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, flat[k], flat[k])
+        return np.arange(first, first + m, dtype=np.intp).reshape(vals.shape)
+
+    def push_block(self, block, values):
+        """Append a block node whose outputs are `values` (any shape).
+
+        Its slots get op BLOCK; the scalar sweeps skip them and call the
+        block's forward/reverse/tangent instead.  Returns the output slots."""
+        vals = np.asarray(values, dtype=np.float64)
+        cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
+        cdef Py_ssize_t m = flat.shape[0]
+        self.reserve(m)
+        cdef Py_ssize_t first = self.buf.n
+        # Only op and value are written: no sweep reads a block slot's node
+        # (the block is found by its start, see _block_at).
+        if m:
+            memset(self.buf.op + first, FAD_BLOCK, m)
+            memcpy(self.buf.val + first, &flat[0], m * sizeof(double))
+        self.buf.n = first + m
+        block.start = first
+        block.stop = first + m
+        self.blocks.append(block)
+        return np.arange(first, first + m, dtype=np.intp).reshape(vals.shape)
+
+    def recorded_values(self):
+        """A NumPy view of the recorded slot values (invalid after the tape grows)."""
+        return _view(self.buf.val, self.buf.n)
 
     # ------------------------------------------------------------ facts
 
@@ -242,7 +340,7 @@ cdef class Tape:
 
     @property
     def nbytes(self):
-        """Bytes of tape storage in use (op codes, nodes, values)."""
+        """Bytes of tape storage in use (op codes, nodes, values; not block state)."""
         return self.buf.n * (sizeof(uint8_t) + sizeof(fad_node) + sizeof(double))
 
     def values(self):
@@ -252,10 +350,21 @@ cdef class Tape:
             memcpy(_dptr(out), self.buf.val, self.buf.n * sizeof(double))
         return out
 
+    def _block_at(self, Py_ssize_t i):
+        """The block whose output slots hold slot i."""
+        k = bisect.bisect_right([b.start for b in self.blocks], i) - 1
+        while k >= 0 and self.blocks[k].stop <= i:   # skip zero-slot blocks at i
+            k -= 1
+        return self.blocks[k]
+
     def node(self, Py_ssize_t i):
-        """(op name, a0, a1, p0, p1, value) of slot i, as recorded."""
+        """(op name, a0, a1, p0, p1, value) of slot i, as recorded
+        (a block's slots show a0 = the block's number, a1 = -1)."""
         if not 0 <= i < self.buf.n:
             raise IndexError(f"slot {i} is not on the tape ({self.buf.n} slots)")
+        if self.buf.op[i] == FAD_BLOCK:
+            return (OP_NAMES[FAD_BLOCK], self.blocks.index(self._block_at(i)), -1, 0.0, 0.0,
+                    self.buf.val[i])
         cdef fad_node nd = self.buf.node[i]
         return (OP_NAMES[self.buf.op[i]], nd.a0, nd.a1, nd.p0, nd.p1,
                 self.buf.val[i])
@@ -263,19 +372,29 @@ cdef class Tape:
     # ------------------------------------------------------------ internals
 
     cdef Work _acquire(self):
-        cdef Work w = self._pool.pop() if self._pool else Work()
+        # Work buffers are shared by all tapes, so a fresh tape (one grad
+        # call) sweeps in memory that is already mapped.
+        cdef Work w = _work_pool.pop() if _work_pool else Work()
         w.ensure(self.buf.n if self.buf.n else 1)
         return w
 
     cdef void _release(self, Work w):
-        if len(self._pool) < 8:
-            self._pool.append(w)
+        w.states = None
+        if len(_work_pool) < 4:
+            _work_pool.append(w)
 
     cdef Py_ssize_t _out_hi(self):
-        """One past the highest slot a sweep must cover (at least n_inputs)."""
+        """One past the highest output slot (at least n_inputs)."""
         cdef Py_ssize_t hi = self.n_inputs
         if self.out_slots is not None and self.out_slots.size:
             hi = max(hi, int(self.out_slots.max()) + 1)
+        return self._top(hi)
+
+    cdef Py_ssize_t _top(self, Py_ssize_t hi):
+        """hi, moved up to the end of a block that straddles it."""
+        for blk in self.blocks:
+            if blk.start < hi < blk.stop:
+                return blk.stop
         return hi
 
     def _flat_input(self, x):
@@ -295,21 +414,36 @@ cdef class Tape:
                              f"was recorded at shape {self.in_shape}")
         return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
 
-    cdef int _replay(self, Work w, object x) except -1:
-        cdef cnp.ndarray flat = self._flat_input(x)
-        cdef Py_ssize_t r, n = self.buf.n, lo = self.n_inputs
-        if lo:
-            memcpy(w.val, _dptr(flat), lo * sizeof(double))
-        if n - lo >= NOGIL_MIN:
+    cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1:
+        cdef Py_ssize_t r
+        if hi <= lo:
+            return 0
+        if hi - lo >= NOGIL_MIN:
             with nogil:
                 r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                                   w.val, w.node, lo, n)
+                                   w.val, w.node, lo, hi)
         else:
             r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                               w.val, w.node, lo, n)
+                               w.val, w.node, lo, hi)
         if r >= 0:
             raise BranchChangedError(self._branch_message(r))
         return 0
+
+    cdef int _replay(self, Work w, object x) except -1:
+        """Values and partials at x into w: scalar segments in C, blocks in NumPy."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t n = self.buf.n, lo = self.n_inputs, cur = lo
+        if lo:
+            memcpy(w.val, _dptr(flat), lo * sizeof(double))
+        if not self.blocks:
+            return self._forward_seg(w, lo, n)
+        val = _view(w.val, n)
+        w.states = []
+        for blk in self.blocks:
+            self._forward_seg(w, cur, blk.start)
+            w.states.append(blk.forward(val))
+            cur = blk.stop
+        return self._forward_seg(w, cur, n)
 
     def _branch_message(self, Py_ssize_t r):
         was = self.buf.val[r] != 0.0
@@ -321,11 +455,15 @@ cdef class Tape:
 
     def _describe(self, Py_ssize_t i):
         name, a0, a1, p0, p1, v = self.node(i)
-        fl = OP_FLAGS[self.buf.op[i]]
-        if self.buf.op[i] == FAD_INPUT:
+        op = self.buf.op[i]
+        fl = OP_FLAGS[op]
+        if op == FAD_INPUT:
             return "input"
-        if self.buf.op[i] == FAD_CONST:
+        if op == FAD_CONST:
             return f"const({p1!r})"
+        if op == FAD_BLOCK:
+            blk = self._block_at(i)
+            return f"{blk.describe()}[{i - blk.start}]"
         if fl & FAD_BINARY:
             return f"{name}(v{a0}, v{a1})"
         if fl & FAD_HAS_C:
@@ -342,47 +480,102 @@ cdef class Tape:
             return float(out[0])
         return out.reshape(self.out_slots.shape)
 
-    cdef object _tangents(self, const fad_node* nodes, object seeds):
-        """(k, n_inputs) directions -> (k, n_outputs) output tangents."""
-        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
-        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
-        cdef cnp.ndarray tan = np.zeros((hi, k))
-        tan[:lo] = sd.T
+    cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
+                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo) except -1:
+        """Pull adjoints from slots hi..lo (inclusive) back; adj is (rows, k), slot-major."""
+        cdef double* ap = _dptr(adj)
+        cdef Py_ssize_t cur = hi, bi
+        cdef bint big
+        adj2 = adj.reshape(adj.shape[0], k)
+        for bi in range(len(self.blocks) - 1, -1, -1):
+            blk = self.blocks[bi]
+            if blk.start > cur:
+                continue
+            if blk.stop < lo:
+                break
+            self._reverse_seg(nodes, ap, k, cur, blk.stop)
+            blk.reverse(val, states[bi], adj2, k)
+            cur = blk.start - 1
+        self._reverse_seg(nodes, ap, k, cur, lo)
+        return 0
+
+    cdef void _reverse_seg(self, const fad_node* nodes, double* ap, Py_ssize_t k,
+                           Py_ssize_t hi, Py_ssize_t lo):
+        if hi < lo:
+            return
+        if (hi - lo) * k >= NOGIL_MIN:
+            with nogil:
+                if k == 1:
+                    reverse_scalar(nodes, ap, hi, lo)
+                else:
+                    reverse_multi(nodes, ap, k, hi, lo)
+        elif k == 1:
+            reverse_scalar(nodes, ap, hi, lo)
+        else:
+            reverse_multi(nodes, ap, k, hi, lo)
+
+    cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
+                          object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1:
+        """Push tangents through slots lo..hi-1; tan is (rows, k), slot-major."""
         cdef double* tp = _dptr(tan)
+        cdef Py_ssize_t cur = lo, bi
+        for bi in range(len(self.blocks)):
+            blk = self.blocks[bi]
+            if blk.start >= hi:
+                break
+            if blk.start < lo:
+                continue
+            self._tangent_seg(nodes, tp, k, cur, blk.start)
+            blk.tangent(val, states[bi], tan, k)
+            cur = blk.stop
+        self._tangent_seg(nodes, tp, k, cur, hi)
+        return 0
+
+    cdef void _tangent_seg(self, const fad_node* nodes, double* tp, Py_ssize_t k,
+                           Py_ssize_t lo, Py_ssize_t hi):
+        if hi <= lo:
+            return
         if (hi - lo) * k >= NOGIL_MIN:
             with nogil:
                 forward_tangent(nodes, tp, k, lo, hi)
         else:
             forward_tangent(nodes, tp, k, lo, hi)
-        return tan[self.out_slots.reshape(-1)].T
 
-    cdef object _adjoints(self, const fad_node* nodes, object seeds):
+    def _recorded_states(self):
+        return [blk.state for blk in self.blocks]
+
+    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds):
+        """(k, n_inputs) directions -> (k, n_outputs) output tangents."""
+        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
+        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Work w = self._acquire()
+        try:
+            tan = w.zeros(hi, k)
+            tan[:lo] = sd.T
+            self._tangent_run(nodes, val, states, tan, k, lo, hi)
+            return tan[self.out_slots.reshape(-1)].T
+        finally:
+            self._release(w)
+
+    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds):
         """(k, n_outputs) cotangents -> (k, n_inputs) input adjoints."""
         cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
-        cdef cnp.ndarray adj = np.zeros((hi, k))
+        cdef Work w = self._acquire()
+        cdef cnp.ndarray adj = w.zeros(hi, k)
         cdef double* ap = _dptr(adj)
         cdef double* sp = _dptr(sd)
         cdef cnp.ndarray slots = np.ascontiguousarray(self.out_slots.reshape(-1), dtype=np.intp)
         cdef Py_ssize_t* so = <Py_ssize_t*>cnp.PyArray_DATA(slots)
         cdef Py_ssize_t o, j, m = slots.shape[0]
-        for o in range(m):      # seeds[:, o] onto the output's slot (repeats add up)
-            for j in range(k):
-                ap[so[o] * k + j] += sp[j * m + o]
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                if k == 1:
-                    reverse_scalar(nodes, ap, hi - 1, lo)
-                else:
-                    reverse_multi(nodes, ap, k, hi - 1, lo)
-        elif k == 1:
-            reverse_scalar(nodes, ap, hi - 1, lo)
-        else:
-            reverse_multi(nodes, ap, k, hi - 1, lo)
-        return adj[:lo].T.copy()
-
-    def _in_size(self):
-        return self.n_inputs
+        try:
+            for o in range(m):      # seeds[:, o] onto the output's slot (repeats add up)
+                for j in range(k):
+                    ap[so[o] * k + j] += sp[j * m + o]
+            self._reverse_run(nodes, val, states, adj, k, hi - 1, lo)
+            return adj[:lo].T.copy()
+        finally:
+            self._release(w)
 
     def _stacked(self, v, shape, what):
         """v of `shape` or (k,) + shape -> ((k, size) array, stacked?)."""
@@ -418,11 +611,13 @@ cdef class Tape:
         seeds, stacked = self._stacked(v, self.in_shape, "tangent")
         cdef Work w
         if x is None:
-            return self._shape_out(self._tangents(self.buf.node, seeds), stacked)
+            return self._shape_out(self._tangents(
+                self.buf.node, self.recorded_values(), self._recorded_states(), seeds), stacked)
         w = self._acquire()
         try:
             self._replay(w, x)
-            return self._shape_out(self._tangents(w.node, seeds), stacked)
+            return self._shape_out(self._tangents(
+                w.node, _view(w.val, self.buf.n), w.states, seeds), stacked)
         finally:
             self._release(w)
 
@@ -430,11 +625,13 @@ cdef class Tape:
         seeds, stacked = self._stacked(ybar, self.out_slots.shape, "cotangent")
         cdef Work w
         if x is None:
-            return self._shape_in(self._adjoints(self.buf.node, seeds), stacked)
+            return self._shape_in(self._adjoints(
+                self.buf.node, self.recorded_values(), self._recorded_states(), seeds), stacked)
         w = self._acquire()
         try:
             self._replay(w, x)
-            return self._shape_in(self._adjoints(w.node, seeds), stacked)
+            return self._shape_in(self._adjoints(
+                w.node, _view(w.val, self.buf.n), w.states, seeds), stacked)
         finally:
             self._release(w)
 
@@ -448,6 +645,9 @@ cdef class Tape:
                 w = self._acquire()
                 self._replay(w, x)
                 nodes = w.node
+                val, states = _view(w.val, self.buf.n), w.states
+            else:
+                val, states = self.recorded_values(), self._recorded_states()
             J = np.empty((n_out, n_in))
             width = n_in if mode == "fwd" else n_out
             chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, self._out_hi())))
@@ -456,9 +656,9 @@ cdef class Tape:
                 seeds = np.zeros((k1 - k0, width))
                 seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
                 if mode == "fwd":
-                    J[:, k0:k1] = self._tangents(nodes, seeds).T
+                    J[:, k0:k1] = self._tangents(nodes, val, states, seeds).T
                 else:
-                    J[k0:k1, :] = self._adjoints(nodes, seeds)
+                    J[k0:k1, :] = self._adjoints(nodes, val, states, seeds)
         finally:
             if w is not None:
                 self._release(w)
@@ -487,11 +687,18 @@ cdef class Tape:
         cdef cnp.ndarray g
         try:
             self._replay(w, x)
-            if slot - lo >= NOGIL_MIN:
-                with nogil:
+            if not self.blocks:
+                if slot - lo >= NOGIL_MIN:
+                    with nogil:
+                        _gradient_sweep(w.node, w.adj, slot, lo)
+                else:
                     _gradient_sweep(w.node, w.adj, slot, lo)
             else:
-                _gradient_sweep(w.node, w.adj, slot, lo)
+                top = self._top(slot + 1)
+                memset(w.adj, 0, top * sizeof(double))
+                w.adj[slot] = 1.0
+                self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
+                                  _view(w.adj, top), 1, top - 1, lo)
             g = np.empty(lo)
             if lo:
                 memcpy(_dptr(g), w.adj, lo * sizeof(double))
@@ -556,7 +763,9 @@ cdef class Tape:
                 f"{self.n_outputs} outputs>")
 
     def to_dot(self, max_nodes=2000):
-        """Graphviz source of the computational graph, edges labelled with partials."""
+        """Graphviz source of the computational graph, edges labelled with partials.
+
+        Array blocks are drawn as one node each, with an edge per operand."""
         cdef Py_ssize_t i
         if self.buf.n > max_nodes:
             raise ValueError(f"fastad: the tape has {self.buf.n} nodes, more than "
@@ -566,13 +775,20 @@ cdef class Tape:
         for i in range(self.buf.n):
             name, a0, a1, p0, p1, v = self.node(i)
             op = self.buf.op[i]
+            if op == FAD_BLOCK:
+                blk = self._block_at(i)
+                if i == blk.start:
+                    lines.append(f'  v{i} [label="v{blk.start}..v{blk.stop - 1} = '
+                                 f'{blk.describe()}", shape=box3d];')
+                    for src in blk.sources():
+                        lines.append(f'  v{src} -> v{i};')
+                continue
             if op == FAD_INPUT:
                 label, shape = f"x{self._input_label(i)}\\n{v:.4g}", "box"
             elif op >= FAD_FIRST_CMP:
                 label, shape = f"{self._describe(i)}\\n{v != 0.0}", "diamond"
             else:
-                label = f"v{i} = {name}" + (f"({p1:.4g})" if OP_FLAGS[op] & FAD_HAS_C and op != FAD_CONST
-                                            else f"({p1:.4g})" if op == FAD_CONST else "")
+                label = f"v{i} = {name}" + (f"({p1:.4g})" if OP_FLAGS[op] & FAD_HAS_C else "")
                 label += f"\\n{v:.4g}"
                 shape = "doublecircle" if i in outs else "ellipse"
             style = ', style=dashed' if op >= FAD_FIRST_CMP else ''
@@ -580,15 +796,21 @@ cdef class Tape:
             if op == FAD_INPUT or op == FAD_CONST:
                 continue
             if op >= FAD_FIRST_CMP:
-                lines.append(f'  v{a0} -> v{i} [style=dashed];')
+                lines.append(f'  v{self._dot_src(a0)} -> v{i} [style=dashed];')
                 if a1 >= 0:
-                    lines.append(f'  v{a1} -> v{i} [style=dashed];')
+                    lines.append(f'  v{self._dot_src(a1)} -> v{i} [style=dashed];')
                 continue
-            lines.append(f'  v{a0} -> v{i} [label="{p0:.4g}"];')
+            lines.append(f'  v{self._dot_src(a0)} -> v{i} [label="{p0:.4g}"];')
             if a1 >= 0:
-                lines.append(f'  v{a1} -> v{i} [label="{p1:.4g}"];')
+                lines.append(f'  v{self._dot_src(a1)} -> v{i} [label="{p1:.4g}"];')
         lines.append("}")
         return "\n".join(lines)
+
+    def _dot_src(self, Py_ssize_t s):
+        """The graph node standing for slot s (a block is drawn at its first slot)."""
+        if self.buf.op[s] == FAD_BLOCK:
+            return self._block_at(s).start
+        return s
 
     def __reduce__(self):
         cdef Py_ssize_t n = self.buf.n
@@ -596,22 +818,35 @@ cdef class Tape:
             (<char*>self.buf.op)[:n] if n else b"",
             (<char*>self.buf.node)[:n * sizeof(fad_node)] if n else b"",
             (<char*>self.buf.val)[:n * sizeof(double)] if n else b"",
-            self.n_inputs, list(self.inputs), self.in_shape, self.out_slots))
+            self.n_inputs, list(self.inputs), self.in_shape, self.out_slots,
+            list(self.blocks)))
+
+    def input_adjoints(self, Py_ssize_t out_slot):
+        """d(output slot)/d(inputs) at the recorded point: one reverse sweep."""
+        if not 0 <= out_slot < self.buf.n:
+            raise IndexError(f"output slot {out_slot} is not on the tape "
+                             f"({self.buf.n} slots)")
+        cdef Py_ssize_t top = self._top(out_slot + 1)
+        cdef Work w = self._acquire()
+        try:
+            adj = w.zeros(max(top, self.n_inputs), 1)
+            adj[out_slot, 0] = 1.0
+            self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                              adj, 1, top - 1, self.n_inputs)
+            return adj[:self.n_inputs, 0].copy()
+        finally:
+            self._release(w)
 
     def reverse(self, Py_ssize_t out_slot, double seed=1.0):
         """Adjoints of all slots at the recorded point, for one output slot."""
         if not 0 <= out_slot < self.buf.n:
             raise IndexError(f"output slot {out_slot} is not on the tape "
                              f"({self.buf.n} slots)")
-        cdef cnp.ndarray adj_arr = np.zeros(self.buf.n, dtype=np.float64)
-        cdef double* adj = _dptr(adj_arr)
-        adj[out_slot] = seed
-        cdef Py_ssize_t lo = self.n_inputs
-        if out_slot - lo >= NOGIL_MIN:
-            with nogil:
-                reverse_scalar(self.buf.node, adj, out_slot, lo)
-        else:
-            reverse_scalar(self.buf.node, adj, out_slot, lo)
+        cdef Py_ssize_t top = max(self._top(out_slot + 1), self.buf.n)
+        cdef cnp.ndarray adj_arr = np.zeros(top, dtype=np.float64)
+        adj_arr[out_slot] = seed
+        self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                          adj_arr, 1, self._top(out_slot + 1) - 1, self.n_inputs)
         return adj_arr
 
 
@@ -646,3 +881,31 @@ def op_second(int op, double x, double y=0.0, double c=0.0):
     cdef double v = fad_eval(op, x, y, c, &d0, &d1)
     fad_second(op, x, y, c, v, &xx, &xy, &yy)
     return xx, xy, yy
+
+
+def op_map(int op, x, y=None, double c=0.0):
+    """The op table over arrays: (values, d/dx, d/dy) elementwise, broadcasting x and y.
+
+    The reference kernel for array blocks; blocks use NumPy twins of it for
+    a few hot ops (checked against it in tests/test_op_table.py)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    if y is None:
+        xb = np.ascontiguousarray(x, dtype=np.float64)
+        yb = np.zeros_like(xb)
+    else:
+        xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        xb = np.ascontiguousarray(xb)
+        yb = np.ascontiguousarray(yb)
+    cdef cnp.ndarray v = np.empty(xb.shape), d0 = np.empty(xb.shape), d1 = np.empty(xb.shape)
+    cdef cnp.ndarray xa = xb, ya = yb
+    cdef double* xp = _dptr(xa)
+    cdef double* yp = _dptr(ya)
+    cdef double* vp = _dptr(v)
+    cdef double* p0 = _dptr(d0)
+    cdef double* p1 = _dptr(d1)
+    cdef Py_ssize_t k, m = xa.size
+    with nogil:
+        for k in range(m):
+            vp[k] = fad_eval(op, xp[k], yp[k], c, &p0[k], &p1[k])
+    return v, d0, d1

@@ -11,6 +11,7 @@ from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
+from fastad._tape import OP_NAMES
 from fastad._tape cimport (
     Tape, TapeBuf, tape_push, fad_eval,
     FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
@@ -267,6 +268,8 @@ cdef Array _make_array(Tape tape, int64_t tid, object idx):
     a.tape = tape
     a.tid = tid
     a.idx = ix
+    a.cstart = -1
+    a.unique = False
     a.nd = ix.ndim
     a.data = <char*>cnp.PyArray_DATA(ix)
     a.n0 = ix.shape[0] if a.nd >= 1 else 1
@@ -285,6 +288,56 @@ cdef inline Py_ssize_t _norm(Py_ssize_t i, Py_ssize_t n, int axis) except -1:
     return i
 
 
+cdef bint _basic_index(object key):
+    """True for keys made of ints, slices, Ellipsis and None (views never repeat slots)."""
+    items = key if type(key) is tuple else (key,)
+    for k in items:
+        if not (k is None or k is Ellipsis or type(k) is slice or isinstance(k, (int, np.integer))):
+            return False
+    return True
+
+
+cdef object _arrays_mod = None
+
+
+cdef object _arr():
+    """fastad.arrays (imported on first use: it imports this module)."""
+    global _arrays_mod
+    if _arrays_mod is None:
+        from fastad import arrays
+        _arrays_mod = arrays
+    return _arrays_mod
+
+
+def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False):
+    """An Array (or a Var, for a 0-d idx) over slots `idx` of the current recording."""
+    cdef cnp.ndarray ix = np.asarray(idx, dtype=np.intp)
+    cdef Py_ssize_t s
+    if ix.ndim == 0:
+        s = int(ix)
+        return _new(tape.buf.val[s], s, tape.buf.id)
+    cdef Array a = _make_array(tape, tape.buf.id, ix)
+    a.cstart = cstart
+    a.unique = unique or cstart >= 0
+    return a
+
+
+def active_info(object obj):
+    """(tape, idx, cstart, unique) for a Var/Array of this thread's recording, else None.
+
+    Raises TapeError for a Var/Array whose recording has ended or is not current."""
+    cdef Var v
+    cdef Array a
+    if type(obj) is Var:
+        v = <Var>obj
+        return (_tape_object(_current(v.tid)), np.array(v.slot, dtype=np.intp), v.slot, True)
+    if type(obj) is Array:
+        a = <Array>obj
+        _current(a.tid)
+        return (a.tape, a.idx, a.cstart, a.unique)
+    return None
+
+
 cdef class Array:
     """An array of tape slots (any shape); elements are Vars at zero cost.
 
@@ -293,6 +346,8 @@ cdef class Array:
     cdef readonly Tape tape
     cdef int64_t tid
     cdef readonly object idx   # ndarray of slot numbers, with this array's shape
+    cdef public Py_ssize_t cstart   # >= 0: idx is cstart, cstart+1, ... in C order
+    cdef public bint unique         # True: no slot repeats (False: not known)
     cdef char* data
     cdef Py_ssize_t n0, s0, n1, s1
     cdef int nd
@@ -353,8 +408,11 @@ cdef class Array:
             raise TypeError("fastad: an array cannot be indexed by a Var or Array; "
                             "indices must be plain integers, slices or ndarrays")
         sub = self.idx[key]
+        cdef Array view
         if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
-            return _make_array(self.tape, self.tid, sub)
+            view = _make_array(self.tape, self.tid, sub)
+            view.unique = self.unique and _basic_index(key)
+            return view
         i = int(sub)
         return _new(self.tape.buf.val[i], i, self.tid)
 
@@ -366,6 +424,54 @@ cdef class Array:
 
     def __repr__(self):
         return f"Array(shape={self.idx.shape}, value={self.value!r})"
+
+    # whole-array arithmetic: block nodes (fastad.arrays / fastad._blocks)
+    def __add__(self, o): return _arr().elementwise("add", self, o)
+    def __radd__(self, o): return _arr().elementwise("add", o, self)
+    def __sub__(self, o): return _arr().elementwise("sub", self, o)
+    def __rsub__(self, o): return _arr().elementwise("sub", o, self)
+    def __mul__(self, o): return _arr().elementwise("mul", self, o)
+    def __rmul__(self, o): return _arr().elementwise("mul", o, self)
+    def __truediv__(self, o): return _arr().elementwise("div", self, o)
+    def __rtruediv__(self, o): return _arr().elementwise("div", o, self)
+    def __pow__(self, o, mod): return _arr().power(self, o)
+    def __rpow__(self, o, mod): return _arr().power(o, self)
+    def __matmul__(self, o): return _arr().matmul(self, o)
+    def __rmatmul__(self, o): return _arr().matmul(o, self)
+    def __neg__(self): return _arr().elementwise("neg", self)
+    def __pos__(self): return self
+    def __abs__(self): return _arr().elementwise("abs", self)
+    def __lt__(self, o): return _arr().compare("lt", self, o)
+    def __le__(self, o): return _arr().compare("le", self, o)
+    def __gt__(self, o): return _arr().compare("gt", self, o)
+    def __ge__(self, o): return _arr().compare("ge", self, o)
+    def __eq__(self, o): return _arr().compare("eq", self, o)
+    def __ne__(self, o): return _arr().compare("ne", self, o)
+
+    @property
+    def T(self):
+        return _arr().transpose(self)
+
+    def transpose(self, *axes):
+        return _arr().transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else (axes or None))
+
+    def reshape(self, *shape):
+        return _arr().reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def ravel(self):
+        return _arr().reshape(self, -1)
+
+    def flatten(self):
+        return _arr().reshape(self, -1)
+
+    def sum(self, axis=None, keepdims=False):
+        return _arr().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _arr().mean(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, o):
+        return _arr().dot(self, o)
 
     def __float__(self): raise TypeError(_NO_FLOAT)
     def __int__(self): raise TypeError(_NO_FLOAT)
@@ -380,29 +486,10 @@ cdef class Array:
             "derivatives; use a.value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _dispatch_ufunc(ufunc, method, inputs, kwargs)
+        return _arr().apply_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        raise TypeError(
-            f"fastad: np.{func.__name__} is not supported on fastad.Array yet; "
-            f"index the elements (a[i]) and use fastad functions on Vars")
-
-
-def _array_unary(int op, Array a, double c=0.0):
-    """Apply a unary op elementwise: one scalar node per element, contiguous."""
-    cdef TapeBuf* t = _current(a.tid)
-    cdef cnp.ndarray flat = np.ascontiguousarray(a.idx, dtype=np.intp).ravel()
-    cdef Py_ssize_t k, s, m = flat.shape[0]
-    cdef Py_ssize_t* ix = <Py_ssize_t*>cnp.PyArray_DATA(flat)
-    a.tape.reserve(m)
-    cdef Py_ssize_t first = t.n
-    cdef double v, d0, d1
-    for k in range(m):
-        s = ix[k]
-        v = fad_eval(op, t.val[s], 0.0, c, &d0, &d1)
-        tape_push(t, op, <int32_t>s, -1, d0, d1, v)
-    return _make_array(a.tape, a.tid,
-                       np.arange(first, first + m, dtype=np.intp).reshape(a.idx.shape))
+        return _arr().apply_function(func, args, kwargs)
 
 
 def make_input(Tape tape, object x, int argnum):
@@ -429,8 +516,11 @@ def make_input(Tape tape, object x, int argnum):
     arr = np.array(arr, dtype=np.float64, order="C")   # a private copy, 0-d kept 0-d
     first = tape.add_inputs(arr.reshape(-1))
     tape.inputs.append((argnum, arr.shape, first))
-    return _make_array(tape, t.id,
-                       np.arange(first, first + arr.size, dtype=np.intp).reshape(arr.shape))
+    cdef Array a = _make_array(tape, t.id,
+                               np.arange(first, first + arr.size, dtype=np.intp).reshape(arr.shape))
+    a.cstart = first
+    a.unique = True
+    return a
 
 
 def output_slots(Tape tape, object out):
@@ -466,45 +556,8 @@ def output_slots(Tape tape, object out):
 
 
 def stack(seq, axis=0):
-    """Stack Vars, Arrays and numbers of equal shape along a new axis.
-
-    No tape node is recorded for Vars/Arrays: the result views their slots."""
-    seq = list(seq)
-    if not seq:
-        raise ValueError("fastad.stack needs at least one array")
-    cdef object owner = None
-    for o in seq:
-        if type(o) is Var or type(o) is Array:
-            owner = o
-            break
-    if owner is None:
-        return np.stack([np.asarray(o, dtype=np.float64) for o in seq], axis=axis)
-    cdef int64_t tid = (<Var>owner).tid if type(owner) is Var else (<Array>owner).tid
-    cdef TapeBuf* t = _current(tid)
-    cdef Tape tape = None
-    parts = []
-    for o in seq:
-        if type(o) is Var:
-            if (<Var>o).tid != tid:
-                _mixed()
-            parts.append(np.array((<Var>o).slot, dtype=np.intp))
-        elif type(o) is Array:
-            if (<Array>o).tid != tid:
-                _mixed()
-            tape = (<Array>o).tape
-            parts.append((<Array>o).idx)
-        else:
-            vals = np.asarray(o, dtype=np.float64)
-            slots = np.empty(vals.shape, dtype=np.intp).reshape(-1)
-            for k, c in enumerate(vals.reshape(-1).tolist()):
-                slots[k] = tape_push(t, FAD_CONST, <int32_t>t.n, -1, 0.0, c, c)
-            parts.append(slots.reshape(vals.shape))
-    shapes = {p.shape for p in parts}
-    if len(shapes) > 1:
-        raise ValueError(f"fastad.stack: all items must have the same shape, got {sorted(shapes)}")
-    if tape is None:
-        tape = _tape_object(t)
-    return _make_array(tape, tid, np.stack(parts, axis=axis))
+    """Stack Vars, Arrays and numbers of equal shape along a new axis (no tape node)."""
+    return _arr().stack(seq, axis=axis)
 
 
 # ---------------------------------------------------------------- functions
@@ -529,24 +582,20 @@ cdef object _unary(int op, object x, object npfunc):
     if type(x) is float:   # plain floats: the op table, as fast as math.sin
         return fad_eval(op, PyFloat_AS_DOUBLE(x), 0.0, 0.0, &d0, &d1)
     if type(x) is Array:
-        return _array_unary(op, <Array>x)
+        return _arr().elementwise(OP_NAMES[op], x)
     if npfunc is None:
         return _table(op, x)
     return npfunc(np.asarray(x, dtype=np.float64))   # ints give floats, as on Vars
 
 
 cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc):
+    if type(a) is Array or type(b) is Array:
+        return _arr().elementwise(OP_NAMES[vv], a, b)
     if type(a) is Var or type(b) is Var:
         r = _binary(a, b, vv, xc, cx)
-        if r is NotImplemented:
-            raise TypeError(
-                f"fastad: {npfunc.__name__} of a Var and a "
-                f"{type(b if type(a) is Var else a).__name__} is not supported "
-                f"(whole-array arithmetic with Vars is not available yet)")
+        if r is NotImplemented:   # a Var with an ndarray or a list: elementwise
+            return _arr().elementwise(OP_NAMES[vv], a, b)
         return r
-    if type(a) is Array or type(b) is Array:
-        raise TypeError(f"fastad: {npfunc.__name__} of whole Arrays is not "
-                        f"supported yet; loop over the elements")
     return npfunc(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
@@ -599,11 +648,7 @@ def where(cond, a, b):
             f"{type(cond).__name__}")
     if isinstance(cond, np.ndarray) and cond.ndim == 0:
         return a if cond else b
-    for side in (a, b):
-        if type(side) is Var or type(side) is Array:
-            raise TypeError("fastad.where with an array condition and Var/Array "
-                            "operands is not supported yet")
-    return np.where(cond, a, b)
+    return _arr().where(cond, a, b)
 
 
 def _compare_fn(int kind):
@@ -640,6 +685,8 @@ _UFUNCS = {
 
 cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs):
     fn = _UFUNCS.get(ufunc)
+    if fn is None and method == "__call__" and not kwargs:
+        return _arr().apply_ufunc(ufunc, method, inputs, kwargs)
     if method != "__call__" or kwargs or fn is None:
         raise TypeError(
             f"fastad: NumPy's {ufunc.__name__}"
@@ -648,11 +695,9 @@ cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs)
             f"on fastad Vars/Arrays; use the fastad functions (fad.sin, ...)")
     args = []
     for x in inputs:
+        if type(x) is Array or (isinstance(x, np.ndarray) and (<cnp.ndarray>x).ndim != 0):
+            return _arr().apply_ufunc(ufunc, method, inputs, kwargs)
         if isinstance(x, np.ndarray):
-            if (<cnp.ndarray>x).ndim != 0:
-                raise TypeError(
-                    f"fastad: np.{ufunc.__name__} of a Var and an ndarray of "
-                    f"shape {x.shape} is not supported yet; loop over the elements")
             x = x[()]
         args.append(x)
     return fn(*args)

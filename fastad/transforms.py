@@ -62,7 +62,7 @@ def _split_aux(out, has_aux):
 
 def _input_gradients(tape, slot):
     """Per differentiated argument, its gradient (float or ndarray), in argnums order."""
-    adj = tape.reverse(slot)
+    adj = tape.input_adjoints(slot)
     grads = []
     for _argnum, shape, first in tape.inputs:
         if shape is None:

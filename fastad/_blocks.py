@@ -1,0 +1,376 @@
+"""Block nodes: one tape node per array operation, differentiated with NumPy.
+
+A block owns a contiguous range of output slots [start, stop) on the tape.
+The scalar sweeps skip those slots and call the block instead:
+
+    forward(val) -> state      values into val[start:stop] (replay); state holds
+                               what the other two need (partials, operand values)
+    reverse(val, state, adj, k)   adj is (slots, k), slot-major: pull the block's
+                               k cotangents back onto its operands' slots
+    tangent(val, state, tan, k)   push its operands' k tangents to its slots
+
+so one NumPy/BLAS call serves all k seeds or directions.  Element-wise
+blocks take values and partials from the op table (`op_map`), with NumPy
+twins for the hot ops.
+"""
+import numpy as np
+
+from fastad._tape import OP_NAMES, op_map
+from fastad.errors import BranchChangedError
+
+OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
+
+
+class Operand:
+    """One input of a block: tape slots (`idx`, any shape) or a constant array."""
+
+    __slots__ = ("shape", "idx", "const", "flat", "start", "unique")
+
+    def __init__(self, idx=None, const=None, start=-1, unique=None):
+        if idx is not None:
+            self.idx = idx
+            self.const = None
+            self.shape = idx.shape
+            self.flat = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+            self.start = start            # >= 0: the slots are start .. start+size-1 in order
+            if start < 0 and unique is None:
+                unique = np.unique(self.flat).size == self.flat.size
+            self.unique = True if start >= 0 else bool(unique)
+        else:
+            self.idx = self.flat = None
+            self.const = np.asarray(const, dtype=np.float64)
+            self.shape = self.const.shape
+            self.start = -1
+            self.unique = True
+
+    @property
+    def active(self):
+        return self.idx is not None
+
+    def value(self, val):
+        if self.idx is None:
+            return self.const
+        if self.start >= 0:
+            return val[self.start:self.start + self.flat.size].reshape(self.shape)
+        return val[self.flat].reshape(self.shape)
+
+    def tangent(self, tan, k):
+        """The operand's k tangents, shape + (k,)."""
+        if self.start >= 0:
+            return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
+        return tan[self.flat].reshape(self.shape + (k,))
+
+    def add_adjoint(self, adj, g, k):
+        """adj[slots] += g, g of shape + (k,); repeated slots add up."""
+        g = g.reshape(-1, k)
+        if self.start >= 0:
+            adj[self.start:self.start + self.flat.size] += g
+        elif self.unique:
+            adj[self.flat] += g
+        else:
+            np.add.at(adj, self.flat, g)
+
+    def sources(self):
+        if self.idx is None:
+            return []
+        if self.start >= 0:
+            return [self.start]
+        return sorted(set(self.flat[:64].tolist()))
+
+    def __getstate__(self):
+        return {s: getattr(self, s) for s in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class Block:
+    """Base: a tape node over an array of slots; see the module docstring."""
+
+    start = stop = 0
+    state = None                      # the state at the recorded point
+
+    def compute(self, val):
+        """(output values, state) from the operands' values in val."""
+        raise NotImplementedError
+
+    def forward(self, val):
+        out, state = self.compute(val)
+        val[self.start:self.stop] = np.ravel(out)
+        return state
+
+    def operands(self):
+        return ()
+
+    def sources(self):
+        return [s for o in self.operands() for s in o.sources()]
+
+
+def _unbroadcast(g, shape, k):
+    """Sum g (out_shape + (k,)) down to shape + (k,), undoing NumPy broadcasting."""
+    target = tuple(shape) + (k,)
+    while g.ndim > len(target):
+        g = g.sum(axis=0)
+    for ax, n in enumerate(target[:-1]):
+        if n == 1 and g.shape[ax] != 1:
+            g = g.sum(axis=ax, keepdims=True)
+    return g
+
+
+def _times(d, g):
+    """d * g over k lanes (g has a trailing lane axis); zero lanes of g stay
+    exact zeros where d is inf or NaN (strong zeros)."""
+    if np.ndim(d) == 0:
+        r = g * d
+        if not np.isfinite(d):
+            r = np.where(g != 0, r, 0.0)
+        return r
+    d = d[..., None]
+    r = g * d
+    if not np.isfinite(d).all():
+        r = np.where(g != 0, r, 0.0)
+    return r
+
+
+# NumPy twins of hot op-table entries: (x, y) -> (value, d/dx, d/dy).
+# They must agree with the C table (tests/test_op_table.py checks).
+def _tw_add(x, y): return x + y, 1.0, 1.0
+def _tw_sub(x, y): return x - y, 1.0, -1.0
+def _tw_mul(x, y): return x * y, y, x
+def _tw_neg(x, y): return -x, -1.0, 0.0
+def _tw_square(x, y): return x * x, 2.0 * x, 0.0
+def _tw_sin(x, y): return np.sin(x), np.cos(x), 0.0
+def _tw_cos(x, y): return np.cos(x), -np.sin(x), 0.0
+def _tw_abs(x, y): return np.abs(x), np.sign(x), 0.0
+def _tw_log(x, y): return np.log(x), 1.0 / x, 0.0
+
+
+def _tw_div(x, y):
+    v = x / y
+    return v, 1.0 / y, -v / y
+
+
+def _tw_exp(x, y):
+    v = np.exp(x)
+    return v, v, 0.0
+
+
+def _tw_tanh(x, y):
+    v = np.tanh(x)
+    return v, 1.0 - v * v, 0.0
+
+
+def _tw_sqrt(x, y):
+    v = np.sqrt(x)
+    return v, 0.5 / v, 0.0
+
+
+def _tw_relu(x, y):
+    return np.where(x > 0, x, np.where(x <= 0, 0.0, x)), (x > 0).astype(np.float64), 0.0
+
+
+TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
+         "neg": _tw_neg, "square": _tw_square, "sin": _tw_sin, "cos": _tw_cos,
+         "abs": _tw_abs, "log": _tw_log, "exp": _tw_exp, "tanh": _tw_tanh,
+         "sqrt": _tw_sqrt, "relu": _tw_relu}
+
+
+def op_values(name, x, y=None):
+    """(value, d/dx, d/dy) of op `name` elementwise: a NumPy twin or the C table."""
+    with np.errstate(all="ignore"):
+        twin = TWINS.get(name)
+        if twin is not None:
+            return twin(x, 0.0 if y is None else y)
+        return op_map(OP_CODE[name], x, y)
+
+
+class Elementwise(Block):
+    """z = op(x) or op(x, y) elementwise with broadcasting; partials kept per element."""
+
+    def __init__(self, name, x, y, shape):
+        self.name, self.x, self.y, self.shape = name, x, y, tuple(shape)
+
+    def operands(self):
+        return (self.x,) if self.y is None else (self.x, self.y)
+
+    def describe(self):
+        return f"{self.name}{list(self.shape)}"
+
+    def compute(self, val):
+        xv = self.x.value(val)
+        yv = None if self.y is None else self.y.value(val)
+        v, d0, d1 = op_values(self.name, xv, yv)
+        return np.broadcast_to(v, self.shape), (d0, d1)
+
+    def reverse(self, val, state, adj, k):
+        g = adj[self.start:self.stop].reshape(self.shape + (k,))
+        for operand, d in zip(self.operands(), state):
+            if operand.active:
+                operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k)
+
+    def tangent(self, val, state, tan, k):
+        t = 0.0
+        for operand, d in zip(self.operands(), state):
+            if operand.active:
+                t = t + _times(d, operand.tangent(tan, k))
+        tan[self.start:self.stop] = np.broadcast_to(t, self.shape + (k,)).reshape(-1, k)
+
+
+def _as2d(shape, left):
+    """matmul's promotion of a 1-D operand: (K,) -> (1, K) on the left, (K, 1) on the right."""
+    if len(shape) == 2:
+        return shape
+    return (1, shape[0]) if left else (shape[0], 1)
+
+
+class Matmul(Block):
+    """C = A @ B for 1-D/2-D A, B.  Going back: Abar = Cbar B^T, Bbar = A^T Cbar,
+    one matrix-matrix product each for all k seeds (BLAS3)."""
+
+    def __init__(self, a, b, shape):
+        self.a, self.b, self.shape = a, b, tuple(shape)
+        self.sa, self.sb = _as2d(a.shape, True), _as2d(b.shape, False)
+
+    def operands(self):
+        return (self.a, self.b)
+
+    def describe(self):
+        return f"matmul{list(self.a.shape)}x{list(self.b.shape)}"
+
+    def compute(self, val):
+        A = self.a.value(val).reshape(self.sa)
+        B = self.b.value(val).reshape(self.sb)
+        return (A @ B).reshape(self.shape), (A, B)
+
+    def reverse(self, val, state, adj, k):
+        A, B = state
+        M, N = A.shape[0], B.shape[1]
+        G = adj[self.start:self.stop].reshape(M, N, k)
+        if self.a.active:
+            if k == 1:
+                Abar = (G[:, :, 0] @ B.T)[:, :, None]
+            else:   # (M, N, k) x (K, N) -> (M, k, K), one GEMM
+                Abar = np.tensordot(G, B, axes=([1], [1])).transpose(0, 2, 1)
+            self.a.add_adjoint(adj, Abar, k)
+        if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
+            self.b.add_adjoint(adj, A.T @ G.reshape(M, N * k), k)
+
+    def tangent(self, val, state, tan, k):
+        A, B = state
+        M, N = A.shape[0], B.shape[1]
+        t = np.zeros((M, N, k))
+        if self.a.active:
+            Adot = self.a.tangent(tan, k).reshape(M, A.shape[1], k)
+            t += np.tensordot(Adot, B, axes=([1], [0])).transpose(0, 2, 1)
+        if self.b.active:
+            Bdot = self.b.tangent(tan, k).reshape(B.shape[0], N * k)
+            t += (A @ Bdot).reshape(M, N, k)
+        tan[self.start:self.stop] = t.reshape(-1, k)
+
+
+class Sum(Block):
+    """Sum over axes (a linear block: no state)."""
+
+    def __init__(self, x, axis, keepdims, shape):
+        self.x, self.axis, self.keepdims, self.shape = x, axis, keepdims, tuple(shape)
+
+    def operands(self):
+        return (self.x,)
+
+    def describe(self):
+        return f"sum{list(self.x.shape)}" + ("" if self.axis is None else f"(axis={self.axis})")
+
+    def compute(self, val):
+        return np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims), None
+
+    def _expand(self, g, k):
+        """g (shape + (k,)) -> x.shape + (k,) by broadcasting along the summed axes."""
+        if not self.keepdims:
+            axes = range(len(self.x.shape)) if self.axis is None else self.axis
+            g = g.reshape(tuple(1 if ax in axes else n for ax, n in enumerate(self.x.shape)) + (k,))
+        return np.broadcast_to(g, self.x.shape + (k,))
+
+    def reverse(self, val, state, adj, k):
+        g = adj[self.start:self.stop].reshape(self.shape + (k,))
+        self.x.add_adjoint(adj, self._expand(g, k), k)
+
+    def tangent(self, val, state, tan, k):
+        t = self.x.tangent(tan, k)
+        axis = tuple(range(len(self.x.shape))) if self.axis is None else self.axis
+        tan[self.start:self.stop] = np.sum(t, axis=axis, keepdims=self.keepdims).reshape(-1, k)
+
+
+CMP_UFUNCS = {"lt": np.less, "le": np.less_equal, "gt": np.greater,
+              "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}
+
+
+class Compare(Block):
+    """An elementwise comparison of arrays: no output slots; replay re-checks it."""
+
+    def __init__(self, kind, x, y, outcome):
+        self.kind, self.x, self.y, self.outcome = kind, x, y, outcome
+
+    def operands(self):
+        return (self.x, self.y)
+
+    def describe(self):
+        return f"{self.kind}{list(self.outcome.shape)}"
+
+    def compute(self, val):
+        return np.zeros(0), None
+
+    def forward(self, val):
+        with np.errstate(all="ignore"):
+            now = CMP_UFUNCS[self.kind](self.x.value(val), self.y.value(val))
+        if not np.array_equal(now, self.outcome):
+            where = np.argwhere(now != self.outcome)[0]
+            raise BranchChangedError(
+                f"fastad: the array comparison {self.kind} recorded before slot "
+                f"{self.start} changed at element {tuple(int(i) for i in where)} "
+                f"(was {bool(self.outcome[tuple(where)])}) at the new input: the "
+                f"function takes another branch there, so this tape does not "
+                f"describe it. Record a new tape at this input with fad.record(f, x).")
+        return None
+
+    def reverse(self, val, state, adj, k):
+        pass
+
+    def tangent(self, val, state, tan, k):
+        pass
+
+
+class Selection(Block):
+    """max/min as the choice of a slot: no output slots; replay re-checks the choice."""
+
+    def __init__(self, x, axis, chosen, name):
+        self.x, self.axis, self.chosen, self.name = x, axis, chosen, name
+
+    def operands(self):
+        return (self.x,)
+
+    def describe(self):
+        return f"arg{self.name}{list(self.x.shape)}"
+
+    def compute(self, val):
+        return np.zeros(0), None
+
+    def forward(self, val):
+        values = self.x.value(val)
+        pick = np.argmax if self.name == "max" else np.argmin
+        if self.axis is None:
+            now = np.array(pick(values.reshape(-1)))
+        else:
+            now = np.expand_dims(pick(values, axis=self.axis), self.axis)
+        if not np.array_equal(now, self.chosen):
+            raise BranchChangedError(
+                f"fastad: the {self.name} recorded before slot {self.start} picks "
+                f"another element at the new input, so this tape does not describe "
+                f"the function there. Record a new tape at this input with fad.record(f, x).")
+        return None
+
+    def reverse(self, val, state, adj, k):
+        pass
+
+    def tangent(self, val, state, tan, k):
+        pass

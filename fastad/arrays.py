@@ -1,0 +1,397 @@
+"""Whole-array operations on fad.Array: NumPy semantics, one block node each.
+
+Element-wise operations, reductions and matmul record one block node
+(fastad._blocks); indexing, reshaping, transposing, stacking and `where`
+only rearrange slot numbers and record nothing.  Every function also takes
+plain numbers and ndarrays (then it is NumPy), Vars, and lists of these.
+"""
+import numbers
+
+import numpy as np
+
+from fastad import _blocks as B
+from fastad._var import Array, Var, active_info, make_array
+from fastad.errors import TapeError
+
+__all__ = ["elementwise", "power", "compare", "where", "matmul", "dot", "sum",
+           "mean", "logsumexp", "reshape", "transpose", "stack", "concatenate",
+           "amax", "amin", "apply_ufunc", "apply_function"]
+
+
+# ---------------------------------------------------------------- operands
+
+def _operands(objs):
+    """(tape or None, [Operand]) for Vars, Arrays, numbers and ndarrays."""
+    tape, ops = None, []
+    for o in objs:
+        if isinstance(o, (list, tuple)) and _has_active(o):
+            o = stack(o)
+        info = active_info(o)
+        if info is None:
+            arr = np.asarray(o)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"fastad: cannot combine an Array with {type(o).__name__}"
+                                + (f" of dtype {arr.dtype}" if arr.dtype != object else ""))
+            ops.append(B.Operand(const=arr))
+            continue
+        t, idx, start, unique = info
+        if tape is None:
+            tape = t
+        elif t is not tape:
+            raise TapeError("fastad: cannot combine arrays from two different recordings")
+        ops.append(B.Operand(idx=idx, start=start, unique=True if unique else None))
+    return tape, ops
+
+
+def _has_active(seq):
+    return any(type(o) in (Var, Array) or (isinstance(o, (list, tuple)) and _has_active(o))
+               for o in seq)
+
+
+def _push(tape, block):
+    """Record block (values from the recorded slots) and return its output."""
+    out, block.state = block.compute(tape.recorded_values())
+    slots = tape.push_block(block, out)
+    return make_array(tape, slots, int(slots.flat[0]) if slots.size else -1, True)
+
+
+def _slots_of(tape, op):
+    """Slot numbers for an operand; constants get CONST nodes."""
+    return op.idx if op.active else tape.push_consts(op.const)
+
+
+# ---------------------------------------------------------------- element-wise
+
+_SCALAR = {}   # op name -> the scalar fastad function (filled lazily)
+
+
+def _scalar_fn(name):
+    if not _SCALAR:
+        import fastad as fad
+        _SCALAR.update(add=fad._var.add, sub=fad._var.subtract, mul=fad._var.multiply,
+                       div=fad._var.divide, pow=fad.power, neg=fad._var.negative,
+                       abs=fad.abs, maximum=fad.maximum, minimum=fad.minimum)
+        for n in ("sin cos tan arcsin arccos arctan sinh cosh tanh exp expm1 log log1p "
+                  "log2 log10 sqrt square sign sigmoid softplus relu erf arctan2 hypot").split():
+            _SCALAR[n] = getattr(fad, n)
+    return _SCALAR[name]
+
+
+def elementwise(name, x, y=None, *, _unary=None):
+    """op `name` (an op-table name) of x, or of x and y with NumPy broadcasting."""
+    objs = (x,) if y is None else (x, y)
+    tape, ops = _operands(objs)
+    if tape is None:
+        v = B.op_values(name, *[o.const for o in ops])[0]
+        return float(v) if np.ndim(v) == 0 else np.array(v)
+    shape = np.broadcast_shapes(*(o.shape for o in ops))
+    if shape == ():   # all scalars: an ordinary scalar node
+        args = [make_array(tape, o.idx) if o.active else float(o.const) for o in ops]
+        return _scalar_fn(name)(*args)
+    return _push(tape, B.Elementwise(name, ops[0], ops[1] if y is not None else None, shape))
+
+
+def power(x, y):
+    """x ** y; a constant exponent 2 is a square (the common case, and cheaper)."""
+    if active_info(y) is None and np.ndim(y) == 0 and not isinstance(y, (list, tuple)) \
+            and float(y) == 2.0:
+        return elementwise("square", x)
+    return elementwise("pow", x, y)
+
+
+def compare(kind, x, y):
+    """Elementwise comparison: a boolean ndarray, recorded so replay re-checks it."""
+    tape, ops = _operands((x, y))
+    val = None if tape is None else tape.recorded_values()
+    xv, yv = (o.value(val) if o.active else o.const for o in ops)
+    with np.errstate(invalid="ignore"):
+        outcome = np.asarray(B.CMP_UFUNCS[kind](xv, yv))
+    if tape is not None:
+        blk = B.Compare(kind, ops[0], ops[1], outcome)
+        tape.push_block(blk, np.zeros(0))
+    return outcome
+
+
+def where(cond, a, b):
+    """Elements of a where cond, else of b: selects slots, records nothing.
+
+    The side not selected contributes an exact zero to every derivative."""
+    if type(cond) in (Var, Array):
+        raise TypeError("fastad.where needs a boolean condition (such as x > 0), "
+                        f"not a {type(cond).__name__}")
+    cond = np.asarray(cond, dtype=bool)
+    tape, ops = _operands((a, b))
+    if tape is None:
+        return np.where(cond, ops[0].const, ops[1].const)
+    ia, ib = (_slots_of(tape, o) for o in ops)
+    return make_array(tape, np.where(cond, ia, ib))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+def matmul(a, b):
+    """a @ b for 1-D and 2-D operands (NumPy's rules); one BLAS block node."""
+    tape, (oa, ob) = _operands((a, b))
+    if tape is None:
+        return np.matmul(oa.const, ob.const)
+    for o, side in ((oa, "left"), (ob, "right")):
+        if len(o.shape) not in (1, 2):
+            raise ValueError(f"fastad.matmul: the {side} operand must be 1-D or 2-D, "
+                             f"got shape {o.shape}")
+    sa, sb = B._as2d(oa.shape, True), B._as2d(ob.shape, False)
+    if sa[1] != sb[0]:
+        raise ValueError(f"fastad.matmul: shapes {oa.shape} and {ob.shape} do not align "
+                         f"({sa[1]} != {sb[0]})")
+    shape = ((sa[0],) if len(oa.shape) == 2 else ()) + ((sb[1],) if len(ob.shape) == 2 else ())
+    return _push(tape, B.Matmul(oa, ob, shape))
+
+
+def dot(a, b):
+    """np.dot for 1-D and 2-D operands (the same as matmul there)."""
+    if np.ndim(a) == 0 or np.ndim(b) == 0:
+        return elementwise("mul", a, b)
+    return matmul(a, b)
+
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"fastad: axis {ax} is out of bounds for an array of dimension {ndim}")
+        out.append(int(ax) % ndim)
+    return tuple(sorted(set(out)))
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+    """Sum over axis (all by default); one block node."""
+    tape, (o,) = _operands((a,))
+    if tape is None:
+        return np.sum(o.const, axis=axis, keepdims=keepdims)
+    axes = _axes(axis, len(o.shape))
+    shape = tuple(1 if ax in axes else n for ax, n in enumerate(o.shape)) if keepdims \
+        else tuple(n for ax, n in enumerate(o.shape) if ax not in axes)
+    return _push(tape, B.Sum(o, axes, keepdims, shape))
+
+
+def mean(a, axis=None, keepdims=False):
+    """Mean over axis (all by default)."""
+    shape = np.shape(a) if active_info(a) is None else active_info(a)[1].shape
+    count = int(np.prod([shape[ax] for ax in _axes(axis, len(shape))], dtype=np.int64))
+    return elementwise("div", sum(a, axis=axis, keepdims=keepdims), float(count))
+
+
+def logsumexp(a, axis=None, keepdims=False):
+    """log(sum(exp(a))) over axis, computed stably (shifted by the max, a constant)."""
+    if isinstance(a, (list, tuple)):
+        a = stack(a)
+    info = active_info(a)
+    if info is None:
+        x = np.asarray(a, dtype=np.float64)
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        r = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+        return r if keepdims else (np.squeeze(r, axis=axis) if axis is not None else float(r.reshape(())))
+    values = a.value if type(a) is Array else np.asarray(a.value)
+    m = np.max(values, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    r = elementwise("add", elementwise("log", sum(elementwise("exp", elementwise("sub", a, m)),
+                                                  axis=axis, keepdims=True)), m)
+    if keepdims:
+        return r
+    if axis is None:
+        return reshape(r, ())
+    return reshape(r, np.squeeze(m, axis=axis).shape)
+
+
+# ---------------------------------------------------------------- rearranging (no nodes)
+
+def _array(a):
+    """(tape, Array) for an active operand, (None, ndarray) for a constant."""
+    if isinstance(a, (list, tuple)) and _has_active(a):
+        a = stack(a)
+    info = active_info(a)
+    if info is None:
+        return None, np.asarray(a, dtype=np.float64)
+    if type(a) is Var:
+        return info[0], make_array(info[0], info[1].reshape(1)).reshape(())
+    return info[0], a
+
+
+def reshape(a, shape):
+    tape, x = _array(a)
+    if tape is None:
+        return np.reshape(x, shape)
+    idx = x.idx.reshape(shape)
+    return make_array(tape, idx, x.cstart, x.unique)
+
+
+def transpose(a, axes=None):
+    tape, x = _array(a)
+    if tape is None:
+        return np.transpose(x, axes)
+    return make_array(tape, np.transpose(x.idx, axes), -1, x.unique)
+
+
+def _slot_parts(seq, what):
+    seq = list(seq)
+    if not seq:
+        raise ValueError(f"fastad.{what} needs at least one array")
+    tape, ops = _operands(seq)
+    if tape is None:
+        return None, [o.const for o in ops]
+    return tape, [_slots_of(tape, o) for o in ops]
+
+
+def stack(seq, axis=0):
+    """Stack Vars, Arrays and numbers of equal shape along a new axis (no node)."""
+    tape, parts = _slot_parts(seq, "stack")
+    if tape is None:
+        return np.stack(parts, axis=axis)
+    shapes = {p.shape for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"fastad.stack: all items must have the same shape, got {sorted(shapes)}")
+    return make_array(tape, np.stack(parts, axis=axis))
+
+
+def concatenate(seq, axis=0):
+    """Join Arrays (and ndarrays) along an existing axis (no node)."""
+    tape, parts = _slot_parts(seq, "concatenate")
+    if tape is None:
+        return np.concatenate(parts, axis=axis)
+    return make_array(tape, np.concatenate(parts, axis=axis))
+
+
+def _select(a, axis, keepdims, pick, name):
+    """max/min by selecting slots; replay re-checks the selection."""
+    tape, x = _array(a)
+    if tape is None:
+        return getattr(np, name)(x, axis=axis, keepdims=keepdims)
+    values = x.value
+    o = B.Operand(idx=x.idx, start=x.cstart, unique=True if x.unique else None)
+    if axis is None:
+        k = int(pick(values.reshape(-1)))
+        blk = B.Selection(o, None, np.array(k), name)
+        tape.push_block(blk, np.zeros(0))
+        sel = x.idx.reshape(-1)[k]
+        return make_array(tape, sel.reshape((1,) * x.idx.ndim) if keepdims else sel)
+    ax = _axes(axis, values.ndim)
+    if len(ax) != 1:
+        raise ValueError(f"fastad.{name}: one axis at a time, got {axis}")
+    ax = ax[0]
+    k = np.expand_dims(pick(values, axis=ax), ax)
+    tape.push_block(B.Selection(o, ax, k, name), np.zeros(0))
+    sel = np.take_along_axis(x.idx, k, axis=ax)
+    return make_array(tape, sel if keepdims else np.squeeze(sel, axis=ax))
+
+
+def amax(a, axis=None, keepdims=False):
+    """Maximum: the derivative goes to the (first) largest element."""
+    return _select(a, axis, keepdims, np.argmax, "max")
+
+
+def amin(a, axis=None, keepdims=False):
+    """Minimum: the derivative goes to the (first) smallest element."""
+    return _select(a, axis, keepdims, np.argmin, "min")
+
+
+# ---------------------------------------------------------------- NumPy protocols
+
+_UFUNC_OPS = {
+    np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+    np.arctan2: "arctan2", np.hypot: "hypot", np.maximum: "maximum",
+    np.minimum: "minimum", np.negative: "neg", np.absolute: "abs", np.fabs: "abs",
+    np.sign: "sign", np.sin: "sin", np.cos: "cos", np.tan: "tan", np.arcsin: "arcsin",
+    np.arccos: "arccos", np.arctan: "arctan", np.sinh: "sinh", np.cosh: "cosh",
+    np.tanh: "tanh", np.exp: "exp", np.expm1: "expm1", np.log: "log", np.log1p: "log1p",
+    np.log2: "log2", np.log10: "log10", np.sqrt: "sqrt", np.square: "square",
+}
+_UFUNC_CMP = {np.less: "lt", np.less_equal: "le", np.greater: "gt",
+              np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
+
+
+def apply_ufunc(ufunc, method, inputs, kwargs):
+    """NumPy's __array_ufunc__ for Arrays (and Vars mixed with ndarrays)."""
+    if method != "__call__" or kwargs:
+        raise TypeError(
+            f"fastad: NumPy's {ufunc.__name__}"
+            f"{'' if method == '__call__' else '.' + method}"
+            f"{' with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''} "
+            f"is not supported on fastad arrays")
+    if ufunc in _UFUNC_OPS:
+        return elementwise(_UFUNC_OPS[ufunc], *inputs)
+    if ufunc in _UFUNC_CMP:
+        return compare(_UFUNC_CMP[ufunc], *inputs)
+    if ufunc in (np.power, np.float_power):
+        return power(*inputs)
+    if ufunc is np.matmul:
+        return matmul(*inputs)
+    if ufunc is np.positive:
+        return inputs[0]
+    raise TypeError(f"fastad: NumPy's {ufunc.__name__} is not supported on fastad "
+                    f"arrays; see fastad.arrays for what is")
+
+
+def _no_extra(name, kwargs, allowed):
+    bad = sorted(set(kwargs) - set(allowed))
+    if bad:
+        raise TypeError(f"fastad: np.{name} with {', '.join(bad)} is not supported on fastad arrays")
+
+
+def _wrap(fn, name, allowed=()):
+    def handler(*args, **kwargs):
+        _no_extra(name, kwargs, allowed)
+        return fn(*args, **kwargs)
+    return handler
+
+
+def _hstack(seq):
+    seq = list(seq)
+    return concatenate(seq, axis=0 if all(np.ndim(s) == 1 for s in seq) else 1)
+
+
+def _vstack(seq):
+    return concatenate([reshape(s, (1, -1)) if np.ndim(s) == 1 else s for s in seq], axis=0)
+
+
+_FUNCTIONS = {
+    np.sum: _wrap(sum, "sum", ("axis", "keepdims")),
+    np.mean: _wrap(mean, "mean", ("axis", "keepdims")),
+    np.dot: _wrap(dot, "dot"),
+    np.reshape: _wrap(lambda a, shape=None, newshape=None: reshape(a, shape if shape is not None else newshape),
+                      "reshape", ("shape", "newshape")),
+    np.transpose: _wrap(transpose, "transpose", ("axes",)),
+    np.concatenate: _wrap(concatenate, "concatenate", ("axis",)),
+    np.stack: _wrap(stack, "stack", ("axis",)),
+    np.where: _wrap(where, "where"),
+    np.max: _wrap(amax, "max", ("axis", "keepdims")),
+    np.min: _wrap(amin, "min", ("axis", "keepdims")),
+    np.amax: _wrap(amax, "amax", ("axis", "keepdims")),
+    np.amin: _wrap(amin, "amin", ("axis", "keepdims")),
+    np.ravel: _wrap(lambda a: reshape(a, -1), "ravel"),
+    np.squeeze: _wrap(lambda a, axis=None: reshape(a, np.squeeze(np.empty(np.shape(a.idx)), axis=axis).shape),
+                      "squeeze", ("axis",)),
+    np.expand_dims: _wrap(lambda a, axis: reshape(a, np.expand_dims(np.empty(a.idx.shape), axis).shape),
+                          "expand_dims", ("axis",)),
+    np.shape: lambda a: a.shape,
+    np.ndim: lambda a: a.ndim,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+    np.zeros_like: lambda a, **kw: np.zeros(a.shape),
+    np.ones_like: lambda a, **kw: np.ones(a.shape),
+    np.hstack: _wrap(_hstack, "hstack"),
+    np.vstack: _wrap(_vstack, "vstack"),
+    np.linalg.norm: None,   # listed so the message below can say where to look
+}
+
+
+def apply_function(func, args, kwargs):
+    """NumPy's __array_function__ for Arrays."""
+    handler = _FUNCTIONS.get(func)
+    if handler is None:
+        raise TypeError(
+            f"fastad: np.{func.__name__} is not supported on fastad.Array; supported: "
+            + ", ".join(sorted(f"np.{f.__name__}" for f, h in _FUNCTIONS.items() if h is not None))
+            + " and the element-wise ufuncs")
+    return handler(*args, **kwargs)
