@@ -3,8 +3,10 @@
 A block owns a contiguous range of output slots [start, stop) on the tape.
 The scalar sweeps skip those slots and call the block instead:
 
-    forward(val) -> state      values into val[start:stop] (replay); state holds
-                               what the other two need (partials, operand values)
+    compute(val, out) -> state  outputs into `out` (a view of the block's own
+                               slots, so results land on the tape without a copy);
+                               state holds what the sweeps need (partials, operands)
+    forward(val) -> state      the same at a replay, into val[start:stop]
     reverse(val, state, adj, k)   adj is (slots, k), slot-major: pull the block's
                                k cotangents back onto its operands' slots
     tangent(val, state, tan, k)   push its operands' k tangents to its slots
@@ -89,16 +91,15 @@ class Block:
     """Base: a tape node over an array of slots; see the module docstring."""
 
     start = stop = 0
+    shape = ()
     state = None                      # the state at the recorded point
 
-    def compute(self, val):
-        """(output values, state) from the operands' values in val."""
+    def compute(self, val, out):
+        """Write the outputs into out (shaped like the block); return the state."""
         raise NotImplementedError
 
     def forward(self, val):
-        out, state = self.compute(val)
-        val[self.start:self.stop] = np.ravel(out)
-        return state
+        return self.compute(val, val[self.start:self.stop].reshape(self.shape))
 
     def operands(self):
         return ()
@@ -122,6 +123,10 @@ def _times(d, g):
     """d * g over k lanes (g has a trailing lane axis); zero lanes of g stay
     exact zeros where d is inf or NaN (strong zeros)."""
     if np.ndim(d) == 0:
+        if d == 1.0:
+            return g
+        if d == -1.0:
+            return -g
         r = g * d
         if not np.isfinite(d):
             r = np.where(g != 0, r, 0.0)
@@ -133,41 +138,78 @@ def _times(d, g):
     return r
 
 
-# NumPy twins of hot op-table entries: (x, y) -> (value, d/dx, d/dy).
-# They must agree with the C table (tests/test_op_table.py checks).
-def _tw_add(x, y): return x + y, 1.0, 1.0
-def _tw_sub(x, y): return x - y, 1.0, -1.0
-def _tw_mul(x, y): return x * y, y, x
-def _tw_neg(x, y): return -x, -1.0, 0.0
-def _tw_square(x, y): return x * x, 2.0 * x, 0.0
-def _tw_sin(x, y): return np.sin(x), np.cos(x), 0.0
-def _tw_cos(x, y): return np.cos(x), -np.sin(x), 0.0
-def _tw_abs(x, y): return np.abs(x), np.sign(x), 0.0
-def _tw_log(x, y): return np.log(x), 1.0 / x, 0.0
+# NumPy twins of hot op-table entries: write f(x, y) into out, return
+# (d/dx, d/dy).  They must agree with the C table (tests/test_op_table.py).
+def _tw_add(x, y, out):
+    np.add(x, y, out=out)
+    return 1.0, 1.0
 
 
-def _tw_div(x, y):
-    v = x / y
-    return v, 1.0 / y, -v / y
+def _tw_sub(x, y, out):
+    np.subtract(x, y, out=out)
+    return 1.0, -1.0
 
 
-def _tw_exp(x, y):
-    v = np.exp(x)
-    return v, v, 0.0
+def _tw_mul(x, y, out):
+    np.multiply(x, y, out=out)
+    return y, x
 
 
-def _tw_tanh(x, y):
-    v = np.tanh(x)
-    return v, 1.0 - v * v, 0.0
+def _tw_div(x, y, out):
+    np.divide(x, y, out=out)
+    return 1.0 / y, -out / y
 
 
-def _tw_sqrt(x, y):
-    v = np.sqrt(x)
-    return v, 0.5 / v, 0.0
+def _tw_neg(x, y, out):
+    np.negative(x, out=out)
+    return -1.0, 0.0
 
 
-def _tw_relu(x, y):
-    return np.where(x > 0, x, np.where(x <= 0, 0.0, x)), (x > 0).astype(np.float64), 0.0
+def _tw_square(x, y, out):
+    np.multiply(x, x, out=out)
+    return 2.0 * x, 0.0
+
+
+def _tw_sin(x, y, out):
+    np.sin(x, out=out)
+    return np.cos(x), 0.0
+
+
+def _tw_cos(x, y, out):
+    np.cos(x, out=out)
+    return -np.sin(x), 0.0
+
+
+def _tw_abs(x, y, out):
+    np.abs(x, out=out)
+    return np.sign(x), 0.0
+
+
+def _tw_log(x, y, out):
+    np.log(x, out=out)
+    return 1.0 / x, 0.0
+
+
+def _tw_exp(x, y, out):
+    np.exp(x, out=out)
+    return out.copy(), 0.0
+
+
+def _tw_tanh(x, y, out):
+    np.tanh(x, out=out)
+    d = out * out
+    np.subtract(1.0, d, out=d)
+    return d, 0.0
+
+
+def _tw_sqrt(x, y, out):
+    np.sqrt(x, out=out)
+    return 0.5 / out, 0.0
+
+
+def _tw_relu(x, y, out):
+    out[...] = np.where(x > 0, x, np.where(x <= 0, 0.0, x))
+    return (x > 0).astype(np.float64), 0.0
 
 
 TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
@@ -176,13 +218,21 @@ TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
          "sqrt": _tw_sqrt, "relu": _tw_relu}
 
 
-def op_values(name, x, y=None):
-    """(value, d/dx, d/dy) of op `name` elementwise: a NumPy twin or the C table."""
+def op_values(name, x, y=None, out=None):
+    """Op `name` elementwise: values into out (allocated if None) and (d/dx, d/dy).
+
+    Returns (out, d0, d1); a NumPy twin where there is one, else the C table."""
     with np.errstate(all="ignore"):
+        if out is None:
+            shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
+            out = np.empty(shape)
         twin = TWINS.get(name)
         if twin is not None:
-            return twin(x, 0.0 if y is None else y)
-        return op_map(OP_CODE[name], x, y)
+            d0, d1 = twin(x, 0.0 if y is None else y, out)
+            return out, d0, d1
+        v, d0, d1 = op_map(OP_CODE[name], x, y)
+        out[...] = v
+        return out, d0, d1
 
 
 class Elementwise(Block):
@@ -197,11 +247,11 @@ class Elementwise(Block):
     def describe(self):
         return f"{self.name}{list(self.shape)}"
 
-    def compute(self, val):
+    def compute(self, val, out):
         xv = self.x.value(val)
         yv = None if self.y is None else self.y.value(val)
-        v, d0, d1 = op_values(self.name, xv, yv)
-        return np.broadcast_to(v, self.shape), (d0, d1)
+        _, d0, d1 = op_values(self.name, xv, yv, out)
+        return (d0, d1)
 
     def reverse(self, val, state, adj, k):
         g = adj[self.start:self.stop].reshape(self.shape + (k,))
@@ -238,10 +288,11 @@ class Matmul(Block):
     def describe(self):
         return f"matmul{list(self.a.shape)}x{list(self.b.shape)}"
 
-    def compute(self, val):
+    def compute(self, val, out):
         A = self.a.value(val).reshape(self.sa)
         B = self.b.value(val).reshape(self.sb)
-        return (A @ B).reshape(self.shape), (A, B)
+        np.matmul(A, B, out=out.reshape(A.shape[0], B.shape[1]))
+        return (A, B)
 
     def reverse(self, val, state, adj, k):
         A, B = state
@@ -281,8 +332,9 @@ class Sum(Block):
     def describe(self):
         return f"sum{list(self.x.shape)}" + ("" if self.axis is None else f"(axis={self.axis})")
 
-    def compute(self, val):
-        return np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims), None
+    def compute(self, val, out):
+        np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims, out=out)
+        return None
 
     def _expand(self, g, k):
         """g (shape + (k,)) -> x.shape + (k,) by broadcasting along the summed axes."""
@@ -308,6 +360,8 @@ CMP_UFUNCS = {"lt": np.less, "le": np.less_equal, "gt": np.greater,
 class Compare(Block):
     """An elementwise comparison of arrays: no output slots; replay re-checks it."""
 
+    shape = (0,)
+
     def __init__(self, kind, x, y, outcome):
         self.kind, self.x, self.y, self.outcome = kind, x, y, outcome
 
@@ -317,8 +371,8 @@ class Compare(Block):
     def describe(self):
         return f"{self.kind}{list(self.outcome.shape)}"
 
-    def compute(self, val):
-        return np.zeros(0), None
+    def compute(self, val, out):
+        return None
 
     def forward(self, val):
         with np.errstate(all="ignore"):
@@ -343,6 +397,8 @@ class Compare(Block):
 class Selection(Block):
     """max/min as the choice of a slot: no output slots; replay re-checks the choice."""
 
+    shape = (0,)
+
     def __init__(self, x, axis, chosen, name):
         self.x, self.axis, self.chosen, self.name = x, axis, chosen, name
 
@@ -352,8 +408,8 @@ class Selection(Block):
     def describe(self):
         return f"arg{self.name}{list(self.x.shape)}"
 
-    def compute(self, val):
-        return np.zeros(0), None
+    def compute(self, val, out):
+        return None
 
     def forward(self, val):
         values = self.x.value(val)

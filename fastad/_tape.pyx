@@ -168,6 +168,20 @@ cdef class Work:
         return 0
 
 
+cdef object _iota = np.arange(1 << 16, dtype=np.intp)
+_iota.flags.writeable = False
+
+
+def slot_range(Py_ssize_t first, Py_ssize_t m):
+    """Slot numbers first .. first+m-1 as a read-only view of one shared
+    arange, so naming a block's outputs costs nothing per element."""
+    global _iota
+    if first + m > _iota.shape[0]:
+        _iota = np.arange(max(2 * _iota.shape[0], first + m), dtype=np.intp)
+        _iota.flags.writeable = False
+    return _iota[first:first + m]
+
+
 cdef list _work_pool = []   # free Work buffers (list.pop/append are atomic under the GIL)
 
 
@@ -271,10 +285,13 @@ cdef class Tape:
 
     def add_inputs(self, const double[::1] values not None):
         """Append one INPUT node per value; returns the first slot."""
-        cdef Py_ssize_t k, m = values.shape[0], first = self.buf.n
+        cdef Py_ssize_t m = values.shape[0], first = self.buf.n
         self.reserve(m)
-        for k in range(m):
-            tape_push(&self.buf, FAD_INPUT, -1, -1, 0.0, 0.0, values[k])
+        if m:
+            memset(self.buf.op + first, FAD_INPUT, m)
+            memset(self.buf.node + first, 0xff, m * sizeof(fad_node))   # a0 = a1 = -1
+            memcpy(self.buf.val + first, &values[0], m * sizeof(double))
+        self.buf.n = first + m
         self.n_inputs += m
         return first
 
@@ -293,7 +310,7 @@ cdef class Tape:
         for k in range(m):
             i = self.buf.n
             tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, flat[k], flat[k])
-        return np.arange(first, first + m, dtype=np.intp).reshape(vals.shape)
+        return slot_range(first, m).reshape(vals.shape)
 
     def push_block(self, block, values):
         """Append a block node whose outputs are `values` (any shape).
@@ -314,7 +331,30 @@ cdef class Tape:
         block.start = first
         block.stop = first + m
         self.blocks.append(block)
-        return np.arange(first, first + m, dtype=np.intp).reshape(vals.shape)
+        return slot_range(first, m).reshape(vals.shape)
+
+    def open_block(self, Py_ssize_t m):
+        """Room for a block's m outputs: a view of the next m value slots.
+
+        Nothing is recorded until close_block (so a failing block leaves
+        the tape as it was)."""
+        self.reserve(m)
+        if m == 0:
+            return np.zeros(0)
+        return _view(self.buf.val + self.buf.n, m)
+
+    def close_block(self, block, Py_ssize_t m):
+        """Record block over the m slots opened by open_block; returns their numbers."""
+        if self.buf.n + m > self.buf.cap:
+            raise RuntimeError("fastad: close_block without open_block")
+        cdef Py_ssize_t first = self.buf.n
+        if m:
+            memset(self.buf.op + first, FAD_BLOCK, m)
+        self.buf.n = first + m
+        block.start = first
+        block.stop = first + m
+        self.blocks.append(block)
+        return slot_range(first, m)
 
     def recorded_values(self):
         """A NumPy view of the recorded slot values (invalid after the tape grows)."""

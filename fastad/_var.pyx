@@ -11,7 +11,7 @@ from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from fastad._tape import OP_NAMES
+from fastad._tape import OP_NAMES, slot_range
 from fastad._tape cimport (
     Tape, TapeBuf, tape_push, fad_eval,
     FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
@@ -516,8 +516,7 @@ def make_input(Tape tape, object x, int argnum):
     arr = np.array(arr, dtype=np.float64, order="C")   # a private copy, 0-d kept 0-d
     first = tape.add_inputs(arr.reshape(-1))
     tape.inputs.append((argnum, arr.shape, first))
-    cdef Array a = _make_array(tape, t.id,
-                               np.arange(first, first + arr.size, dtype=np.intp).reshape(arr.shape))
+    cdef Array a = _make_array(tape, t.id, slot_range(first, arr.size).reshape(arr.shape))
     a.cstart = first
     a.unique = True
     return a

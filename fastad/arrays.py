@@ -49,9 +49,11 @@ def _has_active(seq):
 
 
 def _push(tape, block):
-    """Record block (values from the recorded slots) and return its output."""
-    out, block.state = block.compute(tape.recorded_values())
-    slots = tape.push_block(block, out)
+    """Record block: compute straight into its new slots; returns its output."""
+    size = int(np.prod(block.shape, dtype=np.int64))
+    out = tape.open_block(size).reshape(block.shape)
+    block.state = block.compute(tape.recorded_values(), out)
+    slots = tape.close_block(block, size).reshape(block.shape)
     return make_array(tape, slots, int(slots.flat[0]) if slots.size else -1, True)
 
 
@@ -107,8 +109,7 @@ def compare(kind, x, y):
     with np.errstate(invalid="ignore"):
         outcome = np.asarray(B.CMP_UFUNCS[kind](xv, yv))
     if tape is not None:
-        blk = B.Compare(kind, ops[0], ops[1], outcome)
-        tape.push_block(blk, np.zeros(0))
+        _push(tape, B.Compare(kind, ops[0], ops[1], outcome))
     return outcome
 
 
@@ -273,8 +274,7 @@ def _select(a, axis, keepdims, pick, name):
     o = B.Operand(idx=x.idx, start=x.cstart, unique=True if x.unique else None)
     if axis is None:
         k = int(pick(values.reshape(-1)))
-        blk = B.Selection(o, None, np.array(k), name)
-        tape.push_block(blk, np.zeros(0))
+        _push(tape, B.Selection(o, None, np.array(k), name))
         sel = x.idx.reshape(-1)[k]
         return make_array(tape, sel.reshape((1,) * x.idx.ndim) if keepdims else sel)
     ax = _axes(axis, values.ndim)
@@ -282,7 +282,7 @@ def _select(a, axis, keepdims, pick, name):
         raise ValueError(f"fastad.{name}: one axis at a time, got {axis}")
     ax = ax[0]
     k = np.expand_dims(pick(values, axis=ax), ax)
-    tape.push_block(B.Selection(o, ax, k, name), np.zeros(0))
+    _push(tape, B.Selection(o, ax, k, name))
     sel = np.take_along_axis(x.idx, k, axis=ax)
     return make_array(tape, sel if keepdims else np.squeeze(sel, axis=ax))
 

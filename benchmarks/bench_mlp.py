@@ -1,0 +1,117 @@
+"""Matrix-form network gradient: fastad against hand-written NumPy backprop.
+
+MLP, batch 256, 64 -> 512 -> 10, tanh hidden layer, squared loss; the
+gradient with respect to all weights and biases.  The same plain-NumPy
+loss function runs under fad.grad, and (when installed; never required)
+under autograd, PyTorch and JAX.  Medians of interleaved repeats, in one run.
+
+    python benchmarks/bench_mlp.py [--quick]
+"""
+import argparse
+import time
+
+import numpy as np
+
+import fastad as fad
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((256, 64))
+T = rng.standard_normal((256, 10))
+PARAMS = (rng.standard_normal((64, 512)) * 0.1, rng.standard_normal(512) * 0.1,
+          rng.standard_normal((512, 10)) * 0.1, rng.standard_normal(10) * 0.1)
+
+
+def loss(W1, b1, W2, b2):
+    """Plain NumPy: runs on ndarrays, fad.Arrays and autograd's boxes alike."""
+    h = np.tanh(np.matmul(X, W1) + b1)
+    r = np.matmul(h, W2) + b2 - T
+    return 0.5 * np.sum(r * r)
+
+
+def backprop(W1, b1, W2, b2):
+    """The notes' formulas, by hand."""
+    z = X @ W1 + b1
+    h = np.tanh(z)
+    ybar = h @ W2 + b2 - T
+    hbar = ybar @ W2.T
+    zbar = hbar * (1 - h * h)
+    return X.T @ zbar, zbar.sum(0), h.T @ ybar, ybar.sum(0)
+
+
+def _peers():
+    """name -> gradient function for the peers that are installed."""
+    peers = {}
+    try:
+        import autograd
+        import autograd.numpy as anp
+
+        def aloss(W1, b1, W2, b2):
+            h = anp.tanh(anp.matmul(X, W1) + b1)
+            r = anp.matmul(h, W2) + b2 - T
+            return 0.5 * anp.sum(r * r)
+        peers["autograd"] = autograd.grad(aloss, argnum=(0, 1, 2, 3))
+    except ImportError:
+        peers["autograd"] = None
+    try:
+        import torch
+        torch.set_num_threads(1)
+        Xt, Tt = torch.from_numpy(X), torch.from_numpy(T)
+
+        def tgrad(W1, b1, W2, b2):
+            ps = [torch.from_numpy(p).requires_grad_() for p in (W1, b1, W2, b2)]
+            h = torch.tanh(Xt @ ps[0] + ps[1])
+            r = h @ ps[2] + ps[3] - Tt
+            (0.5 * (r * r).sum()).backward()
+            return tuple(p.grad.numpy() for p in ps)
+        peers["PyTorch (eager, 1 thread)"] = tgrad
+    except ImportError:
+        peers["PyTorch (eager, 1 thread)"] = None
+    try:
+        import jax
+        import jax.numpy as jnp
+        jax.config.update("jax_enable_x64", True)
+
+        def jloss(W1, b1, W2, b2):
+            h = jnp.tanh(X @ W1 + b1)
+            r = h @ W2 + b2 - T
+            return 0.5 * jnp.sum(r * r)
+        peers["JAX (jit)"] = jax.jit(jax.grad(jloss, argnums=(0, 1, 2, 3)))
+    except ImportError:
+        peers["JAX (jit)"] = None
+    return peers
+
+
+def run(quick=False):
+    reps = 15 if quick else 61
+    g_fad = fad.grad(loss, argnums=(0, 1, 2, 3))
+    ref = backprop(*PARAMS)
+    tools = {"hand-written NumPy backprop": backprop, "fastad": g_fad}
+    tools.update(_peers())
+    for name, fn in tools.items():
+        if fn is not None:
+            got = fn(*PARAMS)
+            for a, b in zip(got, ref):
+                np.testing.assert_allclose(np.asarray(a), b, rtol=1e-9, atol=1e-12,
+                                           err_msg=f"{name} disagrees with backprop")
+    live = [n for n, fn in tools.items() if fn is not None]
+    times = {n: [] for n in live}
+    for _ in range(reps):            # interleaved, so drifts hit every tool alike
+        for n in live:
+            t0 = time.perf_counter()
+            tools[n](*PARAMS)
+            times[n].append(time.perf_counter() - t0)
+    med = {n: float(np.median(t)) for n, t in times.items()}
+    base = med["hand-written NumPy backprop"]
+    rows = ["| tool | ms (median) | / hand-written backprop |", "|---|---:|---:|"]
+    for n, fn in tools.items():
+        if fn is None:
+            rows.append(f"| {n} | not installed | |")
+        else:
+            rows.append(f"| {n} | {med[n] * 1e3:.3f} | {med[n] / base:.2f}x |")
+    return "MLP batch 256, 64 -> 512 -> 10, tanh, squared loss, gradient wrt all weights\n\n" + "\n".join(rows)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    print(run(ap.parse_args().quick))
