@@ -11,6 +11,7 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
     sum, mean, dot, matmul, logsumexp, concatenate, reshape, transpose,
 )
 from fastad.errors import TapeError, BranchChangedError
+from fastad.primitives import primitive, solve, norm
 from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
 )
@@ -25,5 +26,5 @@ __all__ = [
     "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",
     "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
     "sigmoid", "softplus", "relu", "erf", "sum", "mean", "dot", "matmul",
-    "logsumexp", "concatenate", "reshape", "transpose",
+    "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
 ]

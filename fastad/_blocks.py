@@ -23,6 +23,12 @@ from fastad.errors import BranchChangedError
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
 
 
+def is_active(v):
+    """True for fastad Vars and Arrays (values on a tape)."""
+    from fastad._var import Array, Var
+    return type(v) in (Var, Array)
+
+
 class Operand:
     """One input of a block: tape slots (`idx`, any shape) or a constant array."""
 
@@ -127,15 +133,14 @@ def _times(d, g):
             return g
         if d == -1.0:
             return -g
-        r = g * d
-        if not np.isfinite(d):
-            r = np.where(g != 0, r, 0.0)
-        return r
-    d = d[..., None]
-    r = g * d
-    if not np.isfinite(d).all():
-        r = np.where(g != 0, r, 0.0)
-    return r
+        if np.isfinite(d):
+            return g * d
+    else:
+        d = d[..., None]
+        if np.isfinite(d).all():
+            return g * d
+    with np.errstate(invalid="ignore"):
+        return np.where(g != 0, g * d, 0.0)
 
 
 # NumPy twins of hot op-table entries: write f(x, y) into out, return

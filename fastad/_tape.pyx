@@ -182,7 +182,13 @@ def slot_range(Py_ssize_t first, Py_ssize_t m):
     return _iota[first:first + m]
 
 
-cdef list _work_pool = []   # free Work buffers (list.pop/append are atomic under the GIL)
+cdef list _work_pool = []
+cdef object _var_at = None     # fastad._var.make_array, set by set_var_factory
+
+
+def set_var_factory(f):
+    global _var_at
+    _var_at = f   # free Work buffers (list.pop/append are atomic under the GIL)
 
 
 cdef inline double* _dptr(cnp.ndarray a):
@@ -355,6 +361,18 @@ cdef class Tape:
         block.stop = first + m
         self.blocks.append(block)
         return slot_range(first, m)
+
+    def push_scalar_block(self, block, double y):
+        """Record a one-output block whose value y is computed; returns its Var."""
+        self.reserve(1)
+        cdef Py_ssize_t first = self.buf.n
+        self.buf.val[first] = y
+        self.buf.op[first] = FAD_BLOCK
+        self.buf.n = first + 1
+        block.start = first
+        block.stop = first + 1
+        self.blocks.append(block)
+        return _var_at(self, first)
 
     def recorded_values(self):
         """A NumPy view of the recorded slot values (invalid after the tape grows)."""
@@ -676,6 +694,8 @@ cdef class Tape:
             self._release(w)
 
     def _jacobian(self, x, mode):
+        if mode == "auto" and not all(getattr(b, "has_tangent", True) for b in self.blocks):
+            mode = "rev"    # a primitive without a jvp rule: forward mode is not available
         mode = choose_mode(mode, self.n_inputs, self.n_outputs)
         cdef Work w = None
         cdef const fad_node* nodes = self.buf.node

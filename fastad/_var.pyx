@@ -11,7 +11,7 @@ from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from fastad._tape import OP_NAMES, slot_range
+from fastad._tape import OP_NAMES, slot_range, set_var_factory
 from fastad._tape cimport (
     Tape, TapeBuf, tape_push, fad_eval,
     FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
@@ -259,6 +259,10 @@ cdef class Var:
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _dispatch_ufunc(ufunc, method, inputs, kwargs)
 
+    def __array_function__(self, func, types, args, kwargs):
+        # np.sum(v), np.mean(v), np.stack([v, w]), ...: a Var is a 0-d array
+        return _arr().apply_function(func, args, kwargs)
+
 
 # ---------------------------------------------------------------- arrays
 
@@ -320,6 +324,19 @@ def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False):
     a.cstart = cstart
     a.unique = unique or cstart >= 0
     return a
+
+
+def tape_of(Var v):
+    """The Tape a Var of the current recording lives on (TapeError otherwise)."""
+    return _tape_object(_current(v.tid))
+
+
+def var_at(Tape tape, Py_ssize_t s):
+    """The Var for slot s of the current recording on `tape`."""
+    return _new(tape.buf.val[s], s, tape.buf.id)
+
+
+set_var_factory(var_at)
 
 
 def active_info(object obj):

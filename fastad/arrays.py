@@ -382,8 +382,13 @@ _FUNCTIONS = {
     np.ones_like: lambda a, **kw: np.ones(a.shape),
     np.hstack: _wrap(_hstack, "hstack"),
     np.vstack: _wrap(_vstack, "vstack"),
-    np.linalg.norm: None,   # listed so the message below can say where to look
+    np.linalg.norm: _wrap(lambda x: _norm()(x), "linalg.norm"),
 }
+
+
+def _norm():
+    from fastad.primitives import norm
+    return norm
 
 
 def apply_function(func, args, kwargs):
@@ -392,6 +397,6 @@ def apply_function(func, args, kwargs):
     if handler is None:
         raise TypeError(
             f"fastad: np.{func.__name__} is not supported on fastad.Array; supported: "
-            + ", ".join(sorted(f"np.{f.__name__}" for f, h in _FUNCTIONS.items() if h is not None))
+            + ", ".join(sorted(f"np.{f.__name__}" for f in _FUNCTIONS))
             + " and the element-wise ufuncs")
     return handler(*args, **kwargs)

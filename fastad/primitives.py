@@ -1,0 +1,402 @@
+"""Custom primitives: your own functions with your own derivative rules.
+
+    @fad.primitive
+    def f(x, y, *, scale=1.0): ...          # numeric code on floats / ndarrays
+
+    @f.defvjp
+    def f_vjp(ybar, y, x, y_, *, scale=1.0):   # the pullback B_f^x(ybar)
+        return xbar, ybar_y                  # one cotangent per positional argument
+
+    @f.defjvp
+    def f_jvp(xdot, y, x, y_, *, scale=1.0):   # xdot: one tangent per argument
+        return ydot
+
+Both rules take the incoming derivative first, then the output, then the
+inputs (and the keyword constants).  A tuple holds one cotangent/tangent per
+positional argument when there are several; None means "no gradient" (a
+cotangent) or "not perturbed" (a tangent).  Registered with
+`vectorized=True`, a rule receives k stacked seeds/directions along a
+leading axis and returns them stacked; otherwise fastad calls it once per seed.
+
+Called on Vars/Arrays, a primitive evaluates on their values and records one
+block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
+and a replay calls the function again at the new values.
+"""
+import functools
+import numbers
+
+import numpy as np
+
+from fastad import _blocks as B
+from fastad._var import Var, tape_of
+from fastad.errors import TapeError
+from fastad.arrays import _operands, _push
+
+__all__ = ["primitive", "Primitive", "solve", "norm"]
+
+
+def _is_numeric(v):
+    return isinstance(v, numbers.Real) or (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
+
+
+class PrimitiveBlock(B.Block):
+    """One call of a primitive on the tape."""
+
+    def __init__(self, prim, ops, kwargs, y):
+        self.prim, self.ops, self.kwargs = prim, ops, kwargs
+        self.shape = np.shape(y)
+        self._first = y            # the value computed while recording
+        # all-scalar calls (a primitive in a scalar loop) take a lean path
+        self.scalar = self.shape == () and all(o.shape == () for o in ops)
+
+    def operands(self):
+        return tuple(self.ops)
+
+    def describe(self):
+        return self.prim.name
+
+    def _args(self, val):
+        return [o.value(val) if o.active else o.const for o in self.ops]
+
+    def compute(self, val, out):
+        args = self._args(val)
+        if self.scalar:
+            args = [float(a) for a in args]
+        if self._first is not None:
+            y, self._first = self._first, None
+        else:
+            y = self.prim._evaluate(args, self.kwargs)
+            if np.shape(y) != self.shape:
+                raise ValueError(
+                    f"fastad: primitive '{self.prim.name}' returned shape {np.shape(y)} at "
+                    f"a replay, but {self.shape} when it was recorded")
+        out[...] = y
+        return (float(y) if self.shape == () else np.array(y, dtype=np.float64), args)
+
+    def reverse(self, val, state, adj, k):
+        if self.scalar and k == 1 and not self.prim.vjp_vectorized:
+            return self._reverse_scalar(state, adj)
+        g = adj[self.start:self.stop].reshape(self.shape + (k,))
+        if not g.any():
+            return              # zero cotangent: the rule is not even called
+        y, args = state
+        lanes = np.moveaxis(g, -1, 0)        # (k,) + shape
+        cots = self.prim._pullback(lanes, y, args, self.kwargs, [o.shape for o in self.ops], k)
+        for o, c in zip(self.ops, cots):
+            if c is not None and o.active:
+                o.add_adjoint(adj, np.moveaxis(c, 0, -1), k)
+
+    def _reverse_scalar(self, state, adj):
+        ybar = float(adj[self.start, 0])
+        if ybar == 0.0:
+            return
+        y, args = state
+        cots = self.prim.vjp_rule(ybar, y, *args, **self.kwargs)
+        if len(self.ops) == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        if not (isinstance(cots, tuple) and len(cots) == len(self.ops)
+                and all(c is None or isinstance(c, (float, int)) for c in cots)):
+            cots = self.prim._check_cots(cots, [()] * len(self.ops), None)
+        for o, c in zip(self.ops, cots):
+            if c is not None and o.idx is not None:
+                adj[o.start, 0] += float(c)
+
+    def tangent(self, val, state, tan, k):
+        y, args = state
+        dots = [np.moveaxis(o.tangent(tan, k), -1, 0) if o.active else None for o in self.ops]
+        ydot = self.prim._pushforward(dots, y, args, self.kwargs, k)
+        tan[self.start:self.stop] = np.moveaxis(ydot, 0, -1).reshape(-1, k)
+
+    @property
+    def has_tangent(self):
+        return self.prim.jvp_rule is not None
+
+
+class ScalarPrimitiveBlock(B.Block):
+    """A primitive called on scalars only (say, in a scalar loop): the lean path.
+
+    The same rules as PrimitiveBlock, with floats instead of arrays."""
+
+    shape = ()
+
+    def __init__(self, prim, slots, consts, kwargs):
+        self.prim, self.slots, self.consts, self.kwargs = prim, slots, consts, kwargs
+
+    def describe(self):
+        return self.prim.name
+
+    def sources(self):
+        return [s for s in self.slots if s is not None]
+
+    def _args(self, val):
+        return [c if s is None else float(val[s]) for s, c in zip(self.slots, self.consts)]
+
+    def compute(self, val, out):
+        args = self._args(val)
+        y = self.prim._evaluate(args, self.kwargs)
+        if np.shape(y) != ():
+            raise ValueError(f"fastad: primitive '{self.prim.name}' returned shape "
+                             f"{np.shape(y)} at a replay, but a scalar when it was recorded")
+        out[...] = y
+        return float(y), args
+
+    def reverse(self, val, state, adj, k):
+        y, args = state
+        prim = self.prim
+        if k == 1 and not prim.vjp_vectorized:
+            ybar = float(adj[self.start, 0])
+            if ybar == 0.0:
+                return
+            cots = prim.vjp_rule(ybar, y, *args, **self.kwargs)
+            if len(args) == 1 and not isinstance(cots, tuple):
+                cots = (cots,)
+            if not (isinstance(cots, tuple) and len(cots) == len(args)
+                    and all(c is None or isinstance(c, (float, int)) for c in cots)):
+                cots = prim._check_cots(cots, [()] * len(args), None)
+            for s, c in zip(self.slots, cots):
+                if c is not None and s is not None:
+                    adj[s, 0] += c
+            return
+        else:
+            lanes = np.array(adj[self.start])
+            if not lanes.any():
+                return
+            cots = [None if c is None else c.reshape(k) for c in
+                    prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k)]
+        for s, c in zip(self.slots, cots):
+            if c is not None and s is not None:
+                adj[s] += c
+
+    def tangent(self, val, state, tan, k):
+        y, args = state
+        dots = [None if s is None else np.array(tan[s]) for s in self.slots]
+        tan[self.start] = self.prim._pushforward(dots, y, args, self.kwargs, k).reshape(k)
+
+    @property
+    def has_tangent(self):
+        return self.prim.jvp_rule is not None
+
+
+class Primitive:
+    """A function fastad treats as one elementary operation (see the module doc)."""
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "primitive")
+        self.vjp_rule = self.jvp_rule = None
+        self.vjp_vectorized = self.jvp_vectorized = False
+
+    def __repr__(self):
+        return f"<fastad.primitive {self.name}>"
+
+    # ------------------------------------------------------------ registration
+
+    def defvjp(self, rule=None, *, vectorized=False):
+        """Register the pullback rule(ybar, y, *args, **kwargs); usable as a decorator."""
+        if rule is None:
+            return lambda r: self.defvjp(r, vectorized=vectorized)
+        if not callable(rule):
+            raise TypeError(f"fastad: {self.name}.defvjp needs a callable rule, got {rule!r}")
+        self.vjp_rule, self.vjp_vectorized = rule, bool(vectorized)
+        return rule
+
+    def defjvp(self, rule=None, *, vectorized=False):
+        """Register the pushforward rule(xdot, y, *args, **kwargs); usable as a decorator."""
+        if rule is None:
+            return lambda r: self.defjvp(r, vectorized=vectorized)
+        if not callable(rule):
+            raise TypeError(f"fastad: {self.name}.defjvp needs a callable rule, got {rule!r}")
+        self.jvp_rule, self.jvp_vectorized = rule, bool(vectorized)
+        return rule
+
+    # ------------------------------------------------------------ calling
+
+    def _evaluate(self, args, kwargs):
+        y = self.fn(*args, **kwargs)
+        if not _is_numeric(y):
+            raise TypeError(
+                f"fastad: primitive '{self.name}' must return a float or an ndarray of "
+                f"real numbers, but it returned {type(y).__name__}"
+                + (f" of dtype {y.dtype}" if isinstance(y, np.ndarray) else ""))
+        return y
+
+    def __call__(self, *args, **kwargs):
+        for key, v in kwargs.items():
+            if B.is_active(v):
+                raise TypeError(
+                    f"fastad: keyword argument '{key}' of primitive '{self.name}' is a "
+                    f"{type(v).__name__}, but keyword arguments are constants; pass what "
+                    f"should be differentiated positionally")
+        scalar = True
+        tape = None
+        for a in args:
+            if type(a) is Var:
+                t = tape_of(a)              # this thread's recording, or TapeError
+                if tape is not None and t is not tape:
+                    raise TapeError("fastad: cannot combine Vars from two different recordings")
+                tape = t
+            elif type(a) is not float and type(a) is not int:
+                scalar = False
+        if not scalar:
+            tape, ops = _operands(args)
+        if tape is None:
+            return self.fn(*args, **kwargs)
+        if self.vjp_rule is None:
+            raise TypeError(
+                f"fastad: primitive '{self.name}' is being differentiated but has no vjp "
+                f"rule; register one with @{self.name}.defvjp")
+        if scalar:
+            vals = [a.value if type(a) is Var else float(a) for a in args]
+            y = self.fn(*vals, **kwargs)
+            if type(y) is not float:
+                y = self._evaluate(vals, kwargs) if not _is_numeric(y) else y
+                if np.shape(y) != ():
+                    return _push(tape, PrimitiveBlock(self, _operands(args)[1], dict(kwargs), y))
+                y = float(y)
+            blk = ScalarPrimitiveBlock(
+                self, [a.slot if type(a) is Var else None for a in args],
+                [None if type(a) is Var else v for a, v in zip(args, vals)], kwargs)
+            blk.state = (y, vals)
+            return tape.push_scalar_block(blk, y)
+        y = self._evaluate([o.const if not o.active else o.value(tape.recorded_values())
+                            for o in ops], kwargs)
+        return _push(tape, PrimitiveBlock(self, ops, dict(kwargs), y))
+
+    # ------------------------------------------------------------ rules
+
+    def _pullback(self, lanes, y, args, kwargs, shapes, k):
+        """Cotangents per positional argument, each (k,) + its shape (or None)."""
+        n = len(args)
+        if self.vjp_vectorized:
+            per = [self._check_cots(self.vjp_rule(lanes, y, *args, **kwargs), shapes, k)]
+        else:
+            per = [self._check_cots(self.vjp_rule(lanes[j] if lanes.ndim > 1 else float(lanes[j]),
+                                                  y, *args, **kwargs), shapes, None)
+                   for j in range(k)]
+        out = []
+        for i in range(n):
+            if self.vjp_vectorized:
+                out.append(per[0][i])
+            elif all(p[i] is None for p in per):
+                out.append(None)
+            else:
+                out.append(np.stack([np.zeros(shapes[i]) if p[i] is None else p[i] for p in per]))
+        return out
+
+    def _check_cots(self, cots, shapes, k):
+        """Validate a rule's return: one cotangent per positional argument, right shapes."""
+        n = len(shapes)
+        if n == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        if not isinstance(cots, (tuple, list)) or len(cots) != n:
+            got = f"{len(cots)} values" if isinstance(cots, (tuple, list)) else type(cots).__name__
+            raise ValueError(
+                f"fastad: the vjp rule of primitive '{self.name}' must return one cotangent "
+                f"per positional argument ({n}, as a tuple), but it returned {got}")
+        out = []
+        for i, (c, shape) in enumerate(zip(cots, shapes)):
+            if c is None:
+                out.append(None)
+                continue
+            if not _is_numeric(c):
+                raise TypeError(
+                    f"fastad: the vjp rule of primitive '{self.name}' returned a "
+                    f"{type(c).__name__} as the cotangent of argument {i}; expected numbers "
+                    f"of shape {shape}")
+            c = np.asarray(c, dtype=np.float64)
+            want = shape if k is None else (k,) + tuple(shape)
+            if c.shape != tuple(want):
+                raise ValueError(
+                    f"fastad: the vjp rule of primitive '{self.name}' returned a cotangent "
+                    f"of shape {c.shape} for argument {i}, which has shape {shape}"
+                    + ("" if k is None else f" (vectorized: expected {tuple(want)} for {k} seeds)"))
+            out.append(c)
+        return out
+
+    def _pushforward(self, dots, y, args, kwargs, k):
+        """The output's k tangents, (k,) + y.shape, from the arguments' (k,) + shape ones."""
+        if self.jvp_rule is None:
+            raise NotImplementedError(
+                f"fastad: primitive '{self.name}' has no jvp rule, so it cannot be used in "
+                f"forward mode (jvp, jacfwd, jacobian(mode='fwd')); register one with "
+                f"@{self.name}.defjvp, or use reverse mode (vjp, jacrev)")
+        one = len(args) == 1
+        yshape = np.shape(y)
+        if self.jvp_vectorized:
+            xdot = dots[0] if one else tuple(dots)
+            r = self._check_ydot(self.jvp_rule(xdot, y, *args, **kwargs), (k,) + yshape)
+            return r
+        rows = []
+        for j in range(k):
+            dj = [None if d is None else d[j] for d in dots]
+            rows.append(self._check_ydot(self.jvp_rule(dj[0] if one else tuple(dj), y, *args,
+                                                       **kwargs), yshape))
+        return np.stack(rows) if rows else np.zeros((0,) + yshape)
+
+    def _check_ydot(self, ydot, want):
+        if not _is_numeric(ydot):
+            raise TypeError(f"fastad: the jvp rule of primitive '{self.name}' returned "
+                            f"{type(ydot).__name__}; expected numbers of shape {want}")
+        ydot = np.asarray(ydot, dtype=np.float64)
+        if ydot.shape != tuple(want):
+            raise ValueError(f"fastad: the jvp rule of primitive '{self.name}' returned a "
+                             f"tangent of shape {ydot.shape}, expected {tuple(want)}")
+        return ydot
+
+
+def primitive(fn):
+    """Make fn (numbers/ndarrays in, a float/ndarray out) a primitive of fastad."""
+    return Primitive(fn)
+
+
+# ---------------------------------------------------------------- dogfood
+
+@primitive
+def solve(A, b):
+    """x = A^{-1} b (np.linalg.solve), for b of shape (n,) or (n, m)."""
+    return np.linalg.solve(A, b)
+
+
+@solve.defvjp(vectorized=True)
+def _solve_vjp(ybar, y, A, b):
+    # One transposed solve for all k seeds: bbar = A^{-T} ybar, Abar = -bbar y^T.
+    k, n = ybar.shape[0], A.shape[0]
+    rhs = np.moveaxis(ybar, 0, -1).reshape(n, -1)                 # (n, k) or (n, m*k)
+    bbar = np.moveaxis(np.linalg.solve(A.T, rhs).reshape((n,) + ybar.shape[2:] + (k,)), -1, 0)
+    if y.ndim == 1:
+        Abar = -bbar[:, :, None] * y[None, None, :]
+    else:
+        Abar = -np.matmul(bbar, y.T)
+    return Abar, bbar
+
+
+@solve.defjvp(vectorized=True)
+def _solve_jvp(xdot, y, A, b):
+    Adot, bdot = xdot
+    k = (Adot if Adot is not None else bdot).shape[0]
+    rhs = np.zeros((k,) + y.shape) if bdot is None else bdot.copy()
+    if Adot is not None:
+        rhs -= Adot @ y if y.ndim == 2 else np.einsum("kij,j->ki", Adot, y)
+    n = A.shape[0]
+    flat = np.moveaxis(rhs, 0, -1).reshape(n, -1)
+    return np.moveaxis(np.linalg.solve(A, flat).reshape(y.shape + (k,)), -1, 0)
+
+
+@primitive
+def norm(x):
+    """The Euclidean norm of x (all elements); its derivative at 0 is taken as 0."""
+    return float(np.sqrt(np.sum(np.square(x))))
+
+
+@norm.defvjp(vectorized=True)
+def _norm_vjp(ybar, y, x):
+    scale = 0.0 if y == 0 else 1.0 / y
+    return ybar.reshape((-1,) + (1,) * np.ndim(x)) * (scale * np.asarray(x))[None]
+
+
+@norm.defjvp(vectorized=True)
+def _norm_jvp(xdot, y, x):
+    if y == 0:
+        return np.zeros(xdot.shape[0])
+    return np.tensordot(xdot, np.asarray(x), axes=np.ndim(x)) / y
