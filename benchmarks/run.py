@@ -64,10 +64,20 @@ def main(argv=None):
     print(table)
     print()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_mlp
+    import bench_primitives
     import bench_replay
     print("## Record once, differentiate many (bench_replay.py)")
     print()
     print(bench_replay.run(quick=args.quick))
+    print()
+    print("## Matrix-form network (bench_mlp.py)")
+    print()
+    print(bench_mlp.run(quick=args.quick))
+    print()
+    print("## Custom primitives (bench_primitives.py)")
+    print()
+    print(bench_primitives.run())
     return 0
 
 

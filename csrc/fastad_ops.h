@@ -287,7 +287,8 @@ static inline void fad_second(int op, double x, double y, double c, double v,
         break;
     case FAD_DIV_CX: *dxx = 2.0 * v / (x * x); break;
     case FAD_POW_C:
-        *dxx = (c == 0.0 || c == 1.0) ? 0.0 : c * (c - 1.0) * pow(x, c - 2.0);
+        if (c == 2.0) *dxx = 2.0;   /* the common square: no pow() call */
+        else *dxx = (c == 0.0 || c == 1.0) ? 0.0 : c * (c - 1.0) * pow(x, c - 2.0);
         break;
     case FAD_POW_CX: *dxx = (v == 0.0) ? 0.0 : v * log(c) * log(c); break;
     case FAD_ATAN2_C: t = x * x + c * c; *dxx = -2.0 * x * c / (t * t); break;

@@ -14,13 +14,14 @@ from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive, solve, norm
 from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
+    hvp, hessian,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
-    "jacobian", "jacfwd", "jacrev", "stack",
+    "jacobian", "jacfwd", "jacrev", "hvp", "hessian", "stack",
     "Var", "Array", "Tape", "TapeError", "BranchChangedError",
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh",
     "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",

@@ -17,7 +17,7 @@ twins for the hot ops.
 """
 import numpy as np
 
-from fastad._tape import OP_NAMES, op_map
+from fastad._tape import OP_NAMES, op_map, op_map2
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -264,6 +264,31 @@ class Elementwise(Block):
             if operand.active:
                 operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k)
 
+    def reverse2(self, val, state, tan, adj, adt, k):
+        """Second order (forward-over-reverse): for z = f(x, y),
+        xbar' += f_x zbar' + zbar (f_xx x' + f_xy y'), and alike for y."""
+        g = adj[self.start:self.stop].reshape(self.shape + (1,))
+        gd = adt[self.start:self.stop].reshape(self.shape + (k,))
+        xv = self.x.value(val)
+        yv = None if self.y is None else self.y.value(val)
+        with np.errstate(all="ignore"):
+            fxx, fxy, fyy = op_map2(OP_CODE[self.name], xv, yv)
+        tx = self.x.tangent(tan, k) if self.x.active else None
+        ty = self.y.tangent(tan, k) if self.y is not None and self.y.active else None
+        for operand, d, (a, b) in zip(self.operands(), state, ((fxx, fxy), (fxy, fyy))):
+            if not operand.active:
+                continue
+            operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
+            curv = 0.0
+            if tx is not None:
+                curv = curv + a[..., None] * tx
+            if ty is not None:
+                curv = curv + b[..., None] * ty
+            with np.errstate(invalid="ignore"):
+                extra = np.where(g != 0, g * curv, 0.0)
+            tot = np.broadcast_to(_times(d, gd) + extra, self.shape + (k,))
+            operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
+
     def tangent(self, val, state, tan, k):
         t = 0.0
         for operand, d in zip(self.operands(), state):
@@ -312,6 +337,27 @@ class Matmul(Block):
         if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
             self.b.add_adjoint(adj, A.T @ G.reshape(M, N * k), k)
 
+    def reverse2(self, val, state, tan, adj, adt, k):
+        """C = A B is bilinear: Abar' = Cbar' B^T + Cbar B'^T, Bbar' = A^T Cbar' + A'^T Cbar."""
+        A, B = state
+        M, K, N = A.shape[0], A.shape[1], B.shape[1]
+        G = adj[self.start:self.stop].reshape(M, N)
+        Gd = adt[self.start:self.stop].reshape(M, N, k)
+        Adot = self.a.tangent(tan, k).reshape(M, K, k) if self.a.active else None
+        Bdot = self.b.tangent(tan, k).reshape(K, N, k) if self.b.active else None
+        if self.a.active:
+            self.a.add_adjoint(adj, (G @ B.T)[..., None], 1)
+            Ad = np.einsum("mnj,kn->mkj", Gd, B)
+            if Bdot is not None:
+                Ad += np.einsum("mn,knj->mkj", G, Bdot)
+            self.a.add_adjoint(adt, Ad, k)
+        if self.b.active:
+            self.b.add_adjoint(adj, (A.T @ G)[..., None], 1)
+            Bd = np.einsum("mk,mnj->knj", A, Gd)
+            if Adot is not None:
+                Bd += np.einsum("mkj,mn->knj", Adot, G)
+            self.b.add_adjoint(adt, Bd, k)
+
     def tangent(self, val, state, tan, k):
         A, B = state
         M, N = A.shape[0], B.shape[1]
@@ -351,6 +397,10 @@ class Sum(Block):
     def reverse(self, val, state, adj, k):
         g = adj[self.start:self.stop].reshape(self.shape + (k,))
         self.x.add_adjoint(adj, self._expand(g, k), k)
+
+    def reverse2(self, val, state, tan, adj, adt, k):
+        self.reverse(val, state, adj, 1)
+        self.reverse(val, state, adt, k)
 
     def tangent(self, val, state, tan, k):
         t = self.x.tangent(tan, k)
@@ -395,6 +445,9 @@ class Compare(Block):
     def reverse(self, val, state, adj, k):
         pass
 
+    def reverse2(self, val, state, tan, adj, adt, k):
+        pass
+
     def tangent(self, val, state, tan, k):
         pass
 
@@ -431,6 +484,9 @@ class Selection(Block):
         return None
 
     def reverse(self, val, state, adj, k):
+        pass
+
+    def reverse2(self, val, state, tan, adj, adt, k):
         pass
 
     def tangent(self, val, state, tan, k):

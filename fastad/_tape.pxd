@@ -45,9 +45,9 @@ cdef class Work:
     cdef double* adj
     cdef Py_ssize_t cap
     cdef public list states        # per block: what its forward returned at this replay
-    cdef object scratch            # reusable float64 memory for tangents/adjoints
+    cdef object scratch            # reusable float64 memory for tangents/adjoints (3 arrays)
     cdef int ensure(self, Py_ssize_t n) except -1
-    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k)
+    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=*)
 
 
 cdef class Tape:
@@ -76,6 +76,11 @@ cdef class Tape:
                           object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo) except -1
     cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
                           object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1
+    cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
+                         object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
+                         Py_ssize_t lo) except -1
+    cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
+                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo)
 
 
 cdef inline int tape_grow(TapeBuf* t, Py_ssize_t need) except -1:

@@ -96,6 +96,20 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
     cdef Py_ssize_t i, j
     cdef double* ti
     cdef int32_t a1
+    cdef double r, t
+    if k == 1:      # one direction: no lane loops (zero tangents stay exact zeros)
+        for i in range(lo, hi):
+            r = 0.0
+            t = tan[nd[i].a0]
+            if t != 0.0:
+                r = nd[i].p0 * t
+            a1 = nd[i].a1
+            if a1 >= 0:
+                t = tan[a1]
+                if t != 0.0:
+                    r += nd[i].p1 * t
+            tan[i] = r
+        return
     for i in range(lo, hi):
         ti = tan + i * k
         for j in range(k):
@@ -104,6 +118,101 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
         a1 = nd[i].a1
         if a1 >= 0:
             _axpy(ti, nd[i].p1, tan + a1 * k, k)
+
+
+cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* val,
+                         const double* tan, double* adj, double* adt, Py_ssize_t k,
+                         Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
+    """Forward-over-reverse: adjoints (one lane) and their k tangents, backwards.
+
+    For z = f(x, y):  xbar += f_x zbar,
+    xbar' += f_x zbar' + zbar (f_xx x' + f_xy y')   (and the same for y),
+    with x', y' the k forward tangents (tan) and the second partials from the
+    op table.  The adjoints are the gradient; their tangents are H v."""
+    cdef Py_ssize_t i, j
+    cdef double g, p0, p1, xx, xy, yy, x, y, c
+    cdef double* gd
+    cdef const double* t0
+    cdef const double* t1
+    cdef int o, fl
+    cdef int32_t a0, a1
+    cdef bint any_gd
+    cdef double gd1, tx, ty
+    if k == 1:      # one direction: the same, without lane loops
+        for i in range(hi, lo - 1, -1):
+            g = adj[i]
+            gd1 = adt[i]
+            if g == 0.0 and gd1 == 0.0:
+                continue
+            o = op[i]
+            fl = fad_op_flags[o]
+            a0 = nd[i].a0
+            a1 = nd[i].a1
+            p0 = nd[i].p0
+            xx = xy = yy = 0.0
+            if g != 0.0 and (fl & (FAD_Z00 | FAD_Z01 | FAD_Z11)) != (FAD_Z00 | FAD_Z01 | FAD_Z11):
+                if a1 >= 0:
+                    fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
+                else:
+                    fad_second(o, val[a0], 0.0, nd[i].p1, val[i], &xx, &xy, &yy)
+            tx = tan[a0]
+            ty = tan[a1] if a1 >= 0 else 0.0
+            adj[a0] += p0 * g
+            if gd1 != 0.0:
+                adt[a0] += p0 * gd1
+            if xx != 0.0 or xy != 0.0:
+                adt[a0] += g * (xx * tx + xy * ty)
+            if a1 >= 0:
+                p1 = nd[i].p1
+                adj[a1] += p1 * g
+                if gd1 != 0.0:
+                    adt[a1] += p1 * gd1
+                if xy != 0.0 or yy != 0.0:
+                    adt[a1] += g * (xy * tx + yy * ty)
+        return
+    for i in range(hi, lo - 1, -1):
+        g = adj[i]
+        gd = adt + i * k
+        any_gd = False
+        for j in range(k):
+            if gd[j] != 0.0:
+                any_gd = True
+                break
+        if g == 0.0 and not any_gd:
+            continue
+        o = op[i]
+        fl = fad_op_flags[o]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        p0 = nd[i].p0
+        t0 = tan + a0 * k
+        if a1 >= 0:
+            p1 = nd[i].p1
+            y = val[a1]
+            c = 0.0
+            t1 = tan + a1 * k
+        else:
+            p1 = 0.0
+            y = 0.0
+            c = nd[i].p1
+            t1 = t0
+        xx = xy = yy = 0.0
+        if g != 0.0 and (fl & FAD_Z00 == 0 or fl & FAD_Z01 == 0 or fl & FAD_Z11 == 0):
+            x = val[a0]
+            fad_second(o, x, y, c, val[i], &xx, &xy, &yy)
+        adj[a0] += p0 * g
+        if any_gd:
+            _axpy(adt + a0 * k, p0, gd, k)
+        if xx != 0.0 or xy != 0.0:
+            for j in range(k):
+                adt[a0 * k + j] += g * (xx * t0[j] + xy * t1[j])
+        if a1 >= 0:
+            adj[a1] += p1 * g
+            if any_gd:
+                _axpy(adt + a1 * k, p1, gd, k)
+            if xy != 0.0 or yy != 0.0:
+                for j in range(k):
+                    adt[a1 * k + j] += g * (xy * t0[j] + yy * t1[j])
 
 
 cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
@@ -143,12 +252,15 @@ cdef class Work:
         free(self.node)
         free(self.adj)
 
-    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k):
-        """A zeroed (rows, k) array in this buffer's reusable scratch memory."""
+    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
+        """A zeroed (rows, k) array in reusable scratch memory number `which` (0-2)."""
         cdef Py_ssize_t m = rows * k
-        if self.scratch is None or self.scratch.shape[0] < m:
-            self.scratch = np.empty(max(m, 1024))
-        out = self.scratch[:m].reshape(rows, k)
+        if self.scratch is None:
+            self.scratch = [None, None, None]
+        buf = self.scratch[which]
+        if buf is None or buf.shape[0] < m:
+            buf = self.scratch[which] = np.empty(max(m, 1024))
+        out = buf[:m].reshape(rows, k)
         out.fill(0.0)
         return out
 
@@ -693,6 +805,97 @@ cdef class Tape:
         finally:
             self._release(w)
 
+    cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
+                         object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
+                         Py_ssize_t lo) except -1:
+        """reverse_second over slots hi..lo, blocks through their reverse2."""
+        cdef Py_ssize_t cur = hi, bi
+        cdef const double* vp = _dptr(val)
+        for bi in range(len(self.blocks) - 1, -1, -1):
+            blk = self.blocks[bi]
+            if blk.start > cur:
+                continue
+            self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+            reverse2 = getattr(blk, "reverse2", None)
+            if reverse2 is None:
+                raise NotImplementedError(
+                    f"fastad: second derivatives through {blk.describe()} are not "
+                    f"available (no second-order rule for this block)")
+            reverse2(val, states[bi], tan, adj, adt, k)
+            cur = blk.start - 1
+        self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
+        return 0
+
+    cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
+                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo):
+        if hi < lo:
+            return
+        cdef double* tp = _dptr(tan)
+        cdef double* ap = _dptr(adj)
+        cdef double* dp = _dptr(adt)
+        if (hi - lo) * k >= NOGIL_MIN:
+            with nogil:
+                reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
+        else:
+            reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
+
+    def _hvp(self, x, v, bint with_grad=False):
+        """H v (and the value and gradient) at x (None: the recorded point)."""
+        if self.out_slots is None or self.out_slots.ndim != 0:
+            raise ValueError(
+                f"fastad: Hessians need a scalar output, but this tape's output has "
+                f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
+        seeds, stacked = self._stacked(v, self.in_shape, "direction")
+        cdef Work w = self._acquire()
+        cdef const fad_node* nodes = self.buf.node
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self.out_slots[()])
+        cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
+        try:
+            if x is not None:
+                self._replay(w, x)
+                nodes = w.node
+                val, states = _view(w.val, self.buf.n), w.states
+            else:
+                val, states = self.recorded_values(), self._recorded_states()
+            tan = w.zeros(hi, k, 0)
+            tan[:lo] = seeds.T
+            self._tangent_run(nodes, val, states, tan, k, lo, hi)
+            adj = w.zeros(hi, 1, 1)
+            adj[slot, 0] = 1.0
+            adt = w.zeros(hi, k, 2)
+            self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
+            Hv = self._shape_in(adt[:lo].T.copy(), stacked)
+            if not with_grad:
+                return Hv
+            return float(val[slot]), self._shape_in(adj[:lo].T.copy(), False), Hv
+        finally:
+            self._release(w)
+
+    def hvp(self, x, v):
+        """H(x) v for a scalar output (forward-over-reverse, replayed at x);
+        v of x's shape or (k,) + x.shape for k directions at once."""
+        return self._hvp(x, v)
+
+    def value_gradient_hvp(self, x, v):
+        """(f(x), gradient, H(x) v) from one replay."""
+        return self._hvp(x, v, True)
+
+    def _hessian(self, x):
+        cdef Py_ssize_t n = self.n_inputs, k0, k1
+        chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
+        shape = () if self.in_shape is None else tuple(self.in_shape)
+        H = np.empty((n, n))
+        for k0 in range(0, n, chunk):
+            k1 = min(n, k0 + chunk)
+            seeds = np.zeros((k1 - k0, n))
+            seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
+            H[k0:k1] = self._hvp(x, seeds.reshape((k1 - k0,) + shape)).reshape(k1 - k0, n)
+        return H.reshape(shape + shape)
+
+    def hessian(self, x):
+        """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed)."""
+        return self._hessian(x)
+
     def _jacobian(self, x, mode):
         if mode == "auto" and not all(getattr(b, "has_tangent", True) for b in self.blocks):
             mode = "rev"    # a primitive without a jvp rule: forward mode is not available
@@ -969,3 +1172,31 @@ def op_map(int op, x, y=None, double c=0.0):
         for k in range(m):
             vp[k] = fad_eval(op, xp[k], yp[k], c, &p0[k], &p1[k])
     return v, d0, d1
+
+
+
+def op_map2(int op, x, y=None, double c=0.0):
+    """Second partials of the op table over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    if y is None:
+        xb = np.ascontiguousarray(x, dtype=np.float64)
+        yb = np.zeros_like(xb)
+    else:
+        xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        xb = np.ascontiguousarray(xb)
+        yb = np.ascontiguousarray(yb)
+    cdef cnp.ndarray xx = np.empty(xb.shape), xy = np.empty(xb.shape), yy = np.empty(xb.shape)
+    cdef cnp.ndarray xa = xb, ya = yb
+    cdef double* xp = _dptr(xa)
+    cdef double* yp = _dptr(ya)
+    cdef double* p0 = _dptr(xx)
+    cdef double* p1 = _dptr(xy)
+    cdef double* p2 = _dptr(yy)
+    cdef double d0, d1, v
+    cdef Py_ssize_t k, m = xa.size
+    with nogil:
+        for k in range(m):
+            v = fad_eval(op, xp[k], yp[k], c, &d0, &d1)
+            fad_second(op, xp[k], yp[k], c, v, &p0[k], &p1[k], &p2[k])
+    return xx, xy, yy

@@ -14,7 +14,7 @@ from fastad._tape import choose_mode
 from fastad._var import begin_recording, end_recording, make_input, output_slots
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
-           "jacobian", "jacfwd", "jacrev"]
+           "jacobian", "jacfwd", "jacrev", "hvp", "hessian"]
 
 
 def _argnums_tuple(argnums, nargs):
@@ -179,6 +179,20 @@ def jacfwd(f):
 def jacrev(f):
     """jacobian(f, mode="rev")."""
     return jacobian(f, mode="rev")
+
+
+def hvp(f, x, v):
+    """H(x) v for scalar f, by forward-over-reverse (one tangent sweep, one
+    second-order reverse sweep); v of x's shape, or (k,) + x.shape."""
+    return record(f, x)._hvp(None, v)
+
+
+def hessian(f):
+    """The Hessian of scalar f, shape x.shape + x.shape (forward-over-reverse,
+    directions in chunks)."""
+    def hess_f(x):
+        return record(f, x)._hessian(None)
+    return hess_f
 
 
 def check_grad(f, x, *args, eps=1e-6, **kwargs):
