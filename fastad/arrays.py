@@ -209,31 +209,28 @@ def logsumexp(a, axis=None, keepdims=False):
 
 # ---------------------------------------------------------------- rearranging (no nodes)
 
-def _array(a):
-    """(tape, Array) for an active operand, (None, ndarray) for a constant."""
+def _slots(a):
+    """(tape, idx, cstart, unique) of an active operand; (None, ndarray, -1, True) for a constant."""
     if isinstance(a, (list, tuple)) and _has_active(a):
         a = stack(a)
     info = active_info(a)
     if info is None:
-        return None, np.asarray(a, dtype=np.float64)
-    if type(a) is Var:
-        return info[0], make_array(info[0], info[1].reshape(1)).reshape(())
-    return info[0], a
+        return None, np.asarray(a, dtype=np.float64), -1, True
+    return info
 
 
 def reshape(a, shape):
-    tape, x = _array(a)
+    tape, idx, cstart, unique = _slots(a)
     if tape is None:
-        return np.reshape(x, shape)
-    idx = x.idx.reshape(shape)
-    return make_array(tape, idx, x.cstart, x.unique)
+        return np.reshape(idx, shape)
+    return make_array(tape, idx.reshape(shape), cstart, unique)
 
 
 def transpose(a, axes=None):
-    tape, x = _array(a)
+    tape, idx, cstart, unique = _slots(a)
     if tape is None:
-        return np.transpose(x, axes)
-    return make_array(tape, np.transpose(x.idx, axes), -1, x.unique)
+        return np.transpose(idx, axes)
+    return make_array(tape, np.transpose(idx, axes), -1, unique)
 
 
 def _slot_parts(seq, what):
@@ -267,23 +264,23 @@ def concatenate(seq, axis=0):
 
 def _select(a, axis, keepdims, pick, name):
     """max/min by selecting slots; replay re-checks the selection."""
-    tape, x = _array(a)
+    tape, idx, cstart, unique = _slots(a)
     if tape is None:
-        return getattr(np, name)(x, axis=axis, keepdims=keepdims)
-    values = x.value
-    o = B.Operand(idx=x.idx, start=x.cstart, unique=True if x.unique else None)
+        return getattr(np, name)(idx, axis=axis, keepdims=keepdims)
+    values = tape.recorded_values()[idx]
+    o = B.Operand(idx=idx, start=cstart, unique=True if unique else None)
     if axis is None:
         k = int(pick(values.reshape(-1)))
         _push(tape, B.Selection(o, None, np.array(k), name))
-        sel = x.idx.reshape(-1)[k]
-        return make_array(tape, sel.reshape((1,) * x.idx.ndim) if keepdims else sel)
+        sel = idx.reshape(-1)[k]
+        return make_array(tape, sel.reshape((1,) * idx.ndim) if keepdims else sel)
     ax = _axes(axis, values.ndim)
     if len(ax) != 1:
         raise ValueError(f"fastad.{name}: one axis at a time, got {axis}")
     ax = ax[0]
     k = np.expand_dims(pick(values, axis=ax), ax)
     _push(tape, B.Selection(o, ax, k, name))
-    sel = np.take_along_axis(x.idx, k, axis=ax)
+    sel = np.take_along_axis(idx, k, axis=ax)
     return make_array(tape, sel if keepdims else np.squeeze(sel, axis=ax))
 
 
@@ -371,15 +368,15 @@ _FUNCTIONS = {
     np.amax: _wrap(amax, "amax", ("axis", "keepdims")),
     np.amin: _wrap(amin, "amin", ("axis", "keepdims")),
     np.ravel: _wrap(lambda a: reshape(a, -1), "ravel"),
-    np.squeeze: _wrap(lambda a, axis=None: reshape(a, np.squeeze(np.empty(np.shape(a.idx)), axis=axis).shape),
+    np.squeeze: _wrap(lambda a, axis=None: reshape(a, np.squeeze(np.empty(np.shape(_slots(a)[1])), axis=axis).shape),
                       "squeeze", ("axis",)),
-    np.expand_dims: _wrap(lambda a, axis: reshape(a, np.expand_dims(np.empty(a.idx.shape), axis).shape),
+    np.expand_dims: _wrap(lambda a, axis: reshape(a, np.expand_dims(np.empty(np.shape(_slots(a)[1])), axis).shape),
                           "expand_dims", ("axis",)),
-    np.shape: lambda a: a.shape,
-    np.ndim: lambda a: a.ndim,
-    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
-    np.zeros_like: lambda a, **kw: np.zeros(a.shape),
-    np.ones_like: lambda a, **kw: np.ones(a.shape),
+    np.shape: lambda a: np.shape(_slots(a)[1]),
+    np.ndim: lambda a: np.ndim(_slots(a)[1]),
+    np.size: lambda a, axis=None: np.size(_slots(a)[1], axis),
+    np.zeros_like: lambda a, **kw: np.zeros(np.shape(_slots(a)[1])),
+    np.ones_like: lambda a, **kw: np.ones(np.shape(_slots(a)[1])),
     np.hstack: _wrap(_hstack, "hstack"),
     np.vstack: _wrap(_vstack, "vstack"),
     np.linalg.norm: _wrap(lambda x: _norm()(x), "linalg.norm"),

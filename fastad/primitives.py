@@ -30,13 +30,70 @@ import numpy as np
 from fastad import _blocks as B
 from fastad._var import Var, tape_of
 from fastad.errors import TapeError
-from fastad.arrays import _operands, _push
+from fastad.arrays import _operands, _push, concatenate, reshape
 
 __all__ = ["primitive", "Primitive", "solve", "norm"]
 
 
 def _is_numeric(v):
     return isinstance(v, numbers.Real) or (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
+
+
+def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
+    """Forward-over-reverse through a primitive: run its vjp rule under fad.jvp.
+
+    The rule is ordinary NumPy code, so fastad records it like any function of
+    (ybar, y, *args) and pushes k directions (ybar', y', *args') through it.
+    Returns (cotangents, their k tangents), one entry per argument (None for
+    no gradient)."""
+    from fastad.transforms import jvp
+    parts = [np.asarray(ybar, dtype=np.float64), np.asarray(y, dtype=np.float64)] + \
+        [np.asarray(a, dtype=np.float64) for a in args]
+    shapes = [p.shape for p in parts]
+    sizes = [p.size for p in parts]
+    offsets = np.cumsum([0] + sizes)
+    arg_shapes = shapes[2:]
+    z0 = np.concatenate([p.reshape(-1) for p in parts])
+    V = np.concatenate([np.reshape(d, (k, -1)) if d is not None else np.zeros((k, n))
+                        for d, n in zip(dots, sizes)], axis=1)
+
+    def piece(z, i):
+        if shapes[i] == ():
+            return z[int(offsets[i])]
+        return z[int(offsets[i]):int(offsets[i + 1])].reshape(shapes[i])
+
+    def rule_of(z):
+        ps = [piece(z, i) for i in range(len(parts))]
+        yb = ps[0]
+        if prim.vjp_vectorized:       # one seed, with the leading seed axis
+            yb = yb[None] if shapes[0] != () else z[0:1]
+        cots = prim.vjp_rule(yb, ps[1], *ps[2:], **kwargs)
+        if len(args) == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        flat = []
+        for c, shape in zip(cots, arg_shapes):
+            if c is None:
+                flat.append(np.zeros(int(np.prod(shape, dtype=np.int64))))
+            else:
+                flat.append(reshape(c, (-1,)))
+        return concatenate(flat) if flat else np.zeros(0)
+
+    try:
+        c0, cd = jvp(rule_of, z0, V)
+    except (TypeError, NotImplementedError) as e:
+        raise NotImplementedError(
+            f"fastad: second derivatives through primitive '{prim.name}' need its vjp "
+            f"rule to be differentiable by fastad (NumPy code on its inputs), but "
+            f"differentiating it failed: {e}") from e
+    c0 = np.asarray(c0, dtype=np.float64).reshape(-1)
+    cd = np.asarray(cd, dtype=np.float64).reshape(k, -1)
+    out0, outd, pos = [], [], 0
+    for shape in arg_shapes:
+        n = int(np.prod(shape, dtype=np.int64))
+        out0.append(c0[pos:pos + n].reshape(shape))
+        outd.append(cd[:, pos:pos + n].reshape((k,) + tuple(shape)))
+        pos += n
+    return out0, outd
 
 
 class PrimitiveBlock(B.Block):
@@ -111,6 +168,20 @@ class PrimitiveBlock(B.Block):
     def has_tangent(self):
         return self.prim.jvp_rule is not None
 
+    def reverse2(self, val, state, tan, adj, adt, k):
+        y, args = state
+        g = adj[self.start:self.stop].reshape(self.shape)
+        gd = np.moveaxis(adt[self.start:self.stop].reshape(self.shape + (k,)), -1, 0)
+        ydot = np.moveaxis(tan[self.start:self.stop].reshape(self.shape + (k,)), -1, 0)
+        dots = [gd, ydot] + [np.moveaxis(o.tangent(tan, k), -1, 0) if o.active else None
+                             for o in self.ops]
+        c0, cd = _rule_with_tangents(self.prim, g if self.shape else float(g), y, args,
+                                     self.kwargs, dots, k)
+        for o, a, b in zip(self.ops, c0, cd):
+            if o.active:
+                o.add_adjoint(adj, a[..., None], 1)
+                o.add_adjoint(adt, np.moveaxis(b, 0, -1), k)
+
 
 class ScalarPrimitiveBlock(B.Block):
     """A primitive called on scalars only (say, in a scalar loop): the lean path.
@@ -166,6 +237,17 @@ class ScalarPrimitiveBlock(B.Block):
         for s, c in zip(self.slots, cots):
             if c is not None and s is not None:
                 adj[s] += c
+
+    def reverse2(self, val, state, tan, adj, adt, k):
+        y, args = state
+        dots = [np.array(adt[self.start]), np.array(tan[self.start])] + \
+            [None if s is None else np.array(tan[s]) for s in self.slots]
+        c0, cd = _rule_with_tangents(self.prim, float(adj[self.start, 0]), y, args,
+                                     self.kwargs, dots, k)
+        for s, a, b in zip(self.slots, c0, cd):
+            if s is not None:
+                adj[s, 0] += float(a)
+                adt[s] += b
 
     def tangent(self, val, state, tan, k):
         y, args = state
@@ -319,8 +401,8 @@ class Primitive:
         if self.jvp_rule is None:
             raise NotImplementedError(
                 f"fastad: primitive '{self.name}' has no jvp rule, so it cannot be used in "
-                f"forward mode (jvp, jacfwd, jacobian(mode='fwd')); register one with "
-                f"@{self.name}.defjvp, or use reverse mode (vjp, jacrev)")
+                f"forward mode (jvp, jacfwd, jacobian(mode='fwd'), hvp, hessian); register "
+                f"one with @{self.name}.defjvp, or use reverse mode (vjp, jacrev)")
         one = len(args) == 1
         yshape = np.shape(y)
         if self.jvp_vectorized:
@@ -361,14 +443,16 @@ def solve(A, b):
 @solve.defvjp(vectorized=True)
 def _solve_vjp(ybar, y, A, b):
     # One transposed solve for all k seeds: bbar = A^{-T} ybar, Abar = -bbar y^T.
+    # Written with solve itself and NumPy operations, so fastad can
+    # differentiate this rule too (Hessians through solve).
     k, n = ybar.shape[0], A.shape[0]
-    rhs = np.moveaxis(ybar, 0, -1).reshape(n, -1)                 # (n, k) or (n, m*k)
-    bbar = np.moveaxis(np.linalg.solve(A.T, rhs).reshape((n,) + ybar.shape[2:] + (k,)), -1, 0)
     if y.ndim == 1:
-        Abar = -bbar[:, :, None] * y[None, None, :]
-    else:
-        Abar = -np.matmul(bbar, y.T)
-    return Abar, bbar
+        bbar = solve(A.T, ybar.T).T                                    # (k, n)
+        return -bbar[:, :, None] * y[None, None, :], bbar
+    m = y.shape[1]
+    rhs = np.reshape(np.transpose(ybar, (1, 2, 0)), (n, m * k))        # k seeds side by side
+    bbar = np.transpose(np.reshape(solve(A.T, rhs), (n, m, k)), (2, 0, 1))
+    return -np.stack([bbar[j] @ y.T for j in range(k)]), bbar
 
 
 @solve.defjvp(vectorized=True)
@@ -391,8 +475,11 @@ def norm(x):
 
 @norm.defvjp(vectorized=True)
 def _norm_vjp(ybar, y, x):
-    scale = 0.0 if y == 0 else 1.0 / y
-    return ybar.reshape((-1,) + (1,) * np.ndim(x)) * (scale * np.asarray(x))[None]
+    # x / |x| per seed (0 at x = 0); NumPy operations only, so Hessians work too
+    shape = np.shape(x)
+    if y == 0:
+        return np.zeros((np.shape(ybar)[0],) + shape)
+    return np.reshape(ybar, (-1,) + (1,) * len(shape)) * reshape(x / y, (1,) + shape)
 
 
 @norm.defjvp(vectorized=True)
