@@ -839,8 +839,14 @@ cdef class Tape:
         else:
             reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
 
-    def _hvp(self, x, v, bint with_grad=False):
-        """H v (and the value and gradient) at x (None: the recorded point)."""
+    def at(self, x):
+        """This tape replayed once at x: a TapePoint for many derivatives there
+        (gradient, hvp) without replaying again (what optimizers want)."""
+        return TapePoint(self, x)
+
+    def _hvp(self, x, v, bint with_grad=False, Work point=None):
+        """H v (and the value and gradient) at x (None: the recorded point;
+        `point`: a Work already replayed there)."""
         if self.out_slots is None or self.out_slots.ndim != 0:
             raise ValueError(
                 f"fastad: Hessians need a scalar output, but this tape's output has "
@@ -851,7 +857,10 @@ cdef class Tape:
         cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self.out_slots[()])
         cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
         try:
-            if x is not None:
+            if point is not None:
+                nodes = point.node
+                val, states = _view(point.val, self.buf.n), point.states
+            elif x is not None:
                 self._replay(w, x)
                 nodes = w.node
                 val, states = _view(w.val, self.buf.n), w.states
@@ -1200,3 +1209,34 @@ def op_map2(int op, x, y=None, double c=0.0):
             v = fad_eval(op, xp[k], yp[k], c, &d0, &d1)
             fad_second(op, xp[k], yp[k], c, v, &p0[k], &p1[k], &p2[k])
     return xx, xy, yy
+
+
+
+cdef class TapePoint:
+    """A tape replayed at one x (see Tape.at): its value, gradient and
+    Hessian-vector products there, each without another replay."""
+    cdef readonly Tape tape
+    cdef readonly object x
+    cdef Work w
+
+    def __init__(self, Tape tape, x):
+        self.tape = tape
+        self.w = Work()
+        self.w.ensure(tape.buf.n if tape.buf.n else 1)
+        tape._replay(self.w, x)
+        self.x = np.array(x, dtype=np.float64)
+
+    @property
+    def value(self):
+        return self.tape._gather(self.w.val)
+
+    def gradient(self):
+        t = self.tape
+        if t.out_slots.ndim != 0:
+            raise ValueError("fastad: a gradient needs a scalar output; use jacobian")
+        g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states, np.ones((1, 1)))
+        return t._shape_in(g, False)
+
+    def hvp(self, v):
+        """H v at this point; v of x's shape or (k,) + x.shape."""
+        return self.tape._hvp(None, v, False, self.w)

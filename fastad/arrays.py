@@ -52,9 +52,19 @@ def _push(tape, block):
     """Record block: compute straight into its new slots; returns its output."""
     size = int(np.prod(block.shape, dtype=np.int64))
     out = tape.open_block(size).reshape(block.shape)
-    block.state = block.compute(tape.recorded_values(), out)
+    block.state = _detach(block.compute(tape.recorded_values(), out))
     slots = tape.close_block(block, size).reshape(block.shape)
     return make_array(tape, slots, int(slots.flat[0]) if slots.size else -1, True)
+
+
+def _detach(state):
+    """The state with its views copied: views into the tape's value buffer would
+    dangle once the tape grows (it is reallocated)."""
+    if isinstance(state, np.ndarray):
+        return state if state.base is None else state.copy()
+    if isinstance(state, (tuple, list)):
+        return type(state)(_detach(s) for s in state)
+    return state
 
 
 def _slots_of(tape, op):

@@ -272,6 +272,10 @@ class Primitive:
     def __repr__(self):
         return f"<fastad.primitive {self.name}>"
 
+    def __reduce__(self):
+        # by reference, like a function: the module attribute is this object
+        return (_lookup, (self.fn.__module__, self.fn.__qualname__))
+
     # ------------------------------------------------------------ registration
 
     def defvjp(self, rule=None, *, vectorized=False):
@@ -425,6 +429,15 @@ class Primitive:
             raise ValueError(f"fastad: the jvp rule of primitive '{self.name}' returned a "
                              f"tangent of shape {ydot.shape}, expected {tuple(want)}")
         return ydot
+
+
+def _lookup(module, qualname):
+    """Unpickle a Primitive: find it where it was defined."""
+    import importlib
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def primitive(fn):

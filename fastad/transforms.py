@@ -127,6 +127,11 @@ def record(f, x):
     tape.out_slots = output_slots(tape, out)
     tape.in_shape = tape.inputs[0][1]
     tape.f = f
+    for blk in tape.blocks:      # a replayable tape owns its constants
+        for o in blk.operands():
+            if o.const is not None and o.const.base is not None or \
+                    (o.const is not None and o.const.flags.writeable):
+                o.const = o.const.copy()
     return tape
 
 
