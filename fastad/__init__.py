@@ -12,6 +12,8 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 )
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive, solve, norm
+from fastad import optimize
+from fastad.optimize import minimize, root
 from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
     hvp, hessian,
@@ -28,4 +30,5 @@ __all__ = [
     "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
     "sigmoid", "softplus", "relu", "erf", "sum", "mean", "dot", "matmul",
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
+    "minimize", "root", "optimize",
 ]

@@ -1,0 +1,266 @@
+"""Hessian-free Newton-Krylov optimization on one recorded tape.
+
+The notes: Newton's method solves H p = -g with a Krylov method that only
+needs products H v, and forward-over-reverse gives H v for about the cost of
+a few gradients, so H is never formed.  Here the objective is recorded once
+and replayed at every iterate (re-recorded when a recorded branch changes);
+at an iterate the tape is replayed once (`Tape.at`) and every CG step is one
+second-order sweep.
+
+    fad.minimize(f, x0)          trust-region Newton with Steihaug-Toint CG
+    fad.root(F, x0)              Jacobian-free Newton-Krylov (GMRES on J v)
+    fad.optimize.objective(f, x0) -> (fun, jac, hessp) for scipy.optimize
+"""
+import numpy as np
+
+from fastad.errors import BranchChangedError
+from fastad.transforms import record
+
+__all__ = ["minimize", "root", "objective", "OptimizeResult"]
+
+
+class OptimizeResult(dict):
+    """The result: .x .fun .jac .nit .nfev .nhvp .success .message (a dict too)."""
+
+    __getattr__ = dict.__getitem__
+
+    def __repr__(self):
+        keys = ("success", "message", "fun", "nit", "nfev", "nhvp", "x")
+        return "OptimizeResult(\n" + "".join(
+            f"  {k}={self[k]!r},\n" for k in keys if k in self) + ")"
+
+
+class _Recorded:
+    """f on one tape, re-recorded where a replay takes another branch."""
+
+    def __init__(self, f, x0):
+        self.f = f
+        self.shape = np.shape(x0)
+        self.tape = record(f, np.asarray(x0, dtype=np.float64))
+        if self.tape.n_outputs != 1 or self.tape.out_shape != ():
+            raise ValueError("fastad.minimize needs f to return a scalar")
+        self.retraces = 0
+
+    def point(self, x):
+        x = np.asarray(x, dtype=np.float64).reshape(self.shape)
+        try:
+            return self.tape.at(x)
+        except BranchChangedError:
+            self.tape = record(self.f, x)
+            self.retraces += 1
+            return self.tape.at(x)
+
+
+def objective(f, x0):
+    """(fun, jac, hessp) for scipy.optimize.minimize, backed by one replayed tape.
+
+    fun(x) -> float, jac(x) -> ndarray, hessp(x, p) -> ndarray; the replay at
+    the most recent x is shared, so fun and jac at the same x cost one replay."""
+    rec = _Recorded(f, x0)
+    cache = {}
+
+    def at(x):
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if cache.get("key") != key:
+            cache["key"], cache["point"] = key, rec.point(x)
+        return cache["point"]
+
+    def fun(x):
+        return float(at(x).value)
+
+    def jac(x):
+        return np.asarray(at(x).gradient()).reshape(-1)
+
+    def hessp(x, p):
+        return np.asarray(at(x).hvp(np.reshape(p, rec.shape))).reshape(-1)
+    return fun, jac, hessp
+
+
+def _to_boundary(z, d, radius):
+    """tau >= 0 with |z + tau d| = radius."""
+    a, b, c = d @ d, 2 * (z @ d), z @ z - radius * radius
+    return (-b + np.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
+
+
+def _steihaug(hvp, g, radius, tol, maxiter):
+    """Steihaug-Toint truncated CG for min g.p + p.Hp/2 within |p| <= radius.
+
+    Returns (p, H p, hit the boundary, products used)."""
+    z = np.zeros_like(g)
+    Hz = np.zeros_like(g)
+    r = g.copy()
+    d = -r
+    rr = r @ r
+    for j in range(maxiter):
+        Hd = hvp(d)
+        dHd = d @ Hd
+        if dHd <= 0:                       # negative curvature: go to the edge
+            tau = _to_boundary(z, d, radius)
+            return z + tau * d, Hz + tau * Hd, True, j + 1
+        alpha = rr / dHd
+        z_next = z + alpha * d
+        if np.linalg.norm(z_next) >= radius:
+            tau = _to_boundary(z, d, radius)
+            return z + tau * d, Hz + tau * Hd, True, j + 1
+        z, Hz = z_next, Hz + alpha * Hd
+        r = r + alpha * Hd
+        rr_next = r @ r
+        if np.sqrt(rr_next) < tol:
+            return z, Hz, False, j + 1
+        d = -r + (rr_next / rr) * d
+        rr = rr_next
+    return z, Hz, False, maxiter
+
+
+def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=None,
+             verbose=False, initial_radius=1.0, max_radius=1e6, eta=0.15, max_cg=None,
+             cg_rtol=None):
+    """Minimize scalar f by trust-region Newton with Steihaug-Toint CG on H v.
+
+    H is never formed: each CG step is one Hessian-vector product from the
+    tape (forward-over-reverse), replayed at the iterate.  Stops when the
+    gradient's max-norm is below gtol.  CG stops at a relative residual of
+    cg_rtol (default min(0.5, sqrt|g|), the usual forcing term for
+    superlinear convergence).  Returns an OptimizeResult with x,
+    fun, jac, nit, nfev, nhvp, success, message (and retraces: how often a
+    changed branch made it record f again)."""
+    if method != "newton-krylov":
+        raise ValueError(f"fastad.minimize: unknown method {method!r} (use 'newton-krylov', "
+                         f"or fad.optimize.objective with scipy.optimize.minimize)")
+    x = np.array(x0, dtype=np.float64)
+    shape = x.shape
+    rec = _Recorded(f, x)
+    n = x.size
+    max_cg = max_cg or max(10, min(n, 500))
+    pt = rec.point(x)
+    fval, g = float(pt.value), np.asarray(pt.gradient(), dtype=np.float64).reshape(-1)
+    nfev, nhvp, radius = 1, 0, float(initial_radius)
+    message, success, it = "maximum number of iterations reached", False, 0
+    if verbose:
+        print(f"{'iter':>5} {'f':>14} {'|g|_inf':>10} {'radius':>10} {'cg':>4}")
+    for it in range(1, maxiter + 1):
+        gmax = np.max(np.abs(g)) if n else 0.0
+        if gmax <= gtol:
+            message, success, it = "gradient below gtol", True, it - 1
+            break
+        gnorm = np.linalg.norm(g)
+        point = pt
+
+        def hvp(v):
+            return np.asarray(point.hvp(v.reshape(shape)), dtype=np.float64).reshape(-1)
+        rtol = min(0.5, np.sqrt(gnorm)) if cg_rtol is None else cg_rtol
+        p, Hp, boundary, ncg = _steihaug(hvp, g, radius, rtol * gnorm, max_cg)
+        nhvp += ncg
+        predicted = -(g @ p + 0.5 * (p @ Hp))
+        x_new = x + p.reshape(shape)
+        pt_new = rec.point(x_new)
+        f_new = float(pt_new.value)
+        nfev += 1
+        actual = fval - f_new
+        rho = actual / predicted if predicted > 0 else -1.0
+        if rho < 0.25:
+            radius = 0.25 * radius
+        elif rho > 0.75 and boundary:
+            radius = min(2.0 * radius, max_radius)
+        if rho > eta:
+            x, fval, pt = x_new, f_new, pt_new
+            g = np.asarray(pt.gradient(), dtype=np.float64).reshape(-1)
+        if verbose:
+            print(f"{it:5d} {fval:14.6e} {np.max(np.abs(g)):10.3e} {radius:10.3e} {ncg:4d}")
+        if callback is not None:
+            callback(x.copy())
+        if radius < 1e-14 * max(1.0, np.linalg.norm(x)):
+            message = "trust region collapsed (no further decrease possible)"
+            break
+    return OptimizeResult(x=x, fun=fval, jac=g.reshape(shape), nit=it, nfev=nfev,
+                          nhvp=nhvp, success=success, message=message,
+                          retraces=rec.retraces)
+
+
+def _gmres(matvec, b, tol, maxiter):
+    """Restart-free GMRES (Arnoldi + Givens) for A x = b from x = 0."""
+    n = b.size
+    beta = np.linalg.norm(b)
+    if beta == 0:
+        return np.zeros(n), 0
+    m = min(maxiter, n)
+    V = np.zeros((m + 1, n))
+    H = np.zeros((m + 1, m))
+    cs, sn = np.zeros(m), np.zeros(m)
+    e = np.zeros(m + 1)
+    e[0] = beta
+    V[0] = b / beta
+    k = 0
+    for k in range(m):
+        w = matvec(V[k])
+        for i in range(k + 1):                 # modified Gram-Schmidt
+            H[i, k] = w @ V[i]
+            w = w - H[i, k] * V[i]
+        H[k + 1, k] = np.linalg.norm(w)
+        if H[k + 1, k] > 0:
+            V[k + 1] = w / H[k + 1, k]
+        for i in range(k):                     # apply the earlier rotations
+            H[i, k], H[i + 1, k] = (cs[i] * H[i, k] + sn[i] * H[i + 1, k],
+                                    -sn[i] * H[i, k] + cs[i] * H[i + 1, k])
+        r = np.hypot(H[k, k], H[k + 1, k])
+        cs[k], sn[k] = (H[k, k] / r, H[k + 1, k] / r) if r > 0 else (1.0, 0.0)
+        H[k, k], H[k + 1, k] = r, 0.0
+        e[k + 1] = -sn[k] * e[k]
+        e[k] = cs[k] * e[k]
+        if abs(e[k + 1]) <= tol or H[k + 1, k] == 0 and r == 0:
+            break
+    y = np.linalg.solve(np.triu(H[:k + 1, :k + 1]) + np.eye(k + 1) * (H[:k + 1, :k + 1].diagonal() == 0),
+                        e[:k + 1])
+    return V[:k + 1].T @ y, k + 1
+
+
+def root(F, x0, tol=1e-10, maxiter=100, krylov_maxiter=200, callback=None, verbose=False):
+    """Solve F(x) = 0 by Jacobian-free Newton-Krylov: GMRES on products J v
+    from the tangent sweep of one replayed tape, with a backtracking line
+    search on |F|.  Returns an OptimizeResult (x, fun = F(x), nit, nfev,
+    njvp, success, message)."""
+    x = np.array(x0, dtype=np.float64)
+    shape = x.shape
+    tape = record(F, x)
+    if tape.out_shape is None or tape.n_outputs != x.size:
+        raise ValueError(f"fastad.root needs F to map x (size {x.size}) to an output of "
+                         f"the same size, got {tape.n_outputs}")
+
+    def residual(z):
+        nonlocal tape
+        try:
+            return np.asarray(tape(z.reshape(shape)), dtype=np.float64).reshape(-1)
+        except BranchChangedError:
+            tape = record(F, z.reshape(shape))
+            return np.asarray(tape(z.reshape(shape)), dtype=np.float64).reshape(-1)
+
+    Fx = residual(x)
+    nfev, njvp, it = 1, 0, 0
+    success, message = False, "maximum number of iterations reached"
+    for it in range(1, maxiter + 1):
+        fnorm = np.linalg.norm(Fx)
+        if verbose:
+            print(f"{it - 1:5d} |F| = {fnorm:.3e}")
+        if fnorm <= tol:
+            success, message, it = True, "|F(x)| below tol", it - 1
+            break
+        xc = x.copy()
+
+        def jv(v):
+            return np.asarray(tape.jvp(xc.reshape(shape), v.reshape(shape)),
+                              dtype=np.float64).reshape(-1)
+        step, used = _gmres(jv, -Fx, max(1e-3 * fnorm, 0.1 * tol), krylov_maxiter)
+        njvp += used
+        t = 1.0
+        while True:                                # backtracking on |F|
+            x_try = x + t * step.reshape(shape)
+            F_try = residual(x_try)
+            nfev += 1
+            if np.linalg.norm(F_try) <= (1 - 1e-4 * t) * fnorm or t < 1e-8:
+                break
+            t *= 0.5
+        x, Fx = x_try, F_try
+        if callback is not None:
+            callback(x.copy())
+    return OptimizeResult(x=x, fun=Fx.reshape(tape.out_shape), nit=it, nfev=nfev,
+                          njvp=njvp, success=success, message=message)
