@@ -143,6 +143,11 @@ def _times(d, g):
         return np.where(g != 0, g * d, 0.0)
 
 
+# Markers for partials that are (multiples of) operand values: the sweeps
+# read them back from the slots instead of the block keeping a copy.
+X, Y, TWO_X = "x", "y", "2x"
+
+
 # NumPy twins of hot op-table entries: write f(x, y) into out, return
 # (d/dx, d/dy).  They must agree with the C table (tests/test_op_table.py).
 def _tw_add(x, y, out):
@@ -157,7 +162,7 @@ def _tw_sub(x, y, out):
 
 def _tw_mul(x, y, out):
     np.multiply(x, y, out=out)
-    return y, x
+    return Y, X      # the partials are the operands: read them back at sweep time
 
 
 def _tw_div(x, y, out):
@@ -172,7 +177,7 @@ def _tw_neg(x, y, out):
 
 def _tw_square(x, y, out):
     np.multiply(x, x, out=out)
-    return 2.0 * x, 0.0
+    return TWO_X, 0.0
 
 
 def _tw_sin(x, y, out):
@@ -258,9 +263,20 @@ class Elementwise(Block):
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
 
+    def _partials(self, val, state):
+        """state with the operand markers replaced by the operands' values."""
+        out = []
+        for d in state:
+            if isinstance(d, str):
+                o = self.x if d != Y else self.y
+                v = o.value(val)
+                d = 2.0 * v if d == TWO_X else v
+            out.append(d)
+        return out
+
     def reverse(self, val, state, adj, k):
         g = adj[self.start:self.stop].reshape(self.shape + (k,))
-        for operand, d in zip(self.operands(), state):
+        for operand, d in zip(self.operands(), self._partials(val, state)):
             if operand.active:
                 operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k)
 
@@ -275,7 +291,8 @@ class Elementwise(Block):
             fxx, fxy, fyy = op_map2(OP_CODE[self.name], xv, yv)
         tx = self.x.tangent(tan, k) if self.x.active else None
         ty = self.y.tangent(tan, k) if self.y is not None and self.y.active else None
-        for operand, d, (a, b) in zip(self.operands(), state, ((fxx, fxy), (fxy, fyy))):
+        for operand, d, (a, b) in zip(self.operands(), self._partials(val, state),
+                                      ((fxx, fxy), (fxy, fyy))):
             if not operand.active:
                 continue
             operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
@@ -291,7 +308,7 @@ class Elementwise(Block):
 
     def tangent(self, val, state, tan, k):
         t = 0.0
-        for operand, d in zip(self.operands(), state):
+        for operand, d in zip(self.operands(), self._partials(val, state)):
             if operand.active:
                 t = t + _times(d, operand.tangent(tan, k))
         tan[self.start:self.stop] = np.broadcast_to(t, self.shape + (k,)).reshape(-1, k)
@@ -319,13 +336,15 @@ class Matmul(Block):
         return f"matmul{list(self.a.shape)}x{list(self.b.shape)}"
 
     def compute(self, val, out):
-        A = self.a.value(val).reshape(self.sa)
-        B = self.b.value(val).reshape(self.sb)
+        A, B = self._ab(val)
         np.matmul(A, B, out=out.reshape(A.shape[0], B.shape[1]))
-        return (A, B)
+        return None      # the sweeps read A and B back from the slots
+
+    def _ab(self, val):
+        return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
 
     def reverse(self, val, state, adj, k):
-        A, B = state
+        A, B = self._ab(val)
         M, N = A.shape[0], B.shape[1]
         G = adj[self.start:self.stop].reshape(M, N, k)
         if self.a.active:
@@ -339,7 +358,7 @@ class Matmul(Block):
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """C = A B is bilinear: Abar' = Cbar' B^T + Cbar B'^T, Bbar' = A^T Cbar' + A'^T Cbar."""
-        A, B = state
+        A, B = self._ab(val)
         M, K, N = A.shape[0], A.shape[1], B.shape[1]
         G = adj[self.start:self.stop].reshape(M, N)
         Gd = adt[self.start:self.stop].reshape(M, N, k)
@@ -359,7 +378,7 @@ class Matmul(Block):
             self.b.add_adjoint(adt, Bd, k)
 
     def tangent(self, val, state, tan, k):
-        A, B = state
+        A, B = self._ab(val)
         M, N = A.shape[0], B.shape[1]
         t = np.zeros((M, N, k))
         if self.a.active:
