@@ -4,11 +4,15 @@ A tall function (n = 10 inputs, m = 1000 outputs) and a wide one (n = 1000,
 m = 10), each recorded once; the Jacobian is timed in all three modes at the
 recorded point, medians side by side.  `python benchmarks/bench_modes.py`
 """
-import time
+import os
+import sys
 
 import numpy as np
 
 import fastad as fad
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_time  # noqa: E402
 
 
 def tall(x):
@@ -32,14 +36,6 @@ def wide(x):
         out.append(s)
     return out
 
-
-def median_time(fn, reps=9):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def run():

@@ -7,11 +7,15 @@ built-in fad.sin on a Var.  Medians of repeats, side by side in one run.
 
     python benchmarks/bench_primitives.py
 """
-import time
+import os
+import sys
 
 import numpy as np
 
 import fastad as fad
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_time  # noqa: E402
 
 
 def plain(x):
@@ -27,14 +31,6 @@ def ident(x):
 def _(ybar, y, x):
     return ybar
 
-
-def median_time(fn, reps=9):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def run(n=2000):

@@ -19,32 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+import fastad as fad
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fastad as fad  # noqa: E402
+from _common import median_time, rosen, rosen_grad  # noqa: E402
 from bench_modes import run as run_modes  # noqa: E402
-
-
-def rosen(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + (1 - x[i]) ** 2 + 100 * (x[i + 1] - x[i] ** 2) ** 2
-    return s
-
-
-def rosen_grad(x):
-    g = np.zeros_like(x)
-    g[:-1] = -2 * (1 - x[:-1]) - 400 * x[:-1] * (x[1:] - x[:-1] ** 2)
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
-
-
-def median_time(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def run(quick=False):

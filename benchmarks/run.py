@@ -67,6 +67,7 @@ def main(argv=None):
     import bench_mlp
     import bench_primitives
     import bench_replay
+    import bench_second
     print("## Record once, differentiate many (bench_replay.py)")
     print()
     print(bench_replay.run(quick=args.quick))
@@ -78,6 +79,12 @@ def main(argv=None):
     print("## Custom primitives (bench_primitives.py)")
     print()
     print(bench_primitives.run())
+    print()
+    print("## Second order (bench_second.py)")
+    print()
+    print(bench_second.run())
+    print()
+    print("Newton-Krylov against scipy: python benchmarks/bench_optimize.py [--n 10000]")
     return 0
 
 

@@ -7,7 +7,6 @@ recorded on a fastad tape, with the reverse sweep's adjoints printed next to
 the notes' hand-derived formulas.
 """
 import argparse
-import math
 import sys
 
 import fastad as fad

@@ -431,10 +431,27 @@ CMP_UFUNCS = {"lt": np.less, "le": np.less_equal, "gt": np.greater,
               "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}
 
 
-class Compare(Block):
-    """An elementwise comparison of arrays: no output slots; replay re-checks it."""
+class Check(Block):
+    """A block with no outputs and no derivative: replay re-checks a decision
+    taken while recording (a comparison, a max) and raises if it changes."""
 
     shape = (0,)
+
+    def compute(self, val, out):
+        return None
+
+    def reverse(self, val, state, adj, k):
+        pass
+
+    def reverse2(self, val, state, tan, adj, adt, k):
+        pass
+
+    def tangent(self, val, state, tan, k):
+        pass
+
+
+class Compare(Check):
+    """An elementwise comparison of arrays, re-checked on replay."""
 
     def __init__(self, kind, x, y, outcome):
         self.kind, self.x, self.y, self.outcome = kind, x, y, outcome
@@ -444,9 +461,6 @@ class Compare(Block):
 
     def describe(self):
         return f"{self.kind}{list(self.outcome.shape)}"
-
-    def compute(self, val, out):
-        return None
 
     def forward(self, val):
         with np.errstate(all="ignore"):
@@ -461,20 +475,9 @@ class Compare(Block):
                 f"describe it. Record a new tape at this input with fad.record(f, x).")
         return None
 
-    def reverse(self, val, state, adj, k):
-        pass
 
-    def reverse2(self, val, state, tan, adj, adt, k):
-        pass
-
-    def tangent(self, val, state, tan, k):
-        pass
-
-
-class Selection(Block):
-    """max/min as the choice of a slot: no output slots; replay re-checks the choice."""
-
-    shape = (0,)
+class Selection(Check):
+    """max/min as the choice of a slot, re-checked on replay."""
 
     def __init__(self, x, axis, chosen, name):
         self.x, self.axis, self.chosen, self.name = x, axis, chosen, name
@@ -484,9 +487,6 @@ class Selection(Block):
 
     def describe(self):
         return f"arg{self.name}{list(self.x.shape)}"
-
-    def compute(self, val, out):
-        return None
 
     def forward(self, val):
         values = self.x.value(val)
@@ -501,12 +501,3 @@ class Selection(Block):
                 f"another element at the new input, so this tape does not describe "
                 f"the function there. Record a new tape at this input with fad.record(f, x).")
         return None
-
-    def reverse(self, val, state, adj, k):
-        pass
-
-    def reverse2(self, val, state, tan, adj, adt, k):
-        pass
-
-    def tangent(self, val, state, tan, k):
-        pass

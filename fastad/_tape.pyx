@@ -1155,61 +1155,45 @@ def op_second(int op, double x, double y=0.0, double c=0.0):
     return xx, xy, yy
 
 
+cdef tuple _op_arrays(int op, x, y, double c, bint second):
+    """The op table applied elementwise (x and y broadcast): three arrays,
+    (value, d/dx, d/dy), or with `second` (d2/dx2, d2/dxdy, d2/dy2)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.zeros_like(xa) if y is None else np.asarray(y, dtype=np.float64)
+    xa, ya = np.broadcast_arrays(xa, ya)
+    shape = xa.shape
+    cdef cnp.ndarray xb = np.array(xa, order="C"), yb = np.array(ya, order="C")
+    cdef cnp.ndarray r0 = np.empty(shape), r1 = np.empty(shape), r2 = np.empty(shape)
+    cdef double* xp = _dptr(xb)
+    cdef double* yp = _dptr(yb)
+    cdef double* o0 = _dptr(r0)
+    cdef double* o1 = _dptr(r1)
+    cdef double* o2 = _dptr(r2)
+    cdef double d0, d1, v
+    cdef Py_ssize_t k, m = xb.size
+    with nogil:
+        for k in range(m):
+            if second:
+                v = fad_eval(op, xp[k], yp[k], c, &d0, &d1)
+                fad_second(op, xp[k], yp[k], c, v, &o0[k], &o1[k], &o2[k])
+            else:
+                o0[k] = fad_eval(op, xp[k], yp[k], c, &o1[k], &o2[k])
+    return r0, r1, r2
+
+
 def op_map(int op, x, y=None, double c=0.0):
     """The op table over arrays: (values, d/dx, d/dy) elementwise, broadcasting x and y.
 
     The reference kernel for array blocks; blocks use NumPy twins of it for
     a few hot ops (checked against it in tests/test_op_table.py)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    if y is None:
-        xb = np.ascontiguousarray(x, dtype=np.float64)
-        yb = np.zeros_like(xb)
-    else:
-        xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        xb = np.ascontiguousarray(xb)
-        yb = np.ascontiguousarray(yb)
-    cdef cnp.ndarray v = np.empty(xb.shape), d0 = np.empty(xb.shape), d1 = np.empty(xb.shape)
-    cdef cnp.ndarray xa = xb, ya = yb
-    cdef double* xp = _dptr(xa)
-    cdef double* yp = _dptr(ya)
-    cdef double* vp = _dptr(v)
-    cdef double* p0 = _dptr(d0)
-    cdef double* p1 = _dptr(d1)
-    cdef Py_ssize_t k, m = xa.size
-    with nogil:
-        for k in range(m):
-            vp[k] = fad_eval(op, xp[k], yp[k], c, &p0[k], &p1[k])
-    return v, d0, d1
-
+    return _op_arrays(op, x, y, c, False)
 
 
 def op_map2(int op, x, y=None, double c=0.0):
     """Second partials of the op table over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    if y is None:
-        xb = np.ascontiguousarray(x, dtype=np.float64)
-        yb = np.zeros_like(xb)
-    else:
-        xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        xb = np.ascontiguousarray(xb)
-        yb = np.ascontiguousarray(yb)
-    cdef cnp.ndarray xx = np.empty(xb.shape), xy = np.empty(xb.shape), yy = np.empty(xb.shape)
-    cdef cnp.ndarray xa = xb, ya = yb
-    cdef double* xp = _dptr(xa)
-    cdef double* yp = _dptr(ya)
-    cdef double* p0 = _dptr(xx)
-    cdef double* p1 = _dptr(xy)
-    cdef double* p2 = _dptr(yy)
-    cdef double d0, d1, v
-    cdef Py_ssize_t k, m = xa.size
-    with nogil:
-        for k in range(m):
-            v = fad_eval(op, xp[k], yp[k], c, &d0, &d1)
-            fad_second(op, xp[k], yp[k], c, v, &p0[k], &p1[k], &p2[k])
-    return xx, xy, yy
-
+    return _op_arrays(op, x, y, c, True)
 
 
 cdef class TapePoint:
@@ -1221,10 +1205,13 @@ cdef class TapePoint:
 
     def __init__(self, Tape tape, x):
         self.tape = tape
-        self.w = Work()
-        self.w.ensure(tape.buf.n if tape.buf.n else 1)
+        self.w = tape._acquire()      # pooled: an optimizer's points reuse mapped memory
         tape._replay(self.w, x)
         self.x = np.array(x, dtype=np.float64)
+
+    def __dealloc__(self):
+        if self.w is not None and self.tape is not None:
+            self.tape._release(self.w)
 
     @property
     def value(self):

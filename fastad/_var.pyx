@@ -12,18 +12,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._tape import OP_NAMES, slot_range, set_var_factory
-from fastad._tape cimport (
-    Tape, TapeBuf, tape_push, fad_eval,
-    FAD_INPUT, FAD_CONST, FAD_ADD, FAD_SUB, FAD_MUL, FAD_DIV, FAD_POW, FAD_ATAN2,
-    FAD_HYPOT, FAD_MAX, FAD_MIN, FAD_ADD_C, FAD_SUB_C, FAD_SUB_CX, FAD_MUL_C,
-    FAD_DIV_C, FAD_DIV_CX, FAD_POW_C, FAD_POW_CX, FAD_ATAN2_C,
-    FAD_ATAN2_CX, FAD_HYPOT_C, FAD_MAX_C, FAD_MIN_C, FAD_NEG, FAD_ABS,
-    FAD_SIGN, FAD_SIN, FAD_COS, FAD_TAN, FAD_ASIN, FAD_ACOS, FAD_ATAN,
-    FAD_SINH, FAD_COSH, FAD_TANH, FAD_EXP, FAD_EXPM1, FAD_LOG, FAD_LOG1P,
-    FAD_LOG2, FAD_LOG10, FAD_SQRT, FAD_SQUARE, FAD_SIGMOID, FAD_SOFTPLUS,
-    FAD_RELU, FAD_ERF, FAD_LT, FAD_LE, FAD_EQ, FAD_NE, FAD_LT_C, FAD_LE_C,
-    FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C,
-)
+from fastad._tape cimport *   # Tape, TapeBuf, tape_push, fad_eval and the FAD_* op codes
 
 import numbers
 import numpy as np
