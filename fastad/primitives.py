@@ -131,8 +131,10 @@ class PrimitiveBlock(B.Block):
         return (float(y) if self.shape == () else np.array(y, dtype=np.float64), args)
 
     def reverse(self, val, state, adj, k):
-        if self.scalar and k == 1 and not self.prim.vjp_vectorized:
-            return self._reverse_scalar(state, adj)
+        if k == 1 and not self.prim.vjp_vectorized:
+            if self.scalar:
+                return self._reverse_scalar(state, adj)
+            return self._reverse_one(state, adj)
         g = adj[self.start:self.stop].reshape(self.shape + (k,))
         if not g.any():
             return              # zero cotangent: the rule is not even called
@@ -142,6 +144,19 @@ class PrimitiveBlock(B.Block):
         for o, c in zip(self.ops, cots):
             if c is not None and o.active:
                 o.add_adjoint(adj, np.moveaxis(c, 0, -1), k)
+
+    def _reverse_one(self, state, adj):
+        """One seed, a looped rule: no lane axes to move."""
+        g = adj[self.start:self.stop, 0]
+        if not g.any():
+            return
+        y, args = state
+        ybar = g.reshape(self.shape) if self.shape else float(g[0])
+        cots = self.prim.vjp_rule(ybar, y, *args, **self.kwargs)
+        cots = self.prim._check_cots(cots, [o.shape for o in self.ops], None)
+        for o, c in zip(self.ops, cots):
+            if c is not None and o.active:
+                o.add_adjoint(adj, c, 1)
 
     def _reverse_scalar(self, state, adj):
         ybar = float(adj[self.start, 0])
