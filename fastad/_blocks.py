@@ -297,11 +297,11 @@ class Elementwise(Block):
                 continue
             operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
             curv = 0.0
-            if tx is not None:
-                curv = curv + a[..., None] * tx
-            if ty is not None:
-                curv = curv + b[..., None] * ty
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore"):     # inf curvature times a zero seed
+                if tx is not None:
+                    curv = curv + a[..., None] * tx
+                if ty is not None:
+                    curv = curv + b[..., None] * ty
                 extra = np.where(g != 0, g * curv, 0.0)
             tot = np.broadcast_to(_times(d, gd) + extra, self.shape + (k,))
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)

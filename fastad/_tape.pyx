@@ -852,6 +852,9 @@ cdef class Tape:
                 f"fastad: Hessians need a scalar output, but this tape's output has "
                 f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
         seeds, stacked = self._stacked(v, self.in_shape, "direction")
+        if seeds.shape[0] == 0:
+            shape = () if self.in_shape is None else tuple(self.in_shape)
+            return np.zeros((0,) + shape)
         cdef Work w = self._acquire()
         cdef const fad_node* nodes = self.buf.node
         cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self.out_slots[()])

@@ -157,7 +157,10 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
         f_new = float(pt_new.value)
         nfev += 1
         actual = fval - f_new
-        rho = actual / predicted if predicted > 0 else -1.0
+        # near the optimum both decreases sink below the rounding error of f;
+        # the usual safeguard keeps rho meaningful there instead of collapsing
+        delta = 10 * np.finfo(float).eps * max(1.0, abs(fval))
+        rho = (actual + delta) / (predicted + delta) if predicted > 0 else -1.0
         if rho < 0.25:
             radius = 0.25 * radius
         elif rho > 0.75 and boundary:
