@@ -1199,12 +1199,65 @@ def op_map2(int op, x, y=None, double c=0.0):
     return _op_arrays(op, x, y, c, True)
 
 
+cdef void second_partials(const uint8_t* op, const fad_node* nd, const double* val,
+                          double* S, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """S[3i:3i+3] = (f_xx, f_xy, f_yy) of node i, zero for linear ops."""
+    cdef Py_ssize_t i
+    cdef int o
+    cdef int32_t a1
+    for i in range(lo, hi):
+        o = op[i]
+        S[3 * i] = S[3 * i + 1] = S[3 * i + 2] = 0.0
+        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
+            continue
+        a1 = nd[i].a1
+        if a1 >= 0:
+            fad_second(o, val[nd[i].a0], val[a1], 0.0, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
+        else:
+            fad_second(o, val[nd[i].a0], 0.0, nd[i].p1, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
+
+
+cdef void reverse_second_cached(const fad_node* nd, const double* G, const double* S,
+                                const double* tan, double* adt, Py_ssize_t hi,
+                                Py_ssize_t lo) noexcept nogil:
+    """reverse_second for one direction when the adjoints G and the second
+    partials S at this point are known: only the adjoints' tangents move."""
+    cdef Py_ssize_t i
+    cdef double g, gd, xx, xy, yy, tx, ty
+    cdef int32_t a0, a1
+    for i in range(hi, lo - 1, -1):
+        gd = adt[i]
+        g = G[i]
+        xx = S[3 * i]
+        xy = S[3 * i + 1]
+        yy = S[3 * i + 2]
+        if gd == 0.0 and (g == 0.0 or (xx == 0.0 and xy == 0.0 and yy == 0.0)):
+            continue
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        tx = tan[a0]
+        ty = tan[a1] if a1 >= 0 else 0.0
+        if gd != 0.0:
+            adt[a0] += nd[i].p0 * gd
+            if a1 >= 0:
+                adt[a1] += nd[i].p1 * gd
+        if g != 0.0:
+            if xx != 0.0 or xy != 0.0:
+                adt[a0] += g * (xx * tx + xy * ty)
+            if a1 >= 0 and (xy != 0.0 or yy != 0.0):
+                adt[a1] += g * (xy * tx + yy * ty)
+
+
 cdef class TapePoint:
     """A tape replayed at one x (see Tape.at): its value, gradient and
-    Hessian-vector products there, each without another replay."""
+    Hessian-vector products there, each without another replay.  On a tape
+    of scalar nodes the adjoints and second partials are kept after the
+    first product, so each further one is a tangent sweep plus one cheap
+    reverse sweep (what CG in an optimizer does many times)."""
     cdef readonly Tape tape
     cdef readonly object x
     cdef Work w
+    cdef object G, S          # all slots' adjoints, and 3 second partials per node
 
     def __init__(self, Tape tape, x):
         self.tape = tape
@@ -1224,9 +1277,49 @@ cdef class TapePoint:
         t = self.tape
         if t.out_slots.ndim != 0:
             raise ValueError("fastad: a gradient needs a scalar output; use jacobian")
-        g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states, np.ones((1, 1)))
-        return t._shape_in(g, False)
+        if t.blocks:
+            g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states, np.ones((1, 1)))
+            return t._shape_in(g, False)
+        self._adjoints_all()
+        return t._shape_in(self.G[:t.n_inputs].reshape(1, -1).copy(), False)
+
+    cdef _adjoints_all(self):
+        """Every slot's adjoint for the scalar output (kept)."""
+        if self.G is not None:
+            return
+        cdef Tape t = self.tape
+        cdef Py_ssize_t slot = int(t.out_slots[()]), lo = t.n_inputs
+        cdef cnp.ndarray G = self.w.zeros(max(slot + 1, lo), 1, 2).reshape(-1)
+        cdef double* gp = _dptr(G)
+        gp[slot] = 1.0
+        with nogil:
+            reverse_scalar(self.w.node, gp, slot, lo)
+        self.G = G
 
     def hvp(self, v):
         """H v at this point; v of x's shape or (k,) + x.shape."""
-        return self.tape._hvp(None, v, False, self.w)
+        cdef Tape t = self.tape
+        if t.blocks or t.out_slots is None or t.out_slots.ndim != 0:
+            return t._hvp(None, v, False, self.w)
+        seeds, stacked = t._stacked(v, t.in_shape, "direction")
+        cdef Py_ssize_t k = seeds.shape[0], lo = t.n_inputs, slot = int(t.out_slots[()])
+        cdef Py_ssize_t hi = max(slot + 1, lo), j
+        if k != 1:
+            return t._hvp(None, v, False, self.w)
+        self._adjoints_all()
+        cdef double* sp
+        if self.S is None:
+            self.S = np.empty(3 * hi)
+            sp = _dptr(self.S)
+            with nogil:
+                second_partials(t.buf.op, self.w.node, self.w.val, sp, lo, hi)
+        cdef cnp.ndarray tan = self.w.zeros(hi, 1, 0), adt = self.w.zeros(hi, 1, 1)
+        tan[:lo, 0] = seeds[0]
+        cdef double* tp = _dptr(tan)
+        cdef double* dp = _dptr(adt)
+        cdef double* gp = _dptr(self.G)
+        sp = _dptr(self.S)
+        with nogil:
+            forward_tangent(self.w.node, tp, 1, lo, hi)
+            reverse_second_cached(self.w.node, gp, sp, tp, dp, hi - 1, lo)
+        return t._shape_in(adt[:lo, 0].reshape(1, -1).copy(), stacked)
