@@ -31,3 +31,28 @@ def test_recorded_constant_is_owned_by_the_tape():
     tape = fad.record(lambda x: fad.sum(W @ x), np.ones(2))
     W[0, 0] = 100.0                      # the caller reuses its array
     np.testing.assert_allclose(tape.gradient(np.ones(2)), [4.0, 6.0])
+
+
+def test_tape_point_keeps_adjoints_consistent():
+    # TapePoint caches the adjoints and second partials after its first product
+    from scipy.optimize import rosen_der, rosen_hess_prod
+
+    def rosen(x):
+        s = 0.0
+        for i in range(len(x) - 1):
+            s = s + (1 - x[i]) ** 2 + 100 * (x[i + 1] - x[i] ** 2) ** 2
+        return s
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, 12)
+    tape = fad.record(rosen, x)
+    x2 = x + 0.1
+    p = tape.at(x2)
+    for _ in range(3):
+        v = rng.standard_normal(12)
+        np.testing.assert_allclose(p.hvp(v), rosen_hess_prod(x2, v), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.gradient(), rosen_der(x2), rtol=1e-12, atol=1e-10)
+    V = rng.standard_normal((4, 12))
+    np.testing.assert_allclose(p.hvp(V), [rosen_hess_prod(x2, v) for v in V], rtol=1e-12, atol=1e-10)
+    q = tape.at(x)            # another point on the same tape does not disturb p
+    np.testing.assert_allclose(q.gradient(), rosen_der(x), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.hvp(V[0]), rosen_hess_prod(x2, V[0]), rtol=1e-12, atol=1e-10)
