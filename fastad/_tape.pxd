@@ -70,6 +70,7 @@ cdef class Tape:
     cdef Py_ssize_t _out_hi(self)
     cdef object _gather(self, const double* val)
     cdef Py_ssize_t _top(self, Py_ssize_t hi)
+    cdef object _sweep_at(self, x, seeds, bint forward)
     cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds)
     cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds)
     cdef int _reverse_run(self, const fad_node* nodes, object val, list states,

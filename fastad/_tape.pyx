@@ -779,29 +779,27 @@ cdef class Tape:
 
     def _jvp(self, x, v):
         seeds, stacked = self._stacked(v, self.in_shape, "tangent")
-        cdef Work w
-        if x is None:
-            return self._shape_out(self._tangents(
-                self.buf.node, self.recorded_values(), self._recorded_states(), seeds), stacked)
-        w = self._acquire()
-        try:
-            self._replay(w, x)
-            return self._shape_out(self._tangents(
-                w.node, _view(w.val, self.buf.n), w.states, seeds), stacked)
-        finally:
-            self._release(w)
+        return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
         seeds, stacked = self._stacked(ybar, self.out_slots.shape, "cotangent")
+        return self._shape_in(self._sweep_at(x, seeds, False), stacked)
+
+    cdef object _sweep_at(self, x, seeds, bint forward):
+        """Tangents (forward) or adjoints for k seeds, at x or at the recorded point."""
         cdef Work w
         if x is None:
-            return self._shape_in(self._adjoints(
-                self.buf.node, self.recorded_values(), self._recorded_states(), seeds), stacked)
+            val, states = self.recorded_values(), self._recorded_states()
+            if forward:
+                return self._tangents(self.buf.node, val, states, seeds)
+            return self._adjoints(self.buf.node, val, states, seeds)
         w = self._acquire()
         try:
             self._replay(w, x)
-            return self._shape_in(self._adjoints(
-                w.node, _view(w.val, self.buf.n), w.states, seeds), stacked)
+            val = _view(w.val, self.buf.n)
+            if forward:
+                return self._tangents(w.node, val, w.states, seeds)
+            return self._adjoints(w.node, val, w.states, seeds)
         finally:
             self._release(w)
 
