@@ -129,8 +129,7 @@ def record(f, x):
     tape.f = f
     for blk in tape.blocks:      # a replayable tape owns its constants
         for o in blk.operands():
-            if o.const is not None and o.const.base is not None or \
-                    (o.const is not None and o.const.flags.writeable):
+            if o.const is not None:
                 o.const = o.const.copy()
     return tape
 
