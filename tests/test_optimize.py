@@ -339,3 +339,17 @@ def test_root_wrong_output_size():
     # still works
     res = fad.root(lambda z: z ** 3 - 8.0, np.array([1.0]))
     np.testing.assert_allclose(res.x, [2.0], rtol=1e-10)
+
+
+def test_minimize_gltr_subproblem_converges_and_bad_subproblem_raises():
+    from scipy.optimize import rosen as srosen
+
+    def rosen(x):
+        return fad.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    x0 = np.tile([-1.2, 1.0], 25)
+    res = fad.minimize(rosen, x0, subproblem="gltr")
+    assert res.success and np.max(np.abs(res.x - 1)) < 1e-6
+    assert srosen(res.x) < 1e-12
+    with pytest.raises(ValueError, match="subproblem"):
+        fad.minimize(rosen, x0, subproblem="dogleg")
+    assert fad.minimize(rosen, x0).success      # still usable
