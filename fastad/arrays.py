@@ -5,6 +5,7 @@ Element-wise operations, reductions and matmul record one block node
 only rearrange slot numbers and record nothing.  Every function also takes
 plain numbers and ndarrays (then it is NumPy), Vars, and lists of these.
 """
+import math
 import numbers
 
 import numpy as np
@@ -50,7 +51,7 @@ def _has_active(seq):
 
 def _push(tape, block):
     """Record block: compute straight into its new slots; returns its output."""
-    size = int(np.prod(block.shape, dtype=np.int64))
+    size = math.prod(block.shape)
     out = tape.open_block(size).reshape(block.shape)
     block.state = _detach(block.compute(tape.recorded_values(), out))
     slots = tape.close_block(block, size).reshape(block.shape)
@@ -60,10 +61,10 @@ def _push(tape, block):
 def _detach(state):
     """The state with its views copied: views into the tape's value buffer would
     dangle once the tape grows (it is reallocated)."""
-    if isinstance(state, np.ndarray):
+    if type(state) is np.ndarray:
         return state if state.base is None else state.copy()
-    if isinstance(state, (tuple, list)):
-        return type(state)(_detach(s) for s in state)
+    if type(state) is tuple or type(state) is list:
+        return type(state)([_detach(s) for s in state])
     return state
 
 
