@@ -1294,6 +1294,13 @@ cdef class TapePoint:
             reverse_scalar(self.w.node, gp, slot, lo)
         self.G = G
 
+    def jvp(self, v):
+        """J v at this point; v of x's shape or (k,) + x.shape."""
+        t = self.tape
+        seeds, stacked = t._stacked(v, t.in_shape, "tangent")
+        return t._shape_out(t._tangents(self.w.node, _view(self.w.val, t.buf.n), self.w.states,
+                                        seeds), stacked)
+
     def hvp(self, v):
         """H v at this point; v of x's shape or (k,) + x.shape."""
         cdef Tape t = self.tape

@@ -323,11 +323,10 @@ def root(F, x0, tol=1e-10, maxiter=100, krylov_maxiter=200, callback=None, verbo
         if fnorm <= tol:
             success, message, it = True, "|F(x)| below tol", it - 1
             break
-        xc = x.copy()
+        point = tape.at(x)                 # one replay per Newton step, then J v sweeps
 
         def jv(v):
-            return np.asarray(tape.jvp(xc.reshape(shape), v.reshape(shape)),
-                              dtype=np.float64).reshape(-1)
+            return np.asarray(point.jvp(v.reshape(shape)), dtype=np.float64).reshape(-1)
         step, used = _gmres(jv, -Fx, max(1e-3 * fnorm, 0.1 * tol), krylov_maxiter)
         njvp += used
         t = 1.0

@@ -56,3 +56,22 @@ def test_tape_point_keeps_adjoints_consistent():
     q = tape.at(x)            # another point on the same tape does not disturb p
     np.testing.assert_allclose(q.gradient(), rosen_der(x), rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(p.hvp(V[0]), rosen_hess_prod(x2, V[0]), rtol=1e-12, atol=1e-10)
+
+
+def test_tape_point_jvp_matches_replayed_jvp():
+    A = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+
+    def f(x):
+        return np.tanh(A @ x) * x[0]
+    x = np.array([0.3, -0.2, 0.8])
+    tape = fad.record(f, x)
+    x2 = x + 0.05
+    V = np.eye(3)
+    J = np.stack([tape.jvp(x2, v) for v in V], axis=1)
+    p = tape.at(x2)
+    np.testing.assert_allclose(p.jvp(V).T, J, rtol=1e-13)
+    # the analytic Jacobian: d/dx [tanh(A x) x0]
+    t = np.tanh(A @ x2)
+    expect = (1 - t ** 2)[:, None] * A * x2[0]
+    expect[:, 0] += t
+    np.testing.assert_allclose(J, expect, rtol=1e-12)
