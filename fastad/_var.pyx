@@ -77,12 +77,12 @@ cdef TapeBuf* _current(int64_t tid) except NULL:
         return t
     if t == NULL:
         raise TapeError(
-            "fastad: this Var belongs to a recording that has ended; a Var is "
-            "only valid inside the function being differentiated (keep "
-            "v.value if you need the number afterwards)")
+            "fastad: this Var/Array belongs to a recording that has ended; "
+            "Vars and Arrays are only valid inside the function being "
+            "differentiated (keep .value if you need the numbers afterwards)")
     raise TapeError(
-        "fastad: this Var belongs to another recording than the one running "
-        "now; Vars of two recordings cannot be mixed (a closure over an outer "
+        "fastad: this Var/Array belongs to another recording than the one "
+        "running now; values of two recordings cannot be mixed (a closure over an outer "
         "function's Var inside an inner grad is not supported: use "
         "fad.hessian / fad.hvp for second derivatives)")
 
