@@ -212,7 +212,7 @@ static inline double fad_eval(int op, double x, double y, double c,
     case FAD_MAX_C: return fad_max(x, c, d0);
     case FAD_MIN_C: return fad_min(x, c, d0);
     case FAD_NEG: *d0 = -1.0; return -x;
-    case FAD_ABS: *d0 = (x > 0) ? 1.0 : ((x < 0) ? -1.0 : 0.0); return fabs(x);
+    case FAD_ABS: *d0 = (x > 0) ? 1.0 : ((x < 0) ? -1.0 : ((x == 0) ? 0.0 : x)); return fabs(x);
     case FAD_SIGN:
         *d0 = 0.0;
         return (x > 0) ? 1.0 : ((x < 0) ? -1.0 : ((x == 0) ? 0.0 : x));

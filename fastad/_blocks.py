@@ -46,7 +46,8 @@ class Operand:
             self.unique = True if start >= 0 else bool(unique)
         else:
             self.idx = self.flat = None
-            self.const = np.asarray(const, dtype=np.float64)
+            # a copy: the caller may reuse its array before the sweep reads it
+            self.const = np.array(const, dtype=np.float64)
             self.shape = self.const.shape
             self.start = -1
             self.unique = True
@@ -297,11 +298,11 @@ class Elementwise(Block):
                 continue
             operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
             curv = 0.0
-            with np.errstate(invalid="ignore"):     # inf curvature times a zero seed
+            with np.errstate(invalid="ignore"):     # a zero tangent is an exact zero
                 if tx is not None:
-                    curv = curv + a[..., None] * tx
+                    curv = curv + np.where((tx != 0) & (a[..., None] != 0), a[..., None] * tx, 0.0)
                 if ty is not None:
-                    curv = curv + b[..., None] * ty
+                    curv = curv + np.where((ty != 0) & (b[..., None] != 0), b[..., None] * ty, 0.0)
                 extra = np.where(g != 0, g * curv, 0.0)
             tot = np.broadcast_to(_times(d, gd) + extra, self.shape + (k,))
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)

@@ -120,6 +120,11 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
             _axpy(ti, nd[i].p1, tan + a1 * k, k)
 
 
+cdef inline double _curv(double second, double t) noexcept nogil:
+    """second * t, exactly zero when either is zero (the other may be inf/NaN)."""
+    return second * t if (t != 0.0 and second != 0.0) else 0.0
+
+
 cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* val,
                          const double* tan, double* adj, double* adt, Py_ssize_t k,
                          Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
@@ -160,15 +165,13 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
             adj[a0] += p0 * g
             if gd1 != 0.0:
                 adt[a0] += p0 * gd1
-            if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (xx * tx + xy * ty)
+            adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
             if a1 >= 0:
                 p1 = nd[i].p1
                 adj[a1] += p1 * g
                 if gd1 != 0.0:
                     adt[a1] += p1 * gd1
-                if xy != 0.0 or yy != 0.0:
-                    adt[a1] += g * (xy * tx + yy * ty)
+                adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
         return
     for i in range(hi, lo - 1, -1):
         g = adj[i]
@@ -205,14 +208,14 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
             _axpy(adt + a0 * k, p0, gd, k)
         if xx != 0.0 or xy != 0.0:
             for j in range(k):
-                adt[a0 * k + j] += g * (xx * t0[j] + xy * t1[j])
+                adt[a0 * k + j] += g * (_curv(xx, t0[j]) + _curv(xy, t1[j]))
         if a1 >= 0:
             adj[a1] += p1 * g
             if any_gd:
                 _axpy(adt + a1 * k, p1, gd, k)
             if xy != 0.0 or yy != 0.0:
                 for j in range(k):
-                    adt[a1 * k + j] += g * (xy * t0[j] + yy * t1[j])
+                    adt[a1 * k + j] += g * (_curv(xy, t0[j]) + _curv(yy, t1[j]))
 
 
 cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
@@ -779,10 +782,14 @@ cdef class Tape:
 
     def _jvp(self, x, v):
         seeds, stacked = self._stacked(v, self.in_shape, "tangent")
+        if seeds.shape[0] == 0:
+            return np.zeros((0,) + tuple(self.out_slots.shape))
         return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
         seeds, stacked = self._stacked(ybar, self.out_slots.shape, "cotangent")
+        if seeds.shape[0] == 0:
+            return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
 
     cdef object _sweep_at(self, x, seeds, bint forward):
@@ -968,10 +975,10 @@ cdef class Tape:
                     _gradient_sweep(w.node, w.adj, slot, lo)
             else:
                 top = self._top(slot + 1)
-                memset(w.adj, 0, top * sizeof(double))
+                memset(w.adj, 0, max(top, lo) * sizeof(double))
                 w.adj[slot] = 1.0
                 self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
-                                  _view(w.adj, top), 1, top - 1, lo)
+                                  _view(w.adj, max(top, lo)), 1, top - 1, lo)
             g = np.empty(lo)
             if lo:
                 memcpy(_dptr(g), w.adj, lo * sizeof(double))
@@ -1241,9 +1248,9 @@ cdef void reverse_second_cached(const fad_node* nd, const double* G, const doubl
                 adt[a1] += nd[i].p1 * gd
         if g != 0.0:
             if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (xx * tx + xy * ty)
+                adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
             if a1 >= 0 and (xy != 0.0 or yy != 0.0):
-                adt[a1] += g * (xy * tx + yy * ty)
+                adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
 
 
 cdef class TapePoint:

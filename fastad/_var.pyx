@@ -181,6 +181,9 @@ cdef object _compare(Var a, object b, int kind):
     return v != 0.0
 
 
+_NO_PICKLE = ("fastad: a Var/Array only names slots of one recording and cannot be "
+              "pickled; pickle its .value, or record a fad.Tape (which pickles)")
+
 _NO_FLOAT = ("fastad: a Var cannot be converted to a plain number while it is "
              "being differentiated, since that would silently drop its "
              "derivative. Use the fastad functions (fad.sin, fad.exp, ... "
@@ -189,6 +192,7 @@ _NO_FLOAT = ("fastad: a Var cannot be converted to a plain number while it is "
 
 @cython.freelist(1024)
 @cython.final
+@cython.auto_pickle(False)
 cdef class Var:
     """A scalar on the tape: a value, its slot, and its recording's id."""
     cdef readonly double value   # the number this Var stands for
@@ -200,6 +204,17 @@ cdef class Var:
 
     def __repr__(self):
         return f"Var({self.value!r})"
+
+    # A Var names a slot of one live recording: copies are the Var itself,
+    # and it cannot travel to another process.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        raise TypeError(_NO_PICKLE)
 
     def __format__(self, spec):
         return format(self.value, spec)
@@ -344,6 +359,7 @@ def active_info(object obj):
     return None
 
 
+@cython.auto_pickle(False)
 cdef class Array:
     """An array of tape slots (any shape); elements are Vars at zero cost.
 
@@ -430,6 +446,15 @@ cdef class Array:
 
     def __repr__(self):
         return f"Array(shape={self.idx.shape}, value={self.value!r})"
+
+    def __copy__(self):
+        return self          # immutable: a copy is the same slots
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        raise TypeError(_NO_PICKLE)
 
     # whole-array arithmetic: block nodes (fastad.arrays / fastad._blocks)
     def __add__(self, o): return _arr().elementwise("add", self, o)
@@ -570,9 +595,9 @@ def stack(seq, axis=0):
 cdef object _table(int op, object x):
     """Op-table evaluation on plain numbers/ndarrays (no tape)."""
     cdef double d0, d1
-    arr = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(arr)
-    cdef double[::1] src = arr.ravel()
+    arr = np.ascontiguousarray(x, dtype=np.float64) if np.ndim(x) else np.asarray(x, dtype=np.float64)
+    out = np.empty(arr.shape)          # C order, so the flat view below is the array itself
+    cdef double[::1] src = arr.reshape(-1)
     cdef double[::1] dst = out.reshape(-1)
     cdef Py_ssize_t k
     for k in range(src.shape[0]):

@@ -187,6 +187,15 @@ class PrimitiveBlock(B.Block):
         y, args = state
         g = adj[self.start:self.stop].reshape(self.shape)
         gd = np.moveaxis(adt[self.start:self.stop].reshape(self.shape + (k,)), -1, 0)
+        if not g.any():
+            # zero cotangent: the rule is linear in it, so only its tangents move
+            # (pulled back as first-order seeds); nothing else may leak NaN/inf
+            if gd.any():
+                cots = self.prim._pullback(gd, y, args, self.kwargs, [o.shape for o in self.ops], k)
+                for o, c in zip(self.ops, cots):
+                    if c is not None and o.active:
+                        o.add_adjoint(adt, np.moveaxis(c, 0, -1), k)
+            return
         ydot = np.moveaxis(tan[self.start:self.stop].reshape(self.shape + (k,)), -1, 0)
         dots = [gd, ydot] + [np.moveaxis(o.tangent(tan, k), -1, 0) if o.active else None
                              for o in self.ops]
@@ -255,6 +264,14 @@ class ScalarPrimitiveBlock(B.Block):
 
     def reverse2(self, val, state, tan, adj, adt, k):
         y, args = state
+        if adj[self.start, 0] == 0.0:
+            lanes = np.array(adt[self.start])
+            if lanes.any():       # zero cotangent: only its tangents move (first order)
+                cots = self.prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k)
+                for s, c in zip(self.slots, cots):
+                    if c is not None and s is not None:
+                        adt[s] += c.reshape(k)
+            return
         dots = [np.array(adt[self.start]), np.array(tan[self.start])] + \
             [None if s is None else np.array(tan[s]) for s in self.slots]
         c0, cd = _rule_with_tangents(self.prim, float(adj[self.start, 0]), y, args,
@@ -362,6 +379,8 @@ class Primitive:
             return tape.push_scalar_block(blk, y)
         y = self._evaluate([o.const if not o.active else o.value(tape.recorded_values())
                             for o in ops], kwargs)
+        if isinstance(y, np.ndarray):
+            y = np.array(y, dtype=np.float64)   # own it: it may view the tape, which can move
         return _push(tape, PrimitiveBlock(self, ops, dict(kwargs), y))
 
     # ------------------------------------------------------------ rules

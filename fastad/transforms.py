@@ -11,7 +11,7 @@ import numpy as np
 
 from fastad._tape import Tape
 from fastad._tape import choose_mode
-from fastad._var import begin_recording, end_recording, make_input, output_slots
+from fastad._var import Array, Var, begin_recording, end_recording, make_input, output_slots
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hvp", "hessian"]
@@ -57,7 +57,24 @@ def _split_aux(out, has_aux):
         raise ValueError(
             "fastad: has_aux=True requires f to return a pair (value, aux), "
             f"but it returned {type(out).__name__}")
-    return out[0], out[1]
+    return out[0], _values(out[1])
+
+
+def _values(obj):
+    """aux as numbers: Vars and Arrays of the finished recording become their values."""
+    if isinstance(obj, Var):
+        return obj.value
+    if isinstance(obj, Array):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        vals = [_values(o) for o in obj]
+        if all(v is o for v, o in zip(vals, obj)):
+            return obj                        # nothing on the tape inside: as given
+        return type(obj)(vals) if type(obj) in (list, tuple) else type(obj)(*vals)
+    if isinstance(obj, dict):
+        vals = {k: _values(v) for k, v in obj.items()}
+        return obj if all(vals[k] is v for k, v in obj.items()) else vals
+    return obj
 
 
 def _input_gradients(tape, slot):
@@ -127,10 +144,6 @@ def record(f, x):
     tape.out_slots = output_slots(tape, out)
     tape.in_shape = tape.inputs[0][1]
     tape.f = f
-    for blk in tape.blocks:      # a replayable tape owns its constants
-        for o in blk.operands():
-            if o.const is not None:
-                o.const = o.const.copy()
     return tape
 
 
