@@ -125,6 +125,27 @@ cdef inline double _curv(double second, double t) noexcept nogil:
     return second * t if (t != 0.0 and second != 0.0) else 0.0
 
 
+cdef inline void _curv_lanes(double* out, double g, double s0, const double* t0,
+                             double s1, const double* t1, Py_ssize_t k) noexcept nogil:
+    """out += g (s0 t0 + s1 t1) over k lanes; a zero factor on either side is
+    an exact zero.  Vectorizable loops unless a second partial is inf/NaN."""
+    cdef Py_ssize_t j
+    if g == 0.0 or (s0 == 0.0 and s1 == 0.0):
+        return
+    if not (isfinite(s0) and isfinite(s1)):
+        for j in range(k):
+            out[j] += g * (_curv(s0, t0[j]) + _curv(s1, t1[j]))
+    elif s1 == 0.0:
+        for j in range(k):
+            out[j] += (g * s0) * t0[j]
+    elif s0 == 0.0:
+        for j in range(k):
+            out[j] += (g * s1) * t1[j]
+    else:
+        for j in range(k):
+            out[j] += g * (s0 * t0[j] + s1 * t1[j])
+
+
 cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* val,
                          const double* tan, double* adj, double* adt, Py_ssize_t k,
                          Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
@@ -165,13 +186,15 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
             adj[a0] += p0 * g
             if gd1 != 0.0:
                 adt[a0] += p0 * gd1
-            adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
+            if xx != 0.0 or xy != 0.0:
+                adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
             if a1 >= 0:
                 p1 = nd[i].p1
                 adj[a1] += p1 * g
                 if gd1 != 0.0:
                     adt[a1] += p1 * gd1
-                adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
+                if xy != 0.0 or yy != 0.0:
+                    adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
         return
     for i in range(hi, lo - 1, -1):
         g = adj[i]
@@ -206,16 +229,12 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
         adj[a0] += p0 * g
         if any_gd:
             _axpy(adt + a0 * k, p0, gd, k)
-        if xx != 0.0 or xy != 0.0:
-            for j in range(k):
-                adt[a0 * k + j] += g * (_curv(xx, t0[j]) + _curv(xy, t1[j]))
+        _curv_lanes(adt + a0 * k, g, xx, t0, xy, t1, k)
         if a1 >= 0:
             adj[a1] += p1 * g
             if any_gd:
                 _axpy(adt + a1 * k, p1, gd, k)
-            if xy != 0.0 or yy != 0.0:
-                for j in range(k):
-                    adt[a1 * k + j] += g * (_curv(xy, t0[j]) + _curv(yy, t1[j]))
+            _curv_lanes(adt + a1 * k, g, xy, t0, yy, t1, k)
 
 
 cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
