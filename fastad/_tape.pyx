@@ -388,8 +388,6 @@ cdef void _give_spare(TapeBuf* t) noexcept:
 
 def release_memory():
     """Free the spare tape buffers fastad keeps for the next recording."""
-    cdef TapeBuf empty
-    memset(&empty, 0, sizeof(TapeBuf))
     free(_spare.op)
     free(_spare.node)
     free(_spare.val)
