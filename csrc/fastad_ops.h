@@ -139,6 +139,15 @@ static inline double fad_sigmoid(double x)
     return e / (1.0 + e);
 }
 
+/* sigmoid'(x) = e / (1 + e)^2 with e = exp(-|x|): no cancellation in
+ * s (1 - s) when s rounds to 1 for large x. */
+static inline double fad_sigmoid_d(double x)
+{
+    double e = exp(-fabs(x));
+    double t = 1.0 + e;
+    return e / (t * t);
+}
+
 /* max/min propagate NaN like numpy.maximum; ties split the derivative. */
 static inline double fad_max(double x, double y, double *dx)
 {
@@ -233,7 +242,7 @@ static inline double fad_eval(int op, double x, double y, double c,
     case FAD_LOG10: *d0 = 1.0 / (x * FAD_LN10); return log10(x);
     case FAD_SQRT: v = sqrt(x); *d0 = 0.5 / v; return v;
     case FAD_SQUARE: *d0 = 2.0 * x; return x * x;
-    case FAD_SIGMOID: v = fad_sigmoid(x); *d0 = v * (1.0 - v); return v;
+    case FAD_SIGMOID: v = fad_sigmoid(x); *d0 = fad_sigmoid_d(x); return v;
     case FAD_SOFTPLUS:
         *d0 = fad_sigmoid(x);
         return log1p(exp(-fabs(x))) + (x > 0 ? x : 0.0);
@@ -264,7 +273,7 @@ static inline double fad_eval(int op, double x, double y, double c,
 static inline void fad_second(int op, double x, double y, double c, double v,
                               double *dxx, double *dxy, double *dyy)
 {
-    double t, s, lg;
+    double t, lg;
     *dxx = 0.0; *dxy = 0.0; *dyy = 0.0;
     switch (op) {
     case FAD_MUL: *dxy = 1.0; break;
@@ -272,7 +281,7 @@ static inline void fad_second(int op, double x, double y, double c, double v,
     case FAD_POW:
         lg = log(x);
         *dxx = (y == 0.0 || y == 1.0) ? 0.0 : y * (y - 1.0) * pow(x, y - 2.0);
-        *dxy = (y == 0.0) ? 0.0 : pow(x, y - 1.0) * (1.0 + y * lg);
+        *dxy = pow(x, y - 1.0) * (1.0 + y * lg);   /* 1/x at y = 0 */
         *dyy = (v == 0.0) ? 0.0 : v * lg * lg;
         break;
     case FAD_ATAN2:
@@ -311,8 +320,8 @@ static inline void fad_second(int op, double x, double y, double c, double v,
     case FAD_LOG10: *dxx = -1.0 / (x * x * FAD_LN10); break;
     case FAD_SQRT: *dxx = -0.25 / (v * v * v); break;
     case FAD_SQUARE: *dxx = 2.0; break;
-    case FAD_SIGMOID: *dxx = v * (1.0 - v) * (1.0 - 2.0 * v); break;
-    case FAD_SOFTPLUS: s = fad_sigmoid(x); *dxx = s * (1.0 - s); break;
+    case FAD_SIGMOID: *dxx = fad_sigmoid_d(x) * (1.0 - 2.0 * v); break;
+    case FAD_SOFTPLUS: *dxx = fad_sigmoid_d(x); break;
     case FAD_ERF: *dxx = -2.0 * x * FAD_2_SQRTPI * exp(-x * x); break;
     default: break; /* linear or piecewise-constant ops */
     }
