@@ -465,8 +465,11 @@ cdef class Array:
     def __rmul__(self, o): return _arr().elementwise("mul", o, self)
     def __truediv__(self, o): return _arr().elementwise("div", self, o)
     def __rtruediv__(self, o): return _arr().elementwise("div", o, self)
-    def __pow__(self, o, mod): return _arr().power(self, o)
-    def __rpow__(self, o, mod): return _arr().power(o, self)
+    def __pow__(self, o, mod):
+        return NotImplemented if mod is not None else _arr().power(self, o)
+
+    def __rpow__(self, o, mod):
+        return NotImplemented if mod is not None else _arr().power(o, self)
     def __matmul__(self, o): return _arr().matmul(self, o)
     def __rmatmul__(self, o): return _arr().matmul(o, self)
     def __neg__(self): return _arr().elementwise("neg", self)
@@ -495,11 +498,26 @@ cdef class Array:
     def flatten(self):
         return _arr().reshape(self, -1)
 
-    def sum(self, axis=None, keepdims=False):
-        return _arr().sum(self, axis=axis, keepdims=keepdims)
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
+        return _arr().sum(self, axis, dtype, out, keepdims)
 
-    def mean(self, axis=None, keepdims=False):
-        return _arr().mean(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
+        return _arr().mean(self, axis, dtype, out, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _arr().amax(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _arr().amin(self, axis=axis, keepdims=keepdims)
+
+    def copy(self):
+        return self          # immutable: the same slots
+
+    def astype(self, dtype, copy=True):
+        if np.dtype(dtype) != np.float64:
+            raise TypeError(f"fastad: an Array holds float64 values on the tape; "
+                            f"astype({dtype!r}) would drop its derivatives")
+        return self
 
     def dot(self, o):
         return _arr().dot(self, o)

@@ -177,8 +177,18 @@ def _axes(axis, ndim):
     return tuple(sorted(set(out)))
 
 
-def sum(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
+def _float_only(name, dtype, out):
+    """NumPy's (axis, dtype, out, keepdims) order: only float64 and no out= here."""
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise TypeError(f"fastad.{name}: dtype must be float64 (values on the tape are), "
+                        f"got {dtype!r}")
+    if out is not None:
+        raise TypeError(f"fastad.{name}: out= is not supported (arrays on the tape are immutable)")
+
+
+def sum(a, axis=None, dtype=None, out=None, keepdims=False):  # noqa: A001 - NumPy's name
     """Sum over axis (all by default); one block node."""
+    _float_only("sum", dtype, out)
     tape, (o,) = _operands((a,))
     if tape is None:
         return np.sum(o.const, axis=axis, keepdims=keepdims)
@@ -188,8 +198,9 @@ def sum(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     return _push(tape, B.Sum(o, axes, keepdims, shape))
 
 
-def mean(a, axis=None, keepdims=False):
+def mean(a, axis=None, dtype=None, out=None, keepdims=False):
     """Mean over axis (all by default)."""
+    _float_only("mean", dtype, out)
     shape = np.shape(a) if active_info(a) is None else active_info(a)[1].shape
     count = int(np.prod([shape[ax] for ax in _axes(axis, len(shape))], dtype=np.int64))
     return elementwise("div", sum(a, axis=axis, keepdims=keepdims), float(count))
@@ -355,25 +366,43 @@ def _wrap(fn, name, allowed=()):
     return handler
 
 
+def _atleast(x, ndim):
+    """np.atleast_1d / np.atleast_2d for Vars, Arrays and constants."""
+    shape = np.shape(_slots(x)[1])
+    if len(shape) >= ndim:
+        return x
+    if ndim == 1 or len(shape) == 0:
+        return reshape(x, (1,) * ndim)
+    return reshape(x, (1,) + shape)
+
+
 def _hstack(seq):
-    seq = list(seq)
-    return concatenate(seq, axis=0 if all(np.ndim(s) == 1 for s in seq) else 1)
+    seq = [_atleast(s, 1) for s in seq]
+    return concatenate(seq, axis=0 if all(np.ndim(_slots(s)[1]) == 1 for s in seq) else 1)
 
 
 def _vstack(seq):
-    return concatenate([reshape(s, (1, -1)) if np.ndim(s) == 1 else s for s in seq], axis=0)
+    return concatenate([_atleast(s, 2) for s in seq], axis=0)
+
+
+def _np_where(cond, *branches):
+    if len(branches) != 2:
+        raise TypeError("fastad: np.where with one argument (the indices of nonzero "
+                        "elements) is not supported on fastad arrays; use "
+                        "np.nonzero(a.value)")
+    return where(cond, *branches)
 
 
 _FUNCTIONS = {
-    np.sum: _wrap(sum, "sum", ("axis", "keepdims")),
-    np.mean: _wrap(mean, "mean", ("axis", "keepdims")),
+    np.sum: _wrap(sum, "sum", ("axis", "dtype", "out", "keepdims")),
+    np.mean: _wrap(mean, "mean", ("axis", "dtype", "out", "keepdims")),
     np.dot: _wrap(dot, "dot"),
     np.reshape: _wrap(lambda a, shape=None, newshape=None: reshape(a, shape if shape is not None else newshape),
                       "reshape", ("shape", "newshape")),
     np.transpose: _wrap(transpose, "transpose", ("axes",)),
     np.concatenate: _wrap(concatenate, "concatenate", ("axis",)),
     np.stack: _wrap(stack, "stack", ("axis",)),
-    np.where: _wrap(where, "where"),
+    np.where: _wrap(_np_where, "where"),
     np.max: _wrap(amax, "max", ("axis", "keepdims")),
     np.min: _wrap(amin, "min", ("axis", "keepdims")),
     np.amax: _wrap(amax, "amax", ("axis", "keepdims")),

@@ -75,3 +75,22 @@ def test_tape_point_jvp_matches_replayed_jvp():
     expect = (1 - t ** 2)[:, None] * A * x2[0]
     expect[:, 0] += t
     np.testing.assert_allclose(J, expect, rtol=1e-12)
+
+
+def test_ndarray_methods_common_in_numpy_code():
+    A = np.array([[1.0, 5.0, 2.0], [4.0, 0.5, 3.0]])
+
+    def f(a):
+        b = a.copy().astype(np.float64)
+        return b.max() + fad.sum(b.max(axis=0)) + b.min(axis=1, keepdims=True)[1, 0]
+    g = fad.grad(f)(A)
+    expect = np.zeros_like(A)
+    expect[0, 1] += 1          # global max
+    expect[1, 0] += 1          # column maxima: 4, 5, 3
+    expect[0, 1] += 1
+    expect[1, 2] += 1
+    expect[1, 1] += 1          # row minimum of row 1
+    np.testing.assert_array_equal(g, expect)
+    import pytest
+    with pytest.raises(TypeError, match="astype"):
+        fad.grad(lambda a: fad.sum(a.astype(np.int64)))(A)
