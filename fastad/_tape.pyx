@@ -5,7 +5,7 @@ Node i writes slot i.  Inputs come first (op INPUT), then one node per
 elementary operation, in recording order.  Per node: an op code (1 byte),
 a fad_node {p0, p1, a0, a1} (24 bytes) and a value (8 bytes).
 """
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.math cimport isfinite
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -51,12 +51,27 @@ cdef void reverse_scalar(const fad_node* nd, double* adj,
                 adj[a1] += nd[i].p1 * g
 
 
-cdef void _gradient_sweep(const fad_node* nd, double* adj, Py_ssize_t slot,
-                          Py_ssize_t lo) noexcept nogil:
-    """Adjoints of slots 0..slot for the output at `slot` seeded with 1."""
-    memset(adj, 0, ((slot if slot > lo - 1 else lo - 1) + 1) * sizeof(double))
-    adj[slot] = 1.0
-    reverse_scalar(nd, adj, slot, lo)
+cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
+                          Py_ssize_t slot, Py_ssize_t lo) noexcept nogil:
+    """The gradient of the output at `slot` into grad[0:lo].
+
+    adj is all zeros on entry and is left all zeros: each node's adjoint is
+    cleared as the sweep consumes it, which saves zeroing the whole buffer
+    before every replayed gradient."""
+    cdef Py_ssize_t i
+    cdef double g
+    cdef int32_t a1
+    adj[slot] += 1.0
+    for i in range(slot, lo - 1, -1):
+        g = adj[i]
+        if g != 0.0:
+            adj[nd[i].a0] += nd[i].p0 * g
+            a1 = nd[i].a1
+            if a1 >= 0:
+                adj[a1] += nd[i].p1 * g
+            adj[i] = 0.0       # after: a CONST node points a0 at itself
+    memcpy(grad, adj, lo * sizeof(double))
+    memset(adj, 0, lo * sizeof(double))
 
 
 cdef inline void _axpy(double* y, double a, const double* x, Py_ssize_t k) noexcept nogil:
@@ -294,7 +309,7 @@ cdef class Work:
         free(self.adj)
         self.val = <double*>malloc(n * sizeof(double))
         self.node = <fad_node*>malloc(n * sizeof(fad_node))
-        self.adj = <double*>malloc(n * sizeof(double))
+        self.adj = <double*>calloc(n, sizeof(double))   # kept all zeros at rest
         if self.val == NULL or self.node == NULL or self.adj == NULL:
             self.cap = 0
             raise MemoryError()
@@ -979,26 +994,28 @@ cdef class Tape:
             raise ValueError(
                 f"fastad.Tape.gradient needs a scalar output, but this tape's "
                 f"output has shape {self.out_shape}; use tape.jacobian or tape.vjp")
-        cdef Py_ssize_t slot = int(self.out_slots[()]), lo = self.n_inputs
+        cdef Py_ssize_t slot = int(self.out_slots[()]), lo = self.n_inputs, top
         cdef Work w = self._acquire()
-        cdef cnp.ndarray g
+        cdef cnp.ndarray g = np.empty(lo)
+        cdef double* gp = _dptr(g)
         try:
             self._replay(w, x)
             if not self.blocks:
                 if slot - lo >= NOGIL_MIN:
                     with nogil:
-                        _gradient_sweep(w.node, w.adj, slot, lo)
+                        _gradient_sweep(w.node, w.adj, gp, slot, lo)
                 else:
-                    _gradient_sweep(w.node, w.adj, slot, lo)
+                    _gradient_sweep(w.node, w.adj, gp, slot, lo)
             else:
-                top = self._top(slot + 1)
-                memset(w.adj, 0, max(top, lo) * sizeof(double))
-                w.adj[slot] = 1.0
-                self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
-                                  _view(w.adj, max(top, lo)), 1, top - 1, lo)
-            g = np.empty(lo)
-            if lo:
-                memcpy(_dptr(g), w.adj, lo * sizeof(double))
+                top = max(self._top(slot + 1), lo)
+                try:
+                    w.adj[slot] = 1.0
+                    self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
+                                      _view(w.adj, top), 1, self._top(slot + 1) - 1, lo)
+                    if lo:
+                        memcpy(gp, w.adj, lo * sizeof(double))
+                finally:
+                    memset(w.adj, 0, top * sizeof(double))     # back to all zeros
             value = w.val[slot]
         finally:
             self._release(w)
