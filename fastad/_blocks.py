@@ -15,9 +15,11 @@ so one NumPy/BLAS call serves all k seeds or directions.  Element-wise
 blocks take values and partials from the op table (`op_map`), with NumPy
 twins for the hot ops.
 """
+import math
+
 import numpy as np
 
-from fastad._tape import OP_NAMES, op_map, op_map2
+from fastad._tape import OP_NAMES, op_map, op_map2, scale_one_minus_sq
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -32,9 +34,10 @@ def is_active(v):
 class Operand:
     """One input of a block: tape slots (`idx`, any shape) or a constant array."""
 
-    __slots__ = ("shape", "idx", "const", "flat", "start", "unique")
+    __slots__ = ("shape", "idx", "const", "flat", "start", "unique", "src")
 
     def __init__(self, idx=None, const=None, start=-1, unique=None):
+        self.src = None       # the block whose whole output this is (set by the Tape)
         if idx is not None:
             self.idx = idx
             self.const = None
@@ -69,8 +72,11 @@ class Operand:
             return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
         return tan[self.flat].reshape(self.shape + (k,))
 
-    def add_adjoint(self, adj, g, k):
-        """adj[slots] += g, g of shape + (k,); repeated slots add up."""
+    def add_adjoint(self, adj, g, k, cot=None):
+        """adj[slots] += g, g of shape + (k,); repeated slots add up.  With cot
+        (a Cotangents), g goes straight to a sealed producer instead."""
+        if cot is not None and self.src is not None and cot.give(self.src, g):
+            return
         g = g.reshape(-1, k)
         if self.start >= 0:
             adj[self.start:self.start + self.flat.size] += g
@@ -90,6 +96,7 @@ class Operand:
         return {s: getattr(self, s) for s in self.__slots__}
 
     def __setstate__(self, state):
+        self.src = None
         for k, v in state.items():
             setattr(self, k, v)
 
@@ -100,6 +107,8 @@ class Block:
     start = stop = 0
     shape = ()
     state = None                      # the state at the recorded point
+    handoff = False                   # reverse takes a Cotangents (see fastad._tape)
+    sealed = False                    # set by the Tape: cotangents handed over directly
 
     def compute(self, val, out):
         """Write the outputs into out (shaped like the block); return the state."""
@@ -110,6 +119,11 @@ class Block:
 
     def operands(self):
         return ()
+
+    def cotangent(self, adj, k, cot):
+        """The block's cotangent, shape + (k,), or None when it is zero."""
+        g = adj[self.start:self.stop] if cot is None else cot.take(self, adj)
+        return None if g is None else g.reshape(self.shape + (k,))
 
     def sources(self):
         return [s for o in self.operands() for s in o.sources()]
@@ -137,16 +151,35 @@ def _times(d, g):
         if np.isfinite(d):
             return g * d
     else:
-        d = d[..., None]
-        if np.isfinite(d).all():
-            return g * d
+        with np.errstate(invalid="ignore", over="ignore"):
+            r = g * d[..., None]
+        # a finite sum proves every product finite: the common case costs one
+        # cheap reduction instead of a check of d
+        if math.isfinite(np.add.reduce(r, axis=None)):
+            return r
     with np.errstate(invalid="ignore"):
-        return np.where(g != 0, g * d, 0.0)
+        return np.where(g != 0, g * (d if np.ndim(d) == 0 else d[..., None]), 0.0)
 
 
-# Markers for partials that are (multiples of) operand values: the sweeps
-# read them back from the slots instead of the block keeping a copy.
-X, Y, TWO_X = "x", "y", "2x"
+# Markers for partials that are cheap functions of the operands' or the
+# block's own values: the sweeps compute them from the slots instead of the
+# block keeping a block-sized array from the forward sweep.
+X, Y, TWO_X, Z, ONE_MINUS_Z2 = "x", "y", "2x", "z", "1-z2"
+
+
+def resolve_marker(d, x, y, z):
+    """The partial a marker stands for, given operand values x, y and output z."""
+    if not isinstance(d, str):
+        return d
+    if d == X:
+        return x
+    if d == Y:
+        return y
+    if d == TWO_X:
+        return 2.0 * x
+    if d == Z:
+        return z
+    return 1.0 - z * z        # ONE_MINUS_Z2
 
 
 # NumPy twins of hot op-table entries: write f(x, y) into out, return
@@ -203,14 +236,12 @@ def _tw_log(x, y, out):
 
 def _tw_exp(x, y, out):
     np.exp(x, out=out)
-    return out.copy(), 0.0
+    return Z, 0.0
 
 
 def _tw_tanh(x, y, out):
     np.tanh(x, out=out)
-    d = out * out
-    np.subtract(1.0, d, out=d)
-    return d, 0.0
+    return ONE_MINUS_Z2, 0.0
 
 
 def _tw_sqrt(x, y, out):
@@ -249,6 +280,8 @@ def op_values(name, x, y=None, out=None):
 class Elementwise(Block):
     """z = op(x) or op(x, y) elementwise with broadcasting; partials kept per element."""
 
+    handoff = True
+
     def __init__(self, name, x, y, shape):
         self.name, self.x, self.y, self.shape = name, x, y, tuple(shape)
 
@@ -264,22 +297,31 @@ class Elementwise(Block):
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
 
+    def _own(self, val):
+        return val[self.start:self.stop].reshape(self.shape)
+
     def _partials(self, val, state):
-        """state with the operand markers replaced by the operands' values."""
+        """state with the markers replaced by the arrays they stand for."""
         out = []
         for d in state:
             if isinstance(d, str):
-                o = self.x if d != Y else self.y
-                v = o.value(val)
-                d = 2.0 * v if d == TWO_X else v
+                xv = self.x.value(val) if d in (X, TWO_X) else None
+                yv = self.y.value(val) if d == Y else None
+                zv = self._own(val) if d in (Z, ONE_MINUS_Z2) else None
+                d = resolve_marker(d, xv, yv, zv)
             out.append(d)
         return out
 
-    def reverse(self, val, state, adj, k):
-        g = adj[self.start:self.stop].reshape(self.shape + (k,))
+    def reverse(self, val, state, adj, k, cot=None):
+        g = self.cotangent(adj, k, cot)
+        if g is None:
+            return
+        if state[0] is ONE_MINUS_Z2:      # tanh: one fused pass from its output
+            self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val)), k, cot)
+            return
         for operand, d in zip(self.operands(), self._partials(val, state)):
             if operand.active:
-                operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k)
+                operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
@@ -326,6 +368,8 @@ class Matmul(Block):
     """C = A @ B for 1-D/2-D A, B.  Going back: Abar = Cbar B^T, Bbar = A^T Cbar,
     one matrix-matrix product each for all k seeds (BLAS3)."""
 
+    handoff = True
+
     def __init__(self, a, b, shape):
         self.a, self.b, self.shape = a, b, tuple(shape)
         self.sa, self.sb = _as2d(a.shape, True), _as2d(b.shape, False)
@@ -344,18 +388,21 @@ class Matmul(Block):
     def _ab(self, val):
         return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
 
-    def reverse(self, val, state, adj, k):
+    def reverse(self, val, state, adj, k, cot=None):
+        G = self.cotangent(adj, k, cot)
+        if G is None:
+            return
         A, B = self._ab(val)
         M, N = A.shape[0], B.shape[1]
-        G = adj[self.start:self.stop].reshape(M, N, k)
+        G = G.reshape(M, N, k)
         if self.a.active:
             if k == 1:
                 Abar = (G[:, :, 0] @ B.T)[:, :, None]
             else:   # (M, N, k) x (K, N) -> (M, k, K), one GEMM
                 Abar = np.tensordot(G, B, axes=([1], [1])).transpose(0, 2, 1)
-            self.a.add_adjoint(adj, Abar, k)
+            self.a.add_adjoint(adj, Abar, k, cot)
         if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
-            self.b.add_adjoint(adj, A.T @ G.reshape(M, N * k), k)
+            self.b.add_adjoint(adj, A.T @ G.reshape(M, N * k), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """C = A B is bilinear: Abar' = Cbar' B^T + Cbar B'^T, Bbar' = A^T Cbar' + A'^T Cbar."""
@@ -394,6 +441,8 @@ class Matmul(Block):
 class Sum(Block):
     """Sum over axes (a linear block: no state)."""
 
+    handoff = True
+
     def __init__(self, x, axis, keepdims, shape):
         self.x, self.axis, self.keepdims, self.shape = x, axis, keepdims, tuple(shape)
 
@@ -414,9 +463,10 @@ class Sum(Block):
             g = g.reshape(tuple(1 if ax in axes else n for ax, n in enumerate(self.x.shape)) + (k,))
         return np.broadcast_to(g, self.x.shape + (k,))
 
-    def reverse(self, val, state, adj, k):
-        g = adj[self.start:self.stop].reshape(self.shape + (k,))
-        self.x.add_adjoint(adj, self._expand(g, k), k)
+    def reverse(self, val, state, adj, k, cot=None):
+        g = self.cotangent(adj, k, cot)
+        if g is not None:
+            self.x.add_adjoint(adj, self._expand(g, k), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):
         self.reverse(val, state, adj, 1)
@@ -437,11 +487,12 @@ class Check(Block):
     taken while recording (a comparison, a max) and raises if it changes."""
 
     shape = (0,)
+    handoff = True          # adds nothing to any adjoint
 
     def compute(self, val, out):
         return None
 
-    def reverse(self, val, state, adj, k):
+    def reverse(self, val, state, adj, k, cot=None):
         pass
 
     def reverse2(self, val, state, tan, adj, adt, k):

@@ -48,6 +48,7 @@ cdef class Work:
     cdef object scratch            # reusable float64 memory for tangents/adjoints (3 arrays)
     cdef int ensure(self, Py_ssize_t n) except -1
     cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=*)
+    cdef object scratch_array(self, Py_ssize_t rows, Py_ssize_t k, int which=*)
 
 
 cdef class Tape:
@@ -58,6 +59,12 @@ cdef class Tape:
     cdef public object out_slots   # intp ndarray of output slots, shaped like the output
     cdef public object f           # the recorded function (for retracing); not pickled
     cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
+    cdef dict _by_start            # while recording: start -> sealable block
+    cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
+    cdef int _note_block(self, object block) except -1
+    cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1
+    cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
+                            Py_ssize_t seed_lo, bint zero)
     cdef int reserve(self, Py_ssize_t extra) except -1
     cdef Work _acquire(self)
     cdef void _release(self, Work w)
@@ -74,7 +81,8 @@ cdef class Tape:
     cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds)
     cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds)
     cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
-                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo) except -1
+                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
+                          object cot=*) except -1
     cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
                           object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1
     cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,

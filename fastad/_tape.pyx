@@ -291,15 +291,19 @@ cdef class Work:
 
     cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
         """A zeroed (rows, k) array in reusable scratch memory number `which` (0-2)."""
+        out = self.scratch_array(rows, k, which)
+        out.fill(0.0)
+        return out
+
+    cdef object scratch_array(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
+        """The same, not zeroed."""
         cdef Py_ssize_t m = rows * k
         if self.scratch is None:
             self.scratch = [None, None, None]
         buf = self.scratch[which]
         if buf is None or buf.shape[0] < m:
             buf = self.scratch[which] = np.empty(max(m, 1024))
-        out = buf[:m].reshape(rows, k)
-        out.fill(0.0)
-        return out
+        return buf[:m].reshape(rows, k)
 
     cdef int ensure(self, Py_ssize_t n) except -1:
         if n <= self.cap:
@@ -315,6 +319,41 @@ cdef class Work:
             raise MemoryError()
         self.cap = n
         return 0
+
+
+cdef class Cotangents:
+    """A reverse sweep's hand-off of cotangent arrays between blocks.
+
+    A block whose outputs only ever feed later blocks whole (sealed while
+    recording; see Tape._note_block) gets its cotangent from those blocks as
+    an array, not through the slot-indexed adjoint buffer: no zero fill, no
+    scatter-add, no read-back, the rows of the buffer are never touched.
+    That is how hand-written backprop passes arrays between layers."""
+    cdef readonly set sealed       # the sealed blocks of this sweep
+    cdef dict pending              # sealed block -> its cotangent so far
+
+    def __cinit__(self, set sealed):
+        self.sealed = sealed
+        self.pending = {}
+
+    def take(self, blk, adj):
+        """blk's cotangent as (size, k) rows, or None when it is zero."""
+        if blk in self.sealed:
+            return self.pending.pop(blk, None)
+        return adj[blk.start:blk.stop]
+
+    def give(self, blk, g):
+        """Add g (any shape of blk's size, with a trailing lane axis) to
+        sealed blk's cotangent; False if blk is not sealed (use the buffer)."""
+        if blk not in self.sealed:
+            return False
+        prev = self.pending.get(blk)
+        if prev is None:
+            self.pending[blk] = g
+        else:       # out of place: g or prev may be a view of something live
+            k = g.shape[g.ndim - 1]
+            self.pending[blk] = prev.reshape(-1, k) + g.reshape(-1, k)
+        return True
 
 
 cdef object _iota = np.arange(1 << 16, dtype=np.intp)
@@ -427,6 +466,9 @@ cdef class Tape:
         self.out_slots = None
         self.f = None
         self.blocks = []
+        self._by_start = {}
+        self._sstarts = []
+        self._sblocks = []
 
     def __dealloc__(self):
         _give_spare(&self.buf)
@@ -441,8 +483,7 @@ cdef class Tape:
         cdef Py_ssize_t m = values.shape[0], first = self.buf.n
         self.reserve(m)
         if m:
-            memset(self.buf.op + first, FAD_INPUT, m)
-            memset(self.buf.node + first, 0xff, m * sizeof(fad_node))   # a0 = a1 = -1
+            memset(self.buf.op + first, FAD_INPUT, m)     # no sweep reads an input's node
             memcpy(self.buf.val + first, &values[0], m * sizeof(double))
         self.buf.n = first + m
         self.n_inputs += m
@@ -483,6 +524,7 @@ cdef class Tape:
         self.buf.n = first + m
         block.start = first
         block.stop = first + m
+        self._note_block(block)
         self.blocks.append(block)
         return slot_range(first, m).reshape(vals.shape)
 
@@ -506,6 +548,7 @@ cdef class Tape:
         self.buf.n = first + m
         block.start = first
         block.stop = first + m
+        self._note_block(block)
         self.blocks.append(block)
         return slot_range(first, m)
 
@@ -518,8 +561,76 @@ cdef class Tape:
         self.buf.n = first + 1
         block.start = first
         block.stop = first + 1
+        self._note_block(block)
         self.blocks.append(block)
         return _var_at(self, first)
+
+    cdef int _note_block(self, object block) except -1:
+        """Bookkeeping for the cotangent hand-off (see Cotangents): link each
+        operand that is a whole earlier sealable block to it, and unseal the
+        blocks behind any other use of their slots."""
+        cdef bint handoff = getattr(block, "handoff", False)
+        cdef Py_ssize_t size
+        for o in block.operands():
+            if o.idx is None:
+                continue
+            size = o.flat.shape[0]
+            if size == 0:
+                continue
+            if o.start >= 0:
+                p = self._by_start.get(o.start) if handoff else None
+                if p is not None and p.stop - p.start == size:
+                    o.src = p
+                    continue
+                self.escape(o.start, o.start + size - 1)
+            else:
+                self.escape(o.flat.min(), o.flat.max())
+        if handoff and block.stop - block.start >= 2:
+            block.sealed = True
+            self._by_start[block.start] = block
+            self._sstarts.append(block.start)
+            self._sblocks.append(block)
+        return 0
+
+    cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1:
+        """Slots lo..hi are used other than as a whole block operand (by a
+        scalar node, a view, a primitive): their blocks take cotangents from
+        the adjoint buffer."""
+        cdef list starts = self._sstarts
+        if not starts or hi < <Py_ssize_t>starts[0]:
+            return 0
+        cdef Py_ssize_t i = bisect.bisect_right(starts, hi) - 1
+        while i >= 0:
+            blk = self._sblocks[i]
+            if blk.stop <= lo:
+                break
+            blk.sealed = False
+            i -= 1
+        return 0
+
+    def note_scalar_use(self, Py_ssize_t lo, Py_ssize_t hi):
+        """Python access to escape (for fastad.arrays and fastad.primitives)."""
+        self.escape(lo, hi)
+
+    cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
+                            Py_ssize_t seed_lo, bint zero):
+        """The hand-off for a reverse sweep seeded at slots >= seed_lo; with
+        `zero`, zeros the adjoint rows [0, rows) that the sweep may read,
+        which excludes the sealed blocks' rows (nothing reads or writes them)."""
+        sealed = set()
+        cdef Py_ssize_t cur = 0, a, b
+        for blk in self.blocks:
+            if blk.sealed:
+                a, b = blk.start, blk.stop
+                if b > seed_lo or b > rows:
+                    break
+                if zero and a > cur:
+                    memset(ap + cur * k, 0, (a - cur) * k * sizeof(double))
+                cur = b
+                sealed.add(blk)
+        if zero and rows > cur:
+            memset(ap + cur * k, 0, (rows - cur) * k * sizeof(double))
+        return Cotangents(sealed)
 
     def recorded_values(self):
         """A NumPy view of the recorded slot values (invalid after the tape grows)."""
@@ -570,6 +681,8 @@ cdef class Tape:
         if self.buf.op[i] == FAD_BLOCK:
             return (OP_NAMES[FAD_BLOCK], self.blocks.index(self._block_at(i)), -1, 0.0, 0.0,
                     self.buf.val[i])
+        if self.buf.op[i] == FAD_INPUT:
+            return (OP_NAMES[FAD_INPUT], -1, -1, 0.0, 0.0, self.buf.val[i])
         cdef fad_node nd = self.buf.node[i]
         return (OP_NAMES[self.buf.op[i]], nd.a0, nd.a1, nd.p0, nd.p1,
                 self.buf.val[i])
@@ -686,8 +799,10 @@ cdef class Tape:
         return out.reshape(self.out_slots.shape)
 
     cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
-                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo) except -1:
-        """Pull adjoints from slots hi..lo (inclusive) back; adj is (rows, k), slot-major."""
+                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
+                          object cot=None) except -1:
+        """Pull adjoints from slots hi..lo (inclusive) back; adj is (rows, k), slot-major.
+        With cot (a Cotangents), sealed blocks hand their cotangents over directly."""
         cdef double* ap = _dptr(adj)
         cdef Py_ssize_t cur = hi, bi
         cdef bint big
@@ -699,7 +814,10 @@ cdef class Tape:
             if blk.stop < lo:
                 break
             self._reverse_seg(nodes, ap, k, cur, blk.stop)
-            blk.reverse(val, states[bi], adj2, k)
+            if cot is not None and blk.handoff:
+                blk.reverse(val, states[bi], adj2, k, cot)
+            else:
+                blk.reverse(val, states[bi], adj2, k)
             cur = blk.start - 1
         self._reverse_seg(nodes, ap, k, cur, lo)
         return 0
@@ -767,17 +885,18 @@ cdef class Tape:
         cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
         cdef Work w = self._acquire()
-        cdef cnp.ndarray adj = w.zeros(hi, k)
+        cdef cnp.ndarray adj = w.scratch_array(hi, k)
         cdef double* ap = _dptr(adj)
         cdef double* sp = _dptr(sd)
         cdef cnp.ndarray slots = np.ascontiguousarray(self.out_slots.reshape(-1), dtype=np.intp)
         cdef Py_ssize_t* so = <Py_ssize_t*>cnp.PyArray_DATA(slots)
         cdef Py_ssize_t o, j, m = slots.shape[0]
+        cot = self._cotangents(ap, hi, k, slots.min() if m else hi, True)
         try:
             for o in range(m):      # seeds[:, o] onto the output's slot (repeats add up)
                 for j in range(k):
                     ap[so[o] * k + j] += sp[j * m + o]
-            self._reverse_run(nodes, val, states, adj, k, hi - 1, lo)
+            self._reverse_run(nodes, val, states, adj, k, hi - 1, lo, cot)
             return adj[:lo].T.copy()
         finally:
             self._release(w)
@@ -1008,14 +1127,15 @@ cdef class Tape:
                     _gradient_sweep(w.node, w.adj, gp, slot, lo)
             else:
                 top = max(self._top(slot + 1), lo)
+                cot = self._cotangents(w.adj, top, 1, slot, False)   # w.adj is zero at rest
                 try:
                     w.adj[slot] = 1.0
                     self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
-                                      _view(w.adj, top), 1, self._top(slot + 1) - 1, lo)
+                                      _view(w.adj, top), 1, self._top(slot + 1) - 1, lo, cot)
                     if lo:
                         memcpy(gp, w.adj, lo * sizeof(double))
                 finally:
-                    memset(w.adj, 0, top * sizeof(double))     # back to all zeros
+                    self._cotangents(w.adj, top, 1, slot, True)    # back to all zeros
             value = w.val[slot]
         finally:
             self._release(w)
@@ -1140,13 +1260,14 @@ cdef class Tape:
         if not 0 <= out_slot < self.buf.n:
             raise IndexError(f"output slot {out_slot} is not on the tape "
                              f"({self.buf.n} slots)")
-        cdef Py_ssize_t top = self._top(out_slot + 1)
+        cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
         cdef Work w = self._acquire()
         try:
-            adj = w.zeros(max(top, self.n_inputs), 1)
+            adj = w.scratch_array(rows, 1)
+            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True)
             adj[out_slot, 0] = 1.0
             self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
-                              adj, 1, top - 1, self.n_inputs)
+                              adj, 1, top - 1, self.n_inputs, cot)
             return adj[:self.n_inputs, 0].copy()
         finally:
             self._release(w)
@@ -1231,6 +1352,33 @@ def op_map(int op, x, y=None, double c=0.0):
     The reference kernel for array blocks; blocks use NumPy twins of it for
     a few hot ops (checked against it in tests/test_op_table.py)."""
     return _op_arrays(op, x, y, c, False)
+
+
+def scale_one_minus_sq(g, z):
+    """g * (1 - z**2) with g of z's size times k lanes (slot-major): tanh's
+    pullback from its output in one pass, instead of keeping 1 - z**2 from
+    the forward sweep (three NumPy passes and a block-sized array)."""
+    cdef cnp.ndarray ga = np.ascontiguousarray(g, dtype=np.float64)
+    cdef cnp.ndarray za = np.ascontiguousarray(z, dtype=np.float64)
+    cdef Py_ssize_t n = za.size, m = ga.size, i, j, k
+    if n == 0 or m % n:
+        raise ValueError(f"scale_one_minus_sq: {m} cotangents for {n} values")
+    k = m // n
+    cdef cnp.ndarray out = np.empty(m)
+    cdef const double* gp = _dptr(ga)
+    cdef const double* zp = _dptr(za)
+    cdef double* op = _dptr(out)
+    cdef double d
+    with nogil:
+        if k == 1:
+            for i in range(n):
+                op[i] = gp[i] * (1.0 - zp[i] * zp[i])
+        else:
+            for i in range(n):
+                d = 1.0 - zp[i] * zp[i]
+                for j in range(k):
+                    op[i * k + j] = gp[i * k + j] * d
+    return out.reshape(np.shape(g))
 
 
 def op_map2(int op, x, y=None, double c=0.0):

@@ -323,6 +323,7 @@ def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False):
     cdef Py_ssize_t s
     if ix.ndim == 0:
         s = int(ix)
+        tape.escape(s, s)
         return _new(tape.buf.val[s], s, tape.buf.id)
     cdef Array a = _make_array(tape, tape.buf.id, ix)
     a.cstart = cstart
@@ -373,6 +374,7 @@ cdef class Array:
     cdef char* data
     cdef Py_ssize_t n0, s0, n1, s1
     cdef int nd
+    cdef bint noted                 # its elements were handed out as Vars (Tape.escape)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("fastad.Array is created by fad.grad and friends, not directly")
@@ -409,8 +411,20 @@ cdef class Array:
         for i in range(self.n0):
             yield self[i]
 
+    cdef int _note(self) except -1:
+        """Scalar nodes may use these slots now: their blocks cannot hand
+        cotangents over directly (once per Array)."""
+        self.noted = True
+        if self.cstart >= 0:
+            self.tape.escape(self.cstart, self.cstart + self.idx.size - 1)
+        elif self.idx.size:
+            self.tape.escape(self.idx.min(), self.idx.max())
+        return 0
+
     cdef Var _var_at(self, Py_ssize_t off):
         cdef Py_ssize_t slot = (<Py_ssize_t*>(self.data + off))[0]
+        if not self.noted:
+            self._note()
         return _new(self.tape.buf.val[slot], slot, self.tid)
 
     def __getitem__(self, key):
@@ -436,6 +450,7 @@ cdef class Array:
             view.unique = self.unique and _basic_index(key)
             return view
         i = int(sub)
+        self.tape.escape(i, i)
         return _new(self.tape.buf.val[i], i, self.tid)
 
     def __setitem__(self, key, value):
@@ -562,7 +577,7 @@ def make_input(Tape tape, object x, int argnum):
             f"fastad: argument {argnum} must be a real number or an array of "
             f"real numbers (float64 is used), got {type(x).__name__} "
             f"of dtype {arr.dtype}")
-    arr = np.array(arr, dtype=np.float64, order="C")   # a private copy, 0-d kept 0-d
+    arr = np.asarray(arr, dtype=np.float64, order="C")   # add_inputs copies; 0-d kept 0-d
     first = tape.add_inputs(arr.reshape(-1))
     tape.inputs.append((argnum, arr.shape, first))
     cdef Array a = _make_array(tape, t.id, slot_range(first, arr.size).reshape(arr.shape))
