@@ -31,6 +31,14 @@ def is_active(v):
     return type(v) in (Var, Array)
 
 
+def _all_distinct(a):
+    """No value repeats (a sort: np.unique is several times slower here)."""
+    if a.size < 2:
+        return True
+    b = np.sort(a)
+    return not (b[1:] == b[:-1]).any()
+
+
 class Operand:
     """One input of a block: tape slots (`idx`, any shape) or a constant array."""
 
@@ -45,7 +53,7 @@ class Operand:
             self.flat = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
             self.start = start            # >= 0: the slots are start .. start+size-1 in order
             if start < 0 and unique is None:
-                unique = np.unique(self.flat).size == self.flat.size
+                unique = _all_distinct(self.flat)
             self.unique = True if start >= 0 else bool(unique)
         else:
             self.idx = self.flat = None
@@ -127,6 +135,40 @@ class Block:
 
     def sources(self):
         return [s for o in self.operands() for s in o.sources()]
+
+    def dependency_slots(self):
+        """Every tape slot the block reads (for sparsity detection)."""
+        flats = [o.flat for o in self.operands() if o.active]
+        return np.concatenate(flats) if flats else np.zeros(0, dtype=np.intp)
+
+    def sparsity(self):
+        """How outputs depend on slots (see fastad._sparsity.propagate).  This
+        default is dense: every output depends on every slot read, and they
+        all interact nonlinearly (right for any block; exact for few)."""
+        size = self.stop - self.start
+        deps = self.dependency_slots()
+        if deps.size == 0:
+            return _deps(self, 0, None, None, np.zeros(size + 1, np.int64), np.zeros(0, np.int64))
+        return _deps(self, 1, np.array([0, deps.size]), deps, np.arange(size + 1),
+                     np.full(size, _virtual(0)), pairs=[[_virtual(0), _virtual(0)]])
+
+
+def _virtual(v):
+    """How a block's sparsity description names its virtual set v."""
+    return -2 - v
+
+
+def _deps(blk, n_virtual, virt_ptr, virt_idx, out_ptr, out_idx, pairs=None):
+    return {"start": blk.start, "stop": blk.stop, "n_virtual": n_virtual,
+            "virt_ptr": virt_ptr, "virt_idx": virt_idx, "out_ptr": out_ptr,
+            "out_idx": out_idx, "pairs": None if pairs is None else np.asarray(pairs, np.int64)}
+
+
+def _lists(rows):
+    """Equal-length lists (a 2-D array, one list per row) as (ptr, idx)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    m, k = rows.shape
+    return np.arange(0, (m + 1) * k, k, dtype=np.int64)[:m + 1], rows.reshape(-1)
 
 
 def _unbroadcast(g, shape, k):
@@ -254,6 +296,35 @@ def _tw_relu(x, y, out):
     return (x > 0).astype(np.float64), 0.0
 
 
+def _curvature(a, t):
+    """a * t (second partial times tangent, lanes last) with exact zeros
+    where either factor is zero (the other may be inf or NaN); 0.0 when a
+    or t is absent or a is the constant 0."""
+    if t is None or a is None or (np.ndim(a) == 0 and a == 0.0):
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = t * (a if np.ndim(a) == 0 else a[..., None])
+    if math.isfinite(np.add.reduce(r, axis=None)):
+        return r
+    aa = np.broadcast_to(a if np.ndim(a) == 0 else a[..., None], np.broadcast_shapes(np.shape(r)))
+    with np.errstate(invalid="ignore"):
+        return np.where((t != 0) & (aa != 0), r, 0.0)
+
+
+# Ops linear in their operands (no second partials), and NumPy twins of the
+# second partials of hot nonlinear ops, from the block's output z (checked
+# against the C table in tests/test_op_table.py).
+LINEAR_OPS = frozenset(("add", "sub", "neg"))
+SECOND_TWINS = {
+    "mul": lambda z: (0.0, 1.0, 0.0),
+    "square": lambda z: (2.0, 0.0, 0.0),
+    "exp": lambda z: (z, 0.0, 0.0),
+    "sin": lambda z: (-z, 0.0, 0.0),
+    "cos": lambda z: (-z, 0.0, 0.0),
+    "tanh": lambda z: (-2.0 * z * (1.0 - z * z), 0.0, 0.0),
+}
+
+
 TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
          "neg": _tw_neg, "square": _tw_square, "sin": _tw_sin, "cos": _tw_cos,
          "abs": _tw_abs, "log": _tw_log, "exp": _tw_exp, "tanh": _tw_tanh,
@@ -297,6 +368,17 @@ class Elementwise(Block):
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
 
+    def sparsity(self):
+        """One scalar op per element: the op table's flags decide."""
+        def slots(o):
+            if o is None:
+                return None
+            if not o.active:
+                return np.full(self.stop - self.start, -1, dtype=np.int64)
+            return np.broadcast_to(o.idx, self.shape).reshape(-1)
+        return {"start": self.start, "stop": self.stop, "n_virtual": 0,
+                "op": OP_CODE[self.name], "a0": slots(self.x), "a1": slots(self.y)}
+
     def _own(self, val):
         return val[self.start:self.stop].reshape(self.shape)
 
@@ -323,30 +405,43 @@ class Elementwise(Block):
             if operand.active:
                 operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k, cot)
 
+    def _second(self, val):
+        """(f_xx, f_xy, f_yy) elementwise (scalars where constant), or None
+        for an op that is linear in its operands."""
+        if self.name in LINEAR_OPS:
+            return None
+        twin = SECOND_TWINS.get(self.name)
+        if twin is not None:
+            return twin(self._own(val))
+        xv = self.x.value(val)
+        yv = None if self.y is None else self.y.value(val)
+        with np.errstate(all="ignore"):
+            return op_map2(OP_CODE[self.name], xv, yv)
+
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
         xbar' += f_x zbar' + zbar (f_xx x' + f_xy y'), and alike for y."""
         g = adj[self.start:self.stop].reshape(self.shape + (1,))
         gd = adt[self.start:self.stop].reshape(self.shape + (k,))
-        xv = self.x.value(val)
-        yv = None if self.y is None else self.y.value(val)
-        with np.errstate(all="ignore"):
-            fxx, fxy, fyy = op_map2(OP_CODE[self.name], xv, yv)
+        second = self._second(val)
         tx = self.x.tangent(tan, k) if self.x.active else None
         ty = self.y.tangent(tan, k) if self.y is not None and self.y.active else None
-        for operand, d, (a, b) in zip(self.operands(), self._partials(val, state),
-                                      ((fxx, fxy), (fxy, fyy))):
+        pairs = ((None, None), (None, None)) if second is None else \
+            ((second[0], second[1]), (second[1], second[2]))
+        for operand, d, (a, b) in zip(self.operands(), self._partials(val, state), pairs):
             if not operand.active:
                 continue
             operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
-            curv = 0.0
-            with np.errstate(invalid="ignore"):     # a zero tangent is an exact zero
-                if tx is not None:
-                    curv = curv + np.where((tx != 0) & (a[..., None] != 0), a[..., None] * tx, 0.0)
-                if ty is not None:
-                    curv = curv + np.where((ty != 0) & (b[..., None] != 0), b[..., None] * ty, 0.0)
-                extra = np.where(g != 0, g * curv, 0.0)
-            tot = np.broadcast_to(_times(d, gd) + extra, self.shape + (k,))
+            tot = _times(d, gd)
+            if second is not None:
+                curv = _curvature(a, tx) + _curvature(b, ty)
+                if np.ndim(curv):
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        extra = g * curv
+                    if not math.isfinite(np.add.reduce(extra, axis=None)):
+                        extra = np.where(g != 0, extra, 0.0)   # a zero zbar is an exact zero
+                    tot = tot + extra
+            tot = np.broadcast_to(tot, self.shape + (k,))
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
 
     def tangent(self, val, state, tan, k):
@@ -387,6 +482,33 @@ class Matmul(Block):
 
     def _ab(self, val):
         return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
+
+    def sparsity(self):
+        """C[i, j] depends on row i of A and column j of B (virtual sets, so
+        each is gathered once); C = A B is bilinear, so column k of A
+        interacts with row k of B."""
+        (M, K), N = self.sa, self.sb[1]
+        A = self.a.idx.reshape(self.sa) if self.a.active else None
+        Bm = self.b.idx.reshape(self.sb) if self.b.active else None
+        lists, outs, v = [], [], 0
+        if A is not None:
+            lists.append(A)                                   # rows of A: sets 0 .. M-1
+            outs.append(np.repeat(np.arange(M), N) + v)
+            v += M
+        if Bm is not None:
+            lists.append(Bm.T)                                # columns of B
+            outs.append(np.tile(np.arange(N), M) + v)
+            v += N
+        pairs = None
+        if A is not None and Bm is not None:
+            lists.append(A.T)                                 # columns of A
+            lists.append(Bm)                                  # rows of B
+            pairs = np.stack([np.arange(K) + v, np.arange(K) + v + K], axis=1)
+            v += 2 * K
+            pairs = _virtual(pairs)
+        vp, vi = _lists(np.concatenate(lists, axis=0))
+        op, oi = _lists(_virtual(np.stack(outs, axis=1)))
+        return _deps(self, v, vp, vi, op, oi, pairs)
 
     def reverse(self, val, state, adj, k, cot=None):
         G = self.cotangent(adj, k, cot)
@@ -455,6 +577,14 @@ class Sum(Block):
     def compute(self, val, out):
         np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims, out=out)
         return None
+
+    def sparsity(self):
+        """Each output depends on the elements summed into it (linear)."""
+        axes = tuple(range(len(self.x.shape))) if self.axis is None else tuple(self.axis)
+        idx = np.moveaxis(self.x.idx, axes, tuple(range(-len(axes), 0)))
+        size = self.stop - self.start
+        op, oi = _lists(idx.reshape(size, idx.size // size) if size else np.zeros((0, 1)))
+        return _deps(self, 0, None, None, op, oi)
 
     def _expand(self, g, k):
         """g (shape + (k,)) -> x.shape + (k,) by broadcasting along the summed axes."""

@@ -59,6 +59,7 @@ cdef class Tape:
     cdef public object out_slots   # intp ndarray of output slots, shaped like the output
     cdef public object f           # the recorded function (for retracing); not pickled
     cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
+    cdef public object sparse_cache   # fastad.sparse: patterns and colorings (not pickled)
     cdef dict _by_start            # while recording: start -> sealable block
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
     cdef int _note_block(self, object block) except -1

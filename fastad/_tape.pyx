@@ -1157,6 +1157,20 @@ cdef class Tape:
         """The Jacobian at x, shape out_shape + x.shape; mode 'fwd', 'rev' or 'auto'."""
         return self._jacobian(x, mode)
 
+    def sparse_jacobian(self, x, mode="auto"):
+        """The Jacobian at x as a scipy.sparse.csr_matrix (out.size, x.size), by
+        coloring and compressed sweeps; the pattern and coloring are found on
+        the first call and kept, so later calls only sweep and decompress.
+        mode: 'auto', 'fwd', 'rev' or 'bidirectional' (see fastad.sparse)."""
+        from fastad.sparse import tape_sparse_jacobian
+        return tape_sparse_jacobian(self, x, mode)
+
+    def sparse_hessian(self, x):
+        """The Hessian at x as a scipy.sparse.csr_matrix, by star coloring and
+        one forward-over-reverse sweep (pattern and coloring kept)."""
+        from fastad.sparse import tape_sparse_hessian
+        return tape_sparse_hessian(self, x)
+
     # ------------------------------------------------------------ seeing it
 
     def __str__(self):
@@ -1482,6 +1496,13 @@ cdef class TapePoint:
         with nogil:
             reverse_scalar(self.w.node, gp, slot, lo)
         self.G = G
+
+    def vjp(self, ybar):
+        """ybar J at this point; ybar of the output's shape or (k,) + that shape."""
+        t = self.tape
+        seeds, stacked = t._stacked(ybar, t.out_slots.shape, "cotangent")
+        return t._shape_in(t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states,
+                                       seeds), stacked)
 
     def jvp(self, v):
         """J v at this point; v of x's shape or (k,) + x.shape."""

@@ -223,6 +223,9 @@ class ScalarPrimitiveBlock(B.Block):
     def sources(self):
         return [s for s in self.slots if s is not None]
 
+    def dependency_slots(self):
+        return np.array(self.sources(), dtype=np.intp)
+
     def _args(self, val):
         return [c if s is None else float(val[s]) for s, c in zip(self.slots, self.consts)]
 

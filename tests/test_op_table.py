@@ -91,3 +91,26 @@ def test_numpy_twins_agree_with_the_c_table(name):
     np.testing.assert_allclose(resolve(d0), c0, rtol=2e-15, atol=0, err_msg=name)
     if binary:
         np.testing.assert_allclose(resolve(d1), c1, rtol=2e-15, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("fastad._blocks", fromlist=["SECOND_TWINS"]).SECOND_TWINS))
+def test_numpy_second_partials_agree_with_the_c_table(name):
+    # array blocks take these second partials from their output z, not the C table
+    from fastad import _blocks as B
+    from fastad._tape import op_map, op_map2
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-2.0, 2.0, (3, 4))
+    y = rng.uniform(0.5, 2.0, (3, 4))
+    binary = OP_FLAGS[OP_NAMES.index(name)] & BINARY
+    code = OP_NAMES.index(name)
+    z = op_map(code, x, y if binary else None)[0]
+    got = B.SECOND_TWINS[name](z)
+    want = op_map2(code, x, y if binary else None)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.broadcast_to(g, x.shape), w, rtol=1e-14, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("fastad._blocks", fromlist=["LINEAR_OPS"]).LINEAR_OPS))
+def test_ops_treated_as_linear_have_zero_second_partials(name):
+    from fastad import _blocks as B  # noqa: F401
+    assert OP_FLAGS[OP_NAMES.index(name)] & (Z00 | Z01 | Z11) == (Z00 | Z01 | Z11)
