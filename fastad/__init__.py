@@ -18,6 +18,10 @@ from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
     hvp, hessian,
 )
+from fastad.sparse import (
+    jacobian_sparsity, hessian_sparsity, sparse_jacobian, sparse_hessian,
+    color_jacobian, color_hessian,
+)
 
 __version__ = "0.1.0"
 
@@ -30,5 +34,6 @@ __all__ = [
     "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
     "sigmoid", "softplus", "relu", "erf", "sum", "mean", "dot", "matmul",
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
-    "minimize", "root", "optimize",
+    "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
+    "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
 ]

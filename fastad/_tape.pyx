@@ -112,10 +112,12 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
     cdef double* ti
     cdef int32_t a1
     cdef double r, t
+    cdef int32_t a0
     if k == 1:      # one direction: no lane loops (zero tangents stay exact zeros)
         for i in range(lo, hi):
             r = 0.0
-            t = tan[nd[i].a0]
+            a0 = nd[i].a0
+            t = tan[a0] if a0 != i else 0.0     # a CONST points at itself
             if t != 0.0:
                 r = nd[i].p0 * t
             a1 = nd[i].a1
@@ -125,14 +127,33 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
                     r += nd[i].p1 * t
             tan[i] = r
         return
+    cdef const double* t0
+    cdef const double* t1
+    cdef double p0, p1
     for i in range(lo, hi):
         ti = tan + i * k
-        for j in range(k):
-            ti[j] = 0.0
-        _axpy(ti, nd[i].p0, tan + nd[i].a0 * k, k)
+        a0 = nd[i].a0
         a1 = nd[i].a1
-        if a1 >= 0:
-            _axpy(ti, nd[i].p1, tan + a1 * k, k)
+        p0 = nd[i].p0
+        p1 = nd[i].p1
+        if a0 == i:                         # a CONST: no tangent
+            for j in range(k):
+                ti[j] = 0.0
+        elif a1 >= 0 and isfinite(p0) and isfinite(p1):
+            t0 = tan + a0 * k
+            t1 = tan + a1 * k
+            for j in range(k):
+                ti[j] = p0 * t0[j] + p1 * t1[j]
+        elif a1 < 0 and isfinite(p0):
+            t0 = tan + a0 * k
+            for j in range(k):
+                ti[j] = p0 * t0[j]
+        else:                               # inf/NaN partials: zero lanes stay zero
+            for j in range(k):
+                ti[j] = 0.0
+            _axpy(ti, p0, tan + a0 * k, k)
+            if a1 >= 0:
+                _axpy(ti, p1, tan + a1 * k, k)
 
 
 cdef inline double _curv(double second, double t) noexcept nogil:
@@ -789,11 +810,13 @@ cdef class Tape:
         return f"{name}(v{a0})"
 
     cdef object _gather(self, const double* val):
-        flat = self.out_slots.reshape(-1)
+        cdef const Py_ssize_t[::1] flat = np.ascontiguousarray(self.out_slots.reshape(-1),
+                                                              dtype=np.intp)
         cdef cnp.ndarray out = np.empty(flat.shape[0])
+        cdef double* op = _dptr(out)
         cdef Py_ssize_t k
         for k in range(flat.shape[0]):
-            _dptr(out)[k] = val[<Py_ssize_t>flat[k]]
+            op[k] = val[flat[k]]
         if self.out_slots.ndim == 0:
             return float(out[0])
         return out.reshape(self.out_slots.shape)
@@ -873,7 +896,7 @@ cdef class Tape:
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
         cdef Work w = self._acquire()
         try:
-            tan = w.zeros(hi, k)
+            tan = w.scratch_array(hi, k)        # every node and block writes its rows
             tan[:lo] = sd.T
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
             return tan[self.out_slots.reshape(-1)].T

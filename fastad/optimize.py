@@ -180,9 +180,37 @@ def _gltr(hvp, g, radius, tol, maxiter):
     return Q[:k].T @ h, predicted, lam > 0, j + 1
 
 
+# "auto" forms the Hessian by coloring when its pattern needs at most this
+# many colors: one k-direction sweep then costs about as much as two or three
+# Hessian-vector products, and CG's products become sparse matrix-vector
+# products (measured on the extended Rosenbrock: benchmarks/bench_optimize.py).
+SPARSE_HESSIAN_MAX_COLORS = 8
+
+
+def _hessian_mode(hessian, rec):
+    if hessian not in ("auto", "hvp", "sparse"):
+        raise ValueError(f"fastad.minimize: hessian must be 'auto', 'hvp' or 'sparse', "
+                         f"got {hessian!r}")
+    if hessian != "auto":
+        return hessian
+    try:
+        from fastad.sparse import HessianPlan
+        import scipy.sparse  # noqa: F401 - the sparse path returns scipy matrices
+    except ImportError:
+        return "hvp"
+    tape = rec.tape
+    if tape.n_inputs < 64:
+        return "hvp"
+    cache = tape.sparse_cache if tape.sparse_cache is not None else {}
+    tape.sparse_cache = cache
+    if "hessian_plan" not in cache:
+        cache["hessian_plan"] = HessianPlan(tape)
+    return "sparse" if cache["hessian_plan"].n_colors <= SPARSE_HESSIAN_MAX_COLORS else "hvp"
+
+
 def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=None,
              verbose=False, initial_radius=1.0, max_radius=1e6, eta=0.15, max_cg=None,
-             cg_rtol=None, subproblem="steihaug"):
+             cg_rtol=None, subproblem="steihaug", hessian="auto"):
     """Minimize scalar f by trust-region Newton with Steihaug-Toint CG on H v.
 
     H is never formed: each CG step is one Hessian-vector product from the
@@ -192,9 +220,19 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     superlinear convergence).  subproblem="gltr" solves each trust-region
     step over the whole Krylov subspace (Lanczos), also on the boundary: fewer
     iterations, more products per iteration (slower on the extended
-    Rosenbrock here).  Returns an OptimizeResult with x,
-    fun, jac, nit, nfev, nhvp, success, message (and retraces: how often a
-    changed branch made it record f again)."""
+    Rosenbrock here).
+
+    hessian="hvp" is the Hessian-free method: every CG product is one
+    forward-over-reverse sweep.  hessian="sparse" forms H at each iterate by
+    star coloring (fad.sparse_hessian: one sweep with a direction per color)
+    and CG multiplies with that sparse matrix.  "auto" (default) takes
+    "sparse" when the pattern, found once on the tape, needs at most
+    SPARSE_HESSIAN_MAX_COLORS colors and SciPy is installed.  nhvp counts
+    products either way; nhess counts sparse Hessians formed.
+
+    Returns an OptimizeResult with x, fun, jac, nit, nfev, nhvp, nhess,
+    success, message (and retraces: how often a changed branch made it
+    record f again)."""
     if subproblem not in ("gltr", "steihaug"):
         raise ValueError(f"fastad.minimize: subproblem must be 'gltr' or 'steihaug', got {subproblem!r}")
     if method != "newton-krylov":
@@ -203,6 +241,8 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     x = np.array(x0, dtype=np.float64)
     shape = x.shape
     rec = _Recorded(f, x)
+    mode = _hessian_mode(hessian, rec)
+    nhess = 0
     n = x.size
     max_cg = max_cg or max(10, min(n, 500))
     pt = rec.point(x)
@@ -218,9 +258,16 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
             break
         gnorm = np.linalg.norm(g)
         point = pt
+        if mode == "sparse":
+            from fastad.sparse import tape_sparse_hessian
+            H = tape_sparse_hessian(point.tape, None, point=point)
+            nhess += 1
 
-        def hvp(v):
-            return np.asarray(point.hvp(v.reshape(shape)), dtype=np.float64).reshape(-1)
+            def hvp(v):
+                return H @ v
+        else:
+            def hvp(v):
+                return np.asarray(point.hvp(v.reshape(shape)), dtype=np.float64).reshape(-1)
         rtol = min(0.5, np.sqrt(gnorm)) if cg_rtol is None else cg_rtol
         if subproblem == "gltr":
             p, predicted, boundary, ncg = _gltr(hvp, g, radius, rtol * gnorm, max_cg)
@@ -252,7 +299,7 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
             message = "trust region collapsed (no further decrease possible)"
             break
     return OptimizeResult(x=x, fun=fval, jac=g.reshape(shape), nit=it, nfev=nfev,
-                          nhvp=nhvp, success=success, message=message,
+                          nhvp=nhvp, nhess=nhess, success=success, message=message,
                           retraces=rec.retraces)
 
 

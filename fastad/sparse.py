@@ -1,0 +1,308 @@
+"""Sparse Jacobians and Hessians: sparsity detection, coloring, compressed sweeps.
+
+The notes: columns of J that share no row are structurally orthogonal, so
+one tangent sweep with their sum as the direction gives all of them at once;
+color the column intersection graph, sweep once per color (all colors in one
+multi-direction sweep) and read every nonzero back.  In reverse mode the same
+holds for rows and seeds.  A few dense rows and dense columns (an arrowhead)
+defeat both, but not the two together: rows that are dense go to a reverse
+sweep, the rest to a forward sweep (a bidirectional partition).
+
+    fad.jacobian_sparsity(f)(x)    boolean scipy.sparse.csr_matrix
+    fad.hessian_sparsity(f)(x)     boolean scipy.sparse.csr_matrix
+    fad.sparse_jacobian(f)(x)      scipy.sparse.csr_matrix
+    fad.sparse_hessian(f)(x)       scipy.sparse.csr_matrix
+    fad.color_jacobian(pattern, partition="column" | "row" | "bidirectional")
+    fad.color_hessian(pattern)     star coloring of a symmetric pattern
+    tape.sparse_jacobian(x), tape.sparse_hessian(x): pattern and coloring are
+    kept on the tape, so a call at a new x only sweeps and decompresses.
+
+Patterns are structural: they come from the op table's flags along the
+recorded path, so they hold wherever the tape replays.  SciPy is needed only
+for the returned matrices.
+"""
+import numpy as np
+
+from fastad import _coloring, _sparsity
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST
+
+__all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
+           "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
+
+PARTITIONS = ("column", "row", "bidirectional")
+
+
+def _scipy_sparse():
+    try:
+        import scipy.sparse
+    except ImportError:
+        raise ImportError("fastad: sparse Jacobians and Hessians are scipy.sparse "
+                          "matrices; install SciPy (pip install scipy)") from None
+    return scipy.sparse
+
+
+def _record(f, x):
+    from fastad.transforms import record
+    return record(f, x)
+
+
+# ---------------------------------------------------------------- patterns
+
+def _propagate(tape, hessian):
+    if tape.out_slots is None:
+        raise ValueError("fastad: this tape has no outputs (record it with fad.record)")
+    blocks = [b.sparsity() for b in tape.blocks if b.stop > b.start]
+    return _sparsity.propagate(tape, tape.out_slots, blocks, hessian)
+
+
+def tape_patterns(tape, hessian=False):
+    """(Jacobian pattern, Hessian pattern or None) of a tape as CSR triples
+    (indptr, indices, shape); kept on the tape."""
+    cache = _cache(tape)
+    key = "hessian_pattern" if hessian else "jacobian_pattern"
+    if key not in cache:
+        (jp, ji), hes = _propagate(tape, hessian)
+        cache["jacobian_pattern"] = (jp, ji, (tape.n_outputs, tape.n_inputs))
+        if hessian:
+            hp, hi = hes
+            cache["hessian_pattern"] = (hp, hi, (tape.n_inputs, tape.n_inputs))
+    return cache["jacobian_pattern"], cache.get("hessian_pattern")
+
+
+def _cache(tape):
+    if tape.sparse_cache is None:
+        tape.sparse_cache = {}
+    return tape.sparse_cache
+
+
+def _bool_csr(triple):
+    sp = _scipy_sparse()
+    indptr, indices, shape = triple
+    return sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr), shape=shape)
+
+
+def jacobian_sparsity(f):
+    """f -> function of x giving the Jacobian's pattern, a boolean
+    scipy.sparse.csr_matrix of shape (out.size, x.size), by index-set
+    propagation over the tape recorded at x."""
+    def pattern_f(x):
+        return _bool_csr(tape_patterns(_record(f, x))[0])
+    return pattern_f
+
+
+def hessian_sparsity(f):
+    """f -> function of x giving the Hessian's pattern of scalar f, a boolean
+    symmetric scipy.sparse.csr_matrix (x.size, x.size), from the op table's
+    second-derivative flags (nonlinear interaction domains)."""
+    def pattern_f(x):
+        tape = _record(f, x)
+        _need_scalar(tape, "hessian_sparsity")
+        return _bool_csr(tape_patterns(tape, hessian=True)[1])
+    return pattern_f
+
+
+def _need_scalar(tape, who):
+    if tape.n_outputs != 1 or tape.out_shape != ():
+        raise ValueError(f"fastad.{who} needs f to return a scalar, but it returned shape "
+                         f"{tape.out_shape}; use fad.sparse_jacobian for vector outputs")
+
+
+# ---------------------------------------------------------------- coloring
+
+def _csr_of(pattern):
+    """(indptr, indices, shape) of a scipy.sparse matrix or dense array pattern."""
+    if isinstance(pattern, tuple) and len(pattern) == 3:
+        return pattern
+    if hasattr(pattern, "tocsr"):
+        m = pattern.tocsr()
+        m.sum_duplicates()
+        m.sort_indices()
+        m.eliminate_zeros()
+        return m.indptr.astype(np.int64), m.indices.astype(np.int32), m.shape
+    a = np.asarray(pattern)
+    if a.ndim != 2:
+        raise ValueError(f"fastad: a sparsity pattern must be 2-D, got shape {a.shape}")
+    rows, cols = np.nonzero(a)
+    indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=a.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(np.int32), a.shape
+
+
+def color_jacobian(pattern, partition="column", ordering="best"):
+    """Colors for a Jacobian pattern (scipy.sparse matrix or dense array).
+
+    partition "column": distance-2 coloring of the column intersection graph
+    (one forward lane per color); "row": the same for rows (one reverse lane
+    per color); "bidirectional": (column colors, row colors) where -1 marks
+    a column or row left out of that sweep.  ordering: "natural",
+    "largest_first", "smallest_last", "incidence_degree" or "best" (the
+    fewest colors of the three greedy orderings)."""
+    indptr, indices, shape = _csr_of(pattern)
+    if partition == "column":
+        return _coloring.color_columns(indptr, indices, shape, ordering)
+    if partition == "row":
+        return _coloring.color_rows(indptr, indices, shape, ordering)
+    if partition == "bidirectional":
+        return _coloring.bicolor(indptr, indices, shape)
+    raise ValueError(f"fastad.color_jacobian: partition must be one of {PARTITIONS}, "
+                     f"got {partition!r}")
+
+
+def color_hessian(pattern, ordering="best"):
+    """Star coloring of a symmetric pattern: H S for the seed S of these
+    colors determines every nonzero of H directly."""
+    indptr, indices, shape = _csr_of(pattern)
+    if shape[0] != shape[1]:
+        raise ValueError(f"fastad.color_hessian: a Hessian pattern is square, got {shape}")
+    return _coloring.star_color(indptr, indices, shape[0], ordering)
+
+
+def _n_colors(colors):
+    return int(colors.max()) + 1 if colors.size and colors.max() >= 0 else 0
+
+
+class JacobianPlan:
+    """What a sparse Jacobian of one tape needs besides the sweeps: the
+    pattern, the partition chosen and its colors and seeds."""
+
+    def __init__(self, tape, mode="auto", ordering="best"):
+        if mode not in ("auto", "fwd", "rev", "bidirectional"):
+            raise ValueError("fastad.sparse_jacobian: mode must be 'auto', 'fwd', 'rev' "
+                             f"or 'bidirectional', got {mode!r}")
+        self.indptr, self.indices, self.shape = tape_patterns(tape)[0]
+        m, n = self.shape
+        csr = (self.indptr, self.indices, self.shape)
+        row_nnz = np.diff(self.indptr)
+        col_nnz = np.bincount(self.indices, minlength=n)
+        # a one-sided coloring needs at least as many colors as the densest
+        # row (columns) or column (rows), and costs about the sum of squares
+        # of those counts: skip it when a bicoloring is bound to win anyway
+        nnz = max(int(self.indices.size), 1)
+        heavy_col = float(np.dot(row_nnz, row_nnz)) > 64.0 * nnz + 1e6
+        heavy_row = float(np.dot(col_nnz, col_nnz)) > 64.0 * nnz + 1e6
+        cands = {}
+        if mode == "fwd" or (mode == "auto" and not heavy_col):
+            cands["fwd"] = (_coloring.color_columns(*csr, ordering), None)
+        if mode == "rev" or (mode == "auto" and not heavy_row):
+            cands["rev"] = (None, _coloring.color_rows(*csr, ordering))
+        if mode == "bidirectional" or (mode == "auto" and (
+                not cands or self._worth_bicoloring(cands, row_nnz, col_nnz))):
+            cands["bidirectional"] = _coloring.bicolor(*csr, ordering=ordering)
+        self.mode = min(cands, key=lambda k: self._cost(*cands[k]))
+        self.col_colors, self.row_colors = cands[self.mode]
+        self.n_fwd = _n_colors(self.col_colors) if self.col_colors is not None else 0
+        self.n_rev = _n_colors(self.row_colors) if self.row_colors is not None else 0
+        self.col_seeds = (_coloring.seed_matrix(self.col_colors, self.n_fwd).T.copy()
+                          if self.n_fwd else None)                      # (p, n)
+        self.row_seeds = (_coloring.seed_matrix(self.row_colors, self.n_rev).T.copy()
+                          if self.n_rev else None)                      # (q, m)
+
+    @staticmethod
+    def _cost(col, row):
+        return ((_n_colors(col) if col is not None else 0) * FWD_LANE_COST
+                + (_n_colors(row) if row is not None else 0) * REV_LANE_COST)
+
+    def _worth_bicoloring(self, cands, row_nnz, col_nnz):
+        """Bicoloring pays when a few dense rows or columns inflate the
+        one-sided colorings well above their lower bounds (max nonzeros in a
+        row for columns, in a column for rows)."""
+        best = min(self._cost(*c) for c in cands.values())
+        bound = min(row_nnz.max(initial=0), col_nnz.max(initial=0))
+        return best > 2 * max(bound, 1) or best > 16
+
+    @property
+    def sweeps(self):
+        """Lanes per evaluation: (forward directions, reverse seeds)."""
+        return self.n_fwd, self.n_rev
+
+    def evaluate(self, tape, x):
+        sp = _scipy_sparse()
+        m, n = self.shape
+        csr = (self.indptr, self.indices, self.shape)
+        if self.mode == "fwd":
+            B = self._forward(tape, tape, x)
+            data = _coloring.recover_columns(*csr, self.col_colors, B)
+        elif self.mode == "rev":
+            C = self._reverse(tape, tape, x)
+            data = _coloring.recover_rows(*csr, self.row_colors, C)
+        else:
+            pt = tape.at(x)
+            B = self._forward(tape, pt, None) if self.n_fwd else np.zeros((m, 0))
+            C = self._reverse(tape, pt, None) if self.n_rev else np.zeros((0, n))
+            data = _coloring.recover_bidirectional(*csr, self.col_colors, self.row_colors, B, C)
+        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+    def _forward(self, tape, where, x):
+        seeds = self.col_seeds.reshape((self.n_fwd,) + tuple(tape.in_shape or ()))
+        T = where.jvp(x, seeds) if x is not None else where.jvp(seeds)
+        return np.ascontiguousarray(np.reshape(T, (self.n_fwd, -1)).T)      # J S: (m, p)
+
+    def _reverse(self, tape, where, x):
+        seeds = self.row_seeds.reshape((self.n_rev,) + tuple(tape.out_shape or ()))
+        G = where.vjp(x, seeds) if x is not None else where.vjp(seeds)
+        return np.ascontiguousarray(np.reshape(G, (self.n_rev, -1)))        # W^T J: (q, n)
+
+
+class HessianPlan:
+    """The Hessian's pattern and its star coloring, for one tape."""
+
+    def __init__(self, tape, ordering="best"):
+        _need_scalar(tape, "sparse_hessian")
+        self.indptr, self.indices, self.shape = tape_patterns(tape, hessian=True)[1]
+        self.colors = _coloring.star_color(self.indptr, self.indices, self.shape[0], ordering)
+        self.n_colors = _n_colors(self.colors)
+        self.seeds = _coloring.seed_matrix(self.colors, self.n_colors).T.copy()   # (p, n)
+        self.recovery = _coloring.star_recovery_plan(self.indptr, self.indices,
+                                                     self.shape[0], self.colors)
+
+    def evaluate(self, tape, x, point=None):
+        sp = _scipy_sparse()
+        n = self.shape[0]
+        if self.n_colors == 0:
+            data = np.zeros(self.indices.size)
+        else:
+            seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
+            HS = point.hvp(seeds) if point is not None else tape.hvp(x, seeds)
+            B = np.ascontiguousarray(np.reshape(HS, (self.n_colors, n)).T)           # (n, p)
+            data = _coloring.recover_star(self.indptr, self.indices, n, self.colors, B,
+                                          plan=self.recovery)
+        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+
+def tape_sparse_jacobian(tape, x, mode="auto"):
+    cache = _cache(tape)
+    key = ("jacobian_plan", mode)
+    if key not in cache:
+        cache[key] = JacobianPlan(tape, mode)
+    return cache[key].evaluate(tape, x)
+
+
+def tape_sparse_hessian(tape, x, point=None):
+    cache = _cache(tape)
+    if "hessian_plan" not in cache:
+        cache["hessian_plan"] = HessianPlan(tape)
+    return cache["hessian_plan"].evaluate(tape, x, point)
+
+
+def sparse_jacobian(f, mode="auto"):
+    """f -> function of x giving the Jacobian as a scipy.sparse.csr_matrix of
+    shape (out.size, x.size): pattern by propagation, coloring, one
+    compressed sweep per direction (forward, reverse or both: mode "auto"
+    picks the fewest weighted lanes), and decompression."""
+    if mode not in ("auto", "fwd", "rev", "bidirectional"):
+        raise ValueError("fastad.sparse_jacobian: mode must be 'auto', 'fwd', 'rev' "
+                         f"or 'bidirectional', got {mode!r}")
+
+    def jac_f(x):
+        return tape_sparse_jacobian(_record(f, x), x, mode)
+    return jac_f
+
+
+def sparse_hessian(f):
+    """f -> function of x giving the Hessian of scalar f as a
+    scipy.sparse.csr_matrix: pattern from the op table's second-derivative
+    flags, star coloring, one forward-over-reverse sweep with one direction
+    per color, and direct recovery."""
+    def hess_f(x):
+        return tape_sparse_hessian(_record(f, x), x)
+    return hess_f
