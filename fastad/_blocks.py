@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from fastad._tape import OP_NAMES, op_map, op_map2, scale_one_minus_sq
+from fastad._tape import (OP_NAMES, add_rows, op_map, op_map2, rows_times,
+                          scale_one_minus_sq)
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -78,7 +79,7 @@ class Operand:
         """The operand's k tangents, shape + (k,)."""
         if self.start >= 0:
             return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
-        return tan[self.flat].reshape(self.shape + (k,))
+        return np.take(tan, self.flat, axis=0).reshape(self.shape + (k,))   # 4x tan[flat]
 
     def add_adjoint(self, adj, g, k, cot=None):
         """adj[slots] += g, g of shape + (k,); repeated slots add up.  With cot
@@ -88,10 +89,8 @@ class Operand:
         g = g.reshape(-1, k)
         if self.start >= 0:
             adj[self.start:self.start + self.flat.size] += g
-        elif self.unique:
-            adj[self.flat] += g
         else:
-            np.add.at(adj, self.flat, g)
+            add_rows(adj, self.flat, g)
 
     def sources(self):
         if self.idx is None:
@@ -192,6 +191,8 @@ def _times(d, g):
             return -g
         if np.isfinite(d):
             return g * d
+    elif d.shape == g.shape[:-1]:
+        return rows_times(d, g)          # one C pass, strong zeros included
     else:
         with np.errstate(invalid="ignore", over="ignore"):
             r = g * d[..., None]
@@ -445,11 +446,41 @@ class Elementwise(Block):
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
 
     def tangent(self, val, state, tan, k):
-        t = 0.0
-        for operand, d in zip(self.operands(), self._partials(val, state)):
-            if operand.active:
-                t = t + _times(d, operand.tangent(tan, k))
-        tan[self.start:self.stop] = np.broadcast_to(t, self.shape + (k,)).reshape(-1, k)
+        """Straight into the block's rows of tan: d0 x' (+ d1 y'), in place."""
+        dest = tan[self.start:self.stop].reshape(self.shape + (k,))
+        partials = self._partials(val, state)
+        first = True
+        with np.errstate(invalid="ignore", over="ignore"):
+            for operand, d in zip(self.operands(), partials):
+                if not operand.active:
+                    continue
+                t = operand.tangent(tan, k)
+                scalar = np.ndim(d) == 0
+                if not scalar and d.shape == self.shape and t.shape == dest.shape:
+                    rows_times(d, t, dest, not first)
+                    first = False
+                    continue
+                if first:
+                    if scalar and d == 1.0:
+                        np.copyto(dest, np.broadcast_to(t, dest.shape))
+                    else:
+                        np.multiply(t, d if scalar else d[..., None], out=dest)
+                    first = False
+                elif scalar and d == 1.0:
+                    np.add(dest, t, out=dest)
+                elif scalar and d == -1.0:
+                    np.subtract(dest, t, out=dest)
+                else:
+                    dest += t * (d if scalar else d[..., None])
+        if first:
+            dest[...] = 0.0
+        elif not math.isfinite(np.add.reduce(dest, axis=None)):
+            # inf/NaN somewhere: redo with exact zeros for zero tangent lanes
+            total = 0.0
+            for operand, d in zip(self.operands(), partials):
+                if operand.active:
+                    total = total + _times(d, operand.tangent(tan, k))
+            dest[...] = np.broadcast_to(total, dest.shape)
 
 
 def _as2d(shape, left):

@@ -79,8 +79,10 @@ cdef class Tape:
     cdef object _gather(self, const double* val)
     cdef Py_ssize_t _top(self, Py_ssize_t hi)
     cdef object _sweep_at(self, x, seeds, bint forward)
-    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds)
-    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds)
+    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=*)
+    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=*)
     cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
                           object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
                           object cot=*) except -1

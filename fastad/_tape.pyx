@@ -127,9 +127,24 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
                     r += nd[i].p1 * t
             tan[i] = r
         return
+    if k == 2:          # small k: constant lane counts let the compiler unroll
+        _tangent_lanes(nd, tan, 2, lo, hi)
+    elif k == 3:
+        _tangent_lanes(nd, tan, 3, lo, hi)
+    elif k == 4:
+        _tangent_lanes(nd, tan, 4, lo, hi)
+    else:
+        _tangent_lanes(nd, tan, k, lo, hi)
+
+
+cdef inline void _tangent_lanes(const fad_node* nd, double* tan, Py_ssize_t k,
+                                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double* ti
     cdef const double* t0
     cdef const double* t1
     cdef double p0, p1
+    cdef int32_t a0, a1
     for i in range(lo, hi):
         ti = tan + i * k
         a0 = nd[i].a0
@@ -890,8 +905,11 @@ cdef class Tape:
     def _recorded_states(self):
         return [blk.state for blk in self.blocks]
 
-    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds):
-        """(k, n_inputs) directions -> (k, n_outputs) output tangents."""
+    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=None):
+        """(k, n_inputs) directions -> (k, n_outputs) output tangents; with
+        `gather`, the tangent buffer (slot-major, k lanes) at those flat
+        positions instead (a sparse Jacobian's decompression, in one take)."""
         cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
         cdef Work w = self._acquire()
@@ -899,12 +917,16 @@ cdef class Tape:
             tan = w.scratch_array(hi, k)        # every node and block writes its rows
             tan[:lo] = sd.T
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
+            if gather is not None:
+                return tan.reshape(-1).take(gather)
             return tan[self.out_slots.reshape(-1)].T
         finally:
             self._release(w)
 
-    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds):
-        """(k, n_outputs) cotangents -> (k, n_inputs) input adjoints."""
+    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=None):
+        """(k, n_outputs) cotangents -> (k, n_inputs) input adjoints (with
+        `gather`: the adjoint buffer at those flat positions, as _tangents)."""
         cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
         cdef Work w = self._acquire()
@@ -920,6 +942,8 @@ cdef class Tape:
                 for j in range(k):
                     ap[so[o] * k + j] += sp[j * m + o]
             self._reverse_run(nodes, val, states, adj, k, hi - 1, lo, cot)
+            if gather is not None:
+                return adj.reshape(-1).take(gather)
             return adj[:lo].T.copy()
         finally:
             self._release(w)
@@ -984,6 +1008,24 @@ cdef class Tape:
         finally:
             self._release(w)
 
+    def _sparse_sweeps(self, x, fwd_seeds, fwd_gather, rev_seeds, rev_gather):
+        """One replay at x, then a k-direction tangent sweep and/or a k-seed
+        adjoint sweep (seeds (k, n_inputs) / (k, n_outputs), None to skip),
+        each returning its buffer at the gather positions: the compressed
+        sweeps of a sparse Jacobian with the decompression fused in."""
+        cdef Work w = self._acquire()
+        try:
+            self._replay(w, x)
+            val = _view(w.val, self.buf.n)
+            f = r = None
+            if fwd_seeds is not None:
+                f = self._tangents(w.node, val, w.states, fwd_seeds, fwd_gather)
+            if rev_seeds is not None:
+                r = self._adjoints(w.node, val, w.states, rev_seeds, rev_gather)
+            return f, r
+        finally:
+            self._release(w)
+
     cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
                          Py_ssize_t lo) except -1:
@@ -1023,7 +1065,7 @@ cdef class Tape:
         (gradient, hvp) without replaying again (what optimizers want)."""
         return TapePoint(self, x)
 
-    def _hvp(self, x, v, bint with_grad=False, Work point=None):
+    def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
         """H v (and the value and gradient) at x (None: the recorded point;
         `point`: a Work already replayed there)."""
         if self.out_slots is None or self.out_slots.ndim != 0:
@@ -1048,13 +1090,15 @@ cdef class Tape:
                 val, states = _view(w.val, self.buf.n), w.states
             else:
                 val, states = self.recorded_values(), self._recorded_states()
-            tan = w.zeros(hi, k, 0)
+            tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
             tan[:lo] = seeds.T
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
             adj = w.zeros(hi, 1, 1)
             adj[slot, 0] = 1.0
             adt = w.zeros(hi, k, 2)
             self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
+            if gather is not None:          # H S at these flat positions (sparse Hessians)
+                return adt.reshape(-1).take(gather)
             Hv = self._shape_in(adt[:lo].T.copy(), stacked)
             if not with_grad:
                 return Hv
@@ -1391,6 +1435,66 @@ def op_map(int op, x, y=None, double c=0.0):
     return _op_arrays(op, x, y, c, False)
 
 
+def add_rows(dst, idx, g):
+    """dst[idx[i], :] += g[i, :] in order (repeated rows add up): the
+    scatter of a gathered operand's adjoints.  NumPy's fancy `+=` takes
+    several times longer and np.add.at longer still."""
+    cdef double[:, ::1] d = dst
+    cdef const Py_ssize_t[::1] ix = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+    cdef Py_ssize_t m = ix.shape[0], k = d.shape[1], i, j, r
+    cdef const double[:, ::1] gv = np.ascontiguousarray(
+        np.broadcast_to(g, (m, k)) if np.ndim(g) < 2 else np.reshape(g, (m, k)), dtype=np.float64)
+    for i in range(m):
+        if not 0 <= ix[i] < d.shape[0]:
+            raise IndexError(f"add_rows: row {ix[i]} outside 0..{d.shape[0] - 1}")
+    with nogil:
+        for i in range(m):
+            r = ix[i]
+            for j in range(k):
+                d[r, j] += gv[i, j]
+
+
+def rows_times(d, t, out=None, bint accumulate=False):
+    """out[i, :] (+)= d[i] * t[i, :] for t of d's size times k lanes: a
+    partial times k tangents or cotangents, where NumPy's d[..., None] * t
+    runs an inner loop of length k.  A zero lane stays an exact zero where
+    d[i] is inf or NaN (strong zeros).  Returns out, shaped like t."""
+    cdef const double[::1] dv = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t m = dv.shape[0]
+    ta = np.ascontiguousarray(t, dtype=np.float64)
+    if m == 0 or ta.size % m:
+        raise ValueError(f"rows_times: {ta.size} lanes for {m} partials")
+    cdef Py_ssize_t k = ta.size // m, i, j
+    cdef const double[::1] tv = ta.reshape(-1)
+    if out is None:
+        out = np.empty(ta.shape)
+        accumulate = False
+    elif not out.flags.c_contiguous or out.size != ta.size:
+        raise ValueError("rows_times: out must be C-contiguous and as large as t")
+    cdef double[::1] ov = out.reshape(-1)
+    cdef double di
+    with nogil:
+        for i in range(m):
+            di = dv[i]
+            if isfinite(di):
+                if accumulate:
+                    for j in range(k):
+                        ov[i * k + j] += di * tv[i * k + j]
+                else:
+                    for j in range(k):
+                        ov[i * k + j] = di * tv[i * k + j]
+            else:
+                for j in range(k):
+                    if tv[i * k + j] != 0.0:
+                        if accumulate:
+                            ov[i * k + j] += di * tv[i * k + j]
+                        else:
+                            ov[i * k + j] = di * tv[i * k + j]
+                    elif not accumulate:
+                        ov[i * k + j] = 0.0
+    return out
+
+
 def scale_one_minus_sq(g, z):
     """g * (1 - z**2) with g of z's size times k lanes (slot-major): tanh's
     pullback from its output in one pass, instead of keeping 1 - z**2 from
@@ -1519,6 +1623,11 @@ cdef class TapePoint:
         with nogil:
             reverse_scalar(self.w.node, gp, slot, lo)
         self.G = G
+
+    def _hvp_gather(self, seeds, gather):
+        """H S at this point (seeds (k,) + x.shape) at flat positions of the
+        slot-major buffer: a sparse Hessian's sweep and decompression."""
+        return self.tape._hvp(None, seeds, False, self.w, gather)
 
     def vjp(self, ybar):
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""

@@ -196,6 +196,28 @@ class JacobianPlan:
                           if self.n_fwd else None)                      # (p, n)
         self.row_seeds = (_coloring.seed_matrix(self.row_colors, self.n_rev).T.copy()
                           if self.n_rev else None)                      # (q, m)
+        self._gathers(tape)
+
+    def _gathers(self, tape):
+        """Where each nonzero sits in the sweeps' slot-major buffers: J[i, j]
+        read forward is lane col_colors[j] of output i's slot; read in
+        reverse, lane row_colors[i] of input j's slot (inputs are slots 0..n-1)."""
+        m, n = self.shape
+        rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(self.indptr))
+        cols = self.indices.astype(np.int64)
+        out_slots = np.asarray(tape.out_slots, dtype=np.int64).reshape(-1)
+        if self.mode == "fwd":
+            rev = np.zeros(rows.size, dtype=bool)
+        elif self.mode == "rev":
+            rev = np.ones(rows.size, dtype=bool)
+        else:
+            rev = self.row_colors[rows] >= 0
+        fwd = ~rev
+        self.fwd_pos, self.rev_pos = np.flatnonzero(fwd), np.flatnonzero(rev)
+        self.fwd_src = out_slots[rows[fwd]] * self.n_fwd + self.col_colors[cols[fwd]] \
+            if self.n_fwd else None
+        self.rev_src = cols[rev] * self.n_rev + self.row_colors[rows[rev]] \
+            if self.n_rev else None
 
     @staticmethod
     def _cost(col, row):
@@ -217,30 +239,18 @@ class JacobianPlan:
 
     def evaluate(self, tape, x):
         sp = _scipy_sparse()
-        m, n = self.shape
-        csr = (self.indptr, self.indices, self.shape)
-        if self.mode == "fwd":
-            B = self._forward(tape, tape, x)
-            data = _coloring.recover_columns(*csr, self.col_colors, B)
-        elif self.mode == "rev":
-            C = self._reverse(tape, tape, x)
-            data = _coloring.recover_rows(*csr, self.row_colors, C)
+        f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
+                                   self.fwd_src, self.row_seeds if self.rev_pos.size else None,
+                                   self.rev_src)
+        if self.rev_pos.size == 0:
+            data = f
+        elif self.fwd_pos.size == 0:
+            data = r
         else:
-            pt = tape.at(x)
-            B = self._forward(tape, pt, None) if self.n_fwd else np.zeros((m, 0))
-            C = self._reverse(tape, pt, None) if self.n_rev else np.zeros((0, n))
-            data = _coloring.recover_bidirectional(*csr, self.col_colors, self.row_colors, B, C)
+            data = np.empty(self.indices.size)
+            data[self.fwd_pos] = f
+            data[self.rev_pos] = r
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
-
-    def _forward(self, tape, where, x):
-        seeds = self.col_seeds.reshape((self.n_fwd,) + tuple(tape.in_shape or ()))
-        T = where.jvp(x, seeds) if x is not None else where.jvp(seeds)
-        return np.ascontiguousarray(np.reshape(T, (self.n_fwd, -1)).T)      # J S: (m, p)
-
-    def _reverse(self, tape, where, x):
-        seeds = self.row_seeds.reshape((self.n_rev,) + tuple(tape.out_shape or ()))
-        G = where.vjp(x, seeds) if x is not None else where.vjp(seeds)
-        return np.ascontiguousarray(np.reshape(G, (self.n_rev, -1)))        # W^T J: (q, n)
 
 
 class HessianPlan:
@@ -252,8 +262,10 @@ class HessianPlan:
         self.colors = _coloring.star_color(self.indptr, self.indices, self.shape[0], ordering)
         self.n_colors = _n_colors(self.colors)
         self.seeds = _coloring.seed_matrix(self.colors, self.n_colors).T.copy()   # (p, n)
-        self.recovery = _coloring.star_recovery_plan(self.indptr, self.indices,
-                                                     self.shape[0], self.colors)
+        plan = _coloring.star_recovery_plan(self.indptr, self.indices, self.shape[0],
+                                            self.colors)
+        # H S [i, c] is lane c of input i's slot in the slot-major buffer
+        self.src = np.asarray(plan.src_row, np.int64) * self.n_colors + np.asarray(plan.src_col)
 
     def evaluate(self, tape, x, point=None):
         sp = _scipy_sparse()
@@ -262,10 +274,8 @@ class HessianPlan:
             data = np.zeros(self.indices.size)
         else:
             seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
-            HS = point.hvp(seeds) if point is not None else tape.hvp(x, seeds)
-            B = np.ascontiguousarray(np.reshape(HS, (self.n_colors, n)).T)           # (n, p)
-            data = _coloring.recover_star(self.indptr, self.indices, n, self.colors, B,
-                                          plan=self.recovery)
+            data = point._hvp_gather(seeds, self.src) if point is not None \
+                else tape._hvp(x, seeds, False, None, self.src)
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
 
 
