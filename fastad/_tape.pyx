@@ -1576,6 +1576,61 @@ cdef void reverse_second_cached(const fad_node* nd, const double* G, const doubl
                 adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
 
 
+cdef void reverse_second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
+                               const double* G, const double* tan, double* adt, Py_ssize_t k,
+                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
+    """reverse_second for k directions (slot-major lanes) at a point whose
+    adjoints G are known: the compressed sweep of a sparse Hessian.  Second
+    partials are computed on the way, only at nonlinear nodes with a
+    nonzero adjoint (one sweep per point, so caching them would not pay)."""
+    if k == 2:          # constant lane counts let the compiler unroll
+        _second_lanes(op, nd, val, G, tan, adt, 2, hi, lo)
+    elif k == 3:
+        _second_lanes(op, nd, val, G, tan, adt, 3, hi, lo)
+    elif k == 4:
+        _second_lanes(op, nd, val, G, tan, adt, 4, hi, lo)
+    else:
+        _second_lanes(op, nd, val, G, tan, adt, k, hi, lo)
+
+
+cdef inline void _second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
+                               const double* G, const double* tan, double* adt, Py_ssize_t k,
+                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double g, xx, xy, yy
+    cdef int32_t a0, a1
+    cdef int o
+    cdef double* di
+    cdef bint zero
+    for i in range(hi, lo - 1, -1):
+        di = adt + i * k
+        g = G[i]
+        o = op[i]
+        zero = True
+        for j in range(k):
+            if di[j] != 0.0:
+                zero = False
+                break
+        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
+            g = 0.0                                  # linear: no curvature term
+        if zero and g == 0.0:
+            continue
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        if not zero:
+            _axpy(adt + a0 * k, nd[i].p0, di, k)
+            if a1 >= 0:
+                _axpy(adt + a1 * k, nd[i].p1, di, k)
+        if g != 0.0:
+            if a1 >= 0:
+                fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
+                _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, xy, tan + a1 * k, k)
+                _curv_lanes(adt + a1 * k, g, xy, tan + a0 * k, yy, tan + a1 * k, k)
+            else:
+                fad_second(o, val[a0], 0.0, nd[i].p1, val[i], &xx, &xy, &yy)
+                _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, 0.0, tan + a0 * k, k)
+
+
 cdef class TapePoint:
     """A tape replayed at one x (see Tape.at): its value, gradient and
     Hessian-vector products there, each without another replay.  On a tape
@@ -1627,7 +1682,7 @@ cdef class TapePoint:
     def _hvp_gather(self, seeds, gather):
         """H S at this point (seeds (k,) + x.shape) at flat positions of the
         slot-major buffer: a sparse Hessian's sweep and decompression."""
-        return self.tape._hvp(None, seeds, False, self.w, gather)
+        return self._hvp_at(seeds, gather)
 
     def vjp(self, ybar):
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""
@@ -1645,28 +1700,38 @@ cdef class TapePoint:
 
     def hvp(self, v):
         """H v at this point; v of x's shape or (k,) + x.shape."""
+        return self._hvp_at(v, None)
+
+    cdef object _hvp_at(self, v, gather):
         cdef Tape t = self.tape
         if t.blocks or t.out_slots is None or t.out_slots.ndim != 0:
-            return t._hvp(None, v, False, self.w)
+            return t._hvp(None, v, False, self.w, gather)
         seeds, stacked = t._stacked(v, t.in_shape, "direction")
         cdef Py_ssize_t k = seeds.shape[0], lo = t.n_inputs, slot = int(t.out_slots[()])
         cdef Py_ssize_t hi = max(slot + 1, lo), j
-        if k != 1:
-            return t._hvp(None, v, False, self.w)
+        if k == 0:
+            return t._hvp(None, v, False, self.w, gather)
         self._adjoints_all()
-        cdef double* sp
-        if self.S is None:
+        cdef double* sp = NULL
+        if self.S is None and k == 1:      # CG asks for many products here: keep S
             self.S = np.empty(3 * hi)
             sp = _dptr(self.S)
             with nogil:
                 second_partials(t.buf.op, self.w.node, self.w.val, sp, lo, hi)
-        cdef cnp.ndarray tan = self.w.zeros(hi, 1, 0), adt = self.w.zeros(hi, 1, 1)
-        tan[:lo, 0] = seeds[0]
+        cdef cnp.ndarray tan = self.w.scratch_array(hi, k, 0), adt = self.w.zeros(hi, k, 1)
+        tan[:lo] = seeds.T
         cdef double* tp = _dptr(tan)
         cdef double* dp = _dptr(adt)
         cdef double* gp = _dptr(self.G)
-        sp = _dptr(self.S)
+        if self.S is not None:
+            sp = _dptr(self.S)
         with nogil:
-            forward_tangent(self.w.node, tp, 1, lo, hi)
-            reverse_second_cached(self.w.node, gp, sp, tp, dp, hi - 1, lo)
-        return t._shape_in(adt[:lo, 0].reshape(1, -1).copy(), stacked)
+            forward_tangent(self.w.node, tp, k, lo, hi)
+            if sp != NULL and k == 1:
+                reverse_second_cached(self.w.node, gp, sp, tp, dp, hi - 1, lo)
+            else:
+                reverse_second_lanes(t.buf.op, self.w.node, self.w.val, gp, tp, dp, k,
+                                     hi - 1, lo)
+        if gather is not None:
+            return adt.reshape(-1).take(gather)
+        return t._shape_in(adt[:lo].T.copy(), stacked)

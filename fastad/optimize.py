@@ -242,7 +242,7 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     shape = x.shape
     rec = _Recorded(f, x)
     mode = _hessian_mode(hessian, rec)
-    nhess = 0
+    nhess, H, H_at = 0, None, None
     n = x.size
     max_cg = max_cg or max(10, min(n, 500))
     pt = rec.point(x)
@@ -259,9 +259,10 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
         gnorm = np.linalg.norm(g)
         point = pt
         if mode == "sparse":
-            from fastad.sparse import tape_sparse_hessian
-            H = tape_sparse_hessian(point.tape, None, point=point)
-            nhess += 1
+            if H_at is not point:          # a rejected step keeps the point, and its H
+                from fastad.sparse import tape_sparse_hessian
+                H, H_at = tape_sparse_hessian(point.tape, None, point=point), point
+                nhess += 1
 
             def hvp(v):
                 return H @ v
