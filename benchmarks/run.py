@@ -84,6 +84,11 @@ def main(argv=None):
     print()
     print(bench_second.run())
     print()
+    import bench_sparse
+    print("## Sparse Jacobians and Hessians by coloring (bench_sparse.py)")
+    print()
+    print(bench_sparse.run(quick=args.quick))
+    print()
     print("Newton-Krylov against scipy: python benchmarks/bench_optimize.py [--n 10000]")
     return 0
 

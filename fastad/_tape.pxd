@@ -79,6 +79,7 @@ cdef class Tape:
     cdef object _gather(self, const double* val)
     cdef Py_ssize_t _top(self, Py_ssize_t hi)
     cdef object _sweep_at(self, x, seeds, bint forward)
+    cdef object _replay_tangents(self, Work w, x, seeds, gather)
     cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
                           object gather=*)
     cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,

@@ -315,6 +315,68 @@ cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
     return -1
 
 
+cdef Py_ssize_t forward_values_tangent(const uint8_t* op, const fad_node* nd,
+                                       const double* recorded, double* val, fad_node* out,
+                                       double* tan, Py_ssize_t k, Py_ssize_t lo,
+                                       Py_ssize_t hi) noexcept nogil:
+    """forward_values and forward_tangent (k lanes) in one pass over the
+    nodes: a replayed Jacobian-vector product reads the tape once."""
+    if k == 1:
+        return _values_tangent(op, nd, recorded, val, out, tan, 1, lo, hi)
+    if k == 2:
+        return _values_tangent(op, nd, recorded, val, out, tan, 2, lo, hi)
+    if k == 3:
+        return _values_tangent(op, nd, recorded, val, out, tan, 3, lo, hi)
+    if k == 4:
+        return _values_tangent(op, nd, recorded, val, out, tan, 4, lo, hi)
+    return _values_tangent(op, nd, recorded, val, out, tan, k, lo, hi)
+
+
+cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
+                                       const double* recorded, double* val, fad_node* out,
+                                       double* tan, Py_ssize_t k, Py_ssize_t lo,
+                                       Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int o
+    cdef int32_t a0, a1
+    cdef double v, d0, d1
+    cdef double* ti
+    cdef const double* t0
+    cdef const double* t1
+    for i in range(lo, hi):
+        o = op[i]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+        if o >= FAD_FIRST_CMP and v != recorded[i]:
+            return i
+        val[i] = v
+        out[i].p0 = d0
+        out[i].p1 = d1
+        out[i].a0 = a0
+        out[i].a1 = a1
+        ti = tan + i * k
+        if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
+            for j in range(k):
+                ti[j] = 0.0
+        elif a1 >= 0 and isfinite(d0) and isfinite(d1):
+            t0 = tan + a0 * k
+            t1 = tan + a1 * k
+            for j in range(k):
+                ti[j] = d0 * t0[j] + d1 * t1[j]
+        elif a1 < 0 and isfinite(d0):
+            t0 = tan + a0 * k
+            for j in range(k):
+                ti[j] = d0 * t0[j]
+        else:                                       # inf/NaN partials: zero lanes stay zero
+            for j in range(k):
+                ti[j] = 0.0
+            _axpy(ti, d0, tan + a0 * k, k)
+            if a1 >= 0:
+                _axpy(ti, d1, tan + a1 * k, k)
+    return -1
+
+
 # ---------------------------------------------------------------- work buffers
 
 cdef class Work:
@@ -990,9 +1052,40 @@ cdef class Tape:
             return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
 
+    cdef object _replay_tangents(self, Work w, x, seeds, gather):
+        """A tape of scalar nodes replayed at x into w with k tangent lanes
+        pushed along in the same pass; returns what _tangents returns."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
+        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, n = self.buf.n, r
+        cdef double* tp
+        cdef Work t = self._acquire()
+        try:
+            tan = t.scratch_array(max(n, lo), k)
+            tan[:lo] = sd.T
+            if lo:
+                memcpy(w.val, _dptr(flat), lo * sizeof(double))
+            tp = _dptr(tan)
+            with nogil:
+                r = forward_values_tangent(self.buf.op, self.buf.node, self.buf.val, w.val,
+                                           w.node, tp, k, lo, n)
+            if r >= 0:
+                raise BranchChangedError(self._branch_message(r))
+            if gather is not None:
+                return tan.reshape(-1).take(gather)
+            return tan[self.out_slots.reshape(-1)].T
+        finally:
+            self._release(t)
+
     cdef object _sweep_at(self, x, seeds, bint forward):
         """Tangents (forward) or adjoints for k seeds, at x or at the recorded point."""
         cdef Work w
+        if x is not None and forward and not self.blocks:
+            w = self._acquire()
+            try:
+                return self._replay_tangents(w, x, seeds, None)
+            finally:
+                self._release(w)
         if x is None:
             val, states = self.recorded_values(), self._recorded_states()
             if forward:
@@ -1015,10 +1108,13 @@ cdef class Tape:
         sweeps of a sparse Jacobian with the decompression fused in."""
         cdef Work w = self._acquire()
         try:
-            self._replay(w, x)
-            val = _view(w.val, self.buf.n)
             f = r = None
-            if fwd_seeds is not None:
+            if fwd_seeds is not None and not self.blocks:
+                f = self._replay_tangents(w, x, fwd_seeds, fwd_gather)   # one pass
+            else:
+                self._replay(w, x)
+            val = _view(w.val, self.buf.n)
+            if fwd_seeds is not None and f is None:
                 f = self._tangents(w.node, val, w.states, fwd_seeds, fwd_gather)
             if rev_seeds is not None:
                 r = self._adjoints(w.node, val, w.states, rev_seeds, rev_gather)

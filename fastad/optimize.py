@@ -51,18 +51,22 @@ class _Recorded:
             return self.tape.at(x)
 
 
-def objective(f, x0):
+def objective(f, x0, hessian="auto"):
     """(fun, jac, hessp) for scipy.optimize.minimize, backed by one replayed tape.
 
     fun(x) -> float, jac(x) -> ndarray, hessp(x, p) -> ndarray; the replay at
-    the most recent x is shared, so fun and jac at the same x cost one replay."""
+    the most recent x is shared, so fun and jac at the same x cost one replay.
+    hessian as in minimize: "hvp" gives each product by forward-over-reverse,
+    "sparse" from a sparse Hessian formed once per x by star coloring,
+    "auto" picks "sparse" when the pattern needs few colors."""
     rec = _Recorded(f, x0)
+    mode = _hessian_mode(hessian, rec)
     cache = {}
 
     def at(x):
         key = np.asarray(x, dtype=np.float64).tobytes()
         if cache.get("key") != key:
-            cache["key"], cache["point"] = key, rec.point(x)
+            cache["key"], cache["point"], cache["H"] = key, rec.point(x), None
         return cache["point"]
 
     def fun(x):
@@ -72,7 +76,13 @@ def objective(f, x0):
         return np.asarray(at(x).gradient()).reshape(-1)
 
     def hessp(x, p):
-        return np.asarray(at(x).hvp(np.reshape(p, rec.shape))).reshape(-1)
+        point = at(x)
+        if mode == "sparse":
+            if cache["H"] is None:
+                from fastad.sparse import tape_sparse_hessian
+                cache["H"] = tape_sparse_hessian(point.tape, None, point=point)
+            return cache["H"] @ np.reshape(p, -1)
+        return np.asarray(point.hvp(np.reshape(p, rec.shape))).reshape(-1)
     return fun, jac, hessp
 
 

@@ -180,10 +180,15 @@ class JacobianPlan:
         nnz = max(int(self.indices.size), 1)
         heavy_col = float(np.dot(row_nnz, row_nnz)) > 64.0 * nnz + 1e6
         heavy_row = float(np.dot(col_nnz, col_nnz)) > 64.0 * nnz + 1e6
+        lb_col, lb_row = int(row_nnz.max(initial=0)), int(col_nnz.max(initial=0))
         cands = {}
         if mode == "fwd" or (mode == "auto" and not heavy_col):
             cands["fwd"] = (_coloring.color_columns(*csr, ordering), None)
-        if mode == "rev" or (mode == "auto" and not heavy_row):
+        # no row coloring can beat a column coloring already at its lower bound
+        # unless the rows' own bound is lower after weighting
+        col_optimal = "fwd" in cands and _n_colors(cands["fwd"][0]) <= lb_col \
+            and lb_col * FWD_LANE_COST <= lb_row * REV_LANE_COST
+        if mode == "rev" or (mode == "auto" and not heavy_row and not col_optimal):
             cands["rev"] = (None, _coloring.color_rows(*csr, ordering))
         if mode == "bidirectional" or (mode == "auto" and (
                 not cands or self._worth_bicoloring(cands, row_nnz, col_nnz))):

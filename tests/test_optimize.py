@@ -205,10 +205,11 @@ def test_minimize_one_dimensional_convex():
 # fad.optimize.objective with scipy.optimize.minimize
 # ---------------------------------------------------------------------------
 
-def test_objective_values_match_scipy_rosen():
+@pytest.mark.parametrize("hessian", ["auto", "hvp", "sparse"])
+def test_objective_values_match_scipy_rosen(hessian):
     rng = np.random.default_rng(5)
     x0 = np.tile([-1.2, 1.0], 25)
-    fun, jac, hessp = fad.optimize.objective(rosen_vec, x0)
+    fun, jac, hessp = fad.optimize.objective(rosen_vec, x0, hessian=hessian)
     for _ in range(3):
         x, p = rng.normal(size=50), rng.normal(size=50)
         np.testing.assert_allclose(fun(x), so.rosen(x), rtol=1e-13)
@@ -223,16 +224,18 @@ def test_objective_values_match_scipy_rosen():
 
 @pytest.mark.parametrize("method,options", [("trust-krylov", {}),
                                            ("Newton-CG", {"xtol": 1e-10})])
-def test_objective_with_scipy_minimize_rosenbrock_50(method, options):
+@pytest.mark.parametrize("hessian", ["hvp", "sparse"])
+def test_objective_with_scipy_minimize_rosenbrock_50(method, options, hessian):
     x0 = np.tile([-1.2, 1.0], 25)
-    fun, jac, hessp = fad.optimize.objective(rosen_vec, x0)
+    fun, jac, hessp = fad.optimize.objective(rosen_vec, x0, hessian=hessian)
     res = so.minimize(fun, x0, jac=jac, hessp=hessp, method=method, options=options)
     assert res.success, res.message
     assert np.max(np.abs(res.x - 1.0)) < 1e-5
 
 
-def test_objective_rerecords_across_a_branch():
-    fun, jac, hessp = fad.optimize.objective(abs_like, np.array([1.0, 0.0, 0.0]))
+@pytest.mark.parametrize("hessian", ["hvp", "sparse"])
+def test_objective_rerecords_across_a_branch(hessian):
+    fun, jac, hessp = fad.optimize.objective(abs_like, np.array([1.0, 0.0, 0.0]), hessian=hessian)
     x = np.array([-2.0, 1.0, 0.0])      # the other side of the recorded branch
     np.testing.assert_allclose(fun(x), 16.0 + 0.25 + 0.25 + 1.0)
     np.testing.assert_allclose(jac(x), [2 * (-4.0) - 0.5, 1.0, -1.0])
