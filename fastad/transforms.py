@@ -86,7 +86,8 @@ def _input_gradients(tape, slot):
             grads.append(float(adj[first]))
         else:
             size = int(np.prod(shape, dtype=np.int64))
-            grads.append(adj[first:first + size].reshape(shape).copy())
+            # adj is a fresh array: disjoint views of it need no copy
+            grads.append(adj[first:first + size].reshape(shape))
     return grads
 
 

@@ -1,0 +1,42 @@
+"""The small C kernels the array blocks use (fastad._tape), against NumPy."""
+import numpy as np
+import pytest
+
+from fastad._tape import add_rows, rows_times, scale_one_minus_sq
+
+
+def test_rows_times_matches_numpy_and_keeps_strong_zeros():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=7)
+    t = rng.normal(size=(7, 3))
+    np.testing.assert_array_equal(rows_times(d, t), d[:, None] * t)
+    out = np.ones((7, 3))
+    rows_times(d, t, out, True)
+    np.testing.assert_array_equal(out, 1.0 + d[:, None] * t)
+    d[2], d[4] = np.inf, np.nan
+    t[2, 1] = t[4, 0] = 0.0
+    r = rows_times(d, t)
+    assert r[2, 1] == 0.0 and r[4, 0] == 0.0          # zero lanes stay exact zeros
+    assert np.isinf(r[2, 0]) and np.isnan(r[4, 1])
+    with pytest.raises(ValueError, match="lanes"):
+        rows_times(np.ones(4), np.ones(7))
+    with pytest.raises(ValueError, match="contiguous"):
+        rows_times(np.ones(3), np.ones((3, 2)), np.ones((2, 3)).T)
+
+
+def test_add_rows_adds_repeated_rows_up():
+    dst = np.zeros((5, 2))
+    add_rows(dst, np.array([3, 1, 3]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    np.testing.assert_array_equal(dst, [[0, 0], [3, 4], [0, 0], [6, 8], [0, 0]])
+    with pytest.raises(IndexError, match="row 5"):
+        add_rows(dst, np.array([5]), np.ones((1, 2)))
+    np.testing.assert_array_equal(dst[3], [6, 8])       # nothing added on error
+
+
+def test_scale_one_minus_sq_is_tanh_pullback():
+    rng = np.random.default_rng(1)
+    z = np.tanh(rng.normal(size=(4, 5)))
+    g = rng.normal(size=(4, 5, 2))
+    np.testing.assert_allclose(scale_one_minus_sq(g, z), g * (1 - z * z)[..., None], rtol=1e-15)
+    with pytest.raises(ValueError, match="cotangents"):
+        scale_one_minus_sq(np.ones(7), np.ones(3))
