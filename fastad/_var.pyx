@@ -620,6 +620,35 @@ def output_slots(Tape tape, object out):
 
 def stack(seq, axis=0):
     """Stack Vars, Arrays and numbers of equal shape along a new axis (no tape node)."""
+    cdef Py_ssize_t i, m
+    cdef Var v
+    cdef int64_t tid = -1
+    cdef double c
+    if (axis == 0 or axis == -1) and type(seq) in (list, tuple) and len(seq):
+        # the common case, a list of scalars collected in a loop: slots in one pass
+        m = len(seq)
+        for i in range(m):
+            item = seq[i]
+            if type(item) is Var:
+                if tid == -1:
+                    tid = (<Var>item).tid
+                elif (<Var>item).tid != tid:
+                    tid = -2
+                    break
+            elif not (type(item) is float or type(item) is int):
+                tid = -2
+                break
+        if tid >= 0:
+            tape = _tape_object(_current(tid))
+            slots = np.empty(m, dtype=np.intp)
+            for i in range(m):
+                item = seq[i]
+                if type(item) is Var:
+                    slots[i] = (<Var>item).slot
+                else:
+                    c = item
+                    slots[i] = tape.push_const(c)
+            return make_array(tape, slots)
     return _arr().stack(seq, axis=axis)
 
 
