@@ -86,6 +86,7 @@ def _case(name, f, x, check, hessian=False, reps=11):
 
 
 def run(quick=False):
+    import scipy.sparse  # noqa: F401 - importing SciPy (~0.1 s, once a process) is not a first call
     n = 20_000 if quick else 100_000
     reps = 5 if quick else 11
     rows = ["| workload | n | tape length | colors (lanes) | first call ms | repeat ms |",
