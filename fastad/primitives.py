@@ -112,6 +112,47 @@ class PrimitiveBlock(B.Block):
     def describe(self):
         return self.prim.name
 
+    def sparsity(self):
+        """The declared pattern (Primitive.defsparsity), else dense.  Each
+        output gets a virtual set of the slots it depends on, and those
+        interact with each other (the rule says nothing finer about H)."""
+        rule = self.prim.sparsity_rule
+        if rule is None:
+            return super().sparsity()
+        size = self.stop - self.start
+        pats = rule(*[o.shape for o in self.ops])
+        if not isinstance(pats, (tuple, list)):
+            pats = (pats,)
+        if len(pats) != len(self.ops):
+            raise ValueError(f"fastad: the sparsity rule of primitive '{self.prim.name}' "
+                             f"returned {len(pats)} patterns for {len(self.ops)} arguments")
+        rows, slots = [], []
+        for o, pat in zip(self.ops, pats):
+            if pat is None or not o.active:
+                continue
+            n_in = int(np.prod(o.shape, dtype=np.int64))
+            if hasattr(pat, "tocoo"):
+                coo = pat.tocoo()
+                shape, r, c = coo.shape, coo.row, coo.col
+            else:
+                pat = np.asarray(pat)
+                shape = pat.shape
+                r, c = np.nonzero(pat)
+            if tuple(shape) != (size, n_in):
+                raise ValueError(f"fastad: the sparsity rule of primitive '{self.prim.name}' "
+                                 f"gave a pattern of shape {tuple(shape)} for an argument of "
+                                 f"shape {o.shape}; expected {(size, n_in)}")
+            rows.append(np.asarray(r, np.int64))
+            slots.append(o.flat[np.asarray(c, np.int64)])
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        sl = np.concatenate(slots) if slots else np.zeros(0, np.int64)
+        order = np.argsort(r, kind="stable")
+        vptr = np.zeros(size + 1, np.int64)
+        np.cumsum(np.bincount(r, minlength=size), out=vptr[1:])
+        virt = B._virtual(np.arange(size))
+        return B._deps(self, size, vptr, sl[order], np.arange(size + 1), virt,
+                       pairs=np.stack([virt, virt], axis=1))
+
     def _args(self, val):
         return [o.value(val) if o.active else o.const for o in self.ops]
 
@@ -301,7 +342,7 @@ class Primitive:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", "primitive")
-        self.vjp_rule = self.jvp_rule = None
+        self.vjp_rule = self.jvp_rule = self.sparsity_rule = None
         self.vjp_vectorized = self.jvp_vectorized = False
 
     def __repr__(self):
@@ -320,6 +361,18 @@ class Primitive:
         if not callable(rule):
             raise TypeError(f"fastad: {self.name}.defvjp needs a callable rule, got {rule!r}")
         self.vjp_rule, self.vjp_vectorized = rule, bool(vectorized)
+        return rule
+
+    def defsparsity(self, rule):
+        """Register rule(*shapes) -> one boolean pattern per positional argument,
+        each of shape (output size, argument size) (a dense array or a
+        scipy.sparse matrix; None: no dependence), saying which output
+        elements depend on which argument elements.  Sparsity detection
+        (fad.jacobian_sparsity, sparse_jacobian, hessian_sparsity) uses it;
+        without it a primitive's outputs depend on all of its inputs."""
+        if not callable(rule):
+            raise TypeError(f"fastad: {self.name}.defsparsity needs a callable rule, got {rule!r}")
+        self.sparsity_rule = rule
         return rule
 
     def defjvp(self, rule=None, *, vectorized=False):

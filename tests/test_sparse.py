@@ -295,3 +295,60 @@ def test_minimize_hessian_modes(hessian):
         assert r.nhess == 0
     with pytest.raises(ValueError, match="hessian"):
         fad.minimize(rosen_loop, x0, hessian="dense")
+
+
+# ---------------------------------------------------------------- primitives
+
+@fad.primitive
+def soft(x):
+    """softplus, elementwise, as a primitive"""
+    return np.log1p(np.exp(x))
+
+
+@soft.defvjp
+def _(ybar, y, x):
+    return ybar / (1 + np.exp(-x))
+
+
+@soft.defjvp
+def _(xdot, y, x):
+    return xdot / (1 + np.exp(-x))
+
+
+@fad.primitive
+def soft_declared(x):
+    return np.log1p(np.exp(x))
+
+
+soft_declared.defvjp(lambda ybar, y, x: ybar / (1 + np.exp(-x)))
+soft_declared.defjvp(lambda xdot, y, x: xdot / (1 + np.exp(-x)))
+soft_declared.defsparsity(lambda shape: sp.identity(int(np.prod(shape)), format="csr"))
+
+
+def test_primitive_patterns_dense_unless_declared():
+    x = np.linspace(-1.0, 1.0, 6)
+    P = fad.jacobian_sparsity(lambda v: soft(v) * 2.0)(x).toarray()
+    assert P.all()                                   # no pattern declared: dense
+    P = fad.jacobian_sparsity(lambda v: soft_declared(v) * 2.0)(x).toarray()
+    np.testing.assert_array_equal(P, np.eye(6, dtype=bool))
+    H = fad.hessian_sparsity(lambda v: fad.sum(soft_declared(v)))(x).toarray()
+    np.testing.assert_array_equal(H, np.eye(6, dtype=bool))
+    J = fad.sparse_jacobian(lambda v: soft_declared(v) + v[::-1])(x)
+    np.testing.assert_allclose(dense(J), np.diag(1 / (1 + np.exp(-x))) + np.eye(6)[::-1],
+                               rtol=1e-14)
+    tape = fad.record(lambda v: soft_declared(v) * v, x)
+    tape.sparse_jacobian(x)
+    assert sum(tape.sparse_cache[("jacobian_plan", "auto")].sweeps) == 1
+
+
+def test_primitive_pattern_errors_name_the_primitive():
+    @fad.primitive
+    def wrong(x):
+        return 2 * x
+    wrong.defvjp(lambda ybar, y, x: 2 * ybar)
+    wrong.defsparsity(lambda shape: np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="'wrong'.*shape"):
+        fad.jacobian_sparsity(lambda v: wrong(v))(np.ones(3))
+    with pytest.raises(TypeError, match="callable"):
+        wrong.defsparsity(3)
+    assert fad.jacobian_sparsity(lambda v: v * 2)(np.ones(3)).nnz == 3
