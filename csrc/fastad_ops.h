@@ -36,6 +36,9 @@
 #define FAD_BLOCKF 0x100 /* slot of a block (array or primitive) node: the
                             scalar sweeps never visit it; the block's own
                             NumPy code computes and differentiates it */
+#define FAD_CP 0x200    /* first partials are constants (the same at every
+                           point): a replay that only needs partials skips
+                           the node's value unless something reads it */
 
 #define FAD_LIN (FAD_Z00 | FAD_Z01 | FAD_Z11)
 #define FAD_U (FAD_UNARY | FAD_Z01 | FAD_Z11)
@@ -44,11 +47,11 @@
 
 /* X(enum name, printed name, flags) */
 #define FAD_OPS(X)                                  \
-    X(INPUT, "input", FAD_ZD | FAD_LIN)             \
-    X(CONST, "const", FAD_HAS_C | FAD_ZD | FAD_LIN) \
+    X(INPUT, "input", FAD_ZD | FAD_LIN | FAD_CP)             \
+    X(CONST, "const", FAD_HAS_C | FAD_ZD | FAD_LIN | FAD_CP) \
     X(BLOCK, "block", FAD_BLOCKF)                   \
-    X(ADD, "add", FAD_B | FAD_LIN)                  \
-    X(SUB, "sub", FAD_B | FAD_LIN)                  \
+    X(ADD, "add", FAD_B | FAD_LIN | FAD_CP)         \
+    X(SUB, "sub", FAD_B | FAD_LIN | FAD_CP)         \
     X(MUL, "mul", FAD_B | FAD_Z00 | FAD_Z11)        \
     X(DIV, "div", FAD_B | FAD_Z00)                  \
     X(POW, "pow", FAD_B)                            \
@@ -56,11 +59,11 @@
     X(HYPOT, "hypot", FAD_B)                        \
     X(MAX, "maximum", FAD_B | FAD_LIN)              \
     X(MIN, "minimum", FAD_B | FAD_LIN)              \
-    X(ADD_C, "add_c", FAD_UC | FAD_LIN)             \
-    X(SUB_C, "sub_c", FAD_UC | FAD_LIN)             \
-    X(SUB_CX, "c_sub", FAD_UC | FAD_LIN)            \
-    X(MUL_C, "mul_c", FAD_UC | FAD_LIN)             \
-    X(DIV_C, "div_c", FAD_UC | FAD_LIN)             \
+    X(ADD_C, "add_c", FAD_UC | FAD_LIN | FAD_CP)    \
+    X(SUB_C, "sub_c", FAD_UC | FAD_LIN | FAD_CP)    \
+    X(SUB_CX, "c_sub", FAD_UC | FAD_LIN | FAD_CP)   \
+    X(MUL_C, "mul_c", FAD_UC | FAD_LIN | FAD_CP)    \
+    X(DIV_C, "div_c", FAD_UC | FAD_LIN | FAD_CP)    \
     X(DIV_CX, "c_div", FAD_UC)                      \
     X(POW_C, "pow_c", FAD_UC)                       \
     X(POW_CX, "c_pow", FAD_UC)                      \
@@ -69,9 +72,9 @@
     X(HYPOT_C, "hypot_c", FAD_UC)                   \
     X(MAX_C, "maximum_c", FAD_UC | FAD_LIN)         \
     X(MIN_C, "minimum_c", FAD_UC | FAD_LIN)         \
-    X(NEG, "neg", FAD_U | FAD_LIN)                  \
+    X(NEG, "neg", FAD_U | FAD_LIN | FAD_CP)         \
     X(ABS, "abs", FAD_U | FAD_LIN)                  \
-    X(SIGN, "sign", FAD_U | FAD_ZD | FAD_LIN)       \
+    X(SIGN, "sign", FAD_U | FAD_ZD | FAD_LIN | FAD_CP)\
     X(SIN, "sin", FAD_U)                            \
     X(COS, "cos", FAD_U)                            \
     X(TAN, "tan", FAD_U)                            \

@@ -19,7 +19,8 @@ cdef extern from "fastad_ops.h" nogil:
         FAD_RELU, FAD_ERF, FAD_LT, FAD_LE, FAD_EQ, FAD_NE, FAD_LT_C, FAD_LE_C,
         FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS, FAD_FIRST_CMP
     enum:
-        FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF
+        FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF,
+        FAD_CP
     const char* fad_op_name[]
     const int fad_op_flags[]
     double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
@@ -60,6 +61,7 @@ cdef class Tape:
     cdef public object f           # the recorded function (for retracing); not pickled
     cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
     cdef public object sparse_cache   # fastad.sparse: patterns and colorings (not pickled)
+    cdef object _needed            # per node: its value is read by a replay of partials only
     cdef dict _by_start            # while recording: start -> sealable block
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
     cdef int _note_block(self, object block) except -1
@@ -79,7 +81,7 @@ cdef class Tape:
     cdef object _gather(self, const double* val)
     cdef Py_ssize_t _top(self, Py_ssize_t hi)
     cdef object _sweep_at(self, x, seeds, bint forward)
-    cdef object _replay_tangents(self, Work w, x, seeds, gather)
+    cdef object _replay_tangents(self, Work w, x, seeds, gather, bint values=*)
     cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
                           object gather=*)
     cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,

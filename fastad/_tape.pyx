@@ -377,6 +377,92 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
     return -1
 
 
+cdef void needed_values(const uint8_t* op, const fad_node* nd, uint8_t* need,
+                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """need[i] = 1 where a replay of partials only must still compute node
+    i's value: an operand of a node whose partials depend on values (not
+    FAD_CP) or of a comparison (re-checked), and everything those read."""
+    cdef Py_ssize_t i
+    cdef int o, fl
+    cdef int32_t a0, a1
+    for i in range(hi):
+        need[i] = 0
+    for i in range(hi - 1, lo - 1, -1):
+        o = op[i]
+        if o == FAD_BLOCK:
+            continue
+        fl = fad_op_flags[o]
+        if need[i] or not (fl & FAD_CP) or o >= FAD_FIRST_CMP:
+            a0 = nd[i].a0
+            a1 = nd[i].a1
+            if a0 >= 0 and a0 != i:
+                need[a0] = 1
+            if a1 >= 0 and fl & FAD_BINARY:
+                need[a1] = 1
+
+
+cdef Py_ssize_t partials_tangent(const uint8_t* op, const fad_node* nd, const uint8_t* need,
+                                 const double* recorded, double* val, double* tan,
+                                 Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """forward_values_tangent when only the tangents matter (a Jacobian at a
+    new point): nodes with constant partials take them from the recording and
+    compute no value unless `need` says another node reads it."""
+    if k == 1:
+        return _partials_tangent(op, nd, need, recorded, val, tan, 1, lo, hi)
+    if k == 2:
+        return _partials_tangent(op, nd, need, recorded, val, tan, 2, lo, hi)
+    if k == 3:
+        return _partials_tangent(op, nd, need, recorded, val, tan, 3, lo, hi)
+    if k == 4:
+        return _partials_tangent(op, nd, need, recorded, val, tan, 4, lo, hi)
+    return _partials_tangent(op, nd, need, recorded, val, tan, k, lo, hi)
+
+
+cdef inline Py_ssize_t _partials_tangent(const uint8_t* op, const fad_node* nd,
+                                         const uint8_t* need, const double* recorded,
+                                         double* val, double* tan, Py_ssize_t k,
+                                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int o
+    cdef int32_t a0, a1
+    cdef double v, d0, d1
+    cdef double* ti
+    cdef const double* t0
+    cdef const double* t1
+    for i in range(lo, hi):
+        o = op[i]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        if need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
+            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+            if o >= FAD_FIRST_CMP and v != recorded[i]:
+                return i
+            val[i] = v
+        else:
+            d0 = nd[i].p0
+            d1 = nd[i].p1
+        ti = tan + i * k
+        if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
+            for j in range(k):
+                ti[j] = 0.0
+        elif a1 >= 0 and isfinite(d0) and isfinite(d1):
+            t0 = tan + a0 * k
+            t1 = tan + a1 * k
+            for j in range(k):
+                ti[j] = d0 * t0[j] + d1 * t1[j]
+        elif a1 < 0 and isfinite(d0):
+            t0 = tan + a0 * k
+            for j in range(k):
+                ti[j] = d0 * t0[j]
+        else:                                       # inf/NaN partials: zero lanes stay zero
+            for j in range(k):
+                ti[j] = 0.0
+            _axpy(ti, d0, tan + a0 * k, k)
+            if a1 >= 0:
+                _axpy(ti, d1, tan + a1 * k, k)
+    return -1
+
+
 # ---------------------------------------------------------------- work buffers
 
 cdef class Work:
@@ -1052,13 +1138,23 @@ cdef class Tape:
             return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
 
-    cdef object _replay_tangents(self, Work w, x, seeds, gather):
+    cdef object _replay_tangents(self, Work w, x, seeds, gather, bint values=True):
         """A tape of scalar nodes replayed at x into w with k tangent lanes
-        pushed along in the same pass; returns what _tangents returns."""
+        pushed along in the same pass; returns what _tangents returns.
+        values=False: only the tangents are wanted, so nodes with constant
+        partials compute no value unless another node reads it (w is then
+        not a full replay)."""
         cdef cnp.ndarray flat = self._flat_input(x)
         cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
         cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, n = self.buf.n, r
         cdef double* tp
+        cdef const uint8_t* need = NULL
+        if not values:
+            if self._needed is None:
+                self._needed = np.empty(max(n, 1), dtype=np.uint8)
+                needed_values(self.buf.op, self.buf.node,
+                              <uint8_t*>cnp.PyArray_DATA(self._needed), lo, n)
+            need = <const uint8_t*>cnp.PyArray_DATA(self._needed)
         cdef Work t = self._acquire()
         try:
             tan = t.scratch_array(max(n, lo), k)
@@ -1067,8 +1163,12 @@ cdef class Tape:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
             tp = _dptr(tan)
             with nogil:
-                r = forward_values_tangent(self.buf.op, self.buf.node, self.buf.val, w.val,
-                                           w.node, tp, k, lo, n)
+                if need != NULL:
+                    r = partials_tangent(self.buf.op, self.buf.node, need, self.buf.val,
+                                         w.val, tp, k, lo, n)
+                else:
+                    r = forward_values_tangent(self.buf.op, self.buf.node, self.buf.val,
+                                               w.val, w.node, tp, k, lo, n)
             if r >= 0:
                 raise BranchChangedError(self._branch_message(r))
             if gather is not None:
@@ -1083,7 +1183,7 @@ cdef class Tape:
         if x is not None and forward and not self.blocks:
             w = self._acquire()
             try:
-                return self._replay_tangents(w, x, seeds, None)
+                return self._replay_tangents(w, x, seeds, None, False)
             finally:
                 self._release(w)
         if x is None:
@@ -1109,8 +1209,8 @@ cdef class Tape:
         cdef Work w = self._acquire()
         try:
             f = r = None
-            if fwd_seeds is not None and not self.blocks:
-                f = self._replay_tangents(w, x, fwd_seeds, fwd_gather)   # one pass
+            if fwd_seeds is not None and not self.blocks:       # one pass over the tape
+                f = self._replay_tangents(w, x, fwd_seeds, fwd_gather, rev_seeds is not None)
             else:
                 self._replay(w, x)
             val = _view(w.val, self.buf.n)

@@ -114,3 +114,24 @@ def test_numpy_second_partials_agree_with_the_c_table(name):
 def test_ops_treated_as_linear_have_zero_second_partials(name):
     from fastad import _blocks as B  # noqa: F401
     assert OP_FLAGS[OP_NAMES.index(name)] & (Z00 | Z01 | Z11) == (Z00 | Z01 | Z11)
+
+
+CP = 0x200
+
+
+@pytest.mark.parametrize("name", [n for n in OP_NAMES if OP_FLAGS[OP_NAMES.index(n)] & CP
+                                  and n not in ("input", "block")])
+def test_constant_partial_flag_means_partials_do_not_depend_on_the_point(name):
+    # replays that only want tangents take these partials from the recording
+    op = OP_NAMES.index(name)
+    rng = np.random.default_rng(3)
+    c = 1.7
+    ref = op_eval(op, 0.3, -0.8, c)[1:]
+    for _ in range(20):
+        x, y = rng.uniform(-5, 5, 2)
+        assert op_eval(op, x, y, c)[1:] == ref, name
+
+
+def test_nonlinear_ops_are_not_flagged_constant_partial():
+    for name in ("mul", "div", "exp", "maximum", "abs", "relu", "maximum_c", "c_div", "pow_c"):
+        assert not OP_FLAGS[OP_NAMES.index(name)] & CP, name

@@ -352,3 +352,39 @@ def test_primitive_pattern_errors_name_the_primitive():
     with pytest.raises(TypeError, match="callable"):
         wrong.defsparsity(3)
     assert fad.jacobian_sparsity(lambda v: v * 2)(np.ones(3)).nnz == 3
+
+
+# ---------------------------------------------------------------- replays that want tangents only
+
+def _mixed(x):
+    a = 2.0 * x[0] - x[1] + 3.0          # linear chain feeding a nonlinear op
+    b = fad.exp(a) * (x[2] - 1.0)
+    c = fad.maximum(x[0] + 1.0, x[1] * 0.5)   # value-dependent partials
+    d = (x[3] + x[0]) / 4.0
+    e = -d + fad.sign(x[1]) + 7.0
+    s = x[2] - x[3] if x[0] + x[3] > 0 else x[3] - x[2]   # a comparison on a linear value
+    return fad.stack([b, c, d * e, s, a])
+
+
+def test_tape_jvp_and_sparse_jacobian_at_new_points_skip_only_unread_values():
+    x0 = np.array([0.3, -0.4, 1.2, 0.5])
+    tape = fad.record(_mixed, x0)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        x = x0 + rng.uniform(-0.2, 0.2, 4)
+        J = fad.jacobian(_mixed)(x)
+        V = rng.normal(size=(3, 4))
+        np.testing.assert_allclose(tape.jvp(x, V), V @ J.T, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(tape.jvp(x, V[0]), J @ V[0], rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(dense(tape.sparse_jacobian(x, mode="fwd")), J,
+                                   rtol=1e-13, atol=1e-14)
+    with pytest.raises(fad.BranchChangedError):
+        tape.jvp(np.array([-1.0, -0.4, 1.2, 0.5]), np.ones(4))   # x0 + x3 < 0
+    np.testing.assert_allclose(tape(x0), _mixed_values(x0))
+
+
+def _mixed_values(x):
+    a = 2.0 * x[0] - x[1] + 3.0
+    d = (x[3] + x[0]) / 4.0
+    return np.array([np.exp(a) * (x[2] - 1.0), max(x[0] + 1.0, x[1] * 0.5),
+                     d * (-d + np.sign(x[1]) + 7.0), x[2] - x[3], a])
