@@ -446,40 +446,51 @@ class Elementwise(Block):
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
 
     def tangent(self, val, state, tan, k):
-        """Straight into the block's rows of tan: d0 x' (+ d1 y'), in place."""
+        """Straight into the block's rows of tan: d0 x' (+ d1 y'), in place.
+
+        Exact zeros for zero tangent lanes where a partial is inf or NaN come
+        for free on the C path and with finite scalar partials; only the
+        broadcasting NumPy path needs a check of its result."""
         dest = tan[self.start:self.stop].reshape(self.shape + (k,))
-        partials = self._partials(val, state)
-        first = True
+        terms = [(operand.tangent(tan, k), d) for operand, d
+                 in zip(self.operands(), self._partials(val, state)) if operand.active]
+        check = False
         with np.errstate(invalid="ignore", over="ignore"):
-            for operand, d in zip(self.operands(), partials):
-                if not operand.active:
-                    continue
-                t = operand.tangent(tan, k)
+            if len(terms) == 2 and all(np.ndim(d) == 0 and abs(d) == 1.0 for _, d in terms) \
+                    and terms[0][0].shape == dest.shape and terms[1][0].shape == dest.shape:
+                (t0, d0), (t1, d1) = terms            # x' +- y': one pass
+                (np.add if d0 == d1 else np.subtract)(t0, t1, out=dest)
+                if d0 == -1.0:
+                    np.negative(dest, out=dest)
+                return
+            first = True
+            for t, d in terms:
                 scalar = np.ndim(d) == 0
+                if scalar and not math.isfinite(d):
+                    check = True
                 if not scalar and d.shape == self.shape and t.shape == dest.shape:
                     rows_times(d, t, dest, not first)
-                    first = False
-                    continue
-                if first:
+                elif first:
                     if scalar and d == 1.0:
                         np.copyto(dest, np.broadcast_to(t, dest.shape))
                     else:
+                        check = check or not scalar
                         np.multiply(t, d if scalar else d[..., None], out=dest)
-                    first = False
                 elif scalar and d == 1.0:
                     np.add(dest, t, out=dest)
                 elif scalar and d == -1.0:
                     np.subtract(dest, t, out=dest)
                 else:
+                    check = check or not scalar
                     dest += t * (d if scalar else d[..., None])
-        if first:
+                first = False
+        if not terms:
             dest[...] = 0.0
-        elif not math.isfinite(np.add.reduce(dest, axis=None)):
+        elif check and not math.isfinite(np.add.reduce(dest, axis=None)):
             # inf/NaN somewhere: redo with exact zeros for zero tangent lanes
             total = 0.0
-            for operand, d in zip(self.operands(), partials):
-                if operand.active:
-                    total = total + _times(d, operand.tangent(tan, k))
+            for t, d in terms:
+                total = total + _times(d, t)
             dest[...] = np.broadcast_to(total, dest.shape)
 
 
