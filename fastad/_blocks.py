@@ -332,15 +332,23 @@ TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
          "sqrt": _tw_sqrt, "relu": _tw_relu}
 
 
+# twins that raise no floating-point warning for any input (tanh saturates,
+# neg and abs are exact; add/sub/mul can overflow, so they keep the errstate)
+QUIET_TWINS = frozenset(("tanh", "neg", "abs"))
+
+
 def op_values(name, x, y=None, out=None):
     """Op `name` elementwise: values into out (allocated if None) and (d/dx, d/dy).
 
     Returns (out, d0, d1); a NumPy twin where there is one, else the C table."""
+    twin = TWINS.get(name)
+    if out is not None and name in QUIET_TWINS:     # cannot warn: no errstate needed
+        d0, d1 = twin(x, 0.0 if y is None else y, out)
+        return out, d0, d1
     with np.errstate(all="ignore"):
         if out is None:
             shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
             out = np.empty(shape)
-        twin = TWINS.get(name)
         if twin is not None:
             d0, d1 = twin(x, 0.0 if y is None else y, out)
             return out, d0, d1

@@ -51,21 +51,39 @@ def _has_active(seq):
 
 def _push(tape, block):
     """Record block: compute straight into its new slots; returns its output."""
-    size = math.prod(block.shape)
-    out = tape.open_block(size).reshape(block.shape)
+    shape = block.shape
+    size = math.prod(shape)
+    out = tape.open_block(size).reshape(shape)
     block.state = _detach(block.compute(tape.recorded_values(), out))
-    slots = tape.close_block(block, size).reshape(block.shape)
-    return make_array(tape, slots, int(slots.flat[0]) if slots.size else -1, True)
+    slots = tape.close_block(block, size).reshape(shape)
+    return make_array(tape, slots, block.start if size else -1, True)
 
 
 def _detach(state):
     """The state with its views copied: views into the tape's value buffer would
     dangle once the tape grows (it is reallocated)."""
-    if type(state) is np.ndarray:
+    t = type(state)
+    if t is np.ndarray:
         return state if state.base is None else state.copy()
-    if type(state) is tuple or type(state) is list:
-        return type(state)([_detach(s) for s in state])
+    if t is tuple or t is list:
+        if all(type(s) is not np.ndarray or s.base is None for s in state) \
+                and not any(type(s) in (tuple, list) for s in state):
+            return state                      # scalars, markers, owned arrays: as they are
+        return t([_detach(s) for s in state])
     return state
+
+
+def _shape_of(ops):
+    """NumPy's broadcast shape of the operands (the common cases without the
+    general machinery, which costs microseconds per call)."""
+    if len(ops) == 1:
+        return ops[0].shape
+    a, b = ops[0].shape, ops[1].shape
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return np.broadcast_shapes(a, b)
 
 
 def _slots_of(tape, op):
@@ -97,7 +115,7 @@ def elementwise(name, x, y=None, *, _unary=None):
     if tape is None:
         v = B.op_values(name, *[o.const for o in ops])[0]
         return float(v) if np.ndim(v) == 0 else np.array(v)
-    shape = np.broadcast_shapes(*(o.shape for o in ops))
+    shape = _shape_of(ops)
     if shape == ():   # all scalars: an ordinary scalar node
         args = [make_array(tape, o.idx) if o.active else float(o.const) for o in ops]
         return _scalar_fn(name)(*args)
