@@ -170,6 +170,18 @@ def _lists(rows):
     return np.arange(0, (m + 1) * k, k, dtype=np.int64)[:m + 1], rows.reshape(-1)
 
 
+def _lists_of(groups):
+    """Several groups of equal-length lists (2-D arrays, lengths differing
+    between groups) as one (ptr, idx)."""
+    ptrs, idxs, off = [np.zeros(1, np.int64)], [], 0
+    for g in groups:
+        p, i = _lists(g)
+        ptrs.append(p[1:] + off)
+        idxs.append(i)
+        off += i.size
+    return np.concatenate(ptrs), (np.concatenate(idxs) if idxs else np.zeros(0, np.int64))
+
+
 def _unbroadcast(g, shape, k):
     """Sum g (out_shape + (k,)) down to shape + (k,), undoing NumPy broadcasting."""
     target = tuple(shape) + (k,)
@@ -556,7 +568,7 @@ class Matmul(Block):
             pairs = np.stack([np.arange(K) + v, np.arange(K) + v + K], axis=1)
             v += 2 * K
             pairs = _virtual(pairs)
-        vp, vi = _lists(np.concatenate(lists, axis=0))
+        vp, vi = _lists_of(lists)
         op, oi = _lists(_virtual(np.stack(outs, axis=1)))
         return _deps(self, v, vp, vi, op, oi, pairs)
 

@@ -105,6 +105,31 @@ cdef void reverse_multi(const fad_node* nd, double* adj, Py_ssize_t k,
             _axpy(adj + a1 * k, nd[i].p1, g, k)
 
 
+cdef inline void _lanes(double* ti, double p0, const double* t0, double p1,
+                        const double* t1, Py_ssize_t k) noexcept nogil:
+    """ti = p0 t0 + p1 t1 over k lanes.  A zero partial contributes an exact
+    zero even against an inf/NaN tangent (sign' = 0 stays 0 after sqrt'(0) =
+    inf, as in reverse mode), and a zero lane stays zero against an inf/NaN
+    partial."""
+    cdef Py_ssize_t j
+    if p0 != 0.0 and p1 != 0.0 and isfinite(p0) and isfinite(p1):
+        for j in range(k):
+            ti[j] = p0 * t0[j] + p1 * t1[j]
+    elif p1 == 0.0 and p0 != 0.0 and isfinite(p0):
+        for j in range(k):
+            ti[j] = p0 * t0[j]
+    elif p0 == 0.0 and p1 != 0.0 and isfinite(p1):
+        for j in range(k):
+            ti[j] = p1 * t1[j]
+    else:
+        for j in range(k):
+            ti[j] = 0.0
+        if p0 != 0.0:
+            _axpy(ti, p0, t0, k)
+        if p1 != 0.0:
+            _axpy(ti, p1, t1, k)
+
+
 cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """k directions at once: tan[i] = p0 tan[a0] + p1 tan[a1], slot-major."""
@@ -118,12 +143,12 @@ cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
             r = 0.0
             a0 = nd[i].a0
             t = tan[a0] if a0 != i else 0.0     # a CONST points at itself
-            if t != 0.0:
+            if t != 0.0 and nd[i].p0 != 0.0:    # a zero factor is an exact zero
                 r = nd[i].p0 * t
             a1 = nd[i].a1
             if a1 >= 0:
                 t = tan[a1]
-                if t != 0.0:
+                if t != 0.0 and nd[i].p1 != 0.0:
                     r += nd[i].p1 * t
             tan[i] = r
         return
@@ -152,23 +177,8 @@ cdef inline void _tangent_lanes(const fad_node* nd, double* tan, Py_ssize_t k,
         p0 = nd[i].p0
         p1 = nd[i].p1
         if a0 == i:                         # a CONST: no tangent
-            for j in range(k):
-                ti[j] = 0.0
-        elif a1 >= 0 and isfinite(p0) and isfinite(p1):
-            t0 = tan + a0 * k
-            t1 = tan + a1 * k
-            for j in range(k):
-                ti[j] = p0 * t0[j] + p1 * t1[j]
-        elif a1 < 0 and isfinite(p0):
-            t0 = tan + a0 * k
-            for j in range(k):
-                ti[j] = p0 * t0[j]
-        else:                               # inf/NaN partials: zero lanes stay zero
-            for j in range(k):
-                ti[j] = 0.0
-            _axpy(ti, p0, tan + a0 * k, k)
-            if a1 >= 0:
-                _axpy(ti, p1, tan + a1 * k, k)
+            p0 = 0.0
+        _lanes(ti, p0, tan + a0 * k, p1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
 
 
 cdef inline double _curv(double second, double t) noexcept nogil:
@@ -357,23 +367,8 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
         out[i].a1 = a1
         ti = tan + i * k
         if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
-            for j in range(k):
-                ti[j] = 0.0
-        elif a1 >= 0 and isfinite(d0) and isfinite(d1):
-            t0 = tan + a0 * k
-            t1 = tan + a1 * k
-            for j in range(k):
-                ti[j] = d0 * t0[j] + d1 * t1[j]
-        elif a1 < 0 and isfinite(d0):
-            t0 = tan + a0 * k
-            for j in range(k):
-                ti[j] = d0 * t0[j]
-        else:                                       # inf/NaN partials: zero lanes stay zero
-            for j in range(k):
-                ti[j] = 0.0
-            _axpy(ti, d0, tan + a0 * k, k)
-            if a1 >= 0:
-                _axpy(ti, d1, tan + a1 * k, k)
+            d0 = d1 = 0.0
+        _lanes(ti, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
     return -1
 
 
@@ -443,23 +438,8 @@ cdef inline Py_ssize_t _partials_tangent(const uint8_t* op, const fad_node* nd,
             d1 = nd[i].p1
         ti = tan + i * k
         if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
-            for j in range(k):
-                ti[j] = 0.0
-        elif a1 >= 0 and isfinite(d0) and isfinite(d1):
-            t0 = tan + a0 * k
-            t1 = tan + a1 * k
-            for j in range(k):
-                ti[j] = d0 * t0[j] + d1 * t1[j]
-        elif a1 < 0 and isfinite(d0):
-            t0 = tan + a0 * k
-            for j in range(k):
-                ti[j] = d0 * t0[j]
-        else:                                       # inf/NaN partials: zero lanes stay zero
-            for j in range(k):
-                ti[j] = 0.0
-            _axpy(ti, d0, tan + a0 * k, k)
-            if a1 >= 0:
-                _axpy(ti, d1, tan + a1 * k, k)
+            d0 = d1 = 0.0
+        _lanes(ti, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
     return -1
 
 
@@ -1672,7 +1652,11 @@ def rows_times(d, t, out=None, bint accumulate=False):
     with nogil:
         for i in range(m):
             di = dv[i]
-            if isfinite(di):
+            if di == 0.0:                   # a zero partial is an exact zero
+                if not accumulate:
+                    for j in range(k):
+                        ov[i * k + j] = 0.0
+            elif isfinite(di):
                 if accumulate:
                     for j in range(k):
                         ov[i * k + j] += di * tv[i * k + j]

@@ -197,6 +197,8 @@ class JacobianPlan:
         self.col_colors, self.row_colors = cands[self.mode]
         self.n_fwd = _n_colors(self.col_colors) if self.col_colors is not None else 0
         self.n_rev = _n_colors(self.row_colors) if self.row_colors is not None else 0
+        if self.indices.size == 0:
+            self.n_fwd = self.n_rev = 0
         self.col_seeds = (_coloring.seed_matrix(self.col_colors, self.n_fwd).T.copy()
                           if self.n_fwd else None)                      # (p, n)
         self.row_seeds = (_coloring.seed_matrix(self.row_colors, self.n_rev).T.copy()
@@ -235,7 +237,12 @@ class JacobianPlan:
         row for columns, in a column for rows)."""
         best = min(self._cost(*c) for c in cands.values())
         bound = min(row_nnz.max(initial=0), col_nnz.max(initial=0))
-        return best > 2 * max(bound, 1) or best > 16
+        if best > 2 * max(bound, 1) or best > 16:
+            return True
+        # a few rows or columns far denser than the rest (an arrowhead): each
+        # one-sided coloring is stuck at the dense line's length
+        dense = [c.max() > 2 * np.median(c) + 2 for c in (row_nnz, col_nnz) if c.size]
+        return best > 2 and any(dense)
 
     @property
     def sweeps(self):
@@ -244,6 +251,9 @@ class JacobianPlan:
 
     def evaluate(self, tape, x):
         sp = _scipy_sparse()
+        if self.indices.size == 0:              # nothing to sweep for
+            tape(x)                             # but the point must be on the recorded path
+            return sp.csr_matrix((np.zeros(0), self.indices, self.indptr), shape=self.shape)
         f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
                                    self.fwd_src, self.row_seeds if self.rev_pos.size else None,
                                    self.rev_src)
