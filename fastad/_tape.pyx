@@ -326,49 +326,55 @@ cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
 
 
 cdef Py_ssize_t forward_values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const double* recorded, double* val, fad_node* out,
-                                       double* tan, Py_ssize_t k, Py_ssize_t lo,
-                                       Py_ssize_t hi) noexcept nogil:
+                                       const uint8_t* need, const double* recorded,
+                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
+                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """forward_values and forward_tangent (k lanes) in one pass over the
-    nodes: a replayed Jacobian-vector product reads the tape once."""
+    nodes: a replayed Jacobian-vector product reads the tape once.
+
+    With `need` (see needed_values) only the tangents are wanted: nodes with
+    constant partials take them from the recording and compute no value
+    unless another node reads it, and `out` is not written."""
     if k == 1:
-        return _values_tangent(op, nd, recorded, val, out, tan, 1, lo, hi)
+        return _values_tangent(op, nd, need, recorded, val, out, tan, 1, lo, hi)
     if k == 2:
-        return _values_tangent(op, nd, recorded, val, out, tan, 2, lo, hi)
+        return _values_tangent(op, nd, need, recorded, val, out, tan, 2, lo, hi)
     if k == 3:
-        return _values_tangent(op, nd, recorded, val, out, tan, 3, lo, hi)
+        return _values_tangent(op, nd, need, recorded, val, out, tan, 3, lo, hi)
     if k == 4:
-        return _values_tangent(op, nd, recorded, val, out, tan, 4, lo, hi)
-    return _values_tangent(op, nd, recorded, val, out, tan, k, lo, hi)
+        return _values_tangent(op, nd, need, recorded, val, out, tan, 4, lo, hi)
+    return _values_tangent(op, nd, need, recorded, val, out, tan, k, lo, hi)
 
 
 cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const double* recorded, double* val, fad_node* out,
-                                       double* tan, Py_ssize_t k, Py_ssize_t lo,
-                                       Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j
+                                       const uint8_t* need, const double* recorded,
+                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
+                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
     cdef int o
     cdef int32_t a0, a1
     cdef double v, d0, d1
-    cdef double* ti
-    cdef const double* t0
-    cdef const double* t1
     for i in range(lo, hi):
         o = op[i]
         a0 = nd[i].a0
         a1 = nd[i].a1
-        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
-        if o >= FAD_FIRST_CMP and v != recorded[i]:
-            return i
-        val[i] = v
-        out[i].p0 = d0
-        out[i].p1 = d1
-        out[i].a0 = a0
-        out[i].a1 = a1
-        ti = tan + i * k
+        if need == NULL or need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
+            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+            if o >= FAD_FIRST_CMP and v != recorded[i]:
+                return i
+            val[i] = v
+        else:
+            d0 = nd[i].p0
+            d1 = nd[i].p1
+        if need == NULL:
+            out[i].p0 = d0
+            out[i].p1 = d1
+            out[i].a0 = a0
+            out[i].a1 = a1
         if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
             d0 = d1 = 0.0
-        _lanes(ti, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
+        _lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
+               tan + (a1 if a1 >= 0 else a0) * k, k)
     return -1
 
 
@@ -396,51 +402,6 @@ cdef void needed_values(const uint8_t* op, const fad_node* nd, uint8_t* need,
                 need[a1] = 1
 
 
-cdef Py_ssize_t partials_tangent(const uint8_t* op, const fad_node* nd, const uint8_t* need,
-                                 const double* recorded, double* val, double* tan,
-                                 Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """forward_values_tangent when only the tangents matter (a Jacobian at a
-    new point): nodes with constant partials take them from the recording and
-    compute no value unless `need` says another node reads it."""
-    if k == 1:
-        return _partials_tangent(op, nd, need, recorded, val, tan, 1, lo, hi)
-    if k == 2:
-        return _partials_tangent(op, nd, need, recorded, val, tan, 2, lo, hi)
-    if k == 3:
-        return _partials_tangent(op, nd, need, recorded, val, tan, 3, lo, hi)
-    if k == 4:
-        return _partials_tangent(op, nd, need, recorded, val, tan, 4, lo, hi)
-    return _partials_tangent(op, nd, need, recorded, val, tan, k, lo, hi)
-
-
-cdef inline Py_ssize_t _partials_tangent(const uint8_t* op, const fad_node* nd,
-                                         const uint8_t* need, const double* recorded,
-                                         double* val, double* tan, Py_ssize_t k,
-                                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef int o
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    cdef double* ti
-    cdef const double* t0
-    cdef const double* t1
-    for i in range(lo, hi):
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
-            if o >= FAD_FIRST_CMP and v != recorded[i]:
-                return i
-            val[i] = v
-        else:
-            d0 = nd[i].p0
-            d1 = nd[i].p1
-        ti = tan + i * k
-        if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
-            d0 = d1 = 0.0
-        _lanes(ti, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
-    return -1
 
 
 # ---------------------------------------------------------------- work buffers
@@ -1143,12 +1104,8 @@ cdef class Tape:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
             tp = _dptr(tan)
             with nogil:
-                if need != NULL:
-                    r = partials_tangent(self.buf.op, self.buf.node, need, self.buf.val,
-                                         w.val, tp, k, lo, n)
-                else:
-                    r = forward_values_tangent(self.buf.op, self.buf.node, self.buf.val,
-                                               w.val, w.node, tp, k, lo, n)
+                r = forward_values_tangent(self.buf.op, self.buf.node, need, self.buf.val,
+                                           w.val, w.node, tp, k, lo, n)
             if r >= 0:
                 raise BranchChangedError(self._branch_message(r))
             if gather is not None:
