@@ -481,6 +481,17 @@ cdef class Cotangents:
         return True
 
 
+cdef int _seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
+    """tan[:lo] = seeds.T for (k, lo) seeds: a block copy when seeds is the
+    transpose of a C-ordered (lo, k) array (how sparse plans keep them)."""
+    st = seeds.T
+    if type(st) is np.ndarray and st.dtype == np.float64 and st.flags.c_contiguous:
+        tan[:lo] = st
+    else:
+        tan[:lo] = np.ascontiguousarray(seeds, dtype=np.float64).T
+    return 0
+
+
 cdef object _iota = np.arange(1 << 16, dtype=np.intp)
 _iota.flags.writeable = False
 
@@ -999,12 +1010,11 @@ cdef class Tape:
         """(k, n_inputs) directions -> (k, n_outputs) output tangents; with
         `gather`, the tangent buffer (slot-major, k lanes) at those flat
         positions instead (a sparse Jacobian's decompression, in one take)."""
-        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
-        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
         cdef Work w = self._acquire()
         try:
             tan = w.scratch_array(hi, k)        # every node and block writes its rows
-            tan[:lo] = sd.T
+            _seed_rows(tan, seeds, lo)
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
             if gather is not None:
                 return tan.reshape(-1).take(gather)
@@ -1086,8 +1096,7 @@ cdef class Tape:
         partials compute no value unless another node reads it (w is then
         not a full replay)."""
         cdef cnp.ndarray flat = self._flat_input(x)
-        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
-        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, n = self.buf.n, r
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, n = self.buf.n, r
         cdef double* tp
         cdef const uint8_t* need = NULL
         if not values:
@@ -1099,7 +1108,7 @@ cdef class Tape:
         cdef Work t = self._acquire()
         try:
             tan = t.scratch_array(max(n, lo), k)
-            tan[:lo] = sd.T
+            _seed_rows(tan, seeds, lo)
             if lo:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
             tp = _dptr(tan)

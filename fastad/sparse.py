@@ -199,10 +199,12 @@ class JacobianPlan:
         self.n_rev = _n_colors(self.row_colors) if self.row_colors is not None else 0
         if self.indices.size == 0:
             self.n_fwd = self.n_rev = 0
-        self.col_seeds = (_coloring.seed_matrix(self.col_colors, self.n_fwd).T.copy()
-                          if self.n_fwd else None)                      # (p, n)
-        self.row_seeds = (_coloring.seed_matrix(self.row_colors, self.n_rev).T.copy()
-                          if self.n_rev else None)                      # (q, m)
+        # (p, n) and (q, m) views of C-ordered (n, p) and (m, q) seed matrices:
+        # the sweeps copy them into their slot-major buffers as one block
+        self.col_seeds = (_coloring.seed_matrix(self.col_colors, self.n_fwd).T
+                          if self.n_fwd else None)
+        self.row_seeds = (_coloring.seed_matrix(self.row_colors, self.n_rev).T
+                          if self.n_rev else None)
         self._gathers(tape)
 
     def _gathers(self, tape):

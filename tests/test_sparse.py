@@ -388,3 +388,29 @@ def _mixed_values(x):
     d = (x[3] + x[0]) / 4.0
     return np.array([np.exp(a) * (x[2] - 1.0), max(x[0] + 1.0, x[1] * 0.5),
                      d * (-d + np.sign(x[1]) + 7.0), x[2] - x[3], a])
+
+
+def test_pickled_tape_and_threads():
+    import pickle
+    import threading
+    x = np.linspace(0.1, 1.0, 40)
+    tape = fad.record(bratu_loop, x)
+    tape.sparse_jacobian(x)
+    copy = pickle.loads(pickle.dumps(tape))          # the plan is not pickled: found again
+    np.testing.assert_allclose(dense(copy.sparse_jacobian(x + 0.2)), bratu_jacobian(x + 0.2),
+                               rtol=1e-13, atol=1e-14)
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            results[i] = dense(tape.sparse_jacobian(x + 0.01 * i))
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_allclose(results[i], bratu_jacobian(x + 0.01 * i), rtol=1e-13, atol=1e-14)
