@@ -39,7 +39,9 @@ def _colpack(exe, tmp, P):
         for i in range(P.shape[0]):
             cols = P.indices[P.indptr[i]:P.indptr[i + 1]]
             fh.write(f"{len(cols)} " + " ".join(map(str, cols)) + "\n")
-    out = subprocess.run([exe, path], capture_output=True, text=True, check=True).stdout
+    # one thread: ColPack's OpenMP code gives different counts from run to run otherwise
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([exe, path], capture_output=True, text=True, check=True, env=env).stdout
     best = {}
     for line in out.splitlines():
         parts = line.split()
