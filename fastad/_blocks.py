@@ -201,6 +201,8 @@ def _times(d, g):
             return g
         if d == -1.0:
             return -g
+        if d == 0.0:                    # a zero partial is an exact zero
+            return np.zeros(np.shape(g))
         if np.isfinite(d):
             return g * d
     elif d.shape == g.shape[:-1]:
@@ -212,8 +214,9 @@ def _times(d, g):
         # cheap reduction instead of a check of d
         if math.isfinite(np.add.reduce(r, axis=None)):
             return r
+    dd = d if np.ndim(d) == 0 else d[..., None]
     with np.errstate(invalid="ignore"):
-        return np.where(g != 0, g * (d if np.ndim(d) == 0 else d[..., None]), 0.0)
+        return np.where((g != 0) & (dd != 0), g * dd, 0.0)
 
 
 # Markers for partials that are cheap functions of the operands' or the

@@ -45,10 +45,24 @@ cdef void reverse_scalar(const fad_node* nd, double* adj,
     for i in range(hi, lo - 1, -1):
         g = adj[i]
         if g != 0.0:
-            adj[nd[i].a0] += nd[i].p0 * g
-            a1 = nd[i].a1
-            if a1 >= 0:
-                adj[a1] += nd[i].p1 * g
+            if isfinite(g):
+                adj[nd[i].a0] += nd[i].p0 * g
+                a1 = nd[i].a1
+                if a1 >= 0:
+                    adj[a1] += nd[i].p1 * g
+            else:
+                _inf_pullback(nd, adj, i, g)
+
+
+cdef inline void _inf_pullback(const fad_node* nd, double* adj, Py_ssize_t i,
+                               double g) noexcept nogil:
+    """An inf/NaN adjoint: a zero partial still passes an exact zero (the
+    mirror of strong zeros; forward tangents do the same), so sqrt(0 * x)
+    has derivative 0 in x as in forward mode."""
+    if nd[i].p0 != 0.0:
+        adj[nd[i].a0] += nd[i].p0 * g
+    if nd[i].a1 >= 0 and nd[i].p1 != 0.0:
+        adj[nd[i].a1] += nd[i].p1 * g
 
 
 cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
@@ -65,10 +79,13 @@ cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
     for i in range(slot, lo - 1, -1):
         g = adj[i]
         if g != 0.0:
-            adj[nd[i].a0] += nd[i].p0 * g
-            a1 = nd[i].a1
-            if a1 >= 0:
-                adj[a1] += nd[i].p1 * g
+            if isfinite(g):
+                adj[nd[i].a0] += nd[i].p0 * g
+                a1 = nd[i].a1
+                if a1 >= 0:
+                    adj[a1] += nd[i].p1 * g
+            else:
+                _inf_pullback(nd, adj, i, g)
             adj[i] = 0.0       # after: a CONST node points a0 at itself
     memcpy(grad, adj, lo * sizeof(double))
     memset(adj, 0, lo * sizeof(double))
@@ -77,6 +94,8 @@ cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
 cdef inline void _axpy(double* y, double a, const double* x, Py_ssize_t k) noexcept nogil:
     """y += a x over k lanes; zero lanes of x stay exact zeros when a is inf/NaN."""
     cdef Py_ssize_t j
+    if a == 0.0:                # a zero factor is an exact zero, whatever x holds
+        return
     if isfinite(a):
         for j in range(k):
             y[j] += a * x[j]
@@ -1604,6 +1623,8 @@ def rows_times(d, t, out=None, bint accumulate=False):
     cdef const double[::1] dv = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
     cdef Py_ssize_t m = dv.shape[0]
     ta = np.ascontiguousarray(t, dtype=np.float64)
+    if m == 0 and ta.size == 0:             # an empty block
+        return np.empty(ta.shape) if out is None else out
     if m == 0 or ta.size % m:
         raise ValueError(f"rows_times: {ta.size} lanes for {m} partials")
     cdef Py_ssize_t k = ta.size // m, i, j
@@ -1648,6 +1669,8 @@ def scale_one_minus_sq(g, z):
     cdef cnp.ndarray ga = np.ascontiguousarray(g, dtype=np.float64)
     cdef cnp.ndarray za = np.ascontiguousarray(z, dtype=np.float64)
     cdef Py_ssize_t n = za.size, m = ga.size, i, j, k
+    if n == 0 and m == 0:                   # an empty block
+        return np.empty(np.shape(g))
     if n == 0 or m % n:
         raise ValueError(f"scale_one_minus_sq: {m} cotangents for {n} values")
     k = m // n

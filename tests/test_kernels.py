@@ -40,3 +40,45 @@ def test_scale_one_minus_sq_is_tanh_pullback():
     np.testing.assert_allclose(scale_one_minus_sq(g, z), g * (1 - z * z)[..., None], rtol=1e-15)
     with pytest.raises(ValueError, match="cotangents"):
         scale_one_minus_sq(np.ones(7), np.ones(3))
+
+
+def test_empty_blocks_in_every_mode():
+    # an element-wise op on an empty slice (a loop over zero items) is harmless
+    import fastad as fad
+    x = np.array([0.3, -0.7, 1.1])
+
+    def g(x):
+        e = x[:0]
+        junk = fad.sin(e) * e          # noqa: F841 - recorded, never used
+        return x[0] * x[1]
+
+    def f(x):
+        e = x[:0]
+        return fad.sum(x * x) + fad.sum(fad.sin(e) * e) + fad.sum(fad.tanh(e)) \
+            + fad.sum(fad.exp(e) * 2)
+    np.testing.assert_allclose(fad.grad(g)(x), [-0.7, 0.3, 0.0])
+    np.testing.assert_allclose(fad.jacrev(g)(x), [-0.7, 0.3, 0.0])
+    np.testing.assert_allclose(fad.hessian(g)(x), [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_allclose(fad.record(g, x).gradient(x + 1), [0.3, 1.3, 0.0])
+    np.testing.assert_allclose(fad.jvp(f, x, np.ones(3))[1], 2 * x.sum())
+    np.testing.assert_allclose(fad.hessian(f)(x), 2 * np.eye(3))
+    np.testing.assert_allclose(fad.grad(f)(x), 2 * x)
+
+
+def test_zero_partials_are_exact_zeros_in_both_modes():
+    # sqrt(0 * x) is the constant 0: its derivative is 0, not 0 * inf = NaN,
+    # whether written with scalars, same-shape or broadcasting arrays
+    import fastad as fad
+    c = np.array([0.0, 1.0])
+    x = np.array([2.0, 3.0])
+    want = [0.0, 0.5 / np.sqrt(3.0)]
+    fa = lambda x: fad.sum(fad.sqrt(x * c))                                        # noqa: E731
+    fs = lambda x: fad.sqrt(x[0] * 0.0) + fad.sqrt(x[1] * 1.0)                     # noqa: E731
+    for f in (fa, fs):
+        np.testing.assert_allclose(fad.grad(f)(x), want, rtol=1e-14)
+        np.testing.assert_allclose(fad.jacfwd(f)(x), want, rtol=1e-14)
+        np.testing.assert_allclose(fad.record(f, x).gradient(x), want, rtol=1e-14)
+    fb = lambda x: fad.sum(fad.sqrt(fad.reshape(x, (2, 1)) * c.reshape(1, 2)))    # noqa: E731
+    wb = [0.5 / np.sqrt(2.0), 0.5 / np.sqrt(3.0)]
+    np.testing.assert_allclose(fad.grad(fb)(x), wb, rtol=1e-14)
+    np.testing.assert_allclose(fad.jacfwd(fb)(x), wb, rtol=1e-14)
