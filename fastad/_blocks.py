@@ -422,7 +422,7 @@ class Elementwise(Block):
         g = self.cotangent(adj, k, cot)
         if g is None:
             return
-        if state[0] is ONE_MINUS_Z2:      # tanh: one fused pass from its output
+        if isinstance(state[0], str) and state[0] == ONE_MINUS_Z2:   # tanh: one fused pass
             self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val)), k, cot)
             return
         for operand, d in zip(self.operands(), self._partials(val, state)):

@@ -763,10 +763,6 @@ cdef class Tape:
             i -= 1
         return 0
 
-    def note_scalar_use(self, Py_ssize_t lo, Py_ssize_t hi):
-        """Python access to escape (for fastad.arrays and fastad.primitives)."""
-        self.escape(lo, hi)
-
     cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
                             Py_ssize_t seed_lo, bint zero):
         """The hand-off for a reverse sweep seeded at slots >= seed_lo; with
