@@ -33,6 +33,23 @@ cdef Py_ssize_t CHUNK_DOUBLES = 8 * 1024 * 1024
 # Each is a short loop over the node arrays; the per-op math comes from
 # fad_eval (csrc/fastad_ops.h) at recording or replay time.
 
+cdef inline void _pull(const fad_node* nd, double* adj, Py_ssize_t i, double g) noexcept nogil:
+    """adj[a0] += p0 g and adj[a1] += p1 g for node i.  With an inf/NaN g a
+    zero partial still passes an exact zero (the mirror of strong zeros;
+    forward tangents do the same), so sqrt(0 * x) has derivative 0 in x."""
+    cdef int32_t a1
+    if isfinite(g):
+        adj[nd[i].a0] += nd[i].p0 * g
+        a1 = nd[i].a1
+        if a1 >= 0:
+            adj[a1] += nd[i].p1 * g
+    else:
+        if nd[i].p0 != 0.0:
+            adj[nd[i].a0] += nd[i].p0 * g
+        if nd[i].a1 >= 0 and nd[i].p1 != 0.0:
+            adj[nd[i].a1] += nd[i].p1 * g
+
+
 cdef void reverse_scalar(const fad_node* nd, double* adj,
                          Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
     """adj[a] += p * adj[i] for i = hi .. lo (inclusive), backwards.
@@ -41,28 +58,10 @@ cdef void reverse_scalar(const fad_node* nd, double* adj,
     zero even where its own partial is inf or NaN (strong zeros)."""
     cdef Py_ssize_t i
     cdef double g
-    cdef int32_t a1
     for i in range(hi, lo - 1, -1):
         g = adj[i]
         if g != 0.0:
-            if isfinite(g):
-                adj[nd[i].a0] += nd[i].p0 * g
-                a1 = nd[i].a1
-                if a1 >= 0:
-                    adj[a1] += nd[i].p1 * g
-            else:
-                _inf_pullback(nd, adj, i, g)
-
-
-cdef inline void _inf_pullback(const fad_node* nd, double* adj, Py_ssize_t i,
-                               double g) noexcept nogil:
-    """An inf/NaN adjoint: a zero partial still passes an exact zero (the
-    mirror of strong zeros; forward tangents do the same), so sqrt(0 * x)
-    has derivative 0 in x as in forward mode."""
-    if nd[i].p0 != 0.0:
-        adj[nd[i].a0] += nd[i].p0 * g
-    if nd[i].a1 >= 0 and nd[i].p1 != 0.0:
-        adj[nd[i].a1] += nd[i].p1 * g
+            _pull(nd, adj, i, g)
 
 
 cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
@@ -74,18 +73,11 @@ cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
     before every replayed gradient."""
     cdef Py_ssize_t i
     cdef double g
-    cdef int32_t a1
     adj[slot] += 1.0
     for i in range(slot, lo - 1, -1):
         g = adj[i]
         if g != 0.0:
-            if isfinite(g):
-                adj[nd[i].a0] += nd[i].p0 * g
-                a1 = nd[i].a1
-                if a1 >= 0:
-                    adj[a1] += nd[i].p1 * g
-            else:
-                _inf_pullback(nd, adj, i, g)
+            _pull(nd, adj, i, g)
             adj[i] = 0.0       # after: a CONST node points a0 at itself
     memcpy(grad, adj, lo * sizeof(double))
     memset(adj, 0, lo * sizeof(double))
