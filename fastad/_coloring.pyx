@@ -520,6 +520,14 @@ def _ordering_code(ordering):
 
 # ================================================================ distance-2 coloring
 
+cdef inline idx_t _first_fit(const idx_t* forb, idx_t v) noexcept nogil:
+    """The smallest color not stamped forbidden for vertex v (greedy's choice)."""
+    cdef idx_t c = 0
+    while forb[c] == v:
+        c += 1
+    return c
+
+
 cdef idx_t _greedy_d2_c(idx_t nv, const idx_t[::1] order,
                         const idx_t[::1] vptr, const idx_t[::1] vnets,
                         const idx_t[::1] nptr, const idx_t[::1] nverts,
@@ -547,14 +555,11 @@ cdef idx_t _greedy_d2_c(idx_t nv, const idx_t[::1] order,
                 cu = color[nverts[b]]
                 if cu >= 0:
                     forb[cu] = v
-        c = 0
-        while forb[c] == v:
-            c += 1
+        c = _first_fit(&forb[0], v)
         if c >= limit:
             return -1
         color[v] = <int32_t>c
-        if c >= ncol:
-            ncol = c + 1
+        ncol = max(ncol, c + 1)
     return ncol
 
 
@@ -712,14 +717,11 @@ cdef idx_t _star_c(idx_t n, const idx_t[::1] order, const idx_t[::1] ip,
                     cx = color[x]
                     if cx >= 0 and hub[star[edge[b]]] == x:
                         forb[cx] = v
-        c = 0
-        while forb[c] == v:
-            c += 1
+        c = _first_fit(&forb[0], v)
         if c >= limit:
             return -1
         color[v] = <int32_t>c
-        if c >= ncol:
-            ncol = c + 1
+        ncol = max(ncol, c + 1)
         # update the collection of two-colored stars with the edges at v
         for a in range(ip[v], ip[v + 1]):
             w = ix[a]
