@@ -28,3 +28,37 @@ def rosen_grad(x):
     g[:-1] = -2 * (1 - x[:-1]) - 400 * x[:-1] * (x[1:] - x[:-1] ** 2)
     g[1:] += 200 * (x[1:] - x[:-1] ** 2)
     return g
+
+
+class Progress(object):
+    """Progress lines on stderr with elapsed time and an estimate of time left.
+
+    ``weights`` are the expected relative costs of the steps (1 each when
+    omitted); the estimate scales the time spent so far by the weight left.
+    """
+
+    def __init__(self, label, weights, enabled=True):
+        import sys
+        self.out = sys.stderr
+        self.label = label
+        self.weights = [float(w) for w in weights]
+        self.done = 0.0
+        self.i = 0
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+
+    def step(self, what):
+        """Announce the next step (call before running it)."""
+        if self.enabled:
+            el = time.perf_counter() - self.t0
+            total = sum(self.weights)
+            if self.done > 0:
+                eta = "~%.0f s left" % (el * (total - self.done) / self.done)
+            else:
+                eta = "estimating"
+            self.out.write("[%s %6.1fs] %d/%d %s (%s)\n"
+                           % (self.label, el, self.i + 1, len(self.weights), what, eta))
+            self.out.flush()
+        if self.i < len(self.weights):
+            self.done += self.weights[self.i]
+        self.i += 1
