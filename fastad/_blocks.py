@@ -140,6 +140,11 @@ class Block:
         flats = [o.flat for o in self.operands() if o.active]
         return np.concatenate(flats) if flats else np.zeros(0, dtype=np.intp)
 
+    def constant_partials(self):
+        """True when the block's partials do not depend on the point (a linear
+        map): its recorded state then serves any replay's tangents."""
+        return False
+
     def sparsity(self):
         """How outputs depend on slots (see fastad._sparsity.propagate).  This
         default is dense: every output depends on every slot read, and they
@@ -392,6 +397,14 @@ class Elementwise(Block):
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
 
+    def constant_partials(self):
+        if self.name in LINEAR_OPS:
+            return True
+        active = [o.active for o in self.operands()]
+        if self.name == "mul":          # times a constant
+            return sum(active) == 1
+        return self.name == "div" and active == [True, False]
+
     def sparsity(self):
         """One scalar op per element: the op table's flags decide."""
         def slots(o):
@@ -548,6 +561,9 @@ class Matmul(Block):
     def _ab(self, val):
         return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
 
+    def constant_partials(self):
+        return not (self.a.active and self.b.active)
+
     def sparsity(self):
         """C[i, j] depends on row i of A and column j of B (virtual sets, so
         each is gathered once); C = A B is bilinear, so column k of A
@@ -642,6 +658,9 @@ class Sum(Block):
     def compute(self, val, out):
         np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims, out=out)
         return None
+
+    def constant_partials(self):
+        return True
 
     def sparsity(self):
         """Each output depends on the elements summed into it (linear)."""
@@ -748,3 +767,82 @@ class Selection(Check):
                 f"another element at the new input, so this tape does not describe "
                 f"the function there. Record a new tape at this input with fad.record(f, x).")
         return None
+
+
+class TangentFold:
+    """A forward sweep with a fixed seed matrix (a sparse Jacobian's
+    compressed sweep) over a tape of blocks and constants.
+
+    A block with constant partials whose operands have constant tangents
+    has constant tangents itself: the seeds alone decide them.  They are
+    computed once, at the first point, and kept in `buffer`; a later call
+    recomputes only the other blocks' tangents, and replays only the values
+    their partials read and the comparisons re-checked.  In `x[:-2] - 2*x[1:-1]
+    + x[2:] + h * exp(x)` only the three blocks after exp are swept again."""
+
+    def __init__(self, tape, seeds, x):
+        import threading
+        blocks = tape.blocks
+        n = tape.n_nodes
+        self.k = seeds.shape[0]
+        self.const_slots = tape._constant_slots()
+        self.const_values = tape.recorded_values()[self.const_slots].copy()
+        owner = np.full(n, -1, dtype=np.intp)
+        for bi, blk in enumerate(blocks):
+            owner[blk.start:blk.stop] = bi
+        deps = []
+        for blk in blocks:
+            found = set()
+            for o in blk.operands():
+                if o.active:
+                    slots = owner[o.start:o.start + o.flat.size] if o.start >= 0 else owner[o.flat]
+                    found.update(np.unique(slots[slots >= 0]).tolist())
+            deps.append(sorted(found))
+        const_tan = []
+        for bi, blk in enumerate(blocks):
+            const_tan.append(isinstance(blk, Check) or (
+                blk.constant_partials() and all(const_tan[d] for d in deps[bi])))
+        outs = np.asarray(tape.out_slots, dtype=np.intp).reshape(-1)
+        need_tan = np.zeros(len(blocks), dtype=bool)
+        need_tan[np.unique(owner[outs][owner[outs] >= 0])] = True
+        need_val = np.zeros(len(blocks), dtype=bool)
+        for bi in range(len(blocks) - 1, -1, -1):
+            blk = blocks[bi]
+            if need_tan[bi] and not const_tan[bi]:
+                need_tan[deps[bi]] = True
+                if not blk.constant_partials():
+                    need_val[bi] = True
+            if isinstance(blk, Check):
+                need_val[bi] = True
+            if need_val[bi]:
+                need_val[deps[bi]] = True
+        self.run_tangent = [bi for bi in range(len(blocks)) if need_tan[bi] and not const_tan[bi]]
+        self.run_forward = [bi for bi in range(len(blocks)) if need_val[bi]]
+        self.states = tape._recorded_states()
+        self.useful = len(self.run_forward) < len(blocks) or \
+            len(self.run_tangent) < sum(not isinstance(b, Check) for b in blocks)
+        self.tangents = tape._full_tangents(x, seeds) if self.useful else None
+        self.fresh = True           # tangents are those at the plan's first point
+        self._lock = threading.Lock()
+
+    def buffer(self):
+        """The kept tangents to sweep into: the buffer itself, or a copy of
+        it while another thread holds it."""
+        return _FoldBuffer(self)
+
+
+class _FoldBuffer:
+    __slots__ = ("fold", "locked")
+
+    def __init__(self, fold):
+        self.fold = fold
+        self.locked = False
+
+    def __enter__(self):
+        self.locked = self.fold._lock.acquire(blocking=False)
+        return self.fold.tangents if self.locked else self.fold.tangents.copy()
+
+    def __exit__(self, *exc):
+        if self.locked:
+            self.fold._lock.release()
+        return False

@@ -1024,7 +1024,7 @@ cdef class Tape:
             _seed_rows(tan, seeds, lo)
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
             if gather is not None:
-                return tan.reshape(-1).take(gather)
+                return gather_flat(tan, gather)
             return tan[self.out_slots.reshape(-1)].T
         finally:
             self._release(w)
@@ -1049,7 +1049,7 @@ cdef class Tape:
                     ap[so[o] * k + j] += sp[j * m + o]
             self._reverse_run(nodes, val, states, adj, k, hi - 1, lo, cot)
             if gather is not None:
-                return adj.reshape(-1).take(gather)
+                return gather_flat(adj, gather)
             return adj[:lo].T.copy()
         finally:
             self._release(w)
@@ -1125,7 +1125,7 @@ cdef class Tape:
             if r >= 0:
                 raise BranchChangedError(self._branch_message(r))
             if gather is not None:
-                return tan.reshape(-1).take(gather)
+                return gather_flat(tan, gather)
             return tan[self.out_slots.reshape(-1)].T
         finally:
             self._release(t)
@@ -1172,6 +1172,56 @@ cdef class Tape:
             if rev_seeds is not None:
                 r = self._adjoints(w.node, val, w.states, rev_seeds, rev_gather)
             return f, r
+        finally:
+            self._release(w)
+
+    def _constant_slots(self):
+        """The constants' slots when every slot past the inputs is a block's
+        or a constant's, else None."""
+        cdef Py_ssize_t i
+        cdef uint8_t o
+        found = []
+        for i in range(self.n_inputs, self.buf.n):
+            o = self.buf.op[i]
+            if o == FAD_CONST:
+                found.append(i)
+            elif o != FAD_BLOCK:
+                return None
+        return np.array(found, dtype=np.intp)
+
+    def _fold_tangents(self, x, fold, gather):
+        """The forward lanes of fold's fixed seeds at x, at the gather
+        positions (see fastad._blocks.TangentFold): only the values some
+        changing block reads are replayed and only those blocks are swept."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t lo = self.n_inputs
+        cdef Work w = self._acquire()
+        try:
+            if lo:
+                memcpy(w.val, _dptr(flat), lo * sizeof(double))
+            val = _view(w.val, self.buf.n)
+            val[fold.const_slots] = fold.const_values
+            blocks = self.blocks
+            states = list(fold.states)
+            for bi in fold.run_forward:
+                states[bi] = blocks[bi].forward(val)
+            with fold.buffer() as tan:
+                for bi in fold.run_tangent:
+                    blocks[bi].tangent(val, states[bi], tan, fold.k)
+                return gather_flat(tan, gather)
+        finally:
+            self._release(w)
+
+    def _full_tangents(self, x, seeds):
+        """Replay at x and sweep k seeds: the whole (rows, k) tangent buffer."""
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Work w = self._acquire()
+        try:
+            self._replay(w, x)
+            tan = np.empty((hi, k))
+            _seed_rows(tan, seeds, lo)
+            self._tangent_run(w.node, _view(w.val, self.buf.n), w.states, tan, k, lo, hi)
+            return tan
         finally:
             self._release(w)
 
@@ -1247,7 +1297,7 @@ cdef class Tape:
             adt = w.zeros(hi, k, 2)
             self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
-                return adt.reshape(-1).take(gather)
+                return gather_flat(adt, gather)
             Hv = self._shape_in(adt[:lo].T.copy(), stacked)
             if not with_grad:
                 return Hv
@@ -1603,6 +1653,26 @@ def add_rows(dst, idx, g):
                 d[r, j] += gv[i, j]
 
 
+def gather_flat(src, idx):
+    """src.reshape(-1)[idx] for intp idx: a sparse Jacobian's or Hessian's
+    nonzeros read from a sweep buffer (NumPy's take is several times slower)."""
+    cdef const double[::1] sv = np.ascontiguousarray(src, dtype=np.float64).reshape(-1)
+    cdef const Py_ssize_t[::1] iv = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+    cdef Py_ssize_t m = iv.shape[0], size = sv.shape[0], i, j, bad = -1
+    out = np.empty(m)
+    cdef double[::1] ov = out
+    with nogil:
+        for i in range(m):
+            j = iv[i]
+            if <size_t>j >= <size_t>size:
+                bad = i
+                break
+            ov[i] = sv[j]
+    if bad >= 0:
+        raise IndexError(f"gather_flat: index {iv[bad]} out of range for {size} values")
+    return out
+
+
 def rows_times(d, t, out=None, bint accumulate=False):
     """out[i, :] (+)= d[i] * t[i, :] for t of d's size times k lanes: a
     partial times k tangents or cotangents, where NumPy's d[..., None] * t
@@ -1890,5 +1960,5 @@ cdef class TapePoint:
                 reverse_second_lanes(t.buf.op, self.w.node, self.w.val, gp, tp, dp, k,
                                      hi - 1, lo)
         if gather is not None:
-            return adt.reshape(-1).take(gather)
+            return gather_flat(adt, gather)
         return t._shape_in(adt[:lo].T.copy(), stacked)

@@ -24,7 +24,8 @@ for the returned matrices.
 import numpy as np
 
 from fastad import _coloring, _sparsity
-from fastad._tape import FWD_LANE_COST, REV_LANE_COST
+from fastad._blocks import TangentFold
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST, gather_flat
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
@@ -73,6 +74,15 @@ def _cache(tape):
     if tape.sparse_cache is None:
         tape.sparse_cache = {}
     return tape.sparse_cache
+
+
+def _csr_result(data, indices, indptr, shape):
+    """A csr_matrix of a plan's pattern with its own index arrays.  Given
+    int32 indices and indptr SciPy neither scans nor converts them, which
+    otherwise costs a pass over the indices on every call."""
+    sp = _scipy_sparse()
+    dt = np.int32 if max(max(shape, default=0), indices.size) < 2 ** 31 else np.int64
+    return sp.csr_matrix((data, indices.astype(dt), indptr.astype(dt)), shape=shape)
 
 
 def _bool_csr(triple):
@@ -251,14 +261,36 @@ class JacobianPlan:
         """Lanes per evaluation: (forward directions, reverse seeds)."""
         return self.n_fwd, self.n_rev
 
+    _folded = None          # forward sweeps over blocks: a TangentFold, or False
+
+    def _fold(self, tape, x):
+        """The tape's forward sweep with this plan's seeds, keeping the blocks
+        whose tangents the seeds alone decide (None: sweep everything)."""
+        if self._folded is None:
+            self._folded = False
+            if tape.blocks and tape._constant_slots() is not None:
+                fold = TangentFold(tape, self.col_seeds, x)
+                if fold.useful:
+                    self._folded = fold
+        return self._folded or None
+
     def evaluate(self, tape, x):
-        sp = _scipy_sparse()
+        _scipy_sparse()          # before sweeping: say how to install it
         if self.indices.size == 0:              # nothing to sweep for
             tape(x)                             # but the point must be on the recorded path
-            return sp.csr_matrix((np.zeros(0), self.indices, self.indptr), shape=self.shape)
-        f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
-                                   self.fwd_src, self.row_seeds if self.rev_pos.size else None,
-                                   self.rev_src)
+            return _csr_result(np.zeros(0), self.indices, self.indptr, self.shape)
+        fold = self._fold(tape, x) if self.rev_pos.size == 0 else None
+        if fold is not None:
+            if fold.fresh:          # the first call: its full sweep is the answer
+                fold.fresh = False
+                f = gather_flat(fold.tangents, self.fwd_src)
+            else:
+                f = tape._fold_tangents(x, fold, self.fwd_src)
+            r = None
+        else:
+            f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
+                                       self.fwd_src, self.row_seeds if self.rev_pos.size else None,
+                                       self.rev_src)
         if self.rev_pos.size == 0:
             data = f
         elif self.fwd_pos.size == 0:
@@ -267,7 +299,7 @@ class JacobianPlan:
             data = np.empty(self.indices.size)
             data[self.fwd_pos] = f
             data[self.rev_pos] = r
-        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+        return _csr_result(data, self.indices, self.indptr, self.shape)
 
 
 class HessianPlan:
@@ -285,7 +317,7 @@ class HessianPlan:
         self.src = np.asarray(plan.src_row, np.int64) * self.n_colors + np.asarray(plan.src_col)
 
     def evaluate(self, tape, x, point=None):
-        sp = _scipy_sparse()
+        _scipy_sparse()          # before sweeping: say how to install it
         n = self.shape[0]
         if self.n_colors == 0:
             data = np.zeros(self.indices.size)
@@ -293,7 +325,7 @@ class HessianPlan:
             seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
             data = point._hvp_gather(seeds, self.src) if point is not None \
                 else tape._hvp(x, seeds, False, None, self.src)
-        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+        return _csr_result(data, self.indices, self.indptr, self.shape)
 
 
 def tape_sparse_jacobian(tape, x, mode="auto"):

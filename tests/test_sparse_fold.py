@@ -1,0 +1,181 @@
+"""Repeated forward sparse Jacobians of array code keep the tangents of
+blocks the seeds alone decide (fastad._blocks.TangentFold): the results
+must equal a full sweep and the dense Jacobian at every new point."""
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastad as fad
+from fastad.sparse import JacobianPlan
+
+pytest.importorskip("scipy.sparse")
+
+A = np.random.default_rng(5).normal(size=(9, 9)) * (np.abs(np.arange(9)[:, None] - np.arange(9)) < 2)
+
+
+def bratu(x):
+    h2 = 1.0 / (len(x) + 1) ** 2
+    xp = fad.concatenate([np.zeros(1), x, np.zeros(1)])
+    return xp[:-2] - 2 * x + xp[2:] + h2 * np.exp(x)
+
+
+def linear_only(x):                       # every block constant: nothing re-swept
+    xp = fad.concatenate([np.ones(1), x, np.ones(1)])
+    return 3.0 * (xp[:-2] - xp[2:]) / 2.0 + x
+
+
+def nonlinear_first(x):                   # the varying block feeds linear ones
+    y = np.sin(x)
+    return (y[1:] - y[:-1]) * 4.0 - x[1:]
+
+
+def banded_matmul(x):                     # constant matrix @ active vector
+    return A @ x + x * x
+
+
+def broadcast_mix(x):
+    m = fad.reshape(x, (3, 3))
+    return fad.reshape(m * np.arange(1.0, 4.0) + np.tanh(m) - m.sum(axis=0), (9,))
+
+
+def gathered(x):
+    return x[::2] * x[1::2][:4].sum() + x[np.array([8, 0, 4, 2, 6])]
+
+
+def with_comparison(x):                   # a recorded branch: re-checked on replay
+    y = fad.where(x > 0, x * x, -x)
+    return y[1:] + 2 * y[:-1]
+
+
+def with_scalars(x):                      # scalar nodes on the tape: no fold
+    s = x[0] * x[1]
+    return x * 2.0 + s
+
+
+CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
+         with_comparison, with_scalars]
+
+
+def _full(tape, plan, x):
+    f, _ = tape._sparse_sweeps(x, plan.col_seeds, plan.fwd_src, None, None)
+    return f
+
+
+@pytest.mark.parametrize("f", CASES, ids=lambda f: f.__name__)
+def test_repeated_calls_equal_a_full_sweep_and_the_dense_jacobian(f):
+    rng = np.random.default_rng(1)
+    x0 = rng.uniform(0.2, 1.0, 9)
+    tape = fad.record(f, x0)
+    J0 = tape.sparse_jacobian(x0, mode="fwd")
+    np.testing.assert_allclose(J0.toarray(), fad.jacobian(f)(x0), rtol=1e-13, atol=1e-15)
+    plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+    for _ in range(4):
+        x = rng.uniform(0.2, 1.0, 9)
+        J = tape.sparse_jacobian(x, mode="fwd")
+        np.testing.assert_array_equal(J.data, _full(tape, plan, x))
+        np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
+
+
+def test_the_fold_skips_what_the_seeds_decide():
+    x = np.linspace(0.1, 1.0, 50)
+    tape = fad.record(bratu, x)
+    tape.sparse_jacobian(x)
+    fold = tape.sparse_cache[("jacobian_plan", "auto")]._folded
+    names = [b.name for b in tape.blocks]
+    assert names == ["mul", "sub", "add", "exp", "mul", "add"]
+    assert fold.run_forward == [3]            # only exp's value is replayed
+    assert fold.run_tangent == [3, 4, 5]      # the blocks after exp
+    assert JacobianPlan(fad.record(with_scalars, x[:9]), "fwd")._fold(
+        fad.record(with_scalars, x[:9]), x[:9]) is None
+
+
+def test_a_changed_branch_still_raises_and_the_tape_stays_usable():
+    x = np.linspace(0.1, 0.9, 9)
+    tape = fad.record(with_comparison, x)
+    tape.sparse_jacobian(x, mode="fwd")
+    bad = x.copy()
+    bad[3] = -0.5
+    with pytest.raises(fad.BranchChangedError):
+        tape.sparse_jacobian(bad, mode="fwd")
+    J = tape.sparse_jacobian(x + 0.05, mode="fwd")
+    np.testing.assert_allclose(J.toarray(), fad.jacobian(with_comparison)(x + 0.05), rtol=1e-13)
+
+
+def test_linear_function_checks_its_input_and_answers_without_sweeping():
+    x = np.linspace(0.1, 0.9, 9)
+    tape = fad.record(linear_only, x)
+    J0 = tape.sparse_jacobian(x, mode="fwd")
+    fold = tape.sparse_cache[("jacobian_plan", "fwd")]._folded
+    assert fold.run_tangent == [] and fold.run_forward == []
+    np.testing.assert_array_equal(tape.sparse_jacobian(x * 7, mode="fwd").toarray(), J0.toarray())
+    with pytest.raises(ValueError, match="shape"):
+        tape.sparse_jacobian(np.ones(4), mode="fwd")
+
+
+def test_nonfinite_points_match_the_full_sweep():
+    x = np.linspace(0.1, 0.9, 9)
+    tape = fad.record(bratu, x)
+    tape.sparse_jacobian(x)
+    plan = tape.sparse_cache[("jacobian_plan", "auto")]
+    for bad in (np.inf, -np.inf, np.nan, 800.0):
+        y = x.copy()
+        y[4] = bad
+        np.testing.assert_array_equal(tape.sparse_jacobian(y).data, _full(tape, plan, y))
+
+
+def test_results_own_their_index_arrays():
+    """A caller editing one result in place cannot corrupt later ones."""
+    x = np.linspace(0.1, 0.9, 9)
+    tape = fad.record(bratu, x)
+    J = tape.sparse_jacobian(x)
+    J.data[:] = 0.0
+    J.eliminate_zeros()
+    J.indices[:] = 0
+    J2 = tape.sparse_jacobian(x + 0.1)
+    np.testing.assert_allclose(J2.toarray(), fad.jacobian(bratu)(x + 0.1), rtol=1e-13)
+    H = fad.record(lambda v: fad.sum(v ** 4), x)
+    S = H.sparse_hessian(x)
+    S.indices[:] = 0
+    np.testing.assert_allclose(H.sparse_hessian(x).toarray(), np.diag(12 * x ** 2), rtol=1e-13)
+
+
+def test_threads_sharing_one_plan_get_their_own_answers():
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)           # interleave the threads inside the sweeps
+    try:
+        _threads_sharing_one_plan()
+    finally:
+        sys.setswitchinterval(old)
+
+
+def _threads_sharing_one_plan():
+    x = np.linspace(0.1, 0.9, 20000)
+    tape = fad.record(bratu, x)
+    tape.sparse_jacobian(x)
+    points = [x + 0.01 * i for i in range(8)]
+    want = [tape._sparse_sweeps(p, *_plan_args(tape)) [0] for p in points]
+    got = [None] * len(points)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                got[i] = tape.sparse_jacobian(points[i]).data
+                if not np.array_equal(got[i], want[i]):
+                    errors.append(i)
+        except Exception as e:      # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(points))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def _plan_args(tape):
+    plan = tape.sparse_cache[("jacobian_plan", "auto")]
+    return plan.col_seeds, plan.fwd_src, None, None
