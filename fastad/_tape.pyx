@@ -1445,8 +1445,7 @@ cdef class Tape:
         if self.out_slots is not None:
             for k, s in enumerate(self.out_slots.reshape(-1).tolist()):
                 outs.setdefault(s, []).append(k)
-        lines = [f"fastad.Tape: {self.n_inputs} inputs, {len(self)} operations, "
-                 f"{self.n_outputs} outputs"]
+        lines = [f"fastad.Tape: {self._counts()}"]
         for i in range(self.buf.n):
             desc = f"  v{i} = {self._describe(i)}"
             note = f"# {self.buf.val[i]!r}"
@@ -1473,8 +1472,11 @@ cdef class Tape:
         return ""
 
     def __repr__(self):
-        return (f"<fastad.Tape: {self.n_inputs} inputs, {len(self)} operations, "
-                f"{self.n_outputs} outputs>")
+        return f"<fastad.Tape: {self._counts()}>"
+
+    def _counts(self):
+        return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in (
+            (self.n_inputs, "input"), (len(self), "operation"), (self.n_outputs, "output")))
 
     def to_dot(self, max_nodes=2000):
         """Graphviz source of the computational graph, edges labelled with partials.
@@ -1494,8 +1496,9 @@ cdef class Tape:
                 if i == blk.start:
                     lines.append(f'  v{i} [label="v{blk.start}..v{blk.stop - 1} = '
                                  f'{blk.describe()}", shape=box3d];')
-                    for src in blk.sources():
-                        lines.append(f'  v{src} -> v{i};')
+                    read = {self._dot_src(s) for o in blk.operands() if o.active
+                            for s in o.flat.tolist()}       # an edge from every node it reads
+                    lines.extend(f'  v{src} -> v{i};' for src in sorted(read))
                 continue
             if op == FAD_INPUT:
                 label, shape = f"x{self._input_label(i)}\\n{v:.4g}", "box"

@@ -711,3 +711,15 @@ def test_constant_scalar_output_has_zero_gradient():
     close(v, 5.0)
     close(g, np.zeros(2))
     close(tape.jacobian(p), np.zeros(2))
+
+
+def test_to_dot_draws_an_edge_from_every_element_a_block_reads():
+    """An array block is one node with an edge from each node it reads:
+    every input element, blocks drawn at their first slot, once each."""
+    tape = fad.record(lambda X: np.sum(X * X) + np.sum(np.tanh(X[:, 0])), np.ones((2, 2)))
+    edges = _dot_edges(tape.to_dot())
+    assert len(edges) == len(set(edges))
+    mul, tanh = (b.start for b in tape.blocks if getattr(b, "name", "") in ("mul", "tanh"))
+    assert [a for a, b in edges if b == mul] == [0, 1, 2, 3]
+    assert [a for a, b in edges if b == tanh] == [0, 2]       # the column X[:, 0]
+    assert repr(tape) == "<fastad.Tape: 4 inputs, 9 operations, 1 output>"
