@@ -792,12 +792,12 @@ class TangentFold:
             owner[blk.start:blk.stop] = bi
         deps = []
         for blk in blocks:
-            found = set()
+            reads = np.zeros(len(blocks) + 1, dtype=bool)     # block index + 1; 0: none
             for o in blk.operands():
                 if o.active:
                     slots = owner[o.start:o.start + o.flat.size] if o.start >= 0 else owner[o.flat]
-                    found.update(np.unique(slots[slots >= 0]).tolist())
-            deps.append(sorted(found))
+                    reads[slots + 1] = True
+            deps.append(np.flatnonzero(reads[1:]).tolist())
         const_tan = []
         for bi, blk in enumerate(blocks):
             const_tan.append(isinstance(blk, Check) or (
