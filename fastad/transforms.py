@@ -5,6 +5,7 @@ runs compiled sweeps over it: reverse for gradients and pullbacks, tangent
 for pushforwards, k seeds or directions per sweep.
 """
 import functools
+import math
 import numbers
 
 import numpy as np
@@ -85,7 +86,7 @@ def _input_gradients(tape, slot):
         if shape is None:
             grads.append(float(adj[first]))
         else:
-            size = int(np.prod(shape, dtype=np.int64))
+            size = math.prod(shape)
             # adj is a fresh array: disjoint views of it need no copy
             grads.append(adj[first:first + size].reshape(shape))
     return grads
