@@ -415,6 +415,161 @@ cdef void needed_values(const uint8_t* op, const fad_node* nd, uint8_t* need,
 
 
 
+DEF FOLD_VALUE = 1      # a folded sweep computes the node's value and partials
+DEF FOLD_TANGENT = 2    # ... and pushes its tangent lanes
+
+
+cdef void fold_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask, uint8_t* fixed,
+                    const Py_ssize_t* outs, Py_ssize_t n_outs, Py_ssize_t lo,
+                    Py_ssize_t n) noexcept nogil:
+    """What a forward sweep with fixed seeds must redo at a new point.  A node
+    with constant partials whose operands have fixed tangents has a fixed
+    tangent (the seeds alone decide it); only the other nodes an output needs
+    push lanes (FOLD_TANGENT), and only values their partials or a
+    comparison read are computed (FOLD_VALUE)."""
+    cdef Py_ssize_t i, j
+    cdef int o, fl
+    cdef int32_t a0, a1
+    for i in range(lo):
+        fixed[i] = 1
+        mask[i] = 0
+    for i in range(lo, n):
+        mask[i] = 0
+        o = op[i]
+        fl = fad_op_flags[o]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        if o == FAD_CONST or o >= FAD_FIRST_CMP:
+            fixed[i] = 1                                  # no tangent at all
+        elif fl & FAD_CP:
+            fixed[i] = fixed[a0] and not (a1 >= 0 and fl & FAD_BINARY and not fixed[a1])
+        else:
+            fixed[i] = 0
+    for j in range(n_outs):
+        mask[outs[j]] |= 4                                # 4: an output needs its tangent
+    for i in range(n - 1, lo - 1, -1):
+        o = op[i]
+        fl = fad_op_flags[o]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        if mask[i] & 4 and not fixed[i]:
+            mask[i] |= FOLD_TANGENT
+            mask[a0] |= 4
+            if a1 >= 0 and fl & FAD_BINARY:
+                mask[a1] |= 4
+            if not (fl & FAD_CP):
+                mask[i] |= FOLD_VALUE
+        if o >= FAD_FIRST_CMP:
+            mask[i] |= FOLD_VALUE
+        if mask[i] & FOLD_VALUE and a0 != i:
+            mask[a0] |= FOLD_VALUE
+            if a1 >= 0 and fl & FAD_BINARY:
+                mask[a1] |= FOLD_VALUE
+    for i in range(n):
+        mask[i] = 0 if i < lo else mask[i] & (FOLD_VALUE | FOLD_TANGENT)
+
+
+cdef inline Py_ssize_t _fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
+                                   const double* recorded, double* val, double* tan,
+                                   Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int o
+    cdef uint8_t m
+    cdef int32_t a0, a1
+    cdef double v, d0, d1
+    for i in range(lo, hi):
+        m = mask[i]
+        if m == 0:
+            continue
+        o = op[i]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        if m & FOLD_VALUE:
+            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+            if o >= FAD_FIRST_CMP and v != recorded[i]:
+                return i
+            val[i] = v
+        else:                                   # constant partials: the recorded ones
+            d0 = nd[i].p0
+            d1 = nd[i].p1
+        if m & FOLD_TANGENT:
+            _lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
+                   tan + (a1 if a1 >= 0 else a0) * k, k)
+    return -1
+
+
+cdef Py_ssize_t fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
+                           const double* recorded, double* val, double* tan, Py_ssize_t k,
+                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """The sweep fold_mask describes; returns -1 or the first comparison
+    slot whose outcome changed."""
+    if k == 1:
+        return _fold_sweep(op, nd, mask, recorded, val, tan, 1, lo, hi)
+    if k == 2:
+        return _fold_sweep(op, nd, mask, recorded, val, tan, 2, lo, hi)
+    if k == 3:
+        return _fold_sweep(op, nd, mask, recorded, val, tan, 3, lo, hi)
+    if k == 4:
+        return _fold_sweep(op, nd, mask, recorded, val, tan, 4, lo, hi)
+    return _fold_sweep(op, nd, mask, recorded, val, tan, k, lo, hi)
+
+
+cdef class ScalarFold:
+    """A forward sweep with a fixed seed matrix over a tape of scalar nodes
+    (a sparse Jacobian's compressed sweep): the tangents the seeds alone
+    decide are computed once, at the first point, and kept; later points
+    redo only what fold_mask marks.  In the Bratu loop, x[i-1] - 2 x[i] +
+    x[i+1] is fixed and only exp, its scaling and the last add are swept."""
+    cdef readonly object mask          # uint8 per slot: FOLD_VALUE | FOLD_TANGENT
+    cdef readonly object tangents      # (slots, k) kept tangents
+    cdef readonly Py_ssize_t k
+    cdef public bint fresh             # tangents are those at the first point
+    cdef object lock
+
+    def __init__(self, Tape tape, seeds, x):
+        import threading
+        cdef Py_ssize_t n = tape.buf.n
+        outs = np.ascontiguousarray(tape.out_slots.reshape(-1), dtype=np.intp)
+        self.mask = np.empty(max(n, 1), dtype=np.uint8)
+        fixed = np.empty(max(n, 1), dtype=np.uint8)
+        fold_mask(tape.buf.op, tape.buf.node, <uint8_t*>cnp.PyArray_DATA(self.mask),
+                  <uint8_t*>cnp.PyArray_DATA(fixed), <Py_ssize_t*>cnp.PyArray_DATA(outs),
+                  outs.shape[0], tape.n_inputs, n)
+        self.k = seeds.shape[0]
+        self.tangents = tape._full_tangents(x, seeds)
+        self.fresh = True
+        self.lock = threading.Lock()
+
+    @property
+    def counts(self):
+        """(slots swept for tangents, slots whose value is computed)."""
+        m = self.mask
+        return int(np.count_nonzero(m & FOLD_TANGENT)), int(np.count_nonzero(m & FOLD_VALUE))
+
+    def sweep(self, Tape tape, x, gather):
+        """The kept and swept tangents at x, at the gather positions."""
+        cdef cnp.ndarray flat = tape._flat_input(x)
+        cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
+        cdef Work w = tape._acquire()
+        cdef bint mine = self.lock.acquire(False)
+        cdef cnp.ndarray tan = self.tangents if mine else self.tangents.copy()
+        cdef double* tp = _dptr(tan)
+        cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
+        try:
+            if lo:
+                memcpy(w.val, _dptr(flat), lo * sizeof(double))
+            with nogil:
+                r = fold_sweep(tape.buf.op, tape.buf.node, mp, tape.buf.val, w.val, tp,
+                               self.k, lo, n)
+            if r >= 0:
+                raise BranchChangedError(tape._branch_message(r))
+            return gather_flat(tan, gather)
+        finally:
+            if mine:
+                self.lock.release()
+            tape._release(w)
+
+
 # ---------------------------------------------------------------- work buffers
 
 cdef class Work:

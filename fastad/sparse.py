@@ -25,7 +25,7 @@ import numpy as np
 
 from fastad import _coloring, _sparsity
 from fastad._blocks import TangentFold
-from fastad._tape import FWD_LANE_COST, REV_LANE_COST, gather_flat
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST, ScalarFold, gather_flat
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
@@ -268,7 +268,9 @@ class JacobianPlan:
         whose tangents the seeds alone decide (None: sweep everything)."""
         if self._folded is None:
             self._folded = False
-            if tape.blocks and tape._constant_slots() is not None:
+            if not tape.blocks:
+                self._folded = ScalarFold(tape, self.col_seeds, x)
+            elif tape._constant_slots() is not None:
                 fold = TangentFold(tape, self.col_seeds, x)
                 if fold.useful:
                     self._folded = fold
@@ -284,6 +286,8 @@ class JacobianPlan:
             if fold.fresh:          # the first call: its full sweep is the answer
                 fold.fresh = False
                 f = gather_flat(fold.tangents, self.fwd_src)
+            elif isinstance(fold, ScalarFold):
+                f = fold.sweep(tape, x, self.fwd_src)
             else:
                 f = tape._fold_tangents(x, fold, self.fwd_src)
             r = None

@@ -49,13 +49,38 @@ def with_comparison(x):                   # a recorded branch: re-checked on rep
     return y[1:] + 2 * y[:-1]
 
 
-def with_scalars(x):                      # scalar nodes on the tape: no fold
+def with_scalars(x):                      # scalar nodes and blocks: no fold
     s = x[0] * x[1]
     return x * 2.0 + s
 
 
+def bratu_loop(x):                        # scalar nodes only: a ScalarFold
+    n = len(x)
+    h2 = 1.0 / (n + 1) ** 2
+    out = []
+    for i in range(n):
+        left = x[i - 1] if i > 0 else 0.0
+        right = x[i + 1] if i < n - 1 else 0.0
+        out.append(left - 2 * x[i] + right + h2 * fad.exp(x[i]))
+    return fad.stack(out)
+
+
+def loop_mixed(x):                        # fixed, varying and branching nodes
+    out = []
+    for i in range(len(x) - 1):
+        a = 3.0 * x[i] - x[i + 1] / 2.0
+        b = fad.sin(a) * x[i] if x[i] > 0.5 else a - 1.0
+        out.append(b + 2 * a + fad.sqrt(x[i + 1]))
+    out.append(x[0] * 1.0)                # linear in an input: fixed
+    return fad.stack(out)
+
+
+def loop_linear(x):                       # no node varies: nothing swept
+    return fad.stack([x[i] - 2 * x[i - 1] + 1.0 for i in range(1, len(x))])
+
+
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
-         with_comparison, with_scalars]
+         with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear]
 
 
 def _full(tape, plan, x):
@@ -67,12 +92,16 @@ def _full(tape, plan, x):
 def test_repeated_calls_equal_a_full_sweep_and_the_dense_jacobian(f):
     rng = np.random.default_rng(1)
     x0 = rng.uniform(0.2, 1.0, 9)
+    if f is loop_mixed:
+        x0 = np.array([0.9, 0.3, 0.8, 0.2, 0.7, 0.6, 0.1, 0.95, 0.4])
     tape = fad.record(f, x0)
     J0 = tape.sparse_jacobian(x0, mode="fwd")
     np.testing.assert_allclose(J0.toarray(), fad.jacobian(f)(x0), rtol=1e-13, atol=1e-15)
     plan = tape.sparse_cache[("jacobian_plan", "fwd")]
     for _ in range(4):
         x = rng.uniform(0.2, 1.0, 9)
+        if f is loop_mixed:                # the same branches
+            x = x0 + rng.uniform(-0.04, 0.04, 9)
         J = tape.sparse_jacobian(x, mode="fwd")
         np.testing.assert_array_equal(J.data, _full(tape, plan, x))
         np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
@@ -89,6 +118,31 @@ def test_the_fold_skips_what_the_seeds_decide():
     assert fold.run_tangent == [3, 4, 5]      # the blocks after exp
     assert JacobianPlan(fad.record(with_scalars, x[:9]), "fwd")._fold(
         fad.record(with_scalars, x[:9]), x[:9]) is None
+
+
+def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
+    x = np.linspace(0.1, 1.0, 50)
+    tape = fad.record(bratu_loop, x)
+    tape.sparse_jacobian(x)
+    fold = tape.sparse_cache[("jacobian_plan", "auto")]._folded
+    # per element exp, h2 * exp and the last add push lanes; only exp (and
+    # the input it reads) needs a value
+    assert fold.counts == (3 * 50, 50)
+    lin = fad.record(loop_linear, x)
+    lin.sparse_jacobian(x)
+    assert lin.sparse_cache[("jacobian_plan", "auto")]._folded.counts == (0, 0)
+
+
+def test_a_changed_scalar_branch_raises_and_the_tape_stays_usable():
+    x0 = np.array([0.9, 0.3, 0.8, 0.2, 0.7, 0.6, 0.1, 0.95, 0.4])
+    tape = fad.record(loop_mixed, x0)
+    tape.sparse_jacobian(x0, mode="fwd")
+    bad = x0.copy()
+    bad[1] = 0.6
+    with pytest.raises(fad.BranchChangedError):
+        tape.sparse_jacobian(bad, mode="fwd")
+    J = tape.sparse_jacobian(x0 + 0.01, mode="fwd")
+    np.testing.assert_allclose(J.toarray(), fad.jacobian(loop_mixed)(x0 + 0.01), rtol=1e-13)
 
 
 def test_a_changed_branch_still_raises_and_the_tape_stays_usable():
@@ -119,10 +173,14 @@ def test_nonfinite_points_match_the_full_sweep():
     tape = fad.record(bratu, x)
     tape.sparse_jacobian(x)
     plan = tape.sparse_cache[("jacobian_plan", "auto")]
+    loop = fad.record(bratu_loop, x)
+    loop.sparse_jacobian(x)
+    lplan = loop.sparse_cache[("jacobian_plan", "auto")]
     for bad in (np.inf, -np.inf, np.nan, 800.0):
         y = x.copy()
         y[4] = bad
         np.testing.assert_array_equal(tape.sparse_jacobian(y).data, _full(tape, plan, y))
+        np.testing.assert_array_equal(loop.sparse_jacobian(y).data, _full(loop, lplan, y))
 
 
 def test_results_own_their_index_arrays():
@@ -141,18 +199,19 @@ def test_results_own_their_index_arrays():
     np.testing.assert_allclose(H.sparse_hessian(x).toarray(), np.diag(12 * x ** 2), rtol=1e-13)
 
 
-def test_threads_sharing_one_plan_get_their_own_answers():
+@pytest.mark.parametrize("f", [bratu, bratu_loop], ids=["blocks", "scalars"])
+def test_threads_sharing_one_plan_get_their_own_answers(f):
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)           # interleave the threads inside the sweeps
     try:
-        _threads_sharing_one_plan()
+        _threads_sharing_one_plan(f)
     finally:
         sys.setswitchinterval(old)
 
 
-def _threads_sharing_one_plan():
+def _threads_sharing_one_plan(f):
     x = np.linspace(0.1, 0.9, 20000)
-    tape = fad.record(bratu, x)
+    tape = fad.record(f, x)
     tape.sparse_jacobian(x)
     points = [x + 0.01 * i for i in range(8)]
     want = [tape._sparse_sweeps(p, *_plan_args(tape)) [0] for p in points]
