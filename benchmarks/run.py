@@ -1,16 +1,30 @@
 #!/usr/bin/env python
-"""Run the fastad benchmarks and print a markdown table.
+"""Run the fastad benchmark suite and print markdown tables.
 
-    python benchmarks/run.py [--quick] [--no-progress]
+    python benchmarks/run.py [--all] [--quick] [--no-progress] [--out FILE]
 
-Exit status 1 if fastad's gradients disagree with the pure-Python tape or a
-fastad call fails (the table is still printed, with a PROBLEMS section).
+Without --all: fastad against plain floats and the pure-Python tape, replay,
+the matrix-form network, primitives, second order and sparse Jacobians.
+--all adds the peers (autograd, PyTorch, JAX, CasADi when installed), the
+scaling run (10^3 to 10^7 ops, plots), Newton-Krylov against SciPy and
+ColPack's color counts (when installed).
+A full `--all` run writes its tables to benchmarks/results/suite.md and the
+scaling tables and plots beside it; --quick writes nothing unless --out.
+
+Exit status 1 if fastad's answers disagree with the pure-Python tape or a
+peer, or a fastad call fails (the tables are still printed, with PROBLEMS).
 """
 
 import argparse
+import datetime
 import os
 import platform
 import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
 
 
 def _cpu_model():
@@ -32,64 +46,94 @@ def machine_info():
                platform.python_implementation(), np.__version__))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="few repeats, < 30 s")
-    ap.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
-    args = ap.parse_args(argv)
-
-    # run from a checkout without installing: put the repository root first
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import fastad
-    from fastad import bench
-
-    header = machine_info()
-    version = getattr(fastad, "__version__", None)
-    if version:
-        header += " | fastad %s" % version
-    try:
-        table = bench.run(quick=args.quick, progress=not args.no_progress)
-    except bench.BenchmarkError as e:
-        print(header)
-        print()
-        print(getattr(e, "table", str(e)))
-        sys.stdout.flush()
-        sys.stderr.write("\nBENCHMARK FAILED: fastad disagrees with the pure-Python tape or errored "
-                         "(see PROBLEMS above)\n")
-        return 1
-    print(header)
-    print()
-    print(table)
-    print()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+def sections(quick, full_suite, outdir):
+    """(title, expected seconds, function returning markdown) in suite order."""
     import bench_mlp
     import bench_primitives
     import bench_replay
     import bench_second
-    print("## Record once, differentiate many (bench_replay.py)")
-    print()
-    print(bench_replay.run(quick=args.quick))
-    print()
-    print("## Matrix-form network (bench_mlp.py)")
-    print()
-    print(bench_mlp.run(quick=args.quick))
-    print()
-    print("## Custom primitives (bench_primitives.py)")
-    print()
-    print(bench_primitives.run())
-    print()
-    print("## Second order (bench_second.py)")
-    print()
-    print(bench_second.run())
-    print()
     import bench_sparse
-    print("## Sparse Jacobians and Hessians by coloring (bench_sparse.py)")
-    print()
-    print(bench_sparse.run(quick=args.quick))
-    print()
-    print("Newton-Krylov against scipy: python benchmarks/bench_optimize.py [--n 10000]")
+    from fastad import bench
+
+    out = [
+        ("fastad against plain floats and the pure-Python tape (fastad/bench.py)",
+         15 if quick else 60, lambda: bench.run(quick=quick, progress=False)),
+        ("Record once, differentiate many (bench_replay.py)", 3 if quick else 10,
+         lambda: bench_replay.run(quick=quick)),
+        ("Matrix-form network (bench_mlp.py)", 3 if quick else 15,
+         lambda: bench_mlp.run(quick=quick)),
+        ("Custom primitives (bench_primitives.py)", 3, bench_primitives.run),
+        ("Second order (bench_second.py)", 3, bench_second.run),
+        ("Sparse Jacobians and Hessians by coloring (bench_sparse.py)", 5 if quick else 15,
+         lambda: bench_sparse.run(quick=quick)),
+    ]
+    if not full_suite:
+        return out
+    import bench_colpack
+    import bench_optimize
+    import bench_peers
+    import bench_scaling
+    out += [
+        ("Against the peers (bench_peers.py)", 90 if quick else 360,
+         lambda: bench_peers.run(quick=quick, progress=False)),
+        ("Scaling with tape length (bench_scaling.py)", 5 if quick else 30,
+         lambda: bench_scaling.run(quick=quick, progress=False, outdir=outdir)),
+        ("Newton-Krylov against SciPy (bench_optimize.py)", 10 if quick else 40,
+         lambda: bench_optimize.run(n=500 if quick else 2000)),
+        ("Colors against ColPack (bench_colpack.py)", 5, bench_colpack.run),
+    ]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--all", action="store_true",
+                    help="the whole suite: peers, scaling, Newton-Krylov, ColPack")
+    ap.add_argument("--quick", action="store_true", help="few repeats, smaller sizes")
+    ap.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--out", help="also write the tables to this file")
+    args = ap.parse_args(argv)
+
+    for p in (ROOT, HERE):          # run from a checkout without installing
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import fastad
+    from fastad import bench
+    from _common import Progress
+
+    header = machine_info() + " | fastad %s | %s" % (
+        getattr(fastad, "__version__", "?"), datetime.date.today().isoformat())
+    writes = args.all and not args.quick
+    outdir = RESULTS if writes else None
+    todo = sections(args.quick, args.all, outdir)
+    prog = Progress("suite", [w for _, w, _ in todo], enabled=not args.no_progress)
+    parts, problems = [header, ""], []
+    print(header + "\n", flush=True)
+    t0 = time.perf_counter()
+    for title, _, fn in todo:
+        prog.step(title)
+        try:
+            table = fn()
+        except (bench.BenchmarkError, AssertionError) as e:
+            table = getattr(e, "table", None) or f"FAILED: {e}"
+            problems.append(f"{title}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        parts += [f"## {title}", "", table, ""]
+        print("\n".join(parts[-4:]), flush=True)
+    if not args.all:
+        print("More: python benchmarks/run.py --all (peers, scaling, Newton-Krylov, ColPack)")
+    elapsed = time.perf_counter() - t0
+    parts.append(f"Suite time: {elapsed:.0f} s.")
+    if problems:
+        parts += ["", "## PROBLEMS", ""] + [f"- {p}" for p in problems]
+    text = "\n".join(parts) + "\n"
+    for path in filter(None, (args.out, os.path.join(RESULTS, "suite.md") if writes else None)):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text)
+        sys.stderr.write(f"wrote {path}\n")
+    if problems:
+        sys.stderr.write("\nBENCHMARK FAILED:\n" + "\n".join(problems) + "\n")
+        return 1
     return 0
 
 
