@@ -3,11 +3,16 @@
 MLP, batch 256, 64 -> 512 -> 10, tanh hidden layer, squared loss; the
 gradient with respect to all weights and biases.  The same plain-NumPy
 loss function runs under fad.grad, and (when installed; never required)
-under autograd, PyTorch and JAX.  Medians of interleaved repeats, in one run.
+under autograd, PyTorch and JAX.  Medians of interleaved repeats, in one run,
+at NumPy's default BLAS threads and again in a child process with one BLAS
+thread (PyTorch always runs with one thread here).
 
     python benchmarks/bench_mlp.py [--quick]
 """
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -81,7 +86,25 @@ def _peers():
     return peers
 
 
-def run(quick=False):
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run(quick=False, one_thread_too=True):
+    """The table at NumPy's default BLAS threads and, in a child process
+    started with one BLAS thread (as PyTorch runs here), the same again:
+    the thread count must be set before NumPy loads."""
+    text = _table(quick)
+    if one_thread_too and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        env = dict(os.environ, **ONE_THREAD)
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--table"]
+                               + (["--quick"] if quick else []),
+                               env=env, capture_output=True, text=True, check=True)
+        text = ("Default BLAS threads:\n\n" + text + "\n\nOne BLAS thread "
+                "(OPENBLAS_NUM_THREADS=1):\n\n" + child.stdout.strip())
+    return text
+
+
+def _table(quick):
     reps = 15 if quick else 61
     g_fad = fad.grad(loss, argnums=(0, 1, 2, 3))
     ref = backprop(*PARAMS)
@@ -108,10 +131,14 @@ def run(quick=False):
             rows.append(f"| {n} | not installed | |")
         else:
             rows.append(f"| {n} | {med[n] * 1e3:.3f} | {med[n] / base:.2f}x |")
-    return "MLP batch 256, 64 -> 512 -> 10, tanh, squared loss, gradient wrt all weights\n\n" + "\n".join(rows)
+    return ("MLP batch 256, 64 -> 512 -> 10, tanh, squared loss, gradient wrt all weights"
+            f" (BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'default')})\n\n"
+            + "\n".join(rows))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    print(run(ap.parse_args().quick))
+    ap.add_argument("--table", action="store_true", help="this process's table only")
+    args = ap.parse_args()
+    print(_table(args.quick) if args.table else run(args.quick))
