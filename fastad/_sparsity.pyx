@@ -297,6 +297,14 @@ def propagate(Tape tape, out_slots, list blocks, bint hessian=False):
                 arr = d.get(key)
                 if arr is not None and len(arr):
                     dv = np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+                    if key in ("a0", "a1"):
+                        # element e of an element-wise block reads a0[e], a1[e]
+                        # at node start + e: its set can be taken over there
+                        s0 = d["start"]
+                        for k in range(dv.shape[0]):
+                            if dv[k] >= 0 and c.last[dv[k]] < s0 + k:
+                                c.last[dv[k]] = s0 + k
+                        continue
                     for k in range(dv.shape[0]):
                         if dv[k] >= 0:
                             c.last[dv[k]] = NEVER
