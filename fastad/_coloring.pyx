@@ -569,7 +569,9 @@ def _d2_color(idx_t nv, vptr, vnets, nptr, nverts, int code, idx_t limit=NO_LIMI
     if vnets.shape[0] == 0:               # no vertex in any net
         return np.full(nv, -1, dtype=np.int32), 0
     orderer = _Orderer(nv, vptr, vnets, nptr, nverts)
-    codes = [2, 3, 1, 0] if code == 4 else [code]
+    # natural first: cheapest, and optimal on banded patterns, where the
+    # clique bound then stops the search
+    codes = [0, 2, 3, 1] if code == 4 else [code]
     color = np.empty(nv, dtype=np.int32)
     forb = np.empty(nv + 1, dtype=np.int64)
     best, best_n = None, -1
@@ -760,7 +762,9 @@ def _star_run(idx_t n, ip, ix, edge, idx_t ne, int code, idx_t limit=NO_LIMIT):
     # orderings use distance-1 degrees: vertex v lies in the single net v
     ident = np.arange(n + 1, dtype=np.int64)
     orderer = _Orderer(n, ident, ident[:n], ip, ix)
-    codes = [2, 3, 1, 0] if code == 4 else [code]
+    # natural first: cheapest, and optimal on banded patterns, where the
+    # clique bound then stops the search
+    codes = [0, 2, 3, 1] if code == 4 else [code]
     color = np.empty(n, dtype=np.int32)
     forb = np.empty(n + 1, dtype=np.int64)
     fn_v = np.empty(n + 1, dtype=np.int64)
