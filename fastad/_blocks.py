@@ -822,7 +822,6 @@ class TangentFold:
         self.useful = len(self.run_forward) < len(blocks) or \
             len(self.run_tangent) < sum(not isinstance(b, Check) for b in blocks)
         self.tangents = tape._full_tangents(x, seeds) if self.useful else None
-        self.fresh = True           # tangents are those at the plan's first point
         self._lock = threading.Lock()
 
     def buffer(self):

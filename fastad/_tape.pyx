@@ -523,7 +523,6 @@ cdef class ScalarFold:
     cdef readonly object mask          # uint8 per slot: FOLD_VALUE | FOLD_TANGENT
     cdef readonly object tangents      # (slots, k) kept tangents
     cdef readonly Py_ssize_t k
-    cdef public bint fresh             # tangents are those at the first point
     cdef object lock
 
     def __init__(self, Tape tape, seeds, x):
@@ -537,7 +536,6 @@ cdef class ScalarFold:
                   outs.shape[0], tape.n_inputs, n)
         self.k = seeds.shape[0]
         self.tangents = tape._full_tangents(x, seeds)
-        self.fresh = True
         self.lock = threading.Lock()
 
     @property

@@ -261,30 +261,37 @@ class JacobianPlan:
         """Lanes per evaluation: (forward directions, reverse seeds)."""
         return self.n_fwd, self.n_rev
 
-    _folded = None          # forward sweeps over blocks: a TangentFold, or False
+    _folded = None          # forward sweeps: a ScalarFold or TangentFold, or False
+    _evaluations = 0
 
     def _fold(self, tape, x):
-        """The tape's forward sweep with this plan's seeds, keeping the blocks
-        whose tangents the seeds alone decide (None: sweep everything)."""
-        if self._folded is None:
-            self._folded = False
-            if not tape.blocks:
-                self._folded = ScalarFold(tape, self.col_seeds, x)
-            elif tape._constant_slots() is not None:
-                fold = TangentFold(tape, self.col_seeds, x)
-                if fold.useful:
-                    self._folded = fold
-        return self._folded or None
+        """(fold, made_now): the tape's forward sweep with this plan's seeds,
+        keeping the tangents the seeds alone decide (fold None: sweep
+        everything); made_now when this call made it at x, so its full
+        tangents are the answer.  Made at the second evaluation: a plan used
+        once (fad.sparse_jacobian(f)(x) records a new tape per call) would
+        only pay for it."""
+        self._evaluations += 1
+        if self._folded is not None or self._evaluations < 2:
+            return self._folded or None, False
+        fold = False
+        if not tape.blocks:
+            fold = ScalarFold(tape, self.col_seeds, x)
+        elif tape._constant_slots() is not None:
+            fold = TangentFold(tape, self.col_seeds, x)
+            if not fold.useful:
+                fold = False
+        self._folded = fold
+        return fold or None, bool(fold)
 
     def evaluate(self, tape, x):
         _scipy_sparse()          # before sweeping: say how to install it
         if self.indices.size == 0:              # nothing to sweep for
             tape(x)                             # but the point must be on the recorded path
             return _csr_result(np.zeros(0), self.indices, self.indptr, self.shape)
-        fold = self._fold(tape, x) if self.rev_pos.size == 0 else None
+        fold, made_now = self._fold(tape, x) if self.rev_pos.size == 0 else (None, False)
         if fold is not None:
-            if fold.fresh:          # the first call: its full sweep is the answer
-                fold.fresh = False
+            if made_now:            # its full sweep at x is the answer
                 f = gather_flat(fold.tangents, self.fwd_src)
             elif isinstance(fold, ScalarFold):
                 f = fold.sweep(tape, x, self.fwd_src)

@@ -107,28 +107,33 @@ def test_repeated_calls_equal_a_full_sweep_and_the_dense_jacobian(f):
         np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
 
 
-def test_the_fold_skips_what_the_seeds_decide():
+def test_the_fold_is_made_at_the_second_call_and_skips_what_the_seeds_decide():
     x = np.linspace(0.1, 1.0, 50)
     tape = fad.record(bratu, x)
+    tape.sparse_jacobian(x)
+    assert tape.sparse_cache[("jacobian_plan", "auto")]._folded is None
     tape.sparse_jacobian(x)
     fold = tape.sparse_cache[("jacobian_plan", "auto")]._folded
     names = [b.name for b in tape.blocks]
     assert names == ["mul", "sub", "add", "exp", "mul", "add"]
     assert fold.run_forward == [3]            # only exp's value is replayed
     assert fold.run_tangent == [3, 4, 5]      # the blocks after exp
-    assert JacobianPlan(fad.record(with_scalars, x[:9]), "fwd")._fold(
-        fad.record(with_scalars, x[:9]), x[:9]) is None
+    plan = JacobianPlan(fad.record(with_scalars, x[:9]), "fwd")
+    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, False)
+    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, False)
 
 
 def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
     x = np.linspace(0.1, 1.0, 50)
     tape = fad.record(bratu_loop, x)
     tape.sparse_jacobian(x)
+    tape.sparse_jacobian(x)
     fold = tape.sparse_cache[("jacobian_plan", "auto")]._folded
     # per element exp, h2 * exp and the last add push lanes; only exp (and
     # the input it reads) needs a value
     assert fold.counts == (3 * 50, 50)
     lin = fad.record(loop_linear, x)
+    lin.sparse_jacobian(x)
     lin.sparse_jacobian(x)
     assert lin.sparse_cache[("jacobian_plan", "auto")]._folded.counts == (0, 0)
 
@@ -161,6 +166,7 @@ def test_linear_function_checks_its_input_and_answers_without_sweeping():
     x = np.linspace(0.1, 0.9, 9)
     tape = fad.record(linear_only, x)
     J0 = tape.sparse_jacobian(x, mode="fwd")
+    tape.sparse_jacobian(x, mode="fwd")
     fold = tape.sparse_cache[("jacobian_plan", "fwd")]._folded
     assert fold.run_tangent == [] and fold.run_forward == []
     np.testing.assert_array_equal(tape.sparse_jacobian(x * 7, mode="fwd").toarray(), J0.toarray())
