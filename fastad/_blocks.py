@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, add_rows, op_map, op_map2, rows_times,
+from fastad._tape import (OP_NAMES, add_rows, combine_rows, op_map, op_map2, rows_times,
                           scale_one_minus_sq)
 from fastad.errors import BranchChangedError
 
@@ -396,6 +396,13 @@ class Elementwise(Block):
         yv = None if self.y is None else self.y.value(val)
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
+
+    def active_operands(self):
+        return [o for o in self.operands() if o.active]
+
+    def active_partials(self, val, state):
+        """(operand, partial) of the active operands."""
+        return [(o, d) for o, d in zip(self.operands(), self._partials(val, state)) if o.active]
 
     def constant_partials(self):
         if self.name in LINEAR_OPS:
@@ -791,12 +798,23 @@ class TangentFold:
         for bi, blk in enumerate(blocks):
             owner[blk.start:blk.stop] = bi
         deps = []
-        for blk in blocks:
+        readers = [[] for _ in blocks]      # per block: (reader, operand) taking it whole
+        for ri, blk in enumerate(blocks):
             reads = np.zeros(len(blocks) + 1, dtype=bool)     # block index + 1; 0: none
-            for o in blk.operands():
+            for oi, o in enumerate(blk.operands()):
                 if o.active:
                     slots = owner[o.start:o.start + o.flat.size] if o.start >= 0 else owner[o.flat]
-                    reads[slots + 1] = True
+                    mine = np.zeros(len(blocks) + 1, dtype=bool)
+                    mine[slots + 1] = True
+                    reads |= mine
+                    p = owner[o.start] if o.start >= 0 and o.flat.size else -1
+                    whole = p >= 0 and blocks[p].start == o.start and \
+                        blocks[p].stop - blocks[p].start == o.flat.size
+                    for q in np.flatnonzero(mine[1:]):
+                        if q != p or not whole or isinstance(blk, Check):
+                            readers[q].append(None)            # read otherwise
+                        else:
+                            readers[p].append((ri, oi))
             deps.append(np.flatnonzero(reads[1:]).tolist())
         const_tan = []
         for bi, blk in enumerate(blocks):
@@ -818,16 +836,85 @@ class TangentFold:
                 need_val[deps[bi]] = True
         self.run_tangent = [bi for bi in range(len(blocks)) if need_tan[bi] and not const_tan[bi]]
         self.run_forward = [bi for bi in range(len(blocks)) if need_val[bi]]
+        self._chains(blocks, readers, set(owner[outs][owner[outs] >= 0].tolist()))
         self.states = tape._recorded_states()
         self.useful = len(self.run_forward) < len(blocks) or \
             len(self.run_tangent) < sum(not isinstance(b, Check) for b in blocks)
         self.tangents = tape._full_tangents(x, seeds) if self.useful else None
         self._lock = threading.Lock()
 
+    def _chains(self, blocks, readers, outputs):
+        """Unary element-wise blocks read whole by one element-wise block are
+        not swept: their reader takes the product of the partials along the
+        chain (exp then a scaling in the Bratu residual), so their tangent
+        rows are never written or read.  self.chains: reader -> per active
+        operand, the eliminated blocks from the reader back."""
+        run = set(self.run_tangent)
+
+        def rowwise(bi):         # element-wise, no broadcasting of its active operands
+            b = blocks[bi]
+            return bi in run and type(b) is Elementwise and all(
+                o.shape == b.shape for o in b.operands() if o.active)
+
+        def eliminable(bi):
+            b = blocks[bi]
+            r = readers[bi]
+            return rowwise(bi) and bi not in outputs and len(b.active_operands()) == 1 \
+                and len(r) == 1 and r[0] is not None and rowwise(r[0][0])
+
+        self.eliminated = {bi for bi in self.run_tangent if eliminable(bi)}
+        owner = {b.start: bi for bi, b in enumerate(blocks) if b.stop > b.start}
+        self.chains = {}
+        for bi in self.run_tangent:
+            if bi in self.eliminated or not rowwise(bi):
+                continue
+            per_operand, found = [], False
+            for o in blocks[bi].active_operands():
+                chain, p = [], owner.get(o.start)
+                while p in self.eliminated and blocks[p].shape == o.shape:
+                    chain.append(p)
+                    o = blocks[p].active_operands()[0]
+                    p = owner.get(o.start)
+                per_operand.append(chain)
+                found = found or bool(chain)
+            if found:
+                self.chains[bi] = per_operand
+
+    def sweep(self, blocks, val, states, tan):
+        """The blocks' tangents that change, into tan."""
+        for bi in self.run_tangent:
+            if bi in self.eliminated:
+                continue
+            chains = self.chains.get(bi)
+            if chains is None:
+                blocks[bi].tangent(val, states[bi], tan, self.k)
+                continue
+            blk = blocks[bi]
+            terms = []
+            for (o, d), chain in zip(blk.active_partials(val, states[bi]), chains):
+                for p in chain:
+                    (o, dp), = blocks[p].active_partials(val, states[p])
+                    d = _chain_partial(d, dp)
+                terms.append((d, o.tangent(tan, self.k)))
+            (d0, t0), (d1, t1) = terms if len(terms) == 2 else (terms[0], (None, None))
+            combine_rows(d0, t0, d1, t1, tan[blk.start:blk.stop])
+
     def buffer(self):
         """The kept tangents to sweep into: the buffer itself, or a copy of
         it while another thread holds it."""
         return _FoldBuffer(self)
+
+
+def _chain_partial(outer, inner):
+    """outer * inner elementwise, where a zero factor gives an exact zero even
+    against an inf/NaN one (a zero partial passes nothing, as in the sweeps)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = outer * inner
+    if np.ndim(r) == 0:
+        return 0.0 if outer == 0.0 or inner == 0.0 else float(r)
+    if math.isfinite(np.add.reduce(r, axis=None)):
+        return r
+    return np.where((np.asarray(outer) == 0.0) | (np.asarray(inner) == 0.0), 0.0, r)
 
 
 class _FoldBuffer:

@@ -1359,8 +1359,7 @@ cdef class Tape:
             for bi in fold.run_forward:
                 states[bi] = blocks[bi].forward(val)
             with fold.buffer() as tan:
-                for bi in fold.run_tangent:
-                    blocks[bi].tangent(val, states[bi], tan, fold.k)
+                fold.sweep(blocks, val, states, tan)
                 return gather_flat(tan, gather)
         finally:
             self._release(w)
@@ -1827,6 +1826,65 @@ def gather_flat(src, idx):
     if bad >= 0:
         raise IndexError(f"gather_flat: index {iv[bad]} out of range for {size} values")
     return out
+
+
+def combine_rows(d0, t0, d1, t1, out):
+    """out[i, :] = d0[i] t0[i, :] + d1[i] t1[i, :] in one pass (d a scalar or
+    one partial per row; d1, t1 None for one term), with rows_times' strong
+    zeros: an element-wise block's tangent from its operands' rows."""
+    if out.ndim < 2 or not out.flags.c_contiguous:
+        raise ValueError("combine_rows: out must be a C-contiguous (rows, k) array")
+    cdef Py_ssize_t rows = out.shape[0], size = out.size, k, i, j, n
+    cdef Py_ssize_t nt = 1 if t1 is None else 2
+    cdef const double* dp[2]
+    cdef const double* tp[2]
+    cdef double c[2]
+    keep = []
+    for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:nt]):
+        ta = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
+        if ta.shape[0] != size:
+            raise ValueError("combine_rows: operand and out sizes differ")
+        keep.append(ta)
+        tp[n] = <const double*>cnp.PyArray_DATA(ta)
+        dp[n] = NULL
+        c[n] = 0.0
+        if np.ndim(d) == 0:
+            c[n] = d
+        else:
+            da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+            if da.shape[0] != rows:
+                raise ValueError("combine_rows: one partial per row expected")
+            keep.append(da)
+            dp[n] = <const double*>cnp.PyArray_DATA(da)
+    if size == 0:
+        return out
+    k = size // rows
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    if nt == 1:                 # a zero second term over the first lanes
+        tp[1] = tp[0]
+        dp[1] = NULL
+        c[1] = 0.0
+    with nogil:
+        if k == 1:
+            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 1)
+        elif k == 2:
+            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 2)
+        elif k == 3:
+            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 3)
+        elif k == 4:
+            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 4)
+        else:
+            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, k)
+    return out
+
+
+cdef inline void _combine(double* o, const double* d0, double c0, const double* t0,
+                          const double* d1, double c1, const double* t1,
+                          Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(rows):
+        _lanes(o + i * k, d0[i] if d0 != NULL else c0, t0 + i * k,
+               d1[i] if d1 != NULL else c1, t1 + i * k, k)
 
 
 def rows_times(d, t, out=None, bint accumulate=False):

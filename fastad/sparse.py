@@ -265,15 +265,16 @@ class JacobianPlan:
     _evaluations = 0
 
     def _fold(self, tape, x):
-        """(fold, made_now): the tape's forward sweep with this plan's seeds,
+        """(fold, data): the tape's forward sweep with this plan's seeds,
         keeping the tangents the seeds alone decide (fold None: sweep
-        everything); made_now when this call made it at x, so its full
-        tangents are the answer.  Made at the second evaluation: a plan used
-        once (fad.sparse_jacobian(f)(x) records a new tape per call) would
-        only pay for it."""
+        everything); data, when this call made the fold at x, is the answer
+        read from its first full sweep before other threads can sweep into
+        it.  Made at the second evaluation: a plan used once
+        (fad.sparse_jacobian(f)(x) records a new tape per call) would only
+        pay for it."""
         self._evaluations += 1
         if self._folded is not None or self._evaluations < 2:
-            return self._folded or None, False
+            return self._folded or None, None
         fold = False
         if not tape.blocks:
             fold = ScalarFold(tape, self.col_seeds, x)
@@ -281,24 +282,21 @@ class JacobianPlan:
             fold = TangentFold(tape, self.col_seeds, x)
             if not fold.useful:
                 fold = False
+        data = gather_flat(fold.tangents, self.fwd_src) if fold else None
         self._folded = fold
-        return fold or None, bool(fold)
+        return fold or None, data
 
     def evaluate(self, tape, x):
         _scipy_sparse()          # before sweeping: say how to install it
         if self.indices.size == 0:              # nothing to sweep for
             tape(x)                             # but the point must be on the recorded path
             return _csr_result(np.zeros(0), self.indices, self.indptr, self.shape)
-        fold, made_now = self._fold(tape, x) if self.rev_pos.size == 0 else (None, False)
-        if fold is not None:
-            if made_now:            # its full sweep at x is the answer
-                f = gather_flat(fold.tangents, self.fwd_src)
-            elif isinstance(fold, ScalarFold):
-                f = fold.sweep(tape, x, self.fwd_src)
-            else:
-                f = tape._fold_tangents(x, fold, self.fwd_src)
-            r = None
-        else:
+        fold, f = self._fold(tape, x) if self.rev_pos.size == 0 else (None, None)
+        r = None
+        if fold is not None and f is None:      # (f set: the fold was made here at x)
+            f = fold.sweep(tape, x, self.fwd_src) if isinstance(fold, ScalarFold) \
+                else tape._fold_tangents(x, fold, self.fwd_src)
+        elif fold is None:
             f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
                                        self.fwd_src, self.row_seeds if self.rev_pos.size else None,
                                        self.rev_src)

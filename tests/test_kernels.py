@@ -82,3 +82,29 @@ def test_zero_partials_are_exact_zeros_in_both_modes():
     wb = [0.5 / np.sqrt(2.0), 0.5 / np.sqrt(3.0)]
     np.testing.assert_allclose(fad.grad(fb)(x), wb, rtol=1e-14)
     np.testing.assert_allclose(fad.jacfwd(fb)(x), wb, rtol=1e-14)
+
+
+def test_combine_rows_is_two_partials_times_lanes_with_strong_zeros():
+    from fastad._tape import combine_rows
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=5)
+    t0, t1 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    out = np.empty((5, 3))
+    np.testing.assert_allclose(combine_rows(d, t0, -2.0, t1, out), d[:, None] * t0 - 2.0 * t1,
+                               rtol=1e-15)
+    np.testing.assert_allclose(combine_rows(0.5, t0, None, None, out), 0.5 * t0, rtol=1e-15)
+    # a zero partial against inf lanes, and zero lanes against an inf partial: exact zeros
+    got = combine_rows(np.array([0.0, np.inf]), np.array([[np.inf, 1.0], [0.0, 2.0]]),
+                       None, None, np.empty((2, 2)))
+    np.testing.assert_array_equal(got, [[0.0, 0.0], [0.0, np.inf]])
+    assert combine_rows(1.0, np.zeros((0, 3)), None, None, np.empty((0, 3))).shape == (0, 3)
+
+
+def test_combine_rows_checks_its_shapes():
+    from fastad._tape import combine_rows
+    with pytest.raises(ValueError, match="sizes differ"):
+        combine_rows(1.0, np.ones((4, 3)), None, None, np.empty((5, 3)))
+    with pytest.raises(ValueError, match="one partial per row"):
+        combine_rows(np.ones(4), np.ones((5, 3)), None, None, np.empty((5, 3)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        combine_rows(1.0, np.ones((3, 5)), None, None, np.empty((5, 3)).T)

@@ -75,12 +75,31 @@ def loop_mixed(x):                        # fixed, varying and branching nodes
     return fad.stack(out)
 
 
+def chains_both_sides(x):                 # two chains meet in one add
+    return np.exp(x[:-1]) * 2.0 + 3.0 * np.sin(np.tanh(x[1:]))
+
+
+def chain_read_twice(x):                  # sin(x) is read by two blocks: kept
+    s = np.sin(x)
+    return fad.concatenate([np.exp(s) * 2.0 + s, s * s])
+
+
+def chain_into_output(x):                 # an intermediate is also an output
+    e = np.exp(x) * 0.5
+    return fad.concatenate([e, -np.sqrt(e) + x])
+
+
+def chain_with_zero_partials(x):          # 0 * sqrt(x) at x = 0: an exact zero
+    return 0.0 * np.sqrt(x * x) + np.log1p(x * x) * x
+
+
 def loop_linear(x):                       # no node varies: nothing swept
     return fad.stack([x[i] - 2 * x[i - 1] + 1.0 for i in range(1, len(x))])
 
 
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
-         with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear]
+         with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
+         chains_both_sides, chain_read_twice, chain_into_output, chain_with_zero_partials]
 
 
 def _full(tape, plan, x):
@@ -103,7 +122,8 @@ def test_repeated_calls_equal_a_full_sweep_and_the_dense_jacobian(f):
         if f is loop_mixed:                # the same branches
             x = x0 + rng.uniform(-0.04, 0.04, 9)
         J = tape.sparse_jacobian(x, mode="fwd")
-        np.testing.assert_array_equal(J.data, _full(tape, plan, x))
+        # chains multiply partials first: equal up to rounding
+        np.testing.assert_allclose(J.data, _full(tape, plan, x), rtol=1e-15, atol=0)
         np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
 
 
@@ -119,8 +139,43 @@ def test_the_fold_is_made_at_the_second_call_and_skips_what_the_seeds_decide():
     assert fold.run_forward == [3]            # only exp's value is replayed
     assert fold.run_tangent == [3, 4, 5]      # the blocks after exp
     plan = JacobianPlan(fad.record(with_scalars, x[:9]), "fwd")
-    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, False)
-    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, False)
+    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, None)
+    assert plan._fold(fad.record(with_scalars, x[:9]), x[:9]) == (None, None)
+
+
+def test_unary_chains_are_not_swept_but_shared_or_output_blocks_are():
+    x = np.linspace(0.1, 1.0, 20)
+
+    def fold_of(f):
+        tape = fad.record(f, x)
+        tape.sparse_jacobian(x, mode="fwd")
+        tape.sparse_jacobian(x, mode="fwd")
+        return tape, tape.sparse_cache[("jacobian_plan", "fwd")]._folded
+
+    tape, fold = fold_of(bratu)
+    assert fold.eliminated == {3, 4}              # exp and the scaling
+    assert fold.chains == {5: [[], [4, 3]]}       # the last add reads through both
+    tape, fold = fold_of(chains_both_sides)
+    names = {bi: tape.blocks[bi].name for bi in fold.eliminated}
+    assert sorted(names.values()) == ["exp", "mul", "mul", "sin", "tanh"]
+    tape, fold = fold_of(chain_read_twice)
+    assert "sin" not in {tape.blocks[bi].name for bi in fold.eliminated}
+    tape, fold = fold_of(chain_into_output)
+    assert not any(tape.blocks[bi].name == "mul" and tape.blocks[bi].shape == (20,)
+                   and bi < 3 for bi in fold.eliminated)     # e is an output
+
+
+def test_chains_keep_strong_zeros_at_nonfinite_partials():
+    x = np.array([0.0, 0.5, 0.0, 1.5, 2.0, 0.0, 3.0, 0.25, 1.0])
+    tape = fad.record(chain_with_zero_partials, x + 1.0)
+    tape.sparse_jacobian(x + 1.0, mode="fwd")
+    tape.sparse_jacobian(x + 1.0, mode="fwd")
+    plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+    J = tape.sparse_jacobian(x, mode="fwd")       # sqrt'(0) = inf, times 0
+    assert np.isfinite(J.data).all()
+    np.testing.assert_allclose(J.data, _full(tape, plan, x), rtol=1e-15)
+    np.testing.assert_allclose(J.diagonal(), np.log1p(x * x) + 2 * x * x / (1 + x * x),
+                               rtol=1e-13)
 
 
 def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
@@ -185,7 +240,7 @@ def test_nonfinite_points_match_the_full_sweep():
     for bad in (np.inf, -np.inf, np.nan, 800.0):
         y = x.copy()
         y[4] = bad
-        np.testing.assert_array_equal(tape.sparse_jacobian(y).data, _full(tape, plan, y))
+        np.testing.assert_allclose(tape.sparse_jacobian(y).data, _full(tape, plan, y), rtol=1e-15)
         np.testing.assert_array_equal(loop.sparse_jacobian(y).data, _full(loop, lplan, y))
 
 
