@@ -26,8 +26,12 @@ extensions = [
     Extension("fastad._var", ["fastad/_var.pyx"], **common),
     Extension("fastad._coloring", ["fastad/_coloring.pyx"], **common),
     Extension("fastad._sparsity", ["fastad/_sparsity.pyx"], **common),
-    # plain Python compiled as is: the per-operation recording and sweep code
-    # of array blocks runs 15-20% faster (the .py stays the one source)
+]
+
+# plain Python compiled as is: the per-operation recording and sweep code of
+# array blocks runs 15-20% faster (the .py stays the one source).  Python's
+# semantics, not the kernels' unchecked indexing: x[-1] must still work.
+python_modules = [
     Extension("fastad._blocks", ["fastad/_blocks.py"], **common),
     Extension("fastad.arrays", ["fastad/arrays.py"], **common),
 ]
@@ -37,5 +41,5 @@ setup(
         extensions,
         compiler_directives={"language_level": 3, "boundscheck": False,
                              "wraparound": False, "cdivision": True},
-    ),
+    ) + cythonize(python_modules, compiler_directives={"language_level": 3}),
 )

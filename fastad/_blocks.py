@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, add_rows, combine_rows, op_map, op_map2, rows_times,
-                          scale_one_minus_sq)
+from fastad._tape import (OP_NAMES, add_rows, combine_gather, combine_rows, op_map,
+                          op_map2, rows_times, scale_one_minus_sq)
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -880,24 +880,53 @@ class TangentFold:
             if found:
                 self.chains[bi] = per_operand
 
+    def fuse_output(self, blocks, gather, indptr, out_slots):
+        """When the Jacobian's rows are exactly the last swept block's rows, in
+        order, read its tangents at the nonzeros instead of writing them out
+        (combine_gather): lanes[p] is nonzero p's lane."""
+        self.fused = None
+        if not self.run_tangent or gather is None:
+            return
+        bi = self.run_tangent[-1]
+        b = blocks[bi]
+        outs = np.asarray(out_slots, dtype=np.int64).reshape(-1)
+        if bi in self.eliminated or type(b) is not Elementwise or \
+                any(o.shape != b.shape for o in b.active_operands()) or \
+                outs.size != b.stop - b.start or \
+                not np.array_equal(outs, np.arange(b.start, b.stop)):
+            return
+        rows = np.repeat(np.arange(outs.size, dtype=np.int64), np.diff(indptr))
+        self.fused = (bi, (gather - (b.start + rows) * self.k).astype(np.int32),
+                      np.asarray(indptr, dtype=np.int64))
+
     def sweep(self, blocks, val, states, tan):
-        """The blocks' tangents that change, into tan."""
+        """The blocks' tangents that change, into tan; with a fused output
+        (fuse_output), returns the Jacobian's nonzeros, else None."""
+        fused = getattr(self, "fused", None)
         for bi in self.run_tangent:
             if bi in self.eliminated:
                 continue
             chains = self.chains.get(bi)
-            if chains is None:
+            last = fused is not None and bi == fused[0]
+            if chains is None and not last:
                 blocks[bi].tangent(val, states[bi], tan, self.k)
                 continue
             blk = blocks[bi]
             terms = []
-            for (o, d), chain in zip(blk.active_partials(val, states[bi]), chains):
+            for (o, d), chain in zip(blk.active_partials(val, states[bi]),
+                                     chains or [()] * len(blk.active_operands())):
                 for p in chain:
                     (o, dp), = blocks[p].active_partials(val, states[p])
                     d = _chain_partial(d, dp)
                 terms.append((d, o.tangent(tan, self.k)))
             (d0, t0), (d1, t1) = terms if len(terms) == 2 else (terms[0], (None, None))
+            if last:
+                k = self.k
+                return combine_gather(d0, t0.reshape(-1, k), d1,
+                                      None if t1 is None else t1.reshape(-1, k),
+                                      fused[2], fused[1])
             combine_rows(d0, t0, d1, t1, tan[blk.start:blk.stop])
+        return None
 
     def buffer(self):
         """The kept tangents to sweep into: the buffer itself, or a copy of

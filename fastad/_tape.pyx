@@ -1359,7 +1359,9 @@ cdef class Tape:
             for bi in fold.run_forward:
                 states[bi] = blocks[bi].forward(val)
             with fold.buffer() as tan:
-                fold.sweep(blocks, val, states, tan)
+                data = fold.sweep(blocks, val, states, tan)
+                if data is not None:
+                    return data
                 return gather_flat(tan, gather)
         finally:
             self._release(w)
@@ -1885,6 +1887,64 @@ cdef inline void _combine(double* o, const double* d0, double c0, const double* 
     for i in range(rows):
         _lanes(o + i * k, d0[i] if d0 != NULL else c0, t0 + i * k,
                d1[i] if d1 != NULL else c1, t1 + i * k, k)
+
+
+def combine_gather(d0, t0, d1, t1, indptr, lanes):
+    """combine_rows, read straight at a sparse Jacobian's nonzeros instead
+    of written out: data[p] = d0[i] t0[i, lanes[p]] + d1[i] t1[i, lanes[p]]
+    for p in indptr[i] .. indptr[i+1]-1 (row i of the Jacobian is row i of
+    the block), with the same strong zeros."""
+    cdef const int64_t[::1] ip = np.ascontiguousarray(indptr, dtype=np.int64)
+    cdef const int32_t[::1] ln = np.ascontiguousarray(lanes, dtype=np.int32)
+    cdef Py_ssize_t rows = ip.shape[0] - 1, nt = 1 if t1 is None else 2, n, i, p, k
+    cdef const double* dp[2]
+    cdef const double* tp[2]
+    cdef double c[2]
+    dp[1] = NULL
+    c[1] = 0.0
+    keep = []
+    k = -1
+    for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:nt]):
+        ta = np.ascontiguousarray(t, dtype=np.float64)
+        if ta.ndim < 2 or ta.shape[0] != rows or (k >= 0 and ta.shape[ta.ndim - 1] != k):
+            raise ValueError("combine_gather: tangents must be (rows, k), rows as indptr")
+        k = ta.shape[ta.ndim - 1]
+        keep.append(ta)
+        tp[n] = <const double*>cnp.PyArray_DATA(ta)
+        dp[n] = NULL
+        c[n] = 0.0
+        if np.ndim(d) == 0:
+            c[n] = d
+        else:
+            da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+            if da.shape[0] != rows:
+                raise ValueError("combine_gather: one partial per row expected")
+            keep.append(da)
+            dp[n] = <const double*>cnp.PyArray_DATA(da)
+    if nt == 1:
+        tp[1] = tp[0]
+    if rows < 0 or ln.shape[0] != (ip[rows] if rows > 0 else 0):
+        raise ValueError("combine_gather: one lane per nonzero expected")
+    for p in range(ln.shape[0]):
+        if not 0 <= ln[p] < k:
+            raise ValueError(f"combine_gather: lane {ln[p]} out of range for {k} lanes")
+    out = np.empty(ln.shape[0])
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    cdef double a, b, x, y
+    cdef Py_ssize_t lane
+    with nogil:
+        for i in range(rows):
+            a = dp[0][i] if dp[0] != NULL else c[0]
+            b = dp[1][i] if dp[1] != NULL else c[1]
+            if a != 0.0 and b != 0.0 and isfinite(a) and isfinite(b):
+                for p in range(ip[i], ip[i + 1]):
+                    lane = i * k + ln[p]
+                    o[p] = a * tp[0][lane] + b * tp[1][lane]
+            else:
+                for p in range(ip[i], ip[i + 1]):
+                    lane = i * k + ln[p]
+                    _lanes(&o[p], a, tp[0] + lane, b, tp[1] + lane, 1)
+    return out
 
 
 def rows_times(d, t, out=None, bint accumulate=False):

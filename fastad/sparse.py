@@ -282,6 +282,8 @@ class JacobianPlan:
             fold = TangentFold(tape, self.col_seeds, x)
             if not fold.useful:
                 fold = False
+            else:
+                fold.fuse_output(tape.blocks, self.fwd_src, self.indptr, tape.out_slots)
         data = gather_flat(fold.tangents, self.fwd_src) if fold else None
         self._folded = fold
         return fold or None, data

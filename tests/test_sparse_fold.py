@@ -155,6 +155,9 @@ def test_unary_chains_are_not_swept_but_shared_or_output_blocks_are():
     tape, fold = fold_of(bratu)
     assert fold.eliminated == {3, 4}              # exp and the scaling
     assert fold.chains == {5: [[], [4, 3]]}       # the last add reads through both
+    assert fold.fused[0] == 5                     # ... straight at the nonzeros
+    tape, fold = fold_of(chain_into_output)
+    assert fold.fused is None                     # two blocks make the output
     tape, fold = fold_of(chains_both_sides)
     names = {bi: tape.blocks[bi].name for bi in fold.eliminated}
     assert sorted(names.values()) == ["exp", "mul", "mul", "sin", "tanh"]
