@@ -108,3 +108,30 @@ def test_combine_rows_checks_its_shapes():
         combine_rows(np.ones(4), np.ones((5, 3)), None, None, np.empty((5, 3)))
     with pytest.raises(ValueError, match="C-contiguous"):
         combine_rows(1.0, np.ones((3, 5)), None, None, np.empty((5, 3)).T)
+
+
+def test_combine_gather_reads_the_combination_at_the_nonzeros():
+    from fastad._tape import combine_gather, combine_rows
+    rng = np.random.default_rng(4)
+    d = rng.normal(size=4)
+    t0, t1 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    indptr = np.array([0, 2, 2, 5, 6])
+    lanes = np.array([2, 0, 1, 0, 2, 1])
+    full = combine_rows(d, t0, 1.5, t1, np.empty((4, 3)))
+    rows = np.repeat(np.arange(4), np.diff(indptr))
+    np.testing.assert_allclose(combine_gather(d, t0, 1.5, t1, indptr, lanes),
+                               full[rows, lanes], rtol=1e-15)
+    got = combine_gather(np.array([0.0, np.inf]), np.array([[np.inf], [0.0]]), None, None,
+                         np.array([0, 1, 2]), np.array([0, 0]))
+    np.testing.assert_array_equal(got, [0.0, 0.0])          # strong zeros both ways
+
+
+def test_combine_gather_checks_lanes_and_shapes():
+    from fastad._tape import combine_gather
+    t = np.ones((2, 3))
+    with pytest.raises(ValueError, match="lane 3 out of range"):
+        combine_gather(1.0, t, None, None, np.array([0, 1, 2]), np.array([0, 3]))
+    with pytest.raises(ValueError, match="one lane per nonzero"):
+        combine_gather(1.0, t, None, None, np.array([0, 1, 3]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="rows as indptr"):
+        combine_gather(1.0, np.ones((3, 3)), None, None, np.array([0, 1, 2]), np.array([0, 1]))
