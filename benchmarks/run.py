@@ -94,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--out", help="also write the tables to this file")
     args = ap.parse_args(argv)
 
+    # before anything imports JAX (bench_mlp does): one Eigen thread, as bench_peers wants
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     for p in (ROOT, HERE):          # run from a checkout without installing
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -126,6 +128,11 @@ def main(argv=None):
     if problems:
         parts += ["", "## PROBLEMS", ""] + [f"- {p}" for p in problems]
     text = "\n".join(parts) + "\n"
+    if writes:       # the peers' tables also on their own, as bench_peers.py writes them
+        peers = [parts[i + 2] for i, p in enumerate(parts) if p.startswith("## Against the peers")]
+        if peers:
+            with open(os.path.join(RESULTS, "peers.md"), "w") as fh:
+                fh.write(header + "\n\n" + peers[0] + "\n")
     for path in filter(None, (args.out, os.path.join(RESULTS, "suite.md") if writes else None)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as fh:
