@@ -116,6 +116,8 @@ def main(argv=None):
         prog.step(title)
         try:
             table = fn()
+        except ImportError as e:        # an optional package (SciPy for sparse results)
+            table = f"skipped: {e}"
         except (bench.BenchmarkError, AssertionError) as e:
             table = getattr(e, "table", None) or f"FAILED: {e}"
             problems.append(f"{title}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
