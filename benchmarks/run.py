@@ -47,7 +47,9 @@ def machine_info():
 
 
 def sections(quick, full_suite, outdir):
-    """(title, expected seconds, function returning markdown) in suite order."""
+    """(title, expected seconds, function returning markdown) in suite order;
+    the seconds are from a run on the 2-core VM (they weigh the time-left
+    estimate)."""
     import bench_mlp
     import bench_primitives
     import bench_replay
@@ -57,14 +59,14 @@ def sections(quick, full_suite, outdir):
 
     out = [
         ("fastad against plain floats and the pure-Python tape (fastad/bench.py)",
-         15 if quick else 60, lambda: bench.run(quick=quick, progress=False)),
-        ("Record once, differentiate many (bench_replay.py)", 3 if quick else 10,
+         2 if quick else 35, lambda: bench.run(quick=quick, progress=False)),
+        ("Record once, differentiate many (bench_replay.py)", 1,
          lambda: bench_replay.run(quick=quick)),
-        ("Matrix-form network (bench_mlp.py)", 3 if quick else 15,
+        ("Matrix-form network (bench_mlp.py)", 2 if quick else 5,
          lambda: bench_mlp.run(quick=quick)),
-        ("Custom primitives (bench_primitives.py)", 3, bench_primitives.run),
-        ("Second order (bench_second.py)", 3, bench_second.run),
-        ("Sparse Jacobians and Hessians by coloring (bench_sparse.py)", 5 if quick else 15,
+        ("Custom primitives (bench_primitives.py)", 0.5, bench_primitives.run),
+        ("Second order (bench_second.py)", 0.5, bench_second.run),
+        ("Sparse Jacobians and Hessians by coloring (bench_sparse.py)", 1 if quick else 13,
          lambda: bench_sparse.run(quick=quick)),
     ]
     if not full_suite:
@@ -74,13 +76,13 @@ def sections(quick, full_suite, outdir):
     import bench_peers
     import bench_scaling
     out += [
-        ("Against the peers (bench_peers.py)", 90 if quick else 360,
+        ("Against the peers (bench_peers.py)", 60 if quick else 205,
          lambda: bench_peers.run(quick=quick, progress=False)),
-        ("Scaling with tape length (bench_scaling.py)", 5 if quick else 30,
+        ("Scaling with tape length (bench_scaling.py)", 1 if quick else 10,
          lambda: bench_scaling.run(quick=quick, progress=False, outdir=outdir)),
-        ("Newton-Krylov against SciPy (bench_optimize.py)", 10 if quick else 40,
+        ("Newton-Krylov against SciPy (bench_optimize.py)", 2 if quick else 17,
          lambda: bench_optimize.run(n=500 if quick else 2000)),
-        ("Colors against ColPack (bench_colpack.py)", 5, bench_colpack.run),
+        ("Colors against ColPack (bench_colpack.py)", 2 if quick else 6, bench_colpack.run),
     ]
     return out
 
