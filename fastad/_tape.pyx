@@ -1830,53 +1830,70 @@ def gather_flat(src, idx):
     return out
 
 
+cdef class _Terms:
+    """The one or two (partial, lanes) terms of combine_rows and
+    combine_gather as pointers: a partial is a scalar (c) or one per row
+    (dp); lanes are (rows, k), C order.  A missing second term is a zero
+    partial over the first term's lanes."""
+    cdef const double* dp[2]
+    cdef const double* tp[2]
+    cdef double c[2]
+    cdef Py_ssize_t k
+    cdef list keep
+
+    def __cinit__(self, str who, d0, t0, d1, t1, Py_ssize_t rows, str rows_are):
+        self.keep = []
+        self.k = -1
+        cdef Py_ssize_t n, k
+        for n in range(2):
+            self.dp[n] = NULL
+            self.c[n] = 0.0
+        for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:1 if t1 is None else 2]):
+            ta = np.ascontiguousarray(t, dtype=np.float64)
+            k = ta.shape[ta.ndim - 1] if ta.ndim >= 2 else -1
+            if k < 0 or ta.size != rows * k or (self.k >= 0 and k != self.k):
+                raise ValueError(f"{who}: tangents must be (rows, k), rows as {rows_are}")
+            self.k = k
+            self.keep.append(ta)
+            self.tp[n] = <const double*>cnp.PyArray_DATA(ta)
+            if np.ndim(d) == 0:
+                self.c[n] = d
+            else:
+                da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+                if da.shape[0] != rows:
+                    raise ValueError(f"{who}: one partial per row expected")
+                self.keep.append(da)
+                self.dp[n] = <const double*>cnp.PyArray_DATA(da)
+        if t1 is None:
+            self.tp[1] = self.tp[0]
+
+
 def combine_rows(d0, t0, d1, t1, out):
     """out[i, :] = d0[i] t0[i, :] + d1[i] t1[i, :] in one pass (d a scalar or
     one partial per row; d1, t1 None for one term), with rows_times' strong
     zeros: an element-wise block's tangent from its operands' rows."""
     if out.ndim < 2 or not out.flags.c_contiguous:
         raise ValueError("combine_rows: out must be a C-contiguous (rows, k) array")
-    cdef Py_ssize_t rows = out.shape[0], size = out.size, k, i, j, n
-    cdef Py_ssize_t nt = 1 if t1 is None else 2
-    cdef const double* dp[2]
-    cdef const double* tp[2]
-    cdef double c[2]
-    keep = []
-    for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:nt]):
-        ta = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
-        if ta.shape[0] != size:
+    cdef Py_ssize_t rows = out.shape[0], size = out.size, k
+    for t in (t0, t1):
+        if t is not None and np.size(t) != size:
             raise ValueError("combine_rows: operand and out sizes differ")
-        keep.append(ta)
-        tp[n] = <const double*>cnp.PyArray_DATA(ta)
-        dp[n] = NULL
-        c[n] = 0.0
-        if np.ndim(d) == 0:
-            c[n] = d
-        else:
-            da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-            if da.shape[0] != rows:
-                raise ValueError("combine_rows: one partial per row expected")
-            keep.append(da)
-            dp[n] = <const double*>cnp.PyArray_DATA(da)
     if size == 0:
         return out
-    k = size // rows
+    cdef _Terms T = _Terms("combine_rows", d0, t0, d1, t1, rows, "out")
+    k = T.k
     cdef double* o = <double*>cnp.PyArray_DATA(out)
-    if nt == 1:                 # a zero second term over the first lanes
-        tp[1] = tp[0]
-        dp[1] = NULL
-        c[1] = 0.0
     with nogil:
         if k == 1:
-            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 1)
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 1)
         elif k == 2:
-            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 2)
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 2)
         elif k == 3:
-            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 3)
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 3)
         elif k == 4:
-            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, 4)
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 4)
         else:
-            _combine(o, dp[0], c[0], tp[0], dp[1], c[1], tp[1], rows, k)
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, k)
     return out
 
 
@@ -1896,33 +1913,9 @@ def combine_gather(d0, t0, d1, t1, indptr, lanes):
     the block), with the same strong zeros."""
     cdef const int64_t[::1] ip = np.ascontiguousarray(indptr, dtype=np.int64)
     cdef const int32_t[::1] ln = np.ascontiguousarray(lanes, dtype=np.int32)
-    cdef Py_ssize_t rows = ip.shape[0] - 1, nt = 1 if t1 is None else 2, n, i, p, k
-    cdef const double* dp[2]
-    cdef const double* tp[2]
-    cdef double c[2]
-    dp[1] = NULL
-    c[1] = 0.0
-    keep = []
-    k = -1
-    for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:nt]):
-        ta = np.ascontiguousarray(t, dtype=np.float64)
-        if ta.ndim < 2 or ta.shape[0] != rows or (k >= 0 and ta.shape[ta.ndim - 1] != k):
-            raise ValueError("combine_gather: tangents must be (rows, k), rows as indptr")
-        k = ta.shape[ta.ndim - 1]
-        keep.append(ta)
-        tp[n] = <const double*>cnp.PyArray_DATA(ta)
-        dp[n] = NULL
-        c[n] = 0.0
-        if np.ndim(d) == 0:
-            c[n] = d
-        else:
-            da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-            if da.shape[0] != rows:
-                raise ValueError("combine_gather: one partial per row expected")
-            keep.append(da)
-            dp[n] = <const double*>cnp.PyArray_DATA(da)
-    if nt == 1:
-        tp[1] = tp[0]
+    cdef Py_ssize_t rows = ip.shape[0] - 1, i, p, k
+    cdef _Terms T = _Terms("combine_gather", d0, t0, d1, t1, rows, "indptr")
+    k = T.k
     if rows < 0 or ln.shape[0] != (ip[rows] if rows > 0 else 0):
         raise ValueError("combine_gather: one lane per nonzero expected")
     for p in range(ln.shape[0]):
@@ -1930,20 +1923,24 @@ def combine_gather(d0, t0, d1, t1, indptr, lanes):
             raise ValueError(f"combine_gather: lane {ln[p]} out of range for {k} lanes")
     out = np.empty(ln.shape[0])
     cdef double* o = <double*>cnp.PyArray_DATA(out)
-    cdef double a, b, x, y
+    cdef const double* d0p = T.dp[0]
+    cdef const double* d1p = T.dp[1]
+    cdef const double* t0p = T.tp[0]
+    cdef const double* t1p = T.tp[1]
+    cdef double c0 = T.c[0], c1 = T.c[1], a, b
     cdef Py_ssize_t lane
     with nogil:
         for i in range(rows):
-            a = dp[0][i] if dp[0] != NULL else c[0]
-            b = dp[1][i] if dp[1] != NULL else c[1]
+            a = d0p[i] if d0p != NULL else c0
+            b = d1p[i] if d1p != NULL else c1
             if a != 0.0 and b != 0.0 and isfinite(a) and isfinite(b):
                 for p in range(ip[i], ip[i + 1]):
                     lane = i * k + ln[p]
-                    o[p] = a * tp[0][lane] + b * tp[1][lane]
+                    o[p] = a * t0p[lane] + b * t1p[lane]
             else:
                 for p in range(ip[i], ip[i + 1]):
                     lane = i * k + ln[p]
-                    _lanes(&o[p], a, tp[0] + lane, b, tp[1] + lane, 1)
+                    _lanes(&o[p], a, t0p + lane, b, t1p + lane, 1)
     return out
 
 
