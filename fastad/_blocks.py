@@ -899,7 +899,12 @@ class TangentFold:
         self.fused = (bi, (gather - (b.start + rows) * self.k).astype(np.int32),
                       np.asarray(indptr, dtype=np.int64))
 
-    def sweep(self, blocks, val, states, tan):
+    def sweep(self, tape, x, gather):
+        """The Jacobian's nonzeros at x (the gather positions of the
+        tangents); as ScalarFold.sweep."""
+        return tape._fold_tangents(x, self, gather)
+
+    def sweep_blocks(self, blocks, val, states, tan):
         """The blocks' tangents that change, into tan; with a fused output
         (fuse_output), returns the Jacobian's nonzeros, else None."""
         fused = getattr(self, "fused", None)

@@ -1359,7 +1359,7 @@ cdef class Tape:
             for bi in fold.run_forward:
                 states[bi] = blocks[bi].forward(val)
             with fold.buffer() as tan:
-                data = fold.sweep(blocks, val, states, tan)
+                data = fold.sweep_blocks(blocks, val, states, tan)
                 if data is not None:
                     return data
                 return gather_flat(tan, gather)

@@ -296,8 +296,7 @@ class JacobianPlan:
         fold, f = self._fold(tape, x) if self.rev_pos.size == 0 else (None, None)
         r = None
         if fold is not None and f is None:      # (f set: the fold was made here at x)
-            f = fold.sweep(tape, x, self.fwd_src) if isinstance(fold, ScalarFold) \
-                else tape._fold_tangents(x, fold, self.fwd_src)
+            f = fold.sweep(tape, x, self.fwd_src)
         elif fold is None:
             f, r = tape._sparse_sweeps(x, self.col_seeds if self.fwd_pos.size else None,
                                        self.fwd_src, self.row_seeds if self.rev_pos.size else None,
