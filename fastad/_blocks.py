@@ -838,7 +838,7 @@ class TangentFold:
         self.run_forward = [bi for bi in range(len(blocks)) if need_val[bi]]
         self._chains(blocks, readers, set(owner[outs][owner[outs] >= 0].tolist()))
         self.states = tape._recorded_states()
-        self.useful = len(self.run_forward) < len(blocks) or \
+        self.useful = len(self.run_forward) < len(blocks) or bool(self.eliminated) or \
             len(self.run_tangent) < sum(not isinstance(b, Check) for b in blocks)
         self.tangents = tape._full_tangents(x, seeds) if self.useful else None
         self._lock = threading.Lock()

@@ -93,13 +93,36 @@ def chain_with_zero_partials(x):          # 0 * sqrt(x) at x = 0: an exact zero
     return 0.0 * np.sqrt(x * x) + np.log1p(x * x) * x
 
 
+def identity_and_exp(x):                  # outputs that are input slots
+    return fad.concatenate([x, np.exp(x)])
+
+
+def constant_rows(x):                     # outputs that are constants
+    return fad.concatenate([np.ones(2), x * 2.0])
+
+
+def chain_to_a_reshaped_output(x):        # every block varies; the chain still folds
+    return fad.reshape(np.sin(np.exp(x) * 3.0), (3, 3))
+
+
+def sum_output(x):
+    return fad.reshape(fad.sum(np.exp(x)), (1,))
+
+
+def matmul_both_active(x):
+    m = fad.reshape(x, (3, 3))
+    return fad.reshape(m @ m, (9,))
+
+
 def loop_linear(x):                       # no node varies: nothing swept
     return fad.stack([x[i] - 2 * x[i - 1] + 1.0 for i in range(1, len(x))])
 
 
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
          with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
-         chains_both_sides, chain_read_twice, chain_into_output, chain_with_zero_partials]
+         chains_both_sides, chain_read_twice, chain_into_output, chain_with_zero_partials,
+         identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
+         matmul_both_active]
 
 
 def _full(tape, plan, x):
