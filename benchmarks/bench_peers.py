@@ -1011,35 +1011,9 @@ def _lorenz_fori(steps, dt=0.01):
 
     def f(p):
         s, r, b = p[3], p[4], p[5]
-        h2 = 0.5 * dt
-        h6 = dt / 6.0
 
         def body(_, st):
-            x, y, z = st
-            k1x = s * (y - x)
-            k1y = x * (r - z) - y
-            k1z = x * y - b * z
-            xa = x + h2 * k1x
-            ya = y + h2 * k1y
-            za = z + h2 * k1z
-            k2x = s * (ya - xa)
-            k2y = xa * (r - za) - ya
-            k2z = xa * ya - b * za
-            xb = x + h2 * k2x
-            yb = y + h2 * k2y
-            zb = z + h2 * k2z
-            k3x = s * (yb - xb)
-            k3y = xb * (r - zb) - yb
-            k3z = xb * yb - b * zb
-            xc = x + dt * k3x
-            yc = y + dt * k3y
-            zc = z + dt * k3z
-            k4x = s * (yc - xc)
-            k4y = xc * (r - zc) - yc
-            k4z = xc * yc - b * zc
-            return (x + h6 * (k1x + 2 * k2x + 2 * k3x + k4x),
-                    y + h6 * (k1y + 2 * k2y + 2 * k3y + k4y),
-                    z + h6 * (k1z + 2 * k2z + 2 * k3z + k4z))
+            return B.lorenz_rk4_step(*st, s, r, b, dt)
         return jax.lax.fori_loop(0, steps, body, (p[0], p[1], p[2]))[0]
     return f
 

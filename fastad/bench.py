@@ -32,7 +32,7 @@ except ImportError:  # run as a script from the fastad/ directory before the pac
     import _purepy as P
 
 
-__all__ = ["FLOAT", "WORKLOADS", "rosenbrock", "logreg", "mlp", "lorenz_rk4",
+__all__ = ["FLOAT", "WORKLOADS", "rosenbrock", "logreg", "mlp", "lorenz_rk4", "lorenz_rk4_step",
            "make_workloads", "run", "self_check", "BenchmarkError"]
 
 
@@ -123,34 +123,40 @@ def lorenz_rk4(m, p, dt, steps):
     s = p[3]
     r = p[4]
     b = p[5]
+    for _ in range(steps):
+        x, y, z = lorenz_rk4_step(x, y, z, s, r, b, dt)
+    return x
+
+
+def lorenz_rk4_step(x, y, z, s, r, b, dt):
+    """One classic RK4 step of the Lorenz system (arithmetic only, so it runs
+    on floats, Vars, the pure tape's Vars and JAX tracers alike)."""
     h2 = 0.5 * dt
     h6 = dt / 6.0
-    for _ in range(steps):
-        k1x = s * (y - x)
-        k1y = x * (r - z) - y
-        k1z = x * y - b * z
-        xa = x + h2 * k1x
-        ya = y + h2 * k1y
-        za = z + h2 * k1z
-        k2x = s * (ya - xa)
-        k2y = xa * (r - za) - ya
-        k2z = xa * ya - b * za
-        xb = x + h2 * k2x
-        yb = y + h2 * k2y
-        zb = z + h2 * k2z
-        k3x = s * (yb - xb)
-        k3y = xb * (r - zb) - yb
-        k3z = xb * yb - b * zb
-        xc = x + dt * k3x
-        yc = y + dt * k3y
-        zc = z + dt * k3z
-        k4x = s * (yc - xc)
-        k4y = xc * (r - zc) - yc
-        k4z = xc * yc - b * zc
-        x = x + h6 * (k1x + 2 * k2x + 2 * k3x + k4x)
-        y = y + h6 * (k1y + 2 * k2y + 2 * k3y + k4y)
-        z = z + h6 * (k1z + 2 * k2z + 2 * k3z + k4z)
-    return x
+    k1x = s * (y - x)
+    k1y = x * (r - z) - y
+    k1z = x * y - b * z
+    xa = x + h2 * k1x
+    ya = y + h2 * k1y
+    za = z + h2 * k1z
+    k2x = s * (ya - xa)
+    k2y = xa * (r - za) - ya
+    k2z = xa * ya - b * za
+    xb = x + h2 * k2x
+    yb = y + h2 * k2y
+    zb = z + h2 * k2z
+    k3x = s * (yb - xb)
+    k3y = xb * (r - zb) - yb
+    k3z = xb * yb - b * zb
+    xc = x + dt * k3x
+    yc = y + dt * k3y
+    zc = z + dt * k3z
+    k4x = s * (yc - xc)
+    k4y = xc * (r - zc) - yc
+    k4z = xc * yc - b * zc
+    return (x + h6 * (k1x + 2 * k2x + 2 * k3x + k4x),
+            y + h6 * (k1y + 2 * k2y + 2 * k3y + k4y),
+            z + h6 * (k1z + 2 * k2z + 2 * k3z + k4z))
 
 
 # ------------------------------------------------- workload instances
