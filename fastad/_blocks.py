@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, add_rows, combine_gather, combine_rows, op_map,
+from fastad._tape import (OP_NAMES, add_rows, combine_gather, combine_rows, kept, op_map,
                           op_map2, rows_times, scale_one_minus_sq)
 from fastad.errors import BranchChangedError
 
@@ -936,7 +936,7 @@ class TangentFold:
     def buffer(self):
         """The kept tangents to sweep into: the buffer itself, or a copy of
         it while another thread holds it."""
-        return _FoldBuffer(self)
+        return kept(self.tangents, self._lock)
 
 
 def _chain_partial(outer, inner):
@@ -949,20 +949,3 @@ def _chain_partial(outer, inner):
     if math.isfinite(np.add.reduce(r, axis=None)):
         return r
     return np.where((np.asarray(outer) == 0.0) | (np.asarray(inner) == 0.0), 0.0, r)
-
-
-class _FoldBuffer:
-    __slots__ = ("fold", "locked")
-
-    def __init__(self, fold):
-        self.fold = fold
-        self.locked = False
-
-    def __enter__(self):
-        self.locked = self.fold._lock.acquire(blocking=False)
-        return self.fold.tangents if self.locked else self.fold.tangents.copy()
-
-    def __exit__(self, *exc):
-        if self.locked:
-            self.fold._lock.release()
-        return False

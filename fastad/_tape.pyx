@@ -514,6 +514,26 @@ cdef Py_ssize_t fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t*
     return _fold_sweep(op, nd, mask, recorded, val, tan, k, lo, hi)
 
 
+class kept:
+    """`with kept(tangents, lock) as tan`: a fold's kept tangents to sweep
+    into, or a copy of them while another thread holds the lock (the rows a
+    sweep reads but does not write never change, so a copy taken mid-sweep
+    is as good)."""
+    __slots__ = ("tangents", "lock", "mine")
+
+    def __init__(self, tangents, lock):
+        self.tangents, self.lock, self.mine = tangents, lock, False
+
+    def __enter__(self):
+        self.mine = self.lock.acquire(False)
+        return self.tangents if self.mine else self.tangents.copy()
+
+    def __exit__(self, *exc):
+        if self.mine:
+            self.lock.release()
+        return False
+
+
 cdef class ScalarFold:
     """A forward sweep with a fixed seed matrix over a tape of scalar nodes
     (a sparse Jacobian's compressed sweep): the tangents the seeds alone
@@ -549,22 +569,20 @@ cdef class ScalarFold:
         cdef cnp.ndarray flat = tape._flat_input(x)
         cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
         cdef Work w = tape._acquire()
-        cdef bint mine = self.lock.acquire(False)
-        cdef cnp.ndarray tan = self.tangents if mine else self.tangents.copy()
-        cdef double* tp = _dptr(tan)
         cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
+        cdef double* tp
         try:
             if lo:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            with nogil:
-                r = fold_sweep(tape.buf.op, tape.buf.node, mp, tape.buf.val, w.val, tp,
-                               self.k, lo, n)
-            if r >= 0:
-                raise BranchChangedError(tape._branch_message(r))
-            return gather_flat(tan, gather)
+            with kept(self.tangents, self.lock) as tan:
+                tp = _dptr(tan)
+                with nogil:
+                    r = fold_sweep(tape.buf.op, tape.buf.node, mp, tape.buf.val, w.val, tp,
+                                   self.k, lo, n)
+                if r >= 0:
+                    raise BranchChangedError(tape._branch_message(r))
+                return gather_flat(tan, gather)
         finally:
-            if mine:
-                self.lock.release()
             tape._release(w)
 
 
