@@ -15,12 +15,13 @@ so one NumPy/BLAS call serves all k seeds or directions.  Element-wise
 blocks take values and partials from the op table (`op_map`), with NumPy
 twins for the hot ops.
 """
+import functools
 import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, add_rows, combine_gather, combine_rows, kept, op_map,
-                          op_map2, rows_times, scale_one_minus_sq)
+from fastad._tape import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
+                          kept, op_map, op_map2, rows_times, scale_one_minus_sq)
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -841,6 +842,7 @@ class TangentFold:
         self.useful = len(self.run_forward) < len(blocks) or bool(self.eliminated) or \
             len(self.run_tangent) < sum(not isinstance(b, Check) for b in blocks)
         self.tangents = tape._full_tangents(x, seeds) if self.useful else None
+        self.fused = self.fixed = None      # see fuse_output
         self._lock = threading.Lock()
 
     def _chains(self, blocks, readers, outputs):
@@ -880,11 +882,12 @@ class TangentFold:
             if found:
                 self.chains[bi] = per_operand
 
-    def fuse_output(self, blocks, gather, indptr, out_slots):
+    def fuse_output(self, blocks, gather, indptr, out_slots, val):
         """When the Jacobian's rows are exactly the last swept block's rows, in
         order, read its tangents at the nonzeros instead of writing them out
-        (combine_gather): lanes[p] is nonzero p's lane."""
-        self.fused = None
+        (combine_gather): lanes[p] is nonzero p's lane.  val: the recorded
+        values (for the constant partials)."""
+        self.fused = self.fixed = None
         if not self.run_tangent or gather is None:
             return
         bi = self.run_tangent[-1]
@@ -898,6 +901,61 @@ class TangentFold:
         rows = np.repeat(np.arange(outs.size, dtype=np.int64), np.diff(indptr))
         self.fused = (bi, (gather - (b.start + rows) * self.k).astype(np.int32),
                       np.asarray(indptr, dtype=np.int64))
+        self.fixed = self._fixed_gather(blocks, bi, rows, self.fused[1], val)
+
+    def _terms(self, blocks, bi, val, states):
+        """The last block's terms: per active operand, after the eliminated
+        chains, (operand whose tangents it reads, [partials to multiply],
+        [the blocks they come from])."""
+        blk = blocks[bi]
+        chains = self.chains.get(bi) or [()] * len(blk.active_operands())
+        terms = []
+        for (o, d), chain in zip(blk.active_partials(val, states[bi]), chains):
+            factors, owners = [d], [bi]
+            for p in chain:
+                (o, dp), = blocks[p].active_partials(val, states[p])
+                factors.append(dp)
+                owners.append(p)
+            terms.append((o, factors, owners))
+        return terms
+
+    def _fixed_gather(self, blocks, bi, rows, lanes, val):
+        """When no tangent the last block reads changes from call to call, its
+        nonzeros' tangents are fixed too: a FixedGather keeps them, and a call
+        only multiplies in the partials that change (the exp values of the
+        Bratu residual), with no tangent buffer at all."""
+        moving = np.zeros(blocks[-1].stop, dtype=bool)
+        for p in self.run_tangent:
+            moving[blocks[p].start:blocks[p].stop] = True
+        terms = self._terms(blocks, bi, val, self.states)
+        for o, _, _ in terms:
+            if (o.start >= 0 and moving[o.start:o.start + o.flat.size].any()) or \
+                    (o.start < 0 and moving[o.flat[o.flat < moving.size]].any()):
+                return None
+        base = np.zeros(lanes.size)
+        varying = []
+        for o, factors, owners in terms:
+            g = o.tangent(self.tangents, self.k).reshape(-1, self.k)[rows, lanes]
+            if all(blocks[p].constant_partials() for p in owners):
+                d = functools.reduce(_chain_partial, factors)
+                d = d if np.ndim(d) == 0 else np.broadcast_to(d, blocks[bi].shape).reshape(-1)[rows]
+                with np.errstate(invalid="ignore", over="ignore"):
+                    base += np.where(g != 0.0, g * d, 0.0) if np.ndim(d) or d else 0.0
+            else:
+                nz = np.flatnonzero(g)
+                varying.append((nz, rows[nz], None if (g[nz] == 1.0).all() else g[nz]))
+        self._varying = [i for i, (_, f, owners) in enumerate(terms)
+                         if not all(blocks[p].constant_partials() for p in owners)]
+        return FixedGather(base, varying, blocks[bi].stop - blocks[bi].start)
+
+    def fixed_data(self, blocks, val, states):
+        """The Jacobian's nonzeros through the FixedGather (see _fixed_gather)."""
+        bi = self.fused[0]
+        shape, rows = blocks[bi].shape, self.fixed.n_rows
+        terms = self._terms(blocks, bi, val, states)
+        return self.fixed([[d if np.ndim(d) == 0 or np.size(d) == rows else
+                            np.broadcast_to(d, shape).reshape(-1) for d in terms[i][1]]
+                           for i in self._varying])
 
     def sweep(self, tape, x, gather):
         """The Jacobian's nonzeros at x (the gather positions of the
@@ -907,7 +965,7 @@ class TangentFold:
     def sweep_blocks(self, blocks, val, states, tan):
         """The blocks' tangents that change, into tan; with a fused output
         (fuse_output), returns the Jacobian's nonzeros, else None."""
-        fused = getattr(self, "fused", None)
+        fused = self.fused
         for bi in self.run_tangent:
             if bi in self.eliminated:
                 continue

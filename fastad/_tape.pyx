@@ -1376,6 +1376,8 @@ cdef class Tape:
             states = list(fold.states)
             for bi in fold.run_forward:
                 states[bi] = blocks[bi].forward(val)
+            if fold.fixed is not None:            # no tangent buffer to sweep
+                return fold.fixed_data(blocks, val, states)
             with fold.buffer() as tan:
                 data = fold.sweep_blocks(blocks, val, states, tan)
                 if data is not None:
@@ -1960,6 +1962,102 @@ def combine_gather(d0, t0, d1, t1, indptr, lanes):
                     lane = i * k + ln[p]
                     _lanes(&o[p], a, t0p + lane, b, t1p + lane, 1)
     return out
+
+
+cdef class FixedGather:
+    """A sparse Jacobian's nonzeros read from a last block whose operands'
+    tangents the seeds alone decide (see TangentFold.fuse_output): their
+    values at the nonzeros are kept, so a call is
+
+        data = base;  data[pos[q]] += (prod of the term's factors)[rows[q]] * g[q]
+
+    for each term whose partial changes (the constant ones are in base).
+    The index arrays are checked once here, the calls run unchecked; the
+    first term is merged into the copy of base (one pass over the result)."""
+    cdef readonly object base
+    cdef list terms                # (pos int32 ascending, rows int32 or None: q, g or None: 1)
+    cdef readonly Py_ssize_t n_rows
+
+    def __init__(self, base, terms, Py_ssize_t n_rows):
+        self.base = np.array(base, dtype=np.float64).reshape(-1)
+        self.n_rows = n_rows
+        self.terms = []
+        cdef Py_ssize_t size = self.base.shape[0]
+        for pos, rows, g in terms:
+            pos = np.array(pos, dtype=np.int32).reshape(-1)
+            rows = np.array(rows, dtype=np.int32).reshape(-1)
+            m = pos.shape[0]
+            if rows.shape[0] != m or (g is not None and np.size(g) != m):
+                raise ValueError("FixedGather: pos, rows and g need one entry per nonzero")
+            if m and (pos[0] < 0 or pos[m - 1] >= size or (m > 1 and (np.diff(pos) <= 0).any())):
+                raise IndexError(f"FixedGather: positions must ascend within 0..{size - 1}")
+            if m and (rows.min() < 0 or rows.max() >= n_rows):
+                raise IndexError(f"FixedGather: a row is out of range for {n_rows} rows")
+            if m == n_rows and (rows == np.arange(m, dtype=np.int32)).all():
+                rows = None
+            self.terms.append((pos, rows, None if g is None else
+                               np.array(g, dtype=np.float64).reshape(-1)))
+
+    def __call__(self, factors):
+        """factors: per term, a sequence of partials, each a scalar or one per row."""
+        if len(factors) != len(self.terms):
+            raise ValueError(f"FixedGather: {len(self.terms)} terms, {len(factors)} given")
+        out = np.empty_like(self.base)
+        cdef double* o = <double*>cnp.PyArray_DATA(out)
+        cdef const double* b = <const double*>cnp.PyArray_DATA(self.base)
+        cdef Py_ssize_t size = self.base.shape[0], done = 0, t = 0
+        cdef const int32_t* pp
+        cdef const int32_t* rp
+        cdef const double* gp
+        cdef const double* fp[8]
+        cdef Py_ssize_t nf, q, m, f, r, p
+        cdef double c, a, v
+        for (pos, rows, g), fs in zip(self.terms, factors):
+            c, nf, keep = 1.0, 0, []
+            for d in fs:
+                if np.ndim(d) == 0:
+                    c = 0.0 if c == 0.0 or d == 0.0 else c * d     # a zero partial passes nothing
+                    continue
+                da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+                if da.shape[0] != self.n_rows:
+                    raise ValueError(f"FixedGather: a partial has {da.shape[0]} rows, "
+                                     f"not {self.n_rows}")
+                if nf == 8:
+                    raise ValueError("FixedGather: at most 8 partials per term")
+                keep.append(da)
+                fp[nf] = <const double*>cnp.PyArray_DATA(da)
+                nf += 1
+            m = (<cnp.ndarray>pos).shape[0]
+            pp = <const int32_t*>cnp.PyArray_DATA(pos)
+            rp = NULL if rows is None else <const int32_t*>cnp.PyArray_DATA(rows)
+            gp = NULL if g is None else <const double*>cnp.PyArray_DATA(g)
+            with nogil:
+                for q in range(m):
+                    p = pp[q]
+                    if t == 0:                   # copy base up to here (first term only)
+                        if p > done:
+                            memcpy(o + done, b + done, (p - done) * sizeof(double))
+                        o[p] = b[p]
+                        done = p + 1
+                    if c == 0.0:
+                        continue
+                    r = q if rp == NULL else rp[q]
+                    a = c
+                    for f in range(nf):
+                        v = fp[f][r]
+                        if v == 0.0:
+                            a = 0.0
+                            break
+                        a = a * v
+                    if a != 0.0:
+                        o[p] += a if gp == NULL else a * gp[q]
+                if t == 0 and done < size:       # the rest of base, before other terms add in
+                    memcpy(o + done, b + done, (size - done) * sizeof(double))
+                    done = size
+            t += 1
+        if done < size:
+            memcpy(o + done, b + done, (size - done) * sizeof(double))
+        return out
 
 
 def rows_times(d, t, out=None, bint accumulate=False):

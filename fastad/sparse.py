@@ -76,13 +76,18 @@ def _cache(tape):
     return tape.sparse_cache
 
 
-def _csr_result(data, indices, indptr, shape):
+def _csr_result(data, plan):
     """A csr_matrix of a plan's pattern with its own index arrays.  Given
     int32 indices and indptr SciPy neither scans nor converts them, which
-    otherwise costs a pass over the indices on every call."""
+    otherwise costs a pass over the indices on every call; the plan keeps
+    them in that dtype, so a call only copies them."""
     sp = _scipy_sparse()
-    dt = np.int32 if max(max(shape, default=0), indices.size) < 2 ** 31 else np.int64
-    return sp.csr_matrix((data, indices.astype(dt), indptr.astype(dt)), shape=shape)
+    idx = getattr(plan, "_csr_index", None)
+    if idx is None:
+        shape = plan.shape
+        dt = np.int32 if max(max(shape, default=0), plan.indices.size) < 2 ** 31 else np.int64
+        idx = plan._csr_index = (plan.indices.astype(dt), plan.indptr.astype(dt))
+    return sp.csr_matrix((data, idx[0].copy(), idx[1].copy()), shape=plan.shape)
 
 
 def _bool_csr(triple):
@@ -283,7 +288,8 @@ class JacobianPlan:
             if not fold.useful:
                 fold = False
             else:
-                fold.fuse_output(tape.blocks, self.fwd_src, self.indptr, tape.out_slots)
+                fold.fuse_output(tape.blocks, self.fwd_src, self.indptr, tape.out_slots,
+                                 tape.recorded_values())
         data = gather_flat(fold.tangents, self.fwd_src) if fold else None
         self._folded = fold
         return fold or None, data
@@ -292,7 +298,7 @@ class JacobianPlan:
         _scipy_sparse()          # before sweeping: say how to install it
         if self.indices.size == 0:              # nothing to sweep for
             tape(x)                             # but the point must be on the recorded path
-            return _csr_result(np.zeros(0), self.indices, self.indptr, self.shape)
+            return _csr_result(np.zeros(0), self)
         fold, f = self._fold(tape, x) if self.rev_pos.size == 0 else (None, None)
         r = None
         if fold is not None and f is None:      # (f set: the fold was made here at x)
@@ -309,7 +315,7 @@ class JacobianPlan:
             data = np.empty(self.indices.size)
             data[self.fwd_pos] = f
             data[self.rev_pos] = r
-        return _csr_result(data, self.indices, self.indptr, self.shape)
+        return _csr_result(data, self)
 
 
 class HessianPlan:
@@ -335,7 +341,7 @@ class HessianPlan:
             seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
             data = point._hvp_gather(seeds, self.src) if point is not None \
                 else tape._hvp(x, seeds, False, None, self.src)
-        return _csr_result(data, self.indices, self.indptr, self.shape)
+        return _csr_result(data, self)
 
 
 def tape_sparse_jacobian(tape, x, mode="auto"):

@@ -126,6 +126,48 @@ def test_combine_gather_reads_the_combination_at_the_nonzeros():
     np.testing.assert_array_equal(got, [0.0, 0.0])          # strong zeros both ways
 
 
+def test_fixed_gather_adds_the_changing_terms_to_the_kept_base():
+    from fastad._tape import FixedGather
+    base = np.arange(8.0)
+    # term 0: rows 0..3 at positions 1, 3, 4, 7 with g; term 1: rows 0, 2 at 0, 7
+    fg = FixedGather(base, [([1, 3, 4, 7], [0, 1, 2, 3], [2.0, 1.0, -1.0, 0.5]),
+                            ([0, 7], [0, 2], None)], 4)
+    d = np.array([1.0, 2.0, 3.0, 4.0])
+    e = np.array([10.0, 20.0, 30.0, 40.0])
+    want = base.copy()
+    want[[1, 3, 4, 7]] += 3.0 * d * e * [2.0, 1.0, -1.0, 0.5]
+    want[[0, 7]] += 0.5 * d[[0, 2]]
+    np.testing.assert_allclose(fg([[3.0, d, e], [0.5, d]]), want, rtol=1e-15)
+    np.testing.assert_array_equal(base, np.arange(8.0))          # the base is kept
+    # a zero factor passes nothing, even against inf or NaN (strong zeros)
+    got = fg([[1.0, np.array([0.0, np.inf, 1.0, 1.0]), np.array([np.nan, 0.0, 1.0, 1.0])],
+              [0.0, np.full(4, np.inf)]])
+    np.testing.assert_array_equal(got, base + [0, 0, 0, 0, -1.0, 0, 0, 0.5])
+    # the identity rows need no row array; positions after the first term's
+    # last one still get the later terms
+    fg = FixedGather(np.zeros(3), [([0, 1], [0, 1], None), ([2], [1], None)], 2)
+    np.testing.assert_array_equal(fg([[np.array([1.0, 2.0])], [np.array([5.0, 7.0])]]),
+                                  [1.0, 2.0, 7.0])
+
+
+def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
+    from fastad._tape import FixedGather
+    with pytest.raises(IndexError, match="ascend within 0..3"):
+        FixedGather(np.zeros(4), [([0, 4], [0, 1], None)], 2)
+    with pytest.raises(IndexError, match="ascend"):
+        FixedGather(np.zeros(4), [([2, 1], [0, 1], None)], 2)
+    with pytest.raises(IndexError, match="row is out of range for 2 rows"):
+        FixedGather(np.zeros(4), [([0, 1], [0, 2], None)], 2)
+    with pytest.raises(ValueError, match="one entry per nonzero"):
+        FixedGather(np.zeros(4), [([0, 1], [0], None)], 2)
+    fg = FixedGather(np.zeros(4), [([0, 1], [0, 1], None)], 2)
+    with pytest.raises(ValueError, match="1 terms, 2 given"):
+        fg([[1.0], [1.0]])
+    with pytest.raises(ValueError, match="a partial has 3 rows, not 2"):
+        fg([[np.ones(3)]])
+    np.testing.assert_array_equal(fg([[np.array([2.0, 3.0])]]), [2.0, 3.0, 0.0, 0.0])
+
+
 def test_combine_gather_checks_lanes_and_shapes():
     from fastad._tape import combine_gather
     t = np.ones((2, 3))

@@ -79,6 +79,14 @@ def chains_both_sides(x):                 # two chains meet in one add
     return np.exp(x[:-1]) * 2.0 + 3.0 * np.sin(np.tanh(x[1:]))
 
 
+def exp_of_scaled(x):                     # the chain ends at a kept block: tangents 3
+    return np.exp(3.0 * x) + x
+
+
+def scaled_by_array(x):                   # a constant array partial on a changing chain
+    return np.exp(x) * np.arange(1.0, len(x) + 1.0) + 2.0 * x
+
+
 def chain_read_twice(x):                  # sin(x) is read by two blocks: kept
     s = np.sin(x)
     return fad.concatenate([np.exp(s) * 2.0 + s, s * s])
@@ -120,7 +128,7 @@ def loop_linear(x):                       # no node varies: nothing swept
 
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
          with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
-         chains_both_sides, chain_read_twice, chain_into_output, chain_with_zero_partials,
+         chains_both_sides, exp_of_scaled, scaled_by_array, chain_read_twice, chain_into_output, chain_with_zero_partials,
          identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
          matmul_both_active]
 
@@ -171,7 +179,7 @@ def test_the_fold_is_made_at_the_second_call_and_skips_what_the_seeds_decide():
 def test_unary_chains_are_not_swept_but_shared_or_output_blocks_are():
     x = np.linspace(0.1, 1.0, 20)
 
-    def fold_of(f):
+    def fold_of(f, x=x):
         tape = fad.record(f, x)
         tape.sparse_jacobian(x, mode="fwd")
         tape.sparse_jacobian(x, mode="fwd")
@@ -181,8 +189,14 @@ def test_unary_chains_are_not_swept_but_shared_or_output_blocks_are():
     assert fold.eliminated == {3, 4}              # exp and the scaling
     assert fold.chains == {5: [[], [4, 3]]}       # the last add reads through both
     assert fold.fused[0] == 5                     # ... straight at the nonzeros
+    assert fold.fixed is not None                 # ... and its operands' tangents are kept
     tape, fold = fold_of(chain_into_output)
-    assert fold.fused is None                     # two blocks make the output
+    assert fold.fused is None and fold.fixed is None     # two blocks make the output
+    for f in (chains_both_sides, exp_of_scaled, scaled_by_array):
+        assert fold_of(f)[1].fixed is not None
+    for f in (nonlinear_first, banded_matmul, with_comparison):    # a read tangent changes
+        fold = fold_of(f, x[:9])[1]
+        assert fold.fused is not None and fold.fixed is None
     tape, fold = fold_of(chains_both_sides)
     names = {bi: tape.blocks[bi].name for bi in fold.eliminated}
     assert sorted(names.values()) == ["exp", "mul", "mul", "sin", "tanh"]
@@ -204,6 +218,17 @@ def test_chains_keep_strong_zeros_at_nonfinite_partials():
     np.testing.assert_allclose(J.data, _full(tape, plan, x), rtol=1e-15)
     np.testing.assert_allclose(J.diagonal(), np.log1p(x * x) + 2 * x * x / (1 + x * x),
                                rtol=1e-13)
+    # the same through a FixedGather: 0 * sqrt'(0) is 0, sqrt'(0) alone is inf
+    with np.errstate(divide="ignore"):
+        inf_at_0 = 1.0 / np.sqrt(x) + 1.0
+    for f, want in ((lambda x: 0.0 * np.sqrt(x) + x, np.ones_like(x)),
+                    (lambda x: np.sqrt(x) * 2.0 + x, inf_at_0)):
+        tape = fad.record(f, x + 1.0)
+        tape.sparse_jacobian(x + 1.0, mode="fwd")
+        tape.sparse_jacobian(x + 1.0, mode="fwd")
+        assert tape.sparse_cache[("jacobian_plan", "fwd")]._folded.fixed is not None
+        with np.errstate(divide="ignore"):
+            np.testing.assert_array_equal(tape.sparse_jacobian(x, mode="fwd").diagonal(), want)
 
 
 def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
