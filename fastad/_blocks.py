@@ -199,17 +199,22 @@ def _unbroadcast(g, shape, k):
     return g
 
 
+def _scalar(d):
+    """A partial that is one number (np.ndim(d) == 0 without its Python-level call)."""
+    return type(d) is not np.ndarray or d.ndim == 0
+
+
 def _times(d, g):
     """d * g over k lanes (g has a trailing lane axis); zero lanes of g stay
     exact zeros where d is inf or NaN (strong zeros)."""
-    if np.ndim(d) == 0:
+    if _scalar(d):
         if d == 1.0:
             return g
         if d == -1.0:
             return -g
         if d == 0.0:                    # a zero partial is an exact zero
             return np.zeros(np.shape(g))
-        if np.isfinite(d):
+        if math.isfinite(d):
             return g * d
     elif d.shape == g.shape[:-1]:
         return rows_times(d, g)          # one C pass, strong zeros included
@@ -220,7 +225,7 @@ def _times(d, g):
         # cheap reduction instead of a check of d
         if math.isfinite(np.add.reduce(r, axis=None)):
             return r
-    dd = d if np.ndim(d) == 0 else d[..., None]
+    dd = d if _scalar(d) else d[..., None]
     with np.errstate(invalid="ignore"):
         return np.where((g != 0) & (dd != 0), g * dd, 0.0)
 
@@ -358,6 +363,14 @@ TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
 QUIET_TWINS = frozenset(("tanh", "neg", "abs"))
 
 
+try:        # np.errstate(all="ignore") is a Python-level context manager: set
+    # NumPy's error-state context variable directly where it is there to set
+    from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+    _IGNORE_ALL = _make_extobj(all="ignore")
+except (ImportError, TypeError):                    # pragma: no cover (other NumPy)
+    _extobj_contextvar = None
+
+
 def op_values(name, x, y=None, out=None):
     """Op `name` elementwise: values into out (allocated if None) and (d/dx, d/dy).
 
@@ -365,6 +378,13 @@ def op_values(name, x, y=None, out=None):
     twin = TWINS.get(name)
     if out is not None and name in QUIET_TWINS:     # cannot warn: no errstate needed
         d0, d1 = twin(x, 0.0 if y is None else y, out)
+        return out, d0, d1
+    if out is not None and twin is not None and _extobj_contextvar is not None:
+        token = _extobj_contextvar.set(_IGNORE_ALL)
+        try:
+            d0, d1 = twin(x, 0.0 if y is None else y, out)
+        finally:
+            _extobj_contextvar.reset(token)
         return out, d0, d1
     with np.errstate(all="ignore"):
         if out is None:
@@ -500,7 +520,7 @@ class Elementwise(Block):
                  in zip(self.operands(), self._partials(val, state)) if operand.active]
         check = False
         with np.errstate(invalid="ignore", over="ignore"):
-            if len(terms) == 2 and all(np.ndim(d) == 0 and abs(d) == 1.0 for _, d in terms) \
+            if len(terms) == 2 and all(_scalar(d) and abs(d) == 1.0 for _, d in terms) \
                     and terms[0][0].shape == dest.shape and terms[1][0].shape == dest.shape:
                 (t0, d0), (t1, d1) = terms            # x' +- y': one pass
                 (np.add if d0 == d1 else np.subtract)(t0, t1, out=dest)
@@ -509,7 +529,7 @@ class Elementwise(Block):
                 return
             first = True
             for t, d in terms:
-                scalar = np.ndim(d) == 0
+                scalar = _scalar(d)
                 if scalar and not math.isfinite(d):
                     check = True
                 if not scalar and d.shape == self.shape and t.shape == dest.shape:

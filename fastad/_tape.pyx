@@ -544,6 +544,10 @@ cdef class ScalarFold:
     cdef readonly object tangents      # (slots, k) kept tangents
     cdef readonly Py_ssize_t k
     cdef object lock
+    cdef readonly object fixed         # a FixedGather of the nonzeros (fuse_output), or None
+    cdef object vslots                 # int32: the FOLD_VALUE slots, in order
+    cdef object chain_ptr, chain_at    # per changing term, where its partials are in vslots
+    cdef object v_op, v_a0, v_a1, v_c, v_rec    # the FOLD_VALUE nodes, compacted (fuse_output)
 
     def __init__(self, Tape tape, seeds, x):
         import threading
@@ -558,6 +562,160 @@ cdef class ScalarFold:
         self.tangents = tape._full_tangents(x, seeds)
         self.lock = threading.Lock()
 
+    def fuse_output(self, Tape tape, gather):
+        """Read the Jacobian's nonzeros without sweeping any tangent lanes, when
+        each is a kept tangent or a node with constant partials over kept
+        tangents and unary chains of swept nodes that end at kept ones (exp
+        and its scaling, added to x[i-1] - 2 x[i] + x[i+1], in the Bratu loop):
+        the kept parts go into a FixedGather, and a call replays the values
+        and multiplies each chain's changing partials.  Leaves self.fixed None
+        where that does not describe the tape."""
+        cdef cnp.ndarray g = np.ascontiguousarray(gather, dtype=np.int64).reshape(-1)
+        cdef cnp.ndarray tan = self.tangents
+        cdef Py_ssize_t m = g.shape[0], k = self.k, n = tape.buf.n, p, s, lane, j, a, top
+        cdef const int64_t* gp = <const int64_t*>cnp.PyArray_DATA(g)
+        cdef const double* tp = _dptr(tan)
+        cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
+        cdef const uint8_t* op = tape.buf.op
+        cdef const fad_node* nd = tape.buf.node
+        cdef int fl
+        cdef double c, t
+        self.fixed = None
+        if m == 0 or tan.shape[0] * k <= g.max() or g.min() < 0:
+            return
+        vslots = np.flatnonzero(self.mask & FOLD_VALUE).astype(np.int32)
+        cdef cnp.ndarray vindex = np.full(max(n, 1), -1, dtype=np.int32)
+        vindex[vslots] = np.arange(vslots.shape[0], dtype=np.int32)
+        cdef const int32_t* vi = <const int32_t*>cnp.PyArray_DATA(vindex)
+        cdef cnp.ndarray base = np.zeros(m)
+        cdef double* bp = _dptr(base)
+        pos, gs, ptr, at = ([], []), ([], []), [0], []
+        for p in range(m):
+            s = gp[p] // k
+            lane = gp[p] - s * k
+            if not mp[s] & FOLD_TANGENT:            # a kept tangent
+                bp[p] = tp[gp[p]]
+                continue
+            fl = fad_op_flags[op[s]]
+            if not fl & FAD_CP:
+                return                              # the output's own partials change
+            for j in range(2 if fl & FAD_BINARY and nd[s].a1 >= 0 else 1):
+                a = nd[s].a0 if j == 0 else nd[s].a1
+                c = nd[s].p0 if j == 0 else nd[s].p1
+                top = len(at)
+                while c != 0.0 and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
+                    fl = fad_op_flags[op[a]]
+                    if fl & FAD_BINARY and nd[a].a1 >= 0:
+                        return                      # two operands: not a chain
+                    if fl & FAD_CP:
+                        c = c * nd[a].p0
+                    else:
+                        at.append(vi[a])
+                    a = nd[a].a0
+                t = tp[a * k + lane]
+                if c == 0.0 or t == 0.0:            # a zero partial or lane passes nothing
+                    del at[top:]
+                elif len(at) == top:
+                    bp[p] += c * t
+                else:
+                    pos[j].append(p)
+                    gs[j].append(c * t)
+                    ptr.append(len(at))
+        n0, n1 = len(pos[0]), len(pos[1])
+        rows = np.arange(n0 + n1, dtype=np.int32)
+        self.fixed = FixedGather(base, [(pos[0], rows[:n0], gs[0]), (pos[1], rows[n0:], gs[1])],
+                                 n0 + n1)
+        self.vslots = vslots
+        self.chain_ptr = np.array(ptr, dtype=np.int32)
+        self.chain_at = np.array(at, dtype=np.int32)
+        # the value nodes in order, their operands renumbered (>= 0: a value
+        # node, -2 - j: input j, -1: none), so a call reads them in one
+        # stream instead of one cache line per node of the tape
+        cdef Py_ssize_t nv = vslots.shape[0], i, lo = tape.n_inputs
+        cdef int32_t r
+        self.v_op = np.empty(nv, dtype=np.uint8)
+        self.v_a0 = np.empty(nv, dtype=np.int32)
+        self.v_a1 = np.empty(nv, dtype=np.int32)
+        self.v_c = np.empty(nv)
+        self.v_rec = np.empty(nv)
+        cdef uint8_t[::1] vop = self.v_op
+        cdef int32_t[::1] va0 = self.v_a0
+        cdef int32_t[::1] va1 = self.v_a1
+        cdef double[::1] vc = self.v_c
+        cdef double[::1] vrec = self.v_rec
+        cdef const int32_t* vsp = <const int32_t*>cnp.PyArray_DATA(vslots)
+        for j in range(nv):
+            i = vsp[j]
+            vop[j] = op[i]
+            vc[j] = nd[i].p1
+            vrec[j] = tape.buf.val[i]
+            for a in range(2):
+                r = nd[i].a0 if a == 0 else nd[i].a1
+                if r < 0:
+                    r = -1
+                elif r < lo:
+                    r = -2 - r
+                elif r == i:                  # a constant reads itself: its c is its value
+                    r = -1
+                else:
+                    r = vi[r]
+                    if r < 0:
+                        self.fixed = None     # (cannot happen: fold_mask marks them)
+                        return
+                if a == 0:
+                    va0[j] = r
+                else:
+                    va1[j] = r
+
+    cdef object _fixed_sweep(self, Tape tape, x):
+        """The nonzeros through self.fixed: a replay of the values the chains
+        and comparisons need, then the products of the chains' partials."""
+        cdef cnp.ndarray flat = tape._flat_input(x)
+        cdef Py_ssize_t nv = self.vslots.shape[0], j, q, r = -1
+        cdef Py_ssize_t nt = self.chain_ptr.shape[0] - 1
+        cdef const double* xin = _dptr(flat)
+        cdef const uint8_t* vop = <const uint8_t*>cnp.PyArray_DATA(self.v_op)
+        cdef const int32_t* va0 = <const int32_t*>cnp.PyArray_DATA(self.v_a0)
+        cdef const int32_t* va1 = <const int32_t*>cnp.PyArray_DATA(self.v_a1)
+        cdef const double* vc = _dptr(self.v_c)
+        cdef const double* vrec = _dptr(self.v_rec)
+        cdef const int32_t* cp = <const int32_t*>cnp.PyArray_DATA(self.chain_ptr)
+        cdef const int32_t* ca = <const int32_t*>cnp.PyArray_DATA(self.chain_at)
+        cdef cnp.ndarray cv = np.empty(max(nv, 1)), dv = np.empty(max(nv, 1))
+        cdef cnp.ndarray f = np.empty(max(nt, 1))
+        cdef double* vp = _dptr(cv)
+        cdef double* dp = _dptr(dv)
+        cdef double* fp = _dptr(f)
+        cdef double v, d0, d1, a, x0, x1
+        cdef int o
+        cdef int32_t a0, a1
+        with nogil:
+            for j in range(nv):
+                o = vop[j]
+                a0 = va0[j]
+                a1 = va1[j]
+                x0 = vp[a0] if a0 >= 0 else (xin[-2 - a0] if a0 <= -2 else 0.0)
+                x1 = vp[a1] if a1 >= 0 else (xin[-2 - a1] if a1 <= -2 else 0.0)
+                v = fad_eval(o, x0, x1, vc[j], &d0, &d1)
+                if o >= FAD_FIRST_CMP and v != vrec[j]:
+                    r = j
+                    break
+                vp[j] = v
+                dp[j] = d0
+            if r < 0:
+                for q in range(nt):                     # strong zeros: a zero partial is 0
+                    a = 1.0
+                    for j in range(cp[q], cp[q + 1]):
+                        if dp[ca[j]] == 0.0:
+                            a = 0.0
+                            break
+                        a = a * dp[ca[j]]
+                    fp[q] = a
+        if r >= 0:
+            raise BranchChangedError(tape._branch_message(self.vslots[r]))
+        f = f[:nt]
+        return self.fixed([[f], [f]])
+
     @property
     def counts(self):
         """(slots swept for tangents, slots whose value is computed)."""
@@ -565,7 +723,10 @@ cdef class ScalarFold:
         return int(np.count_nonzero(m & FOLD_TANGENT)), int(np.count_nonzero(m & FOLD_VALUE))
 
     def sweep(self, Tape tape, x, gather):
-        """The kept and swept tangents at x, at the gather positions."""
+        """The kept and swept tangents at x, at the gather positions (those
+        fuse_output was given, when it made self.fixed)."""
+        if self.fixed is not None:
+            return self._fixed_sweep(tape, x)
         cdef cnp.ndarray flat = tape._flat_input(x)
         cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
         cdef Work w = tape._acquire()

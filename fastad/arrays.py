@@ -83,6 +83,10 @@ def _shape_of(ops):
         return a
     if not a:
         return b
+    if len(b) < len(a) and a[len(a) - len(b):] == b:      # a bias row and the like
+        return a
+    if len(a) < len(b) and b[len(b) - len(a):] == a:
+        return b
     return np.broadcast_shapes(a, b)
 
 
@@ -115,6 +119,9 @@ def elementwise(name, x, y=None, *, _unary=None):
     if tape is None:
         v = B.op_values(name, *[o.const for o in ops])[0]
         return float(v) if np.ndim(v) == 0 else np.array(v)
+    if name == "mul" and x is y and type(x) is Array:
+        name, ops = "square", ops[:1]            # d(x x) = 2x dx, read back in one pass
+        y = None
     shape = _shape_of(ops)
     if shape == ():   # all scalars: an ordinary scalar node
         args = [make_array(tape, o.idx) if o.active else float(o.const) for o in ops]

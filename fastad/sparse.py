@@ -283,6 +283,7 @@ class JacobianPlan:
         fold = False
         if not tape.blocks:
             fold = ScalarFold(tape, self.col_seeds, x)
+            fold.fuse_output(tape, self.fwd_src)
         elif tape._constant_slots() is not None:
             fold = TangentFold(tape, self.col_seeds, x)
             if not fold.useful:

@@ -19,6 +19,8 @@ __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
 
 
 def _argnums_tuple(argnums, nargs):
+    if type(argnums) is int and -nargs <= argnums < nargs:       # the common case
+        return True, (argnums % nargs,)
     single = isinstance(argnums, numbers.Integral)
     nums = (argnums,) if single else tuple(argnums)
     if not nums:

@@ -6,6 +6,7 @@ function evaluated with plain NumPy (never through fastad).
 """
 import math
 import pickle
+import warnings
 import zlib
 
 import numpy as np
@@ -1079,3 +1080,31 @@ def test_replay_pickle_round_trip_with_selection():
     with pytest.raises(fad.BranchChangedError):
         tape.gradient(-X0)
     close(tape.gradient(X0 + 1), [[0, 0], [0, 0], [1, 2]])
+
+
+def test_an_array_times_itself_is_one_square_block():
+    """x * x of one Array records a square (one partial, 2x, read back in one
+    pass); a copy of the same slots still records a product.  Both give 2x."""
+    x = np.array([[0.5, -1.5, 2.0], [3.0, -0.25, 1.0]])
+    tape = fad.record(lambda a: np.sum(a * a), x)
+    assert [b.name for b in tape.blocks if hasattr(b, "name")] == ["square"]
+    np.testing.assert_array_equal(tape.gradient(x), 2 * x)
+    tape = fad.record(lambda a: np.sum(a * a[:, :]), x)
+    assert [b.name for b in tape.blocks if hasattr(b, "name")] == ["mul"]
+    np.testing.assert_array_equal(tape.gradient(x), 2 * x)
+    np.testing.assert_allclose(fad.hessian(lambda a: np.sum(a * a))(x[0]), 2 * np.eye(3))
+
+
+def test_recording_leaves_numpy_error_state_and_warnings_alone():
+    """Blocks compute with floating-point errors ignored (inf and NaN are
+    values like any other) and restore the caller's error state."""
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = fad.grad(lambda a: np.sum(a * 1e308 + a / 0.0 - np.log(a - 2.0)))(np.ones(3))
+    assert np.geterr() == before
+    np.testing.assert_array_equal(g, np.inf)       # 1e308 + 1/0 + 1
+    with np.errstate(over="raise"):
+        fad.grad(lambda a: np.sum(a * 1e308))(np.full(2, 10.0))
+        with pytest.raises(FloatingPointError):
+            np.ones(1) * 1e308 * 10.0

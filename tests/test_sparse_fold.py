@@ -194,7 +194,8 @@ def test_unary_chains_are_not_swept_but_shared_or_output_blocks_are():
     assert fold.fused is None and fold.fixed is None     # two blocks make the output
     for f in (chains_both_sides, exp_of_scaled, scaled_by_array):
         assert fold_of(f)[1].fixed is not None
-    for f in (nonlinear_first, banded_matmul, with_comparison):    # a read tangent changes
+    assert fold_of(banded_matmul, x[:9])[1].fixed is not None    # x * x is a square: a chain
+    for f in (nonlinear_first, gathered, with_comparison):    # a read tangent changes
         fold = fold_of(f, x[:9])[1]
         assert fold.fused is not None and fold.fixed is None
     tape, fold = fold_of(chains_both_sides)
@@ -244,6 +245,60 @@ def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
     lin.sparse_jacobian(x)
     lin.sparse_jacobian(x)
     assert lin.sparse_cache[("jacobian_plan", "auto")]._folded.counts == (0, 0)
+
+
+def loop_branch_chain(x):                 # a comparison and unary chains: nonzeros read directly
+    out = [x[0] * 3.0]
+    for i in range(1, len(x)):
+        c = fad.exp(x[i]) * 0.5 if x[i] > 0.5 else fad.sin(x[i]) - 1.0
+        out.append(x[i - 1] - 2.0 * x[i] + c)
+    return fad.stack(out)
+
+
+def test_scalar_tapes_read_the_nonzeros_without_sweeping_lanes_when_they_can():
+    x0 = np.array([0.9, 0.3, 0.8, 0.2, 0.7, 0.6, 0.1, 0.95, 0.4])
+    for f, fixed in ((bratu_loop, True), (loop_linear, True), (loop_branch_chain, True),
+                     (loop_mixed, False)):          # loop_mixed: sin(a) * x[i], two operands
+        tape = fad.record(f, x0)
+        tape.sparse_jacobian(x0, mode="fwd")
+        tape.sparse_jacobian(x0, mode="fwd")
+        plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+        assert (plan._folded.fixed is not None) == fixed, f.__name__
+        x = x0 + 0.01
+        J = tape.sparse_jacobian(x, mode="fwd")
+        np.testing.assert_allclose(J.data, _full(tape, plan, x), rtol=1e-15, atol=0)
+        np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
+    bad = x0.copy()
+    bad[1] = 0.6                                    # exp instead of sin at x[1]
+    with pytest.raises(fad.BranchChangedError):
+        tape_b = fad.record(loop_branch_chain, x0)
+        tape_b.sparse_jacobian(x0, mode="fwd")
+        tape_b.sparse_jacobian(x0, mode="fwd")
+        tape_b.sparse_jacobian(bad, mode="fwd")
+    J = tape_b.sparse_jacobian(x0 - 0.01, mode="fwd")
+    np.testing.assert_allclose(J.toarray(), fad.jacobian(loop_branch_chain)(x0 - 0.01), rtol=1e-13)
+    # strong zeros along a chain: 0 * sqrt'(0) is 0, sqrt'(0) alone is inf
+    z = np.array([0.0, 0.5, 0.0, 2.0])
+    for f, want in ((lambda x: fad.stack([x[i] + 0.0 * fad.sqrt(x[i]) for i in range(4)]),
+                     np.ones(4)),
+                    (lambda x: fad.stack([fad.sqrt(x[i]) * 2.0 + x[i] for i in range(4)]),
+                     [np.inf, 1 / np.sqrt(0.5) + 1, np.inf, 1 / np.sqrt(2.0) + 1])):
+        tape = fad.record(f, z + 1.0)
+        tape.sparse_jacobian(z + 1.0, mode="fwd")
+        tape.sparse_jacobian(z + 1.0, mode="fwd")
+        assert tape.sparse_cache[("jacobian_plan", "fwd")]._folded.fixed is not None
+        np.testing.assert_allclose(tape.sparse_jacobian(z, mode="fwd").diagonal(), want,
+                                   rtol=1e-15)
+    # cos'(sqrt(0)) = 0 against sqrt'(0) = inf, both changing partials
+    f = lambda x: fad.stack([fad.cos(fad.sqrt(x[i])) + x[i] for i in range(4)])   # noqa: E731
+    tape = fad.record(f, z + 1.0)
+    tape.sparse_jacobian(z + 1.0, mode="fwd")
+    tape.sparse_jacobian(z + 1.0, mode="fwd")
+    plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+    assert plan._folded.fixed is not None
+    J = tape.sparse_jacobian(z, mode="fwd")
+    np.testing.assert_array_equal(J.data, _full(tape, plan, z))
+    assert J.diagonal()[0] == 1.0
 
 
 def test_a_changed_scalar_branch_raises_and_the_tape_stays_usable():
