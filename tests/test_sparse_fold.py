@@ -368,7 +368,13 @@ def test_results_own_their_index_arrays():
     np.testing.assert_allclose(H.sparse_hessian(x).toarray(), np.diag(12 * x ** 2), rtol=1e-13)
 
 
-@pytest.mark.parametrize("f", [bratu, bratu_loop], ids=["blocks", "scalars"])
+def loop_products(x):                     # two changing operands: lanes are swept
+    return fad.stack([fad.sin(x[i]) * x[i + 1] - x[i] for i in range(len(x) - 1)])
+
+
+@pytest.mark.parametrize("f", [bratu, bratu_loop, nonlinear_first, loop_products],
+                         ids=["blocks, read directly", "scalars, read directly",
+                              "blocks, swept", "scalars, swept"])
 def test_threads_sharing_one_plan_get_their_own_answers(f):
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)           # interleave the threads inside the sweeps
