@@ -516,8 +516,10 @@ class Elementwise(Block):
         for free on the C path and with finite scalar partials; only the
         broadcasting NumPy path needs a check of its result."""
         dest = tan[self.start:self.stop].reshape(self.shape + (k,))
+        # a zero partial passes nothing, even an inf or NaN tangent (strong zeros)
         terms = [(operand.tangent(tan, k), d) for operand, d
-                 in zip(self.operands(), self._partials(val, state)) if operand.active]
+                 in zip(self.operands(), self._partials(val, state))
+                 if operand.active and not (_scalar(d) and d == 0.0)]
         check = False
         with np.errstate(invalid="ignore", over="ignore"):
             if len(terms) == 2 and all(_scalar(d) and abs(d) == 1.0 for _, d in terms) \
@@ -961,6 +963,8 @@ class TangentFold:
                 d = d if np.ndim(d) == 0 else np.broadcast_to(d, blocks[bi].shape).reshape(-1)[rows]
                 with np.errstate(invalid="ignore", over="ignore"):
                     base += np.where(g != 0.0, g * d, 0.0) if np.ndim(d) or d else 0.0
+            elif sum(not _scalar(d) for d in factors) > 8:
+                return None                 # more than FixedGather multiplies in
             else:
                 nz = np.flatnonzero(g)
                 varying.append((nz, rows[nz], None if (g[nz] == 1.0).all() else g[nz]))

@@ -64,10 +64,11 @@ cdef class Tape:
     cdef object _needed            # per node: its value is read by a replay of partials only
     cdef dict _by_start            # while recording: start -> sealable block
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
+    cdef list _slabs               # the array inputs as sealable producers (InputSlab)
     cdef int _note_block(self, object block) except -1
     cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1
     cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
-                            Py_ssize_t seed_lo, bint zero)
+                            Py_ssize_t seed_lo, bint zero, list slabs=*)
     cdef int reserve(self, Py_ssize_t extra) except -1
     cdef Work _acquire(self)
     cdef void _release(self, Work w)

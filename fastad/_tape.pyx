@@ -547,6 +547,8 @@ cdef class ScalarFold:
     cdef readonly object fixed         # a FixedGather of the nonzeros (fuse_output), or None
     cdef object vslots                 # int32: the FOLD_VALUE slots, in order
     cdef object chain_ptr, chain_at    # per changing term, where its partials are in vslots
+    cdef object chain_t, chain_c       # ... its kept tangent and constant partials
+    cdef object _gather                # the gather fuse_output was made for
     cdef object v_op, v_a0, v_a1, v_c, v_rec    # the FOLD_VALUE nodes, compacted (fuse_output)
 
     def __init__(self, Tape tape, seeds, x):
@@ -589,7 +591,13 @@ cdef class ScalarFold:
         cdef const int32_t* vi = <const int32_t*>cnp.PyArray_DATA(vindex)
         cdef cnp.ndarray base = np.zeros(m)
         cdef double* bp = _dptr(base)
-        pos, gs, ptr, at = ([], []), ([], []), [0], []
+        # per changing term q: its kept tangent ts[q], then the partials from
+        # the output's own down to the innermost of its chain, at[e] >= 0 a
+        # changing one (its index in vslots), -1 a constant cs[e]; a call
+        # multiplies them innermost first, as the sweep does
+        pos, rows, ptr, at, cs, ts = ([], []), ([], []), [0], [], [], []
+        cdef bint zero, varying
+        cdef Py_ssize_t e
         for p in range(m):
             s = gp[p] // k
             lane = gp[p] - s * k
@@ -603,28 +611,42 @@ cdef class ScalarFold:
                 a = nd[s].a0 if j == 0 else nd[s].a1
                 c = nd[s].p0 if j == 0 else nd[s].p1
                 top = len(at)
-                while c != 0.0 and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
+                at.append(-1)
+                cs.append(c)
+                zero, varying = c == 0.0, False
+                while not zero and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
                     fl = fad_op_flags[op[a]]
                     if fl & FAD_BINARY and nd[a].a1 >= 0:
                         return                      # two operands: not a chain
                     if fl & FAD_CP:
-                        c = c * nd[a].p0
+                        at.append(-1)
+                        cs.append(nd[a].p0)
+                        zero = nd[a].p0 == 0.0
                     else:
                         at.append(vi[a])
+                        cs.append(0.0)
+                        varying = True
                     a = nd[a].a0
                 t = tp[a * k + lane]
-                if c == 0.0 or t == 0.0:            # a zero partial or lane passes nothing
-                    del at[top:]
-                elif len(at) == top:
-                    bp[p] += c * t
-                else:
+                if not zero and t != 0.0 and varying:
                     pos[j].append(p)
-                    gs[j].append(c * t)
+                    rows[j].append(len(ts))
+                    ts.append(t)
                     ptr.append(len(at))
-        n0, n1 = len(pos[0]), len(pos[1])
-        rows = np.arange(n0 + n1, dtype=np.int32)
-        self.fixed = FixedGather(base, [(pos[0], rows[:n0], gs[0]), (pos[1], rows[n0:], gs[1])],
-                                 n0 + n1)
+                    continue
+                if not zero and t != 0.0:           # constant all the way: kept
+                    for e in range(len(at) - 1, top - 1, -1):
+                        t = 0.0 if t == 0.0 or cs[e] == 0.0 else t * cs[e]
+                    bp[p] += t
+                del at[top:]                        # (a zero partial or lane passes nothing)
+                del cs[top:]
+        if len(ts) >= 2 ** 31:
+            return
+        self.fixed = FixedGather(base, [(pos[0], rows[0], None), (pos[1], rows[1], None)],
+                                 len(ts))
+        self._gather = gather
+        self.chain_t = np.array(ts, dtype=np.float64)
+        self.chain_c = np.array(cs, dtype=np.float64)
         self.vslots = vslots
         self.chain_ptr = np.array(ptr, dtype=np.int32)
         self.chain_at = np.array(at, dtype=np.int32)
@@ -681,6 +703,8 @@ cdef class ScalarFold:
         cdef const double* vrec = _dptr(self.v_rec)
         cdef const int32_t* cp = <const int32_t*>cnp.PyArray_DATA(self.chain_ptr)
         cdef const int32_t* ca = <const int32_t*>cnp.PyArray_DATA(self.chain_at)
+        cdef const double* cc = _dptr(self.chain_c)
+        cdef const double* ct = _dptr(self.chain_t)
         cdef cnp.ndarray cv = np.empty(max(nv, 1)), dv = np.empty(max(nv, 1))
         cdef cnp.ndarray f = np.empty(max(nt, 1))
         cdef double* vp = _dptr(cv)
@@ -703,13 +727,14 @@ cdef class ScalarFold:
                 vp[j] = v
                 dp[j] = d0
             if r < 0:
-                for q in range(nt):                     # strong zeros: a zero partial is 0
-                    a = 1.0
-                    for j in range(cp[q], cp[q + 1]):
-                        if dp[ca[j]] == 0.0:
+                for q in range(nt):     # innermost first; a zero partial or lane passes 0
+                    a = ct[q]
+                    for j in range(cp[q + 1] - 1, cp[q] - 1, -1):
+                        v = dp[ca[j]] if ca[j] >= 0 else cc[j]
+                        if v == 0.0 or a == 0.0:
                             a = 0.0
                             break
-                        a = a * dp[ca[j]]
+                        a = a * v
                     fp[q] = a
         if r >= 0:
             raise BranchChangedError(tape._branch_message(self.vslots[r]))
@@ -725,7 +750,7 @@ cdef class ScalarFold:
     def sweep(self, Tape tape, x, gather):
         """The kept and swept tangents at x, at the gather positions (those
         fuse_output was given, when it made self.fixed)."""
-        if self.fixed is not None:
+        if self.fixed is not None and gather is self._gather:
             return self._fixed_sweep(tape, x)
         cdef cnp.ndarray flat = tape._flat_input(x)
         cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
@@ -787,6 +812,15 @@ cdef class Work:
             raise MemoryError()
         self.cap = n
         return 0
+
+
+class InputSlab:
+    """An array argument's input slots as a producer of cotangents, like a
+    sealed block (see Cotangents and Tape.note_input)."""
+    __slots__ = ("start", "stop", "sealed")
+
+    def __init__(self, start, stop):
+        self.start, self.stop, self.sealed = start, stop, True
 
 
 cdef class Cotangents:
@@ -948,6 +982,7 @@ cdef class Tape:
         self._by_start = {}
         self._sstarts = []
         self._sblocks = []
+        self._slabs = []
 
     def __dealloc__(self):
         _give_spare(&self.buf)
@@ -967,6 +1002,24 @@ cdef class Tape:
         self.buf.n = first + m
         self.n_inputs += m
         return first
+
+    def note_input(self, Py_ssize_t first, Py_ssize_t m):
+        """Slots first .. first+m-1 hold one array argument: while no scalar
+        node or view reads them (see escape), the gradient's sweep hands the
+        blocks' cotangent arrays for it over directly (input_adjoints)."""
+        cdef Py_ssize_t n = len(self._sstarts)          # (no wraparound here: no [-1])
+        if m >= 2 and not self.blocks and (n == 0 or first > self._sstarts[n - 1]):
+            slab = InputSlab(first, first + m)
+            self._by_start[first] = slab
+            self._sstarts.append(first)
+            self._sblocks.append(slab)
+            self._slabs.append(slab)
+
+    @property
+    def sealed_inputs(self):
+        """(first, stop) slots of the array arguments whose cotangents the
+        gradient's sweep takes straight from the blocks (see note_input)."""
+        return [(s.start, s.stop) for s in self._slabs if s.sealed]
 
     def push_const(self, double c):
         """Append a constant node (for constant outputs); returns its slot."""
@@ -1088,13 +1141,14 @@ cdef class Tape:
         return 0
 
     cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
-                            Py_ssize_t seed_lo, bint zero):
+                            Py_ssize_t seed_lo, bint zero, list slabs=None):
         """The hand-off for a reverse sweep seeded at slots >= seed_lo; with
         `zero`, zeros the adjoint rows [0, rows) that the sweep may read,
-        which excludes the sealed blocks' rows (nothing reads or writes them)."""
+        which excludes the sealed blocks' rows (nothing reads or writes them)
+        and those of `slabs`, sealed InputSlabs taking part (below every block)."""
         sealed = set()
         cdef Py_ssize_t cur = 0, a, b
-        for blk in self.blocks:
+        for blk in (self.blocks if not slabs else slabs + self.blocks):
             if blk.sealed:
                 a, b = blk.start, blk.stop
                 if b > seed_lo or b > rows:
@@ -1879,14 +1933,28 @@ cdef class Tape:
             raise IndexError(f"output slot {out_slot} is not on the tape "
                              f"({self.buf.n} slots)")
         cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
+        cdef Py_ssize_t cur = 0
         cdef Work w = self._acquire()
+        slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
         try:
             adj = w.scratch_array(rows, 1)
-            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True)
+            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
             adj[out_slot, 0] = 1.0
             self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
                               adj, 1, top - 1, self.n_inputs, cot)
-            return adj[:self.n_inputs, 0].copy()
+            if not slabs:
+                return adj[:self.n_inputs, 0].copy()
+            out = np.empty(self.n_inputs)
+            for slab in slabs:         # straight from the blocks' cotangents
+                out[cur:slab.start] = adj[cur:slab.start, 0]
+                g = cot.take(slab, adj)
+                if g is None:
+                    out[slab.start:slab.stop] = 0.0
+                else:
+                    out[slab.start:slab.stop] = g.reshape(-1)
+                cur = slab.stop
+            out[cur:] = adj[cur:self.n_inputs, 0]
+            return out
         finally:
             self._release(w)
 

@@ -579,6 +579,7 @@ def make_input(Tape tape, object x, int argnum):
             f"of dtype {arr.dtype}")
     arr = np.asarray(arr, dtype=np.float64, order="C")   # add_inputs copies; 0-d kept 0-d
     first = tape.add_inputs(arr.reshape(-1))
+    tape.note_input(first, arr.size)
     tape.inputs.append((argnum, arr.shape, first))
     cdef Array a = _make_array(tape, t.id, slot_range(first, arr.size).reshape(arr.shape))
     a.cstart = first

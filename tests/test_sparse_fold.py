@@ -126,11 +126,27 @@ def loop_linear(x):                       # no node varies: nothing swept
     return fad.stack([x[i] - 2 * x[i - 1] + 1.0 for i in range(1, len(x))])
 
 
+def loop_chains_both_sides(x):            # two changing chains into one scalar add
+    return fad.stack([fad.exp(x[i]) + fad.sin(x[i] * 2.0) for i in range(len(x))])
+
+
+def loop_shared_lanes(x):                 # a chain from a node read in every lane
+    s = x[0] + x[1] + x[2]
+    return fad.stack([fad.exp(s) * 0.5 + fad.sin(x[i]) for i in range(len(x))])
+
+
+def long_chain(x):                        # more partials than FixedGather multiplies in
+    v = x
+    for _ in range(9):
+        v = np.sin(v)
+    return v + x
+
+
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
          with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
          chains_both_sides, exp_of_scaled, scaled_by_array, chain_read_twice, chain_into_output, chain_with_zero_partials,
          identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
-         matmul_both_active]
+         matmul_both_active, loop_chains_both_sides, loop_shared_lanes, long_chain]
 
 
 def _full(tape, plan, x):
@@ -227,9 +243,13 @@ def test_chains_keep_strong_zeros_at_nonfinite_partials():
         tape = fad.record(f, x + 1.0)
         tape.sparse_jacobian(x + 1.0, mode="fwd")
         tape.sparse_jacobian(x + 1.0, mode="fwd")
-        assert tape.sparse_cache[("jacobian_plan", "fwd")]._folded.fixed is not None
+        plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+        assert plan._folded.fixed is not None
         with np.errstate(divide="ignore"):
-            np.testing.assert_array_equal(tape.sparse_jacobian(x, mode="fwd").diagonal(), want)
+            J = tape.sparse_jacobian(x, mode="fwd")
+            np.testing.assert_array_equal(J.diagonal(), want)
+            np.testing.assert_array_equal(J.data, _full(tape, plan, x))      # one answer
+            np.testing.assert_array_equal(np.diag(fad.jacobian(f, mode="fwd")(x)), want)
 
 
 def test_the_scalar_fold_sweeps_only_the_nodes_after_exp():
@@ -299,6 +319,44 @@ def test_scalar_tapes_read_the_nonzeros_without_sweeping_lanes_when_they_can():
     J = tape.sparse_jacobian(z, mode="fwd")
     np.testing.assert_array_equal(J.data, _full(tape, plan, z))
     assert J.diagonal()[0] == 1.0
+
+
+def test_direct_reads_multiply_in_the_sweeps_order_with_its_strong_zeros():
+    """The fused scalar path multiplies a chain's partials innermost first,
+    as the sweep does, so extreme magnitudes over- and underflow alike, and
+    a zero partial passes nothing even under a constant inf."""
+    cases = [
+        (lambda x: fad.stack([(fad.exp(x[i]) * 0.0) * np.inf + x[i] for i in range(3)]),
+         np.array([0.5, 1.0, 2.0])),
+        (lambda x: fad.stack([fad.exp(x[i] * 1e200) * 1e200 + x[i] for i in range(3)]),
+         np.array([-6.9e-198, 1e-201, -5e-198])),
+        (lambda x: fad.stack([fad.sqrt(fad.exp(x[i]) * 1e-200) + x[i] for i in range(3)]),
+         np.array([-460.0, -1.0, 0.5])),
+    ]
+    for f, x in cases:
+        tape = fad.record(f, x)
+        for _ in range(2):
+            tape.sparse_jacobian(x, mode="fwd")
+        plan = tape.sparse_cache[("jacobian_plan", "fwd")]
+        assert plan._folded.fixed is not None
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(tape.sparse_jacobian(x, mode="fwd").data,
+                                          _full(tape, plan, x))
+            np.testing.assert_array_equal(tape.sparse_jacobian(x, mode="fwd").toarray(),
+                                          fad.jacobian(f, mode="fwd")(x))
+
+
+def test_a_fused_scalar_fold_answers_other_gathers_by_sweeping():
+    x = np.linspace(0.1, 1.0, 12)
+    tape = fad.record(bratu_loop, x)
+    tape.sparse_jacobian(x)
+    tape.sparse_jacobian(x)
+    plan = tape.sparse_cache[("jacobian_plan", "auto")]
+    fold = plan._folded
+    assert fold.fixed is not None
+    other = plan.fwd_src[::-1].copy()               # not the gather it was fused for
+    np.testing.assert_array_equal(fold.sweep(tape, x + 0.1, other),
+                                  _full(tape, plan, x + 0.1)[::-1])
 
 
 def test_a_changed_scalar_branch_raises_and_the_tape_stays_usable():
