@@ -290,10 +290,10 @@ def test_scalar_tapes_read_the_nonzeros_without_sweeping_lanes_when_they_can():
         np.testing.assert_allclose(J.toarray(), fad.jacobian(f)(x), rtol=1e-13, atol=1e-15)
     bad = x0.copy()
     bad[1] = 0.6                                    # exp instead of sin at x[1]
+    tape_b = fad.record(loop_branch_chain, x0)
+    tape_b.sparse_jacobian(x0, mode="fwd")
+    tape_b.sparse_jacobian(x0, mode="fwd")
     with pytest.raises(fad.BranchChangedError):
-        tape_b = fad.record(loop_branch_chain, x0)
-        tape_b.sparse_jacobian(x0, mode="fwd")
-        tape_b.sparse_jacobian(x0, mode="fwd")
         tape_b.sparse_jacobian(bad, mode="fwd")
     J = tape_b.sparse_jacobian(x0 - 0.01, mode="fwd")
     np.testing.assert_allclose(J.toarray(), fad.jacobian(loop_branch_chain)(x0 - 0.01), rtol=1e-13)
