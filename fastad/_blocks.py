@@ -15,7 +15,6 @@ so one NumPy/BLAS call serves all k seeds or directions.  Element-wise
 blocks take values and partials from the op table (`op_map`), with NumPy
 twins for the hot ops.
 """
-import functools
 import math
 
 import numpy as np
@@ -959,11 +958,13 @@ class TangentFold:
         for o, factors, owners in terms:
             g = o.tangent(self.tangents, self.k).reshape(-1, self.k)[rows, lanes]
             if all(blocks[p].constant_partials() for p in owners):
-                d = functools.reduce(_chain_partial, factors)
-                d = d if np.ndim(d) == 0 else np.broadcast_to(d, blocks[bi].shape).reshape(-1)[rows]
-                with np.errstate(invalid="ignore", over="ignore"):
-                    base += np.where(g != 0.0, g * d, 0.0) if np.ndim(d) or d else 0.0
-            elif sum(not _scalar(d) for d in factors) > 8:
+                for d in factors[::-1]:          # innermost first, as the sweep
+                    if not _scalar(d):
+                        d = np.broadcast_to(d, blocks[bi].shape).reshape(-1)[rows]
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        g = np.where((g == 0.0) | (d == 0.0), 0.0, g * d)
+                base += g
+            elif len(factors) > 8:
                 return None                 # more than FixedGather multiplies in
             else:
                 nz = np.flatnonzero(g)
@@ -978,8 +979,8 @@ class TangentFold:
         shape, rows = blocks[bi].shape, self.fixed.n_rows
         terms = self._terms(blocks, bi, val, states)
         return self.fixed([[d if np.ndim(d) == 0 or np.size(d) == rows else
-                            np.broadcast_to(d, shape).reshape(-1) for d in terms[i][1]]
-                           for i in self._varying])
+                            np.broadcast_to(d, shape).reshape(-1) for d in terms[i][1][::-1]]
+                           for i in self._varying])     # innermost first, as the sweep
 
     def sweep(self, tape, x, gather):
         """The Jacobian's nonzeros at x (the gather positions of the

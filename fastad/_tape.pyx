@@ -574,7 +574,7 @@ cdef class ScalarFold:
         where that does not describe the tape."""
         cdef cnp.ndarray g = np.ascontiguousarray(gather, dtype=np.int64).reshape(-1)
         cdef cnp.ndarray tan = self.tangents
-        cdef Py_ssize_t m = g.shape[0], k = self.k, n = tape.buf.n, p, s, lane, j, a, top
+        cdef Py_ssize_t m = g.shape[0], k = self.k, n = tape.buf.n, p, s, lane, j, a
         cdef const int64_t* gp = <const int64_t*>cnp.PyArray_DATA(g)
         cdef const double* tp = _dptr(tan)
         cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
@@ -595,7 +595,7 @@ cdef class ScalarFold:
         # the output's own down to the innermost of its chain, at[e] >= 0 a
         # changing one (its index in vslots), -1 a constant cs[e]; a call
         # multiplies them innermost first, as the sweep does
-        pos, rows, ptr, at, cs, ts = ([], []), ([], []), [0], [], [], []
+        pos, rows, ptr, at, ts, consts = ([], []), ([], []), [0], [], [], {}
         cdef bint zero, varying
         cdef Py_ssize_t e
         for p in range(m):
@@ -610,43 +610,48 @@ cdef class ScalarFold:
             for j in range(2 if fl & FAD_BINARY and nd[s].a1 >= 0 else 1):
                 a = nd[s].a0 if j == 0 else nd[s].a1
                 c = nd[s].p0 if j == 0 else nd[s].p1
-                top = len(at)
-                at.append(-1)
-                cs.append(c)
+                ta, tc = [-1], [c]                  # this term, outermost first
                 zero, varying = c == 0.0, False
                 while not zero and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
                     fl = fad_op_flags[op[a]]
                     if fl & FAD_BINARY and nd[a].a1 >= 0:
                         return                      # two operands: not a chain
                     if fl & FAD_CP:
-                        at.append(-1)
-                        cs.append(nd[a].p0)
+                        ta.append(-1)
+                        tc.append(nd[a].p0)
                         zero = nd[a].p0 == 0.0
                     else:
-                        at.append(vi[a])
-                        cs.append(0.0)
+                        ta.append(vi[a])
+                        tc.append(0.0)
                         varying = True
                     a = nd[a].a0
                 t = tp[a * k + lane]
-                if not zero and t != 0.0 and varying:
-                    pos[j].append(p)
-                    rows[j].append(len(ts))
-                    ts.append(t)
-                    ptr.append(len(at))
+                if zero or t == 0.0:                # a zero partial or lane passes nothing
                     continue
-                if not zero and t != 0.0:           # constant all the way: kept
-                    for e in range(len(at) - 1, top - 1, -1):
-                        t = 0.0 if t == 0.0 or cs[e] == 0.0 else t * cs[e]
+                if not varying:                     # constant all the way: kept
+                    for e in range(len(tc) - 1, -1, -1):
+                        t = 0.0 if t == 0.0 or tc[e] == 0.0 else t * tc[e]
                     bp[p] += t
-                del at[top:]                        # (a zero partial or lane passes nothing)
-                del cs[top:]
+                    continue
+                while ta[len(ta) - 1] < 0:          # constants below the first changing
+                    t = t * tc.pop()                # partial: applied now, in order
+                    ta.pop()
+                for e in range(len(ta)):            # constants: an index into consts;
+                    if ta[e] >= 0:                  # ones dropped (x * 1 is x)
+                        at.append(ta[e])
+                    elif tc[e] != 1.0:
+                        at.append(-1 - consts.setdefault(tc[e], len(consts)))
+                pos[j].append(p)
+                rows[j].append(len(ts))
+                ts.append(t)
+                ptr.append(len(at))
         if len(ts) >= 2 ** 31:
             return
         self.fixed = FixedGather(base, [(pos[0], rows[0], None), (pos[1], rows[1], None)],
                                  len(ts))
         self._gather = gather
         self.chain_t = np.array(ts, dtype=np.float64)
-        self.chain_c = np.array(cs, dtype=np.float64)
+        self.chain_c = np.array(sorted(consts, key=consts.get), dtype=np.float64)
         self.vslots = vslots
         self.chain_ptr = np.array(ptr, dtype=np.int32)
         self.chain_at = np.array(at, dtype=np.int32)
@@ -730,7 +735,7 @@ cdef class ScalarFold:
                 for q in range(nt):     # innermost first; a zero partial or lane passes 0
                     a = ct[q]
                     for j in range(cp[q + 1] - 1, cp[q] - 1, -1):
-                        v = dp[ca[j]] if ca[j] >= 0 else cc[j]
+                        v = dp[ca[j]] if ca[j] >= 0 else cc[-1 - ca[j]]
                         if v == 0.0 or a == 0.0:
                             a = 0.0
                             break
@@ -2228,7 +2233,10 @@ cdef class FixedGather:
                                np.array(g, dtype=np.float64).reshape(-1)))
 
     def __call__(self, factors):
-        """factors: per term, a sequence of partials, each a scalar or one per row."""
+        """factors: per term, its partials innermost first, each a scalar or
+        one per row.  Each nonzero's kept tangent g is multiplied by them in
+        that order, as a sweep multiplies a chain, and a zero factor (or
+        product) passes nothing even against an inf or NaN one."""
         if len(factors) != len(self.terms):
             raise ValueError(f"FixedGather: {len(self.terms)} terms, {len(factors)} given")
         out = np.empty_like(self.base)
@@ -2238,23 +2246,25 @@ cdef class FixedGather:
         cdef const int32_t* pp
         cdef const int32_t* rp
         cdef const double* gp
-        cdef const double* fp[8]
+        cdef const double* fp[8]           # NULL: the scalar fc
+        cdef double fc[8]
         cdef Py_ssize_t nf, q, m, f, r, p
-        cdef double c, a, v
+        cdef double a, v
         for (pos, rows, g), fs in zip(self.terms, factors):
-            c, nf, keep = 1.0, 0, []
+            if len(fs) > 8:
+                raise ValueError("FixedGather: at most 8 partials per term")
+            nf, keep = 0, []
             for d in fs:
+                fp[nf] = NULL
                 if np.ndim(d) == 0:
-                    c = 0.0 if c == 0.0 or d == 0.0 else c * d     # a zero partial passes nothing
-                    continue
-                da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-                if da.shape[0] != self.n_rows:
-                    raise ValueError(f"FixedGather: a partial has {da.shape[0]} rows, "
-                                     f"not {self.n_rows}")
-                if nf == 8:
-                    raise ValueError("FixedGather: at most 8 partials per term")
-                keep.append(da)
-                fp[nf] = <const double*>cnp.PyArray_DATA(da)
+                    fc[nf] = d
+                else:
+                    da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+                    if da.shape[0] != self.n_rows:
+                        raise ValueError(f"FixedGather: a partial has {da.shape[0]} rows, "
+                                         f"not {self.n_rows}")
+                    keep.append(da)
+                    fp[nf] = <const double*>cnp.PyArray_DATA(da)
                 nf += 1
             m = (<cnp.ndarray>pos).shape[0]
             pp = <const int32_t*>cnp.PyArray_DATA(pos)
@@ -2268,18 +2278,16 @@ cdef class FixedGather:
                             memcpy(o + done, b + done, (p - done) * sizeof(double))
                         o[p] = b[p]
                         done = p + 1
-                    if c == 0.0:
-                        continue
                     r = q if rp == NULL else rp[q]
-                    a = c
+                    a = 1.0 if gp == NULL else gp[q]
                     for f in range(nf):
-                        v = fp[f][r]
-                        if v == 0.0:
+                        v = fc[f] if fp[f] == NULL else fp[f][r]
+                        if v == 0.0 or a == 0.0:
                             a = 0.0
                             break
                         a = a * v
                     if a != 0.0:
-                        o[p] += a if gp == NULL else a * gp[q]
+                        o[p] += a
                 if t == 0 and done < size:       # the rest of base, before other terms add in
                     memcpy(o + done, b + done, (size - done) * sizeof(double))
                     done = size

@@ -166,6 +166,17 @@ def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
     with pytest.raises(ValueError, match="a partial has 3 rows, not 2"):
         fg([[np.ones(3)]])
     np.testing.assert_array_equal(fg([[np.array([2.0, 3.0])]]), [2.0, 3.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="at most 8 partials"):
+        fg([[1.0] * 9])
+
+
+def test_fixed_gather_multiplies_in_the_order_given_like_a_sweep():
+    """g first, then the partials innermost first: 1e-200 * 1e-200 underflows
+    to 0 before the inf, as in the sweep, so the term passes nothing."""
+    from fastad._tape import FixedGather
+    fg = FixedGather(np.ones(1), [([0], [0], [1.0])], 1)
+    np.testing.assert_array_equal(fg([[1e-200, 1e-200, np.inf]]), [1.0])
+    np.testing.assert_array_equal(fg([[np.inf, 1e-200, 1e-200]]), [np.inf])
 
 
 def test_combine_gather_checks_lanes_and_shapes():

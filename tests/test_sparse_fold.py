@@ -332,6 +332,8 @@ def test_direct_reads_multiply_in_the_sweeps_order_with_its_strong_zeros():
          np.array([-6.9e-198, 1e-201, -5e-198])),
         (lambda x: fad.stack([fad.sqrt(fad.exp(x[i]) * 1e-200) + x[i] for i in range(3)]),
          np.array([-460.0, -1.0, 0.5])),
+        (lambda x: np.sqrt(np.exp(x) * 1e-200) + x, np.array([-460.0, -1.0, 0.5])),   # blocks
+        (lambda x: np.exp(x * 1e200) * 1e200 + x, np.array([-6.9e-198, 1e-201, -5e-198])),
     ]
     for f, x in cases:
         tape = fad.record(f, x)
