@@ -2246,8 +2246,9 @@ cdef class FixedGather:
         cdef const int32_t* pp
         cdef const int32_t* rp
         cdef const double* gp
-        cdef const double* fp[8]           # NULL: the scalar fc
+        cdef const double* fp[8]           # a partial per row, or &fc[f] with stride 0
         cdef double fc[8]
+        cdef Py_ssize_t st[8]
         cdef Py_ssize_t nf, q, m, f, r, p
         cdef double a, v
         for (pos, rows, g), fs in zip(self.terms, factors):
@@ -2255,9 +2256,12 @@ cdef class FixedGather:
                 raise ValueError("FixedGather: at most 8 partials per term")
             nf, keep = 0, []
             for d in fs:
-                fp[nf] = NULL
                 if np.ndim(d) == 0:
+                    if d == 1.0:                 # x * 1 is x, even for inf and NaN
+                        continue
                     fc[nf] = d
+                    fp[nf] = &fc[nf]
+                    st[nf] = 0
                 else:
                     da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
                     if da.shape[0] != self.n_rows:
@@ -2265,6 +2269,7 @@ cdef class FixedGather:
                                          f"not {self.n_rows}")
                     keep.append(da)
                     fp[nf] = <const double*>cnp.PyArray_DATA(da)
+                    st[nf] = 1
                 nf += 1
             m = (<cnp.ndarray>pos).shape[0]
             pp = <const int32_t*>cnp.PyArray_DATA(pos)
@@ -2281,7 +2286,7 @@ cdef class FixedGather:
                     r = q if rp == NULL else rp[q]
                     a = 1.0 if gp == NULL else gp[q]
                     for f in range(nf):
-                        v = fc[f] if fp[f] == NULL else fp[f][r]
+                        v = fp[f][r * st[f]]
                         if v == 0.0 or a == 0.0:
                             a = 0.0
                             break
