@@ -447,7 +447,14 @@ cdef class Array:
         cdef Array view
         if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
             view = _make_array(self.tape, self.tid, sub)
-            view.unique = self.unique and _basic_index(key)
+            basic = _basic_index(key)
+            view.unique = self.unique and basic
+            # a C-contiguous view of a C-contiguous run of slots is a run too
+            # (x[1:], x[:-1], rows): blocks then read it as one slice
+            if basic and self.cstart >= 0 and (<cnp.ndarray>sub).size and \
+                    cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>self.idx) and \
+                    cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sub):
+                view.cstart = (<Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>sub))[0]
             return view
         i = int(sub)
         self.tape.escape(i, i)

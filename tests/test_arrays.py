@@ -1148,3 +1148,29 @@ def test_gradients_of_array_arguments_used_whole_come_straight_from_the_blocks()
     ga, gb2 = fad.grad(lambda a, b: np.sum(a + b), argnums=(0, 1))(np.ones(3), np.ones(3))
     ga[0] = 7.0
     np.testing.assert_array_equal(gb2, np.ones(3))       # their own memory
+
+
+def test_contiguous_views_are_read_as_slot_runs_and_others_are_not():
+    """x[1:], x[:-1] and row blocks of a run of slots are runs too (blocks read
+    them as one slice); reversed, strided, column and fancy views are not."""
+    seen = {}
+
+    def f(x):
+        X = fad.reshape(x, (4, 6))
+        for name, v in {"x[1:]": x[1:], "x[:-1]": x[:-1], "X[1:3]": X[1:3], "X[2]": X[2],
+                        "x[::-1]": x[::-1], "x[::2]": x[::2], "X[:, 1:]": X[:, 1:],
+                        "x[[0, 0, 2]]": x[[0, 0, 2]], "x[x.value > 0]": x[x.value > 0]}.items():
+            seen[name] = v.cstart
+        a, b = x[:-1], x[1:]
+        return np.sum(100.0 * (b - a ** 2) ** 2 + (1.0 - a) ** 2) + np.sum(X[1:3] * X[2:4])
+
+    x = np.linspace(-1.0, 1.3, 24)
+    g = fad.grad(f)(x)
+    assert seen == {"x[1:]": 1, "x[:-1]": 0, "X[1:3]": 6, "X[2]": 12, "x[::-1]": -1,
+                    "x[::2]": -1, "X[:, 1:]": -1, "x[[0, 0, 2]]": -1, "x[x.value > 0]": -1}
+    want = np.zeros_like(x)
+    want[:-1] = -2 * (1 - x[:-1]) - 400 * x[:-1] * (x[1:] - x[:-1] ** 2)
+    want[1:] += 200 * (x[1:] - x[:-1] ** 2)
+    want[6:18] += x[12:24]
+    want[12:24] += x[6:18]
+    np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12)
