@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from fastad._tape import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
-                          kept, op_map, op_map2, rows_times, scale_one_minus_sq)
+                          kept, op_map, op_map2, rows_times, scale_one_minus_sq, second_rows)
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -492,8 +492,20 @@ class Elementwise(Block):
         ty = self.y.tangent(tan, k) if self.y is not None and self.y.active else None
         pairs = ((None, None), (None, None)) if second is None else \
             ((second[0], second[1]), (second[1], second[2]))
+        n = self.stop - self.start
         for operand, d, (a, b) in zip(self.operands(), self._partials(val, state), pairs):
             if not operand.active:
+                continue
+            flat = (a is None or tx is None or (_scalar(a) and a == 0.0)) and \
+                (b is None or ty is None or (_scalar(b) and b == 0.0))     # no curvature
+            if not flat and operand.start >= 0 and operand.shape == self.shape and all(
+                    v is None or _scalar(v) or v.size == n for v in (d, a, b, tx, ty)
+                    if v is not tx and v is not ty) and \
+                    all(t is None or t.size == n * k for t in (tx, ty)):
+                # a nonlinear op over a run of slots, no broadcasting: one C pass
+                # (a linear one is two NumPy passes as it is)
+                rows = slice(operand.start, operand.start + n)
+                second_rows(d, a, tx, b, ty, g.reshape(-1), gd, adj[rows], adt[rows])
                 continue
             operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, 1), 1)
             tot = _times(d, gd)

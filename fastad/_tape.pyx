@@ -2302,6 +2302,80 @@ cdef class FixedGather:
         return out
 
 
+cdef inline double _sz(double p, double q) noexcept nogil:
+    """p * q, an exact zero where either is zero (the other may be inf or NaN)."""
+    return 0.0 if p == 0.0 or q == 0.0 else p * q
+
+
+cdef const double* _rows_of(object v, Py_ssize_t n, list keep, Py_ssize_t* stride,
+                            double* box, str who) except? NULL:
+    """A partial as a pointer: one per row (stride 1) or a scalar (stride 0)."""
+    if np.ndim(v) == 0:
+        box[0] = v
+        stride[0] = 0
+        return box
+    a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"second_rows: {who} has {a.shape[0]} rows, not {n}")
+    keep.append(a)
+    stride[0] = 1
+    return <const double*>cnp.PyArray_DATA(a)
+
+
+def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
+    """One operand's share of an element-wise block's forward-over-reverse
+    step, in one pass over its n rows and k lanes:
+
+        adj_rows[i]    += d[i] g[i]
+        adt_rows[i, :] += d[i] gd[i, :] + g[i] (a[i] tx[i, :] + b[i] ty[i, :])
+
+    d, a, b: partial, and second partials against this operand's and the
+    other operand's tangents, each a scalar or one per row (a, b may be
+    None: 0); tx, ty: (n, k) tangents or None; g: (n,) adjoint; gd: (n, k)
+    adjoint tangents.  Every product is an exact zero where a factor is
+    zero (strong zeros), as in the sweeps.  adj_rows (n, 1) and adt_rows
+    (n, k) must be C-contiguous float64 arrays."""
+    if not (isinstance(adj_rows, np.ndarray) and isinstance(adt_rows, np.ndarray)
+            and adj_rows.dtype == np.float64 and adt_rows.dtype == np.float64
+            and adj_rows.flags.c_contiguous and adt_rows.flags.c_contiguous):
+        raise ValueError("second_rows: adj_rows and adt_rows must be C-contiguous float64")
+    cdef Py_ssize_t n = adj_rows.size, k = adt_rows.size // n if n else 0, i, j
+    if adt_rows.size != n * k or (n and k == 0):
+        raise ValueError("second_rows: adt_rows must be (n, k) for n adjoint rows")
+    keep = []
+    cdef Py_ssize_t sd, sa, sb, sg, sx, sy, sgd
+    cdef double bd, ba, bb, bg, bx, by, bgd
+    cdef const double* dp = _rows_of(d, n, keep, &sd, &bd, "d")
+    cdef const double* ap = _rows_of(0.0 if a is None else a, n, keep, &sa, &ba, "a")
+    cdef const double* bp = _rows_of(0.0 if b is None else b, n, keep, &sb, &bb, "b")
+    cdef const double* gp = _rows_of(g, n, keep, &sg, &bg, "g")
+    cdef const double* gdp = _rows_of(gd, n * k, keep, &sgd, &bgd, "gd")
+    cdef const double* xp = NULL
+    cdef const double* yp = NULL
+    if tx is not None and a is not None:
+        xp = _rows_of(tx, n * k, keep, &sx, &bx, "tx")
+    if ty is not None and b is not None:
+        yp = _rows_of(ty, n * k, keep, &sy, &by, "ty")
+    cdef double* jo = <double*>cnp.PyArray_DATA(adj_rows)
+    cdef double* to = <double*>cnp.PyArray_DATA(adt_rows)
+    cdef double di, gi, ai, bi, c, cx, cy
+    with nogil:
+        for i in range(n):
+            di = dp[i * sd]
+            gi = gp[i * sg]
+            ai = ap[i * sa]
+            bi = bp[i * sb]
+            jo[i] += _sz(di, gi)
+            for j in range(k):
+                c = _sz(di, gdp[(i * k + j) * sgd])
+                if gi != 0.0 and (xp != NULL or yp != NULL):
+                    cx = _sz(ai, xp[(i * k + j) * sx]) if xp != NULL else 0.0
+                    cy = _sz(bi, yp[(i * k + j) * sy]) if yp != NULL else 0.0
+                    c = c + gi * (cx + cy)
+                to[i * k + j] += c
+    return None
+
+
 def rows_times(d, t, out=None, bint accumulate=False):
     """out[i, :] (+)= d[i] * t[i, :] for t of d's size times k lanes: a
     partial times k tangents or cotangents, where NumPy's d[..., None] * t

@@ -188,3 +188,52 @@ def test_combine_gather_checks_lanes_and_shapes():
         combine_gather(1.0, t, None, None, np.array([0, 1, 3]), np.array([0, 1]))
     with pytest.raises(ValueError, match="rows as indptr"):
         combine_gather(1.0, np.ones((3, 3)), None, None, np.array([0, 1, 2]), np.array([0, 1]))
+
+
+def _second_rows_reference(d, a, tx, b, ty, g, gd):
+    """The NumPy steps Elementwise.reverse2 takes, with its strong zeros."""
+    def sz(p, q):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where((np.asarray(p) == 0) | (np.asarray(q) == 0), 0.0, p * q)
+    n, k = gd.shape
+    d, a, b = (np.broadcast_to(v, (n,)) if v is not None else None for v in (d, a, b))
+    adj = sz(d, g)
+    cx = sz(a[:, None], tx) if a is not None and tx is not None else 0.0
+    cy = sz(b[:, None], ty) if b is not None and ty is not None else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        extra = np.where(g[:, None] != 0, g[:, None] * (cx + cy), 0.0)
+    return adj, sz(d[:, None], gd) + extra
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_second_rows_is_reverse2_in_one_pass(k):
+    from fastad._tape import second_rows
+    rng = np.random.default_rng(7)
+    n = 9
+    d, a, b = rng.normal(size=n), rng.normal(size=n), 1.5
+    g, gd = rng.normal(size=n), rng.normal(size=(n, k))
+    tx, ty = rng.normal(size=(n, k)), rng.normal(size=(n, k))
+    d[0], g[1], a[2], tx[3, 0], gd[4, 0] = np.inf, 0.0, np.nan, 0.0, 0.0   # strong zeros
+    g[2] = 0.0
+    d[5] = 0.0
+    for args in ((d, a, tx, b, ty), (d, a, tx, None, None), (2.0, None, None, None, None),
+                 (d, 0.5, tx, b, None)):
+        adj0, adt0 = rng.normal(size=(n, 1)), rng.normal(size=(n, k))
+        adj, adt = adj0.copy(), adt0.copy()
+        second_rows(*args, g, gd, adj, adt)
+        want_adj, want_adt = _second_rows_reference(*args, g, gd)
+        np.testing.assert_array_equal(adj, adj0 + want_adj[:, None])
+        np.testing.assert_array_equal(adt, adt0 + want_adt)
+
+
+def test_second_rows_checks_its_arrays():
+    from fastad._tape import second_rows
+    adj, adt = np.zeros((4, 1)), np.zeros((4, 2))
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        second_rows(1.0, None, None, None, None, np.ones(4), np.ones((4, 2)), adj, adt.T)
+    with pytest.raises(ValueError, match="d has 3 rows, not 4"):
+        second_rows(np.ones(3), None, None, None, None, np.ones(4), np.ones((4, 2)), adj, adt)
+    with pytest.raises(ValueError, match="gd has 6 rows, not 8"):
+        second_rows(1.0, None, None, None, None, np.ones(4), np.ones((3, 2)), adj, adt)
+    with pytest.raises(ValueError, match="must be \\(n, k\\)"):
+        second_rows(1.0, None, None, None, None, np.ones(4), np.ones((4, 2)), adj, np.zeros(7))
