@@ -2279,8 +2279,12 @@ cdef class FixedGather:
                 for q in range(m):
                     p = pp[q]
                     if t == 0:                   # copy base up to here (first term only)
-                        if p > done:
+                        if p - done > 32:
                             memcpy(o + done, b + done, (p - done) * sizeof(double))
+                        else:                    # short gaps: no call per position
+                            while done < p:
+                                o[done] = b[done]
+                                done += 1
                         o[p] = b[p]
                         done = p + 1
                     r = q if rp == NULL else rp[q]
