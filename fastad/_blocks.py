@@ -842,8 +842,10 @@ class TangentFold:
                     mine[slots + 1] = True
                     reads |= mine
                     p = owner[o.start] if o.start >= 0 and o.flat.size else -1
+                    # whole and in its shape: a chain multiplies row by row
                     whole = p >= 0 and blocks[p].start == o.start and \
-                        blocks[p].stop - blocks[p].start == o.flat.size
+                        blocks[p].stop - blocks[p].start == o.flat.size and \
+                        o.shape == blocks[p].shape
                     for q in np.flatnonzero(mine[1:]):
                         if q != p or not whole or isinstance(blk, Check):
                             readers[q].append(None)            # read otherwise

@@ -827,6 +827,12 @@ class InputSlab:
     def __init__(self, start, stop):
         self.start, self.stop, self.sealed = start, stop, True
 
+    def __getstate__(self):         # (every pickle protocol: it has __slots__)
+        return (self.start, self.stop, self.sealed)
+
+    def __setstate__(self, state):
+        self.start, self.stop, self.sealed = state
+
 
 cdef class Cotangents:
     """A reverse sweep's hand-off of cotangent arrays between blocks.

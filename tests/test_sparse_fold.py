@@ -142,11 +142,20 @@ def long_chain(x):                        # more partials than FixedGather multi
     return v + x
 
 
+def chain_through_a_view(x):              # sin's output read whole but as (1, n)
+    return np.sin(x)[None] * 2.0
+
+
+def chain_through_a_reshape(x):           # ... or as (n, 1)
+    return np.sin(x).reshape(len(x), 1) * 2.0
+
+
 CASES = [bratu, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
          with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
          chains_both_sides, exp_of_scaled, scaled_by_array, chain_read_twice, chain_into_output, chain_with_zero_partials,
          identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
-         matmul_both_active, loop_chains_both_sides, loop_shared_lanes, long_chain]
+         matmul_both_active, loop_chains_both_sides, loop_shared_lanes, long_chain,
+         chain_through_a_view, chain_through_a_reshape]
 
 
 def _full(tape, plan, x):
