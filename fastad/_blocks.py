@@ -498,9 +498,8 @@ class Elementwise(Block):
                 continue
             flat = (a is None or tx is None or (_scalar(a) and a == 0.0)) and \
                 (b is None or ty is None or (_scalar(b) and b == 0.0))     # no curvature
-            if not flat and operand.start >= 0 and operand.shape == self.shape and all(
-                    v is None or _scalar(v) or v.size == n for v in (d, a, b, tx, ty)
-                    if v is not tx and v is not ty) and \
+            if not flat and operand.start >= 0 and operand.shape == self.shape and \
+                    all(v is None or _scalar(v) or v.size == n for v in (d, a, b)) and \
                     all(t is None or t.size == n * k for t in (tx, ty)):
                 # a nonlinear op over a run of slots, no broadcasting: one C pass
                 # (a linear one is two NumPy passes as it is)
@@ -968,8 +967,8 @@ class TangentFold:
                     (o.start < 0 and moving[o.flat[o.flat < moving.size]].any()):
                 return None
         base = np.zeros(lanes.size)
-        varying = []
-        for o, factors, owners in terms:
+        varying, self._varying = [], []
+        for i, (o, factors, owners) in enumerate(terms):
             g = o.tangent(self.tangents, self.k).reshape(-1, self.k)[rows, lanes]
             if all(blocks[p].constant_partials() for p in owners):
                 for d in factors[::-1]:          # innermost first, as the sweep
@@ -983,8 +982,7 @@ class TangentFold:
             else:
                 nz = np.flatnonzero(g)
                 varying.append((nz, rows[nz], None if (g[nz] == 1.0).all() else g[nz]))
-        self._varying = [i for i, (_, f, owners) in enumerate(terms)
-                         if not all(blocks[p].constant_partials() for p in owners)]
+                self._varying.append(i)
         return FixedGather(base, varying, blocks[bi].stop - blocks[bi].start)
 
     def fixed_data(self, blocks, val, states):
