@@ -465,6 +465,9 @@ class Elementwise(Block):
         if isinstance(state[0], str) and state[0] == ONE_MINUS_Z2:   # tanh: one fused pass
             self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val)), k, cot)
             return
+        if isinstance(state[0], str) and state[0] == TWO_X:          # square: 2x g, one pass
+            self.x.add_adjoint(adj, rows_times(self.x.value(val), g, None, False, 2.0), k, cot)
+            return
         for operand, d in zip(self.operands(), self._partials(val, state)):
             if operand.active:
                 operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k, cot)
@@ -526,6 +529,9 @@ class Elementwise(Block):
         for free on the C path and with finite scalar partials; only the
         broadcasting NumPy path needs a check of its result."""
         dest = tan[self.start:self.stop].reshape(self.shape + (k,))
+        if isinstance(state[0], str) and state[0] == TWO_X:          # square: 2x x', one pass
+            rows_times(self.x.value(val), self.x.tangent(tan, k), dest, False, 2.0)
+            return
         # a zero partial passes nothing, even an inf or NaN tangent (strong zeros)
         terms = [(operand.tangent(tan, k), d) for operand, d
                  in zip(self.operands(), self._partials(val, state))

@@ -1093,6 +1093,13 @@ def test_an_array_times_itself_is_one_square_block():
     assert [b.name for b in tape.blocks if hasattr(b, "name")] == ["mul"]
     np.testing.assert_array_equal(tape.gradient(x), 2 * x)
     np.testing.assert_allclose(fad.hessian(lambda a: np.sum(a * a))(x[0]), 2 * np.eye(3))
+    # its one-pass sweeps, also for a gathered operand, in both modes
+    v = x.reshape(-1)
+    for mode in ("fwd", "rev"):
+        np.testing.assert_array_equal(fad.jacobian(lambda a: a ** 2, mode=mode)(v), np.diag(2 * v))
+        want = np.zeros((3, 6))
+        want[np.arange(3), np.arange(0, 6, 2)] = 2 * v[::2]
+        np.testing.assert_array_equal(fad.jacobian(lambda a: a[::2] ** 2, mode=mode)(v), want)
 
 
 def test_recording_leaves_numpy_error_state_and_warnings_alone():
