@@ -66,6 +66,7 @@ cdef class Tape:
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
     cdef list _slabs               # the array inputs as sealable producers (InputSlab)
     cdef int _note_block(self, object block) except -1
+    cdef int _sealable(self, object p) except -1
     cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1
     cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
                             Py_ssize_t seed_lo, bint zero, list slabs=*)

@@ -1021,9 +1021,7 @@ cdef class Tape:
         cdef Py_ssize_t n = len(self._sstarts)          # (no wraparound here: no [-1])
         if m >= 2 and not self.blocks and (n == 0 or first > self._sstarts[n - 1]):
             slab = InputSlab(first, first + m)
-            self._by_start[first] = slab
-            self._sstarts.append(first)
-            self._sblocks.append(slab)
+            self._sealable(slab)
             self._slabs.append(slab)
 
     @property
@@ -1130,9 +1128,15 @@ cdef class Tape:
                 self.escape(o.flat.min(), o.flat.max())
         if handoff and block.stop - block.start >= 2:
             block.sealed = True
-            self._by_start[block.start] = block
-            self._sstarts.append(block.start)
-            self._sblocks.append(block)
+            self._sealable(block)
+        return 0
+
+    cdef int _sealable(self, object p) except -1:
+        """Register p (a block or an InputSlab, sealed) for the hand-off:
+        whole reads link to it, other reads of its slots unseal it (escape)."""
+        self._by_start[p.start] = p
+        self._sstarts.append(p.start)
+        self._sblocks.append(p)
         return 0
 
     cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1:
@@ -2204,6 +2208,26 @@ def combine_gather(d0, t0, d1, t1, indptr, lanes):
     return out
 
 
+cdef inline double _sz(double p, double q) noexcept nogil:
+    """p * q, an exact zero where either is zero (the other may be inf or NaN)."""
+    return 0.0 if p == 0.0 or q == 0.0 else p * q
+
+
+cdef const double* _rows_of(object v, Py_ssize_t n, list keep, Py_ssize_t* stride,
+                            double* box, str who) except? NULL:
+    """A partial as a pointer: one per row (stride 1) or a scalar (stride 0)."""
+    if np.ndim(v) == 0:
+        box[0] = v
+        stride[0] = 0
+        return box
+    a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"{who} has {a.shape[0]} rows, not {n}")
+    keep.append(a)
+    stride[0] = 1
+    return <const double*>cnp.PyArray_DATA(a)
+
+
 cdef class FixedGather:
     """A sparse Jacobian's nonzeros read from a last block whose operands'
     tangents the seeds alone decide (see TangentFold.fuse_output): their
@@ -2262,20 +2286,9 @@ cdef class FixedGather:
                 raise ValueError("FixedGather: at most 8 partials per term")
             nf, keep = 0, []
             for d in fs:
-                if np.ndim(d) == 0:
-                    if d == 1.0:                 # x * 1 is x, even for inf and NaN
-                        continue
-                    fc[nf] = d
-                    fp[nf] = &fc[nf]
-                    st[nf] = 0
-                else:
-                    da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-                    if da.shape[0] != self.n_rows:
-                        raise ValueError(f"FixedGather: a partial has {da.shape[0]} rows, "
-                                         f"not {self.n_rows}")
-                    keep.append(da)
-                    fp[nf] = <const double*>cnp.PyArray_DATA(da)
-                    st[nf] = 1
+                if np.ndim(d) == 0 and d == 1.0:     # x * 1 is x, even for inf and NaN
+                    continue
+                fp[nf] = _rows_of(d, self.n_rows, keep, &st[nf], &fc[nf], "FixedGather: a partial")
                 nf += 1
             m = (<cnp.ndarray>pos).shape[0]
             pp = <const int32_t*>cnp.PyArray_DATA(pos)
@@ -2312,26 +2325,6 @@ cdef class FixedGather:
         return out
 
 
-cdef inline double _sz(double p, double q) noexcept nogil:
-    """p * q, an exact zero where either is zero (the other may be inf or NaN)."""
-    return 0.0 if p == 0.0 or q == 0.0 else p * q
-
-
-cdef const double* _rows_of(object v, Py_ssize_t n, list keep, Py_ssize_t* stride,
-                            double* box, str who) except? NULL:
-    """A partial as a pointer: one per row (stride 1) or a scalar (stride 0)."""
-    if np.ndim(v) == 0:
-        box[0] = v
-        stride[0] = 0
-        return box
-    a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
-    if a.shape[0] != n:
-        raise ValueError(f"second_rows: {who} has {a.shape[0]} rows, not {n}")
-    keep.append(a)
-    stride[0] = 1
-    return <const double*>cnp.PyArray_DATA(a)
-
-
 def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
     """One operand's share of an element-wise block's forward-over-reverse
     step, in one pass over its n rows and k lanes:
@@ -2355,17 +2348,17 @@ def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
     keep = []
     cdef Py_ssize_t sd, sa, sb, sg, sx, sy, sgd
     cdef double bd, ba, bb, bg, bx, by, bgd
-    cdef const double* dp = _rows_of(d, n, keep, &sd, &bd, "d")
-    cdef const double* ap = _rows_of(0.0 if a is None else a, n, keep, &sa, &ba, "a")
-    cdef const double* bp = _rows_of(0.0 if b is None else b, n, keep, &sb, &bb, "b")
-    cdef const double* gp = _rows_of(g, n, keep, &sg, &bg, "g")
-    cdef const double* gdp = _rows_of(gd, n * k, keep, &sgd, &bgd, "gd")
+    cdef const double* dp = _rows_of(d, n, keep, &sd, &bd, "second_rows: d")
+    cdef const double* ap = _rows_of(0.0 if a is None else a, n, keep, &sa, &ba, "second_rows: a")
+    cdef const double* bp = _rows_of(0.0 if b is None else b, n, keep, &sb, &bb, "second_rows: b")
+    cdef const double* gp = _rows_of(g, n, keep, &sg, &bg, "second_rows: g")
+    cdef const double* gdp = _rows_of(gd, n * k, keep, &sgd, &bgd, "second_rows: gd")
     cdef const double* xp = NULL
     cdef const double* yp = NULL
     if tx is not None and a is not None:
-        xp = _rows_of(tx, n * k, keep, &sx, &bx, "tx")
+        xp = _rows_of(tx, n * k, keep, &sx, &bx, "second_rows: tx")
     if ty is not None and b is not None:
-        yp = _rows_of(ty, n * k, keep, &sy, &by, "ty")
+        yp = _rows_of(ty, n * k, keep, &sy, &by, "second_rows: ty")
     cdef double* jo = <double*>cnp.PyArray_DATA(adj_rows)
     cdef double* to = <double*>cnp.PyArray_DATA(adt_rows)
     cdef double di, gi, ai, bi, c, cx, cy
