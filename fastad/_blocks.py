@@ -116,6 +116,7 @@ class Block:
     state = None                      # the state at the recorded point
     handoff = False                   # reverse takes a Cotangents (see fastad._tape)
     sealed = False                    # set by the Tape: cotangents handed over directly
+    overwritten = False               # set by the Tape: a later block wrote over its outputs
 
     def compute(self, val, out):
         """Write the outputs into out (shaped like the block); return the state."""
@@ -126,6 +127,11 @@ class Block:
 
     def operands(self):
         return ()
+
+    def keeps_output(self):
+        """True when the block's sweeps read its own output values (so no
+        later block may write over them; see Tape.overwrite_block)."""
+        return True
 
     def cotangent(self, adj, k, cot):
         """The block's cotangent, shape + (k,), or None when it is zero."""
@@ -417,6 +423,9 @@ class Elementwise(Block):
         _, d0, d1 = op_values(self.name, xv, yv, out)
         return (d0, d1)
 
+    def keeps_output(self):
+        return any(type(d) is str and d in (Z, ONE_MINUS_Z2) for d in self.state)
+
     def active_operands(self):
         return [o for o in self.operands() if o.active]
 
@@ -607,6 +616,9 @@ class Matmul(Block):
     def _ab(self, val):
         return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
 
+    def keeps_output(self):
+        return False
+
     def constant_partials(self):
         return not (self.a.active and self.b.active)
 
@@ -704,6 +716,9 @@ class Sum(Block):
     def compute(self, val, out):
         np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims, out=out)
         return None
+
+    def keeps_output(self):
+        return False
 
     def constant_partials(self):
         return True

@@ -65,6 +65,9 @@ cdef class Tape:
     cdef dict _by_start            # while recording: start -> sealable block
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
     cdef list _slabs               # the array inputs as sealable producers (InputSlab)
+    cdef public bint single_sweep  # recorded for one reverse sweep, then dropped (fad.grad):
+                                   # blocks may write over a dead temporary's slots
+    cdef public bint conflict      # an overwritten temporary was used again: record anew
     cdef int _note_block(self, object block) except -1
     cdef int _sealable(self, object p) except -1
     cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1

@@ -823,6 +823,7 @@ class InputSlab:
     """An array argument's input slots as a producer of cotangents, like a
     sealed block (see Cotangents and Tape.note_input)."""
     __slots__ = ("start", "stop", "sealed")
+    overwritten = False             # (inputs never are)
 
     def __init__(self, start, stop):
         self.start, self.stop, self.sealed = start, stop, True
@@ -1093,6 +1094,35 @@ cdef class Tape:
         self.blocks.append(block)
         return slot_range(first, m)
 
+    def overwritable(self, Py_ssize_t start, Py_ssize_t m):
+        """The last block, if its m outputs start at `start`, nothing after it
+        is recorded, it hands its cotangent over directly (sealed) and its
+        sweeps do not read its own outputs: a block may then write over them
+        (see overwrite_block).  None otherwise."""
+        cdef Py_ssize_t n = len(self.blocks)
+        if not self.single_sweep or n == 0:
+            return None
+        blk = self.blocks[n - 1]
+        if blk.start != start or blk.stop != start + m or blk.stop != self.buf.n \
+                or not blk.sealed or self._by_start.get(start) is not blk \
+                or blk.keeps_output():
+            return None
+        return blk
+
+    def overwrite_block(self, block, prev):
+        """Record block over the slots of prev (from overwritable), whose
+        values it has written over; returns their numbers.  Only a tape
+        recorded for a single reverse sweep does this: prev's values are gone,
+        so it cannot be replayed, and prev takes its cotangent from block only."""
+        if not self.single_sweep or prev is not self.overwritable(prev.start, prev.stop - prev.start):
+            raise RuntimeError("fastad: overwrite_block needs the last block, overwritable")
+        block.start = prev.start
+        block.stop = prev.stop
+        prev.overwritten = True
+        self._note_block(block)
+        self.blocks.append(block)
+        return slot_range(block.start, block.stop - block.start)
+
     def push_scalar_block(self, block, double y):
         """Record a one-output block whose value y is computed; returns its Var."""
         self.reserve(1)
@@ -1134,7 +1164,11 @@ cdef class Tape:
     cdef int _sealable(self, object p) except -1:
         """Register p (a block or an InputSlab, sealed) for the hand-off:
         whole reads link to it, other reads of its slots unseal it (escape)."""
+        cdef Py_ssize_t n = len(self._sblocks)
         self._by_start[p.start] = p
+        if n and self._sblocks[n - 1].start == p.start:   # written over the last one
+            self._sblocks[n - 1] = p                      # (which no read can unseal now)
+            return 0
         self._sstarts.append(p.start)
         self._sblocks.append(p)
         return 0
@@ -1165,6 +1199,9 @@ cdef class Tape:
         cdef Py_ssize_t cur = 0, a, b
         for blk in (self.blocks if not slabs else slabs + self.blocks):
             if blk.sealed:
+                if blk.overwritten:     # its rows belong to the block written over it,
+                    sealed.add(blk)     # which may hold the seed
+                    continue
                 a, b = blk.start, blk.stop
                 if b > seed_lo or b > rows:
                     break
@@ -1355,7 +1392,7 @@ cdef class Tape:
         adj2 = adj.reshape(adj.shape[0], k)
         for bi in range(len(self.blocks) - 1, -1, -1):
             blk = self.blocks[bi]
-            if blk.start > cur:
+            if blk.start > hi:      # (not cur: blocks written over one another share slots)
                 continue
             if blk.stop < lo:
                 break
@@ -1637,7 +1674,7 @@ cdef class Tape:
         cdef const double* vp = _dptr(val)
         for bi in range(len(self.blocks) - 1, -1, -1):
             blk = self.blocks[bi]
-            if blk.start > cur:
+            if blk.start > hi:      # (not cur: blocks written over one another share slots)
                 continue
             self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
             reverse2 = getattr(blk, "reverse2", None)

@@ -9,6 +9,7 @@ never tracks it and never walks the live tape.
 cimport cython
 from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._tape import OP_NAMES, slot_range, set_var_factory
@@ -275,7 +276,7 @@ cdef Array _make_array(Tape tape, int64_t tid, object idx):
     cdef cnp.ndarray ix = <cnp.ndarray>idx
     a.tape = tape
     a.tid = tid
-    a.idx = ix
+    a.ix = ix
     a.cstart = -1
     a.unique = False
     a.nd = ix.ndim
@@ -308,6 +309,33 @@ cdef bint _basic_index(object key):
 cdef object _arrays_mod = None
 
 
+# Reference counts of a temporary (referenced only by the caller's
+# expression) as seen in a binary operator (1) and in __array_ufunc__ (what
+# NumPy's dispatch holds, measured below): unary, binary first, binary second.
+cdef Py_ssize_t[4] _ufunc_refs = [0, 0, 0, 0]
+cdef bint _calibrating = False
+
+
+cdef inline int _dead(object x, object y, Py_ssize_t base):
+    """Bits 1, 2: x, y are fresh Arrays that die with the operation (only the
+    caller's temporaries reference them); base: 1 for an operator, else the
+    _ufunc_refs index of x's count."""
+    cdef int d = 0
+    if _calibrating and base != 1:      # the counts, as this very call sees them
+        if type(x) is Array:
+            _ufunc_refs[base] = Py_REFCNT(x)
+        if type(y) is Array:
+            _ufunc_refs[base + 1] = Py_REFCNT(y)
+        return 0
+    cdef Py_ssize_t rx = 1 if base == 1 else _ufunc_refs[base]
+    cdef Py_ssize_t ry = 1 if base == 1 else _ufunc_refs[base + 1]
+    if type(x) is Array and (<Array>x).fresh and Py_REFCNT(x) == rx:
+        d = 1
+    if type(y) is Array and (<Array>y).fresh and Py_REFCNT(y) == ry:
+        d |= 2
+    return d
+
+
 cdef object _arr():
     """fastad.arrays (imported on first use: it imports this module)."""
     global _arrays_mod
@@ -317,8 +345,10 @@ cdef object _arr():
     return _arrays_mod
 
 
-def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False):
-    """An Array (or a Var, for a 0-d idx) over slots `idx` of the current recording."""
+def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False,
+               bint fresh=False):
+    """An Array (or a Var, for a 0-d idx) over slots `idx` of the current recording;
+    `fresh` for a block's output (the only object naming its slots, for now)."""
     cdef cnp.ndarray ix = np.asarray(idx, dtype=np.intp)
     cdef Py_ssize_t s
     if ix.ndim == 0:
@@ -328,7 +358,15 @@ def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False):
     cdef Array a = _make_array(tape, tape.buf.id, ix)
     a.cstart = cstart
     a.unique = unique or cstart >= 0
+    a.fresh = fresh
     return a
+
+
+def consume(Array a):
+    """a is a dead temporary whose slots a block is about to write over
+    (see Tape.overwrite_block): any later use of it is a conflict."""
+    a.consumed = True
+    a.fresh = False
 
 
 def tape_of(Var v):
@@ -344,6 +382,25 @@ def var_at(Tape tape, Py_ssize_t s):
 set_var_factory(var_at)
 
 
+def ufunc_temp_refs():
+    """The measured counts (see _ufunc_refs; zeros: not measured)."""
+    return [_ufunc_refs[0], _ufunc_refs[2], _ufunc_refs[3]]
+
+
+def _calibrate():
+    """Measure _ufunc_refs: NumPy's ufunc dispatch, called from Python code on
+    a temporary (an unmeasured count stays 0: no in-place steps from ufuncs)."""
+    global _calibrating
+    _calibrating = True
+    try:
+        exec("np.negative(new()); np.add(new(), 1.0); np.add(1.0, new())",
+             {"np": np, "new": lambda: Array.__new__(Array)})
+    finally:
+        _calibrating = False
+    if not (_ufunc_refs[0] and _ufunc_refs[2] and _ufunc_refs[3]):
+        _ufunc_refs[0] = 0
+
+
 def active_info(object obj):
     """(tape, idx, cstart, unique) for a Var/Array of this thread's recording, else None.
 
@@ -356,7 +413,8 @@ def active_info(object obj):
     if type(obj) is Array:
         a = <Array>obj
         _current(a.tid)
-        return (a.tape, a.idx, a.cstart, a.unique)
+        a._touch()
+        return (a.tape, a.ix, a.cstart, a.unique)
     return None
 
 
@@ -368,20 +426,43 @@ cdef class Array:
     view of the same slots.  Whole-array arithmetic is not available yet."""
     cdef readonly Tape tape
     cdef int64_t tid
-    cdef readonly object idx   # ndarray of slot numbers, with this array's shape
+    cdef object ix             # ndarray of slot numbers, with this array's shape
     cdef public Py_ssize_t cstart   # >= 0: idx is cstart, cstart+1, ... in C order
     cdef public bint unique         # True: no slot repeats (False: not known)
     cdef char* data
     cdef Py_ssize_t n0, s0, n1, s1
     cdef int nd
     cdef bint noted                 # its elements were handed out as Vars (Tape.escape)
+    # In-place steps (Tape.single_sweep): a block's output Array is `fresh`
+    # until its slots are handed to anything (an operand, a view, a Var).  A
+    # fresh Array that only the caller's temporaries reference is dead after
+    # the operation, which may then write over its slots; it is `consumed`,
+    # and using it again (possible from C code holding the only reference)
+    # is a conflict: fad.grad records again without in-place steps.
+    cdef bint fresh
+    cdef bint consumed
 
     def __init__(self, *args, **kwargs):
         raise TypeError("fastad.Array is created by fad.grad and friends, not directly")
 
+    cdef inline int _touch(self) except -1:
+        """Its slots are handed out: no longer fresh (and a conflict if consumed)."""
+        if self.consumed:
+            self.tape.conflict = True
+            raise TapeError("fastad: an Array was used after an in-place step wrote "
+                            "over it (fad.grad records again without in-place steps)")
+        self.fresh = False
+        return 0
+
+    @property
+    def idx(self):
+        """The slot numbers, an intp ndarray of this array's shape."""
+        self._touch()
+        return self.ix
+
     @property
     def shape(self):
-        return self.idx.shape
+        return self.ix.shape
 
     @property
     def ndim(self):
@@ -389,15 +470,16 @@ cdef class Array:
 
     @property
     def size(self):
-        return self.idx.size
+        return self.ix.size
 
     @property
     def value(self):
         """A copy of the numbers, as an ndarray of this shape."""
+        self._touch()
         if self.tape.buf.n == 0:
-            return np.zeros(self.idx.shape)
+            return np.zeros(self.ix.shape)
         cdef double[::1] vals = <double[:self.tape.buf.n]>self.tape.buf.val
-        return np.asarray(vals)[self.idx]
+        return np.asarray(vals)[self.ix]
 
     def __len__(self):
         if self.nd == 0:
@@ -416,9 +498,9 @@ cdef class Array:
         cotangents over directly (once per Array)."""
         self.noted = True
         if self.cstart >= 0:
-            self.tape.escape(self.cstart, self.cstart + self.idx.size - 1)
-        elif self.idx.size:
-            self.tape.escape(self.idx.min(), self.idx.max())
+            self.tape.escape(self.cstart, self.cstart + self.ix.size - 1)
+        elif self.ix.size:
+            self.tape.escape(self.ix.min(), self.ix.max())
         return 0
 
     cdef Var _var_at(self, Py_ssize_t off):
@@ -429,6 +511,7 @@ cdef class Array:
 
     def __getitem__(self, key):
         cdef Py_ssize_t i, j
+        self._touch()
         if type(key) is int:
             if self.nd == 1:
                 i = _norm(PyLong_AsSsize_t(key), self.n0, 0)
@@ -443,7 +526,7 @@ cdef class Array:
         if isinstance(key, (Var, Array)):
             raise TypeError("fastad: an array cannot be indexed by a Var or Array; "
                             "indices must be plain integers, slices or ndarrays")
-        sub = self.idx[key]
+        sub = self.ix[key]
         cdef Array view
         if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
             view = _make_array(self.tape, self.tid, sub)
@@ -452,7 +535,7 @@ cdef class Array:
             # a C-contiguous view of a C-contiguous run of slots is a run too
             # (x[1:], x[:-1], rows): blocks then read it as one slice
             if basic and self.cstart >= 0 and (<cnp.ndarray>sub).size and \
-                    cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>self.idx) and \
+                    cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>self.ix) and \
                     cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sub):
                 view.cstart = (<Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>sub))[0]
             return view
@@ -467,7 +550,7 @@ cdef class Array:
             "by collecting Vars in a list (fad.stack / fad.concatenate for arrays)")
 
     def __repr__(self):
-        return f"Array(shape={self.idx.shape}, value={self.value!r})"
+        return f"Array(shape={self.ix.shape}, value={self.value!r})"
 
     def __copy__(self):
         return self          # immutable: a copy is the same slots
@@ -479,14 +562,14 @@ cdef class Array:
         raise TypeError(_NO_PICKLE)
 
     # whole-array arithmetic: block nodes (fastad.arrays / fastad._blocks)
-    def __add__(self, o): return _arr().elementwise("add", self, o)
-    def __radd__(self, o): return _arr().elementwise("add", o, self)
-    def __sub__(self, o): return _arr().elementwise("sub", self, o)
-    def __rsub__(self, o): return _arr().elementwise("sub", o, self)
-    def __mul__(self, o): return _arr().elementwise("mul", self, o)
-    def __rmul__(self, o): return _arr().elementwise("mul", o, self)
-    def __truediv__(self, o): return _arr().elementwise("div", self, o)
-    def __rtruediv__(self, o): return _arr().elementwise("div", o, self)
+    def __add__(self, o): return _arr().elementwise("add", self, o, _dead(self, o, 1))
+    def __radd__(self, o): return _arr().elementwise("add", o, self, _dead(o, self, 1))
+    def __sub__(self, o): return _arr().elementwise("sub", self, o, _dead(self, o, 1))
+    def __rsub__(self, o): return _arr().elementwise("sub", o, self, _dead(o, self, 1))
+    def __mul__(self, o): return _arr().elementwise("mul", self, o, _dead(self, o, 1))
+    def __rmul__(self, o): return _arr().elementwise("mul", o, self, _dead(o, self, 1))
+    def __truediv__(self, o): return _arr().elementwise("div", self, o, _dead(self, o, 1))
+    def __rtruediv__(self, o): return _arr().elementwise("div", o, self, _dead(o, self, 1))
     def __pow__(self, o, mod):
         return NotImplemented if mod is not None else _arr().power(self, o)
 
@@ -494,7 +577,7 @@ cdef class Array:
         return NotImplemented if mod is not None else _arr().power(o, self)
     def __matmul__(self, o): return _arr().matmul(self, o)
     def __rmatmul__(self, o): return _arr().matmul(o, self)
-    def __neg__(self): return _arr().elementwise("neg", self)
+    def __neg__(self): return _arr().elementwise("neg", self, None, _dead(self, None, 1))
     def __pos__(self): return self
     def __abs__(self): return _arr().elementwise("abs", self)
     def __lt__(self, o): return _arr().compare("lt", self, o)
@@ -557,7 +640,13 @@ cdef class Array:
             "derivatives; use a.value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _arr().apply_ufunc(ufunc, method, inputs, kwargs)
+        cdef Py_ssize_t n = len(inputs)
+        dead = 0
+        if 1 <= n <= 2 and not kwargs and (_ufunc_refs[0] > 0 or _calibrating):
+            dead = _dead(inputs[0], inputs[1] if n == 2 else None, 2 * n - 2)
+            if _calibrating:
+                return None
+        return _arr().apply_ufunc(ufunc, method, inputs, kwargs, dead)
 
     def __array_function__(self, func, types, args, kwargs):
         return _arr().apply_function(func, args, kwargs)
@@ -610,7 +699,8 @@ def output_slots(Tape tape, object out):
         a = <Array>out
         if a.tid != tape.buf.id:
             raise TapeError("fastad: f returned an Array from another recording")
-        return np.array(a.idx, dtype=np.intp)
+        a._touch()
+        return np.array(a.ix, dtype=np.intp)
     if isinstance(out, (list, tuple)):
         parts = [output_slots(tape, o) for o in out]
         shapes = {p.shape for p in parts}
@@ -801,3 +891,6 @@ cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs)
             x = x[()]
         args.append(x)
     return fn(*args)
+
+
+_calibrate()

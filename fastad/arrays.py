@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._var import Array, Var, active_info, make_array
+from fastad._var import Array, Var, active_info, consume, make_array
 from fastad.errors import TapeError
 
 __all__ = ["elementwise", "power", "compare", "where", "matmul", "dot", "sum",
@@ -56,7 +56,45 @@ def _push(tape, block):
     out = tape.open_block(size).reshape(shape)
     block.state = _detach(block.compute(tape.recorded_values(), out))
     slots = tape.close_block(block, size).reshape(shape)
-    return make_array(tape, slots, block.start if size else -1, True)
+    return make_array(tape, slots, block.start if size else -1, True, True)
+
+
+def _push_over(tape, block, prev, dead):
+    """Record block over the slots of prev, the last block, whose output
+    `dead` (a fresh Array) dies with this operation: the block writes its
+    values over prev's, in cache, as NumPy does with temporaries.  Only on
+    a tape for one reverse sweep (fad.grad); see Tape.overwrite_block."""
+    consume(dead)
+    out = tape.recorded_values()[prev.start:prev.stop].reshape(block.shape)
+    block.state = _detach(block.compute(tape.recorded_values(), out))
+    slots = tape.overwrite_block(block, prev).reshape(block.shape)
+    return make_array(tape, slots, block.start, True, True)
+
+
+# Element-wise ops that may write over operand 0 or 1 (bits 1, 2 of `dead`):
+# their values and partials come out right when the output is the operand's
+# memory, and their sweeps never read that operand's values (a product
+# reads the other operand, so only a constant may be the other one).
+_OVER = {"add": 3, "sub": 3, "neg": 1, "tanh": 1, "exp": 1}
+_OVER_IF_CONST = {"mul": 3, "div": 1}
+
+
+def _overwritable(tape, name, ops, shape, dead):
+    """(position, block) of an operand whose block an element-wise op may
+    write over, or None."""
+    bits = _OVER.get(name, 0)
+    if not bits and name in _OVER_IF_CONST:
+        bits = _OVER_IF_CONST[name]
+        if len(ops) == 2:
+            bits &= (2 if not ops[0].active else 0) | (1 if not ops[1].active else 0)
+    bits &= dead
+    for i in (1, 0):          # the later operand first: more likely the last block
+        o = ops[i] if i < len(ops) else None
+        if bits & (1 << i) and o is not None and o.start >= 0 and o.shape == shape:
+            prev = tape.overwritable(o.start, o.flat.size)
+            if prev is not None:
+                return i, prev
+    return None
 
 
 def _detach(state):
@@ -112,8 +150,11 @@ def _scalar_fn(name):
     return _SCALAR[name]
 
 
-def elementwise(name, x, y=None, *, _unary=None):
-    """op `name` (an op-table name) of x, or of x and y with NumPy broadcasting."""
+def elementwise(name, x, y=None, dead=0):
+    """op `name` (an op-table name) of x, or of x and y with NumPy broadcasting.
+
+    `dead` (bits 1, 2 for x, y) marks fresh Arrays that die with the operation
+    (see fastad._var.Array): on a tape for one sweep, the op may write over one."""
     objs = (x,) if y is None else (x, y)
     tape, ops = _operands(objs)
     if tape is None:
@@ -126,7 +167,12 @@ def elementwise(name, x, y=None, *, _unary=None):
     if shape == ():   # all scalars: an ordinary scalar node
         args = [make_array(tape, o.idx) if o.active else float(o.const) for o in ops]
         return _scalar_fn(name)(*args)
-    return _push(tape, B.Elementwise(name, ops[0], ops[1] if y is not None else None, shape))
+    block = B.Elementwise(name, ops[0], ops[1] if y is not None else None, shape)
+    if dead and x is not y and tape.single_sweep:
+        over = _overwritable(tape, name, ops, shape, dead)
+        if over is not None:
+            return _push_over(tape, block, over[1], objs[over[0]])
+    return _push(tape, block)
 
 
 def power(x, y):
@@ -356,8 +402,9 @@ _UFUNC_CMP = {np.less: "lt", np.less_equal: "le", np.greater: "gt",
               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
 
 
-def apply_ufunc(ufunc, method, inputs, kwargs):
-    """NumPy's __array_ufunc__ for Arrays (and Vars mixed with ndarrays)."""
+def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
+    """NumPy's __array_ufunc__ for Arrays (and Vars mixed with ndarrays);
+    `dead` as for elementwise."""
     if method != "__call__" or kwargs:
         raise TypeError(
             f"fastad: NumPy's {ufunc.__name__}"
@@ -365,7 +412,8 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             f"{' with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''} "
             f"is not supported on fastad arrays")
     if ufunc in _UFUNC_OPS:
-        return elementwise(_UFUNC_OPS[ufunc], *inputs)
+        return elementwise(_UFUNC_OPS[ufunc], inputs[0], inputs[1] if len(inputs) > 1 else None,
+                           dead)
     if ufunc in _UFUNC_CMP:
         return compare(_UFUNC_CMP[ufunc], *inputs)
     if ufunc in (np.power, np.float_power):

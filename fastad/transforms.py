@@ -39,9 +39,10 @@ def _argnums_tuple(argnums, nargs):
     return single, tuple(out)
 
 
-def _record(f, args, kwargs, argnums):
-    """Run f with the argnums arguments on a new tape; returns (tape, f's output)."""
-    tape = Tape()
+def _record(f, args, kwargs, argnums, tape=None):
+    """Run f with the argnums arguments on a new tape (or `tape`, empty);
+    returns (tape, f's output)."""
+    tape = Tape() if tape is None else tape
     token = begin_recording(tape)
     try:
         args = list(args)
@@ -104,11 +105,33 @@ def _scalar_slot(tape, out, who):
     return int(slots)
 
 
+def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep):
+    """(tape, output slot, aux) for a gradient; None when an in-place step
+    conflicted (C code used an Array it held the only reference to after an
+    operation wrote over it): then record again, keeping every value."""
+    tape = Tape()
+    # the tape serves one reverse sweep and is dropped: element-wise steps
+    # may write over dead temporaries (see Tape.overwrite_block)
+    tape.single_sweep = single_sweep
+    try:
+        _, out = _record(f, args, kwargs, nums, tape)
+        out, aux = _split_aux(out, has_aux)
+        slot = _scalar_slot(tape, out, "grad")
+    except Exception:         # (TapeError, unless f turned it into another)
+        if tape.conflict:
+            return None
+        raise
+    if tape.conflict:         # (f caught the error itself)
+        return None
+    return tape, slot, aux
+
+
 def _value_and_grad(f, argnums, has_aux, args, kwargs):
     single, nums = _argnums_tuple(argnums, len(args))
-    tape, out = _record(f, args, kwargs, nums)
-    out, aux = _split_aux(out, has_aux)
-    slot = _scalar_slot(tape, out, "grad")
+    got = _recorded_output(f, args, kwargs, nums, has_aux, True)
+    if got is None:
+        got = _recorded_output(f, args, kwargs, nums, has_aux, False)
+    tape, slot, aux = got
     grads = _input_gradients(tape, slot)
     return tape.node(slot)[5], aux, (grads[0] if single else tuple(grads))
 
