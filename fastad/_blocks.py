@@ -51,7 +51,9 @@ class Operand:
             self.idx = idx
             self.const = None
             self.shape = idx.shape
-            self.flat = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+            # (a run's slots are a C-ordered intp view already: start >= 0)
+            self.flat = idx.reshape(-1) if start >= 0 else \
+                np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
             self.start = start            # >= 0: the slots are start .. start+size-1 in order
             if start < 0 and unique is None:
                 unique = _all_distinct(self.flat)
@@ -239,6 +241,7 @@ def _times(d, g):
 # block's own values: the sweeps compute them from the slots instead of the
 # block keeping a block-sized array from the forward sweep.
 X, Y, TWO_X, Z, ONE_MINUS_Z2 = "x", "y", "2x", "z", "1-z2"
+_OWN_MARKERS = (Z, ONE_MINUS_Z2)          # read the block's own output
 
 
 def resolve_marker(d, x, y, z):
@@ -424,7 +427,8 @@ class Elementwise(Block):
         return (d0, d1)
 
     def keeps_output(self):
-        return any(type(d) is str and d in (Z, ONE_MINUS_Z2) for d in self.state)
+        d0, d1 = self.state
+        return (type(d0) is str and d0 in _OWN_MARKERS) or (type(d1) is str and d1 in _OWN_MARKERS)
 
     def active_operands(self):
         return [o for o in self.operands() if o.active]

@@ -17,6 +17,7 @@ cimport numpy as cnp
 
 from fastad.errors import BranchChangedError
 
+from cpython.ref cimport Py_INCREF
 cnp.import_array()
 
 OP_NAMES = tuple(fad_op_name[i].decode() for i in range(FAD_NUM_OPS))
@@ -912,7 +913,15 @@ cdef object _view(double* p, Py_ssize_t n):
     """A NumPy view of n doubles at p (valid while the buffer lives)."""
     if n == 0:
         return np.zeros(0)
-    return np.asarray(<double[:n]>p)
+    cdef cnp.npy_intp dims = n
+    cdef cnp.ndarray a = cnp.PyArray_SimpleNewFromData(1, &dims, cnp.NPY_DOUBLE, p)  # (a memoryview: 4x)
+    # a base marks it a view (which _detach copies); the tape owns the memory
+    Py_INCREF(_VIEW_BASE)
+    cnp.PyArray_SetBaseObject(a, _VIEW_BASE)
+    return a
+
+
+cdef object _VIEW_BASE = object()
 
 
 def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,

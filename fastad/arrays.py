@@ -25,7 +25,10 @@ def _operands(objs):
     """(tape or None, [Operand]) for Vars, Arrays, numbers and ndarrays."""
     tape, ops = None, []
     for o in objs:
-        if isinstance(o, (list, tuple)) and _has_active(o):
+        if type(o) is float or type(o) is int:      # (the common constants, checked first)
+            ops.append(B.Operand(const=o))
+            continue
+        if type(o) is not Array and isinstance(o, (list, tuple)) and _has_active(o):
             o = stack(o)
         info = active_info(o)
         if info is None:
@@ -101,6 +104,9 @@ def _detach(state):
     """The state with its views copied: views into the tape's value buffer would
     dangle once the tape grows (it is reallocated)."""
     t = type(state)
+    if t is tuple and len(state) == 2 and type(state[0]) is not np.ndarray \
+            and type(state[1]) is not np.ndarray:
+        return state                          # an element-wise block's markers, numbers
     if t is np.ndarray:
         return state if state.base is None else state.copy()
     if t is tuple or t is list:
