@@ -100,12 +100,14 @@ def _overwritable(tape, name, ops, shape, dead):
     return None
 
 
+_PLAIN = (str, float, int, type(None))
+
+
 def _detach(state):
     """The state with its views copied: views into the tape's value buffer would
     dangle once the tape grows (it is reallocated)."""
     t = type(state)
-    if t is tuple and len(state) == 2 and type(state[0]) is not np.ndarray \
-            and type(state[1]) is not np.ndarray:
+    if t is tuple and len(state) == 2 and type(state[0]) in _PLAIN and type(state[1]) in _PLAIN:
         return state                          # an element-wise block's markers, numbers
     if t is np.ndarray:
         return state if state.base is None else state.copy()
