@@ -1683,7 +1683,7 @@ cdef class Tape:
         cdef const double* vp = _dptr(val)
         for bi in range(len(self.blocks) - 1, -1, -1):
             blk = self.blocks[bi]
-            if blk.start > hi:      # (not cur: blocks written over one another share slots)
+            if blk.start > cur:
                 continue
             self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
             reverse2 = getattr(blk, "reverse2", None)

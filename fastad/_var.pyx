@@ -309,31 +309,46 @@ cdef bint _basic_index(object key):
 cdef object _arrays_mod = None
 
 
-# Reference counts of a temporary (referenced only by the caller's
-# expression) as seen in a binary operator (1) and in __array_ufunc__ (what
-# NumPy's dispatch holds, measured below): unary, binary first, binary second.
-cdef Py_ssize_t[4] _ufunc_refs = [0, 0, 0, 0]
+# In-place steps need to know when an operand dies with the operation: a
+# fresh Array referenced only by the caller's expression.  Its reference
+# count then has a fixed value, which depends on the path (an operator, or
+# NumPy's ufunc dispatch, which holds references of its own, one fewer for
+# the second Array of a class).  _calibrate measures it for each path and
+# position from Python code, and also the count of a live local variable:
+# where the two agree (an interpreter that borrows references of locals),
+# that path never counts as dead.  Index 2 * kind + position, kinds: an
+# operator (0; 1 with two Arrays), a unary ufunc (2), a binary ufunc (3; 4
+# with two Arrays); 0 = never dead.
+cdef Py_ssize_t[10] _temp_refs = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+cdef Py_ssize_t[10] _seen = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 cdef bint _calibrating = False
 
 
-cdef inline int _dead(object x, object y, Py_ssize_t base):
-    """Bits 1, 2: x, y are fresh Arrays that die with the operation (only the
-    caller's temporaries reference them); base: 1 for an operator, else the
-    _ufunc_refs index of x's count."""
-    cdef int d = 0
-    if _calibrating and base != 1:      # the counts, as this very call sees them
-        if type(x) is Array:
-            _ufunc_refs[base] = Py_REFCNT(x)
-        if type(y) is Array:
-            _ufunc_refs[base + 1] = Py_REFCNT(y)
+cdef inline int _dead(object x, object y, int kind):
+    """Bits 1, 2: x, y are fresh Arrays that die with the operation."""
+    cdef bint ax = type(x) is Array, ay = type(y) is Array
+    if ax and ay and kind != 2:
+        kind += 1
+    if _calibrating:                # the counts, as this very path sees them
+        if ax:
+            _seen[2 * kind] = Py_REFCNT(x)
+        if ay:
+            _seen[2 * kind + 1] = Py_REFCNT(y)
         return 0
-    cdef Py_ssize_t rx = 1 if base == 1 else _ufunc_refs[base]
-    cdef Py_ssize_t ry = 1 if base == 1 else _ufunc_refs[base + 1]
-    if type(x) is Array and (<Array>x).fresh and Py_REFCNT(x) == rx:
+    cdef int d = 0
+    if ax and (<Array>x).fresh and Py_REFCNT(x) == _temp_refs[2 * kind]:
         d = 1
-    if type(y) is Array and (<Array>y).fresh and Py_REFCNT(y) == ry:
+    if ay and (<Array>y).fresh and Py_REFCNT(y) == _temp_refs[2 * kind + 1]:
         d |= 2
     return d
+
+
+cdef object _op(str name, object x, object y):
+    """An operator on Arrays: fastad.arrays.elementwise, told which operand dies."""
+    cdef int d = _dead(x, y, 0)
+    if _calibrating:
+        return None
+    return _arr().elementwise(name, x, y, d)
 
 
 cdef object _arr():
@@ -382,23 +397,41 @@ def var_at(Tape tape, Py_ssize_t s):
 set_var_factory(var_at)
 
 
-def ufunc_temp_refs():
-    """The measured counts (see _ufunc_refs; zeros: not measured)."""
-    return [_ufunc_refs[0], _ufunc_refs[2], _ufunc_refs[3]]
+def temp_refs():
+    """The measured reference counts of a dead temporary (see _temp_refs)."""
+    return [_temp_refs[i] for i in range(10)]
+
+
+_CALIBRATION = """
+def temps(new, np):
+    new() + 1.0; 1.0 + new(); new() + new()
+    np.negative(new()); np.add(new(), 1.0); np.add(1.0, new()); np.add(new(), new())
+
+def lives(new, np):
+    a = new(); b = new()
+    a + 1.0; 1.0 + a; a + b
+    np.negative(a); np.add(a, 1.0); np.add(1.0, a); np.add(a, b)
+"""
 
 
 def _calibrate():
-    """Measure _ufunc_refs: NumPy's ufunc dispatch, called from Python code on
-    a temporary (an unmeasured count stays 0: no in-place steps from ufuncs)."""
+    """Measure _temp_refs from Python code (see there)."""
     global _calibrating
+    cdef Py_ssize_t i
+    cdef Py_ssize_t[10] temp
+    code = {}
+    exec(_CALIBRATION, code)
     _calibrating = True
     try:
-        exec("np.negative(new()); np.add(new(), 1.0); np.add(1.0, new())",
-             {"np": np, "new": lambda: Array.__new__(Array)})
+        code["temps"](lambda: Array.__new__(Array), np)
+        for i in range(10):
+            temp[i] = _seen[i]
+            _seen[i] = 0
+        code["lives"](lambda: Array.__new__(Array), np)
     finally:
         _calibrating = False
-    if not (_ufunc_refs[0] and _ufunc_refs[2] and _ufunc_refs[3]):
-        _ufunc_refs[0] = 0
+    for i in range(10):
+        _temp_refs[i] = temp[i] if temp[i] != _seen[i] else 0
 
 
 def active_info(object obj):
@@ -449,8 +482,10 @@ cdef class Array:
         """Its slots are handed out: no longer fresh (and a conflict if consumed)."""
         if self.consumed:
             self.tape.conflict = True
-            raise TapeError("fastad: an Array was used after an in-place step wrote "
-                            "over it (fad.grad records again without in-place steps)")
+            raise TapeError("fastad: this Array was written over by a later step of "
+                            "fad.grad, which took it for a dead temporary (C code held "
+                            "its only reference); inside f, fad.grad then records f "
+                            "again without in-place steps")
         self.fresh = False
         return 0
 
@@ -562,14 +597,14 @@ cdef class Array:
         raise TypeError(_NO_PICKLE)
 
     # whole-array arithmetic: block nodes (fastad.arrays / fastad._blocks)
-    def __add__(self, o): return _arr().elementwise("add", self, o, _dead(self, o, 1))
-    def __radd__(self, o): return _arr().elementwise("add", o, self, _dead(o, self, 1))
-    def __sub__(self, o): return _arr().elementwise("sub", self, o, _dead(self, o, 1))
-    def __rsub__(self, o): return _arr().elementwise("sub", o, self, _dead(o, self, 1))
-    def __mul__(self, o): return _arr().elementwise("mul", self, o, _dead(self, o, 1))
-    def __rmul__(self, o): return _arr().elementwise("mul", o, self, _dead(o, self, 1))
-    def __truediv__(self, o): return _arr().elementwise("div", self, o, _dead(self, o, 1))
-    def __rtruediv__(self, o): return _arr().elementwise("div", o, self, _dead(o, self, 1))
+    def __add__(self, o): return _op("add", self, o)
+    def __radd__(self, o): return _op("add", o, self)
+    def __sub__(self, o): return _op("sub", self, o)
+    def __rsub__(self, o): return _op("sub", o, self)
+    def __mul__(self, o): return _op("mul", self, o)
+    def __rmul__(self, o): return _op("mul", o, self)
+    def __truediv__(self, o): return _op("div", self, o)
+    def __rtruediv__(self, o): return _op("div", o, self)
     def __pow__(self, o, mod):
         return NotImplemented if mod is not None else _arr().power(self, o)
 
@@ -577,7 +612,7 @@ cdef class Array:
         return NotImplemented if mod is not None else _arr().power(o, self)
     def __matmul__(self, o): return _arr().matmul(self, o)
     def __rmatmul__(self, o): return _arr().matmul(o, self)
-    def __neg__(self): return _arr().elementwise("neg", self, None, _dead(self, None, 1))
+    def __neg__(self): return _op("neg", self, None)
     def __pos__(self): return self
     def __abs__(self): return _arr().elementwise("abs", self)
     def __lt__(self, o): return _arr().compare("lt", self, o)
@@ -642,8 +677,8 @@ cdef class Array:
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         cdef Py_ssize_t n = len(inputs)
         dead = 0
-        if 1 <= n <= 2 and not kwargs and (_ufunc_refs[0] > 0 or _calibrating):
-            dead = _dead(inputs[0], inputs[1] if n == 2 else None, 2 * n - 2)
+        if 1 <= n <= 2 and not kwargs:
+            dead = _dead(inputs[0], inputs[1] if n == 2 else None, n + 1)
             if _calibrating:
                 return None
         return _arr().apply_ufunc(ufunc, method, inputs, kwargs, dead)
