@@ -1988,21 +1988,27 @@ cdef class Tape:
             self.n_inputs, list(self.inputs), self.in_shape, self.out_slots,
             list(self.blocks)))
 
-    def input_adjoints(self, Py_ssize_t out_slot):
-        """d(output slot)/d(inputs) at the recorded point: one reverse sweep."""
+    cdef object _input_sweep(self, Py_ssize_t out_slot, Work w, list slabs):
+        """The gradient's reverse sweep, seeded at out_slot: (adjoint buffer,
+        Cotangents); `slabs` (sealed InputSlabs) take theirs from the blocks."""
         if not 0 <= out_slot < self.buf.n:
             raise IndexError(f"output slot {out_slot} is not on the tape "
                              f"({self.buf.n} slots)")
         cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
+        adj = w.scratch_array(rows, 1)
+        cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
+        adj[out_slot, 0] = 1.0
+        self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                          adj, 1, top - 1, self.n_inputs, cot)
+        return adj, cot
+
+    def input_adjoints(self, Py_ssize_t out_slot):
+        """d(output slot)/d(inputs) at the recorded point: one reverse sweep."""
         cdef Py_ssize_t cur = 0
         cdef Work w = self._acquire()
         slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
         try:
-            adj = w.scratch_array(rows, 1)
-            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
-            adj[out_slot, 0] = 1.0
-            self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
-                              adj, 1, top - 1, self.n_inputs, cot)
+            adj, cot = self._input_sweep(out_slot, w, slabs)
             if not slabs:
                 return adj[:self.n_inputs, 0].copy()
             out = np.empty(self.n_inputs)
@@ -2016,6 +2022,40 @@ cdef class Tape:
                 cur = slab.stop
             out[cur:] = adj[cur:self.n_inputs, 0]
             return out
+        finally:
+            self._release(w)
+
+    def input_gradients(self, Py_ssize_t out_slot):
+        """input_adjoints per differentiated argument, in `inputs` order: a float
+        for a number, an array of its shape for an array.  An array argument
+        whose cotangent the blocks hand over whole is that cotangent array when
+        nothing else holds it (no copy, as hand-written backprop returns it)."""
+        cdef Work w = self._acquire()
+        slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
+        by_start = {s.start: s for s in slabs}
+        handed = set()
+        try:
+            adj, cot = self._input_sweep(out_slot, w, slabs)
+            grads = []
+            for _argnum, shape, first in self.inputs:
+                if shape is None:
+                    grads.append(float(adj[first, 0]))
+                    continue
+                size = math.prod(shape)
+                slab = by_start.get(first)
+                if slab is None or slab.stop != first + size:
+                    grads.append(adj[first:first + size, 0].reshape(shape).copy())
+                    continue
+                g = cot.take(slab, adj)
+                if g is None:
+                    grads.append(np.zeros(shape))
+                elif type(g) is np.ndarray and g.base is None and g.dtype == np.float64 \
+                        and g.flags.c_contiguous and g.flags.writeable and id(g) not in handed:
+                    handed.add(id(g))           # owned by no one else: hand it over
+                    grads.append(g.reshape(shape))
+                else:
+                    grads.append(np.array(g, dtype=np.float64).reshape(shape))
+            return grads
         finally:
             self._release(w)
 

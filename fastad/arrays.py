@@ -282,7 +282,8 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False):
     _float_only("mean", dtype, out)
     shape = np.shape(a) if active_info(a) is None else active_info(a)[1].shape
     count = int(np.prod([shape[ax] for ax in _axes(axis, len(shape))], dtype=np.int64))
-    return elementwise("div", sum(a, axis=axis, keepdims=keepdims), float(count))
+    # the sum is a temporary no one else holds: the division may write over it
+    return elementwise("div", sum(a, axis=axis, keepdims=keepdims), float(count), 1)
 
 
 def logsumexp(a, axis=None, keepdims=False):

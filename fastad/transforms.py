@@ -19,8 +19,12 @@ __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
 
 
 def _argnums_tuple(argnums, nargs):
-    if type(argnums) is int and -nargs <= argnums < nargs:       # the common case
+    if type(argnums) is int and -nargs <= argnums < nargs:       # the common cases
         return True, (argnums % nargs,)
+    if type(argnums) is tuple and 0 < len(argnums) <= nargs and \
+            all(type(k) is int and 0 <= k < nargs for k in argnums) and \
+            len(set(argnums)) == len(argnums):
+        return False, argnums
     single = isinstance(argnums, numbers.Integral)
     nums = (argnums,) if single else tuple(argnums)
     if not nums:
@@ -83,16 +87,7 @@ def _values(obj):
 
 def _input_gradients(tape, slot):
     """Per differentiated argument, its gradient (float or ndarray), in argnums order."""
-    adj = tape.input_adjoints(slot)
-    grads = []
-    for _argnum, shape, first in tape.inputs:
-        if shape is None:
-            grads.append(float(adj[first]))
-        else:
-            size = math.prod(shape)
-            # adj is a fresh array: disjoint views of it need no copy
-            grads.append(adj[first:first + size].reshape(shape))
-    return grads
+    return tape.input_gradients(slot)
 
 
 def _scalar_slot(tape, out, who):

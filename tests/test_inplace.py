@@ -326,3 +326,41 @@ def test_repeated_grads_hold_memory_steady():
     last, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert last - first < 64 * 1024
+
+
+# ---------------------------------------------------------------- handed-over gradients
+
+def test_gradients_handed_over_are_owned_and_distinct():
+    """An argument's gradient may be the blocks' cotangent array itself (no
+    copy): each is a separate, writeable array the caller owns."""
+    a = rng.standard_normal((3, 4))
+    b = rng.standard_normal((3, 4))
+
+    def f(x, y):
+        return fad.sum(np.tanh(x + y))      # one owned cotangent reaches x and y
+    gx, gy = fad.grad(f, argnums=(0, 1))(a, b)
+    assert gx is not gy and not np.shares_memory(gx, gy)
+    np.testing.assert_array_equal(gx, gy)
+    want = 1 - np.tanh(a + b) ** 2
+    np.testing.assert_allclose(gx, want, rtol=1e-13)
+    gx[...] = 0.0                           # the caller's to change
+    np.testing.assert_allclose(gy, want, rtol=1e-13)
+    gx2, _ = fad.grad(f, argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(gx2, want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: fad.sum(x),                           # a read-only broadcast cotangent
+    lambda x: fad.sum(x + 0.0),                     # passed through unchanged
+    lambda x: fad.sum((x + x) * 2.0),               # one operand twice
+    lambda x: fad.sum(x @ np.eye(4)) + x[0, 0],     # a scalar read as well
+    lambda x: fad.sum(np.tanh(x)[::-1]),            # through a view
+])
+def test_handed_over_gradients_are_writeable_and_right(f):
+    x = rng.standard_normal((3, 4))
+    g = fad.grad(f)(x)
+    assert g.shape == x.shape and g.flags.writeable and g.flags.c_contiguous
+    _, pullback = fad.vjp(f, x)
+    np.testing.assert_array_equal(g, pullback(1.0))
+    g += 1.0
+    np.testing.assert_array_equal(fad.grad(f)(x), pullback(1.0))
