@@ -83,10 +83,14 @@ class Operand:
             return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
         return np.take(tan, self.flat, axis=0).reshape(self.shape + (k,))   # 4x tan[flat]
 
-    def add_adjoint(self, adj, g, k, cot=None):
+    def add_adjoint(self, adj, g, k, cot=None, owned=None):
         """adj[slots] += g, g of shape + (k,); repeated slots add up.  With cot
-        (a Cotangents), g goes straight to a sealed producer instead."""
-        if cot is not None and self.src is not None and cot.give(self.src, g):
+        (a Cotangents), g goes straight to a sealed producer instead, which
+        may write over it if `owned` (default: g owns its memory, so it was
+        made for this operand alone)."""
+        if cot is not None and self.src is not None and cot.give(
+                self.src, g, (type(g) is np.ndarray and g.base is None) if owned is None
+                else owned):
             return
         g = g.reshape(-1, k)
         if self.start >= 0:
@@ -483,11 +487,15 @@ class Elementwise(Block):
         return out
 
     def reverse(self, val, state, adj, k, cot=None):
+        if isinstance(state[0], str) and state[0] == ONE_MINUS_Z2:   # tanh: one fused pass
+            g, owned = (adj[self.start:self.stop], False) if cot is None else \
+                cot.take_owned(self, adj)
+            if g is not None:        # (over g when nothing else holds it: in cache)
+                self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val), owned), k, cot,
+                                   owned or None)
+            return
         g = self.cotangent(adj, k, cot)
         if g is None:
-            return
-        if isinstance(state[0], str) and state[0] == ONE_MINUS_Z2:   # tanh: one fused pass
-            self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val)), k, cot)
             return
         if isinstance(state[0], str) and state[0] == TWO_X:          # square: 2x g, one pass
             self.x.add_adjoint(adj, rows_times(self.x.value(val), g, None, False, 2.0), k, cot)

@@ -11,6 +11,7 @@ from libc.string cimport memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import bisect
+import math
 
 import numpy as np
 cimport numpy as cnp
@@ -846,28 +847,44 @@ cdef class Cotangents:
     That is how hand-written backprop passes arrays between layers."""
     cdef readonly set sealed       # the sealed blocks of this sweep
     cdef dict pending              # sealed block -> its cotangent so far
+    cdef set owned                 # blocks whose pending cotangent nothing else holds
 
     def __cinit__(self, set sealed):
         self.sealed = sealed
         self.pending = {}
+        self.owned = set()
 
     def take(self, blk, adj):
         """blk's cotangent as (size, k) rows, or None when it is zero."""
         if blk in self.sealed:
+            self.owned.discard(blk)
             return self.pending.pop(blk, None)
         return adj[blk.start:blk.stop]
 
-    def give(self, blk, g):
+    def take_owned(self, blk, adj):
+        """(take(blk, adj), whether the taker may write over it: an array
+        that nothing else holds, as a fresh temporary)."""
+        if blk in self.sealed:
+            owned = blk in self.owned
+            self.owned.discard(blk)
+            return self.pending.pop(blk, None), owned
+        return adj[blk.start:blk.stop], False
+
+    def give(self, blk, g, bint owned=False):
         """Add g (any shape of blk's size, with a trailing lane axis) to
-        sealed blk's cotangent; False if blk is not sealed (use the buffer)."""
+        sealed blk's cotangent; False if blk is not sealed (use the buffer).
+        `owned`: nothing else holds g (the giver made it for blk alone)."""
         if blk not in self.sealed:
             return False
         prev = self.pending.get(blk)
         if prev is None:
             self.pending[blk] = g
+            if owned:
+                self.owned.add(blk)
         else:       # out of place: g or prev may be a view of something live
             k = g.shape[g.ndim - 1]
             self.pending[blk] = prev.reshape(-1, k) + g.reshape(-1, k)
+            self.owned.add(blk)
         return True
 
 
@@ -2513,10 +2530,12 @@ def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
     return out
 
 
-def scale_one_minus_sq(g, z):
+def scale_one_minus_sq(g, z, bint in_place=False):
     """g * (1 - z**2) with g of z's size times k lanes (slot-major): tanh's
     pullback from its output in one pass, instead of keeping 1 - z**2 from
-    the forward sweep (three NumPy passes and a block-sized array)."""
+    the forward sweep (three NumPy passes and a block-sized array).  With
+    in_place, into g when g is a C-contiguous float64 array (its memory is
+    then in cache, as NumPy reuses a temporary's)."""
     cdef cnp.ndarray ga = np.ascontiguousarray(g, dtype=np.float64)
     cdef cnp.ndarray za = np.ascontiguousarray(z, dtype=np.float64)
     cdef Py_ssize_t n = za.size, m = ga.size, i, j, k
@@ -2525,7 +2544,7 @@ def scale_one_minus_sq(g, z):
     if n == 0 or m % n:
         raise ValueError(f"scale_one_minus_sq: {m} cotangents for {n} values")
     k = m // n
-    cdef cnp.ndarray out = np.empty(m)
+    cdef cnp.ndarray out = ga if in_place and ga is g and ga.flags.writeable else np.empty(m)
     cdef const double* gp = _dptr(ga)
     cdef const double* zp = _dptr(za)
     cdef double* op = _dptr(out)

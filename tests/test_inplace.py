@@ -364,3 +364,16 @@ def test_handed_over_gradients_are_writeable_and_right(f):
     np.testing.assert_array_equal(g, pullback(1.0))
     g += 1.0
     np.testing.assert_array_equal(fad.grad(f)(x), pullback(1.0))
+
+
+def test_a_shared_cotangent_is_not_written_over():
+    """tanh's pullback writes over its cotangent only when nothing else holds
+    it: here one array reaches both tanh blocks through the sum."""
+    M = rng.standard_normal((4, 2))
+
+    def f(w):
+        return fad.sum(np.sin((np.tanh(X @ w) + np.tanh(X @ w * 2.0)) @ M))
+    z1, z2 = np.tanh(X @ W0), np.tanh(X @ W0 * 2.0)
+    gbar = np.cos((z1 + z2) @ M) @ M.T
+    want = X.T @ (gbar * (1 - z1 ** 2)) + 2.0 * X.T @ (gbar * (1 - z2 ** 2))
+    np.testing.assert_allclose(_same_as_vjp(f), want, rtol=1e-12)
