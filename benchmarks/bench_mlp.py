@@ -4,8 +4,9 @@ MLP, batch 256, 64 -> 512 -> 10, tanh hidden layer, squared loss; the
 gradient with respect to all weights and biases.  The same plain-NumPy
 loss function runs under fad.grad, and (when installed; never required)
 under autograd, PyTorch and JAX.  Medians of interleaved repeats, in one run,
-at NumPy's default BLAS threads and again in a child process with one BLAS
-thread (PyTorch always runs with one thread here).
+at NumPy's default BLAS threads and again in child processes with one BLAS
+thread (PyTorch always runs with one thread here): with glibc's allocator
+as it comes, and with its thresholds fixed (below).
 
     python benchmarks/bench_mlp.py [--quick]
 """
@@ -87,25 +88,42 @@ def _peers():
 
 
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# glibc returns freed memory above its (moving) thresholds to the system and
+# faults it in again on the next allocation: whether a tool pays those page
+# faults depends on what ran before it (here the hand-written backprop took
+# 1.6 ms in some runs and 2.7 ms in others).  Fixed thresholds keep freed
+# memory in the heap, so every tool runs without them.
+STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1073741824",
+                    "MALLOC_TRIM_THRESHOLD_": "4294967296", "MALLOC_TOP_PAD_": "268435456"}
+
+
+def _child_table(quick, env):
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--table"]
+                           + (["--quick"] if quick else []),
+                           env=dict(os.environ, **env), capture_output=True, text=True,
+                           check=True)
+    return child.stdout.strip()
 
 
 def run(quick=False, one_thread_too=True):
-    """The table at NumPy's default BLAS threads and, in a child process
-    started with one BLAS thread (as PyTorch runs here), the same again:
-    the thread count must be set before NumPy loads."""
+    """The table at NumPy's default BLAS threads and, in child processes
+    started with one BLAS thread (as PyTorch runs here), the same again, with
+    the allocator as it comes and steady (the thread count and the allocator
+    must be set before NumPy loads)."""
     text = _table(quick)
     if one_thread_too and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
-        env = dict(os.environ, **ONE_THREAD)
-        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--table"]
-                               + (["--quick"] if quick else []),
-                               env=env, capture_output=True, text=True, check=True)
-        text = ("Default BLAS threads:\n\n" + text + "\n\nOne BLAS thread "
-                "(OPENBLAS_NUM_THREADS=1):\n\n" + child.stdout.strip())
+        text = ("Default BLAS threads:\n\n" + text
+                + "\n\nOne BLAS thread (OPENBLAS_NUM_THREADS=1):\n\n"
+                + _child_table(quick, ONE_THREAD)
+                + "\n\nOne BLAS thread, steady allocator (glibc's MALLOC_MMAP_THRESHOLD_, "
+                "MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ fixed, so no tool pays page "
+                "faults that depend on what ran before it):\n\n"
+                + _child_table(quick, dict(ONE_THREAD, **STEADY_ALLOCATOR)))
     return text
 
 
 def _table(quick):
-    reps = 15 if quick else 61
+    reps = 15 if quick else 101
     g_fad = fad.grad(loss, argnums=(0, 1, 2, 3))
     ref = backprop(*PARAMS)
     tools = {"hand-written NumPy backprop": backprop, "fastad": g_fad}
