@@ -205,7 +205,7 @@ def _broadcast(g, shape):
     g = np.ascontiguousarray(g)
     strides = tuple(0 if n == 1 and m != 1 else st
                     for n, m, st in zip(g.shape, shape, g.strides))
-    view = np.ndarray(shape, np.float64, g, 0, strides)
+    view = np.ndarray(shape, g.dtype, g, 0, strides)
     view.flags.writeable = False
     return view
 

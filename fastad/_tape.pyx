@@ -2558,6 +2558,8 @@ def scale_one_minus_sq(g, z, bint in_place=False):
                 d = 1.0 - zp[i] * zp[i]
                 for j in range(k):
                     op[i * k + j] = gp[i * k + j] * d
+    if out is g:
+        return g            # (itself: still the one array nothing else holds)
     return out.reshape(np.shape(g))
 
 

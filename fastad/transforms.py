@@ -137,6 +137,11 @@ def grad(f, argnums=0, has_aux=False):
     `grad(f)(x)` has the shape of x (a float for a float).  With a tuple
     argnums it returns a tuple; with has_aux, f returns (value, aux) and you
     get (gradient, aux).
+
+    The tape serves one reverse sweep, so element-wise steps write over
+    temporaries nothing else references, as NumPy does (docs/guide.md,
+    section 6); if C code holding an Array's only reference uses it again
+    after such a step, f is recorded once more without them.
     """
     @functools.wraps(f)
     def grad_f(*args, **kwargs):
