@@ -212,6 +212,8 @@ def _broadcast(g, shape):
 
 def _unbroadcast(g, shape, k):
     """Sum g (out_shape + (k,)) down to shape + (k,), undoing NumPy broadcasting."""
+    if g.shape[:-1] == shape:           # (the common case: nothing was broadcast)
+        return g
     target = tuple(shape) + (k,)
     while g.ndim > len(target):
         g = g.sum(axis=0)
@@ -476,6 +478,8 @@ class Elementwise(Block):
 
     def _partials(self, val, state):
         """state with the markers replaced by the arrays they stand for."""
+        if type(state[0]) is not str and type(state[1]) is not str:
+            return state
         out = []
         for d in state:
             if isinstance(d, str):

@@ -26,7 +26,7 @@ def _operands(objs):
     tape, ops = None, []
     for o in objs:
         if type(o) is float or type(o) is int:      # (the common constants, checked first)
-            ops.append(B.Operand(const=o))
+            ops.append(B.Operand(None, o))
             continue
         if type(o) is not Array and isinstance(o, (list, tuple)) and _has_active(o):
             o = stack(o)
@@ -43,7 +43,7 @@ def _operands(objs):
             tape = t
         elif t is not tape:
             raise TapeError("fastad: cannot combine arrays from two different recordings")
-        ops.append(B.Operand(idx=idx, start=start, unique=True if unique else None))
+        ops.append(B.Operand(idx, None, start, True if unique else None))
     return tape, ops
 
 
