@@ -62,7 +62,7 @@ def sections(quick, full_suite, outdir):
          2 if quick else 35, lambda: bench.run(quick=quick, progress=False)),
         ("Record once, differentiate many (bench_replay.py)", 1,
          lambda: bench_replay.run(quick=quick)),
-        ("Matrix-form network (bench_mlp.py)", 2 if quick else 5,
+        ("Matrix-form network (bench_mlp.py)", 4 if quick else 12,
          lambda: bench_mlp.run(quick=quick)),
         ("Custom primitives (bench_primitives.py)", 0.5, bench_primitives.run),
         ("Second order (bench_second.py)", 0.5, bench_second.run),
