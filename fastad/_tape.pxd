@@ -74,7 +74,6 @@ cdef class Tape:
     cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
                             Py_ssize_t seed_lo, bint zero, list slabs=*)
     cdef int reserve(self, Py_ssize_t extra) except -1
-    cdef object _input_sweep(self, Py_ssize_t out_slot, Work w, list slabs)
     cdef Work _acquire(self)
     cdef void _release(self, Work w)
     cdef int _replay(self, Work w, object x) except -1

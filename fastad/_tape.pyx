@@ -1044,7 +1044,7 @@ cdef class Tape:
     def note_input(self, Py_ssize_t first, Py_ssize_t m):
         """Slots first .. first+m-1 hold one array argument: while no scalar
         node or view reads them (see escape), the gradient's sweep hands the
-        blocks' cotangent arrays for it over directly (input_adjoints)."""
+        blocks' cotangent arrays for it over directly (input_gradients)."""
         cdef Py_ssize_t n = len(self._sstarts)          # (no wraparound here: no [-1])
         if m >= 2 and not self.blocks and (n == 0 or first > self._sstarts[n - 1]):
             slab = InputSlab(first, first + m)
@@ -2005,54 +2005,35 @@ cdef class Tape:
             self.n_inputs, list(self.inputs), self.in_shape, self.out_slots,
             list(self.blocks)))
 
-    cdef object _input_sweep(self, Py_ssize_t out_slot, Work w, list slabs):
-        """The gradient's reverse sweep, seeded at out_slot: (adjoint buffer,
-        Cotangents); `slabs` (sealed InputSlabs) take theirs from the blocks."""
+    def input_adjoints(self, Py_ssize_t out_slot):
+        """d(output slot)/d(inputs) at the recorded point, one flat vector:
+        input_gradients laid end to end."""
+        cdef Py_ssize_t first
+        out = np.empty(self.n_inputs)
+        for (_argnum, shape, first), g in zip(self.inputs, self.input_gradients(out_slot)):
+            out[first:first + (1 if shape is None else math.prod(shape))] = np.ravel(g)
+        return out
+
+    def input_gradients(self, Py_ssize_t out_slot):
+        """d(output slot)/d(each differentiated argument) at the recorded point,
+        in `inputs` order (a float for a number, an array of its shape for an
+        array): one reverse sweep.  Sealed InputSlabs take their cotangents
+        straight from the blocks; one that nothing else holds is the
+        argument's gradient itself (no copy, as hand-written backprop)."""
         if not 0 <= out_slot < self.buf.n:
             raise IndexError(f"output slot {out_slot} is not on the tape "
                              f"({self.buf.n} slots)")
         cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
-        adj = w.scratch_array(rows, 1)
-        cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
-        adj[out_slot, 0] = 1.0
-        self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
-                          adj, 1, top - 1, self.n_inputs, cot)
-        return adj, cot
-
-    def input_adjoints(self, Py_ssize_t out_slot):
-        """d(output slot)/d(inputs) at the recorded point: one reverse sweep."""
-        cdef Py_ssize_t cur = 0
-        cdef Work w = self._acquire()
-        slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
-        try:
-            adj, cot = self._input_sweep(out_slot, w, slabs)
-            if not slabs:
-                return adj[:self.n_inputs, 0].copy()
-            out = np.empty(self.n_inputs)
-            for slab in slabs:         # straight from the blocks' cotangents
-                out[cur:slab.start] = adj[cur:slab.start, 0]
-                g = cot.take(slab, adj)
-                if g is None:
-                    out[slab.start:slab.stop] = 0.0
-                else:
-                    out[slab.start:slab.stop] = g.reshape(-1)
-                cur = slab.stop
-            out[cur:] = adj[cur:self.n_inputs, 0]
-            return out
-        finally:
-            self._release(w)
-
-    def input_gradients(self, Py_ssize_t out_slot):
-        """input_adjoints per differentiated argument, in `inputs` order: a float
-        for a number, an array of its shape for an array.  An array argument
-        whose cotangent the blocks hand over whole is that cotangent array when
-        nothing else holds it (no copy, as hand-written backprop returns it)."""
         cdef Work w = self._acquire()
         slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
         by_start = {s.start: s for s in slabs}
         handed = set()
         try:
-            adj, cot = self._input_sweep(out_slot, w, slabs)
+            adj = w.scratch_array(rows, 1)
+            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
+            adj[out_slot, 0] = 1.0
+            self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                              adj, 1, top - 1, self.n_inputs, cot)
             grads = []
             for _argnum, shape, first in self.inputs:
                 if shape is None:
