@@ -1140,7 +1140,9 @@ cdef class Tape:
         values it has written over; returns their numbers.  Only a tape
         recorded for a single reverse sweep does this: prev's values are gone,
         so it cannot be replayed, and prev takes its cotangent from block only."""
-        if not self.single_sweep or prev is not self.overwritable(prev.start, prev.stop - prev.start):
+        cdef Py_ssize_t n = len(self.blocks)
+        if not self.single_sweep or n == 0 or self.blocks[n - 1] is not prev \
+                or prev.stop != self.buf.n:     # (the rest was checked by overwritable)
             raise RuntimeError("fastad: overwrite_block needs the last block, overwritable")
         block.start = prev.start
         block.stop = prev.stop

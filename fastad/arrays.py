@@ -436,6 +436,8 @@ def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
 
 
 def _no_extra(name, kwargs, allowed):
+    if not kwargs:
+        return
     bad = sorted(set(kwargs) - set(allowed))
     if bad:
         raise TypeError(f"fastad: np.{name} with {', '.join(bad)} is not supported on fastad arrays")
