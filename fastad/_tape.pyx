@@ -856,10 +856,7 @@ cdef class Cotangents:
 
     def take(self, blk, adj):
         """blk's cotangent as (size, k) rows, or None when it is zero."""
-        if blk in self.sealed:
-            self.owned.discard(blk)
-            return self.pending.pop(blk, None)
-        return adj[blk.start:blk.stop]
+        return self.take_owned(blk, adj)[0]
 
     def take_owned(self, blk, adj):
         """(take(blk, adj), whether the taker may write over it: an array
