@@ -1,11 +1,9 @@
 """fastad: automatic differentiation of plain Python and NumPy code on a compiled tape."""
 from fastad._tape import Tape
-from fastad._var import (
-    Var, Array,
-    sin, cos, tan, arcsin, arccos, arctan, arctan2, sinh, cosh, tanh,
-    exp, expm1, log, log1p, log2, log10, sqrt, square, sign, power, hypot,
-    maximum, minimum, where, sigmoid, softplus, relu, erf, stack,
-)
+from fastad import _var
+# Var, Array, where, stack and fad.<function> for every op-table entry that
+# names one (fad.sin, fad.hypot, ...): generated from csrc/fastad_ops.h
+from fastad._var import *  # noqa: F401,F403
 from fastad._var import absolute as abs  # noqa: A001 - the public name is fad.abs
 from fastad.arrays import (  # noqa: A004 - NumPy's names
     sum, mean, dot, matmul, logsumexp, concatenate, reshape, transpose,
@@ -46,14 +44,10 @@ def _check_compiled():
 
 _check_compiled()
 
-__all__ = [
+__all__ = _var.__all__ + [
     "grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
-    "jacobian", "jacfwd", "jacrev", "hvp", "hessian", "stack",
-    "Var", "Array", "Tape", "TapeError", "BranchChangedError",
-    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh",
-    "cosh", "tanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt",
-    "square", "abs", "sign", "power", "hypot", "maximum", "minimum", "where",
-    "sigmoid", "softplus", "relu", "erf", "sum", "mean", "dot", "matmul",
+    "jacobian", "jacfwd", "jacrev", "hvp", "hessian",
+    "Tape", "TapeError", "BranchChangedError", "abs", "sum", "mean", "dot", "matmul",
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",

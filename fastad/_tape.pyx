@@ -254,7 +254,7 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
                 if a1 >= 0:
                     fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
                 else:
-                    fad_second(o, val[a0], 0.0, nd[i].p1, val[i], &xx, &xy, &yy)
+                    fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
             tx = tan[a0]
             ty = tan[a1] if a1 >= 0 else 0.0
             adj[a0] += p0 * g
@@ -294,7 +294,7 @@ cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* va
         else:
             p1 = 0.0
             y = 0.0
-            c = nd[i].p1
+            c = nd[i].c
             t1 = t0
         xx = xy = yy = 0.0
         if g != 0.0 and (fl & FAD_Z00 == 0 or fl & FAD_Z01 == 0 or fl & FAD_Z11 == 0):
@@ -327,12 +327,12 @@ cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
         o = op[i]
         a0 = nd[i].a0
         a1 = nd[i].a1
-        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
         if o >= FAD_FIRST_CMP and v != recorded[i]:
             return i
         val[i] = v
         out[i].p0 = d0
-        out[i].p1 = d1
+        out[i].p1 = d1 if a1 >= 0 else nd[i].c
         out[i].a0 = a0
         out[i].a1 = a1
     return -1
@@ -372,7 +372,7 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
         a0 = nd[i].a0
         a1 = nd[i].a1
         if need == NULL or need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
             if o >= FAD_FIRST_CMP and v != recorded[i]:
                 return i
             val[i] = v
@@ -381,7 +381,7 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
             d1 = nd[i].p1
         if need == NULL:
             out[i].p0 = d0
-            out[i].p1 = d1
+            out[i].p1 = d1 if a1 >= 0 else nd[i].c
             out[i].a0 = a0
             out[i].a1 = a1
         if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
@@ -487,7 +487,7 @@ cdef inline Py_ssize_t _fold_sweep(const uint8_t* op, const fad_node* nd, const 
         a0 = nd[i].a0
         a1 = nd[i].a1
         if m & FOLD_VALUE:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].p1, &d0, &d1)
+            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
             if o >= FAD_FIRST_CMP and v != recorded[i]:
                 return i
             val[i] = v
@@ -676,7 +676,7 @@ cdef class ScalarFold:
         for j in range(nv):
             i = vsp[j]
             vop[j] = op[i]
-            vc[j] = nd[i].p1
+            vc[j] = nd[i].c
             vrec[j] = tape.buf.val[i]
             for a in range(2):
                 r = nd[i].a0 if a == 0 else nd[i].a1
@@ -2113,20 +2113,20 @@ cdef tuple _op_arrays(int op, x, y, double c, bint second):
     shape = xa.shape
     cdef cnp.ndarray xb = np.array(xa, order="C"), yb = np.array(ya, order="C")
     cdef cnp.ndarray r0 = np.empty(shape), r1 = np.empty(shape), r2 = np.empty(shape)
+    cdef cnp.ndarray vb = np.empty(shape) if second else r0
+    cdef Py_ssize_t m = xb.size
     cdef double* xp = _dptr(xb)
     cdef double* yp = _dptr(yb)
+    cdef double* vp = _dptr(vb)
     cdef double* o0 = _dptr(r0)
     cdef double* o1 = _dptr(r1)
     cdef double* o2 = _dptr(r2)
-    cdef double d0, d1, v
-    cdef Py_ssize_t k, m = xb.size
     with nogil:
-        for k in range(m):
-            if second:
-                v = fad_eval(op, xp[k], yp[k], c, &d0, &d1)
-                fad_second(op, xp[k], yp[k], c, v, &o0[k], &o1[k], &o2[k])
-            else:
-                o0[k] = fad_eval(op, xp[k], yp[k], c, &o1[k], &o2[k])
+        if second:
+            fad_map(op, 0, m, xp, 1, yp, 1, c, NULL, vp, NULL, NULL)
+            fad_map(op, 1, m, xp, 1, yp, 1, c, vp, o0, o1, o2)
+        else:
+            fad_map(op, 0, m, xp, 1, yp, 1, c, NULL, o0, o1, o2)
     return r0, r1, r2
 
 
@@ -2563,7 +2563,7 @@ cdef void second_partials(const uint8_t* op, const fad_node* nd, const double* v
         if a1 >= 0:
             fad_second(o, val[nd[i].a0], val[a1], 0.0, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
         else:
-            fad_second(o, val[nd[i].a0], 0.0, nd[i].p1, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
+            fad_second(o, val[nd[i].a0], 0.0, nd[i].c, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
 
 
 cdef void reverse_second_cached(const fad_node* nd, const double* G, const double* S,
@@ -2648,7 +2648,7 @@ cdef inline void _second_lanes(const uint8_t* op, const fad_node* nd, const doub
                 _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, xy, tan + a1 * k, k)
                 _curv_lanes(adt + a1 * k, g, xy, tan + a0 * k, yy, tan + a1 * k, k)
             else:
-                fad_second(o, val[a0], 0.0, nd[i].p1, val[i], &xx, &xy, &yy)
+                fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
                 _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, 0.0, tan + a0 * k, k)
 
 

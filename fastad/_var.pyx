@@ -104,7 +104,7 @@ cdef inline Var _un(int op, Var x, double c):
     cdef TapeBuf* t = _current(x.tid)
     cdef double d0, d1
     cdef double v = fad_eval(op, x.value, 0.0, c, &d0, &d1)
-    return _new(v, tape_push(t, op, <int32_t>x.slot, -1, d0, d1, v), x.tid)
+    return _new(v, tape_push(t, op, <int32_t>x.slot, -1, d0, c, v), x.tid)
 
 
 cdef inline Var _bin(int op, Var x, Var y):
@@ -178,7 +178,7 @@ cdef object _compare(Var a, object b, int kind):
         return NotImplemented
     op = _CMP_VC[kind]
     v = fad_eval(op, a.value, 0.0, c, &d0, &d1)
-    tape_push(t, op, <int32_t>a.slot, -1, d0, d1, v)
+    tape_push(t, op, <int32_t>a.slot, -1, d0, c, v)
     return v != 0.0
 
 
@@ -786,18 +786,23 @@ def stack(seq, axis=0):
 
 
 # ---------------------------------------------------------------- functions
+# fad.<function> for every op-table entry that names one (csrc/fastad_ops.h):
+# generated here from the table, so a new op needs no code in this file.
 
-cdef object _table(int op, object x):
-    """Op-table evaluation on plain numbers/ndarrays (no tape)."""
+cdef object _table(int op, object x, object y=None):
+    """Op-table values on plain numbers/ndarrays (no tape), x and y broadcast."""
     cdef double d0, d1
-    arr = np.ascontiguousarray(x, dtype=np.float64) if np.ndim(x) else np.asarray(x, dtype=np.float64)
-    out = np.empty(arr.shape)          # C order, so the flat view below is the array itself
-    cdef double[::1] src = arr.reshape(-1)
-    cdef double[::1] dst = out.reshape(-1)
-    cdef Py_ssize_t k
-    for k in range(src.shape[0]):
-        dst[k] = fad_eval(op, src[k], 0.0, 0.0, &d0, &d1)
-    return float(out) if arr.ndim == 0 else out
+    cdef cnp.ndarray xa, ya, out
+    if y is None and type(x) is float:
+        return fad_eval(op, PyFloat_AS_DOUBLE(x), 0.0, 0.0, &d0, &d1)
+    xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64),
+                                 np.asarray(0.0 if y is None else y, dtype=np.float64))
+    xa = np.array(xb, order="C")          # (ascontiguousarray would make 0-d 1-d)
+    ya = np.array(yb, order="C")
+    out = np.empty_like(xa)
+    fad_map(op, 0, out.size, <double*>cnp.PyArray_DATA(xa), 1, <double*>cnp.PyArray_DATA(ya), 1,
+            0.0, NULL, <double*>cnp.PyArray_DATA(out), NULL, NULL)
+    return float(out) if out.ndim == 0 else out
 
 
 cdef object _unary(int op, object x, object npfunc):
@@ -821,44 +826,57 @@ cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc
         if r is NotImplemented:   # a Var with an ndarray or a list: elementwise
             return _arr().elementwise(OP_NAMES[vv], a, b)
         return r
+    if npfunc is None:
+        return _table(vv, a, b)
     return npfunc(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
-def sin(x): return _unary(FAD_SIN, x, np.sin)
-def cos(x): return _unary(FAD_COS, x, np.cos)
-def tan(x): return _unary(FAD_TAN, x, np.tan)
-def arcsin(x): return _unary(FAD_ASIN, x, np.arcsin)
-def arccos(x): return _unary(FAD_ACOS, x, np.arccos)
-def arctan(x): return _unary(FAD_ATAN, x, np.arctan)
-def sinh(x): return _unary(FAD_SINH, x, np.sinh)
-def cosh(x): return _unary(FAD_COSH, x, np.cosh)
-def tanh(x): return _unary(FAD_TANH, x, np.tanh)
-def exp(x): return _unary(FAD_EXP, x, np.exp)
-def expm1(x): return _unary(FAD_EXPM1, x, np.expm1)
-def log(x): return _unary(FAD_LOG, x, np.log)
-def log1p(x): return _unary(FAD_LOG1P, x, np.log1p)
-def log2(x): return _unary(FAD_LOG2, x, np.log2)
-def log10(x): return _unary(FAD_LOG10, x, np.log10)
-def sqrt(x): return _unary(FAD_SQRT, x, np.sqrt)
-def square(x): return _unary(FAD_SQUARE, x, np.square)
-def absolute(x): return _unary(FAD_ABS, x, np.abs)
-def sign(x): return _unary(FAD_SIGN, x, np.sign)
-def sigmoid(x): return _unary(FAD_SIGMOID, x, None)
-def softplus(x): return _unary(FAD_SOFTPLUS, x, None)
-def relu(x): return _unary(FAD_RELU, x, None)
-def erf(x): return _unary(FAD_ERF, x, None)
-def negative(x): return _unary(FAD_NEG, x, np.negative)
+def _unary_function(int op, str name, object npfunc):
+    def f(x):
+        return _unary(op, x, npfunc)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = (f"{name}(x): the op table's {OP_NAMES[op]!r} on a Var or Array "
+                 f"(recorded), or on numbers and ndarrays (plain NumPy values).")
+    return f
 
 
-def add(a, b): return _binary_fn(a, b, FAD_ADD, FAD_ADD_C, FAD_ADD_C, np.add)
-def subtract(a, b): return _binary_fn(a, b, FAD_SUB, FAD_SUB_C, FAD_SUB_CX, np.subtract)
-def multiply(a, b): return _binary_fn(a, b, FAD_MUL, FAD_MUL_C, FAD_MUL_C, np.multiply)
-def divide(a, b): return _binary_fn(a, b, FAD_DIV, FAD_DIV_C, FAD_DIV_CX, np.true_divide)
-def power(a, b): return _binary_fn(a, b, FAD_POW, FAD_POW_C, FAD_POW_CX, np.power)
-def arctan2(a, b): return _binary_fn(a, b, FAD_ATAN2, FAD_ATAN2_C, FAD_ATAN2_CX, np.arctan2)
-def hypot(a, b): return _binary_fn(a, b, FAD_HYPOT, FAD_HYPOT_C, FAD_HYPOT_C, np.hypot)
-def maximum(a, b): return _binary_fn(a, b, FAD_MAX, FAD_MAX_C, FAD_MAX_C, np.maximum)
-def minimum(a, b): return _binary_fn(a, b, FAD_MIN, FAD_MIN_C, FAD_MIN_C, np.minimum)
+def _binary_function(int vv, int xc, int cx, str name, object npfunc):
+    def f(a, b):
+        return _binary_fn(a, b, vv, xc, cx, npfunc)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = (f"{name}(a, b): the op table's {OP_NAMES[vv]!r}, elementwise with NumPy "
+                 f"broadcasting; recorded when a or b is a Var or Array.")
+    return f
+
+
+def _make_functions():
+    """fad.<function> per op-table entry, and the NumPy ufuncs that record them."""
+    code = {name: i for i, name in enumerate(OP_NAMES)}
+    functions, by_op, ufunc_ops = {}, {}, {}
+    cdef int op, fl
+    for op in range(FAD_NUM_OPS):
+        fname = fad_op_function[op].decode()
+        if not fname:
+            continue
+        uname = fad_op_ufunc[op].decode()
+        npfunc = getattr(np, uname) if uname else None
+        name, fl = OP_NAMES[op], fad_op_flags[op]
+        if fl & FAD_BINARY:
+            xc = code[name + "_c"]
+            fn = _binary_function(op, xc, xc if fl & FAD_COMM else code["c_" + name],
+                                  fname, npfunc)
+        else:
+            fn = _unary_function(op, fname, npfunc)
+        functions[fname] = by_op[name] = fn
+        if npfunc is not None:
+            ufunc_ops[npfunc] = name
+    return functions, by_op, ufunc_ops
+
+
+# FUNCTIONS: public name -> function; OP_FUNCTIONS: op name -> function;
+# UFUNC_OPS: NumPy ufunc -> op name (also for Arrays, in fastad.arrays)
+FUNCTIONS, OP_FUNCTIONS, UFUNC_OPS = _make_functions()
+UFUNC_OPS[np.fabs] = "abs"
 
 
 def where(cond, a, b):
@@ -891,21 +909,17 @@ def _compare_fn(int kind):
     return cmp
 
 
-_UFUNCS = {
-    np.add: add, np.subtract: subtract, np.multiply: multiply,
-    np.true_divide: divide, np.power: power, np.float_power: power,
-    np.arctan2: arctan2, np.hypot: hypot, np.maximum: maximum,
-    np.minimum: minimum, np.negative: negative, np.positive: lambda x: x,
-    np.absolute: absolute, np.fabs: absolute, np.sign: sign,
-    np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
-    np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh,
-    np.tanh: tanh, np.exp: exp, np.expm1: expm1, np.log: log,
-    np.log1p: log1p, np.log2: log2, np.log10: log10, np.sqrt: sqrt,
-    np.square: square,
+# NumPy ufuncs on scalar Vars: the table's, plus aliases and comparisons
+_UFUNCS = {npf: OP_FUNCTIONS[name] for npf, name in UFUNC_OPS.items()}
+_UFUNCS.update({
+    np.float_power: FUNCTIONS["power"], np.positive: lambda x: x,
     np.less: _compare_fn(CMP_LT), np.less_equal: _compare_fn(CMP_LE),
     np.greater: _compare_fn(CMP_GT), np.greater_equal: _compare_fn(CMP_GE),
     np.equal: _compare_fn(CMP_EQ), np.not_equal: _compare_fn(CMP_NE),
-}
+})
+
+globals().update(FUNCTIONS)
+__all__ = ["Var", "Array", "where", "stack"] + list(FUNCTIONS)
 
 
 cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs):

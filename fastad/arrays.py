@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._var import Array, Var, active_info, consume, make_array
+from fastad._var import OP_FUNCTIONS, UFUNC_OPS, Array, Var, active_info, consume, make_array
 from fastad.errors import TapeError
 
 __all__ = ["elementwise", "power", "compare", "where", "matmul", "dot", "sum",
@@ -143,21 +143,6 @@ def _slots_of(tape, op):
 
 # ---------------------------------------------------------------- element-wise
 
-_SCALAR = {}   # op name -> the scalar fastad function (filled lazily)
-
-
-def _scalar_fn(name):
-    if not _SCALAR:
-        import fastad as fad
-        _SCALAR.update(add=fad._var.add, sub=fad._var.subtract, mul=fad._var.multiply,
-                       div=fad._var.divide, pow=fad.power, neg=fad._var.negative,
-                       abs=fad.abs, maximum=fad.maximum, minimum=fad.minimum)
-        for n in ("sin cos tan arcsin arccos arctan sinh cosh tanh exp expm1 log log1p "
-                  "log2 log10 sqrt square sign sigmoid softplus relu erf arctan2 hypot").split():
-            _SCALAR[n] = getattr(fad, n)
-    return _SCALAR[name]
-
-
 def elementwise(name, x, y=None, dead=0):
     """op `name` (an op-table name) of x, or of x and y with NumPy broadcasting.
 
@@ -174,7 +159,7 @@ def elementwise(name, x, y=None, dead=0):
     shape = _shape_of(ops)
     if shape == ():   # all scalars: an ordinary scalar node
         args = [make_array(tape, o.idx) if o.active else float(o.const) for o in ops]
-        return _scalar_fn(name)(*args)
+        return OP_FUNCTIONS[name](*args)
     block = B.Elementwise(name, ops[0], ops[1] if y is not None else None, shape)
     if dead and x is not y and tape.single_sweep:
         over = _overwritable(tape, name, ops, shape, dead)
@@ -398,15 +383,6 @@ def amin(a, axis=None, keepdims=False):
 
 # ---------------------------------------------------------------- NumPy protocols
 
-_UFUNC_OPS = {
-    np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
-    np.arctan2: "arctan2", np.hypot: "hypot", np.maximum: "maximum",
-    np.minimum: "minimum", np.negative: "neg", np.absolute: "abs", np.fabs: "abs",
-    np.sign: "sign", np.sin: "sin", np.cos: "cos", np.tan: "tan", np.arcsin: "arcsin",
-    np.arccos: "arccos", np.arctan: "arctan", np.sinh: "sinh", np.cosh: "cosh",
-    np.tanh: "tanh", np.exp: "exp", np.expm1: "expm1", np.log: "log", np.log1p: "log1p",
-    np.log2: "log2", np.log10: "log10", np.sqrt: "sqrt", np.square: "square",
-}
 _UFUNC_CMP = {np.less: "lt", np.less_equal: "le", np.greater: "gt",
               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
 
@@ -420,13 +396,13 @@ def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
             f"{'' if method == '__call__' else '.' + method}"
             f"{' with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''} "
             f"is not supported on fastad arrays")
-    if ufunc in _UFUNC_OPS:
-        return elementwise(_UFUNC_OPS[ufunc], inputs[0], inputs[1] if len(inputs) > 1 else None,
+    if ufunc in (np.power, np.float_power):
+        return power(*inputs)
+    if ufunc in UFUNC_OPS:          # the op table's ufuncs (fastad._var)
+        return elementwise(UFUNC_OPS[ufunc], inputs[0], inputs[1] if len(inputs) > 1 else None,
                            dead)
     if ufunc in _UFUNC_CMP:
         return compare(_UFUNC_CMP[ufunc], *inputs)
-    if ufunc in (np.power, np.float_power):
-        return power(*inputs)
     if ufunc is np.matmul:
         return matmul(*inputs)
     if ufunc is np.positive:
