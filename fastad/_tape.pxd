@@ -63,7 +63,8 @@ cdef class Tape:
     cdef readonly list inputs      # per differentiated argument: (argnum, shape, first slot)
     cdef readonly Py_ssize_t n_inputs
     cdef public object in_shape    # shape of the recorded x (None: a float)
-    cdef public object out_slots   # intp ndarray of output slots, shaped like the output
+    cdef object _out               # intp ndarray of output slots, shaped like the output
+    cdef bint recording            # being recorded: only then may the tape grow
     cdef public object f           # the recorded function (for retracing); not pickled
     cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
     cdef public object sparse_cache   # fastad.sparse: patterns and colorings (not pickled)
@@ -74,6 +75,7 @@ cdef class Tape:
     cdef public bint single_sweep  # recorded for one reverse sweep, then dropped (fad.grad):
                                    # blocks may write over a dead temporary's slots
     cdef public bint conflict      # an overwritten temporary was used again: record anew
+    cdef int _recording_only(self) except -1
     cdef int _note_block(self, object block) except -1
     cdef int _sealable(self, object p) except -1
     cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1

@@ -16,7 +16,7 @@ import math
 import numpy as np
 cimport numpy as cnp
 
-from fastad.errors import BranchChangedError
+from fastad.errors import BranchChangedError, TapeError
 
 from cpython.ref cimport Py_INCREF
 cnp.import_array()
@@ -923,19 +923,16 @@ cdef inline double* _dptr(cnp.ndarray a):
     return <double*>cnp.PyArray_DATA(a)
 
 
-cdef object _view(double* p, Py_ssize_t n):
-    """A NumPy view of n doubles at p (valid while the buffer lives)."""
+cdef object _view(double* p, Py_ssize_t n, object owner):
+    """A NumPy view of n doubles at p, which `owner` (its base: the view
+    keeps it alive, and _detach sees a view) owns."""
     if n == 0:
         return np.zeros(0)
     cdef cnp.npy_intp dims = n
     cdef cnp.ndarray a = cnp.PyArray_SimpleNewFromData(1, &dims, cnp.NPY_DOUBLE, p)  # (a memoryview: 4x)
-    # a base marks it a view (which _detach copies); the tape owns the memory
-    Py_INCREF(_VIEW_BASE)
-    cnp.PyArray_SetBaseObject(a, _VIEW_BASE)
+    Py_INCREF(owner)
+    cnp.PyArray_SetBaseObject(a, owner)
     return a
-
-
-cdef object _VIEW_BASE = object()
 
 
 def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
@@ -954,7 +951,7 @@ def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
     t.n_inputs = n_inputs
     t.inputs = inputs
     t.in_shape = in_shape
-    t.out_slots = out_slots
+    t._out = out_slots
     t.blocks = blocks or []
     return t
 
@@ -1011,7 +1008,7 @@ cdef class Tape:
         self.inputs = []
         self.n_inputs = 0
         self.in_shape = None
-        self.out_slots = None
+        self._out = None
         self.f = None
         self.blocks = []
         self._by_start = {}
@@ -1022,6 +1019,15 @@ cdef class Tape:
     def __dealloc__(self):
         _give_spare(&self.buf)
 
+    cdef int _recording_only(self) except -1:
+        """Only a recording in progress grows the tape: views of a recorded
+        tape's memory (recorded_values, a block's output) then stay valid."""
+        if not self.recording:
+            raise TapeError(
+                "fastad: this Tape is not being recorded, so nothing can be added to it; "
+                "tapes are made by fad.record(f, x) and are read-only afterwards")
+        return 0
+
     cdef int reserve(self, Py_ssize_t extra) except -1:
         if self.buf.n + extra > self.buf.cap:
             tape_grow(&self.buf, self.buf.n + extra)
@@ -1029,6 +1035,7 @@ cdef class Tape:
 
     def add_inputs(self, const double[::1] values not None):
         """Append one INPUT node per value; returns the first slot."""
+        self._recording_only()
         cdef Py_ssize_t m = values.shape[0], first = self.buf.n
         self.reserve(m)
         if m:
@@ -1042,6 +1049,7 @@ cdef class Tape:
         """Slots first .. first+m-1 hold one array argument: while no scalar
         node or view reads them (see escape), the gradient's sweep hands the
         blocks' cotangent arrays for it over directly (input_gradients)."""
+        self._recording_only()
         cdef Py_ssize_t n = len(self._sstarts)          # (no wraparound here: no [-1])
         if m >= 2 and not self.blocks and (n == 0 or first > self._sstarts[n - 1]):
             slab = InputSlab(first, first + m)
@@ -1056,11 +1064,13 @@ cdef class Tape:
 
     def push_const(self, double c):
         """Append a constant node (for constant outputs); returns its slot."""
+        self._recording_only()
         cdef Py_ssize_t i = self.buf.n
         return tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, c, c)
 
     def push_consts(self, values):
         """Constant nodes for every value; returns their slots, shaped like values."""
+        self._recording_only()
         vals = np.asarray(values, dtype=np.float64)
         cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
         cdef Py_ssize_t k, i, m = flat.shape[0]
@@ -1076,6 +1086,7 @@ cdef class Tape:
 
         Its slots get op BLOCK; the scalar sweeps skip them and call the
         block's forward/reverse/tangent instead.  Returns the output slots."""
+        self._recording_only()
         vals = np.asarray(values, dtype=np.float64)
         cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
         cdef Py_ssize_t m = flat.shape[0]
@@ -1098,13 +1109,15 @@ cdef class Tape:
 
         Nothing is recorded until close_block (so a failing block leaves
         the tape as it was)."""
+        self._recording_only()
         self.reserve(m)
         if m == 0:
             return np.zeros(0)
-        return _view(self.buf.val + self.buf.n, m)
+        return _view(self.buf.val + self.buf.n, m, self)
 
     def close_block(self, block, Py_ssize_t m):
         """Record block over the m slots opened by open_block; returns their numbers."""
+        self._recording_only()
         if self.buf.n + m > self.buf.cap:
             raise RuntimeError("fastad: close_block without open_block")
         cdef Py_ssize_t first = self.buf.n
@@ -1122,6 +1135,7 @@ cdef class Tape:
         is recorded, it hands its cotangent over directly (sealed) and its
         sweeps do not read its own outputs: a block may then write over them
         (see overwrite_block).  None otherwise."""
+        self._recording_only()
         cdef Py_ssize_t n = len(self.blocks)
         if not self.single_sweep or n == 0:
             return None
@@ -1137,6 +1151,7 @@ cdef class Tape:
         values it has written over; returns their numbers.  Only a tape
         recorded for a single reverse sweep does this: prev's values are gone,
         so it cannot be replayed, and prev takes its cotangent from block only."""
+        self._recording_only()
         cdef Py_ssize_t n = len(self.blocks)
         if not self.single_sweep or n == 0 or self.blocks[n - 1] is not prev \
                 or prev.stop != self.buf.n:     # (the rest was checked by overwritable)
@@ -1150,6 +1165,7 @@ cdef class Tape:
 
     def push_scalar_block(self, block, double y):
         """Record a one-output block whose value y is computed; returns its Var."""
+        self._recording_only()
         self.reserve(1)
         cdef Py_ssize_t first = self.buf.n
         self.buf.val[first] = y
@@ -1239,8 +1255,21 @@ cdef class Tape:
         return Cotangents(sealed)
 
     def recorded_values(self):
-        """A NumPy view of the recorded slot values (invalid after the tape grows)."""
-        return _view(self.buf.val, self.buf.n)
+        """A NumPy view of the recorded slot values; it keeps the tape alive
+        (while f is being recorded it is invalid once the tape grows)."""
+        return _view(self.buf.val, self.buf.n, self)
+
+    @property
+    def out_slots(self):
+        """The output slots (an intp array shaped like f's output; a copy), or None."""
+        return None if self._out is None else self._out.copy()
+
+    def _set_outputs(self, slots):
+        """Make `slots` (slot numbers of this tape) its outputs."""
+        out = np.array(slots, dtype=np.intp)
+        if out.size and (out.min() < 0 or out.max() >= self.buf.n):
+            raise ValueError(f"fastad: output slots must lie in 0 .. {self.buf.n - 1}")
+        self._out = out
 
     # ------------------------------------------------------------ facts
 
@@ -1249,11 +1278,11 @@ cdef class Tape:
 
     @property
     def n_outputs(self):
-        return 0 if self.out_slots is None else self.out_slots.size
+        return 0 if self._out is None else self._out.size
 
     @property
     def out_shape(self):
-        return None if self.out_slots is None else self.out_slots.shape
+        return None if self._out is None else self._out.shape
 
     @property
     def n_nodes(self):
@@ -1310,8 +1339,8 @@ cdef class Tape:
     cdef Py_ssize_t _out_hi(self):
         """One past the highest output slot (at least n_inputs)."""
         cdef Py_ssize_t hi = self.n_inputs
-        if self.out_slots is not None and self.out_slots.size:
-            hi = max(hi, int(self.out_slots.max()) + 1)
+        if self._out is not None and self._out.size:
+            hi = max(hi, int(self._out.max()) + 1)
         return self._top(hi)
 
     cdef Py_ssize_t _top(self, Py_ssize_t hi):
@@ -1322,7 +1351,7 @@ cdef class Tape:
         return hi
 
     def _flat_input(self, x):
-        if self.out_slots is None:
+        if self._out is None:
             raise ValueError("fastad: this Tape has no recorded output; make "
                              "tapes with fad.record(f, x)")
         if self.in_shape is None:
@@ -1361,7 +1390,7 @@ cdef class Tape:
             memcpy(w.val, _dptr(flat), lo * sizeof(double))
         if not self.blocks:
             return self._forward_seg(w, lo, n)
-        val = _view(w.val, n)
+        val = _view(w.val, n, w)
         w.states = []
         for blk in self.blocks:
             self._forward_seg(w, cur, blk.start)
@@ -1395,16 +1424,16 @@ cdef class Tape:
         return f"{name}(v{a0})"
 
     cdef object _gather(self, const double* val):
-        cdef const Py_ssize_t[::1] flat = np.ascontiguousarray(self.out_slots.reshape(-1),
+        cdef const Py_ssize_t[::1] flat = np.ascontiguousarray(self._out.reshape(-1),
                                                               dtype=np.intp)
         cdef cnp.ndarray out = np.empty(flat.shape[0])
         cdef double* op = _dptr(out)
         cdef Py_ssize_t k
         for k in range(flat.shape[0]):
             op[k] = val[flat[k]]
-        if self.out_slots.ndim == 0:
+        if self._out.ndim == 0:
             return float(out[0])
-        return out.reshape(self.out_slots.shape)
+        return out.reshape(self._out.shape)
 
     cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
                           object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
@@ -1488,7 +1517,7 @@ cdef class Tape:
             self._tangent_run(nodes, val, states, tan, k, lo, hi)
             if gather is not None:
                 return gather_flat(tan, gather)
-            return tan[self.out_slots.reshape(-1)].T
+            return tan[self._out.reshape(-1)].T
         finally:
             self._release(w)
 
@@ -1502,7 +1531,7 @@ cdef class Tape:
         cdef cnp.ndarray adj = w.scratch_array(hi, k)
         cdef double* ap = _dptr(adj)
         cdef double* sp = _dptr(sd)
-        cdef cnp.ndarray slots = np.ascontiguousarray(self.out_slots.reshape(-1), dtype=np.intp)
+        cdef cnp.ndarray slots = np.ascontiguousarray(self._out.reshape(-1), dtype=np.intp)
         cdef Py_ssize_t* so = <Py_ssize_t*>cnp.PyArray_DATA(slots)
         cdef Py_ssize_t o, j, m = slots.shape[0]
         cot = self._cotangents(ap, hi, k, slots.min() if m else hi, True)
@@ -1538,7 +1567,7 @@ cdef class Tape:
         return float(g[0]) if self.in_shape is None else g.reshape(shape)
 
     def _shape_out(self, t, stacked):
-        shape = tuple(self.out_slots.shape)
+        shape = tuple(self._out.shape)
         if stacked:
             return t.reshape((t.shape[0],) + shape)
         t = t[0]
@@ -1550,11 +1579,11 @@ cdef class Tape:
     def _jvp(self, x, v):
         seeds, stacked = self._stacked(v, self.in_shape, "tangent")
         if seeds.shape[0] == 0:
-            return np.zeros((0,) + tuple(self.out_slots.shape))
+            return np.zeros((0,) + tuple(self._out.shape))
         return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
-        seeds, stacked = self._stacked(ybar, self.out_slots.shape, "cotangent")
+        seeds, stacked = self._stacked(ybar, self._out.shape, "cotangent")
         if seeds.shape[0] == 0:
             return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
@@ -1589,7 +1618,7 @@ cdef class Tape:
                 raise BranchChangedError(self._branch_message(r))
             if gather is not None:
                 return gather_flat(tan, gather)
-            return tan[self.out_slots.reshape(-1)].T
+            return tan[self._out.reshape(-1)].T
         finally:
             self._release(t)
 
@@ -1610,7 +1639,7 @@ cdef class Tape:
         w = self._acquire()
         try:
             self._replay(w, x)
-            val = _view(w.val, self.buf.n)
+            val = _view(w.val, self.buf.n, w)
             if forward:
                 return self._tangents(w.node, val, w.states, seeds)
             return self._adjoints(w.node, val, w.states, seeds)
@@ -1629,7 +1658,7 @@ cdef class Tape:
                 f = self._replay_tangents(w, x, fwd_seeds, fwd_gather, rev_seeds is not None)
             else:
                 self._replay(w, x)
-            val = _view(w.val, self.buf.n)
+            val = _view(w.val, self.buf.n, w)
             if fwd_seeds is not None and f is None:
                 f = self._tangents(w.node, val, w.states, fwd_seeds, fwd_gather)
             if rev_seeds is not None:
@@ -1662,7 +1691,7 @@ cdef class Tape:
         try:
             if lo:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            val = _view(w.val, self.buf.n)
+            val = _view(w.val, self.buf.n, w)
             val[fold.const_slots] = fold.const_values
             blocks = self.blocks
             states = list(fold.states)
@@ -1686,7 +1715,7 @@ cdef class Tape:
             self._replay(w, x)
             tan = np.empty((hi, k))
             _seed_rows(tan, seeds, lo)
-            self._tangent_run(w.node, _view(w.val, self.buf.n), w.states, tan, k, lo, hi)
+            self._tangent_run(w.node, _view(w.val, self.buf.n, w), w.states, tan, k, lo, hi)
             return tan
         finally:
             self._release(w)
@@ -1733,7 +1762,7 @@ cdef class Tape:
     def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
         """H v (and the value and gradient) at x (None: the recorded point;
         `point`: a Work already replayed there)."""
-        if self.out_slots is None or self.out_slots.ndim != 0:
+        if self._out is None or self._out.ndim != 0:
             raise ValueError(
                 f"fastad: Hessians need a scalar output, but this tape's output has "
                 f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
@@ -1743,16 +1772,16 @@ cdef class Tape:
             return np.zeros((0,) + shape)
         cdef Work w = self._acquire()
         cdef const fad_node* nodes = self.buf.node
-        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self.out_slots[()])
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self._out[()])
         cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
         try:
             if point is not None:
                 nodes = point.node
-                val, states = _view(point.val, self.buf.n), point.states
+                val, states = _view(point.val, self.buf.n, point), point.states
             elif x is not None:
                 self._replay(w, x)
                 nodes = w.node
-                val, states = _view(w.val, self.buf.n), w.states
+                val, states = _view(w.val, self.buf.n, w), w.states
             else:
                 val, states = self.recorded_values(), self._recorded_states()
             tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
@@ -1808,7 +1837,7 @@ cdef class Tape:
                 w = self._acquire()
                 self._replay(w, x)
                 nodes = w.node
-                val, states = _view(w.val, self.buf.n), w.states
+                val, states = _view(w.val, self.buf.n, w), w.states
             else:
                 val, states = self.recorded_values(), self._recorded_states()
             J = np.empty((n_out, n_in))
@@ -1826,7 +1855,7 @@ cdef class Tape:
             if w is not None:
                 self._release(w)
         in_shape = () if self.in_shape is None else tuple(self.in_shape)
-        return J.reshape(tuple(self.out_slots.shape) + in_shape)
+        return J.reshape(tuple(self._out.shape) + in_shape)
 
     # ------------------------------------------------------------ public replay
 
@@ -1841,11 +1870,11 @@ cdef class Tape:
 
     def value_and_gradient(self, x):
         """(f(x), gradient) for a scalar output, replayed at x."""
-        if self.out_slots is None or self.out_slots.ndim != 0:
+        if self._out is None or self._out.ndim != 0:
             raise ValueError(
                 f"fastad.Tape.gradient needs a scalar output, but this tape's "
                 f"output has shape {self.out_shape}; use tape.jacobian or tape.vjp")
-        cdef Py_ssize_t slot = int(self.out_slots[()]), lo = self.n_inputs, top
+        cdef Py_ssize_t slot = int(self._out[()]), lo = self.n_inputs, top
         cdef Work w = self._acquire()
         cdef cnp.ndarray g = np.empty(lo)
         cdef double* gp = _dptr(g)
@@ -1862,8 +1891,8 @@ cdef class Tape:
                 cot = self._cotangents(w.adj, top, 1, slot, False)   # w.adj is zero at rest
                 try:
                     w.adj[slot] = 1.0
-                    self._reverse_run(w.node, _view(w.val, self.buf.n), w.states,
-                                      _view(w.adj, top), 1, self._top(slot + 1) - 1, lo, cot)
+                    self._reverse_run(w.node, _view(w.val, self.buf.n, w), w.states,
+                                      _view(w.adj, top, w), 1, self._top(slot + 1) - 1, lo, cot)
                     if lo:
                         memcpy(gp, w.adj, lo * sizeof(double))
                 finally:
@@ -1908,8 +1937,8 @@ cdef class Tape:
     def __str__(self):
         cdef Py_ssize_t i
         outs = {}
-        if self.out_slots is not None:
-            for k, s in enumerate(self.out_slots.reshape(-1).tolist()):
+        if self._out is not None:
+            for k, s in enumerate(self._out.reshape(-1).tolist()):
                 outs.setdefault(s, []).append(k)
         lines = [f"fastad.Tape: {self._counts()}"]
         for i in range(self.buf.n):
@@ -1920,7 +1949,7 @@ cdef class Tape:
             elif self.buf.op[i] >= FAD_FIRST_CMP:
                 note = f"# {self.buf.val[i] != 0.0}   (comparison, checked on replay)"
             if i in outs:
-                note += "   -> output" + ("" if self.out_slots.ndim == 0
+                note += "   -> output" + ("" if self._out.ndim == 0
                                          else " " + ", ".join(f"y[{k}]" for k in outs[i]))
             lines.append(desc.ljust(34) + note)
         return "\n".join(lines)
@@ -1952,7 +1981,7 @@ cdef class Tape:
         if self.buf.n > max_nodes:
             raise ValueError(f"fastad: the tape has {self.buf.n} nodes, more than "
                              f"max_nodes={max_nodes}; pass a larger max_nodes to draw it")
-        outs = set() if self.out_slots is None else set(self.out_slots.reshape(-1).tolist())
+        outs = set() if self._out is None else set(self._out.reshape(-1).tolist())
         lines = ["digraph fastad {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
         for i in range(self.buf.n):
             name, a0, a1, p0, p1, v = self.node(i)
@@ -2001,7 +2030,7 @@ cdef class Tape:
             (<char*>self.buf.op)[:n] if n else b"",
             (<char*>self.buf.node)[:n * sizeof(fad_node)] if n else b"",
             (<char*>self.buf.val)[:n * sizeof(double)] if n else b"",
-            self.n_inputs, list(self.inputs), self.in_shape, self.out_slots,
+            self.n_inputs, list(self.inputs), self.in_shape, self._out,
             list(self.blocks)))
 
     def input_adjoints(self, Py_ssize_t out_slot):
@@ -2682,7 +2711,7 @@ cdef class TapePoint:
         if t.out_slots.ndim != 0:
             raise ValueError("fastad: a gradient needs a scalar output; use jacobian")
         if t.blocks:
-            g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states, np.ones((1, 1)))
+            g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states, np.ones((1, 1)))
             return t._shape_in(g, False)
         self._adjoints_all()
         return t._shape_in(self.G[:t.n_inputs].reshape(1, -1).copy(), False)
@@ -2709,14 +2738,14 @@ cdef class TapePoint:
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""
         t = self.tape
         seeds, stacked = t._stacked(ybar, t.out_slots.shape, "cotangent")
-        return t._shape_in(t._adjoints(self.w.node, _view(self.w.val, t.buf.n), self.w.states,
+        return t._shape_in(t._adjoints(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states,
                                        seeds), stacked)
 
     def jvp(self, v):
         """J v at this point; v of x's shape or (k,) + x.shape."""
         t = self.tape
         seeds, stacked = t._stacked(v, t.in_shape, "tangent")
-        return t._shape_out(t._tangents(self.w.node, _view(self.w.val, t.buf.n), self.w.states,
+        return t._shape_out(t._tangents(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states,
                                         seeds), stacked)
 
     def hvp(self, v):

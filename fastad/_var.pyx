@@ -52,8 +52,11 @@ cdef class Array
 def begin_recording(Tape tape):
     """Make `tape` this thread's recording; returns a token for end_recording."""
     global _last_id
+    if tape._out is not None:
+        raise TapeError("fastad: this Tape is recorded already; record a new one")
     _last_id += 1
     tape.buf.id = _last_id
+    tape.recording = True
     cdef size_t prev = <size_t>fastad_get_current_obj()
     fastad_set_current(&tape.buf, <void*>tape)
     return prev
@@ -61,6 +64,9 @@ def begin_recording(Tape tape):
 
 def end_recording(size_t token):
     """Restore the recording that was current before begin_recording."""
+    cdef void* ending = fastad_get_current_obj()
+    if ending != NULL:
+        (<Tape>ending).recording = False
     if token == 0:
         fastad_set_current(NULL, NULL)
     else:
@@ -457,7 +463,7 @@ cdef class Array:
 
     Indexing with integers gives a Var (no tape node); slicing gives an Array
     view of the same slots.  Whole-array arithmetic is not available yet."""
-    cdef readonly Tape tape
+    cdef Tape tape
     cdef int64_t tid
     cdef object ix             # ndarray of slot numbers, with this array's shape
     cdef public Py_ssize_t cstart   # >= 0: idx is cstart, cstart+1, ... in C order
@@ -480,6 +486,9 @@ cdef class Array:
 
     cdef inline int _touch(self) except -1:
         """Its slots are handed out: no longer fresh (and a conflict if consumed)."""
+        if self.tape is None:
+            raise TapeError("fastad: this Array was not made by fastad (fastad.Array is "
+                            "created by fad.grad and friends, not directly)")
         if self.consumed:
             self.tape.conflict = True
             raise TapeError("fastad: this Array was written over by a later step of "
@@ -585,6 +594,8 @@ cdef class Array:
             "by collecting Vars in a list (fad.stack / fad.concatenate for arrays)")
 
     def __repr__(self):
+        if self.tape is None:
+            return "Array(<not made by fastad>)"
         return f"Array(shape={self.ix.shape}, value={self.value!r})"
 
     def __copy__(self):
@@ -723,6 +734,15 @@ def output_slots(Tape tape, object out):
 
     Accepts a Var, an Array, numbers/ndarrays (constants get CONST nodes) and
     (nested) lists/tuples of these with equal shapes."""
+    cdef bint was = tape.recording
+    tape.recording = True          # (constants in the output are its last nodes)
+    try:
+        return _output_slots(tape, out)
+    finally:
+        tape.recording = was
+
+
+cdef object _output_slots(Tape tape, object out):
     cdef Var v
     cdef Array a
     if type(out) is Var:
@@ -737,7 +757,7 @@ def output_slots(Tape tape, object out):
         a._touch()
         return np.array(a.ix, dtype=np.intp)
     if isinstance(out, (list, tuple)):
-        parts = [output_slots(tape, o) for o in out]
+        parts = [_output_slots(tape, o) for o in out]
         shapes = {p.shape for p in parts}
         if len(shapes) > 1:
             raise ValueError(f"fastad: f returned a {type(out).__name__} whose "

@@ -168,7 +168,7 @@ def record(f, x):
     are re-checked on replay; a different outcome raises fad.BranchChangedError.
     """
     tape, out = _record(f, (x,), {}, (0,))
-    tape.out_slots = output_slots(tape, out)
+    tape._set_outputs(output_slots(tape, out))
     tape.in_shape = tape.inputs[0][1]
     tape.f = f
     return tape
