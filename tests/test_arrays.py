@@ -7,46 +7,12 @@ function evaluated with plain NumPy (never through fastad).
 import math
 import pickle
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def rng_for(*key):
-    """A generator seeded by the test's parameters (stable across runs)."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def fd_grad(fun, x, h=1e-6):
-    """Central differences of the plain-NumPy scalar function fun at x.
-
-    x is a float (the result is a float) or an ndarray (same shape)."""
-    scalar = not isinstance(x, np.ndarray)
-    x0 = np.array(x, dtype=np.float64)
-    g = np.empty(x0.size)
-    flat = x0.reshape(-1)
-    for i in range(flat.size):
-        step = h * max(1.0, abs(flat[i]))
-        xp, xm = flat.copy(), flat.copy()
-        xp[i] += step
-        xm[i] -= step
-        if scalar:
-            fp, fm = fun(float(xp[0])), fun(float(xm[0]))
-        else:
-            fp, fm = fun(xp.reshape(x0.shape)), fun(xm.reshape(x0.shape))
-        g[i] = (float(fp) - float(fm)) / (2 * step)
-    return float(g[0]) if scalar else g.reshape(x0.shape)
-
-
-def fd_close(got, expected):
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+from conftest import close, fd_close, fd_grad, rng_for, softmax_np
 
 
 # ---------------------------------------------------------------------------
@@ -353,18 +319,13 @@ def test_sum_and_mean(how, axis, keepdims):
     close(gm, 2 * X * Wb / count)
 
 
-def _softmax(X, axis=None):
-    e = np.exp(X - np.max(X, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
-
-
 @pytest.mark.parametrize("shift", [0.0, 1000.0])
 def test_logsumexp_axis_none(shift):
     X = rng_for("lse").standard_normal((3, 4)) + shift
     value, g = fad.value_and_grad(lambda a: fad.logsumexp(a))(X)
     m = np.max(X)
     close(value, m + np.log(np.sum(np.exp(X - m))))
-    close(g, _softmax(X))
+    close(g, softmax_np(X))
     assert np.all(np.isfinite(g))
 
 
@@ -376,19 +337,19 @@ def test_logsumexp_axis_1(shift):
     value, g = fad.value_and_grad(lambda a: fad.sum(w * fad.logsumexp(a, axis=1)))(X)
     m = np.max(X, axis=1, keepdims=True)
     close(value, np.sum(w * (m[:, 0] + np.log(np.sum(np.exp(X - m), axis=1)))))
-    close(g, w[:, None] * _softmax(X, axis=1))
+    close(g, w[:, None] * softmax_np(X, axis=1))
     fd_close(g, fd_grad(lambda x: np.sum(w * np.log(np.sum(np.exp(x), axis=1))), X - shift))
 
 
 def test_logsumexp_on_1d_and_a_vector_of_outputs():
     x = np.array([0.3, -1.2, 2.0, 0.5])
-    close(fad.grad(fad.logsumexp)(x), _softmax(x))
+    close(fad.grad(fad.logsumexp)(x), softmax_np(x))
     # jacobian of the row-wise logsumexp: row i is softmax of row i, zeros elsewhere
     X = rng_for("lsej").standard_normal((3, 4))
     J = fad.jacobian(lambda a: fad.logsumexp(a, axis=1))(X)
     expected = np.zeros((3, 3, 4))
     for i in range(3):
-        expected[i, i] = _softmax(X[i])
+        expected[i, i] = softmax_np(X[i])
     close(J, expected)
 
 

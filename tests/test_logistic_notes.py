@@ -22,16 +22,11 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-RTOL = 1e-12
+from conftest import close, sigmoid_np
 
 
 def _sigmoid(z):
     return 1.0 / (1.0 + math.exp(-z))
-
-
-def _close(got, expected, rtol=RTOL, atol=1e-15):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------
@@ -92,8 +87,8 @@ def test_logistic_grad_w_b_matches_notes_adjoints(program, case):
     expected = notes_adjoints(*case)
     gw, gb = fad.grad(program, argnums=(0, 1))(w, b, x, t, lam)
     assert type(gw) is float and type(gb) is float
-    _close(gw, expected["w"])
-    _close(gb, expected["b"])
+    close(gw, expected["w"], atol=1e-15)
+    close(gb, expected["b"], atol=1e-15)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -101,9 +96,9 @@ def test_logistic_value_and_grad(case):
     expected = notes_adjoints(*case)
     value, (gw, gb) = fad.value_and_grad(lreg_fad, argnums=(0, 1))(*case)
     assert type(value) is float
-    _close(value, expected["Lreg"])
-    _close(gw, expected["w"])
-    _close(gb, expected["b"])
+    close(value, expected["Lreg"], atol=1e-15)
+    close(gw, expected["w"], atol=1e-15)
+    close(gb, expected["b"], atol=1e-15)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -113,16 +108,16 @@ def test_logistic_grad_all_five_inputs(case):
     grads = fad.grad(lreg_fad, argnums=(0, 1, 2, 3, 4))(*case)
     assert isinstance(grads, tuple) and len(grads) == 5
     for got, key in zip(grads, ["w", "b", "x", "t", "lam"]):
-        _close(got, expected[key])
+        close(got, expected[key], atol=1e-15)
 
 
 @pytest.mark.parametrize("case", CASES[:4])
 def test_logistic_single_argnum_w(case):
     expected = notes_adjoints(*case)
     gw = fad.grad(lreg_fad)(*case)  # argnums=0 by default
-    _close(gw, expected["w"])
+    close(gw, expected["w"], atol=1e-15)
     gb = fad.grad(lreg_fad, argnums=1)(*case)
-    _close(gb, expected["b"])
+    close(gb, expected["b"], atol=1e-15)
 
 
 def test_logistic_params_as_ndarray():
@@ -135,7 +130,7 @@ def test_logistic_params_as_ndarray():
     g = fad.grad(f)(np.array([w, b]), x, t, lam)
     expected = notes_adjoints(w, b, x, t, lam)
     assert isinstance(g, np.ndarray) and g.shape == (2,)
-    _close(g, [expected["w"], expected["b"]])
+    close(g, [expected["w"], expected["b"]], atol=1e-15)
 
 
 # ---------------------------------------------------------------------------
@@ -145,12 +140,8 @@ def test_logistic_params_as_ndarray():
 def _data(n=400, seed=0):
     rng = np.random.default_rng(seed)
     xs = rng.normal(size=n)
-    ts = (rng.uniform(size=n) < _vec_sigmoid(1.3 * xs - 0.4)).astype(float)
+    ts = (rng.uniform(size=n) < sigmoid_np(1.3 * xs - 0.4)).astype(float)
     return xs, ts
-
-
-def _vec_sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def summed_loss(w, b, xs, ts, lam):
@@ -188,9 +179,9 @@ def test_logistic_summed_over_data(w, b, lam):
     v, (gw, gb) = fad.value_and_grad(summed_loss, argnums=(0, 1))(w, b, xs, ts, lam)
     # sums of many terms of both signs: allow for summation-order rounding
     scale = float(np.sum(np.abs(xs))) + len(xs)
-    _close(v, value, rtol=1e-12, atol=1e-14 * scale)
-    _close(gw, wbar, rtol=1e-12, atol=1e-14 * scale)
-    _close(gb, bbar, rtol=1e-12, atol=1e-14 * scale)
+    close(v, value, rtol=1e-12, atol=1e-14 * scale)
+    close(gw, wbar, rtol=1e-12, atol=1e-14 * scale)
+    close(gb, bbar, rtol=1e-12, atol=1e-14 * scale)
 
 
 def test_logistic_summed_grad_wrt_data_array():
@@ -200,7 +191,7 @@ def test_logistic_summed_grad_wrt_data_array():
     _, _, _, xbar = summed_expected(w, b, xs, ts, lam)
     g = fad.grad(summed_loss, argnums=2)(w, b, xs, ts, lam)
     assert isinstance(g, np.ndarray) and g.shape == xs.shape and g.dtype == np.float64
-    _close(g, xbar)
+    close(g, xbar, atol=1e-15)
 
 
 def test_logistic_gradient_descent_decreases_loss():
@@ -217,8 +208,8 @@ def test_logistic_gradient_descent_decreases_loss():
         _, ew, eb, _ = summed_expected(w_ref, b_ref, xs, ts, lam)
         w_ref, b_ref = w_ref - 0.05 * ew, b_ref - 0.05 * eb
     assert summed_expected(w, b, xs, ts, lam)[0] < first
-    _close(w, w_ref, rtol=1e-10)
-    _close(b, b_ref, rtol=1e-10)
+    close(w, w_ref, rtol=1e-10, atol=1e-15)
+    close(b, b_ref, rtol=1e-10, atol=1e-15)
 
 
 # ---------------------------------------------------------------------------
@@ -281,27 +272,27 @@ def test_two_layer_network_matches_notes_backprop(dims, seed):
     L, eW1, eb1, eW2, eb2, _ = network_expected(W1, b1, W2, b2, x, t)
     value, grads = fad.value_and_grad(network_loss, argnums=(0, 1, 2, 3))(W1, b1, W2, b2, x, t)
     gW1, gb1, gW2, gb2 = grads
-    _close(value, L)
+    close(value, L, atol=1e-15)
     for got, exp, like in [(gW1, eW1, W1), (gb1, eb1, b1), (gW2, eW2, W2), (gb2, eb2, b2)]:
         assert isinstance(got, np.ndarray)
         assert got.shape == like.shape
-        _close(got, exp)
+        close(got, exp, atol=1e-15)
 
 
 def test_two_layer_network_matrix_form_agrees():
     """Same gradient as the notes' linear-algebra form: W2_bar = y_bar h^T, W1_bar = z_bar x^T."""
     W1, b1, W2, b2, x, t = _network_params(6, 4, 2, seed=21)
     z = W1 @ x + b1
-    h = _vec_sigmoid(z)
+    h = sigmoid_np(z)
     y = W2 @ h + b2
     y_bar = y - t
     h_bar = W2.T @ y_bar
     z_bar = h_bar * h * (1.0 - h)
     gW1, gb1, gW2, gb2 = fad.grad(network_loss, argnums=(0, 1, 2, 3))(W1, b1, W2, b2, x, t)
-    _close(gW2, np.outer(y_bar, h))
-    _close(gb2, y_bar)
-    _close(gW1, np.outer(z_bar, x))
-    _close(gb1, z_bar)
+    close(gW2, np.outer(y_bar, h), atol=1e-15)
+    close(gb2, y_bar, atol=1e-15)
+    close(gW1, np.outer(z_bar, x), atol=1e-15)
+    close(gb1, z_bar, atol=1e-15)
 
 
 def test_two_layer_network_grad_wrt_input_x():
@@ -309,4 +300,4 @@ def test_two_layer_network_grad_wrt_input_x():
     *_, ex = network_expected(W1, b1, W2, b2, x, t)
     gx = fad.grad(network_loss, argnums=4)(W1, b1, W2, b2, x, t)
     assert isinstance(gx, np.ndarray) and gx.shape == x.shape
-    _close(gx, ex)
+    close(gx, ex, atol=1e-15)

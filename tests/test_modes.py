@@ -9,27 +9,9 @@ import numpy as np
 import pytest
 
 import fastad as fad
+from conftest import close, fd_jacobian, random_points
 
 MODES = ["fwd", "rev", "auto"]
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def fd_jacobian(f_np, x, h=1e-6):
-    """Central differences of a plain-NumPy function: shape out.shape + x.shape."""
-    x = np.asarray(x, dtype=np.float64)
-    y0 = np.asarray(f_np(x), dtype=np.float64)
-    J = np.empty(y0.shape + x.shape)
-    for idx in np.ndindex(*x.shape):
-        step = h * max(1.0, abs(float(x[idx])))
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += step
-        xm[idx] -= step
-        J[(Ellipsis,) + idx] = (np.asarray(f_np(xp), dtype=np.float64)
-                                - np.asarray(f_np(xm), dtype=np.float64)) / (2 * step)
-    return J
 
 
 # ---------------------------------------------------------------------------
@@ -183,16 +165,11 @@ def wide_jac(x):
 BIG = {"tall": (tall, tall_jac, 10, 40), "wide": (wide, wide_jac, 40, 10)}
 
 
-def _points(n, count, seed):
-    rng = np.random.default_rng(seed)
-    return [rng.uniform(-1.5, 1.5, n) for _ in range(count)]
-
-
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_tall_wide_fwd_equals_rev_equals_fd(name):
     f, jac, n, m = BIG[name]
     f_np = lambda x: np.asarray(f(x, m=np))  # noqa: E731
-    for x in _points(n, 3, 1):
+    for x in random_points(n, 3, 1):
         Jf = fad.jacfwd(f)(x)
         Jr = fad.jacrev(f)(x)
         Ja = fad.jacobian(f)(x)
@@ -208,7 +185,7 @@ def test_tall_wide_fwd_equals_rev_equals_fd(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_tall_wide_replayed_modes_agree(name):
     f, jac, n, m = BIG[name]
-    pts = _points(n, 5, 2)
+    pts = random_points(n, 5, 2)
     tape = fad.record(f, pts[0])
     assert tape.n_inputs == n and tape.n_outputs == m
     for x in pts[1:]:
@@ -274,7 +251,7 @@ def test_chunked_forward_many_inputs():
 def test_duality_u_Jv_equals_uJ_v(name):
     f, jac, n, m = BIG[name]
     rng = np.random.default_rng(5)
-    for x in _points(n, 4, 6):
+    for x in random_points(n, 4, 6):
         u = rng.standard_normal(m)
         v = rng.standard_normal(n)
         y1, Jv = fad.jvp(f, x, v)
@@ -293,7 +270,7 @@ def test_duality_u_Jv_equals_uJ_v(name):
 def test_duality_replayed(name):
     f, jac, n, m = BIG[name]
     rng = np.random.default_rng(7)
-    pts = _points(n, 4, 8)
+    pts = random_points(n, 4, 8)
     tape = fad.record(f, pts[0])
     for x in pts[1:]:
         u = rng.standard_normal(m)
@@ -309,7 +286,7 @@ def test_duality_replayed(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_k_direction_jvp_equals_k_single_jvps(name):
     f, jac, n, m = BIG[name]
-    x = _points(n, 1, 9)[0]
+    x = random_points(n, 1, 9)[0]
     V = np.random.default_rng(10).standard_normal((5, n))
     y, JV = fad.jvp(f, x, V)
     assert JV.shape == (5, m)
@@ -317,7 +294,7 @@ def test_k_direction_jvp_equals_k_single_jvps(name):
     close(JV, singles)
     close(JV, V @ jac(x).T)
     # replayed at another point
-    x2 = _points(n, 1, 11)[0]
+    x2 = random_points(n, 1, 11)[0]
     tape = fad.record(f, x)
     JV2 = tape.jvp(x2, V)
     assert JV2.shape == (5, m)
@@ -328,7 +305,7 @@ def test_k_direction_jvp_equals_k_single_jvps(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_k_seed_vjp_equals_k_single_vjps(name):
     f, jac, n, m = BIG[name]
-    x = _points(n, 1, 12)[0]
+    x = random_points(n, 1, 12)[0]
     U = np.random.default_rng(13).standard_normal((6, m))
     y, pb = fad.vjp(f, x)
     UJ = pb(U)
@@ -337,7 +314,7 @@ def test_k_seed_vjp_equals_k_single_vjps(name):
     close(UJ, U @ jac(x))
     # the pullback is reusable: calling it again gives the same numbers
     close(pb(U), UJ, rtol=0, atol=0)
-    x2 = _points(n, 1, 14)[0]
+    x2 = random_points(n, 1, 14)[0]
     tape = fad.record(f, x)
     UJ2 = tape.vjp(x2, U)
     assert UJ2.shape == (6, n)
@@ -349,7 +326,7 @@ def test_k_seed_vjp_equals_k_single_vjps(name):
 def test_identity_seeds_give_jacobian_rows(name):
     if name in BIG:
         f, jac, n, m = BIG[name]
-        x = _points(n, 1, 15)[0]
+        x = random_points(n, 1, 15)[0]
     else:
         f, jac, points = SMALL[name]
         x = np.array(points[1])

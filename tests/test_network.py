@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-12, atol=1e-14):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+from conftest import close, sigmoid_np
 
 
 # ---------------------------------------------------------------------------
@@ -62,7 +55,7 @@ def notes_backprop(W1, b1, W2, b2, x, t):
     """The notes' formulas: W2bar = ybar h^T, b2bar = ybar, hbar = W2^T ybar,
     zbar = hbar .* sigmoid'(z), W1bar = zbar x^T, b1bar = zbar."""
     z = W1 @ x + b1
-    s = sigmoid(z)
+    s = sigmoid_np(z)
     y = W2 @ s + b2
     L = 0.5 * np.sum((y - t) ** 2)
     ybar = y - t
@@ -80,22 +73,22 @@ def test_two_layer_network_matches_notes_formulas(net):
     args = (net["W1"], net["b1"], net["W2"], net["b2"], net["x"], net["t"])
     L, expected, _ = notes_backprop(*args)
     value, grads = fad.value_and_grad(loss_matrix, argnums=(0, 1, 2, 3))(*args)
-    close(value, L)
+    close(value, L, atol=1e-14)
     assert isinstance(grads, tuple) and len(grads) == 4
     for g, e in zip(grads, expected):
         assert g.shape == e.shape
-        close(g, e, rtol=1e-12)
+        close(g, e, rtol=1e-12, atol=1e-14)
 
 
 def test_two_layer_network_input_gradient(net):
     args = (net["W1"], net["b1"], net["W2"], net["b2"], net["x"], net["t"])
     _, _, xbar = notes_backprop(*args)
-    close(fad.grad(loss_matrix, argnums=4)(*args), xbar)
+    close(fad.grad(loss_matrix, argnums=4)(*args), xbar, atol=1e-14)
     # and with every argument at once, including the target: tbar = -(y - t)
     grads = fad.grad(loss_matrix, argnums=(0, 1, 2, 3, 4, 5))(*args)
-    y = net["W2"] @ sigmoid(net["W1"] @ net["x"] + net["b1"]) + net["b2"]
-    close(grads[4], xbar)
-    close(grads[5], -(y - net["t"]))
+    y = net["W2"] @ sigmoid_np(net["W1"] @ net["x"] + net["b1"]) + net["b2"]
+    close(grads[4], xbar, atol=1e-14)
+    close(grads[5], -(y - net["t"]), atol=1e-14)
 
 
 def test_two_layer_network_numpy_spelling(net):
@@ -106,20 +99,20 @@ def test_two_layer_network_numpy_spelling(net):
         y = np.dot(W2, h) + b2
         return 0.5 * np.sum(np.square(y - t))
     args = (net["W1"], net["b1"], net["W2"], net["b2"], net["x"], net["t"])
-    close(loss_np(*args), notes_backprop(*args)[0])     # runs on plain arrays too
+    close(loss_np(*args), notes_backprop(*args)[0], atol=1e-14)     # runs on plain arrays too
     grads = fad.grad(loss_np, argnums=(0, 1, 2, 3))(*args)
     for g, e in zip(grads, notes_backprop(*args)[1]):
-        close(g, e, rtol=1e-12)
+        close(g, e, rtol=1e-12, atol=1e-14)
 
 
 def test_two_layer_network_scalar_loops_equal_matrix_form(net):
     args = (net["W1"], net["b1"], net["W2"], net["b2"], net["x"], net["t"])
     vs, gs = fad.value_and_grad(loss_scalar, argnums=(0, 1, 2, 3))(*args)
     vm, gm = fad.value_and_grad(loss_matrix, argnums=(0, 1, 2, 3))(*args)
-    close(vs, vm)
+    close(vs, vm, atol=1e-14)
     for a, b, e in zip(gs, gm, notes_backprop(*args)[1]):
-        close(a, b, rtol=1e-12)
-        close(a, e, rtol=1e-12)
+        close(a, b, rtol=1e-12, atol=1e-14)
+        close(a, e, rtol=1e-12, atol=1e-14)
 
 
 def test_two_layer_network_replayed_over_samples(net):
@@ -133,8 +126,8 @@ def test_two_layer_network_replayed_over_samples(net):
     for _ in range(3):
         W1 = rng.standard_normal((5, 4))
         L, (W1bar, _, _, _), _ = notes_backprop(W1, net["b1"], net["W2"], net["b2"], x, t)
-        close(tape(W1), L)
-        close(tape.gradient(W1), W1bar)
+        close(tape(W1), L, atol=1e-14)
+        close(tape.gradient(W1), W1bar, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------
@@ -176,9 +169,9 @@ def test_batched_mlp_plain_numpy_under_grad(mlp):
     L, expected, _ = mlp_backprop(*mlp)
     out = mlp_loss(*mlp)                              # plain NumPy result
     assert isinstance(out, float)
-    close(out, L)
+    close(out, L, atol=1e-14)
     value, grads = fad.value_and_grad(mlp_loss, argnums=(0, 1, 2, 3))(*mlp)
-    close(value, L, rtol=1e-12)
+    close(value, L, rtol=1e-12, atol=1e-14)
     for g, e in zip(grads, expected):
         assert g.shape == e.shape
         close(g, e, rtol=1e-10, atol=1e-13)
@@ -213,7 +206,7 @@ def test_batched_mlp_loops_equal_matrix_form(mlp):
     vl, gl = fad.value_and_grad(mlp_loops, argnums=(0, 1, 2, 3))(*mlp)
     vm, gm = fad.value_and_grad(mlp_loss, argnums=(0, 1, 2, 3))(*mlp)
     L, expected, _ = mlp_backprop(*mlp)
-    close(vl, vm, rtol=1e-12)
+    close(vl, vm, rtol=1e-12, atol=1e-14)
     for a, b, e in zip(gl, gm, expected):
         close(a, b, rtol=1e-10, atol=1e-13)
         close(a, e, rtol=1e-10, atol=1e-13)

@@ -16,17 +16,7 @@ import scipy.linalg
 import scipy.optimize as so
 
 import fastad as fad
-
-
-def rosen_vec(x):
-    return fad.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
+from conftest import rosen_loop, rosen_vec
 
 
 def spd(n, seed):

@@ -14,39 +14,12 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def fd_jacobian(f, x, h=1e-6):
-    """Central differences of f on plain numbers: shape out.shape + x.shape."""
-    x = np.array(x, dtype=np.float64)
-    y0 = np.asarray(f(x), dtype=np.float64)
-    J = np.empty(y0.shape + x.shape)
-    for idx in np.ndindex(*x.shape):
-        step = h * max(1.0, abs(float(x[idx])))
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += step
-        xm[idx] -= step
-        J[(Ellipsis,) + idx] = (np.asarray(f(xp), dtype=np.float64)
-                                - np.asarray(f(xm), dtype=np.float64)) / (2 * step)
-    return J
-
-
-def fd_close(got, expected):
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+from conftest import close, fd_close, fd_jacobian, softmax_np
 
 
 def lse_np(x):
     m = np.max(x)
     return m + np.log(np.sum(np.exp(x - m)))
-
-
-def softmax_np(x):
-    e = np.exp(x - np.max(x))
-    return e / np.sum(e)
 
 
 def softmax_jac(x):
