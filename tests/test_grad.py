@@ -1,6 +1,9 @@
 """fad.grad / fad.value_and_grad / fad.check_grad, the Array front end and the Var operators.
 
 Every gradient is compared with an analytic formula written out in the test.
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 
@@ -145,6 +148,19 @@ def test_0d_array_value_and_grad_value_is_python_float():
     assert g.shape == () and float(g) == 1.0
 
 
+def test_zero_d_array_input_keeps_zero_d_shapes():
+    f = lambda a: fad.sin(a) * a                         # noqa: E731
+    x = np.array(0.7)
+    g = fad.grad(f)(x)
+    assert isinstance(g, np.ndarray) and g.shape == ()
+    h = fad.hessian(f)(x)
+    assert h.shape == ()
+    tape = fad.record(f, x)
+    np.testing.assert_allclose(tape.gradient(x), g)
+    np.testing.assert_allclose(tape.at(x).hvp(np.array(1.0)), h)
+    np.testing.assert_allclose(fad.hvp(f, x, np.ones(2)), [h, h])
+
+
 def test_list_input_becomes_array():
     seen = {}
 
@@ -200,6 +216,20 @@ def test_strided_input_gradient_placement():
     x = np.arange(10.0)[::3]  # [0, 3, 6, 9], non-contiguous view
     g = fad.grad(lambda a: a[1] * a[3])(x)
     close(g, [0.0, 9.0, 0.0, 3.0], atol=1e-15)
+
+
+def test_fortran_ordered_and_strided_inputs_and_directions():
+    A = np.arange(6.0).reshape(2, 3)
+    g = fad.grad(lambda a: fad.sum(a * A))(np.asfortranarray(np.ones((2, 3))))
+    np.testing.assert_array_equal(g, A)
+    tape = fad.record(lambda a: fad.sum(a[0] * np.arange(3.0)) + a[1, 2] ** 2, np.ones((2, 3)))
+    np.testing.assert_allclose(tape.gradient(np.asfortranarray(A)), [[0, 1, 2], [0, 0, 10]])
+    _, jv = fad.jvp(lambda a: a.T * 1.0, np.ones((2, 3)), np.asfortranarray(A))
+    np.testing.assert_array_equal(jv, A.T)
+    np.testing.assert_allclose(fad.hvp(lambda a: fad.sum(a ** 3), np.ones((2, 3)), np.asfortranarray(A)),
+                               6 * A)
+    np.testing.assert_allclose(fad.grad(lambda a: fad.sum(a ** 2))(np.arange(10.0)[::-2]),
+                               2 * np.arange(10.0)[::-2])
 
 
 def test_float32_input_converted_to_float64():
@@ -361,6 +391,20 @@ def test_value_and_grad_has_aux():
     close(g, math.exp(0.3), atol=1e-15)
 
 
+def test_has_aux_returns_values_not_dead_tape_vars():
+    """BUG (JAX semantics): with has_aux, an aux that holds intermediate Vars /
+    Arrays is handed back as objects of an ended recording: float(aux) raises
+    'cannot be converted ... while it is being differentiated' and
+    aux + 1 raises TapeError.  JAX returns the concrete values."""
+    def f(x):
+        y = x * x
+        return y + 1.0, y
+
+    g, aux = fad.grad(f, has_aux=True)(3.0)
+    assert g == 6.0
+    assert float(aux) == 9.0
+
+
 # ---------------------------------------------------------------------------
 # check_grad
 # ---------------------------------------------------------------------------
@@ -384,6 +428,12 @@ def test_check_grad_eps_keyword():
     c = fad.check_grad(lambda x: fad.log(1.0 + x * x), 1.3, eps=1e-5)
     assert isinstance(c, float)
     assert 0.0 <= c < 1e-6
+
+
+def test_check_grad_on_function_using_sigmoid_of_a_transpose():
+    """BUG (consequence of the one above): check_grad evaluates f on plain
+    ndarrays, so a correct gradient is reported as off by about 0.2."""
+    assert fad.check_grad(lambda a: fad.sum(fad.sigmoid(a.T)), np.ones((2, 3))) < 1e-6
 
 
 # ---------------------------------------------------------------------------

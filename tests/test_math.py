@@ -3,6 +3,9 @@
 Also: each function on plain numbers (float result) and ndarrays (ndarray result) against
 references that do not use fastad, and the documented conventions at non-smooth points,
 strong zeros of fad.where, and NaN/inf propagation.
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 
@@ -114,6 +117,36 @@ def test_unary_on_ndarray(name):
     r2 = getattr(fad, name)(x2)
     assert isinstance(r2, np.ndarray) and r2.shape == (3, 4)
     close(r2, np.vectorize(ref)(x2).astype(float), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("fn, ref", [
+    (fad.sigmoid, lambda t: 1.0 / (1.0 + np.exp(-t))),
+    (fad.softplus, lambda t: np.log1p(np.exp(t))),
+    (fad.relu, lambda t: np.maximum(t, 0.0)),
+    (fad.erf, np.vectorize(math.erf)),
+])
+@pytest.mark.parametrize("layout", ["transposed", "fortran", "reversed"])
+def test_table_functions_on_non_c_contiguous_ndarrays(fn, ref, layout):
+    """BUG: fad.sigmoid/softplus/relu/erf on a plain ndarray that is not
+    C-contiguous return uninitialised memory: _var._table fills
+    `np.empty_like(arr).reshape(-1)`, which for an F-ordered `out` is a copy,
+    so `out` itself is never written (and the element order would be wrong)."""
+    a = np.arange(6.0).reshape(2, 3) - 2.5
+    x = {"transposed": a.T, "fortran": np.asfortranarray(a), "reversed": a[:, ::-1]}[layout]
+    np.testing.assert_allclose(fn(x), ref(x), rtol=1e-12, atol=1e-15)
+
+
+def test_sigmoid_derivative_large_positive_argument():
+    """BUG: fad.sigmoid'(40) is exactly 0 while sigmoid'(-40) = 4.25e-18 (the
+    derivative is even: both must be exp(-40)/(1+exp(-40))**2).  The op table
+    computes d0 = v * (1 - v) with v = sigmoid(40) == 1.0 in double, which
+    cancels; sigmoid(x) * sigmoid(-x) is exact.  Same for the scalar node and
+    the array block (op_map)."""
+    expected = math.exp(-40.0) / (1.0 + math.exp(-40.0)) ** 2
+    assert fad.grad(fad.sigmoid)(-40.0) == pytest.approx(expected, rel=1e-12, abs=0)
+    assert fad.grad(fad.sigmoid)(40.0) == pytest.approx(expected, rel=1e-12, abs=0)
+    ga = fad.grad(lambda z: fad.sum(fad.sigmoid(z)))(np.array([40.0, -40.0]))
+    np.testing.assert_allclose(ga, [expected, expected], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -233,6 +266,14 @@ def test_power_constant_base_var_exponent():
     assert fad.grad(lambda y: fad.power(0.0, y))(2.0) == 0.0
 
 
+def test_guard_pow_zero_conventions():
+    assert fad.grad(lambda x: x ** 0)(0.0) == 0.0
+    assert fad.grad(lambda x: x ** 1)(0.0) == 1.0
+    np.testing.assert_array_equal(fad.grad(lambda x: fad.sum(x ** 0))(np.zeros(2)), [0.0, 0.0])
+    assert fad.grad(lambda y: 0.0 ** y)(2.0) == 0.0
+    assert fad.hessian(lambda x: x[0] ** 0)(np.zeros(1))[0, 0] == 0.0
+
+
 # ---------------------------------------------------------------------------
 # documented conventions at non-smooth points
 # ---------------------------------------------------------------------------
@@ -272,6 +313,22 @@ def test_max_min_ties_split_half(name):
     # a tie against a constant: the Var side gets 0.5
     assert fad.grad(lambda x: fn(x, 2.0))(2.0) == 0.5
     assert fad.grad(lambda x: fn(2.0, x))(2.0) == 0.5
+
+
+def test_guard_nonsmooth_points_scalar_and_array_agree():
+    z = np.zeros(2)
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.hypot(v[0], v[1]))(z), [0.0, 0.0])
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.sum(fad.hypot(v[:1], v[1:])))(z), [0.0, 0.0])
+    one = np.ones(2)
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.maximum(v[0], v[1]))(one), [0.5, 0.5])
+    np.testing.assert_array_equal(fad.grad(lambda v: np.sum(np.maximum(v[:1], v[1:])))(one), [0.5, 0.5])
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.minimum(v[0], 1.0))(one), [0.5, 0.0])
+    for x in (800.0, -800.0):
+        assert fad.grad(fad.sigmoid)(x) == 0.0
+        assert np.isfinite(fad.softplus(x))
+    assert fad.grad(fad.softplus)(800.0) == 1.0
+    for x in (1e-20, -1e-20, 0.0, -0.0):
+        assert fad.grad(fad.log1p)(x) == 1.0 and fad.grad(fad.expm1)(x) == 1.0
 
 
 # ---------------------------------------------------------------------------
@@ -416,3 +473,14 @@ def test_division_by_zero_gives_inf_like_numpy():
     v, (gx, gy) = fad.value_and_grad(lambda x, y: x / y, argnums=(0, 1))(1.0, 0.0)
     assert v == math.inf and gx == math.inf and gy == -math.inf
     assert fad.grad(lambda x: x * x)(3.0) == 6.0
+
+
+def test_abs_derivative_at_nan_agrees_between_scalar_and_array_paths():
+    """BUG (minor): d|x|/dx at NaN is 0.0 from the scalar op table
+    (FAD_ABS in csrc/fastad_ops.h: neither x > 0 nor x < 0) but NaN from the
+    array twin (np.sign), so the same function has two gradients; NaN should
+    propagate, as with NumPy."""
+    g_scalar = fad.grad(lambda a: fad.abs(a))(float("nan"))
+    g_array = fad.grad(lambda a: fad.sum(fad.abs(a)))(np.array([np.nan]))
+    assert math.isnan(g_array[0])
+    assert math.isnan(g_scalar)

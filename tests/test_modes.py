@@ -4,6 +4,9 @@ Every Jacobian is checked against an independent answer: a Jacobian written
 out by hand, and/or central finite differences of a pure-NumPy twin of the
 function (the functions below take the math module as a parameter, so the
 same source runs on fastad Vars and on plain NumPy floats).
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import numpy as np
 import pytest
@@ -373,6 +376,18 @@ def test_output_is_input_array_and_slice_view():
     close(tape.vjp(x2, np.array([1.0, 2.0, 3.0, 4.0])), np.array([4.0, 3.0, 2.0, 1.0]))
 
 
+def test_zero_directions_jvp_and_zero_seeds_vjp_through_array_blocks():
+    """BUG: k = 0 stacked directions/seeds work on scalar tapes (an empty
+    (0,) + shape result) but crash inside array blocks with NumPy's
+    'cannot reshape array of size 0 into shape (-1,0)' (Elementwise.tangent,
+    Operand.add_adjoint reshape(-1, k))."""
+    f = lambda a: a * 2.0                      # noqa: E731
+    _, jv = fad.jvp(f, np.ones(3), np.zeros((0, 3)))
+    assert jv.shape == (0, 3)
+    _, pullback = fad.vjp(f, np.ones(3))
+    assert pullback(np.zeros((0, 3))).shape == (0, 3)
+
+
 # ---------------------------------------------------------------------------
 # shapes: out.shape + x.shape
 # ---------------------------------------------------------------------------
@@ -479,6 +494,23 @@ def test_jacobian_shape_is_out_shape_plus_x_shape(name, mode):
     J2 = tape.jacobian(x, mode=mode)
     assert np.shape(J2) == shape
     close(J2, expected)
+
+
+def test_empty_arrays_and_constant_outputs_everywhere():
+    e = np.zeros(0)
+    assert fad.grad(lambda a: fad.sum(np.sin(a)))(e).shape == (0,)
+    assert fad.jacfwd(lambda a: np.sin(a))(np.zeros((2, 0))).shape == (2, 0, 2, 0)
+    assert fad.jacrev(lambda a: np.sin(a))(np.zeros((2, 0))).shape == (2, 0, 2, 0)
+    assert fad.hessian(lambda a: fad.sum(a ** 3))(e).shape == (0, 0)
+    assert fad.jacobian(lambda a: np.ones((2, 0)) @ a.reshape(0, 3))(e).shape == (2, 3, 0)
+    np.testing.assert_array_equal(fad.jacobian(lambda a: a[:0] * 2)(np.ones(3)), np.zeros((0, 3)))
+    x = np.array([1.0, 2.0, 3.0])
+    tape = fad.record(lambda a: [a[0] * a[1], 2.0, a[2]], x)
+    np.testing.assert_allclose(tape.jacobian(x + 1), [[3, 2, 0], [0, 0, 0], [0, 0, 1]])
+    np.testing.assert_allclose(tape.vjp(x + 1, np.ones((2, 3))), [[3, 2, 1], [3, 2, 1]])
+    t0 = fad.record(lambda a: 3.0, x)
+    np.testing.assert_array_equal(t0.hessian(x), np.zeros((3, 3)))
+    np.testing.assert_array_equal(t0.at(x).hvp(np.ones(3)), np.zeros(3))
 
 
 # ---------------------------------------------------------------------------

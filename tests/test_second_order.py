@@ -5,6 +5,9 @@ Every Hessian is compared with an independent answer: scipy.optimize.rosen_hess
 / rosen_hess_prod, a formula written out by hand, a closed form (A^T A,
 X^T diag(s(1-s)) X, diag(s) - s s^T, 2 A^-T A^-1, ...) or central finite
 differences of fad.grad (a first-order result, tested elsewhere).
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 
@@ -13,8 +16,8 @@ import pytest
 from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
 
 import fastad as fad
-from conftest import (close, fd_close, fd_hessian, rosen_loop, rosen_vec, sigmoid_np,
-                      softmax_np)
+from conftest import (close, fd_close, fd_hessian, fd_jacobian, rosen_loop, rosen_vec,
+                      sigmoid_np, softmax_np)
 
 
 def still_works():
@@ -186,6 +189,25 @@ def test_where_sqrt_hessian_emits_no_runtime_warning():
         fad.grad(f)(x)
         fad.hvp(f, x, np.ones(5))
         fad.hessian(f)(x)
+
+
+def test_second_order_zero_direction_is_a_strong_zero_like_in_jvp():
+    """BUG: f(x) = sqrt(x0) + x1**2 at x0 = 0 is separable, so H[1, 0] must
+    equal H[0, 1] = 0 and H e1 = [0, 2].  jvp treats a zero tangent as a strong
+    zero (forward_tangent / _axpy skip it even where sqrt' = inf), but
+    reverse_second (k = 1 and k lanes) and Elementwise.reverse2 compute
+    g * (f_xx * 0) = g * (-inf * 0) = NaN, so the Hessian is not even
+    symmetric: got [[-inf, 0], [nan, 2]]."""
+    x = np.array([0.0, 1.0])
+    e1 = np.array([0.0, 1.0])
+    for f in (lambda x: fad.sqrt(x[0]) + x[1] ** 2,                 # scalar nodes
+              lambda x: fad.sum(fad.sqrt(x[:1])) + x[1] ** 2):       # an array block
+        with np.errstate(all="ignore"):
+            assert fad.jvp(f, x, e1)[1] == 2.0                        # first order: fine
+            H = fad.hessian(f)(x)
+            assert H[0, 1] == 0.0
+            assert H[1, 0] == 0.0
+            np.testing.assert_array_equal(fad.hvp(f, x, e1), [0.0, 2.0])
 
 
 def test_pickled_tape_replays_hessian():
@@ -395,6 +417,58 @@ def test_binary_with_constant_operands():
     close(fad.hessian(f)(x), np.diag([h00, h11]), rtol=1e-12, atol=1e-12)
 
 
+def _x_pow_y(z):
+    return z[0] ** z[1]
+
+
+def _x_pow_y_array(z):
+    return fad.sum(z[:1] ** z[1:])
+
+
+@pytest.mark.parametrize("f", [_x_pow_y, _x_pow_y_array], ids=["scalar", "array"])
+def test_pow_mixed_second_partial_at_zero_exponent(f):
+    """BUG: d2(x**y)/dxdy at y == 0 is returned as 0; it is x**(y-1) (1 + y ln x)
+    = 1/x there.  fad_second(FAD_POW) sets dxy = 0 whenever y == 0 (copying the
+    d0 convention for x**0), so every Hessian path (fad.hessian, fad.hvp,
+    Tape.hessian, Tape.at().hvp, array blocks via op_map2) is wrong and the
+    Hessian disagrees with the Jacobian of fad.grad.
+    Minimal input: f(z) = z[0] ** z[1] at z = (2, 0): H[0, 1] must be 0.5."""
+    x = np.array([2.0, 0.0])
+    expected = np.array([[0.0, 0.5], [0.5, math.log(2.0) ** 2]])
+    # the Jacobian of the (correct) gradient agrees with the analytic Hessian
+    g = fad.grad(f)
+    col1 = fd_jacobian(g, x, relative=False)[:, 1]
+    np.testing.assert_allclose(col1, expected[:, 1], atol=1e-6)
+    np.testing.assert_allclose(fad.hessian(f)(x), expected, atol=1e-12)
+    tape = fad.record(f, x)
+    np.testing.assert_allclose(tape.hessian(x), expected, atol=1e-12)
+    np.testing.assert_allclose(tape.at(x).hvp(np.array([0.0, 1.0])), expected[1], atol=1e-12)
+    np.testing.assert_allclose(fad.hvp(f, x, np.array([0.0, 1.0])), expected[1], atol=1e-12)
+
+
+def test_guard_pow_negative_base_integer_exponent():
+    """x**3 at x < 0 (scalar node, array block, second order) is finite and right."""
+    assert fad.grad(lambda x: x ** 3)(-2.0) == 12.0
+    np.testing.assert_array_equal(fad.grad(lambda x: fad.sum(x ** 3))(np.array([-2.0, -1.0])), [12.0, 3.0])
+    np.testing.assert_array_equal(fad.hessian(lambda x: fad.sum(x ** 3))(np.array([-2.0, -1.0])),
+                                  [[-12.0, 0.0], [0.0, -6.0]])
+    # an exponent on the tape: d/dx stays finite even though d/dy is NaN at x < 0
+    g = fad.grad(_x_pow_y)(np.array([-2.0, 3.0]))
+    assert g[0] == 12.0
+
+
+def test_sigmoid_and_softplus_second_derivative_large_positive_argument():
+    """BUG: sigmoid''(40) and softplus''(40) are returned as exactly 0.
+    softplus'' = sigmoid' = exp(-40)/(1+exp(-40))**2 ~ 4.25e-18 (the value at
+    -40 is right), sigmoid''(40) = sigmoid'(40) (1 - 2 sigmoid(40)) ~ -4.25e-18.
+    fad_second computes them from v * (1 - v), which cancels for v == 1.0."""
+    s1 = math.exp(-40.0) / (1.0 + math.exp(-40.0)) ** 2
+    h_sp = fad.hessian(lambda z: fad.softplus(z[0]))(np.array([40.0]))[0, 0]
+    assert h_sp == pytest.approx(s1, rel=1e-10, abs=0)
+    h_sg = fad.hessian(lambda z: fad.sigmoid(z[0]))(np.array([40.0]))[0, 0]
+    assert h_sg == pytest.approx(-s1, rel=1e-10, abs=0)
+
+
 # ---------------------------------------------------------------------------
 # losses with closed-form Hessians
 # ---------------------------------------------------------------------------
@@ -580,6 +654,44 @@ def test_tape_point_value_gradient_hvp(f):
         close(p.hvp(v), rosen_hess_prod(x1, v), rtol=1e-12, atol=1e-9)
 
 
+def test_tape_point_keeps_adjoints_consistent():
+    # TapePoint caches the adjoints and second partials after its first product
+    from scipy.optimize import rosen_der, rosen_hess_prod
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, 12)
+    tape = fad.record(rosen_loop, x)
+    x2 = x + 0.1
+    p = tape.at(x2)
+    for _ in range(3):
+        v = rng.standard_normal(12)
+        np.testing.assert_allclose(p.hvp(v), rosen_hess_prod(x2, v), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.gradient(), rosen_der(x2), rtol=1e-12, atol=1e-10)
+    V = rng.standard_normal((4, 12))
+    np.testing.assert_allclose(p.hvp(V), [rosen_hess_prod(x2, v) for v in V], rtol=1e-12, atol=1e-10)
+    q = tape.at(x)            # another point on the same tape does not disturb p
+    np.testing.assert_allclose(q.gradient(), rosen_der(x), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.hvp(V[0]), rosen_hess_prod(x2, V[0]), rtol=1e-12, atol=1e-10)
+
+
+def test_hessian_through_where_broadcast_and_reductions_matches_replay_and_at():
+    def f(a):
+        w = fad.where(a > 0, a, a[0])
+        return fad.sum(w ** 3) + fad.sum(a.mean(axis=0) * a.mean(axis=-1, keepdims=True)) \
+            + fad.sum(np.max(a, axis=1) ** 2)
+
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    H = fad.hessian(f)(x)
+    tape = fad.record(f, x)
+    np.testing.assert_allclose(tape.hessian(x), H, rtol=1e-12, atol=1e-14)
+    V = np.random.default_rng(2).standard_normal((3, 3, 4))
+    np.testing.assert_allclose(tape.at(x).hvp(V), np.einsum("ijkl,nkl->nij", H, V),
+                               rtol=1e-10, atol=1e-12)
+    # the Hessian is the derivative of the gradient
+    Hd = fd_jacobian(fad.grad(f), x, relative=False)
+    np.testing.assert_allclose(H, Hd, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # primitives: second order through the vjp rule
 # ---------------------------------------------------------------------------
@@ -757,6 +869,50 @@ def test_primitive_rule_using_float_raises_naming_primitive():
     with pytest.raises(NotImplementedError, match="sq_float"):
         fad.hessian(sq_float)(3.0)
     still_works()
+
+
+@fad.primitive
+def _psqrt(x):
+    return np.sqrt(x)
+
+
+@_psqrt.defvjp
+def _psqrt_vjp(ybar, y, x):
+    return ybar * 0.5 / np.sqrt(x)
+
+
+@_psqrt.defjvp
+def _psqrt_jvp(xdot, y, x):
+    return xdot * 0.5 / np.sqrt(x)
+
+
+def test_hessian_strong_zero_for_unselected_scalar_primitive():
+    """BUG: the classic `where(x > 0, sqrt(x), 0)` with sqrt as a custom
+    primitive: the gradient is right (PrimitiveBlock/ScalarPrimitiveBlock.reverse
+    skip a zero cotangent: 'the rule is not even called'), but reverse2 has no
+    such skip and calls the rule at x = -1 with ybar = 0, so 0 * NaN poisons
+    the Hessian: expected [[0, 0], [0, 2]], got [[nan, 0], [0, 2]]."""
+    def f(x):
+        return fad.where(x[0] > 0, _psqrt(x[0]), 0.0) + x[1] ** 2
+
+    x = np.array([-1.0, 2.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fad.grad(f)(x), [0.0, 4.0])
+        np.testing.assert_array_equal(fad.hessian(f)(x), [[0.0, 0.0], [0.0, 2.0]])
+        np.testing.assert_array_equal(fad.record(f, x).at(x).hvp(np.array([1.0, 0.0])), [0.0, 0.0])
+
+
+def test_hessian_strong_zero_for_array_primitive_with_zero_cotangent():
+    """BUG: same for an array primitive whose whole cotangent is zero
+    (multiplied by 0.0): grad is [8, -2] but the Hessian comes out
+    [[2, nan], [0, nan]] (not even symmetric) instead of diag(2, 2)."""
+    def f(x):
+        return fad.sum(_psqrt(x) * 0.0 + x ** 2)
+
+    x = np.array([4.0, -1.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fad.grad(f)(x), [8.0, -2.0])
+        np.testing.assert_array_equal(fad.hessian(f)(x), np.diag([2.0, 2.0]))
 
 
 # ---------------------------------------------------------------------------
