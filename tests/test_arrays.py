@@ -1254,4 +1254,3 @@ def test_replay_pickle_round_trip_with_selection():
     with pytest.raises(fad.BranchChangedError):
         tape.gradient(-X0)
     close(tape.gradient(X0 + 1), [[0, 0], [0, 0], [1, 2]])
-

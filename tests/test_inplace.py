@@ -18,19 +18,20 @@ shares its memory, and results equal the pullbacks that copy (fad.vjp).
 Part 4, the hand-off: block nodes (element-wise ops, matmul, sum) hand
 their operands' cotangents straight to the block that produced them when
 that block is "sealed": every use of its output slots is as a whole operand
-of a later element-wise / matmul / sum block (reshape included).  A sealed block's rows of the adjoint
-buffer are neither zeroed nor read, so any path that reads them by mistake
-sees garbage.  Any other use "escapes" the block (an element taken as a Var,
-a slice / transpose / fancy view used as an operand, `fad.where` with an
-array condition, `fad.stack` / `fad.concatenate`, `np.max`, a custom
-primitive, or a seeded output), and its cotangent then goes through the
-buffer.  These tests mix both kinds of use in every order and check the
-derivatives against independent answers: central finite differences of the
-same code run on plain NumPy arrays, or hand-written formulas.
+of a later element-wise / matmul / sum block (reshape included).  A sealed
+block's rows of the adjoint buffer are neither zeroed nor read, so any path
+that reads them by mistake sees garbage.  Any other use "escapes" the block
+(an element taken as a Var, a slice / transpose / fancy view used as an
+operand, `fad.where` with an array condition, `fad.stack` /
+`fad.concatenate`, `np.max`, a custom primitive, or a seeded output), and
+its cotangent then goes through the buffer.  These tests mix both kinds of
+use in every order and check the derivatives against independent answers:
+central finite differences of the same code run on plain NumPy arrays, or
+hand-written formulas.
 
-Most checks first fill the pooled scratch buffers with nonzero numbers
-(`_poison`), so a sweep that reads rows it did not zero gets garbage rather
-than a lucky zero.
+Most checks of part 4 first fill the pooled scratch buffers with nonzero
+numbers (`_poison`), so a sweep that reads rows it did not zero gets
+garbage rather than a lucky zero.
 """
 import ctypes
 import functools
@@ -615,7 +616,8 @@ def test_consumed_error_swallowed_by_f_rerecords():
             u = x * 7.0                # a different (wrong) value if kept
         return fad.sum(r * u)
     g = fad.grad(f)(X4)
-    np.testing.assert_array_equal(g, fad.vjp(lambda x: fad.sum((x * 2.0 + 1.0) * (x * 6.0)), X4)[1](1.0))
+    np.testing.assert_array_equal(g, fad.vjp(lambda x: fad.sum((x * 2.0 + 1.0) * (x * 6.0)),
+                                             X4)[1](1.0))
     assert calls[0] == 2
 
 

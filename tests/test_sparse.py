@@ -403,7 +403,7 @@ def test_pickled_tape_and_threads():
         np.testing.assert_allclose(results[i], bratu_jacobian(x + 0.01 * i), rtol=1e-13, atol=1e-14)
 
 
-# ---------------------------------------------------------------- folds of repeated forward Jacobians
+# ---------------------------------------------------------------- folds of repeated Jacobians
 #
 # Repeated forward sparse Jacobians of array code keep the tangents of blocks
 # the seeds alone decide (fastad._blocks.TangentFold; scalar tapes make a
@@ -534,11 +534,12 @@ def chain_through_a_reshape(x):           # ... or as (n, 1)
 
 
 FOLD_CASES = [bratu_arrays, linear_only, nonlinear_first, banded_matmul, broadcast_mix, gathered,
-         with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
-         chains_both_sides, exp_of_scaled, scaled_by_array, chain_read_twice, chain_into_output, chain_with_zero_partials,
-         identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
-         matmul_both_active, loop_chains_both_sides, loop_shared_lanes, long_chain,
-         chain_through_a_view, chain_through_a_reshape]
+              with_comparison, with_scalars, bratu_loop, loop_mixed, loop_linear,
+              chains_both_sides, exp_of_scaled, scaled_by_array, chain_read_twice,
+              chain_into_output, chain_with_zero_partials,
+              identity_and_exp, constant_rows, chain_to_a_reshaped_output, sum_output,
+              matmul_both_active, loop_chains_both_sides, loop_shared_lanes, long_chain,
+              chain_through_a_view, chain_through_a_reshape]
 
 
 def _full(tape, plan, x):
