@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
 from fastad import _coloring as col
+from conftest import n_colors
 
 ORDERINGS = ("natural", "largest_first", "smallest_last", "incidence_degree")
 ALL_ORDERINGS = ORDERINGS + ("best",)
@@ -74,11 +75,6 @@ def with_values(P, seed):
 
 def args(P):
     return P.indptr, P.indices, P.shape
-
-
-def ncolors(c):
-    c = np.asarray(c)
-    return int(c.max()) + 1 if c.size and c.max() >= 0 else 0
 
 
 # ---------------------------------------------------------------- slow checks
@@ -144,17 +140,17 @@ def test_tridiagonal_three_colors(ordering):
     P = tridiagonal(1000)
     c = col.color_columns(*args(P), ordering=ordering)
     assert c.dtype == np.int32 and c.shape == (1000,)
-    assert ncolors(c) == 3 and slow_column_ok(P, c)
+    assert n_colors(c) == 3 and slow_column_ok(P, c)
     r = col.color_rows(*args(P), ordering=ordering)
-    assert ncolors(r) == 3 and slow_row_ok(P, r)
+    assert n_colors(r) == 3 and slow_row_ok(P, r)
     s = col.star_color(P.indptr, P.indices, 1000, ordering=ordering)
-    assert ncolors(s) == 3 and slow_star_ok(P, s)
+    assert n_colors(s) == 3 and slow_star_ok(P, s)
 
 
 def test_five_point_stencil():
     P = five_point(30)
-    counts = {o: ncolors(col.color_columns(*args(P), ordering=o)) for o in ALL_ORDERINGS}
-    stars = {o: ncolors(col.star_color(P.indptr, P.indices, 900, ordering=o))
+    counts = {o: n_colors(col.color_columns(*args(P), ordering=o)) for o in ALL_ORDERINGS}
+    stars = {o: n_colors(col.star_color(P.indptr, P.indices, 900, ordering=o))
              for o in ALL_ORDERINGS}
     print("\n5-point 30x30 column colors:", counts, "star colors:", stars)
     assert counts["best"] == 5                  # optimal: each row has 5 entries
@@ -169,33 +165,33 @@ def test_arrowhead_needs_bidirectional():
     n = 1000
     P = arrowhead(n)
     for o in ALL_ORDERINGS:
-        assert ncolors(col.color_columns(*args(P), ordering=o)) == n
-        assert ncolors(col.color_rows(*args(P), ordering=o)) == n
+        assert n_colors(col.color_columns(*args(P), ordering=o)) == n
+        assert n_colors(col.color_rows(*args(P), ordering=o)) == n
     cc, rc = col.bicolor(*args(P))
     assert cc.dtype == np.int32 and rc.dtype == np.int32
-    assert ncolors(cc) + ncolors(rc) <= 3
+    assert n_colors(cc) + n_colors(rc) <= 3
     assert rc[0] == 0 and np.all(rc[1:] == -1)   # the dense row goes in reverse
     assert slow_bidirectional_ok(P, cc, rc)
     # the symmetric arrowhead is also cheap for star coloring (hub vertex 0)
     s = col.star_color(P.indptr, P.indices, n)
-    assert ncolors(s) == 2 and slow_star_ok(P, s)
+    assert n_colors(s) == 2 and slow_star_ok(P, s)
 
 
 def test_dense_and_diagonal():
     D = csr(np.ones((20, 30)))
-    assert ncolors(col.color_columns(*args(D))) == 30
-    assert ncolors(col.color_rows(*args(D))) == 20
+    assert n_colors(col.color_columns(*args(D))) == 30
+    assert n_colors(col.color_rows(*args(D))) == 20
     cc, rc = col.bicolor(*args(D))
-    assert ncolors(cc) + ncolors(rc) == 20
+    assert n_colors(cc) + n_colors(rc) == 20
     S = csr(np.ones((15, 15)))
-    assert ncolors(col.star_color(S.indptr, S.indices, 15)) == 15
+    assert n_colors(col.star_color(S.indptr, S.indices, 15)) == 15
     E = csr(sp.eye(50))
     for o in ALL_ORDERINGS:
-        assert ncolors(col.color_columns(*args(E), ordering=o)) == 1
-        assert ncolors(col.color_rows(*args(E), ordering=o)) == 1
-        assert ncolors(col.star_color(E.indptr, E.indices, 50, ordering=o)) == 1
+        assert n_colors(col.color_columns(*args(E), ordering=o)) == 1
+        assert n_colors(col.color_rows(*args(E), ordering=o)) == 1
+        assert n_colors(col.star_color(E.indptr, E.indices, 50, ordering=o)) == 1
     cc, rc = col.bicolor(*args(E))
-    assert ncolors(cc) + ncolors(rc) == 1
+    assert n_colors(cc) + n_colors(rc) == 1
 
 
 def test_empty_rows_and_columns():
@@ -258,7 +254,7 @@ def test_random_column_and_row_colorings_valid(params):
         assert slow_column_ok(P, c)
         assert col.check_coloring(*args(P), c, "column")
         if n:
-            assert set(np.unique(c)) == set(range(ncolors(c)))   # 0..p-1, no gaps
+            assert set(np.unique(c)) == set(range(n_colors(c)))   # 0..p-1, no gaps
         r = col.color_rows(*args(P), ordering=o)
         assert r.shape == (m,) and slow_row_ok(P, r)
         assert col.check_coloring(*args(P), r, "row")
@@ -284,9 +280,9 @@ def test_random_bicolor_valid(params):
     cc, rc = col.bicolor(*args(P))
     assert cc.shape == (n,) and rc.shape == (m,)
     assert slow_bidirectional_ok(P, cc, rc)
-    total = ncolors(cc) + ncolors(rc)
-    assert total <= ncolors(col.color_columns(*args(P)))
-    assert total <= ncolors(col.color_rows(*args(P)))
+    total = n_colors(cc) + n_colors(rc)
+    assert total <= n_colors(col.color_columns(*args(P)))
+    assert total <= n_colors(col.color_rows(*args(P)))
     # columns with no nonzero in a forward row (row color -1) are unseeded
     fwd_cols = set(P.indices[np.repeat(rc < 0, np.diff(P.indptr))].tolist())
     assert all((cc[j] >= 0) == (j in fwd_cols) for j in range(n))
@@ -348,15 +344,15 @@ def test_check_coloring_basic():
 def test_best_never_worse(params):
     m, n, density, seed, dr, dc = params
     P = random_pattern(m, n, density, seed, dr, dc)
-    best_c = ncolors(col.color_columns(*args(P), ordering="best"))
-    best_r = ncolors(col.color_rows(*args(P), ordering="best"))
+    best_c = n_colors(col.color_columns(*args(P), ordering="best"))
+    best_r = n_colors(col.color_rows(*args(P), ordering="best"))
     for o in ORDERINGS:
-        assert best_c <= ncolors(col.color_columns(*args(P), ordering=o))
-        assert best_r <= ncolors(col.color_rows(*args(P), ordering=o))
+        assert best_c <= n_colors(col.color_columns(*args(P), ordering=o))
+        assert best_r <= n_colors(col.color_rows(*args(P), ordering=o))
     S = random_symmetric(max(m, 1), density, seed)
-    best_s = ncolors(col.star_color(S.indptr, S.indices, S.shape[0], ordering="best"))
+    best_s = n_colors(col.star_color(S.indptr, S.indices, S.shape[0], ordering="best"))
     for o in ORDERINGS:
-        assert best_s <= ncolors(col.star_color(S.indptr, S.indices, S.shape[0], ordering=o))
+        assert best_s <= n_colors(col.star_color(S.indptr, S.indices, S.shape[0], ordering=o))
 
 
 def conflict_graph(P):
@@ -405,14 +401,14 @@ def test_orderings_on_structured_patterns():
     pats = {"tridiagonal(1000)": tridiagonal(1000), "5-point 30x30": five_point(30),
             "random 200x150": random_pattern(200, 150, 0.03, 7)}
     for name, P in pats.items():
-        cols = {o: ncolors(col.color_columns(*args(P), ordering=o)) for o in ALL_ORDERINGS}
-        rows = {o: ncolors(col.color_rows(*args(P), ordering=o)) for o in ALL_ORDERINGS}
+        cols = {o: n_colors(col.color_columns(*args(P), ordering=o)) for o in ALL_ORDERINGS}
+        rows = {o: n_colors(col.color_rows(*args(P), ordering=o)) for o in ALL_ORDERINGS}
         print(f"\n{name}: columns {cols}  rows {rows}")
         assert cols["best"] == min(cols.values())
         assert rows["best"] == min(rows.values())
     for name, P in {"tridiagonal(1000)": tridiagonal(1000), "5-point 30x30": five_point(30),
                     "random sym 200": random_symmetric(200, 0.02, 3)}.items():
-        stars = {o: ncolors(col.star_color(P.indptr, P.indices, P.shape[0], ordering=o))
+        stars = {o: n_colors(col.star_color(P.indptr, P.indices, P.shape[0], ordering=o))
                  for o in ALL_ORDERINGS}
         print(f"{name}: star {stars}")
         assert stars["best"] == min(stars.values())
@@ -431,7 +427,7 @@ def test_recover_columns_and_rows_exact(params):
     Jd = J.toarray()
     c = col.color_columns(*args(P))
     S = col.seed_matrix(c)
-    assert S.shape == (n, ncolors(c) if n else 0)
+    assert S.shape == (n, n_colors(c) if n else 0)
     B = Jd @ S
     data = col.recover_columns(*args(P), c, B)
     assert np.array_equal(data, J.data)          # read, never summed: bitwise equal
@@ -636,10 +632,10 @@ def test_timing_report():
         n = shape[1]
         for o in ALL_ORDERINGS:
             c, t = best_of(lambda: col.color_columns(ip, ix, shape, o))
-            lines.append(f"{name}: color_columns[{o}] {t:.1f} ms, {ncolors(c)} colors")
+            lines.append(f"{name}: color_columns[{o}] {t:.1f} ms, {n_colors(c)} colors")
         for o in ALL_ORDERINGS:
             s, t = best_of(lambda: col.star_color(ip, ix, n, o))
-            lines.append(f"{name}: star_color[{o}] {t:.1f} ms, {ncolors(s)} colors")
+            lines.append(f"{name}: star_color[{o}] {t:.1f} ms, {n_colors(s)} colors")
         c = col.color_columns(ip, ix, shape)
         J = with_values(P, 0)
         B = J @ col.seed_matrix(c)
@@ -653,11 +649,11 @@ def test_timing_report():
         _, t = best_of(lambda: col.recover_star(ip, ix, n, s, Bs, plan=plan))
         lines.append(f"{name}: recover_star (plan reused) {t:.2f} ms")
         (cc, rc), t = best_of(lambda: col.bicolor(ip, ix, shape))
-        lines.append(f"{name}: bicolor {t:.1f} ms, {ncolors(cc)}+{ncolors(rc)} colors")
+        lines.append(f"{name}: bicolor {t:.1f} ms, {n_colors(cc)}+{n_colors(rc)} colors")
     P = arrowhead(100_000)
     ip, ix, shape = args(P)
     (cc, rc), t = best_of(lambda: col.bicolor(ip, ix, shape))
-    lines.append(f"arrowhead n=100000: bicolor {t:.1f} ms, {ncolors(cc)}+{ncolors(rc)} colors")
+    lines.append(f"arrowhead n=100000: bicolor {t:.1f} ms, {n_colors(cc)}+{n_colors(rc)} colors")
     J = with_values(P, 0)
     B = J @ col.seed_matrix(cc)
     C = np.asarray((sp.csr_matrix(col.seed_matrix(rc).T) @ J).todense())

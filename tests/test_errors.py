@@ -89,6 +89,31 @@ def test_conversion_error_caught_inside_f_recording_continues():
     assert caught == [True]
 
 
+_X = np.array([0.5, -0.3])
+
+_ENTRY = {
+    "grad": lambda f: fad.grad(f)(_X),
+    "value_and_grad": lambda f: fad.value_and_grad(f)(_X),
+    "jvp": lambda f: fad.jvp(f, _X, _X),
+    "vjp": lambda f: fad.vjp(f, _X),
+    "jacfwd": lambda f: fad.jacfwd(f)(_X),
+    "jacrev": lambda f: fad.jacrev(f)(_X),
+    "hvp": lambda f: fad.hvp(f, _X, _X),
+    "hessian": lambda f: fad.hessian(f)(_X),
+    "record": lambda f: fad.record(f, _X),
+    "minimize": lambda f: fad.minimize(f, _X),
+    "objective": lambda f: fad.optimize.objective(f, _X),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRY))
+def test_guard_float_and_math_raise_typeerror_everywhere(entry):
+    for bad in (lambda z: float(z[0]), lambda z: math.sin(z[0]), lambda z: math.exp(z[1])):
+        with pytest.raises(TypeError, match="fastad"):
+            _ENTRY[entry](bad)
+        np.testing.assert_array_equal(fad.grad(lambda z: fad.sum(z * z))(_X), 2 * _X)
+
+
 # ---------------------------------------------------------------------------
 # non-scalar output
 # ---------------------------------------------------------------------------
@@ -123,6 +148,17 @@ def test_non_scalar_output_with_has_aux():
     with pytest.raises(ValueError, match="jacobian"):
         fad.grad(lambda a: (a, "aux"), has_aux=True)(np.array([1.0, 2.0]))
     assert_still_works()
+
+
+def test_guard_non_scalar_output_errors():
+    vec = lambda z: z * 2  # noqa: E731
+    for call in (lambda: fad.grad(vec)(_X), lambda: fad.value_and_grad(vec)(_X),
+                 lambda: fad.hvp(vec, _X, _X), lambda: fad.hessian(vec)(_X),
+                 lambda: fad.record(vec, _X).gradient(_X),
+                 lambda: fad.record(vec, _X).at(_X).gradient(),
+                 lambda: fad.minimize(vec, _X)):
+        with pytest.raises(ValueError):
+            call()
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +268,28 @@ def test_escaped_var_from_failed_recording():
     assert_still_works()
 
 
+def test_guard_stale_values_raise_tape_error():
+    keep = []
+    fad.grad(lambda z: (keep.append(z), z[0] * z[1])[1])(_X)
+    stale = keep[0]
+    uses = [
+        lambda z: fad.sum(z * stale), lambda z: z[0] * stale[0],
+        lambda z: fad.sum(fad.where(np.array([True, False]), z, stale)),
+        lambda z: z[0] if stale[0] > 0 else z[1],
+        lambda z: fad.norm(stale) + z[0], lambda z: fad.sum(np.eye(2) @ stale) + z[0],
+        lambda z: np.max(stale) + z[0], lambda z: stale[0],
+    ]
+    for use in uses:
+        with pytest.raises(fad.TapeError):
+            fad.grad(use)(_X)
+    for bad in (lambda: stale + 1, lambda: np.sin(stale), lambda: fad.sin(stale[0])):
+        with pytest.raises(fad.TapeError):
+            bad()
+    with pytest.raises(fad.TapeError):
+        fad.jacobian(lambda z: stale)(_X)
+    np.testing.assert_array_equal(fad.grad(lambda z: fad.sum(z * z))(_X), 2 * _X)
+
+
 # ---------------------------------------------------------------------------
 # Vars of two recordings mixed (nested recordings)
 # ---------------------------------------------------------------------------
@@ -328,6 +386,34 @@ def test_python_error_from_user_code_propagates():
     assert_still_works()
 
 
+def test_guard_failed_recordings_then_exact_gradient():
+    W = np.ones((5, 2000))
+
+    def bad(z):
+        a = np.tanh(z @ W)
+        s = fad.sum(a * a)
+        for i in range(50):
+            s = s + z[i % 5] * 1e300 * 1e300
+        raise KeyError("mid-recording")
+
+    x = np.linspace(-1, 1, 5) * 0.01
+    for _ in range(20):
+        with pytest.raises(KeyError):
+            fad.grad(bad)(x)
+    ref = (1 - np.tanh(x @ W) ** 2) @ W.T
+    ref[0] += x[1]
+    ref[1] += x[0]
+    g = fad.grad(lambda z: fad.sum(np.tanh(z @ W)) + z[0] * z[1])(x)
+    np.testing.assert_array_equal(g, ref)
+    t = fad.record(lambda z: fad.sum(np.tanh(z)) if z[0] > 0 else z[1], np.ones(3000))
+    for _ in range(50):
+        with pytest.raises(fad.BranchChangedError):
+            t.gradient(-np.ones(3000))
+        with pytest.raises(fad.BranchChangedError):
+            t.at(-np.ones(3000))
+    np.testing.assert_array_equal(t.gradient(np.ones(3000)), np.full(3000, 1 - np.tanh(1.0) ** 2))
+
+
 # ---------------------------------------------------------------------------
 # nested grad
 # ---------------------------------------------------------------------------
@@ -358,6 +444,16 @@ def test_nested_grad_array_input():
     with pytest.raises(NotImplementedError, match="hessian"):
         fad.grad(lambda a: inner(a)[0])(np.array([1.0, 2.0]))
     assert_still_works()
+
+
+def test_guard_nested_differentiation():
+    with pytest.raises(NotImplementedError, match="hessian"):
+        fad.grad(lambda z: fad.grad(lambda w: w[0] * w[1])(z).sum())(_X)
+    with pytest.raises(NotImplementedError):
+        fad.grad(lambda z: fad.hvp(lambda w: fad.sum(w ** 3), z, z).sum())(_X)
+    # an independent inner differentiation inside f is fine
+    g = fad.grad(lambda z: z[0] * fad.grad(lambda w: fad.sum(w * w))(np.ones(2))[0] + z[1] * z[1])(_X)
+    np.testing.assert_array_equal(g, [2.0, 2 * _X[1]])
 
 
 # ---------------------------------------------------------------------------

@@ -4,32 +4,17 @@ Every Jacobian is checked against an independent answer: a Jacobian written
 out by hand, and/or central finite differences of a pure-NumPy twin of the
 function (the functions below take the math module as a parameter, so the
 same source runs on fastad Vars and on plain NumPy floats).
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import numpy as np
 import pytest
 
 import fastad as fad
+from conftest import close, fd_jacobian, random_points
 
 MODES = ["fwd", "rev", "auto"]
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def fd_jacobian(f_np, x, h=1e-6):
-    """Central differences of a plain-NumPy function: shape out.shape + x.shape."""
-    x = np.asarray(x, dtype=np.float64)
-    y0 = np.asarray(f_np(x), dtype=np.float64)
-    J = np.empty(y0.shape + x.shape)
-    for idx in np.ndindex(*x.shape):
-        step = h * max(1.0, abs(float(x[idx])))
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += step
-        xm[idx] -= step
-        J[(Ellipsis,) + idx] = (np.asarray(f_np(xp), dtype=np.float64)
-                                - np.asarray(f_np(xm), dtype=np.float64)) / (2 * step)
-    return J
 
 
 # ---------------------------------------------------------------------------
@@ -183,16 +168,11 @@ def wide_jac(x):
 BIG = {"tall": (tall, tall_jac, 10, 40), "wide": (wide, wide_jac, 40, 10)}
 
 
-def _points(n, count, seed):
-    rng = np.random.default_rng(seed)
-    return [rng.uniform(-1.5, 1.5, n) for _ in range(count)]
-
-
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_tall_wide_fwd_equals_rev_equals_fd(name):
     f, jac, n, m = BIG[name]
     f_np = lambda x: np.asarray(f(x, m=np))  # noqa: E731
-    for x in _points(n, 3, 1):
+    for x in random_points(n, 3, 1):
         Jf = fad.jacfwd(f)(x)
         Jr = fad.jacrev(f)(x)
         Ja = fad.jacobian(f)(x)
@@ -208,7 +188,7 @@ def test_tall_wide_fwd_equals_rev_equals_fd(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_tall_wide_replayed_modes_agree(name):
     f, jac, n, m = BIG[name]
-    pts = _points(n, 5, 2)
+    pts = random_points(n, 5, 2)
     tape = fad.record(f, pts[0])
     assert tape.n_inputs == n and tape.n_outputs == m
     for x in pts[1:]:
@@ -274,7 +254,7 @@ def test_chunked_forward_many_inputs():
 def test_duality_u_Jv_equals_uJ_v(name):
     f, jac, n, m = BIG[name]
     rng = np.random.default_rng(5)
-    for x in _points(n, 4, 6):
+    for x in random_points(n, 4, 6):
         u = rng.standard_normal(m)
         v = rng.standard_normal(n)
         y1, Jv = fad.jvp(f, x, v)
@@ -293,7 +273,7 @@ def test_duality_u_Jv_equals_uJ_v(name):
 def test_duality_replayed(name):
     f, jac, n, m = BIG[name]
     rng = np.random.default_rng(7)
-    pts = _points(n, 4, 8)
+    pts = random_points(n, 4, 8)
     tape = fad.record(f, pts[0])
     for x in pts[1:]:
         u = rng.standard_normal(m)
@@ -309,7 +289,7 @@ def test_duality_replayed(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_k_direction_jvp_equals_k_single_jvps(name):
     f, jac, n, m = BIG[name]
-    x = _points(n, 1, 9)[0]
+    x = random_points(n, 1, 9)[0]
     V = np.random.default_rng(10).standard_normal((5, n))
     y, JV = fad.jvp(f, x, V)
     assert JV.shape == (5, m)
@@ -317,7 +297,7 @@ def test_k_direction_jvp_equals_k_single_jvps(name):
     close(JV, singles)
     close(JV, V @ jac(x).T)
     # replayed at another point
-    x2 = _points(n, 1, 11)[0]
+    x2 = random_points(n, 1, 11)[0]
     tape = fad.record(f, x)
     JV2 = tape.jvp(x2, V)
     assert JV2.shape == (5, m)
@@ -328,7 +308,7 @@ def test_k_direction_jvp_equals_k_single_jvps(name):
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_k_seed_vjp_equals_k_single_vjps(name):
     f, jac, n, m = BIG[name]
-    x = _points(n, 1, 12)[0]
+    x = random_points(n, 1, 12)[0]
     U = np.random.default_rng(13).standard_normal((6, m))
     y, pb = fad.vjp(f, x)
     UJ = pb(U)
@@ -337,7 +317,7 @@ def test_k_seed_vjp_equals_k_single_vjps(name):
     close(UJ, U @ jac(x))
     # the pullback is reusable: calling it again gives the same numbers
     close(pb(U), UJ, rtol=0, atol=0)
-    x2 = _points(n, 1, 14)[0]
+    x2 = random_points(n, 1, 14)[0]
     tape = fad.record(f, x)
     UJ2 = tape.vjp(x2, U)
     assert UJ2.shape == (6, n)
@@ -349,7 +329,7 @@ def test_k_seed_vjp_equals_k_single_vjps(name):
 def test_identity_seeds_give_jacobian_rows(name):
     if name in BIG:
         f, jac, n, m = BIG[name]
-        x = _points(n, 1, 15)[0]
+        x = random_points(n, 1, 15)[0]
     else:
         f, jac, points = SMALL[name]
         x = np.array(points[1])
@@ -394,6 +374,18 @@ def test_output_is_input_array_and_slice_view():
     x2 = np.array([9.0, 8.0, 7.0, 6.0])
     close(tape(x2), x2[::-1])
     close(tape.vjp(x2, np.array([1.0, 2.0, 3.0, 4.0])), np.array([4.0, 3.0, 2.0, 1.0]))
+
+
+def test_zero_directions_jvp_and_zero_seeds_vjp_through_array_blocks():
+    """BUG: k = 0 stacked directions/seeds work on scalar tapes (an empty
+    (0,) + shape result) but crash inside array blocks with NumPy's
+    'cannot reshape array of size 0 into shape (-1,0)' (Elementwise.tangent,
+    Operand.add_adjoint reshape(-1, k))."""
+    f = lambda a: a * 2.0                      # noqa: E731
+    _, jv = fad.jvp(f, np.ones(3), np.zeros((0, 3)))
+    assert jv.shape == (0, 3)
+    _, pullback = fad.vjp(f, np.ones(3))
+    assert pullback(np.zeros((0, 3))).shape == (0, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -502,6 +494,23 @@ def test_jacobian_shape_is_out_shape_plus_x_shape(name, mode):
     J2 = tape.jacobian(x, mode=mode)
     assert np.shape(J2) == shape
     close(J2, expected)
+
+
+def test_empty_arrays_and_constant_outputs_everywhere():
+    e = np.zeros(0)
+    assert fad.grad(lambda a: fad.sum(np.sin(a)))(e).shape == (0,)
+    assert fad.jacfwd(lambda a: np.sin(a))(np.zeros((2, 0))).shape == (2, 0, 2, 0)
+    assert fad.jacrev(lambda a: np.sin(a))(np.zeros((2, 0))).shape == (2, 0, 2, 0)
+    assert fad.hessian(lambda a: fad.sum(a ** 3))(e).shape == (0, 0)
+    assert fad.jacobian(lambda a: np.ones((2, 0)) @ a.reshape(0, 3))(e).shape == (2, 3, 0)
+    np.testing.assert_array_equal(fad.jacobian(lambda a: a[:0] * 2)(np.ones(3)), np.zeros((0, 3)))
+    x = np.array([1.0, 2.0, 3.0])
+    tape = fad.record(lambda a: [a[0] * a[1], 2.0, a[2]], x)
+    np.testing.assert_allclose(tape.jacobian(x + 1), [[3, 2, 0], [0, 0, 0], [0, 0, 1]])
+    np.testing.assert_allclose(tape.vjp(x + 1, np.ones((2, 3))), [[3, 2, 1], [3, 2, 1]])
+    t0 = fad.record(lambda a: 3.0, x)
+    np.testing.assert_array_equal(t0.hessian(x), np.zeros((3, 3)))
+    np.testing.assert_array_equal(t0.at(x).hvp(np.ones(3)), np.zeros(3))
 
 
 # ---------------------------------------------------------------------------

@@ -16,17 +16,7 @@ import scipy.linalg
 import scipy.optimize as so
 
 import fastad as fad
-
-
-def rosen_vec(x):
-    return fad.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
+from conftest import rosen_loop, rosen_vec
 
 
 def spd(n, seed):
@@ -347,12 +337,10 @@ def test_root_wrong_output_size():
 def test_minimize_gltr_subproblem_converges_and_bad_subproblem_raises():
     from scipy.optimize import rosen as srosen
 
-    def rosen(x):
-        return fad.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
     x0 = np.tile([-1.2, 1.0], 25)
-    res = fad.minimize(rosen, x0, subproblem="gltr")
+    res = fad.minimize(rosen_vec, x0, subproblem="gltr")
     assert res.success and np.max(np.abs(res.x - 1)) < 1e-6
     assert srosen(res.x) < 1e-12
     with pytest.raises(ValueError, match="subproblem"):
-        fad.minimize(rosen, x0, subproblem="dogleg")
-    assert fad.minimize(rosen, x0).success      # still usable
+        fad.minimize(rosen_vec, x0, subproblem="dogleg")
+    assert fad.minimize(rosen_vec, x0).success      # still usable

@@ -4,6 +4,9 @@ Every derivative is compared with an independent answer (a formula written out
 by hand, or central finite differences of the same function run on plain
 NumPy numbers, where a primitive simply calls its function).  Rule calls are
 counted, so a test also sees that the registered rule is what computed a result.
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 import pickle
@@ -14,39 +17,13 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def fd_jacobian(f, x, h=1e-6):
-    """Central differences of f on plain numbers: shape out.shape + x.shape."""
-    x = np.array(x, dtype=np.float64)
-    y0 = np.asarray(f(x), dtype=np.float64)
-    J = np.empty(y0.shape + x.shape)
-    for idx in np.ndindex(*x.shape):
-        step = h * max(1.0, abs(float(x[idx])))
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += step
-        xm[idx] -= step
-        J[(Ellipsis,) + idx] = (np.asarray(f(xp), dtype=np.float64)
-                                - np.asarray(f(xm), dtype=np.float64)) / (2 * step)
-    return J
-
-
-def fd_close(got, expected):
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+from fastad._tape import release_memory
+from conftest import close, fd_close, fd_jacobian, softmax_np
 
 
 def lse_np(x):
     m = np.max(x)
     return m + np.log(np.sum(np.exp(x - m)))
-
-
-def softmax_np(x):
-    e = np.exp(x - np.max(x))
-    return e / np.sum(e)
 
 
 def softmax_jac(x):
@@ -465,6 +442,27 @@ def test_array_primitive_arguments_survive_tape_growth():
     del keep
 
 
+def test_primitive_returning_a_view_of_its_input_survives_tape_growth():
+    """BUG (use after free): Primitive.__call__ evaluates fn on views into the
+    tape's value buffer and only then opens the block (which may realloc the
+    buffer); a primitive that returns a view of its argument (x[::-1], x.T,
+    x.reshape) then copies freed memory onto the tape.  Reproduces with an
+    empty spare buffer and N = 1000 (tape grows from 1024 to 2048 slots)."""
+    @fad.primitive
+    def flip(x):
+        return x[::-1]
+
+    @flip.defvjp
+    def _(ybar, y, x):
+        return ybar[::-1]
+
+    for n in (500, 1000, 2000, 3000):
+        release_memory()
+        x = np.arange(n, dtype=np.float64) + 1.0
+        value, pullback = fad.vjp(lambda a: flip(a), x)
+        np.testing.assert_array_equal(value, x[::-1], err_msg=f"n = {n}")
+
+
 # ---------------------------------------------------------------------------
 # forward mode with and without a jvp rule
 # ---------------------------------------------------------------------------
@@ -712,6 +710,48 @@ def test_tape_listing_names_the_primitive():
     assert "logsumexp" in tape.to_dot()
 
 
+def test_primitives_scalar_and_vectorized_in_loop_jacobian_hessian_replay():
+    @fad.primitive
+    def cube(x, *, s=1.0):
+        return s * x ** 3
+
+    @cube.defvjp
+    def _(yb, y, x, *, s=1.0):
+        return yb * 3 * s * x ** 2
+
+    @cube.defjvp
+    def _(xd, y, x, *, s=1.0):
+        return xd * 3 * s * x ** 2
+
+    def f(x):
+        s = 0.0
+        for i in range(3):
+            s = s + cube(x[i], s=0.5) * x[i + 1]
+        return fad.stack([s, fad.norm(x[:3] - x[1:]) * x[0],
+                          cube(x[2] + x[3], s=2.0) + fad.sum(cube(x))])
+
+    def fn(x):
+        return np.array([sum(0.5 * x[i] ** 3 * x[i + 1] for i in range(3)),
+                         np.linalg.norm(x[:3] - x[1:]) * x[0],
+                         2 * (x[2] + x[3]) ** 3 + np.sum(x ** 3)])
+
+    x = np.array([0.3, -0.7, 1.1, 0.5])
+    J = fd_jacobian(fn, x, relative=False)
+    np.testing.assert_allclose(fad.jacrev(f)(x), J, atol=1e-6)
+    np.testing.assert_allclose(fad.jacfwd(f)(x), J, atol=1e-6)
+    tape = fad.record(f, x + 0.1)
+    Y = np.random.default_rng(1).standard_normal((5, 3))
+    V = np.random.default_rng(2).standard_normal((5, 4))
+    np.testing.assert_allclose(tape.vjp(x, Y), Y @ J, atol=1e-6)
+    np.testing.assert_allclose(tape.jvp(x, V), V @ J.T, atol=1e-6)
+    w = np.array([1.0, -2.0, 0.5])
+    g = lambda z: fad.sum(f(z) * w)                     # noqa: E731
+    H = fad.hessian(g)(x)
+    Hd = fd_jacobian(fad.grad(g), x, relative=False).T
+    np.testing.assert_allclose(H, Hd, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fad.record(g, x + 0.2).hessian(x), H, rtol=1e-10, atol=1e-12)
+
+
 def test_replay_output_shape_change_is_value_error():
     @fad.primitive
     def head(x):
@@ -930,6 +970,41 @@ def test_exception_inside_rule_propagates_and_library_keeps_working(where):
     assert_still_works()
 
 
+def test_guard_rule_failures_leave_pullback_and_library_usable():
+    mode = {"n": 0}
+
+    @fad.primitive
+    def flaky(x):
+        return np.sin(x)
+
+    @flaky.defvjp
+    def _(ybar, y, x):
+        if mode["n"] == 1:
+            raise RuntimeError("boom")
+        if mode["n"] == 2:
+            return np.ones(7)
+        return ybar * np.cos(x)
+
+    x = np.linspace(-1, 1, 5)
+    f = lambda z: fad.sum(flaky(z) * z) + flaky(z[0]) * z[1]  # noqa: E731
+    ref = np.sin(x) + x * np.cos(x)
+    ref[0] += np.cos(x[0]) * x[1]
+    ref[1] += np.sin(x[0])
+    _, pb = fad.vjp(f, x)
+    mode["n"] = 1
+    with pytest.raises(RuntimeError):
+        pb(1.0)
+    mode["n"] = 2
+    with pytest.raises(ValueError, match="flaky"):
+        pb(1.0)
+    with pytest.raises(ValueError, match="flaky"):
+        fad.grad(f)(x)
+    mode["n"] = 0
+    np.testing.assert_allclose(pb(1.0), ref, atol=1e-15)
+    np.testing.assert_allclose(pb(np.array([1.0, 2.0])), np.stack([ref, 2 * ref]), atol=1e-15)
+    np.testing.assert_allclose(fad.grad(f)(x), ref, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------
 # fad.solve and fad.norm
 # ---------------------------------------------------------------------------
@@ -1015,6 +1090,19 @@ def test_solve_replay_at_new_matrix():
     A = A3 + np.diag([1.0, -0.5, 2.0])
     close(tape(A), np.sum(np.linalg.solve(A, B1)), rtol=1e-13)
     fd_close(tape.gradient(A), fd_jacobian(lambda M: np.sum(np.linalg.solve(M, B1)), A))
+
+
+def test_vjp_pullback_of_primitive_owns_its_constant_arguments():
+    """BUG: a PrimitiveBlock's state keeps (y, args) with args referencing the
+    caller's constant arrays (record() copies Operand.const but not the state,
+    and _detach only copies views), so the vjp rule later sees the caller's
+    mutated array.  The pullback of solve(A, .) must not change when the
+    caller reuses A after fad.vjp returned."""
+    A = np.array([[2.0, 1.0], [1.0, 3.0]])
+    expected = np.linalg.solve(A.T, np.array([1.0, 0.0]))
+    _, pullback = fad.vjp(lambda b: fad.solve(A, b), np.array([1.0, 2.0]))
+    A[:] = np.eye(2)
+    np.testing.assert_allclose(pullback(np.array([1.0, 0.0])), expected)
 
 
 @pytest.mark.parametrize("x", [np.array([3.0, -4.0, 12.0]),

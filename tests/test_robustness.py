@@ -10,10 +10,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def _close(got, expected, rtol=1e-12, atol=1e-15):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+from conftest import close
 
 
 # ---------------------------------------------------------------------------
@@ -32,9 +29,9 @@ def test_200k_op_affine_chain():
     v, g = fad.value_and_grad(f)(0.5)
     # x_n = a^n x_0 + 0.1 (a^n - 1) / (a - 1): derivative a^n
     expected_g = a ** n
-    _close(g, expected_g, rtol=1e-9)
+    close(g, expected_g, rtol=1e-9, atol=1e-15)
     expected_v = a ** n * 0.5 + 0.1 * (a ** n - 1.0) / (a - 1.0)
-    _close(v, expected_v, rtol=1e-6)
+    close(v, expected_v, rtol=1e-6, atol=1e-15)
 
 
 def test_200k_op_sin_chain():
@@ -52,7 +49,7 @@ def test_200k_op_sin_chain():
     for _ in range(n):
         prod *= math.cos(x)
         x = math.sin(x)
-    _close(g, prod, rtol=1e-9)
+    close(g, prod, rtol=1e-9, atol=1e-15)
 
 
 def test_long_array_loop_sum_of_squares():
@@ -67,8 +64,8 @@ def test_long_array_loop_sum_of_squares():
         return s
 
     v, g = fad.value_and_grad(f)(x)
-    _close(v, float(np.sum(x * x)), rtol=1e-10)
-    _close(g, 2.0 * x)
+    close(v, float(np.sum(x * x)), rtol=1e-10, atol=1e-15)
+    close(g, 2.0 * x, atol=1e-15)
 
 
 def test_deep_chain_then_short_recordings_still_work():
@@ -133,7 +130,7 @@ def test_memory_flat_over_array_recordings_and_failures():
     run(100_000)
     gc.collect()
     after = _rss_bytes()
-    _close(g(x), np.cos(x) * x + np.sin(x))
+    close(g(x), np.cos(x) * x + np.sin(x), atol=1e-15)
     growth_mb = (after - before) / 2 ** 20
     assert growth_mb < 20, f"RSS grew by {growth_mb:.1f} MB over 100,000 array recordings"
 
@@ -253,7 +250,7 @@ def test_threads_same_function_concurrently():
     for k, outs in results:
         expected = np.exp(xs[k]) * (1.0 + xs[k])
         for got in outs:
-            _close(got, expected, rtol=1e-12)
+            close(got, expected, rtol=1e-12, atol=1e-15)
 
 
 def test_var_from_other_thread_recording_is_tape_error():

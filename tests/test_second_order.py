@@ -5,6 +5,9 @@ Every Hessian is compared with an independent answer: scipy.optimize.rosen_hess
 / rosen_hess_prod, a formula written out by hand, a closed form (A^T A,
 X^T diag(s(1-s)) X, diag(s) - s s^T, 2 A^-T A^-1, ...) or central finite
 differences of fad.grad (a first-order result, tested elsewhere).
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 
@@ -13,63 +16,20 @@ import pytest
 from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-10, atol=1e-10):
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=rtol, atol=atol)
-
-
-def fd_hessian(f, x, h=1e-5):
-    """Central differences of fad.grad(f): shape x.shape + x.shape (symmetrized)."""
-    x = np.array(x, dtype=np.float64)
-    g = fad.grad(f)
-    H = np.empty(x.shape + x.shape)
-    for idx in np.ndindex(*x.shape):
-        step = h * max(1.0, abs(float(x[idx])))
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += step
-        xm[idx] -= step
-        H[(Ellipsis,) + idx] = (np.asarray(g(xp)) - np.asarray(g(xm))) / (2 * step)
-    n = x.size
-    Hm = H.reshape(n, n)
-    return (0.5 * (Hm + Hm.T)).reshape(x.shape + x.shape)
-
-
-def fd_close(got, expected):
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * scale)
-
-
-def sigmoid_np(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def softmax_np(x):
-    e = np.exp(x - np.max(x))
-    return e / np.sum(e)
+from conftest import (close, fd_close, fd_hessian, fd_jacobian, rosen_loop, rosen_vec,
+                      sigmoid_np, softmax_np)
 
 
 def still_works():
     """The library is usable after an error."""
-    close(fad.grad(lambda x: x * x * x)(2.0), 12.0)
+    close(fad.grad(lambda x: x * x * x)(2.0), 12.0, rtol=1e-10, atol=1e-10)
     close(fad.hessian(lambda x: x[0] ** 2 * x[1])(np.array([3.0, 5.0])),
-          [[10.0, 6.0], [6.0, 0.0]])
+          [[10.0, 6.0], [6.0, 0.0]], rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------
 # extended Rosenbrock against scipy
 # ---------------------------------------------------------------------------
-
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
-
-
-def rosen_vec(x):
-    return fad.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
 
 ROSENS = [pytest.param(rosen_loop, id="loop"), pytest.param(rosen_vec, id="vectorized")]
 
@@ -111,7 +71,7 @@ def test_hessian_of_rosenbrock_scalar_input_value_is_consistent():
     h = fad.hessian(lambda t: 100.0 * (1.5 - t ** 2) ** 2 + (1.0 - t) ** 2)(0.8)
     assert np.shape(h) == ()
     # d2/dt2 = 100 * (12 t^2 - 4 * 1.5) + 2
-    close(h, 100.0 * (12 * 0.8 ** 2 - 6.0) + 2.0)
+    close(h, 100.0 * (12 * 0.8 ** 2 - 6.0) + 2.0, rtol=1e-10, atol=1e-10)
 
 
 def test_hvp_with_matrix_shaped_input():
@@ -138,11 +98,12 @@ def test_rosenbrock_hessian_larger_than_one_chunk(f):
 def test_hvp_shapes_and_errors():
     f = lambda x: fad.sum(x ** 3)
     x = np.array([1.0, 2.0, 3.0])
-    close(fad.hvp(lambda t: t ** 3, 2.0, 1.5), 18.0)
-    close(fad.hvp(lambda t: t ** 3, 2.0, np.array([1.0, 2.0])), [12.0, 24.0])
+    close(fad.hvp(lambda t: t ** 3, 2.0, 1.5), 18.0, rtol=1e-10, atol=1e-10)
+    close(fad.hvp(lambda t: t ** 3, 2.0, np.array([1.0, 2.0])), [12.0, 24.0],
+          rtol=1e-10, atol=1e-10)
     out = fad.hvp(f, x, x[None])
     assert out.shape == (1, 3)
-    close(out[0], 6 * x * x)
+    close(out[0], 6 * x * x, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="direction"):
         fad.hvp(f, x, np.ones(4))
     with pytest.raises(ValueError, match="direction"):
@@ -157,8 +118,10 @@ def test_hvp_shapes_and_errors():
     with pytest.raises(ValueError, match="direction"):
         tape.at(x).hvp(np.ones(2))
     # integer and list inputs are converted to float64
-    close(fad.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1, 2])), [[4.0, 2.0], [2.0, 0.0]])
-    close(fad.hessian(lambda x: x[0] * x[1])([1.0, 2.0]), [[0.0, 1.0], [1.0, 0.0]])
+    close(fad.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1, 2])), [[4.0, 2.0], [2.0, 0.0]],
+          rtol=1e-10, atol=1e-10)
+    close(fad.hessian(lambda x: x[0] * x[1])([1.0, 2.0]), [[0.0, 1.0], [1.0, 0.0]],
+          rtol=1e-10, atol=1e-10)
     # linear and constant functions have a zero Hessian
     close(fad.hessian(lambda x: x[0] + 2.0 * fad.sum(x))(x), np.zeros((3, 3)), rtol=0, atol=0)
     close(fad.hessian(lambda x: 3.0)(x), np.zeros((3, 3)), rtol=0, atol=0)
@@ -197,7 +160,7 @@ def test_block_second_order_rules():
     # matmul of two inputs: f(z) = sum((A B)^2), A = z[:6] (2x3), B = z[6:] (3x2)
     f = lambda z: fad.sum((fad.reshape(z[:6], (2, 3)) @ fad.reshape(z[6:], (3, 2))) ** 2)
     z = rng.normal(size=12)
-    fd_close(fad.hessian(f)(z), fd_hessian(f, z))
+    fd_close(fad.hessian(f)(z), fd_hessian(f, z), atol=1e-6, scale_atol=True)
 
 
 @pytest.mark.parametrize("form", ["array", "scalar"])
@@ -226,6 +189,25 @@ def test_where_sqrt_hessian_emits_no_runtime_warning():
         fad.grad(f)(x)
         fad.hvp(f, x, np.ones(5))
         fad.hessian(f)(x)
+
+
+def test_second_order_zero_direction_is_a_strong_zero_like_in_jvp():
+    """BUG: f(x) = sqrt(x0) + x1**2 at x0 = 0 is separable, so H[1, 0] must
+    equal H[0, 1] = 0 and H e1 = [0, 2].  jvp treats a zero tangent as a strong
+    zero (forward_tangent / _axpy skip it even where sqrt' = inf), but
+    reverse_second (k = 1 and k lanes) and Elementwise.reverse2 compute
+    g * (f_xx * 0) = g * (-inf * 0) = NaN, so the Hessian is not even
+    symmetric: got [[-inf, 0], [nan, 2]]."""
+    x = np.array([0.0, 1.0])
+    e1 = np.array([0.0, 1.0])
+    for f in (lambda x: fad.sqrt(x[0]) + x[1] ** 2,                 # scalar nodes
+              lambda x: fad.sum(fad.sqrt(x[:1])) + x[1] ** 2):       # an array block
+        with np.errstate(all="ignore"):
+            assert fad.jvp(f, x, e1)[1] == 2.0                        # first order: fine
+            H = fad.hessian(f)(x)
+            assert H[0, 1] == 0.0
+            assert H[1, 0] == 0.0
+            np.testing.assert_array_equal(fad.hvp(f, x, e1), [0.0, 2.0])
 
 
 def test_pickled_tape_replays_hessian():
@@ -304,7 +286,7 @@ def test_mixed_transcendental_hessian_by_hand(x):
 def test_mixed_hand_formula_agrees_with_finite_differences():
     # guards the hand formula itself
     x = np.array([0.7, -0.4, 1.9])
-    fd_close(mixed_hessian(x), fd_hessian(mixed, x))
+    fd_close(mixed_hessian(x), fd_hessian(mixed, x), atol=1e-6, scale_atol=True)
 
 
 # ---------------------------------------------------------------------------
@@ -435,6 +417,58 @@ def test_binary_with_constant_operands():
     close(fad.hessian(f)(x), np.diag([h00, h11]), rtol=1e-12, atol=1e-12)
 
 
+def _x_pow_y(z):
+    return z[0] ** z[1]
+
+
+def _x_pow_y_array(z):
+    return fad.sum(z[:1] ** z[1:])
+
+
+@pytest.mark.parametrize("f", [_x_pow_y, _x_pow_y_array], ids=["scalar", "array"])
+def test_pow_mixed_second_partial_at_zero_exponent(f):
+    """BUG: d2(x**y)/dxdy at y == 0 is returned as 0; it is x**(y-1) (1 + y ln x)
+    = 1/x there.  fad_second(FAD_POW) sets dxy = 0 whenever y == 0 (copying the
+    d0 convention for x**0), so every Hessian path (fad.hessian, fad.hvp,
+    Tape.hessian, Tape.at().hvp, array blocks via op_map2) is wrong and the
+    Hessian disagrees with the Jacobian of fad.grad.
+    Minimal input: f(z) = z[0] ** z[1] at z = (2, 0): H[0, 1] must be 0.5."""
+    x = np.array([2.0, 0.0])
+    expected = np.array([[0.0, 0.5], [0.5, math.log(2.0) ** 2]])
+    # the Jacobian of the (correct) gradient agrees with the analytic Hessian
+    g = fad.grad(f)
+    col1 = fd_jacobian(g, x, relative=False)[:, 1]
+    np.testing.assert_allclose(col1, expected[:, 1], atol=1e-6)
+    np.testing.assert_allclose(fad.hessian(f)(x), expected, atol=1e-12)
+    tape = fad.record(f, x)
+    np.testing.assert_allclose(tape.hessian(x), expected, atol=1e-12)
+    np.testing.assert_allclose(tape.at(x).hvp(np.array([0.0, 1.0])), expected[1], atol=1e-12)
+    np.testing.assert_allclose(fad.hvp(f, x, np.array([0.0, 1.0])), expected[1], atol=1e-12)
+
+
+def test_guard_pow_negative_base_integer_exponent():
+    """x**3 at x < 0 (scalar node, array block, second order) is finite and right."""
+    assert fad.grad(lambda x: x ** 3)(-2.0) == 12.0
+    np.testing.assert_array_equal(fad.grad(lambda x: fad.sum(x ** 3))(np.array([-2.0, -1.0])), [12.0, 3.0])
+    np.testing.assert_array_equal(fad.hessian(lambda x: fad.sum(x ** 3))(np.array([-2.0, -1.0])),
+                                  [[-12.0, 0.0], [0.0, -6.0]])
+    # an exponent on the tape: d/dx stays finite even though d/dy is NaN at x < 0
+    g = fad.grad(_x_pow_y)(np.array([-2.0, 3.0]))
+    assert g[0] == 12.0
+
+
+def test_sigmoid_and_softplus_second_derivative_large_positive_argument():
+    """BUG: sigmoid''(40) and softplus''(40) are returned as exactly 0.
+    softplus'' = sigmoid' = exp(-40)/(1+exp(-40))**2 ~ 4.25e-18 (the value at
+    -40 is right), sigmoid''(40) = sigmoid'(40) (1 - 2 sigmoid(40)) ~ -4.25e-18.
+    fad_second computes them from v * (1 - v), which cancels for v == 1.0."""
+    s1 = math.exp(-40.0) / (1.0 + math.exp(-40.0)) ** 2
+    h_sp = fad.hessian(lambda z: fad.softplus(z[0]))(np.array([40.0]))[0, 0]
+    assert h_sp == pytest.approx(s1, rel=1e-10, abs=0)
+    h_sg = fad.hessian(lambda z: fad.sigmoid(z[0]))(np.array([40.0]))[0, 0]
+    assert h_sg == pytest.approx(-s1, rel=1e-10, abs=0)
+
+
 # ---------------------------------------------------------------------------
 # losses with closed-form Hessians
 # ---------------------------------------------------------------------------
@@ -517,7 +551,7 @@ def test_two_layer_network_hessian_against_finite_differences():
         h = fad.tanh(X @ W1 + b1)
         return 0.5 * fad.sum((h @ w2 + b2 - t) ** 2)
     p = rng.normal(size=21) * 0.5
-    fd_close(fad.hessian(loss)(p), fd_hessian(loss, p))
+    fd_close(fad.hessian(loss)(p), fd_hessian(loss, p), atol=1e-6, scale_atol=True)
 
 
 # ---------------------------------------------------------------------------
@@ -548,7 +582,8 @@ def test_replayed_hvp_and_hessian_equal_fresh(f):
         close(tape.hvp(x, v), fad.hvp(f, x, v), rtol=1e-13, atol=1e-13)
         close(tape.hvp(x, V), V @ H.T, rtol=1e-12, atol=1e-12)
         val, g, Hv = tape.value_gradient_hvp(x, v)
-        close(val, float(np.asarray(f(x))) if f is not rosen_vec else rosen(x), rtol=1e-13)
+        close(val, float(np.asarray(f(x))) if f is not rosen_vec else rosen(x),
+              rtol=1e-13, atol=1e-10)
         close(g, fad.grad(f)(x), rtol=1e-13, atol=1e-13)
         close(Hv, H @ v, rtol=1e-12, atol=1e-12)
     if f in (rosen_loop, rosen_vec):
@@ -583,7 +618,7 @@ def test_branch_change_raises_for_hvp_hessian_and_at():
 def test_branch_change_raises_for_array_comparison():
     f = lambda x: fad.sum(fad.where(x > 0, x ** 3, -x ** 2))
     tape = fad.record(f, np.array([1.0, -2.0]))
-    close(tape.hessian(np.array([2.0, -1.0])), np.diag([12.0, -2.0]))
+    close(tape.hessian(np.array([2.0, -1.0])), np.diag([12.0, -2.0]), rtol=1e-10, atol=1e-10)
     with pytest.raises(fad.BranchChangedError):
         tape.hvp(np.array([-1.0, -2.0]), np.array([1.0, 0.0]))
 
@@ -597,7 +632,7 @@ def test_tape_point_value_gradient_hvp(f):
     tape = fad.record(f, x0)
     p = tape.at(x1)
     close(p.x, x1, rtol=0, atol=0)
-    close(p.value, fad.value_and_grad(f)(x1)[0], rtol=1e-13)
+    close(p.value, fad.value_and_grad(f)(x1)[0], rtol=1e-13, atol=1e-10)
     g = p.gradient()
     close(g, fad.grad(f)(x1), rtol=1e-13, atol=1e-13)
     v, V = rng.normal(size=n), rng.normal(size=(5, n))
@@ -617,6 +652,44 @@ def test_tape_point_value_gradient_hvp(f):
     if f is not mixed:
         close(p.gradient(), rosen_der(x1), rtol=1e-12, atol=1e-9)
         close(p.hvp(v), rosen_hess_prod(x1, v), rtol=1e-12, atol=1e-9)
+
+
+def test_tape_point_keeps_adjoints_consistent():
+    # TapePoint caches the adjoints and second partials after its first product
+    from scipy.optimize import rosen_der, rosen_hess_prod
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, 12)
+    tape = fad.record(rosen_loop, x)
+    x2 = x + 0.1
+    p = tape.at(x2)
+    for _ in range(3):
+        v = rng.standard_normal(12)
+        np.testing.assert_allclose(p.hvp(v), rosen_hess_prod(x2, v), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.gradient(), rosen_der(x2), rtol=1e-12, atol=1e-10)
+    V = rng.standard_normal((4, 12))
+    np.testing.assert_allclose(p.hvp(V), [rosen_hess_prod(x2, v) for v in V], rtol=1e-12, atol=1e-10)
+    q = tape.at(x)            # another point on the same tape does not disturb p
+    np.testing.assert_allclose(q.gradient(), rosen_der(x), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(p.hvp(V[0]), rosen_hess_prod(x2, V[0]), rtol=1e-12, atol=1e-10)
+
+
+def test_hessian_through_where_broadcast_and_reductions_matches_replay_and_at():
+    def f(a):
+        w = fad.where(a > 0, a, a[0])
+        return fad.sum(w ** 3) + fad.sum(a.mean(axis=0) * a.mean(axis=-1, keepdims=True)) \
+            + fad.sum(np.max(a, axis=1) ** 2)
+
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    H = fad.hessian(f)(x)
+    tape = fad.record(f, x)
+    np.testing.assert_allclose(tape.hessian(x), H, rtol=1e-12, atol=1e-14)
+    V = np.random.default_rng(2).standard_normal((3, 3, 4))
+    np.testing.assert_allclose(tape.at(x).hvp(V), np.einsum("ijkl,nkl->nij", H, V),
+                               rtol=1e-10, atol=1e-12)
+    # the Hessian is the derivative of the gradient
+    Hd = fd_jacobian(fad.grad(f), x, relative=False)
+    np.testing.assert_allclose(H, Hd, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -698,7 +771,7 @@ def test_primitive_in_scalar_loop_second_order():
 def test_primitive_without_jvp_rule_hessian_says_so():
     lse = make_lse(with_jvp=False, name="lse_nojvp")
     x = np.array([0.1, 0.2, 0.3])
-    close(fad.grad(lse)(x), softmax_np(x), rtol=1e-12)
+    close(fad.grad(lse)(x), softmax_np(x), rtol=1e-12, atol=1e-10)
     with pytest.raises(NotImplementedError, match="lse_nojvp"):
         fad.hessian(lse)(x)
     still_works()
@@ -726,13 +799,13 @@ def test_solve_hessian_wrt_A_and_multiple_rhs_against_finite_differences():
     f = lambda A: fad.sum(fad.solve(A, b) ** 2)
     H = fad.hessian(f)(A)
     assert H.shape == (n, n, n, n)
-    fd_close(H, fd_hessian(f, A))
+    fd_close(H, fd_hessian(f, A), atol=1e-6, scale_atol=True)
     g = lambda A: fad.sum(fad.sin(fad.solve(A, B)))
-    fd_close(fad.hessian(g)(A), fd_hessian(g, A))
+    fd_close(fad.hessian(g)(A), fd_hessian(g, A), atol=1e-6, scale_atol=True)
     # both A and b at once: z = [A.ravel(), b]
     h = lambda z: fad.sum(fad.solve(fad.reshape(z[:n * n], (n, n)), z[n * n:]) ** 2)
     z = np.concatenate([A.ravel(), b])
-    fd_close(fad.hessian(h)(z), fd_hessian(h, z))
+    fd_close(fad.hessian(h)(z), fd_hessian(h, z), atol=1e-6, scale_atol=True)
 
 
 def test_norm_hessian():
@@ -744,10 +817,10 @@ def test_norm_hessian():
     close(fad.hessian(lambda x: fad.norm(x) ** 2)(x), 2 * np.eye(4), rtol=1e-12, atol=1e-12)
     A, t = rng.normal(size=(5, 4)), rng.normal(size=5)
     f = lambda x: fad.norm(A @ x - t) + fad.norm(x) ** 3
-    fd_close(fad.hessian(f)(x), fd_hessian(f, x))
+    fd_close(fad.hessian(f)(x), fd_hessian(f, x), atol=1e-6, scale_atol=True)
     W = rng.normal(size=(2, 3))
     g = lambda W: fad.norm(fad.tanh(W))
-    fd_close(fad.hessian(g)(W), fd_hessian(g, W))
+    fd_close(fad.hessian(g)(W), fd_hessian(g, W), atol=1e-6, scale_atol=True)
 
 
 def test_primitive_rule_using_inv_raises_naming_primitive():
@@ -767,13 +840,13 @@ def test_primitive_rule_using_inv_raises_naming_primitive():
 
     A = np.array([[3.0, 1.0], [0.5, 2.0]])
     Ai = np.linalg.inv(A)
-    close(fad.grad(inv_trace)(A), -(Ai @ Ai).T, rtol=1e-12)   # first order is fine
+    close(fad.grad(inv_trace)(A), -(Ai @ Ai).T, rtol=1e-12, atol=1e-10)   # first order is fine
     with pytest.raises(NotImplementedError, match="inv_trace"):
         fad.hessian(inv_trace)(A)
     with pytest.raises(NotImplementedError, match="inv_trace"):
         fad.hvp(inv_trace, A, np.eye(2))
     still_works()
-    close(fad.grad(inv_trace)(A), -(Ai @ Ai).T, rtol=1e-12)
+    close(fad.grad(inv_trace)(A), -(Ai @ Ai).T, rtol=1e-12, atol=1e-10)
 
 
 def test_primitive_rule_using_float_raises_naming_primitive():
@@ -789,12 +862,57 @@ def test_primitive_rule_using_float_raises_naming_primitive():
     def _(tdot, y, t):
         return 2.0 * t * tdot
 
-    close(fad.grad(lambda x: sq_float(x[0]) * x[1])(np.array([3.0, 2.0])), [12.0, 9.0])
+    close(fad.grad(lambda x: sq_float(x[0]) * x[1])(np.array([3.0, 2.0])), [12.0, 9.0],
+          rtol=1e-10, atol=1e-10)
     with pytest.raises(NotImplementedError, match="sq_float"):
         fad.hessian(lambda x: sq_float(x[0]) * x[1])(np.array([3.0, 2.0]))
     with pytest.raises(NotImplementedError, match="sq_float"):
         fad.hessian(sq_float)(3.0)
     still_works()
+
+
+@fad.primitive
+def _psqrt(x):
+    return np.sqrt(x)
+
+
+@_psqrt.defvjp
+def _psqrt_vjp(ybar, y, x):
+    return ybar * 0.5 / np.sqrt(x)
+
+
+@_psqrt.defjvp
+def _psqrt_jvp(xdot, y, x):
+    return xdot * 0.5 / np.sqrt(x)
+
+
+def test_hessian_strong_zero_for_unselected_scalar_primitive():
+    """BUG: the classic `where(x > 0, sqrt(x), 0)` with sqrt as a custom
+    primitive: the gradient is right (PrimitiveBlock/ScalarPrimitiveBlock.reverse
+    skip a zero cotangent: 'the rule is not even called'), but reverse2 has no
+    such skip and calls the rule at x = -1 with ybar = 0, so 0 * NaN poisons
+    the Hessian: expected [[0, 0], [0, 2]], got [[nan, 0], [0, 2]]."""
+    def f(x):
+        return fad.where(x[0] > 0, _psqrt(x[0]), 0.0) + x[1] ** 2
+
+    x = np.array([-1.0, 2.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fad.grad(f)(x), [0.0, 4.0])
+        np.testing.assert_array_equal(fad.hessian(f)(x), [[0.0, 0.0], [0.0, 2.0]])
+        np.testing.assert_array_equal(fad.record(f, x).at(x).hvp(np.array([1.0, 0.0])), [0.0, 0.0])
+
+
+def test_hessian_strong_zero_for_array_primitive_with_zero_cotangent():
+    """BUG: same for an array primitive whose whole cotangent is zero
+    (multiplied by 0.0): grad is [8, -2] but the Hessian comes out
+    [[2, nan], [0, nan]] (not even symmetric) instead of diag(2, 2)."""
+    def f(x):
+        return fad.sum(_psqrt(x) * 0.0 + x ** 2)
+
+    x = np.array([4.0, -1.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fad.grad(f)(x), [8.0, -2.0])
+        np.testing.assert_array_equal(fad.hessian(f)(x), np.diag([2.0, 2.0]))
 
 
 # ---------------------------------------------------------------------------
@@ -811,4 +929,4 @@ def test_nested_grad_still_points_to_hessian():
         fad.hessian(lambda a: fad.sum(inner(a)))(np.array([1.0, 2.0]))
     still_works()
     # and the supported way gives the answer nested grad would have
-    close(fad.hessian(lambda x: x ** 3)(2.0), 12.0)
+    close(fad.hessian(lambda x: x ** 3)(2.0), 12.0, rtol=1e-10, atol=1e-10)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
+from conftest import dense, fd_jacobian, n_colors
 
 sp = pytest.importorskip("scipy.sparse")
 from scipy import special as _special  # noqa: E402
@@ -218,25 +219,14 @@ class Program:
 
 # ---------------------------------------------------------------- helpers
 
-def dense(m):
-    assert sp.issparse(m) and m.format == "csr", type(m)
-    return m.toarray()
-
-
 def dense_jac2d(f, x, mode="auto"):
     J = np.asarray(fad.jacobian(f, mode=mode)(x) if mode != "auto" else fad.jacobian(f)(x))
     return J.reshape(-1, x.size)
 
 
-def fd_jacobian(f_np, x, eps=1e-6):
-    x = np.asarray(x, dtype=np.float64)
-    cols = []
-    for j in range(x.size):
-        e = np.zeros(x.size)
-        e[j] = eps
-        e = e.reshape(x.shape)
-        cols.append((f_np(x + e).reshape(-1) - f_np(x - e).reshape(-1)) / (2 * eps))
-    return np.stack(cols, axis=-1)
+def fd_jacobian_2d(f_np, x, eps=1e-6):
+    """Central differences with the absolute step eps, as an (out.size, x.size) matrix."""
+    return fd_jacobian(f_np, x, h=eps, relative=False).reshape(-1, np.size(x))
 
 
 def assert_close(A, B, rtol=1e-12, msg=""):
@@ -276,11 +266,6 @@ def auto_plan(tape):
     return tape.sparse_cache[("jacobian_plan", "auto")]
 
 
-def n_colors(c):
-    c = np.asarray(c)
-    return int(c.max()) + 1 if c.size and c.max() >= 0 else 0
-
-
 # ---------------------------------------------------------------- 1. random programs
 
 SEEDS = list(range(24))
@@ -295,7 +280,7 @@ def test_random_program_sparse_jacobian_all_modes(seed):
     out = np.asarray(prog.f_np(x))
     assert Jd.shape == (out.size, x.size)
     # the dense Jacobian agrees with finite differences on plain NumPy
-    Jfd = fd_jacobian(prog.f_np, x)
+    Jfd = fd_jacobian_2d(prog.f_np, x)
     np.testing.assert_allclose(Jd, Jfd, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(Jd).max()),
                                err_msg=repr(prog))
     P = fad.jacobian_sparsity(prog.f)(x)
@@ -343,7 +328,7 @@ def test_random_scalar_program_sparse_hessian(seed):
     assert_same_structure(Hs, PH, repr(prog))
     # gradient-level: Hessian against FD of the dense gradient
     g = lambda v: np.asarray(fad.grad(prog.f)(v))   # noqa: E731
-    Hfd = fd_jacobian(g, x, eps=1e-5)
+    Hfd = fd_jacobian_2d(g, x, eps=1e-5)
     np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(H).max()))
     # scalar program: sparse_jacobian is a (1, n) gradient row
     J = fad.sparse_jacobian(prog.f)(x)
@@ -527,7 +512,7 @@ def test_random_dense_row_column_programs(seed):
     tape = fad.record(prog.f, x)
     plan, pattern = _check_auto_lanes(tape, x)
     Jd = dense_jac2d(prog.f, x)
-    np.testing.assert_allclose(Jd, fd_jacobian(prog.f_np, x), rtol=1e-5,
+    np.testing.assert_allclose(Jd, fd_jacobian_2d(prog.f_np, x), rtol=1e-5,
                                atol=1e-6 * max(1.0, np.abs(Jd).max()), err_msg=repr(prog))
     assert_sound(Jd, pattern, repr(prog))
     for mode in MODES:
@@ -655,8 +640,8 @@ def test_matrix_inputs_and_outputs():
     assert Jd.shape == (4, 2, 2, 4)
     Jd2, P = _all_modes_equal_dense(f, X)
     np.testing.assert_array_equal(Jd2, Jd.reshape(8, 8))
-    Jfd = fd_jacobian(lambda Y: np.concatenate([Y[:, :2] * Y[:, 2:],
-                                                np.tanh(Y[:, :2].T @ Y[:, 2:])], axis=0), X)
+    Jfd = fd_jacobian_2d(lambda Y: np.concatenate([Y[:, :2] * Y[:, 2:],
+                                                   np.tanh(Y[:, :2].T @ Y[:, 2:])], axis=0), X)
     np.testing.assert_allclose(Jd2, Jfd, rtol=1e-6, atol=1e-8)
     X = np.arange(1.0, 13.0).reshape(3, 4) / 7.0
     # hessian of a scalar of a matrix input
@@ -673,7 +658,7 @@ def test_stacked_loop_outputs_and_where_with_array_condition():
         w = fad.where(v > 0, fad.exp(v) * v[::-1], fad.square(v))
         return fad.stack([w[i] * w[(i + 1) % 6] for i in range(6)])
     _all_modes_equal_dense(f, x)
-    Jfd = fd_jacobian(lambda v: (lambda w: w * np.roll(w, -1))(
+    Jfd = fd_jacobian_2d(lambda v: (lambda w: w * np.roll(w, -1))(
         np.where(v > 0, np.exp(v) * v[::-1], v * v)), x)
     np.testing.assert_allclose(dense_jac2d(f, x), Jfd, rtol=1e-6, atol=1e-8)
     # the pattern follows the selected branch of each element (and the tape raises
@@ -824,8 +809,8 @@ def test_primitives_in_programs(seed):
     expected = np.eye(n, dtype=bool) | np.roll(np.eye(n, dtype=bool), 1, axis=1) \
         | np.eye(n, dtype=bool)[::-1]
     np.testing.assert_array_equal(Pf.toarray(), expected)
-    np.testing.assert_allclose(Jf, fd_jacobian(lambda v: np.sin(v) * np.roll(np.sin(v), -1) * 2
-                                               + v[::-1] * 0.1, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(Jf, fd_jacobian_2d(lambda v: np.sin(v) * np.roll(np.sin(v), -1) * 2
+                                                  + v[::-1] * 0.1, x), rtol=1e-6, atol=1e-8)
     Jg, Pg = _all_modes_equal_dense(g, x)
     assert Pg.toarray()[:3, :3].all()          # undeclared: dense block
 

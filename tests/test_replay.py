@@ -2,8 +2,9 @@
 
 Replayed values and derivatives at new points are checked against
 hand-written formulas (Rosenbrock and its residuals, the notes' logistic
-regression); branch changes, wrong shapes, pickling, printing, drawing,
-threads, scalar inputs and constant outputs are covered too.
+regression); branch changes (of every kind, in a program that mixes
+them), wrong shapes, pickling, printing, drawing, threads, scalar inputs
+and constant outputs are covered too.
 """
 import math
 import pickle
@@ -15,10 +16,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-
-
-def close(got, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+from conftest import close, fd_grad, random_points, rosen_grad_np, rosen_np
 
 
 # ---------------------------------------------------------------------------
@@ -32,18 +30,6 @@ def rosen(x):
         b = 1.0 - x[i]
         s = s + 100.0 * a * a + b * b
     return s
-
-
-def rosen_np(x):
-    return float(np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
-
-
-def rosen_grad_np(x):
-    g = np.zeros_like(x)
-    a = x[1:] - x[:-1] ** 2
-    g[:-1] += -400.0 * x[:-1] * a - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * a
-    return g
 
 
 def residuals(x):
@@ -72,16 +58,10 @@ def residuals_jac(x):
     return J
 
 
-def _points(n, count, seed, lo=-2.0, hi=2.0):
-    rng = np.random.default_rng(seed)
-    return [rng.uniform(lo, hi, n) for _ in range(count)]
-
-
 def test_rosenbrock_formulas_agree_with_finite_differences():
     # the hand-written reference gradient itself, against central differences
     x = np.array([0.3, -1.1, 0.8, 1.7, -0.4])
-    h = 1e-6
-    fd = np.array([(rosen_np(x + h * e) - rosen_np(x - h * e)) / (2 * h) for e in np.eye(5)])
+    fd = fd_grad(rosen_np, x, relative=False)
     close(rosen_grad_np(x), fd, rtol=1e-6, atol=1e-5)
     close(rosen_np(x), sum(r * r for r in residuals_np(x)))
 
@@ -91,7 +71,7 @@ def test_replay_value_gradient_rosenbrock_many_points():
     x0 = np.linspace(-1.0, 1.5, n)
     tape = fad.record(rosen, x0)
     assert tape.n_inputs == n and tape.n_outputs == 1
-    pts = _points(n, 40, 1)
+    pts = random_points(n, 40, 1, lo=-2.0, hi=2.0)
     grads = []
     for p in pts:
         close(tape(p), rosen_np(p))
@@ -125,7 +105,7 @@ def test_replay_long_rosenbrock():
     n = 4000
     tape = fad.record(rosen, np.full(n, 0.5))
     assert len(tape) > 20000
-    for p in _points(n, 4, 2):
+    for p in random_points(n, 4, 2, lo=-2.0, hi=2.0):
         v, g = tape.value_and_gradient(p)
         close(v, rosen_np(p), rtol=1e-11)
         close(g, rosen_grad_np(p), rtol=1e-11)
@@ -137,7 +117,7 @@ def test_replay_scalar_output_jvp_vjp_jacobian():
     n = 6
     tape = fad.record(rosen, np.zeros(n))
     rng = np.random.default_rng(3)
-    for p in _points(n, 5, 4):
+    for p in random_points(n, 5, 4, lo=-2.0, hi=2.0):
         g = rosen_grad_np(p)
         v = rng.standard_normal(n)
         close(tape.jvp(p, v), g @ v)
@@ -156,7 +136,7 @@ def test_replay_vector_output_jvp_vjp_jacobian():
     tape = fad.record(residuals, np.ones(n))
     assert tape.n_outputs == 2 * (n - 1)
     rng = np.random.default_rng(5)
-    for p in _points(n, 6, 6):
+    for p in random_points(n, 6, 6, lo=-2.0, hi=2.0):
         J = residuals_jac(p)
         close(tape(p), residuals_np(p))
         v = rng.standard_normal(n)
@@ -169,6 +149,25 @@ def test_replay_vector_output_jvp_vjp_jacobian():
         close(tape.vjp(p, U), U @ J)
         for mode in ("fwd", "rev", "auto"):
             close(tape.jacobian(p, mode=mode), J)
+
+
+def test_tape_point_jvp_matches_replayed_jvp():
+    A = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+
+    def f(x):
+        return np.tanh(A @ x) * x[0]
+    x = np.array([0.3, -0.2, 0.8])
+    tape = fad.record(f, x)
+    x2 = x + 0.05
+    V = np.eye(3)
+    J = np.stack([tape.jvp(x2, v) for v in V], axis=1)
+    p = tape.at(x2)
+    np.testing.assert_allclose(p.jvp(V).T, J, rtol=1e-13)
+    # the analytic Jacobian: d/dx [tanh(A x) x0]
+    t = np.tanh(A @ x2)
+    expect = (1 - t ** 2)[:, None] * A * x2[0]
+    expect[:, 0] += t
+    np.testing.assert_allclose(J, expect, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -316,6 +315,100 @@ def test_var_var_comparison_branch_change():
     close(tape.gradient(np.array([5.0, -1.0, 0.5])), np.array([0.5, 0.0, 5.0]))
 
 
+def test_replayed_array_comparison_branch_change_then_tape_still_works():
+    def f(a):
+        if (a > 0).all():
+            return fad.sum(np.sqrt(a))
+        return fad.sum(a * a)
+
+    tape = fad.record(f, np.ones(3))
+    with pytest.raises(fad.BranchChangedError):
+        tape.gradient(np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(fad.BranchChangedError):
+        tape.at(np.array([1.0, -1.0, 1.0]))
+    np.testing.assert_allclose(tape.gradient(np.full(3, 4.0)), np.full(3, 0.25))
+
+
+# ---------------------------------------------------------------------------
+# a program mixing scalar branches, array comparisons, np.max, a primitive
+# and blocks: every entry point agrees, and detects every kind of branch
+# ---------------------------------------------------------------------------
+
+@fad.primitive
+def _cube(x):
+    return x ** 3
+
+
+@_cube.defvjp
+def _(ybar, y, x):
+    return ybar * 3 * x ** 2
+
+
+@_cube.defjvp
+def _(xdot, y, x):
+    return 3 * x ** 2 * xdot
+
+
+def _mixed(x):
+    a = np.tanh(x) * 2.0
+    s = 0.0
+    for i in range(len(x)):
+        if x[i] > 0:
+            s = s + a[i] * x[i]
+        else:
+            s = s - fad.sin(x[i])
+    m = np.max(x)
+    w = fad.where(x > 0.1, x ** 2, -x)
+    return s + m * fad.sum(w) + fad.sum(_cube(x)) + fad.maximum(x[0], x[1])
+
+
+_X0 = np.array([0.5, -0.3, 0.8, 0.05])
+_X1 = _X0 + np.array([0.01, -0.02, 0.03, 0.01])
+
+
+def test_guard_mixed_replay_all_entry_points_agree():
+    tape = fad.record(_mixed, _X0)
+    g = fad.grad(_mixed)(_X1)
+    H = fad.hessian(_mixed)(_X1)
+    v = np.array([1.0, 2.0, -1.0, 0.5])
+    V = np.stack([v, 2 * v])
+    np.testing.assert_allclose(tape.gradient(_X1), g, atol=1e-13)
+    np.testing.assert_allclose(tape.hessian(_X1), H, atol=1e-12)
+    np.testing.assert_allclose(tape.hvp(_X1, v), H @ v, atol=1e-12)
+    np.testing.assert_allclose(tape.hvp(_X1, V), V @ H, atol=1e-12)
+    pt = tape.at(_X1)
+    np.testing.assert_allclose(pt.gradient(), g, atol=1e-13)
+    np.testing.assert_allclose(pt.hvp(v), H @ v, atol=1e-12)
+    np.testing.assert_allclose(pt.hvp(V), V @ H, atol=1e-12)
+    assert pt.jvp(v) == pytest.approx(g @ v, abs=1e-12)
+    assert tape.jvp(_X1, v) == pytest.approx(g @ v, abs=1e-12)
+    np.testing.assert_allclose(tape.vjp(_X1, 2.0), 2 * g, atol=1e-12)
+    np.testing.assert_allclose(tape.jacobian(_X1, "fwd"), g, atol=1e-12)
+    np.testing.assert_allclose(tape.jacobian(_X1, "rev"), g, atol=1e-12)
+    # finite differences of the replayed value
+    fd = fd_grad(tape, _X1, relative=False)
+    np.testing.assert_allclose(fd, g, atol=1e-6)
+
+
+@pytest.mark.parametrize("xb", [
+    np.array([0.5, 0.3, 0.8, 0.05]),     # scalar `if x[i] > 0`
+    np.array([0.5, -0.3, 0.4, 0.05]),    # np.max picks another element
+    np.array([0.5, -0.3, 0.8, 0.2]),     # array comparison x > 0.1
+], ids=["scalar_if", "np_max", "array_cmp"])
+def test_guard_mixed_replay_branch_change_detected_everywhere(xb):
+    tape = fad.record(_mixed, _X0)
+    v = np.ones(4)
+    calls = [lambda: tape(xb), lambda: tape.gradient(xb), lambda: tape.value_and_gradient(xb),
+             lambda: tape.jvp(xb, v), lambda: tape.vjp(xb, 1.0),
+             lambda: tape.jacobian(xb, "fwd"), lambda: tape.jacobian(xb, "rev"),
+             lambda: tape.hvp(xb, v), lambda: tape.hessian(xb), lambda: tape.at(xb),
+             lambda: tape.value_gradient_hvp(xb, v)]
+    for call in calls:
+        with pytest.raises(fad.BranchChangedError):
+            call()
+    np.testing.assert_allclose(tape.gradient(_X1), fad.grad(_mixed)(_X1), atol=1e-13)
+
+
 # ---------------------------------------------------------------------------
 # wrong input shapes
 # ---------------------------------------------------------------------------
@@ -367,7 +460,7 @@ def test_pickle_round_trip_scalar_tape():
     assert tape2.n_inputs == tape.n_inputs == n
     assert tape2.n_outputs == tape.n_outputs == 1
     assert str(tape2) == str(tape)
-    for p in _points(n, 10, 7):
+    for p in random_points(n, 10, 7, lo=-2.0, hi=2.0):
         g1 = tape.gradient(p)
         g2 = tape2.gradient(p)
         np.testing.assert_array_equal(g2, g1)
@@ -384,7 +477,7 @@ def test_pickle_round_trip_vector_and_branch_tapes():
     tape = fad.record(residuals, np.ones(n))
     tape2 = pickle.loads(pickle.dumps(tape))
     assert (len(tape2), tape2.n_inputs, tape2.n_outputs) == (len(tape), n, 2 * (n - 1))
-    for p in _points(n, 4, 8):
+    for p in random_points(n, 4, 8, lo=-2.0, hi=2.0):
         np.testing.assert_array_equal(tape2.jacobian(p), tape.jacobian(p))
         close(tape2.jacobian(p, mode="fwd"), residuals_jac(p))
         close(tape2(p), residuals_np(p))
@@ -605,6 +698,71 @@ def test_threads_branch_errors_do_not_disturb_other_threads():
 
     raised = _threaded(work)
     assert sum(raised) > 0
+
+
+def test_threads_replay_one_pickled_tape_with_blocks_and_primitives():
+    W = np.random.default_rng(0).standard_normal((5, 5))
+
+    def f(x):
+        h = np.tanh(W @ x)
+        s = fad.sum(h * h) + fad.norm(x) + fad.logsumexp(h)
+        for i in range(4):
+            s = s + fad.sin(x[i] * x[i + 1])
+        return s
+
+    x0 = np.linspace(-1, 1, 5)
+    tape = pickle.loads(pickle.dumps(fad.record(f, x0)))
+    pts = [x0 + 0.01 * k for k in range(10)]
+    ref = [(fad.grad(f)(p), fad.hessian(f)(p)) for p in pts]
+    errors = []
+
+    def work():
+        for _ in range(3):
+            for p, (g, H) in zip(pts, ref):
+                ok = (np.allclose(tape.gradient(p), g, rtol=1e-12)
+                      and np.allclose(tape.hessian(p), H, rtol=1e-10, atol=1e-12)
+                      and np.allclose(tape.at(p).hvp(np.ones(5)), H.sum(1), rtol=1e-10, atol=1e-12))
+                if not ok:
+                    errors.append(p)
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_guard_threads_record_and_replay_mixed():
+    rng = np.random.default_rng(0)
+    pts = [_X0 + 0.005 * rng.standard_normal(4) for _ in range(6)]
+    ref = [(fad.grad(_mixed)(p), fad.hessian(_mixed)(p)) for p in pts]
+    tape = fad.record(_mixed, _X0)
+    errors = []
+
+    def work(tid):
+        try:
+            for it in range(6):
+                j = (tid + it) % len(pts)
+                p = pts[j]
+                if not np.allclose(fad.grad(_mixed)(p), ref[j][0], atol=1e-12):
+                    errors.append(("grad", tid))
+                if not np.allclose(tape.gradient(p), ref[j][0], atol=1e-12):
+                    errors.append(("tape.gradient", tid))
+                pt = tape.at(p)
+                e = np.eye(4)[j % 4]
+                if not np.allclose(pt.hvp(e), ref[j][1][j % 4], atol=1e-10):
+                    errors.append(("at.hvp", tid))
+                with pytest.raises(fad.BranchChangedError):
+                    tape.gradient(-p)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(("exception", tid, repr(e)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 # ---------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 Also: each function on plain numbers (float result) and ndarrays (ndarray result) against
 references that do not use fastad, and the documented conventions at non-smooth points,
 strong zeros of fad.where, and NaN/inf propagation.
+
+A docstring that starts with BUG describes the bug its test was written
+against (fixed since: the test asserts the correct behaviour).
 """
 import math
 
@@ -10,24 +13,10 @@ import numpy as np
 import pytest
 
 import fastad as fad
+from conftest import close, sigmoid_float, softplus_float
 
 LN2 = math.log(2.0)
 LN10 = math.log(10.0)
-
-
-def _close(got, expected, rtol=1e-12, atol=1e-15):
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
-
-
-def _sig(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def _softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
 def _sign(x):
@@ -61,8 +50,9 @@ UNARY = {
     "square": (REAL, lambda x: x * x, lambda x: 2.0 * x, -3),
     "abs": (NONZERO, abs, lambda x: float(_sign(x)), -3),
     "sign": (NONZERO + [0.0], lambda x: float(_sign(x)), lambda x: 0.0, -3),
-    "sigmoid": (REAL + [-5.0, 5.0], _sig, lambda x: _sig(x) * _sig(-x), 1),
-    "softplus": (REAL + [-5.0, 5.0], _softplus, lambda x: _sig(x), 1),
+    "sigmoid": (REAL + [-5.0, 5.0], sigmoid_float,
+                lambda x: sigmoid_float(x) * sigmoid_float(-x), 1),
+    "softplus": (REAL + [-5.0, 5.0], softplus_float, lambda x: sigmoid_float(x), 1),
     "relu": (NONZERO, lambda x: max(x, 0.0), lambda x: 1.0 if x > 0 else 0.0, -2),
     "erf": (REAL, math.erf, lambda x: 2.0 / math.sqrt(math.pi) * math.exp(-x * x), 1),
 }
@@ -84,8 +74,8 @@ def test_unary_derivative_analytic(name, x0):
     v, g = fad.value_and_grad(f)(x0)
     assert seen["is_var"]
     assert type(g) is float
-    _close(v, ref(x0), rtol=1e-13)
-    _close(g, deriv(x0))
+    close(v, ref(x0), rtol=1e-13, atol=1e-15)
+    close(g, deriv(x0), atol=1e-15)
 
 
 @pytest.mark.parametrize("name,x0", UNARY_CASES)
@@ -96,7 +86,7 @@ def test_unary_chain_rule(name, x0):
     x = (x0 - 1.0) / 3.0
     g = fad.grad(lambda t: fn(3.0 * t + 1.0) * 2.0)(x)
     u = 3.0 * x + 1.0  # may differ from x0 by rounding
-    _close(g, 6.0 * deriv(u), rtol=1e-11)
+    close(g, 6.0 * deriv(u), rtol=1e-11, atol=1e-15)
 
 
 @pytest.mark.parametrize("name,x0", UNARY_CASES)
@@ -104,7 +94,7 @@ def test_unary_on_plain_float(name, x0):
     _, ref, _, _ = UNARY[name]
     r = getattr(fad, name)(x0)
     assert isinstance(r, float) and not isinstance(r, fad.Var)
-    _close(r, ref(x0), rtol=1e-13)
+    close(r, ref(x0), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", list(UNARY))
@@ -112,7 +102,7 @@ def test_unary_on_int(name):
     _, ref, _, ipt = UNARY[name]
     r = getattr(fad, name)(ipt)
     assert isinstance(r, float)
-    _close(r, ref(float(ipt)), rtol=1e-13)
+    close(r, ref(float(ipt)), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", list(UNARY))
@@ -121,12 +111,42 @@ def test_unary_on_ndarray(name):
     x = np.array(pts, dtype=float)
     r = getattr(fad, name)(x)
     assert isinstance(r, np.ndarray) and r.shape == x.shape
-    _close(r, [ref(float(p)) for p in pts], rtol=1e-13)
+    close(r, [ref(float(p)) for p in pts], rtol=1e-13, atol=1e-15)
     # 2-D keeps its shape
     x2 = np.array(pts[:4] * 3, dtype=float).reshape(3, 4)
     r2 = getattr(fad, name)(x2)
     assert isinstance(r2, np.ndarray) and r2.shape == (3, 4)
-    _close(r2, np.vectorize(ref)(x2).astype(float), rtol=1e-13)
+    close(r2, np.vectorize(ref)(x2).astype(float), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("fn, ref", [
+    (fad.sigmoid, lambda t: 1.0 / (1.0 + np.exp(-t))),
+    (fad.softplus, lambda t: np.log1p(np.exp(t))),
+    (fad.relu, lambda t: np.maximum(t, 0.0)),
+    (fad.erf, np.vectorize(math.erf)),
+])
+@pytest.mark.parametrize("layout", ["transposed", "fortran", "reversed"])
+def test_table_functions_on_non_c_contiguous_ndarrays(fn, ref, layout):
+    """BUG: fad.sigmoid/softplus/relu/erf on a plain ndarray that is not
+    C-contiguous return uninitialised memory: _var._table fills
+    `np.empty_like(arr).reshape(-1)`, which for an F-ordered `out` is a copy,
+    so `out` itself is never written (and the element order would be wrong)."""
+    a = np.arange(6.0).reshape(2, 3) - 2.5
+    x = {"transposed": a.T, "fortran": np.asfortranarray(a), "reversed": a[:, ::-1]}[layout]
+    np.testing.assert_allclose(fn(x), ref(x), rtol=1e-12, atol=1e-15)
+
+
+def test_sigmoid_derivative_large_positive_argument():
+    """BUG: fad.sigmoid'(40) is exactly 0 while sigmoid'(-40) = 4.25e-18 (the
+    derivative is even: both must be exp(-40)/(1+exp(-40))**2).  The op table
+    computes d0 = v * (1 - v) with v = sigmoid(40) == 1.0 in double, which
+    cancels; sigmoid(x) * sigmoid(-x) is exact.  Same for the scalar node and
+    the array block (op_map)."""
+    expected = math.exp(-40.0) / (1.0 + math.exp(-40.0)) ** 2
+    assert fad.grad(fad.sigmoid)(-40.0) == pytest.approx(expected, rel=1e-12, abs=0)
+    assert fad.grad(fad.sigmoid)(40.0) == pytest.approx(expected, rel=1e-12, abs=0)
+    ga = fad.grad(lambda z: fad.sum(fad.sigmoid(z)))(np.array([40.0, -40.0]))
+    np.testing.assert_allclose(ga, [expected, expected], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -175,9 +195,9 @@ def test_binary_derivative_both_vars(name, a0, b0):
     fn = getattr(fad, name)
     v, (ga, gb) = fad.value_and_grad(lambda a, b: fn(a, b), argnums=(0, 1))(a0, b0)
     da, db = deriv(a0, b0)
-    _close(v, ref(a0, b0), rtol=1e-13)
-    _close(ga, da)
-    _close(gb, db)
+    close(v, ref(a0, b0), rtol=1e-13, atol=1e-15)
+    close(ga, da, atol=1e-15)
+    close(gb, db, atol=1e-15)
 
 
 @pytest.mark.parametrize("name,a0,b0", BINARY_CASES)
@@ -185,8 +205,8 @@ def test_binary_derivative_second_arg_constant(name, a0, b0):
     _, ref, deriv = BINARY[name]
     fn = getattr(fad, name)
     v, ga = fad.value_and_grad(lambda a: fn(a, b0))(a0)
-    _close(v, ref(a0, b0), rtol=1e-13)
-    _close(ga, deriv(a0, b0)[0])
+    close(v, ref(a0, b0), rtol=1e-13, atol=1e-15)
+    close(ga, deriv(a0, b0)[0], atol=1e-15)
 
 
 @pytest.mark.parametrize("name,a0,b0", BINARY_CASES)
@@ -194,8 +214,8 @@ def test_binary_derivative_first_arg_constant(name, a0, b0):
     _, ref, deriv = BINARY[name]
     fn = getattr(fad, name)
     v, gb = fad.value_and_grad(lambda b: fn(a0, b))(b0)
-    _close(v, ref(a0, b0), rtol=1e-13)
-    _close(gb, deriv(a0, b0)[1])
+    close(v, ref(a0, b0), rtol=1e-13, atol=1e-15)
+    close(gb, deriv(a0, b0)[1], atol=1e-15)
 
 
 @pytest.mark.parametrize("name,a0,b0", BINARY_CASES)
@@ -203,7 +223,7 @@ def test_binary_on_plain_floats(name, a0, b0):
     _, ref, _ = BINARY[name]
     r = getattr(fad, name)(a0, b0)
     assert isinstance(r, float) and not isinstance(r, fad.Var)
-    _close(r, ref(a0, b0), rtol=1e-13)
+    close(r, ref(a0, b0), rtol=1e-13, atol=1e-15)
 
 
 NP_BINARY = {"arctan2": np.arctan2, "hypot": np.hypot, "power": np.power,
@@ -217,16 +237,16 @@ def test_binary_on_ndarrays(name):
     b = np.array([p[1] for p in pts])
     r = getattr(fad, name)(a, b)
     assert isinstance(r, np.ndarray) and r.shape == a.shape
-    _close(r, NP_BINARY[name](a, b), rtol=1e-13)
+    close(r, NP_BINARY[name](a, b), rtol=1e-13, atol=1e-15)
     # ndarray with a plain number
     r = getattr(fad, name)(a, 1.5)
     assert isinstance(r, np.ndarray) and r.shape == a.shape
-    _close(r, NP_BINARY[name](a, 1.5), rtol=1e-13)
+    close(r, NP_BINARY[name](a, 1.5), rtol=1e-13, atol=1e-15)
 
 
 def test_power_negative_base_constant_exponent():
-    _close(fad.grad(lambda x: fad.power(x, 2.0))(-1.5), -3.0)
-    _close(fad.grad(lambda x: fad.power(x, 3))(-2.0), 12.0)
+    close(fad.grad(lambda x: fad.power(x, 2.0))(-1.5), -3.0, atol=1e-15)
+    close(fad.grad(lambda x: fad.power(x, 3))(-2.0), 12.0, atol=1e-15)
     assert fad.grad(lambda x: fad.power(x, 2))(0.0) == 0.0
 
 
@@ -241,9 +261,17 @@ def test_power_both_vars_zero_base_d_dy_is_zero():
 
 
 def test_power_constant_base_var_exponent():
-    _close(fad.grad(lambda y: fad.power(2.0, y))(3.0), 8.0 * LN2)
+    close(fad.grad(lambda y: fad.power(2.0, y))(3.0), 8.0 * LN2, atol=1e-15)
     # d/dy 0**y at y=2 is 0 too
     assert fad.grad(lambda y: fad.power(0.0, y))(2.0) == 0.0
+
+
+def test_guard_pow_zero_conventions():
+    assert fad.grad(lambda x: x ** 0)(0.0) == 0.0
+    assert fad.grad(lambda x: x ** 1)(0.0) == 1.0
+    np.testing.assert_array_equal(fad.grad(lambda x: fad.sum(x ** 0))(np.zeros(2)), [0.0, 0.0])
+    assert fad.grad(lambda y: 0.0 ** y)(2.0) == 0.0
+    assert fad.hessian(lambda x: x[0] ** 0)(np.zeros(1))[0, 0] == 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -287,6 +315,22 @@ def test_max_min_ties_split_half(name):
     assert fad.grad(lambda x: fn(2.0, x))(2.0) == 0.5
 
 
+def test_guard_nonsmooth_points_scalar_and_array_agree():
+    z = np.zeros(2)
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.hypot(v[0], v[1]))(z), [0.0, 0.0])
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.sum(fad.hypot(v[:1], v[1:])))(z), [0.0, 0.0])
+    one = np.ones(2)
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.maximum(v[0], v[1]))(one), [0.5, 0.5])
+    np.testing.assert_array_equal(fad.grad(lambda v: np.sum(np.maximum(v[:1], v[1:])))(one), [0.5, 0.5])
+    np.testing.assert_array_equal(fad.grad(lambda v: fad.minimum(v[0], 1.0))(one), [0.5, 0.0])
+    for x in (800.0, -800.0):
+        assert fad.grad(fad.sigmoid)(x) == 0.0
+        assert np.isfinite(fad.softplus(x))
+    assert fad.grad(fad.softplus)(800.0) == 1.0
+    for x in (1e-20, -1e-20, 0.0, -0.0):
+        assert fad.grad(fad.log1p)(x) == 1.0 and fad.grad(fad.expm1)(x) == 1.0
+
+
 # ---------------------------------------------------------------------------
 # where and strong zeros
 # ---------------------------------------------------------------------------
@@ -328,7 +372,7 @@ def test_where_with_two_inputs():
     assert (gx, gy) == (2.0, 1.0)
     gx, gy = fad.grad(f, argnums=(0, 1))(3.0, 2.0)
     assert gx == 0.0
-    _close(gy, math.cos(2.0))
+    close(gy, math.cos(2.0), atol=1e-15)
 
 
 def test_where_python_bool_condition():
@@ -352,7 +396,7 @@ def test_where_strong_zero_in_array_loop():
 
     g = fad.grad(f)(x)
     assert g[1] == 0.0 and g[2] == 0.0  # exactly zero, not nan
-    _close(g, [0.25, 0.0, 0.0, 1.0 / 6.0])
+    close(g, [0.25, 0.0, 0.0, 1.0 / 6.0], atol=1e-15)
 
 
 def test_strong_zero_through_multiplication_by_zero_branch():
@@ -420,7 +464,7 @@ def test_math_on_numbers_out_of_domain_like_numpy():
 def test_library_usable_after_nan_inf():
     fad.grad(fad.log)(0.0)
     fad.grad(fad.sqrt)(-1.0)
-    _close(fad.grad(lambda x: fad.log(x) * x)(2.0), math.log(2.0) + 1.0)
+    close(fad.grad(lambda x: fad.log(x) * x)(2.0), math.log(2.0) + 1.0, atol=1e-15)
 
 
 def test_division_by_zero_gives_inf_like_numpy():
@@ -429,3 +473,14 @@ def test_division_by_zero_gives_inf_like_numpy():
     v, (gx, gy) = fad.value_and_grad(lambda x, y: x / y, argnums=(0, 1))(1.0, 0.0)
     assert v == math.inf and gx == math.inf and gy == -math.inf
     assert fad.grad(lambda x: x * x)(3.0) == 6.0
+
+
+def test_abs_derivative_at_nan_agrees_between_scalar_and_array_paths():
+    """BUG (minor): d|x|/dx at NaN is 0.0 from the scalar op table
+    (FAD_ABS in csrc/fastad_ops.h: neither x > 0 nor x < 0) but NaN from the
+    array twin (np.sign), so the same function has two gradients; NaN should
+    propagate, as with NumPy."""
+    g_scalar = fad.grad(lambda a: fad.abs(a))(float("nan"))
+    g_array = fad.grad(lambda a: fad.sum(fad.abs(a)))(np.array([np.nan]))
+    assert math.isnan(g_array[0])
+    assert math.isnan(g_scalar)
