@@ -24,6 +24,7 @@ common = dict(
 extensions = [
     Extension("fastad._tape", ["fastad/_tape.pyx"], **common),
     Extension("fastad._var", ["fastad/_var.pyx"], **common),
+    Extension("fastad._elementwise", ["fastad/_elementwise.pyx"], **common),
     Extension("fastad._coloring", ["fastad/_coloring.pyx"], **common),
     Extension("fastad._sparsity", ["fastad/_sparsity.pyx"], **common),
 ]

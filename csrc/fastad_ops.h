@@ -57,6 +57,18 @@
                            point): a replay that only needs partials skips
                            the node's value unless something reads it */
 #define FAD_COMM 0x400  /* commutative: f(c, x) is the OP_C variant f(x, c) */
+/* What the first partials read (for the ops that name a function: array
+ * blocks compute partials in their sweeps from these values, and may write
+ * an output over an operand that no partial reads; tests check the flags) */
+#define FAD_D0X 0x800   /* df/dx reads x */
+#define FAD_D0Y 0x1000  /* df/dx reads y */
+#define FAD_D0V 0x2000  /* df/dx reads the value v */
+#define FAD_D1X 0x4000  /* df/dy reads x */
+#define FAD_D1Y 0x8000  /* df/dy reads y */
+#define FAD_D1V 0x10000 /* df/dy reads v */
+#define FAD_DX (FAD_D0X)
+#define FAD_DV (FAD_D0V)
+#define FAD_DXY (FAD_D0X | FAD_D0Y | FAD_D1X | FAD_D1Y)
 
 #define FAD_LIN (FAD_Z00 | FAD_Z01 | FAD_Z11)
 #define FAD_U (FAD_UNARY | FAD_Z01 | FAD_Z11)
@@ -137,32 +149,32 @@ static inline double fad_logaddexp(double x, double y)
       x + y, 1.0, 1.0, 0.0, 0.0, 0.0)                                           \
     X(SUB, "sub", "subtract", "subtract", FAD_B | FAD_LIN | FAD_CP,             \
       x - y, 1.0, -1.0, 0.0, 0.0, 0.0)                                          \
-    X(MUL, "mul", "multiply", "multiply", FAD_B | FAD_Z00 | FAD_Z11 | FAD_COMM, \
+    X(MUL, "mul", "multiply", "multiply", FAD_B | FAD_Z00 | FAD_Z11 | FAD_COMM | FAD_D0Y | FAD_D1X, \
       x * y, y, x, 0.0, 1.0, 0.0)                                               \
-    X(DIV, "div", "divide", "true_divide", FAD_B | FAD_Z00,                     \
+    X(DIV, "div", "divide", "true_divide", FAD_B | FAD_Z00 | FAD_D0Y | FAD_D1Y | FAD_D1V,                     \
       x / y, 1.0 / y, -v / y, 0.0, -1.0 / (y * y), 2.0 * v / (y * y))           \
-    X(POW, "pow", "power", "power", FAD_B,                                      \
+    X(POW, "pow", "power", "power", FAD_B | FAD_D0X | FAD_D0Y | FAD_D1X | FAD_D1V,                                      \
       pow(x, y),                                                                \
       (y == 0.0) ? 0.0 : y * pow(x, y - 1.0),                                   \
       (v == 0.0) ? 0.0 : v * log(x),                                            \
       (y == 0.0 || y == 1.0) ? 0.0 : y * (y - 1.0) * pow(x, y - 2.0),           \
       pow(x, y - 1.0) * (1.0 + y * log(x)),     /* 1/x at y = 0 */              \
       (v == 0.0) ? 0.0 : v * log(x) * log(x))                                   \
-    X(ATAN2, "arctan2", "arctan2", "arctan2", FAD_B,                            \
+    X(ATAN2, "arctan2", "arctan2", "arctan2", FAD_B | FAD_DXY,                            \
       atan2(x, y), y / (x * x + y * y), -x / (x * x + y * y),                   \
       -2.0 * x * y / fad_sq(x * x + y * y),                                     \
       (x * x - y * y) / fad_sq(x * x + y * y),                                  \
       2.0 * x * y / fad_sq(x * x + y * y))                                      \
-    X(HYPOT, "hypot", "hypot", "hypot", FAD_B | FAD_COMM,                       \
+    X(HYPOT, "hypot", "hypot", "hypot", FAD_B | FAD_COMM | FAD_D0X | FAD_D0V | FAD_D1Y | FAD_D1V,                       \
       hypot(x, y), (v == 0.0) ? 0.0 : x / v, (v == 0.0) ? 0.0 : y / v,          \
       (v == 0.0) ? 0.0 : y * y / (v * v * v),                                   \
       (v == 0.0) ? 0.0 : -x * y / (v * v * v),                                  \
       (v == 0.0) ? 0.0 : x * x / (v * v * v))                                   \
-    X(MAX, "maximum", "maximum", "maximum", FAD_B | FAD_LIN | FAD_COMM,         \
+    X(MAX, "maximum", "maximum", "maximum", FAD_B | FAD_LIN | FAD_COMM | FAD_DXY,         \
       fad_max(x, y), fad_max_d(x, y), 1.0 - fad_max_d(x, y), 0.0, 0.0, 0.0)     \
-    X(MIN, "minimum", "minimum", "minimum", FAD_B | FAD_LIN | FAD_COMM,         \
+    X(MIN, "minimum", "minimum", "minimum", FAD_B | FAD_LIN | FAD_COMM | FAD_DXY,         \
       fad_min(x, y), fad_max_d(y, x), 1.0 - fad_max_d(y, x), 0.0, 0.0, 0.0)     \
-    X(LOGADDEXP, "logaddexp", "logaddexp", "logaddexp", FAD_B | FAD_COMM,       \
+    X(LOGADDEXP, "logaddexp", "logaddexp", "logaddexp", FAD_B | FAD_COMM | FAD_DXY,       \
       fad_logaddexp(x, y), fad_sigmoid(x - y), fad_sigmoid(y - x),              \
       fad_sigmoid_d(x - y), -fad_sigmoid_d(x - y), fad_sigmoid_d(x - y))        \
     /* f(x, c) and f(c, x): a constant operand */                               \
@@ -206,52 +218,52 @@ static inline double fad_logaddexp(double x, double y)
     /* unary */                                                                 \
     X(NEG, "neg", "negative", "negative", FAD_U | FAD_LIN | FAD_CP,             \
       -x, -1.0, 0.0, 0.0, 0.0, 0.0)                                             \
-    X(ABS, "abs", "absolute", "absolute", FAD_U | FAD_LIN,                      \
+    X(ABS, "abs", "absolute", "absolute", FAD_U | FAD_LIN | FAD_DX,                      \
       fabs(x), fad_sign(x), 0.0, 0.0, 0.0, 0.0)                                 \
     X(SIGN, "sign", "sign", "sign", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,          \
       fad_sign(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                     \
-    X(SIN, "sin", "sin", "sin", FAD_U, sin(x), cos(x), 0.0, -v, 0.0, 0.0)       \
-    X(COS, "cos", "cos", "cos", FAD_U, cos(x), -sin(x), 0.0, -v, 0.0, 0.0)      \
-    X(TAN, "tan", "tan", "tan", FAD_U,                                          \
+    X(SIN, "sin", "sin", "sin", FAD_U | FAD_DX, sin(x), cos(x), 0.0, -v, 0.0, 0.0)       \
+    X(COS, "cos", "cos", "cos", FAD_U | FAD_DX, cos(x), -sin(x), 0.0, -v, 0.0, 0.0)      \
+    X(TAN, "tan", "tan", "tan", FAD_U | FAD_DV,                                          \
       tan(x), 1.0 + v * v, 0.0, 2.0 * v * (1.0 + v * v), 0.0, 0.0)              \
-    X(ASIN, "arcsin", "arcsin", "arcsin", FAD_U,                                \
+    X(ASIN, "arcsin", "arcsin", "arcsin", FAD_U | FAD_DX,                                \
       asin(x), 1.0 / sqrt(1.0 - x * x), 0.0,                                    \
       x / ((1.0 - x * x) * sqrt(1.0 - x * x)), 0.0, 0.0)                        \
-    X(ACOS, "arccos", "arccos", "arccos", FAD_U,                                \
+    X(ACOS, "arccos", "arccos", "arccos", FAD_U | FAD_DX,                                \
       acos(x), -1.0 / sqrt(1.0 - x * x), 0.0,                                   \
       -x / ((1.0 - x * x) * sqrt(1.0 - x * x)), 0.0, 0.0)                       \
-    X(ATAN, "arctan", "arctan", "arctan", FAD_U,                                \
+    X(ATAN, "arctan", "arctan", "arctan", FAD_U | FAD_DX,                                \
       atan(x), 1.0 / (1.0 + x * x), 0.0, -2.0 * x / fad_sq(1.0 + x * x), 0.0, 0.0) \
-    X(SINH, "sinh", "sinh", "sinh", FAD_U, sinh(x), cosh(x), 0.0, v, 0.0, 0.0)  \
-    X(COSH, "cosh", "cosh", "cosh", FAD_U, cosh(x), sinh(x), 0.0, v, 0.0, 0.0)  \
-    X(TANH, "tanh", "tanh", "tanh", FAD_U,                                      \
+    X(SINH, "sinh", "sinh", "sinh", FAD_U | FAD_DX, sinh(x), cosh(x), 0.0, v, 0.0, 0.0)  \
+    X(COSH, "cosh", "cosh", "cosh", FAD_U | FAD_DX, cosh(x), sinh(x), 0.0, v, 0.0, 0.0)  \
+    X(TANH, "tanh", "tanh", "tanh", FAD_U | FAD_DV,                                      \
       tanh(x), 1.0 - v * v, 0.0, -2.0 * v * (1.0 - v * v), 0.0, 0.0)            \
-    X(EXP, "exp", "exp", "exp", FAD_U, exp(x), v, 0.0, v, 0.0, 0.0)             \
-    X(EXPM1, "expm1", "expm1", "expm1", FAD_U,                                  \
+    X(EXP, "exp", "exp", "exp", FAD_U | FAD_DV, exp(x), v, 0.0, v, 0.0, 0.0)             \
+    X(EXPM1, "expm1", "expm1", "expm1", FAD_U | FAD_DV,                                  \
       expm1(x), v + 1.0, 0.0, v + 1.0, 0.0, 0.0)                                \
-    X(LOG, "log", "log", "log", FAD_U,                                          \
+    X(LOG, "log", "log", "log", FAD_U | FAD_DX,                                          \
       log(x), 1.0 / x, 0.0, -1.0 / (x * x), 0.0, 0.0)                           \
-    X(LOG1P, "log1p", "log1p", "log1p", FAD_U,                                  \
+    X(LOG1P, "log1p", "log1p", "log1p", FAD_U | FAD_DX,                                  \
       log1p(x), 1.0 / (1.0 + x), 0.0, -1.0 / fad_sq(1.0 + x), 0.0, 0.0)         \
-    X(LOG2, "log2", "log2", "log2", FAD_U,                                      \
+    X(LOG2, "log2", "log2", "log2", FAD_U | FAD_DX,                                      \
       log2(x), 1.0 / (x * FAD_LN2), 0.0, -1.0 / (x * x * FAD_LN2), 0.0, 0.0)    \
-    X(LOG10, "log10", "log10", "log10", FAD_U,                                  \
+    X(LOG10, "log10", "log10", "log10", FAD_U | FAD_DX,                                  \
       log10(x), 1.0 / (x * FAD_LN10), 0.0, -1.0 / (x * x * FAD_LN10), 0.0, 0.0) \
-    X(SQRT, "sqrt", "sqrt", "sqrt", FAD_U,                                      \
+    X(SQRT, "sqrt", "sqrt", "sqrt", FAD_U | FAD_DV,                                      \
       sqrt(x), 0.5 / v, 0.0, -0.25 / (v * v * v), 0.0, 0.0)                     \
-    X(CBRT, "cbrt", "cbrt", "cbrt", FAD_U,                                      \
+    X(CBRT, "cbrt", "cbrt", "cbrt", FAD_U | FAD_DV,                                      \
       cbrt(x), 1.0 / (3.0 * v * v), 0.0, -2.0 / (9.0 * v * v * v * v * v), 0.0, 0.0) \
-    X(SQUARE, "square", "square", "square", FAD_U,                              \
+    X(SQUARE, "square", "square", "square", FAD_U | FAD_DX,                              \
       x * x, 2.0 * x, 0.0, 2.0, 0.0, 0.0)                                       \
-    X(SIGMOID, "sigmoid", "sigmoid", "", FAD_U,                                 \
+    X(SIGMOID, "sigmoid", "sigmoid", "", FAD_U | FAD_DX,                                 \
       fad_sigmoid(x), fad_sigmoid_d(x), 0.0,                                    \
       fad_sigmoid_d(x) * (1.0 - 2.0 * v), 0.0, 0.0)                             \
-    X(SOFTPLUS, "softplus", "softplus", "", FAD_U,                              \
+    X(SOFTPLUS, "softplus", "softplus", "", FAD_U | FAD_DX,                              \
       log1p(exp(-fabs(x))) + (x > 0 ? x : 0.0), fad_sigmoid(x), 0.0,            \
       fad_sigmoid_d(x), 0.0, 0.0)                                               \
-    X(RELU, "relu", "relu", "", FAD_U | FAD_LIN,                                \
+    X(RELU, "relu", "relu", "", FAD_U | FAD_LIN | FAD_DX,                                \
       (x > 0 || x != x) ? x : 0.0, (x > 0) ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0)     \
-    X(ERF, "erf", "erf", "", FAD_U,                                             \
+    X(ERF, "erf", "erf", "", FAD_U | FAD_DX,                                             \
       erf(x), FAD_2_SQRTPI * exp(-x * x), 0.0,                                  \
       -2.0 * x * FAD_2_SQRTPI * exp(-x * x), 0.0, 0.0)                          \
     /* comparisons: x (op) y, x (op) c; a > b is recorded as b < a */           \
@@ -312,6 +324,22 @@ static inline double fad_eval(int op, double x, double y, double c,
     }
 }
 
+/* A node's value and stored fields at (x, y, c) (replay): p0 = df/dx, and
+ * the field that p1 and c share gets df/dy for a binary node, c for a unary
+ * one (which the switch folds per op: no test at run time). */
+static inline double fad_node_eval(int op, double x, double y, double c,
+                                   double *p0, double *p1_or_c)
+{
+    double v;
+    switch (op) {
+#define FAD_NODE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
+    case FAD_##E: v = (V); *p0 = (D0); *p1_or_c = ((fl) & FAD_BINARY) ? (D1) : c; return v;
+    FAD_OPS(FAD_NODE_)
+#undef FAD_NODE_
+    default: *p0 = 0.0; *p1_or_c = c; return x;
+    }
+}
+
 /* Second partials of op at (x, y, c) with value v = f(x, y, c). */
 static inline void fad_second(int op, double x, double y, double c, double v,
                               double *dxx, double *dxy, double *dyy)
@@ -327,14 +355,18 @@ static inline void fad_second(int op, double x, double y, double c, double v,
 
 /*
  * The table over n elements (array blocks): x[i * sx], y[i * sy] (a stride
- * of 0 broadcasts one number).  With `second` == 0: values into o0 and
- * first partials into o1, o2; else the second partials into o0, o1, o2 (v
- * read from `val`).  Any output may be NULL.  One loop per op, so the
+ * of 0 broadcasts one number).  mode FAD_MAP_VALUES: values into o0 and
+ * first partials into o1, o2; FAD_MAP_PARTIALS: first partials into o1, o2
+ * with v read from val[i * sv]; FAD_MAP_SECOND: second partials into o0,
+ * o1, o2, v from val.  Any output may be NULL.  One loop per op, so the
  * compiler sees each op's expressions inline.
  */
-static inline void fad_map(int op, int second, ptrdiff_t n, const double *xp,
+enum { FAD_MAP_VALUES = 0, FAD_MAP_SECOND = 1, FAD_MAP_PARTIALS = 2 };
+
+static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
                            ptrdiff_t sx, const double *yp, ptrdiff_t sy, double c,
-                           const double *val, double *o0, double *o1, double *o2)
+                           const double *val, ptrdiff_t sv,
+                           double *o0, double *o1, double *o2)
 {
     ptrdiff_t i;
     double x, y, v;
@@ -343,14 +375,18 @@ static inline void fad_map(int op, int second, ptrdiff_t n, const double *xp,
     case FAD_##E:                                                              \
         for (i = 0; i < n; i++) {                                              \
             x = xp[i * sx]; y = yp[i * sy];                                    \
-            if (second) {                                                      \
-                v = val[i];                                                    \
+            if (mode == FAD_MAP_SECOND) {                                      \
+                v = val[i * sv];                                               \
                 if (o0) o0[i] = (XX);                                          \
                 if (o1) o1[i] = (XY);                                          \
                 if (o2) o2[i] = (YY);                                          \
             } else {                                                           \
-                v = (V);                                                       \
-                if (o0) o0[i] = v;                                             \
+                if (mode == FAD_MAP_VALUES) {                                  \
+                    v = (V);                                                   \
+                    if (o0) o0[i] = v;                                         \
+                } else {                                                       \
+                    v = val[i * sv];                                           \
+                }                                                              \
                 if (o1) o1[i] = (D0);                                          \
                 if (o2) o2[i] = (D1);                                          \
             }                                                                  \
@@ -361,6 +397,68 @@ static inline void fad_map(int op, int second, ptrdiff_t n, const double *xp,
     default: break;
     }
     (void)c; (void)y; (void)v;
+}
+
+/*
+ * An array block's partial times k lanes, in one pass: out[i k + j] (+)=
+ * d(i) t[i k + j], where d is df/dx (which == 0) or df/dy (which == 1)
+ * computed inline from x[i sx], y[i sy], c and v[i sv].  This is both the
+ * pullback (t: cotangents) and the push forward (t: tangents) of one
+ * operand.  Strong zeros: a zero partial, or a zero lane, gives an exact
+ * zero even where the other factor is inf or NaN.  out may be t.
+ */
+static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
+                                     const double *xp, ptrdiff_t sx,
+                                     const double *yp, ptrdiff_t sy, double c,
+                                     const double *vp, ptrdiff_t sv,
+                                     const double *t, double *out, int accumulate)
+{
+    ptrdiff_t i, j;
+    double x, y, v, d, q;
+    switch (op) {
+#define FAD_LANE1_(D, ACC)                                                     \
+    {                                                                          \
+        const double *xq = xp, *yq = yp, *vq = vp;                             \
+        for (i = 0; i < n; i++, xq += sx, yq += sy, vq += sv) {                \
+            x = *xq; y = *yq; v = *vq;                                         \
+            d = (D);                                                           \
+            q = d * t[i];                                                      \
+            out[i] = ACC ((q != q && (d == 0.0 || t[i] == 0.0)) ? 0.0 : q);    \
+        }                                                                      \
+    }
+#define FAD_TIMES_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                      \
+    case FAD_##E:                                                              \
+        if (k == 1) {         /* one lane: a select, no branch per element */  \
+            if (which) {                                                       \
+                if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \
+            } else {                                                           \
+                if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )  \
+            }                                                                  \
+            break;                                                             \
+        }                                                                      \
+        for (i = 0; i < n; i++) {                                              \
+            x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                    \
+            d = which ? (D1) : (D0);                                           \
+            if (d == 0.0) {                                                    \
+                if (!accumulate) for (j = 0; j < k; j++) out[i * k + j] = 0.0; \
+            } else if (isfinite(d)) {                                          \
+                if (accumulate) for (j = 0; j < k; j++) out[i * k + j] += d * t[i * k + j]; \
+                else for (j = 0; j < k; j++) out[i * k + j] = d * t[i * k + j]; \
+            } else {                                                           \
+                for (j = 0; j < k; j++) {                                      \
+                    q = t[i * k + j];                                          \
+                    q = (q == 0.0) ? 0.0 : d * q;                              \
+                    if (accumulate) out[i * k + j] += q; else out[i * k + j] = q; \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
+        break;
+    FAD_OPS(FAD_TIMES_)
+#undef FAD_TIMES_
+#undef FAD_LANE1_
+    default: break;
+    }
+    (void)c; (void)x; (void)y; (void)v;
 }
 
 #endif /* FASTAD_OPS_H */

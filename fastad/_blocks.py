@@ -12,18 +12,19 @@ The scalar sweeps skip those slots and call the block instead:
     tangent(val, state, tan, k)   push its operands' k tangents to its slots
 
 so one NumPy/BLAS call serves all k seeds or directions.  Element-wise
-blocks take values and partials from the op table (`op_map`), with NumPy
-twins for the hot ops.
+blocks take values and partials from the op table (fastad._elementwise).
 """
 import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
-                          kept, op_map, op_map2, rows_times, scale_one_minus_sq, second_rows)
+from fastad import _elementwise as _ew
+from fastad._tape import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, FixedGather, add_rows, combine_gather,
+                          combine_rows, kept, op_eval, rows_times, second_rows)
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
+LINEAR = FLAG["Z00"] | FLAG["Z01"] | FLAG["Z11"]
 
 
 def is_active(v):
@@ -254,100 +255,6 @@ def _times(d, g):
         return np.where((g != 0) & (dd != 0), g * dd, 0.0)
 
 
-# Markers for partials that are cheap functions of the operands' or the
-# block's own values: the sweeps compute them from the slots instead of the
-# block keeping a block-sized array from the forward sweep.
-X, Y, TWO_X, Z, ONE_MINUS_Z2 = "x", "y", "2x", "z", "1-z2"
-_OWN_MARKERS = (Z, ONE_MINUS_Z2)          # read the block's own output
-
-
-def resolve_marker(d, x, y, z):
-    """The partial a marker stands for, given operand values x, y and output z."""
-    if not isinstance(d, str):
-        return d
-    if d == X:
-        return x
-    if d == Y:
-        return y
-    if d == TWO_X:
-        return 2.0 * x
-    if d == Z:
-        return z
-    return 1.0 - z * z        # ONE_MINUS_Z2
-
-
-# NumPy twins of hot op-table entries: write f(x, y) into out, return
-# (d/dx, d/dy).  They must agree with the C table (tests/test_op_table.py).
-def _tw_add(x, y, out):
-    np.add(x, y, out=out)
-    return 1.0, 1.0
-
-
-def _tw_sub(x, y, out):
-    np.subtract(x, y, out=out)
-    return 1.0, -1.0
-
-
-def _tw_mul(x, y, out):
-    np.multiply(x, y, out=out)
-    return Y, X      # the partials are the operands: read them back at sweep time
-
-
-def _tw_div(x, y, out):
-    np.divide(x, y, out=out)
-    return 1.0 / y, -out / y
-
-
-def _tw_neg(x, y, out):
-    np.negative(x, out=out)
-    return -1.0, 0.0
-
-
-def _tw_square(x, y, out):
-    np.multiply(x, x, out=out)
-    return TWO_X, 0.0
-
-
-def _tw_sin(x, y, out):
-    np.sin(x, out=out)
-    return np.cos(x), 0.0
-
-
-def _tw_cos(x, y, out):
-    np.cos(x, out=out)
-    return -np.sin(x), 0.0
-
-
-def _tw_abs(x, y, out):
-    np.abs(x, out=out)
-    return np.sign(x), 0.0
-
-
-def _tw_log(x, y, out):
-    np.log(x, out=out)
-    return 1.0 / x, 0.0
-
-
-def _tw_exp(x, y, out):
-    np.exp(x, out=out)
-    return Z, 0.0
-
-
-def _tw_tanh(x, y, out):
-    np.tanh(x, out=out)
-    return ONE_MINUS_Z2, 0.0
-
-
-def _tw_sqrt(x, y, out):
-    np.sqrt(x, out=out)
-    return 0.5 / out, 0.0
-
-
-def _tw_relu(x, y, out):
-    out[...] = np.where(x > 0, x, np.where(x <= 0, 0.0, x))
-    return (x > 0).astype(np.float64), 0.0
-
-
 def _curvature(a, t):
     """a * t (second partial times tangent, lanes last) with exact zeros
     where either factor is zero (the other may be inf or NaN); 0.0 when a
@@ -363,31 +270,6 @@ def _curvature(a, t):
         return np.where((t != 0) & (aa != 0), r, 0.0)
 
 
-# Ops linear in their operands (no second partials), and NumPy twins of the
-# second partials of hot nonlinear ops, from the block's output z (checked
-# against the C table in tests/test_op_table.py).
-LINEAR_OPS = frozenset(("add", "sub", "neg"))
-SECOND_TWINS = {
-    "mul": lambda z: (0.0, 1.0, 0.0),
-    "square": lambda z: (2.0, 0.0, 0.0),
-    "exp": lambda z: (z, 0.0, 0.0),
-    "sin": lambda z: (-z, 0.0, 0.0),
-    "cos": lambda z: (-z, 0.0, 0.0),
-    "tanh": lambda z: (-2.0 * z * (1.0 - z * z), 0.0, 0.0),
-}
-
-
-TWINS = {"add": _tw_add, "sub": _tw_sub, "mul": _tw_mul, "div": _tw_div,
-         "neg": _tw_neg, "square": _tw_square, "sin": _tw_sin, "cos": _tw_cos,
-         "abs": _tw_abs, "log": _tw_log, "exp": _tw_exp, "tanh": _tw_tanh,
-         "sqrt": _tw_sqrt, "relu": _tw_relu}
-
-
-# twins that raise no floating-point warning for any input (tanh saturates,
-# neg and abs are exact; add/sub/mul can overflow, so they keep the errstate)
-QUIET_TWINS = frozenset(("tanh", "neg", "abs"))
-
-
 try:        # np.errstate(all="ignore") is a Python-level context manager: set
     # NumPy's error-state context variable directly where it is there to set
     from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
@@ -396,40 +278,66 @@ except (ImportError, TypeError):                    # pragma: no cover (other Nu
     _extobj_contextvar = None
 
 
-def op_values(name, x, y=None, out=None):
-    """Op `name` elementwise: values into out (allocated if None) and (d/dx, d/dy).
+# Per op, from the table: the NumPy ufunc that computes its values over arrays
+# (SIMD loops; the C table where there is none), and what its partials read.
+_UFUNC = [getattr(np, u) if u else None for u in OP_UFUNCS]
+_READS = [tuple(tuple(fl & FLAG[f"D{i}{w}"] != 0 for w in "XYV") for i in (0, 1))
+          for fl in OP_FLAGS]
 
-    Returns (out, d0, d1); a NumPy twin where there is one, else the C table."""
-    twin = TWINS.get(name)
-    if out is not None and name in QUIET_TWINS:     # cannot warn: no errstate needed
-        d0, d1 = twin(x, 0.0 if y is None else y, out)
-        return out, d0, d1
-    if out is not None and twin is not None and _extobj_contextvar is not None:
+
+def _ignoring_fp_errors(fn, *args):
+    if _extobj_contextvar is not None:
         token = _extobj_contextvar.set(_IGNORE_ALL)
         try:
-            d0, d1 = twin(x, 0.0 if y is None else y, out)
+            return fn(*args)
         finally:
             _extobj_contextvar.reset(token)
-        return out, d0, d1
     with np.errstate(all="ignore"):
-        if out is None:
-            shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
-            out = np.empty(shape)
-        if twin is not None:
-            d0, d1 = twin(x, 0.0 if y is None else y, out)
-            return out, d0, d1
-        v, d0, d1 = op_map(OP_CODE[name], x, y)
-        out[...] = v
-        return out, d0, d1
+        return fn(*args)
+
+
+def _values_into(op, x, y, out):
+    uf = _UFUNC[op]
+    if uf is None:
+        _ew.values(op, x, y, out)
+    elif y is None:
+        uf(x, out=out)
+    else:
+        uf(x, y, out=out)
+    return out
+
+
+def op_values(name, x, y=None):
+    """Op `name` elementwise on plain numbers/ndarrays (NumPy's broadcasting)."""
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
+    return _ignoring_fp_errors(_values_into, OP_CODE[name], x, y, np.empty(shape))
 
 
 class Elementwise(Block):
-    """z = op(x) or op(x, y) elementwise with broadcasting; partials kept per element."""
+    """z = op(x) or op(x, y) elementwise with broadcasting, any op of the table.
+
+    Values come from the op's NumPy ufunc (or the C table); the partials are
+    not kept: each sweep computes them from the operands' values and the
+    block's own (csrc's fad_times_partial, fused with the sweep where nothing
+    is broadcast), so the block holds no state and a table entry is all an op
+    needs."""
 
     handoff = True
 
     def __init__(self, name, x, y, shape):
         self.name, self.x, self.y, self.shape = name, x, y, tuple(shape)
+        self.op = OP_CODE[name]
+        # per operand, its partial when that reads no array (x + y, 2.0 * x):
+        # a number, fixed at recording; None where a sweep computes it
+        self.fixed = tuple(self._fixed_partial(i) for i in range(len(self.operands())))
+
+    def _fixed_partial(self, i):
+        rx, ry, rv = _READS[self.op][i]
+        if rv or (rx and (self.x.active or np.ndim(self.x.const) != 0)) or \
+                (ry and (self.y.active or np.ndim(self.y.const) != 0)):
+            return None
+        return op_eval(self.op, float(self.x.const) if rx else 0.0,
+                       float(self.y.const) if ry else 0.0)[1 + i]
 
     def operands(self):
         return (self.x,) if self.y is None else (self.x, self.y)
@@ -438,14 +346,26 @@ class Elementwise(Block):
         return f"{self.name}{list(self.shape)}"
 
     def compute(self, val, out):
-        xv = self.x.value(val)
         yv = None if self.y is None else self.y.value(val)
-        _, d0, d1 = op_values(self.name, xv, yv, out)
-        return (d0, d1)
+        _ignoring_fp_errors(_values_into, self.op, self.x.value(val), yv, out)
+        return None
+
+    def _reads(self, i):
+        """(x, y, v): which values the partial for operand i reads."""
+        return _READS[self.op][i]
 
     def keeps_output(self):
-        d0, d1 = self.state
-        return (type(d0) is str and d0 in _OWN_MARKERS) or (type(d1) is str and d1 in _OWN_MARKERS)
+        return any(self._reads(i)[2] for i, o in enumerate(self.operands()) if o.active)
+
+    def overwritable_operands(self):
+        """Bits 1, 2: operands x, y whose memory this block may write its
+        output over (no partial it computes reads that operand's values)."""
+        bits = 0
+        ops = self.operands()
+        for i in range(len(ops)):
+            if not any(self._reads(j)[i] for j, o in enumerate(ops) if o.active):
+                bits |= 1 << i
+        return bits
 
     def active_operands(self):
         return [o for o in self.operands() if o.active]
@@ -455,12 +375,14 @@ class Elementwise(Block):
         return [(o, d) for o, d in zip(self.operands(), self._partials(val, state)) if o.active]
 
     def constant_partials(self):
-        if self.name in LINEAR_OPS:
-            return True
-        active = [o.active for o in self.operands()]
-        if self.name == "mul":          # times a constant
-            return sum(active) == 1
-        return self.name == "div" and active == [True, False]
+        """Its active operands' partials read no active operand and no output."""
+        ops = self.operands()
+        for i, o in enumerate(ops):
+            if o.active:
+                rx, ry, rv = self._reads(i)
+                if rv or (rx and ops[0].active) or (ry and ops[1].active):
+                    return False
+        return True
 
     def sparsity(self):
         """One scalar op per element: the op table's flags decide."""
@@ -471,55 +393,85 @@ class Elementwise(Block):
                 return np.full(self.stop - self.start, -1, dtype=np.int64)
             return np.broadcast_to(o.idx, self.shape).reshape(-1)
         return {"start": self.start, "stop": self.stop, "n_virtual": 0,
-                "op": OP_CODE[self.name], "a0": slots(self.x), "a1": slots(self.y)}
+                "op": self.op, "a0": slots(self.x), "a1": slots(self.y)}
 
     def _own(self, val):
         return val[self.start:self.stop].reshape(self.shape)
 
-    def _partials(self, val, state):
-        """state with the markers replaced by the arrays they stand for."""
-        if type(state[0]) is not str and type(state[1]) is not str:
-            return state
-        out = []
-        for d in state:
-            if isinstance(d, str):
-                xv = self.x.value(val) if d in (X, TWO_X) else None
-                yv = self.y.value(val) if d == Y else None
-                zv = self._own(val) if d in (Z, ONE_MINUS_Z2) else None
-                d = resolve_marker(d, xv, yv, zv)
-            out.append(d)
-        return out
+    def _inputs(self, val, i):
+        """(x, y, v) values the partial for operand i reads (None: not read)."""
+        rx, ry, rv = self._reads(i)
+        return (self.x.value(val) if rx else None,
+                self.y.value(val) if ry else None,
+                self._own(val) if rv else None)
+
+    def _partial(self, val, i):
+        """The partial for operand i: a number where it reads no array, else
+        an array of the block's shape."""
+        d = self.fixed[i]
+        if d is not None:
+            return d
+        x, y, v = self._inputs(val, i)
+        return _ew.partials(self.op, x, y, v, self.shape, i == 0, i == 1)[i]
+
+    def _partials(self, val, state=None):
+        return [self._partial(val, i) if o.active else None
+                for i, o in enumerate(self.operands())]
+
+    def _fused(self, val, i, operand):
+        """(x, y, v) for operand i's pullback or push in one C pass, or None
+        where its partial is a number or something is broadcast."""
+        if self.fixed[i] is not None or operand.shape != self.shape:
+            return None
+        xyv = self._inputs(val, i)
+        for a in xyv:
+            if a is not None and a.shape != self.shape and a.ndim != 0:
+                return None
+        return xyv
 
     def reverse(self, val, state, adj, k, cot=None):
-        if isinstance(state[0], str) and state[0] == ONE_MINUS_Z2:   # tanh: one fused pass
+        x, y = self.x, self.y
+        if y is None or not (x.active and y.active):     # one pullback: it may write over g
+            i, operand = (0, x) if x.active else (1, y)
             g, owned = (adj[self.start:self.stop], False) if cot is None else \
                 cot.take_owned(self, adj)
-            if g is not None:        # (over g when nothing else holds it: in cache)
-                self.x.add_adjoint(adj, scale_one_minus_sq(g, self._own(val), owned), k, cot,
-                                   owned or None)
+            if g is None:
+                return
+            xyv = self._fused(val, i, operand)
+            if xyv is not None:
+                r = _ew.times_partial(self.op, i, xyv[0], xyv[1], xyv[2], g, self.shape,
+                                      g if owned else None)
+                operand.add_adjoint(adj, r.reshape(self.shape + (k,)), k, cot, owned or None)
+            else:
+                g = g.reshape(self.shape + (k,))
+                d = self._partial(val, i)
+                operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k, cot)
             return
         g = self.cotangent(adj, k, cot)
         if g is None:
             return
-        if isinstance(state[0], str) and state[0] == TWO_X:          # square: 2x g, one pass
-            self.x.add_adjoint(adj, rows_times(self.x.value(val), g, None, False, 2.0), k, cot)
-            return
-        for operand, d in zip(self.operands(), self._partials(val, state)):
-            if operand.active:
+        for i, operand in ((0, x), (1, y)):
+            xyv = self._fused(val, i, operand)
+            if xyv is not None:
+                operand.add_adjoint(adj, _ew.times_partial(self.op, i, xyv[0], xyv[1], xyv[2],
+                                                           g, self.shape), k, cot)
+            else:
+                d = self._partial(val, i)
                 operand.add_adjoint(adj, _unbroadcast(_times(d, g), operand.shape, k), k, cot)
 
     def _second(self, val):
-        """(f_xx, f_xy, f_yy) elementwise (scalars where constant), or None
-        for an op that is linear in its operands."""
-        if self.name in LINEAR_OPS:
+        """(f_xx, f_xy, f_yy) elementwise, 0.0 where the table's flags say a
+        second partial vanishes or no active operand pair needs it, or None
+        when nothing is left (linear in the active operands)."""
+        fl = OP_FLAGS[self.op]
+        xa, ya = self.x.active, self.y is not None and self.y.active
+        need = (xa and not fl & FLAG["Z00"], xa and ya and not fl & FLAG["Z01"],
+                ya and not fl & FLAG["Z11"])
+        if not any(need):
             return None
-        twin = SECOND_TWINS.get(self.name)
-        if twin is not None:
-            return twin(self._own(val))
-        xv = self.x.value(val)
         yv = None if self.y is None else self.y.value(val)
-        with np.errstate(all="ignore"):
-            return op_map2(OP_CODE[self.name], xv, yv)
+        second = _ew.second(self.op, self.x.value(val), yv, self._own(val), self.shape)
+        return tuple(s if n else 0.0 for s, n in zip(second, need))
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
@@ -532,7 +484,7 @@ class Elementwise(Block):
         pairs = ((None, None), (None, None)) if second is None else \
             ((second[0], second[1]), (second[1], second[2]))
         n = self.stop - self.start
-        for operand, d, (a, b) in zip(self.operands(), self._partials(val, state), pairs):
+        for operand, d, (a, b) in zip(self.operands(), self._partials(val), pairs):
             if not operand.active:
                 continue
             flat = (a is None or tx is None or (_scalar(a) and a == 0.0)) and \
@@ -559,57 +511,42 @@ class Elementwise(Block):
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
 
     def tangent(self, val, state, tan, k):
-        """Straight into the block's rows of tan: d0 x' (+ d1 y'), in place.
-
-        Exact zeros for zero tangent lanes where a partial is inf or NaN come
-        for free on the C path and with finite scalar partials; only the
-        broadcasting NumPy path needs a check of its result."""
+        """Straight into the block's rows of tan: d0 x' (+ d1 y'), in place,
+        one C pass per operand where nothing is broadcast.  A zero partial
+        passes nothing, even an inf or NaN tangent (strong zeros)."""
         dest = tan[self.start:self.stop].reshape(self.shape + (k,))
-        if isinstance(state[0], str) and state[0] == TWO_X:          # square: 2x x', one pass
-            rows_times(self.x.value(val), self.x.tangent(tan, k), dest, False, 2.0)
+        first = True
+        terms = []
+        for i, operand in enumerate(self.operands()):
+            if not operand.active:
+                continue
+            t = operand.tangent(tan, k)
+            xyv = self._fused(val, i, operand)
+            if xyv is not None:
+                _ew.times_partial(self.op, i, xyv[0], xyv[1], xyv[2], t, self.shape, dest,
+                                  not first)
+                first = False
+            else:
+                terms.append((self._partial(val, i), t))
+        if not terms:
+            if first:
+                dest[...] = 0.0
             return
-        # a zero partial passes nothing, even an inf or NaN tangent (strong zeros)
-        terms = [(operand.tangent(tan, k), d) for operand, d
-                 in zip(self.operands(), self._partials(val, state))
-                 if operand.active and not (_scalar(d) and d == 0.0)]
-        check = False
         with np.errstate(invalid="ignore", over="ignore"):
-            if len(terms) == 2 and all(_scalar(d) and abs(d) == 1.0 for _, d in terms) \
-                    and terms[0][0].shape == dest.shape and terms[1][0].shape == dest.shape:
-                (t0, d0), (t1, d1) = terms            # x' +- y': one pass
+            if first and len(terms) == 2 and all(_scalar(d) and abs(d) == 1.0 for d, _ in terms) \
+                    and all(t.shape == dest.shape for _, t in terms):
+                (d0, t0), (d1, t1) = terms            # x' +- y': one pass
                 (np.add if d0 == d1 else np.subtract)(t0, t1, out=dest)
                 if d0 == -1.0:
                     np.negative(dest, out=dest)
                 return
-            first = True
-            for t, d in terms:
-                scalar = _scalar(d)
-                if scalar and not math.isfinite(d):
-                    check = True
-                if not scalar and d.shape == self.shape and t.shape == dest.shape:
-                    rows_times(d, t, dest, not first)
-                elif first:
-                    if scalar and d == 1.0:
-                        np.copyto(dest, np.broadcast_to(t, dest.shape))
-                    else:
-                        check = check or not scalar
-                        np.multiply(t, d if scalar else d[..., None], out=dest)
-                elif scalar and d == 1.0:
-                    np.add(dest, t, out=dest)
-                elif scalar and d == -1.0:
-                    np.subtract(dest, t, out=dest)
+            for d, t in terms:
+                r = _times(d, t)
+                if first:
+                    dest[...] = np.broadcast_to(r, dest.shape)
+                    first = False
                 else:
-                    check = check or not scalar
-                    dest += t * (d if scalar else d[..., None])
-                first = False
-        if not terms:
-            dest[...] = 0.0
-        elif check and not math.isfinite(np.add.reduce(dest, axis=None)):
-            # inf/NaN somewhere: redo with exact zeros for zero tangent lanes
-            total = 0.0
-            for t, d in terms:
-                total = total + _times(d, t)
-            dest[...] = np.broadcast_to(total, dest.shape)
+                    dest += r
 
 
 def _as2d(shape, left):

@@ -21,17 +21,24 @@ cdef extern from "fastad_ops.h" nogil:
         FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS, FAD_FIRST_CMP
     enum:
         FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF,
-        FAD_CP, FAD_COMM
+        FAD_CP, FAD_COMM, FAD_D0X, FAD_D0Y, FAD_D0V, FAD_D1X, FAD_D1Y, FAD_D1V
     const char* fad_op_name[]
     const char* fad_op_function[]
     const char* fad_op_ufunc[]
     const int fad_op_flags[]
     double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
+    double fad_node_eval(int op, double x, double y, double c, double* p0, double* p1_or_c)
     void fad_second(int op, double x, double y, double c, double v,
                     double* dxx, double* dxy, double* dyy)
-    void fad_map(int op, int second, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+    enum:
+        FAD_MAP_VALUES, FAD_MAP_SECOND, FAD_MAP_PARTIALS
+    void fad_map(int op, int mode, Py_ssize_t n, const double* xp, Py_ssize_t sx,
                  const double* yp, Py_ssize_t sy, double c, const double* val,
-                 double* o0, double* o1, double* o2)
+                 Py_ssize_t sv, double* o0, double* o1, double* o2)
+    void fad_times_partial(int op, int which, Py_ssize_t n, Py_ssize_t k,
+                           const double* xp, Py_ssize_t sx, const double* yp, Py_ssize_t sy,
+                           double c, const double* vp, Py_ssize_t sv, const double* t,
+                           double* out, int accumulate)
 
 # Slots are int32 in the node arrays: a tape holds at most 2**31 - 1 nodes.
 cdef enum:

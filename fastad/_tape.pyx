@@ -23,6 +23,11 @@ cnp.import_array()
 
 OP_NAMES = tuple(fad_op_name[i].decode() for i in range(FAD_NUM_OPS))
 OP_FLAGS = tuple(fad_op_flags[i] for i in range(FAD_NUM_OPS))
+OP_UFUNCS = tuple(fad_op_ufunc[i].decode() for i in range(FAD_NUM_OPS))
+# the flag bits of OP_FLAGS, by name (csrc/fastad_ops.h)
+FLAG = dict(BINARY=FAD_BINARY, UNARY=FAD_UNARY, HAS_C=FAD_HAS_C, ZD=FAD_ZD, Z00=FAD_Z00,
+            Z01=FAD_Z01, Z11=FAD_Z11, CMP=FAD_CMP, BLOCK=FAD_BLOCKF, CP=FAD_CP, COMM=FAD_COMM,
+            D0X=FAD_D0X, D0Y=FAD_D0Y, D0V=FAD_D0V, D1X=FAD_D1X, D1Y=FAD_D1Y, D1V=FAD_D1V)
 FIRST_CMP = FAD_FIRST_CMP
 # Long sweeps release the GIL; tiny ones are not worth the switch.
 cdef Py_ssize_t NOGIL_MIN = 20000
@@ -327,12 +332,12 @@ cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
         o = op[i]
         a0 = nd[i].a0
         a1 = nd[i].a1
-        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
+        v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
         if o >= FAD_FIRST_CMP and v != recorded[i]:
             return i
         val[i] = v
         out[i].p0 = d0
-        out[i].p1 = d1 if a1 >= 0 else nd[i].c
+        out[i].p1 = d1
         out[i].a0 = a0
         out[i].a1 = a1
     return -1
@@ -372,7 +377,7 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
         a0 = nd[i].a0
         a1 = nd[i].a1
         if need == NULL or need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
+            v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
             if o >= FAD_FIRST_CMP and v != recorded[i]:
                 return i
             val[i] = v
@@ -381,7 +386,7 @@ cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
             d1 = nd[i].p1
         if need == NULL:
             out[i].p0 = d0
-            out[i].p1 = d1 if a1 >= 0 else nd[i].c
+            out[i].p1 = d1
             out[i].a0 = a0
             out[i].a1 = a1
         if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
@@ -487,7 +492,7 @@ cdef inline Py_ssize_t _fold_sweep(const uint8_t* op, const fad_node* nd, const 
         a0 = nd[i].a0
         a1 = nd[i].a1
         if m & FOLD_VALUE:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
+            v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
             if o >= FAD_FIRST_CMP and v != recorded[i]:
                 return i
             val[i] = v
@@ -2152,10 +2157,10 @@ cdef tuple _op_arrays(int op, x, y, double c, bint second):
     cdef double* o2 = _dptr(r2)
     with nogil:
         if second:
-            fad_map(op, 0, m, xp, 1, yp, 1, c, NULL, vp, NULL, NULL)
-            fad_map(op, 1, m, xp, 1, yp, 1, c, vp, o0, o1, o2)
+            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, vp, NULL, NULL)
+            fad_map(op, FAD_MAP_SECOND, m, xp, 1, yp, 1, c, vp, 1, o0, o1, o2)
         else:
-            fad_map(op, 0, m, xp, 1, yp, 1, c, NULL, o0, o1, o2)
+            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, o0, o1, o2)
     return r0, r1, r2
 
 

@@ -820,8 +820,9 @@ cdef object _table(int op, object x, object y=None):
     xa = np.array(xb, order="C")          # (ascontiguousarray would make 0-d 1-d)
     ya = np.array(yb, order="C")
     out = np.empty_like(xa)
-    fad_map(op, 0, out.size, <double*>cnp.PyArray_DATA(xa), 1, <double*>cnp.PyArray_DATA(ya), 1,
-            0.0, NULL, <double*>cnp.PyArray_DATA(out), NULL, NULL)
+    fad_map(op, FAD_MAP_VALUES, out.size, <double*>cnp.PyArray_DATA(xa), 1,
+            <double*>cnp.PyArray_DATA(ya), 1, 0.0, NULL, 0, <double*>cnp.PyArray_DATA(out),
+            NULL, NULL)
     return float(out) if out.ndim == 0 else out
 
 

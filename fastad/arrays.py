@@ -74,23 +74,11 @@ def _push_over(tape, block, prev, dead):
     return make_array(tape, slots, block.start, True, True)
 
 
-# Element-wise ops that may write over operand 0 or 1 (bits 1, 2 of `dead`):
-# their values and partials come out right when the output is the operand's
-# memory, and their sweeps never read that operand's values (a product
-# reads the other operand, so only a constant may be the other one).
-_OVER = {"add": 3, "sub": 3, "neg": 1, "tanh": 1, "exp": 1}
-_OVER_IF_CONST = {"mul": 3, "div": 1}
-
-
-def _overwritable(tape, name, ops, shape, dead):
+def _overwritable(tape, block, ops, shape, dead):
     """(position, block) of an operand whose block an element-wise op may
-    write over, or None."""
-    bits = _OVER.get(name, 0)
-    if not bits and name in _OVER_IF_CONST:
-        bits = _OVER_IF_CONST[name]
-        if len(ops) == 2:
-            bits &= (2 if not ops[0].active else 0) | (1 if not ops[1].active else 0)
-    bits &= dead
+    write over, or None: a dead temporary that no partial of the op reads
+    (the op table says which values its partials read)."""
+    bits = block.overwritable_operands() & dead
     for i in (1, 0):          # the later operand first: more likely the last block
         o = ops[i] if i < len(ops) else None
         if bits & (1 << i) and o is not None and o.start >= 0 and o.shape == shape:
@@ -151,7 +139,7 @@ def elementwise(name, x, y=None, dead=0):
     objs = (x,) if y is None else (x, y)
     tape, ops = _operands(objs)
     if tape is None:
-        v = B.op_values(name, *[o.const for o in ops])[0]
+        v = B.op_values(name, *[o.const for o in ops])
         return float(v) if np.ndim(v) == 0 else np.array(v)
     if name == "mul" and x is y and type(x) is Array:
         name, ops = "square", ops[:1]            # d(x x) = 2x dx, read back in one pass
@@ -162,7 +150,7 @@ def elementwise(name, x, y=None, dead=0):
         return OP_FUNCTIONS[name](*args)
     block = B.Elementwise(name, ops[0], ops[1] if y is not None else None, shape)
     if dead and x is not y and tape.single_sweep:
-        over = _overwritable(tape, name, ops, shape, dead)
+        over = _overwritable(tape, block, ops, shape, dead)
         if over is not None:
             return _push_over(tape, block, over[1], objs[over[0]])
     return _push(tape, block)
