@@ -1370,7 +1370,11 @@ cdef class Tape:
         if arr.shape != self.in_shape:
             raise ValueError(f"fastad.Tape: x has shape {arr.shape} but the tape "
                              f"was recorded at shape {self.in_shape}")
-        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+        flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+        if flat.size != self.n_inputs:         # (in_shape is the caller's to set)
+            raise ValueError(f"fastad.Tape: x has {flat.size} numbers but the tape "
+                             f"has {self.n_inputs} inputs")
+        return flat
 
     cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1:
         cdef Py_ssize_t r

@@ -476,8 +476,9 @@ cdef class Array:
     # until its slots are handed to anything (an operand, a view, a Var).  A
     # fresh Array that only the caller's temporaries reference is dead after
     # the operation, which may then write over its slots; it is `consumed`,
-    # and using it again (possible from C code holding the only reference)
-    # is a conflict: fad.grad records again without in-place steps.
+    # and using it again (possible where the only other reference was
+    # borrowed: a tuple passed as *args, a C caller) is a conflict: fad.grad
+    # records again without in-place steps.
     cdef bint fresh
     cdef bint consumed
 
@@ -492,9 +493,9 @@ cdef class Array:
         if self.consumed:
             self.tape.conflict = True
             raise TapeError("fastad: this Array was written over by a later step of "
-                            "fad.grad, which took it for a dead temporary (C code held "
-                            "its only reference); inside f, fad.grad then records f "
-                            "again without in-place steps")
+                            "fad.grad, which took it for a dead temporary (a tuple passed "
+                            "as *args or C code held its only reference); fad.grad "
+                            "then records f again without in-place steps")
         self.fresh = False
         return 0
 

@@ -102,8 +102,9 @@ def _scalar_slot(tape, out, who):
 
 def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep):
     """(tape, output slot, aux) for a gradient; None when an in-place step
-    conflicted (C code used an Array it held the only reference to after an
-    operation wrote over it): then record again, keeping every value."""
+    conflicted (code that held an Array's only reference, such as a tuple
+    passed as *args or a C caller, used it after an operation wrote over
+    it): then record again, keeping every value."""
     tape = Tape()
     # the tape serves one reverse sweep and is dropped: element-wise steps
     # may write over dead temporaries (see Tape.overwrite_block)
@@ -121,9 +122,16 @@ def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep):
     return tape, slot, aux
 
 
-def _value_and_grad(f, argnums, has_aux, args, kwargs):
+def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
+    """`inplace`, a one-item list per grad(f): False once f's recording
+    conflicted, so that f, which evidently holds references the in-place
+    step cannot see, is not run twice on every later call."""
     single, nums = _argnums_tuple(argnums, len(args))
-    got = _recorded_output(f, args, kwargs, nums, has_aux, True)
+    got = None
+    if inplace is None or inplace[0]:
+        got = _recorded_output(f, args, kwargs, nums, has_aux, True)
+        if got is None and inplace is not None:
+            inplace[0] = False
     if got is None:
         got = _recorded_output(f, args, kwargs, nums, has_aux, False)
     tape, slot, aux = got
@@ -140,21 +148,27 @@ def grad(f, argnums=0, has_aux=False):
 
     The tape serves one reverse sweep, so element-wise steps write over
     temporaries nothing else references, as NumPy does (docs/guide.md,
-    section 6); if C code holding an Array's only reference uses it again
-    after such a step, f is recorded once more without them.
+    section 6); if code holding an Array's only reference (a tuple passed as
+    *args, a C caller) uses it again
+    after such a step, f is recorded once more without them (so f runs twice
+    on that call), and later calls of this grad(f) do without them.
     """
+    inplace = [True]
+
     @functools.wraps(f)
     def grad_f(*args, **kwargs):
-        _, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs)
+        _, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, inplace)
         return (g, aux) if has_aux else g
     return grad_f
 
 
 def value_and_grad(f, argnums=0, has_aux=False):
     """Like grad, but returns (f(x), gradient); ((f(x), aux), gradient) with has_aux."""
+    inplace = [True]
+
     @functools.wraps(f)
     def value_and_grad_f(*args, **kwargs):
-        value, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs)
+        value, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, inplace)
         return ((value, aux) if has_aux else value), g
     return value_and_grad_f
 

@@ -287,8 +287,8 @@ def test_has_aux_returns_values():
 
 def _misjudge(t, calls):
     """Mark t written over, on the first recording only, as an in-place step
-    would after misjudging it dead (C code holding its only reference can
-    make the count look like a temporary's, which Python code cannot)."""
+    would after misjudging it dead (a tuple passed as *args, or C code,
+    holding its only reference makes the count look like a temporary's)."""
     if len(calls) == 1:
         consume(t)
 

@@ -43,6 +43,13 @@ def test_a_recorded_tape_cannot_grow(call):
     np.testing.assert_allclose(t.gradient(np.arange(4.0)), [np.sin(1.0), 0.0, 3.0, 2.0])
 
 
+def test_an_input_shape_that_disagrees_with_the_inputs_is_refused():
+    t = _tape()
+    t.in_shape = (1,)
+    with pytest.raises(ValueError, match="4 inputs"):
+        t.gradient(np.ones(1))
+
+
 def test_a_new_tape_cannot_grow_outside_a_recording():
     t = fad.Tape()
     with pytest.raises(fad.TapeError, match="not being recorded"):
