@@ -681,3 +681,27 @@ def test_borrowed_references_are_not_taken_for_dead(name):
     assert counts == [1]
     assert _overwritten(f, X) is not None
 
+
+
+def test_after_a_conflict_later_calls_run_f_once():
+    # a tuple passed as *args holds the only reference: the first call
+    # conflicts and runs f twice; later calls of the same grad(f) skip the
+    # in-place step instead of conflicting again
+    calls = [0]
+
+    def f(x):
+        calls[0] += 1
+        tup = (x * 2.0, 1.0)
+        s = np.add(*tup)
+        return fad.sum(s * tup[0])
+
+    g = fad.grad(f)
+    x = np.array([0.3, -1.2, 2.0])
+    want = 8.0 * x + 2.0                      # d/dx sum((2x + 1) 2x)
+    counts = []
+    for _ in range(3):
+        before = calls[0]
+        np.testing.assert_allclose(g(x), want, rtol=1e-14)
+        counts.append(calls[0] - before)
+    assert counts == [2, 1, 1]
+    assert fad.value_and_grad(f)(x)[0] == pytest.approx(float(np.sum((2 * x + 1) * 2 * x)))
