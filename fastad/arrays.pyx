@@ -1,3 +1,5 @@
+# cython: boundscheck=True, wraparound=True, cdivision=False
+# (plain Python semantics: this module is Python code compiled for speed)
 """Whole-array operations on fad.Array: NumPy semantics, one block node each.
 
 Element-wise operations, reductions and matmul record one block node
@@ -36,7 +38,7 @@ def _operands(objs):
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"fastad: cannot combine an Array with {type(o).__name__}"
                                 + (f" of dtype {arr.dtype}" if arr.dtype != object else ""))
-            ops.append(B.Operand(const=arr))
+            ops.append(B.Operand(value=arr))
             continue
         t, idx, start, unique = info
         if tape is None:

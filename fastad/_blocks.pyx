@@ -1,3 +1,5 @@
+# cython: boundscheck=True, wraparound=True, cdivision=False
+# (plain Python semantics: this module is Python code compiled for speed)
 """Block nodes: one tape node per array operation, differentiated with NumPy.
 
 A block owns a contiguous range of output slots [start, stop) on the tape.
@@ -46,7 +48,7 @@ class Operand:
 
     __slots__ = ("shape", "idx", "const", "flat", "start", "unique", "src")
 
-    def __init__(self, idx=None, const=None, start=-1, unique=None):
+    def __init__(self, idx=None, value=None, start=-1, unique=None):
         self.src = None       # the block whose whole output this is (set by the Tape)
         if idx is not None:
             self.idx = idx
@@ -62,7 +64,7 @@ class Operand:
         else:
             self.idx = self.flat = None
             # a copy: the caller may reuse its array before the sweep reads it
-            self.const = np.array(const, dtype=np.float64)
+            self.const = np.array(value, dtype=np.float64)
             self.shape = self.const.shape
             self.start = -1
             self.unique = True
