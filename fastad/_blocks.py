@@ -19,8 +19,9 @@ import math
 
 import numpy as np
 
-from fastad._tape import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
-                          kept, op_map, op_map2, rows_times, scale_one_minus_sq, second_rows)
+from fastad._kernels import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
+                            op_map, op_map2, rows_times, scale_one_minus_sq, second_rows)
+from fastad._tape import kept
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}

@@ -25,7 +25,8 @@ import numpy as np
 
 from fastad import _coloring, _sparsity
 from fastad._blocks import TangentFold
-from fastad._tape import FWD_LANE_COST, REV_LANE_COST, ScalarFold, gather_flat
+from fastad._kernels import gather_flat
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST, ScalarFold
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]

@@ -1,8 +1,8 @@
-"""The small C kernels the array blocks use (fastad._tape), against NumPy."""
+"""The small C kernels the array blocks use (fastad._kernels), against NumPy."""
 import numpy as np
 import pytest
 
-from fastad._tape import add_rows, rows_times, scale_one_minus_sq
+from fastad._kernels import add_rows, rows_times, scale_one_minus_sq
 
 
 def test_rows_times_matches_numpy_and_keeps_strong_zeros():
@@ -85,7 +85,7 @@ def test_zero_partials_are_exact_zeros_in_both_modes():
 
 
 def test_combine_rows_is_two_partials_times_lanes_with_strong_zeros():
-    from fastad._tape import combine_rows
+    from fastad._kernels import combine_rows
     rng = np.random.default_rng(3)
     d = rng.normal(size=5)
     t0, t1 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
@@ -101,7 +101,7 @@ def test_combine_rows_is_two_partials_times_lanes_with_strong_zeros():
 
 
 def test_combine_rows_checks_its_shapes():
-    from fastad._tape import combine_rows
+    from fastad._kernels import combine_rows
     with pytest.raises(ValueError, match="sizes differ"):
         combine_rows(1.0, np.ones((4, 3)), None, None, np.empty((5, 3)))
     with pytest.raises(ValueError, match="one partial per row"):
@@ -111,7 +111,7 @@ def test_combine_rows_checks_its_shapes():
 
 
 def test_combine_gather_reads_the_combination_at_the_nonzeros():
-    from fastad._tape import combine_gather, combine_rows
+    from fastad._kernels import combine_gather, combine_rows
     rng = np.random.default_rng(4)
     d = rng.normal(size=4)
     t0, t1 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
@@ -127,7 +127,7 @@ def test_combine_gather_reads_the_combination_at_the_nonzeros():
 
 
 def test_fixed_gather_adds_the_changing_terms_to_the_kept_base():
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     base = np.arange(8.0)
     # term 0: rows 0..3 at positions 1, 3, 4, 7 with g; term 1: rows 0, 2 at 0, 7
     fg = FixedGather(base, [([1, 3, 4, 7], [0, 1, 2, 3], [2.0, 1.0, -1.0, 0.5]),
@@ -151,7 +151,7 @@ def test_fixed_gather_adds_the_changing_terms_to_the_kept_base():
 
 
 def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     with pytest.raises(IndexError, match="ascend within 0..3"):
         FixedGather(np.zeros(4), [([0, 4], [0, 1], None)], 2)
     with pytest.raises(IndexError, match="ascend"):
@@ -173,14 +173,14 @@ def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
 def test_fixed_gather_multiplies_in_the_order_given_like_a_sweep():
     """g first, then the partials innermost first: 1e-200 * 1e-200 underflows
     to 0 before the inf, as in the sweep, so the term passes nothing."""
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     fg = FixedGather(np.ones(1), [([0], [0], [1.0])], 1)
     np.testing.assert_array_equal(fg([[1e-200, 1e-200, np.inf]]), [1.0])
     np.testing.assert_array_equal(fg([[np.inf, 1e-200, 1e-200]]), [np.inf])
 
 
 def test_combine_gather_checks_lanes_and_shapes():
-    from fastad._tape import combine_gather
+    from fastad._kernels import combine_gather
     t = np.ones((2, 3))
     with pytest.raises(ValueError, match="lane 3 out of range"):
         combine_gather(1.0, t, None, None, np.array([0, 1, 2]), np.array([0, 3]))
@@ -207,7 +207,7 @@ def _second_rows_reference(d, a, tx, b, ty, g, gd):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_second_rows_is_reverse2_in_one_pass(k):
-    from fastad._tape import second_rows
+    from fastad._kernels import second_rows
     rng = np.random.default_rng(7)
     n = 9
     d, a, b = rng.normal(size=n), rng.normal(size=n), 1.5
@@ -227,7 +227,7 @@ def test_second_rows_is_reverse2_in_one_pass(k):
 
 
 def test_second_rows_checks_its_arrays():
-    from fastad._tape import second_rows
+    from fastad._kernels import second_rows
     adj, adt = np.zeros((4, 1)), np.zeros((4, 2))
     with pytest.raises(ValueError, match="C-contiguous float64"):
         second_rows(1.0, None, None, None, None, np.ones(4), np.ones((4, 2)), adj, adt.T)
