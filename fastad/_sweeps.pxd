@@ -2,6 +2,9 @@
 # sweeps (fastad._sweeps) and the array-block kernels (fastad._kernels) that
 # cimport them compile them into their own loops.
 from libc.math cimport isfinite
+from libc.stdint cimport uint8_t
+
+from fastad._ops cimport fad_node
 
 
 # ---------------------------------------------------------------- strong zeros
@@ -72,3 +75,56 @@ cdef inline void sz_curv_lanes(double* out, double g, double s0, const double* t
     else:
         for j in range(k):
             out[j] += g * (s0 * t0[j] + s1 * t1[j])
+
+
+# ---------------------------------------------------------------- the sweeps
+# (fastad/_sweeps.pyx)  Three sweeps over the node arrays, each one kernel
+# for any number k of directions (lanes, stored slot-major: row i * k):
+#
+#   FORWARD  values and partials (a replay) and/or k tangent lanes
+#   REVERSE  k adjoint lanes
+#   SECOND   forward-over-reverse: adjoints (one lane) and their k tangents
+#
+# A Sweep says what to read and write; NULL buffers are not used.
+
+cdef enum:
+    SWEEP_VALUE = 1     # mask bit: the forward sweep computes the node's value and partials
+    SWEEP_TANGENT = 2   # mask bit: ... and pushes its tangent lanes
+    NOGIL_MIN = 20000   # node-lanes from which a sweep releases the GIL
+
+ctypedef enum Kernel:
+    FORWARD
+    REVERSE
+    SECOND
+
+cdef struct Sweep:
+    const uint8_t* op       # op codes
+    const fad_node* nd      # partials and operands (as recorded, or a replay's)
+    Py_ssize_t k            # lanes
+    Py_ssize_t lo, hi       # the slots lo .. hi-1 (reverse sweeps visit them backwards)
+    # FORWARD
+    const uint8_t* mask     # per slot SWEEP_VALUE | SWEEP_TANGENT; NULL: values if val,
+                            # tangents if tan, at every slot
+    const double* recorded  # recorded values: a comparison that comes out otherwise stops
+    double* val             # values (read; written where SWEEP_VALUE)
+    fad_node* out           # the replayed partials, or NULL
+    double* tan             # tangents, k lanes (SECOND: read)
+    # REVERSE and SECOND
+    double* adj             # REVERSE: k lanes; SECOND: one lane
+    bint clear              # REVERSE: zero each row of adj once it is pulled back
+    bint adj_known          # SECOND: adj holds every slot's adjoint already (not propagated)
+    double* adt             # SECOND: the adjoints' tangents, k lanes
+    const double* second    # SECOND: the second partials (3 per slot, second_partials), or NULL
+
+cdef Sweep sweep_over(const uint8_t* op, const fad_node* nd, Py_ssize_t k,
+                      Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+cdef Py_ssize_t run(Kernel kernel, Sweep* s) noexcept nogil
+cdef Py_ssize_t run_released(Kernel kernel, Sweep* s) noexcept
+
+cdef void needed_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask,
+                      Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+cdef void fold_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask, uint8_t* fixed,
+                    const Py_ssize_t* outs, Py_ssize_t n_outs, Py_ssize_t lo,
+                    Py_ssize_t n) noexcept nogil
+cdef void second_partials(const uint8_t* op, const fad_node* nd, const double* val,
+                          double* S, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil

@@ -6,7 +6,6 @@ elementary operation, in recording order.  Per node: an op code (1 byte),
 a fad_node {p0, p1, a0, a1} (24 bytes) and a value (8 bytes).
 """
 from libc.stdlib cimport calloc, free, malloc
-from libc.math cimport isfinite
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
@@ -17,7 +16,9 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad.errors import BranchChangedError, TapeError
-from fastad._sweeps cimport sz, sz_axpy, sz_lanes, sz_curv_lanes
+from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, SWEEP_TANGENT, SWEEP_VALUE, Sweep,
+                             fold_mask, needed_mask, run, run_released, second_partials,
+                             sweep_over)
 from fastad._kernels import FixedGather, gather_flat
 # the op table as Python data, and its maps: defined in fastad._kernels
 from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map, op_map2, op_second
@@ -25,431 +26,9 @@ from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map, op_m
 from cpython.ref cimport Py_INCREF
 cnp.import_array()
 
-# Long sweeps release the GIL; tiny ones are not worth the switch.
-cdef Py_ssize_t NOGIL_MIN = 20000
 # Tangent/adjoint lanes per multi-direction sweep when computing Jacobians.
 cdef Py_ssize_t MAX_CHUNK = 128
 cdef Py_ssize_t CHUNK_DOUBLES = 8 * 1024 * 1024
-
-
-# ---------------------------------------------------------------- sweeps
-# Each is a short loop over the node arrays; the per-op math comes from
-# fad_eval (csrc/fastad_ops.h) at recording or replay time.
-
-cdef inline void _pull(const fad_node* nd, double* adj, Py_ssize_t i, double g) noexcept nogil:
-    """adj[a0] += p0 g and adj[a1] += p1 g for node i.  With an inf/NaN g a
-    zero partial still passes an exact zero (the mirror of strong zeros;
-    forward tangents do the same), so sqrt(0 * x) has derivative 0 in x."""
-    cdef int32_t a1
-    if isfinite(g):
-        adj[nd[i].a0] += nd[i].p0 * g
-        a1 = nd[i].a1
-        if a1 >= 0:
-            adj[a1] += nd[i].p1 * g
-    else:
-        if nd[i].p0 != 0.0:
-            adj[nd[i].a0] += nd[i].p0 * g
-        if nd[i].a1 >= 0 and nd[i].p1 != 0.0:
-            adj[nd[i].a1] += nd[i].p1 * g
-
-
-cdef void reverse_scalar(const fad_node* nd, double* adj,
-                         Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """adj[a] += p * adj[i] for i = hi .. lo (inclusive), backwards.
-
-    A zero adjoint is skipped, so an unselected branch contributes an exact
-    zero even where its own partial is inf or NaN (strong zeros)."""
-    cdef Py_ssize_t i
-    cdef double g
-    for i in range(hi, lo - 1, -1):
-        g = adj[i]
-        if g != 0.0:
-            _pull(nd, adj, i, g)
-
-
-cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
-                          Py_ssize_t slot, Py_ssize_t lo) noexcept nogil:
-    """The gradient of the output at `slot` into grad[0:lo].
-
-    adj is all zeros on entry and is left all zeros: each node's adjoint is
-    cleared as the sweep consumes it, which saves zeroing the whole buffer
-    before every replayed gradient."""
-    cdef Py_ssize_t i
-    cdef double g
-    adj[slot] += 1.0
-    for i in range(slot, lo - 1, -1):
-        g = adj[i]
-        if g != 0.0:
-            _pull(nd, adj, i, g)
-            adj[i] = 0.0       # after: a CONST node points a0 at itself
-    memcpy(grad, adj, lo * sizeof(double))
-    memset(adj, 0, lo * sizeof(double))
-
-
-cdef void reverse_multi(const fad_node* nd, double* adj, Py_ssize_t k,
-                        Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """k seeds at once: adjoints stored slot-major, adj[i*k + j]."""
-    cdef Py_ssize_t i, j
-    cdef double* g
-    cdef int32_t a1
-    for i in range(hi, lo - 1, -1):
-        g = adj + i * k
-        for j in range(k):
-            if g[j] != 0.0:
-                break
-        else:
-            continue
-        sz_axpy(adj + nd[i].a0 * k, nd[i].p0, g, k)
-        a1 = nd[i].a1
-        if a1 >= 0:
-            sz_axpy(adj + a1 * k, nd[i].p1, g, k)
-
-
-cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
-                          Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """k directions at once: tan[i] = p0 tan[a0] + p1 tan[a1], slot-major."""
-    cdef Py_ssize_t i, j
-    cdef double* ti
-    cdef int32_t a1
-    cdef double r, t
-    cdef int32_t a0
-    if k == 1:      # one direction: no lane loops (zero tangents stay exact zeros)
-        for i in range(lo, hi):
-            r = 0.0
-            a0 = nd[i].a0
-            t = tan[a0] if a0 != i else 0.0     # a CONST points at itself
-            if t != 0.0 and nd[i].p0 != 0.0:    # a zero factor is an exact zero
-                r = nd[i].p0 * t
-            a1 = nd[i].a1
-            if a1 >= 0:
-                t = tan[a1]
-                if t != 0.0 and nd[i].p1 != 0.0:
-                    r += nd[i].p1 * t
-            tan[i] = r
-        return
-    if k == 2:          # small k: constant lane counts let the compiler unroll
-        _tangent_lanes(nd, tan, 2, lo, hi)
-    elif k == 3:
-        _tangent_lanes(nd, tan, 3, lo, hi)
-    elif k == 4:
-        _tangent_lanes(nd, tan, 4, lo, hi)
-    else:
-        _tangent_lanes(nd, tan, k, lo, hi)
-
-
-cdef inline void _tangent_lanes(const fad_node* nd, double* tan, Py_ssize_t k,
-                                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef double* ti
-    cdef const double* t0
-    cdef const double* t1
-    cdef double p0, p1
-    cdef int32_t a0, a1
-    for i in range(lo, hi):
-        ti = tan + i * k
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        p0 = nd[i].p0
-        p1 = nd[i].p1
-        if a0 == i:                         # a CONST: no tangent
-            p0 = 0.0
-        sz_lanes(ti, p0, tan + a0 * k, p1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
-
-
-cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* val,
-                         const double* tan, double* adj, double* adt, Py_ssize_t k,
-                         Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """Forward-over-reverse: adjoints (one lane) and their k tangents, backwards.
-
-    For z = f(x, y):  xbar += f_x zbar,
-    xbar' += f_x zbar' + zbar (f_xx x' + f_xy y')   (and the same for y),
-    with x', y' the k forward tangents (tan) and the second partials from the
-    op table.  The adjoints are the gradient; their tangents are H v."""
-    cdef Py_ssize_t i, j
-    cdef double g, p0, p1, xx, xy, yy, x, y, c
-    cdef double* gd
-    cdef const double* t0
-    cdef const double* t1
-    cdef int o, fl
-    cdef int32_t a0, a1
-    cdef bint any_gd
-    cdef double gd1, tx, ty
-    if k == 1:      # one direction: the same, without lane loops
-        for i in range(hi, lo - 1, -1):
-            g = adj[i]
-            gd1 = adt[i]
-            if g == 0.0 and gd1 == 0.0:
-                continue
-            o = op[i]
-            fl = fad_op_flags[o]
-            a0 = nd[i].a0
-            a1 = nd[i].a1
-            p0 = nd[i].p0
-            xx = xy = yy = 0.0
-            if g != 0.0 and (fl & (FAD_Z00 | FAD_Z01 | FAD_Z11)) != (FAD_Z00 | FAD_Z01 | FAD_Z11):
-                if a1 >= 0:
-                    fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
-                else:
-                    fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
-            tx = tan[a0]
-            ty = tan[a1] if a1 >= 0 else 0.0
-            adj[a0] += p0 * g
-            if gd1 != 0.0:
-                adt[a0] += p0 * gd1
-            if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (sz(xx, tx) + sz(xy, ty))
-            if a1 >= 0:
-                p1 = nd[i].p1
-                adj[a1] += p1 * g
-                if gd1 != 0.0:
-                    adt[a1] += p1 * gd1
-                if xy != 0.0 or yy != 0.0:
-                    adt[a1] += g * (sz(xy, tx) + sz(yy, ty))
-        return
-    for i in range(hi, lo - 1, -1):
-        g = adj[i]
-        gd = adt + i * k
-        any_gd = False
-        for j in range(k):
-            if gd[j] != 0.0:
-                any_gd = True
-                break
-        if g == 0.0 and not any_gd:
-            continue
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        p0 = nd[i].p0
-        t0 = tan + a0 * k
-        if a1 >= 0:
-            p1 = nd[i].p1
-            y = val[a1]
-            c = 0.0
-            t1 = tan + a1 * k
-        else:
-            p1 = 0.0
-            y = 0.0
-            c = nd[i].c
-            t1 = t0
-        xx = xy = yy = 0.0
-        if g != 0.0 and (fl & FAD_Z00 == 0 or fl & FAD_Z01 == 0 or fl & FAD_Z11 == 0):
-            x = val[a0]
-            fad_second(o, x, y, c, val[i], &xx, &xy, &yy)
-        adj[a0] += p0 * g
-        if any_gd:
-            sz_axpy(adt + a0 * k, p0, gd, k)
-        sz_curv_lanes(adt + a0 * k, g, xx, t0, xy, t1, k)
-        if a1 >= 0:
-            adj[a1] += p1 * g
-            if any_gd:
-                sz_axpy(adt + a1 * k, p1, gd, k)
-            sz_curv_lanes(adt + a1 * k, g, xy, t0, yy, t1, k)
-
-
-cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
-                               const double* recorded, double* val,
-                               fad_node* out, Py_ssize_t lo,
-                               Py_ssize_t hi) noexcept nogil:
-    """Replay: values and partials of slots lo..hi-1 from the op table.
-
-    Returns -1, or the first comparison slot whose outcome differs from the
-    recorded one (the new input takes another branch)."""
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-        if o >= FAD_FIRST_CMP and v != recorded[i]:
-            return i
-        val[i] = v
-        out[i].p0 = d0
-        out[i].p1 = d1 if a1 >= 0 else nd[i].c
-        out[i].a0 = a0
-        out[i].a1 = a1
-    return -1
-
-
-cdef Py_ssize_t forward_values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const uint8_t* need, const double* recorded,
-                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
-                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """forward_values and forward_tangent (k lanes) in one pass over the
-    nodes: a replayed Jacobian-vector product reads the tape once.
-
-    With `need` (see needed_values) only the tangents are wanted: nodes with
-    constant partials take them from the recording and compute no value
-    unless another node reads it, and `out` is not written."""
-    if k == 1:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 1, lo, hi)
-    if k == 2:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 2, lo, hi)
-    if k == 3:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 3, lo, hi)
-    if k == 4:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 4, lo, hi)
-    return _values_tangent(op, nd, need, recorded, val, out, tan, k, lo, hi)
-
-
-cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const uint8_t* need, const double* recorded,
-                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
-                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if need == NULL or need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-            if o >= FAD_FIRST_CMP and v != recorded[i]:
-                return i
-            val[i] = v
-        else:
-            d0 = nd[i].p0
-            d1 = nd[i].p1
-        if need == NULL:
-            out[i].p0 = d0
-            out[i].p1 = d1 if a1 >= 0 else nd[i].c
-            out[i].a0 = a0
-            out[i].a1 = a1
-        if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
-            d0 = d1 = 0.0
-        sz_lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
-               tan + (a1 if a1 >= 0 else a0) * k, k)
-    return -1
-
-
-cdef void needed_values(const uint8_t* op, const fad_node* nd, uint8_t* need,
-                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """need[i] = 1 where a replay of partials only must still compute node
-    i's value: an operand of a node whose partials depend on values (not
-    FAD_CP) or of a comparison (re-checked), and everything those read."""
-    cdef Py_ssize_t i
-    cdef int o, fl
-    cdef int32_t a0, a1
-    for i in range(hi):
-        need[i] = 0
-    for i in range(hi - 1, lo - 1, -1):
-        o = op[i]
-        if o == FAD_BLOCK:
-            continue
-        fl = fad_op_flags[o]
-        if need[i] or not (fl & FAD_CP) or o >= FAD_FIRST_CMP:
-            a0 = nd[i].a0
-            a1 = nd[i].a1
-            if a0 >= 0 and a0 != i:
-                need[a0] = 1
-            if a1 >= 0 and fl & FAD_BINARY:
-                need[a1] = 1
-
-
-
-
-DEF FOLD_VALUE = 1      # a folded sweep computes the node's value and partials
-DEF FOLD_TANGENT = 2    # ... and pushes its tangent lanes
-
-
-cdef void fold_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask, uint8_t* fixed,
-                    const Py_ssize_t* outs, Py_ssize_t n_outs, Py_ssize_t lo,
-                    Py_ssize_t n) noexcept nogil:
-    """What a forward sweep with fixed seeds must redo at a new point.  A node
-    with constant partials whose operands have fixed tangents has a fixed
-    tangent (the seeds alone decide it); only the other nodes an output needs
-    push lanes (FOLD_TANGENT), and only values their partials or a
-    comparison read are computed (FOLD_VALUE)."""
-    cdef Py_ssize_t i, j
-    cdef int o, fl
-    cdef int32_t a0, a1
-    for i in range(lo):
-        fixed[i] = 1
-        mask[i] = 0
-    for i in range(lo, n):
-        mask[i] = 0
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if o == FAD_CONST or o >= FAD_FIRST_CMP:
-            fixed[i] = 1                                  # no tangent at all
-        elif fl & FAD_CP:
-            fixed[i] = fixed[a0] and not (a1 >= 0 and fl & FAD_BINARY and not fixed[a1])
-        else:
-            fixed[i] = 0
-    for j in range(n_outs):
-        mask[outs[j]] |= 4                                # 4: an output needs its tangent
-    for i in range(n - 1, lo - 1, -1):
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if mask[i] & 4 and not fixed[i]:
-            mask[i] |= FOLD_TANGENT
-            mask[a0] |= 4
-            if a1 >= 0 and fl & FAD_BINARY:
-                mask[a1] |= 4
-            if not (fl & FAD_CP):
-                mask[i] |= FOLD_VALUE
-        if o >= FAD_FIRST_CMP:
-            mask[i] |= FOLD_VALUE
-        if mask[i] & FOLD_VALUE and a0 != i:
-            mask[a0] |= FOLD_VALUE
-            if a1 >= 0 and fl & FAD_BINARY:
-                mask[a1] |= FOLD_VALUE
-    for i in range(n):
-        mask[i] = 0 if i < lo else mask[i] & (FOLD_VALUE | FOLD_TANGENT)
-
-
-cdef inline Py_ssize_t _fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
-                                   const double* recorded, double* val, double* tan,
-                                   Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int o
-    cdef uint8_t m
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        m = mask[i]
-        if m == 0:
-            continue
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if m & FOLD_VALUE:
-            v = fad_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-            if o >= FAD_FIRST_CMP and v != recorded[i]:
-                return i
-            val[i] = v
-        else:                                   # constant partials: the recorded ones
-            d0 = nd[i].p0
-            d1 = nd[i].p1
-        if m & FOLD_TANGENT:
-            sz_lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
-                   tan + (a1 if a1 >= 0 else a0) * k, k)
-    return -1
-
-
-cdef Py_ssize_t fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
-                           const double* recorded, double* val, double* tan, Py_ssize_t k,
-                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """The sweep fold_mask describes; returns -1 or the first comparison
-    slot whose outcome changed."""
-    if k == 1:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 1, lo, hi)
-    if k == 2:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 2, lo, hi)
-    if k == 3:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 3, lo, hi)
-    if k == 4:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 4, lo, hi)
-    return _fold_sweep(op, nd, mask, recorded, val, tan, k, lo, hi)
 
 
 class kept:
@@ -478,16 +57,16 @@ cdef class ScalarFold:
     decide are computed once, at the first point, and kept; later points
     redo only what fold_mask marks.  In the Bratu loop, x[i-1] - 2 x[i] +
     x[i+1] is fixed and only exp, its scaling and the last add are swept."""
-    cdef readonly object mask          # uint8 per slot: FOLD_VALUE | FOLD_TANGENT
+    cdef readonly object mask          # uint8 per slot: SWEEP_VALUE | SWEEP_TANGENT
     cdef readonly object tangents      # (slots, k) kept tangents
     cdef readonly Py_ssize_t k
     cdef object lock
     cdef readonly object fixed         # a FixedGather of the nonzeros (fuse_output), or None
-    cdef object vslots                 # int32: the FOLD_VALUE slots, in order
+    cdef object vslots                 # int32: the SWEEP_VALUE slots, in order
     cdef object chain_ptr, chain_at    # per changing term, where its partials are in vslots
     cdef object chain_t, chain_c       # ... its kept tangent and constant partials
     cdef object _gather                # the gather fuse_output was made for
-    cdef object v_op, v_a0, v_a1, v_c, v_rec    # the FOLD_VALUE nodes, compacted (fuse_output)
+    cdef object v_op, v_a0, v_a1, v_c, v_rec    # the SWEEP_VALUE nodes, compacted (fuse_output)
 
     def __init__(self, Tape tape, seeds, x):
         import threading
@@ -523,7 +102,7 @@ cdef class ScalarFold:
         self.fixed = None
         if m == 0 or tan.shape[0] * k <= g.max() or g.min() < 0:
             return
-        vslots = np.flatnonzero(self.mask & FOLD_VALUE).astype(np.int32)
+        vslots = np.flatnonzero(self.mask & SWEEP_VALUE).astype(np.int32)
         cdef cnp.ndarray vindex = np.full(max(n, 1), -1, dtype=np.int32)
         vindex[vslots] = np.arange(vslots.shape[0], dtype=np.int32)
         cdef const int32_t* vi = <const int32_t*>cnp.PyArray_DATA(vindex)
@@ -539,7 +118,7 @@ cdef class ScalarFold:
         for p in range(m):
             s = gp[p] // k
             lane = gp[p] - s * k
-            if not mp[s] & FOLD_TANGENT:            # a kept tangent
+            if not mp[s] & SWEEP_TANGENT:            # a kept tangent
                 bp[p] = tp[gp[p]]
                 continue
             fl = fad_op_flags[op[s]]
@@ -550,7 +129,7 @@ cdef class ScalarFold:
                 c = nd[s].p0 if j == 0 else nd[s].p1
                 ta, tc = [-1], [c]                  # this term, outermost first
                 zero, varying = c == 0.0, False
-                while not zero and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
+                while not zero and mp[a] & SWEEP_TANGENT:      # down a chain of swept nodes
                     fl = fad_op_flags[op[a]]
                     if fl & FAD_BINARY and nd[a].a1 >= 0:
                         return                      # two operands: not a chain
@@ -688,7 +267,7 @@ cdef class ScalarFold:
     def counts(self):
         """(slots swept for tangents, slots whose value is computed)."""
         m = self.mask
-        return int(np.count_nonzero(m & FOLD_TANGENT)), int(np.count_nonzero(m & FOLD_VALUE))
+        return int(np.count_nonzero(m & SWEEP_TANGENT)), int(np.count_nonzero(m & SWEEP_VALUE))
 
     def sweep(self, Tape tape, x, gather):
         """The kept and swept tangents at x, at the gather positions (those
@@ -698,16 +277,17 @@ cdef class ScalarFold:
         cdef cnp.ndarray flat = tape._flat_input(x)
         cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
         cdef Work w = tape._acquire()
-        cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
-        cdef double* tp
+        cdef Sweep s = sweep_over(tape.buf.op, tape.buf.node, self.k, lo, n)
+        s.mask = <const uint8_t*>cnp.PyArray_DATA(self.mask)
+        s.recorded = tape.buf.val
+        s.val = w.val
         try:
             if lo:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
             with kept(self.tangents, self.lock) as tan:
-                tp = _dptr(tan)
+                s.tan = _dptr(tan)
                 with nogil:
-                    r = fold_sweep(tape.buf.op, tape.buf.node, mp, tape.buf.val, w.val, tp,
-                                   self.k, lo, n)
+                    r = run(FORWARD, &s)
                 if r >= 0:
                     raise BranchChangedError(tape._branch_message(r))
                 return gather_flat(tan, gather)
@@ -1304,16 +884,11 @@ cdef class Tape:
         return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
 
     cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1:
-        cdef Py_ssize_t r
-        if hi <= lo:
-            return 0
-        if hi - lo >= NOGIL_MIN:
-            with nogil:
-                r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                                   w.val, w.node, lo, hi)
-        else:
-            r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                               w.val, w.node, lo, hi)
+        cdef Sweep s = sweep_over(self.buf.op, self.buf.node, 1, lo, hi)
+        s.recorded = self.buf.val
+        s.val = w.val
+        s.out = w.node
+        cdef Py_ssize_t r = run_released(FORWARD, &s)
         if r >= 0:
             raise BranchChangedError(self._branch_message(r))
         return 0
@@ -1397,18 +972,9 @@ cdef class Tape:
 
     cdef void _reverse_seg(self, const fad_node* nodes, double* ap, Py_ssize_t k,
                            Py_ssize_t hi, Py_ssize_t lo):
-        if hi < lo:
-            return
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                if k == 1:
-                    reverse_scalar(nodes, ap, hi, lo)
-                else:
-                    reverse_multi(nodes, ap, k, hi, lo)
-        elif k == 1:
-            reverse_scalar(nodes, ap, hi, lo)
-        else:
-            reverse_multi(nodes, ap, k, hi, lo)
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi + 1)
+        s.adj = ap
+        run_released(REVERSE, &s)
 
     cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
                           object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1:
@@ -1429,13 +995,9 @@ cdef class Tape:
 
     cdef void _tangent_seg(self, const fad_node* nodes, double* tp, Py_ssize_t k,
                            Py_ssize_t lo, Py_ssize_t hi):
-        if hi <= lo:
-            return
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                forward_tangent(nodes, tp, k, lo, hi)
-        else:
-            forward_tangent(nodes, tp, k, lo, hi)
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi)
+        s.tan = tp
+        run_released(FORWARD, &s)
 
     def _recorded_states(self):
         return [blk.state for blk in self.blocks]
@@ -1532,24 +1094,25 @@ cdef class Tape:
         not a full replay)."""
         cdef cnp.ndarray flat = self._flat_input(x)
         cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, n = self.buf.n, r
-        cdef double* tp
-        cdef const uint8_t* need = NULL
-        if not values:
+        cdef Sweep s = sweep_over(self.buf.op, self.buf.node, k, lo, n)
+        s.recorded = self.buf.val
+        s.val = w.val
+        if values:
+            s.out = w.node
+        else:
             if self._needed is None:
                 self._needed = np.empty(max(n, 1), dtype=np.uint8)
-                needed_values(self.buf.op, self.buf.node,
-                              <uint8_t*>cnp.PyArray_DATA(self._needed), lo, n)
-            need = <const uint8_t*>cnp.PyArray_DATA(self._needed)
+                needed_mask(self.buf.op, self.buf.node,
+                            <uint8_t*>cnp.PyArray_DATA(self._needed), lo, n)
+            s.mask = <const uint8_t*>cnp.PyArray_DATA(self._needed)
         cdef Work t = self._acquire()
         try:
             tan = t.scratch_array(max(n, lo), k)
             _seed_rows(tan, seeds, lo)
             if lo:
                 memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            tp = _dptr(tan)
-            with nogil:
-                r = forward_values_tangent(self.buf.op, self.buf.node, need, self.buf.val,
-                                           w.val, w.node, tp, k, lo, n)
+            s.tan = _dptr(tan)
+            r = run_released(FORWARD, &s)
             if r >= 0:
                 raise BranchChangedError(self._branch_message(r))
             if gather is not None:
@@ -1679,16 +1242,12 @@ cdef class Tape:
 
     cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
                           object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo):
-        if hi < lo:
-            return
-        cdef double* tp = _dptr(tan)
-        cdef double* ap = _dptr(adj)
-        cdef double* dp = _dptr(adt)
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
-        else:
-            reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi + 1)
+        s.val = <double*>vp
+        s.tan = _dptr(tan)
+        s.adj = _dptr(adj)
+        s.adt = _dptr(adt)
+        run_released(SECOND, &s)
 
     def at(self, x):
         """This tape replayed once at x: a TapePoint for many derivatives there
@@ -1813,15 +1372,18 @@ cdef class Tape:
         cdef Py_ssize_t slot = int(self._out[()]), lo = self.n_inputs, top
         cdef Work w = self._acquire()
         cdef cnp.ndarray g = np.empty(lo)
+        cdef Sweep s
         cdef double* gp = _dptr(g)
         try:
             self._replay(w, x)
-            if not self.blocks:
-                if slot - lo >= NOGIL_MIN:
-                    with nogil:
-                        _gradient_sweep(w.node, w.adj, gp, slot, lo)
-                else:
-                    _gradient_sweep(w.node, w.adj, gp, slot, lo)
+            if not self.blocks:     # w.adj is all zeros at rest, and left so
+                s = sweep_over(self.buf.op, w.node, 1, lo, slot + 1)
+                s.adj = w.adj
+                s.clear = True
+                w.adj[slot] += 1.0
+                run_released(REVERSE, &s)
+                memcpy(gp, w.adj, lo * sizeof(double))
+                memset(w.adj, 0, lo * sizeof(double))
             else:
                 top = max(self._top(slot + 1), lo)
                 cot = self._cotangents(w.adj, top, 1, slot, False)   # w.adj is zero at rest
@@ -2048,110 +1610,6 @@ def choose_mode(mode, Py_ssize_t n_in, Py_ssize_t n_out):
     return mode
 
 
-cdef void second_partials(const uint8_t* op, const fad_node* nd, const double* val,
-                          double* S, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """S[3i:3i+3] = (f_xx, f_xy, f_yy) of node i, zero for linear ops."""
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a1
-    for i in range(lo, hi):
-        o = op[i]
-        S[3 * i] = S[3 * i + 1] = S[3 * i + 2] = 0.0
-        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
-            continue
-        a1 = nd[i].a1
-        if a1 >= 0:
-            fad_second(o, val[nd[i].a0], val[a1], 0.0, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
-        else:
-            fad_second(o, val[nd[i].a0], 0.0, nd[i].c, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
-
-
-cdef void reverse_second_cached(const fad_node* nd, const double* G, const double* S,
-                                const double* tan, double* adt, Py_ssize_t hi,
-                                Py_ssize_t lo) noexcept nogil:
-    """reverse_second for one direction when the adjoints G and the second
-    partials S at this point are known: only the adjoints' tangents move."""
-    cdef Py_ssize_t i
-    cdef double g, gd, xx, xy, yy, tx, ty
-    cdef int32_t a0, a1
-    for i in range(hi, lo - 1, -1):
-        gd = adt[i]
-        g = G[i]
-        xx = S[3 * i]
-        xy = S[3 * i + 1]
-        yy = S[3 * i + 2]
-        if gd == 0.0 and (g == 0.0 or (xx == 0.0 and xy == 0.0 and yy == 0.0)):
-            continue
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        tx = tan[a0]
-        ty = tan[a1] if a1 >= 0 else 0.0
-        if gd != 0.0:
-            adt[a0] += nd[i].p0 * gd
-            if a1 >= 0:
-                adt[a1] += nd[i].p1 * gd
-        if g != 0.0:
-            if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (sz(xx, tx) + sz(xy, ty))
-            if a1 >= 0 and (xy != 0.0 or yy != 0.0):
-                adt[a1] += g * (sz(xy, tx) + sz(yy, ty))
-
-
-cdef void reverse_second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
-                               const double* G, const double* tan, double* adt, Py_ssize_t k,
-                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """reverse_second for k directions (slot-major lanes) at a point whose
-    adjoints G are known: the compressed sweep of a sparse Hessian.  Second
-    partials are computed on the way, only at nonlinear nodes with a
-    nonzero adjoint (one sweep per point, so caching them would not pay)."""
-    if k == 2:          # constant lane counts let the compiler unroll
-        _second_lanes(op, nd, val, G, tan, adt, 2, hi, lo)
-    elif k == 3:
-        _second_lanes(op, nd, val, G, tan, adt, 3, hi, lo)
-    elif k == 4:
-        _second_lanes(op, nd, val, G, tan, adt, 4, hi, lo)
-    else:
-        _second_lanes(op, nd, val, G, tan, adt, k, hi, lo)
-
-
-cdef inline void _second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
-                               const double* G, const double* tan, double* adt, Py_ssize_t k,
-                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef double g, xx, xy, yy
-    cdef int32_t a0, a1
-    cdef int o
-    cdef double* di
-    cdef bint zero
-    for i in range(hi, lo - 1, -1):
-        di = adt + i * k
-        g = G[i]
-        o = op[i]
-        zero = True
-        for j in range(k):
-            if di[j] != 0.0:
-                zero = False
-                break
-        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
-            g = 0.0                                  # linear: no curvature term
-        if zero and g == 0.0:
-            continue
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if not zero:
-            sz_axpy(adt + a0 * k, nd[i].p0, di, k)
-            if a1 >= 0:
-                sz_axpy(adt + a1 * k, nd[i].p1, di, k)
-        if g != 0.0:
-            if a1 >= 0:
-                fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
-                sz_curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, xy, tan + a1 * k, k)
-                sz_curv_lanes(adt + a1 * k, g, xy, tan + a0 * k, yy, tan + a1 * k, k)
-            else:
-                fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
-                sz_curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, 0.0, tan + a0 * k, k)
-
-
 cdef class TapePoint:
     """A tape replayed at one x (see Tape.at): its value, gradient and
     Hessian-vector products there, each without another replay.  On a tape
@@ -2194,10 +1652,11 @@ cdef class TapePoint:
         cdef Tape t = self.tape
         cdef Py_ssize_t slot = int(t.out_slots[()]), lo = t.n_inputs
         cdef cnp.ndarray G = self.w.zeros(max(slot + 1, lo), 1, 2).reshape(-1)
-        cdef double* gp = _dptr(G)
-        gp[slot] = 1.0
+        cdef Sweep s = sweep_over(t.buf.op, self.w.node, 1, lo, slot + 1)
+        s.adj = _dptr(G)
+        s.adj[slot] = 1.0
         with nogil:
-            reverse_scalar(self.w.node, gp, slot, lo)
+            run(REVERSE, &s)
         self.G = G
 
     def _hvp_gather(self, seeds, gather):
@@ -2241,18 +1700,18 @@ cdef class TapePoint:
                 second_partials(t.buf.op, self.w.node, self.w.val, sp, lo, hi)
         cdef cnp.ndarray tan = self.w.scratch_array(hi, k, 0), adt = self.w.zeros(hi, k, 1)
         tan[:lo] = seeds.T
-        cdef double* tp = _dptr(tan)
-        cdef double* dp = _dptr(adt)
-        cdef double* gp = _dptr(self.G)
+        cdef Sweep s = sweep_over(t.buf.op, self.w.node, k, lo, hi)
+        cdef double* vp = self.w.val
+        s.tan = _dptr(tan)
+        s.adj = _dptr(self.G)
+        s.adj_known = True
+        s.adt = _dptr(adt)
         if self.S is not None:
-            sp = _dptr(self.S)
+            s.second = _dptr(self.S)
         with nogil:
-            forward_tangent(self.w.node, tp, k, lo, hi)
-            if sp != NULL and k == 1:
-                reverse_second_cached(self.w.node, gp, sp, tp, dp, hi - 1, lo)
-            else:
-                reverse_second_lanes(t.buf.op, self.w.node, self.w.val, gp, tp, dp, k,
-                                     hi - 1, lo)
+            run(FORWARD, &s)        # (no val: tangents only, from the replayed partials)
+            s.val = vp
+            run(SECOND, &s)
         if gather is not None:
             return gather_flat(adt, gather)
         return t._shape_in(adt[:lo].T.copy(), stacked)
