@@ -28,6 +28,7 @@ extensions = [
     Extension("fastad._sparsity", ["fastad/_sparsity.pyx"], **common),
     Extension("fastad._kernels", ["fastad/_kernels.pyx"], **common),
     Extension("fastad._sweeps", ["fastad/_sweeps.pyx"], **common),
+    Extension("fastad._fold", ["fastad/_fold.pyx"], **common),
 ]
 
 # plain Python compiled as is: the per-operation recording and sweep code of

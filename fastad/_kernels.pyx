@@ -304,7 +304,7 @@ cdef class FixedGather:
         cdef double fc[8]
         cdef Py_ssize_t st[8]
         cdef Py_ssize_t nf, q, m, f, r, p
-        cdef double a, v
+        cdef double a
         for (pos, rows, g), fs in zip(self.terms, factors):
             if len(fs) > 8:
                 raise ValueError("FixedGather: at most 8 partials per term")
@@ -333,11 +333,9 @@ cdef class FixedGather:
                     r = q if rp == NULL else rp[q]
                     a = 1.0 if gp == NULL else gp[q]
                     for f in range(nf):
-                        v = fp[f][r * st[f]]
-                        if v == 0.0 or a == 0.0:
-                            a = 0.0
+                        a = sz(a, fp[f][r * st[f]])
+                        if a == 0.0:
                             break
-                        a = a * v
                     if a != 0.0:
                         o[p] += a
                 if t == 0 and done < size:       # the rest of base, before other terms add in

@@ -26,7 +26,8 @@ import numpy as np
 from fastad import _coloring, _sparsity
 from fastad._blocks import TangentFold
 from fastad._kernels import gather_flat
-from fastad._tape import FWD_LANE_COST, REV_LANE_COST, ScalarFold
+from fastad._fold import ScalarFold
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
@@ -282,16 +283,12 @@ class JacobianPlan:
         if self._folded is not None or self._evaluations < 2:
             return self._folded or None, None
         fold = False
-        if not tape.blocks:
-            fold = ScalarFold(tape, self.col_seeds, x)
-            fold.fuse_output(tape, self.fwd_src)
-        elif tape._constant_slots() is not None:
-            fold = TangentFold(tape, self.col_seeds, x)
-            if not fold.useful:
-                fold = False
+        if not tape.blocks or tape._constant_slots() is not None:
+            fold = (TangentFold if tape.blocks else ScalarFold)(tape, self.col_seeds, x)
+            if fold.useful:
+                fold.fuse(tape, self.fwd_src, self.indptr)
             else:
-                fold.fuse_output(tape.blocks, self.fwd_src, self.indptr, tape.out_slots,
-                                 tape.recorded_values())
+                fold = False
         data = gather_flat(fold.tangents, self.fwd_src) if fold else None
         self._folded = fold
         return fold or None, data
