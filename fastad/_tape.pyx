@@ -161,13 +161,7 @@ def slot_range(Py_ssize_t first, Py_ssize_t m):
     return _iota[first:first + m]
 
 
-cdef list _work_pool = []
-cdef object _var_at = None     # fastad._var.make_array, set by set_var_factory
-
-
-def set_var_factory(f):
-    global _var_at
-    _var_at = f   # free Work buffers (list.pop/append are atomic under the GIL)
+cdef list _work_pool = []     # free Work buffers (list.pop/append are atomic under the GIL)
 
 
 cdef inline double* _dptr(cnp.ndarray a):
@@ -415,7 +409,7 @@ cdef class Tape:
         return slot_range(block.start, block.stop - block.start)
 
     def push_scalar_block(self, block, double y):
-        """Record a one-output block whose value y is computed; returns its Var."""
+        """Record a one-output block whose value y is computed; returns its slot."""
         self._recording_only()
         self.reserve(1)
         cdef Py_ssize_t first = self.buf.n
@@ -426,7 +420,7 @@ cdef class Tape:
         block.stop = first + 1
         self._note_block(block)
         self.blocks.append(block)
-        return _var_at(self, first)
+        return first
 
     cdef int _note_block(self, object block) except -1:
         """Bookkeeping for the cotangent hand-off (see Cotangents): link each

@@ -12,7 +12,8 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from fastad._tape import OP_NAMES, slot_range, set_var_factory
+from fastad._kernels import OP_NAMES
+from fastad._tape import slot_range
 from fastad._tape cimport *   # Tape, TapeBuf, tape_push, fad_eval and the FAD_* op codes
 
 import numbers
@@ -398,9 +399,6 @@ def tape_of(Var v):
 def var_at(Tape tape, Py_ssize_t s):
     """The Var for slot s of the current recording on `tape`."""
     return _new(tape.buf.val[s], s, tape.buf.id)
-
-
-set_var_factory(var_at)
 
 
 def temp_refs():

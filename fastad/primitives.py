@@ -28,7 +28,7 @@ import numbers
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._var import Var, tape_of
+from fastad._var import Var, tape_of, var_at
 from fastad.errors import TapeError
 from fastad.arrays import _operands, _push, concatenate, reshape
 
@@ -432,7 +432,7 @@ class Primitive:
                 self, [a.slot if type(a) is Var else None for a in args],
                 [None if type(a) is Var else v for a, v in zip(args, vals)], kwargs)
             blk.state = (y, vals)
-            return tape.push_scalar_block(blk, y)
+            return var_at(tape, tape.push_scalar_block(blk, y))
         y = self._evaluate([o.const if not o.active else o.value(tape.recorded_values())
                             for o in ops], kwargs)
         if isinstance(y, np.ndarray):
