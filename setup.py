@@ -29,6 +29,8 @@ extensions = [
     Extension("fastad._kernels", ["fastad/_kernels.pyx"], **common),
     Extension("fastad._sweeps", ["fastad/_sweeps.pyx"], **common),
     Extension("fastad._fold", ["fastad/_fold.pyx"], **common),
+    Extension("fastad._recorder", ["fastad/_recorder.pyx"], **common),
+    Extension("fastad._player", ["fastad/_player.pyx"], **common),
 ]
 
 # plain Python compiled as is: the per-operation recording and sweep code of

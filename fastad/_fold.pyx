@@ -27,7 +27,7 @@ cimport numpy as cnp
 from fastad._ops cimport *      # fad_node, fad_eval, fad_op_flags, FAD_*
 from fastad._sweeps cimport (FORWARD, SWEEP_TANGENT, SWEEP_VALUE, Sweep, fold_mask, run, sz,
                              sweep_over)
-from fastad._tape cimport Tape, Work
+from fastad._player cimport Player, Work
 from fastad._kernels import FixedGather, gather_flat
 from fastad.errors import BranchChangedError
 
@@ -75,7 +75,7 @@ cdef class ScalarFold:
     cdef object _gather                # the gather fuse_output was made for
     cdef object v_op, v_a0, v_a1, v_c, v_rec    # the SWEEP_VALUE nodes, compacted (fuse_output)
 
-    def __init__(self, Tape tape, seeds, x):
+    def __init__(self, Player tape, seeds, x):
         cdef Py_ssize_t n = tape.buf.n
         outs = np.ascontiguousarray(tape.out_slots.reshape(-1), dtype=np.intp)
         self.mask = np.empty(max(n, 1), dtype=np.uint8)
@@ -87,7 +87,7 @@ cdef class ScalarFold:
         self.tangents = tape._full_tangents(x, seeds)
         self.lock = threading.Lock()
 
-    def fuse_output(self, Tape tape, gather):
+    def fuse_output(self, Player tape, gather):
         """Read the Jacobian's nonzeros without sweeping any tangent lanes, when
         each is a kept tangent or a node with constant partials over kept
         tangents and unary chains of swept nodes that end at kept ones (exp
@@ -217,7 +217,7 @@ cdef class ScalarFold:
                 else:
                     va1[j] = r
 
-    cdef object _fixed_sweep(self, Tape tape, x):
+    cdef object _fixed_sweep(self, Player tape, x):
         """The nonzeros through self.fixed: a replay of the values the chains
         and comparisons need, then the products of the chains' partials."""
         cdef cnp.ndarray flat = tape._flat_input(x)
@@ -269,7 +269,7 @@ cdef class ScalarFold:
 
     useful = True           # (a fold of scalar nodes always saves sweeping)
 
-    def fuse(self, Tape tape, gather, indptr):
+    def fuse(self, Player tape, gather, indptr):
         """Read the nonzeros at `gather` without a tangent buffer where the
         tape allows it (fuse_output)."""
         self.fuse_output(tape, gather)
@@ -280,7 +280,7 @@ cdef class ScalarFold:
         m = self.mask
         return int(np.count_nonzero(m & SWEEP_TANGENT)), int(np.count_nonzero(m & SWEEP_VALUE))
 
-    def sweep(self, Tape tape, x, gather):
+    def sweep(self, Player tape, x, gather):
         """The kept and swept tangents at x, at the gather positions (those
         fuse_output was given, when it made self.fixed)."""
         if self.fixed is not None and gather is self._gather:

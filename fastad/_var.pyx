@@ -13,7 +13,7 @@ from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._kernels import OP_NAMES
-from fastad._tape import slot_range
+from fastad._recorder import slot_range
 from fastad._tape cimport *   # Tape, TapeBuf, tape_push, fad_eval and the FAD_* op codes
 
 import numbers
