@@ -23,6 +23,7 @@ from fastad._fold import kept
 from fastad._kernels import (OP_NAMES, FixedGather, add_rows, combine_gather, combine_rows,
                             gather_flat, op_map, op_map2, rows_times, scale_one_minus_sq,
                             second_rows)
+from fastad._var import Array, Var
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -30,7 +31,6 @@ OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
 
 def is_active(v):
     """True for fastad Vars and Arrays (values on a tape)."""
-    from fastad._var import Array, Var
     return type(v) in (Var, Array)
 
 

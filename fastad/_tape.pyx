@@ -36,6 +36,29 @@ cdef inline double* _dptr(cnp.ndarray a):
     return <double*>cnp.PyArray_DATA(a)
 
 
+# Tape methods whose work is done above the tape: sparse_jacobian and
+# sparse_hessian need colorings, the blocks' folds and SciPy (fastad.sparse).
+# fastad.sparse provides them when it is imported (the package imports it),
+# so this module imports nothing above it.
+cdef dict _methods = {}
+
+
+def provide(name, fn):
+    """Make fn(tape, ...) what Tape.<name>(...) does (name: 'sparse_jacobian'
+    or 'sparse_hessian'); called by fastad.sparse."""
+    if name not in ("sparse_jacobian", "sparse_hessian"):
+        raise ValueError(f"fastad: no Tape method {name!r} is provided from outside")
+    _methods[name] = fn
+
+
+cdef object _provided(str name):
+    fn = _methods.get(name)
+    if fn is None:
+        raise RuntimeError(f"fastad: Tape.{name} comes from fastad.sparse, which is not "
+                           f"loaded; import fastad")
+    return fn
+
+
 cdef class Tape(Player):
     """A recorded Wengert list, replayable at new inputs.
 
@@ -121,14 +144,12 @@ cdef class Tape(Player):
         coloring and compressed sweeps; the pattern and coloring are found on
         the first call and kept, so later calls only sweep and decompress.
         mode: 'auto', 'fwd', 'rev' or 'bidirectional' (see fastad.sparse)."""
-        from fastad.sparse import tape_sparse_jacobian
-        return tape_sparse_jacobian(self, x, mode)
+        return _provided("sparse_jacobian")(self, x, mode)
 
     def sparse_hessian(self, x):
         """The Hessian at x as a scipy.sparse.csr_matrix, by star coloring and
         one forward-over-reverse sweep (pattern and coloring kept)."""
-        from fastad.sparse import tape_sparse_hessian
-        return tape_sparse_hessian(self, x)
+        return _provided("sparse_hessian")(self, x)
 
     def at(self, x):
         """This tape replayed once at x: a TapePoint for many derivatives there
