@@ -9,7 +9,8 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
     sum, mean, dot, matmul, logsumexp, concatenate, reshape, transpose,
 )
 from fastad.errors import TapeError, BranchChangedError
-from fastad.primitives import primitive, solve, norm
+from fastad.primitives import primitive
+from fastad.linalg import solve, norm
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (

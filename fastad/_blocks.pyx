@@ -21,8 +21,11 @@ import math
 import numpy as np
 
 from fastad import _elementwise as _ew
-from fastad._tape import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, FixedGather, add_rows, combine_gather,
-                          combine_rows, kept, op_eval, rows_times, second_rows)
+from fastad._fold import kept
+from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, FixedGather, add_rows,
+                             combine_gather, combine_rows, gather_flat, op_eval, rows_times,
+                             second_rows)
+from fastad._var import Array, Var
 from fastad.errors import BranchChangedError
 
 OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
@@ -31,7 +34,6 @@ LINEAR = FLAG["Z00"] | FLAG["Z01"] | FLAG["Z11"]
 
 def is_active(v):
     """True for fastad Vars and Arrays (values on a tape)."""
-    from fastad._var import Array, Var
     return type(v) in (Var, Array)
 
 
@@ -981,10 +983,22 @@ class TangentFold:
                             np.broadcast_to(d, shape).reshape(-1) for d in terms[i][1][::-1]]
                            for i in self._varying])     # innermost first, as the sweep
 
+    def fuse(self, tape, gather, indptr):
+        """fuse_output for this tape (the interface of folds, fastad._fold)."""
+        self.fuse_output(tape.blocks, gather, indptr, tape.out_slots, tape.recorded_values())
+
     def sweep(self, tape, x, gather):
         """The Jacobian's nonzeros at x (the gather positions of the
-        tangents); as ScalarFold.sweep."""
-        return tape._fold_tangents(x, self, gather)
+        tangents); as ScalarFold.sweep.  Only the values some changing block
+        reads are replayed and only those blocks are swept."""
+        with tape._replayed(x, self.const_slots, self.const_values, self.states,
+                            self.run_forward) as (val, states):
+            blocks = tape.blocks
+            if self.fixed is not None:            # no tangent buffer to sweep
+                return self.fixed_data(blocks, val, states)
+            with self.buffer() as tan:
+                data = self.sweep_blocks(blocks, val, states, tan)
+                return data if data is not None else gather_flat(tan, gather)
 
     def sweep_blocks(self, blocks, val, states, tan):
         """The blocks' tangents that change, into tan; with a fused output

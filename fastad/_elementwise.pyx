@@ -11,7 +11,7 @@ new table entry works on arrays with no code here.
 import numpy as np
 cimport numpy as cnp
 
-from fastad._tape cimport (fad_map, fad_times_partial, FAD_MAP_VALUES, FAD_MAP_SECOND,
+from fastad._ops cimport (fad_map, fad_times_partial, FAD_MAP_VALUES, FAD_MAP_SECOND,
                            FAD_MAP_PARTIALS, FAD_NUM_OPS)
 
 cnp.import_array()

@@ -1,1004 +1,65 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The tape: contiguous typed storage of the Wengert list and its sweeps.
+"""The Tape: a recorded Wengert list and its documented API.
 
-Node i writes slot i.  Inputs come first (op INPUT), then one node per
-elementary operation, in recording order.  Per node: an op code (1 byte),
-a fad_node {p0, p1, a0, a1} (24 bytes) and a value (8 bytes).
+    tape(x), tape.gradient(x), value_and_gradient, jvp, vjp, jacobian, hvp,
+    hessian, sparse_jacobian, sparse_hessian, at; len(tape), n_inputs,
+    n_outputs, str(tape), to_dot(); pickling
+
+The layers under it: fastad._recorder (storage and recording), then
+fastad._player (Work buffers, replays, sweeps over segments and blocks), on
+the kernels of fastad._sweeps.  TapePoint is a tape replayed at one x.
 """
-from libc.stdlib cimport calloc, free, malloc
-from libc.math cimport isfinite
 from libc.string cimport memset, memcpy
-from libc.stdint cimport int32_t, int64_t, uint8_t
-
-import bisect
-import math
 
 import numpy as np
 cimport numpy as cnp
 
+from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, run, run_released,
+                             second_partials, sweep_over)
+from fastad._kernels import gather_flat
 from fastad.errors import BranchChangedError, TapeError
+# where these used to be: pickles name fastad._tape.InputSlab (blocks' operands)
+from fastad._recorder import Cotangents, InputSlab, release_memory, slot_range  # noqa: F401
+from fastad._player import Player  # noqa: F401
+# the op table as Python data, and its maps (fastad._kernels)
+from fastad._kernels import (FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map,  # noqa: F401
+                             op_map2, op_second)
 
-from cpython.ref cimport Py_INCREF
 cnp.import_array()
 
-OP_NAMES = tuple(fad_op_name[i].decode() for i in range(FAD_NUM_OPS))
-OP_FLAGS = tuple(fad_op_flags[i] for i in range(FAD_NUM_OPS))
-OP_UFUNCS = tuple(fad_op_ufunc[i].decode() for i in range(FAD_NUM_OPS))
-# the flag bits of OP_FLAGS, by name (csrc/fastad_ops.h)
-FLAG = dict(BINARY=FAD_BINARY, UNARY=FAD_UNARY, HAS_C=FAD_HAS_C, ZD=FAD_ZD, Z00=FAD_Z00,
-            Z01=FAD_Z01, Z11=FAD_Z11, CMP=FAD_CMP, BLOCK=FAD_BLOCKF, CP=FAD_CP, COMM=FAD_COMM,
-            D0X=FAD_D0X, D0Y=FAD_D0Y, D0V=FAD_D0V, D1X=FAD_D1X, D1Y=FAD_D1Y, D1V=FAD_D1V)
-FIRST_CMP = FAD_FIRST_CMP
-# Long sweeps release the GIL; tiny ones are not worth the switch.
-cdef Py_ssize_t NOGIL_MIN = 20000
 # Tangent/adjoint lanes per multi-direction sweep when computing Jacobians.
 cdef Py_ssize_t MAX_CHUNK = 128
 cdef Py_ssize_t CHUNK_DOUBLES = 8 * 1024 * 1024
-
-
-# ---------------------------------------------------------------- sweeps
-# Each is a short loop over the node arrays; the per-op math comes from
-# fad_eval (csrc/fastad_ops.h) at recording or replay time.
-
-cdef inline void _pull(const fad_node* nd, double* adj, Py_ssize_t i, double g) noexcept nogil:
-    """adj[a0] += p0 g and adj[a1] += p1 g for node i.  With an inf/NaN g a
-    zero partial still passes an exact zero (the mirror of strong zeros;
-    forward tangents do the same), so sqrt(0 * x) has derivative 0 in x."""
-    cdef int32_t a1
-    if isfinite(g):
-        adj[nd[i].a0] += nd[i].p0 * g
-        a1 = nd[i].a1
-        if a1 >= 0:
-            adj[a1] += nd[i].p1 * g
-    else:
-        if nd[i].p0 != 0.0:
-            adj[nd[i].a0] += nd[i].p0 * g
-        if nd[i].a1 >= 0 and nd[i].p1 != 0.0:
-            adj[nd[i].a1] += nd[i].p1 * g
-
-
-cdef void reverse_scalar(const fad_node* nd, double* adj,
-                         Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """adj[a] += p * adj[i] for i = hi .. lo (inclusive), backwards.
-
-    A zero adjoint is skipped, so an unselected branch contributes an exact
-    zero even where its own partial is inf or NaN (strong zeros)."""
-    cdef Py_ssize_t i
-    cdef double g
-    for i in range(hi, lo - 1, -1):
-        g = adj[i]
-        if g != 0.0:
-            _pull(nd, adj, i, g)
-
-
-cdef void _gradient_sweep(const fad_node* nd, double* adj, double* grad,
-                          Py_ssize_t slot, Py_ssize_t lo) noexcept nogil:
-    """The gradient of the output at `slot` into grad[0:lo].
-
-    adj is all zeros on entry and is left all zeros: each node's adjoint is
-    cleared as the sweep consumes it, which saves zeroing the whole buffer
-    before every replayed gradient."""
-    cdef Py_ssize_t i
-    cdef double g
-    adj[slot] += 1.0
-    for i in range(slot, lo - 1, -1):
-        g = adj[i]
-        if g != 0.0:
-            _pull(nd, adj, i, g)
-            adj[i] = 0.0       # after: a CONST node points a0 at itself
-    memcpy(grad, adj, lo * sizeof(double))
-    memset(adj, 0, lo * sizeof(double))
-
-
-cdef inline void _axpy(double* y, double a, const double* x, Py_ssize_t k) noexcept nogil:
-    """y += a x over k lanes; zero lanes of x stay exact zeros when a is inf/NaN."""
-    cdef Py_ssize_t j
-    if a == 0.0:                # a zero factor is an exact zero, whatever x holds
-        return
-    if isfinite(a):
-        for j in range(k):
-            y[j] += a * x[j]
-    else:
-        for j in range(k):
-            if x[j] != 0.0:
-                y[j] += a * x[j]
-
-
-cdef void reverse_multi(const fad_node* nd, double* adj, Py_ssize_t k,
-                        Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """k seeds at once: adjoints stored slot-major, adj[i*k + j]."""
-    cdef Py_ssize_t i, j
-    cdef double* g
-    cdef int32_t a1
-    for i in range(hi, lo - 1, -1):
-        g = adj + i * k
-        for j in range(k):
-            if g[j] != 0.0:
-                break
-        else:
-            continue
-        _axpy(adj + nd[i].a0 * k, nd[i].p0, g, k)
-        a1 = nd[i].a1
-        if a1 >= 0:
-            _axpy(adj + a1 * k, nd[i].p1, g, k)
-
-
-cdef inline void _lanes(double* ti, double p0, const double* t0, double p1,
-                        const double* t1, Py_ssize_t k) noexcept nogil:
-    """ti = p0 t0 + p1 t1 over k lanes.  A zero partial contributes an exact
-    zero even against an inf/NaN tangent (sign' = 0 stays 0 after sqrt'(0) =
-    inf, as in reverse mode), and a zero lane stays zero against an inf/NaN
-    partial."""
-    cdef Py_ssize_t j
-    if p0 != 0.0 and p1 != 0.0 and isfinite(p0) and isfinite(p1):
-        for j in range(k):
-            ti[j] = p0 * t0[j] + p1 * t1[j]
-    elif p1 == 0.0 and p0 != 0.0 and isfinite(p0):
-        for j in range(k):
-            ti[j] = p0 * t0[j]
-    elif p0 == 0.0 and p1 != 0.0 and isfinite(p1):
-        for j in range(k):
-            ti[j] = p1 * t1[j]
-    else:
-        for j in range(k):
-            ti[j] = 0.0
-        if p0 != 0.0:
-            _axpy(ti, p0, t0, k)
-        if p1 != 0.0:
-            _axpy(ti, p1, t1, k)
-
-
-cdef void forward_tangent(const fad_node* nd, double* tan, Py_ssize_t k,
-                          Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """k directions at once: tan[i] = p0 tan[a0] + p1 tan[a1], slot-major."""
-    cdef Py_ssize_t i, j
-    cdef double* ti
-    cdef int32_t a1
-    cdef double r, t
-    cdef int32_t a0
-    if k == 1:      # one direction: no lane loops (zero tangents stay exact zeros)
-        for i in range(lo, hi):
-            r = 0.0
-            a0 = nd[i].a0
-            t = tan[a0] if a0 != i else 0.0     # a CONST points at itself
-            if t != 0.0 and nd[i].p0 != 0.0:    # a zero factor is an exact zero
-                r = nd[i].p0 * t
-            a1 = nd[i].a1
-            if a1 >= 0:
-                t = tan[a1]
-                if t != 0.0 and nd[i].p1 != 0.0:
-                    r += nd[i].p1 * t
-            tan[i] = r
-        return
-    if k == 2:          # small k: constant lane counts let the compiler unroll
-        _tangent_lanes(nd, tan, 2, lo, hi)
-    elif k == 3:
-        _tangent_lanes(nd, tan, 3, lo, hi)
-    elif k == 4:
-        _tangent_lanes(nd, tan, 4, lo, hi)
-    else:
-        _tangent_lanes(nd, tan, k, lo, hi)
-
-
-cdef inline void _tangent_lanes(const fad_node* nd, double* tan, Py_ssize_t k,
-                                Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef double* ti
-    cdef const double* t0
-    cdef const double* t1
-    cdef double p0, p1
-    cdef int32_t a0, a1
-    for i in range(lo, hi):
-        ti = tan + i * k
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        p0 = nd[i].p0
-        p1 = nd[i].p1
-        if a0 == i:                         # a CONST: no tangent
-            p0 = 0.0
-        _lanes(ti, p0, tan + a0 * k, p1 if a1 >= 0 else 0.0, tan + (a1 if a1 >= 0 else a0) * k, k)
-
-
-cdef inline double _curv(double second, double t) noexcept nogil:
-    """second * t, exactly zero when either is zero (the other may be inf/NaN)."""
-    return second * t if (t != 0.0 and second != 0.0) else 0.0
-
-
-cdef inline void _curv_lanes(double* out, double g, double s0, const double* t0,
-                             double s1, const double* t1, Py_ssize_t k) noexcept nogil:
-    """out += g (s0 t0 + s1 t1) over k lanes; a zero factor on either side is
-    an exact zero.  Vectorizable loops unless a second partial is inf/NaN."""
-    cdef Py_ssize_t j
-    if g == 0.0 or (s0 == 0.0 and s1 == 0.0):
-        return
-    if not (isfinite(s0) and isfinite(s1)):
-        for j in range(k):
-            out[j] += g * (_curv(s0, t0[j]) + _curv(s1, t1[j]))
-    elif s1 == 0.0:
-        for j in range(k):
-            out[j] += (g * s0) * t0[j]
-    elif s0 == 0.0:
-        for j in range(k):
-            out[j] += (g * s1) * t1[j]
-    else:
-        for j in range(k):
-            out[j] += g * (s0 * t0[j] + s1 * t1[j])
-
-
-cdef void reverse_second(const uint8_t* op, const fad_node* nd, const double* val,
-                         const double* tan, double* adj, double* adt, Py_ssize_t k,
-                         Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """Forward-over-reverse: adjoints (one lane) and their k tangents, backwards.
-
-    For z = f(x, y):  xbar += f_x zbar,
-    xbar' += f_x zbar' + zbar (f_xx x' + f_xy y')   (and the same for y),
-    with x', y' the k forward tangents (tan) and the second partials from the
-    op table.  The adjoints are the gradient; their tangents are H v."""
-    cdef Py_ssize_t i, j
-    cdef double g, p0, p1, xx, xy, yy, x, y, c
-    cdef double* gd
-    cdef const double* t0
-    cdef const double* t1
-    cdef int o, fl
-    cdef int32_t a0, a1
-    cdef bint any_gd
-    cdef double gd1, tx, ty
-    if k == 1:      # one direction: the same, without lane loops
-        for i in range(hi, lo - 1, -1):
-            g = adj[i]
-            gd1 = adt[i]
-            if g == 0.0 and gd1 == 0.0:
-                continue
-            o = op[i]
-            fl = fad_op_flags[o]
-            a0 = nd[i].a0
-            a1 = nd[i].a1
-            p0 = nd[i].p0
-            xx = xy = yy = 0.0
-            if g != 0.0 and (fl & (FAD_Z00 | FAD_Z01 | FAD_Z11)) != (FAD_Z00 | FAD_Z01 | FAD_Z11):
-                if a1 >= 0:
-                    fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
-                else:
-                    fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
-            tx = tan[a0]
-            ty = tan[a1] if a1 >= 0 else 0.0
-            adj[a0] += p0 * g
-            if gd1 != 0.0:
-                adt[a0] += p0 * gd1
-            if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
-            if a1 >= 0:
-                p1 = nd[i].p1
-                adj[a1] += p1 * g
-                if gd1 != 0.0:
-                    adt[a1] += p1 * gd1
-                if xy != 0.0 or yy != 0.0:
-                    adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
-        return
-    for i in range(hi, lo - 1, -1):
-        g = adj[i]
-        gd = adt + i * k
-        any_gd = False
-        for j in range(k):
-            if gd[j] != 0.0:
-                any_gd = True
-                break
-        if g == 0.0 and not any_gd:
-            continue
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        p0 = nd[i].p0
-        t0 = tan + a0 * k
-        if a1 >= 0:
-            p1 = nd[i].p1
-            y = val[a1]
-            c = 0.0
-            t1 = tan + a1 * k
-        else:
-            p1 = 0.0
-            y = 0.0
-            c = nd[i].c
-            t1 = t0
-        xx = xy = yy = 0.0
-        if g != 0.0 and (fl & FAD_Z00 == 0 or fl & FAD_Z01 == 0 or fl & FAD_Z11 == 0):
-            x = val[a0]
-            fad_second(o, x, y, c, val[i], &xx, &xy, &yy)
-        adj[a0] += p0 * g
-        if any_gd:
-            _axpy(adt + a0 * k, p0, gd, k)
-        _curv_lanes(adt + a0 * k, g, xx, t0, xy, t1, k)
-        if a1 >= 0:
-            adj[a1] += p1 * g
-            if any_gd:
-                _axpy(adt + a1 * k, p1, gd, k)
-            _curv_lanes(adt + a1 * k, g, xy, t0, yy, t1, k)
-
-
-cdef Py_ssize_t forward_values(const uint8_t* op, const fad_node* nd,
-                               const double* recorded, double* val,
-                               fad_node* out, Py_ssize_t lo,
-                               Py_ssize_t hi) noexcept nogil:
-    """Replay: values and partials of slots lo..hi-1 from the op table.
-
-    Returns -1, or the first comparison slot whose outcome differs from the
-    recorded one (the new input takes another branch)."""
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-        if o >= FAD_FIRST_CMP and v != recorded[i]:
-            return i
-        val[i] = v
-        out[i].p0 = d0
-        out[i].p1 = d1
-        out[i].a0 = a0
-        out[i].a1 = a1
-    return -1
-
-
-cdef Py_ssize_t forward_values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const uint8_t* need, const double* recorded,
-                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
-                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """forward_values and forward_tangent (k lanes) in one pass over the
-    nodes: a replayed Jacobian-vector product reads the tape once.
-
-    With `need` (see needed_values) only the tangents are wanted: nodes with
-    constant partials take them from the recording and compute no value
-    unless another node reads it, and `out` is not written."""
-    if k == 1:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 1, lo, hi)
-    if k == 2:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 2, lo, hi)
-    if k == 3:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 3, lo, hi)
-    if k == 4:
-        return _values_tangent(op, nd, need, recorded, val, out, tan, 4, lo, hi)
-    return _values_tangent(op, nd, need, recorded, val, out, tan, k, lo, hi)
-
-
-cdef inline Py_ssize_t _values_tangent(const uint8_t* op, const fad_node* nd,
-                                       const uint8_t* need, const double* recorded,
-                                       double* val, fad_node* out, double* tan, Py_ssize_t k,
-                                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if need == NULL or need[i] or not (fad_op_flags[o] & FAD_CP) or o >= FAD_FIRST_CMP:
-            v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-            if o >= FAD_FIRST_CMP and v != recorded[i]:
-                return i
-            val[i] = v
-        else:
-            d0 = nd[i].p0
-            d1 = nd[i].p1
-        if need == NULL:
-            out[i].p0 = d0
-            out[i].p1 = d1
-            out[i].a0 = a0
-            out[i].a1 = a1
-        if a0 == i or o >= FAD_FIRST_CMP:          # a CONST or a comparison: no tangent
-            d0 = d1 = 0.0
-        _lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
-               tan + (a1 if a1 >= 0 else a0) * k, k)
-    return -1
-
-
-cdef void needed_values(const uint8_t* op, const fad_node* nd, uint8_t* need,
-                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """need[i] = 1 where a replay of partials only must still compute node
-    i's value: an operand of a node whose partials depend on values (not
-    FAD_CP) or of a comparison (re-checked), and everything those read."""
-    cdef Py_ssize_t i
-    cdef int o, fl
-    cdef int32_t a0, a1
-    for i in range(hi):
-        need[i] = 0
-    for i in range(hi - 1, lo - 1, -1):
-        o = op[i]
-        if o == FAD_BLOCK:
-            continue
-        fl = fad_op_flags[o]
-        if need[i] or not (fl & FAD_CP) or o >= FAD_FIRST_CMP:
-            a0 = nd[i].a0
-            a1 = nd[i].a1
-            if a0 >= 0 and a0 != i:
-                need[a0] = 1
-            if a1 >= 0 and fl & FAD_BINARY:
-                need[a1] = 1
-
-
-
-
-DEF FOLD_VALUE = 1      # a folded sweep computes the node's value and partials
-DEF FOLD_TANGENT = 2    # ... and pushes its tangent lanes
-
-
-cdef void fold_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask, uint8_t* fixed,
-                    const Py_ssize_t* outs, Py_ssize_t n_outs, Py_ssize_t lo,
-                    Py_ssize_t n) noexcept nogil:
-    """What a forward sweep with fixed seeds must redo at a new point.  A node
-    with constant partials whose operands have fixed tangents has a fixed
-    tangent (the seeds alone decide it); only the other nodes an output needs
-    push lanes (FOLD_TANGENT), and only values their partials or a
-    comparison read are computed (FOLD_VALUE)."""
-    cdef Py_ssize_t i, j
-    cdef int o, fl
-    cdef int32_t a0, a1
-    for i in range(lo):
-        fixed[i] = 1
-        mask[i] = 0
-    for i in range(lo, n):
-        mask[i] = 0
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if o == FAD_CONST or o >= FAD_FIRST_CMP:
-            fixed[i] = 1                                  # no tangent at all
-        elif fl & FAD_CP:
-            fixed[i] = fixed[a0] and not (a1 >= 0 and fl & FAD_BINARY and not fixed[a1])
-        else:
-            fixed[i] = 0
-    for j in range(n_outs):
-        mask[outs[j]] |= 4                                # 4: an output needs its tangent
-    for i in range(n - 1, lo - 1, -1):
-        o = op[i]
-        fl = fad_op_flags[o]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if mask[i] & 4 and not fixed[i]:
-            mask[i] |= FOLD_TANGENT
-            mask[a0] |= 4
-            if a1 >= 0 and fl & FAD_BINARY:
-                mask[a1] |= 4
-            if not (fl & FAD_CP):
-                mask[i] |= FOLD_VALUE
-        if o >= FAD_FIRST_CMP:
-            mask[i] |= FOLD_VALUE
-        if mask[i] & FOLD_VALUE and a0 != i:
-            mask[a0] |= FOLD_VALUE
-            if a1 >= 0 and fl & FAD_BINARY:
-                mask[a1] |= FOLD_VALUE
-    for i in range(n):
-        mask[i] = 0 if i < lo else mask[i] & (FOLD_VALUE | FOLD_TANGENT)
-
-
-cdef inline Py_ssize_t _fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
-                                   const double* recorded, double* val, double* tan,
-                                   Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int o
-    cdef uint8_t m
-    cdef int32_t a0, a1
-    cdef double v, d0, d1
-    for i in range(lo, hi):
-        m = mask[i]
-        if m == 0:
-            continue
-        o = op[i]
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if m & FOLD_VALUE:
-            v = fad_node_eval(o, val[a0], val[a1] if a1 >= 0 else 0.0, nd[i].c, &d0, &d1)
-            if o >= FAD_FIRST_CMP and v != recorded[i]:
-                return i
-            val[i] = v
-        else:                                   # constant partials: the recorded ones
-            d0 = nd[i].p0
-            d1 = nd[i].p1
-        if m & FOLD_TANGENT:
-            _lanes(tan + i * k, d0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
-                   tan + (a1 if a1 >= 0 else a0) * k, k)
-    return -1
-
-
-cdef Py_ssize_t fold_sweep(const uint8_t* op, const fad_node* nd, const uint8_t* mask,
-                           const double* recorded, double* val, double* tan, Py_ssize_t k,
-                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """The sweep fold_mask describes; returns -1 or the first comparison
-    slot whose outcome changed."""
-    if k == 1:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 1, lo, hi)
-    if k == 2:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 2, lo, hi)
-    if k == 3:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 3, lo, hi)
-    if k == 4:
-        return _fold_sweep(op, nd, mask, recorded, val, tan, 4, lo, hi)
-    return _fold_sweep(op, nd, mask, recorded, val, tan, k, lo, hi)
-
-
-class kept:
-    """`with kept(tangents, lock) as tan`: a fold's kept tangents to sweep
-    into, or a copy of them while another thread holds the lock (the rows a
-    sweep reads but does not write never change, so a copy taken mid-sweep
-    is as good)."""
-    __slots__ = ("tangents", "lock", "mine")
-
-    def __init__(self, tangents, lock):
-        self.tangents, self.lock, self.mine = tangents, lock, False
-
-    def __enter__(self):
-        self.mine = self.lock.acquire(False)
-        return self.tangents if self.mine else self.tangents.copy()
-
-    def __exit__(self, *exc):
-        if self.mine:
-            self.lock.release()
-        return False
-
-
-cdef class ScalarFold:
-    """A forward sweep with a fixed seed matrix over a tape of scalar nodes
-    (a sparse Jacobian's compressed sweep): the tangents the seeds alone
-    decide are computed once, at the first point, and kept; later points
-    redo only what fold_mask marks.  In the Bratu loop, x[i-1] - 2 x[i] +
-    x[i+1] is fixed and only exp, its scaling and the last add are swept."""
-    cdef readonly object mask          # uint8 per slot: FOLD_VALUE | FOLD_TANGENT
-    cdef readonly object tangents      # (slots, k) kept tangents
-    cdef readonly Py_ssize_t k
-    cdef object lock
-    cdef readonly object fixed         # a FixedGather of the nonzeros (fuse_output), or None
-    cdef object vslots                 # int32: the FOLD_VALUE slots, in order
-    cdef object chain_ptr, chain_at    # per changing term, where its partials are in vslots
-    cdef object chain_t, chain_c       # ... its kept tangent and constant partials
-    cdef object _gather                # the gather fuse_output was made for
-    cdef object v_op, v_a0, v_a1, v_c, v_rec    # the FOLD_VALUE nodes, compacted (fuse_output)
-
-    def __init__(self, Tape tape, seeds, x):
-        import threading
-        cdef Py_ssize_t n = tape.buf.n
-        outs = np.ascontiguousarray(tape.out_slots.reshape(-1), dtype=np.intp)
-        self.mask = np.empty(max(n, 1), dtype=np.uint8)
-        fixed = np.empty(max(n, 1), dtype=np.uint8)
-        fold_mask(tape.buf.op, tape.buf.node, <uint8_t*>cnp.PyArray_DATA(self.mask),
-                  <uint8_t*>cnp.PyArray_DATA(fixed), <Py_ssize_t*>cnp.PyArray_DATA(outs),
-                  outs.shape[0], tape.n_inputs, n)
-        self.k = seeds.shape[0]
-        self.tangents = tape._full_tangents(x, seeds)
-        self.lock = threading.Lock()
-
-    def fuse_output(self, Tape tape, gather):
-        """Read the Jacobian's nonzeros without sweeping any tangent lanes, when
-        each is a kept tangent or a node with constant partials over kept
-        tangents and unary chains of swept nodes that end at kept ones (exp
-        and its scaling, added to x[i-1] - 2 x[i] + x[i+1], in the Bratu loop):
-        the kept parts go into a FixedGather, and a call replays the values
-        and multiplies each chain's changing partials.  Leaves self.fixed None
-        where that does not describe the tape."""
-        cdef cnp.ndarray g = np.ascontiguousarray(gather, dtype=np.int64).reshape(-1)
-        cdef cnp.ndarray tan = self.tangents
-        cdef Py_ssize_t m = g.shape[0], k = self.k, n = tape.buf.n, p, s, lane, j, a
-        cdef const int64_t* gp = <const int64_t*>cnp.PyArray_DATA(g)
-        cdef const double* tp = _dptr(tan)
-        cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
-        cdef const uint8_t* op = tape.buf.op
-        cdef const fad_node* nd = tape.buf.node
-        cdef int fl
-        cdef double c, t
-        self.fixed = None
-        if m == 0 or tan.shape[0] * k <= g.max() or g.min() < 0:
-            return
-        vslots = np.flatnonzero(self.mask & FOLD_VALUE).astype(np.int32)
-        cdef cnp.ndarray vindex = np.full(max(n, 1), -1, dtype=np.int32)
-        vindex[vslots] = np.arange(vslots.shape[0], dtype=np.int32)
-        cdef const int32_t* vi = <const int32_t*>cnp.PyArray_DATA(vindex)
-        cdef cnp.ndarray base = np.zeros(m)
-        cdef double* bp = _dptr(base)
-        # per changing term q: its kept tangent ts[q], then the partials from
-        # the output's own down to the innermost of its chain, at[e] >= 0 a
-        # changing one (its index in vslots), -1 a constant cs[e]; a call
-        # multiplies them innermost first, as the sweep does
-        pos, rows, ptr, at, ts, consts = ([], []), ([], []), [0], [], [], {}
-        cdef bint zero, varying
-        cdef Py_ssize_t e
-        for p in range(m):
-            s = gp[p] // k
-            lane = gp[p] - s * k
-            if not mp[s] & FOLD_TANGENT:            # a kept tangent
-                bp[p] = tp[gp[p]]
-                continue
-            fl = fad_op_flags[op[s]]
-            if not fl & FAD_CP:
-                return                              # the output's own partials change
-            for j in range(2 if fl & FAD_BINARY and nd[s].a1 >= 0 else 1):
-                a = nd[s].a0 if j == 0 else nd[s].a1
-                c = nd[s].p0 if j == 0 else nd[s].p1
-                ta, tc = [-1], [c]                  # this term, outermost first
-                zero, varying = c == 0.0, False
-                while not zero and mp[a] & FOLD_TANGENT:      # down a chain of swept nodes
-                    fl = fad_op_flags[op[a]]
-                    if fl & FAD_BINARY and nd[a].a1 >= 0:
-                        return                      # two operands: not a chain
-                    if fl & FAD_CP:
-                        ta.append(-1)
-                        tc.append(nd[a].p0)
-                        zero = nd[a].p0 == 0.0
-                    else:
-                        ta.append(vi[a])
-                        tc.append(0.0)
-                        varying = True
-                    a = nd[a].a0
-                t = tp[a * k + lane]
-                if zero or t == 0.0:                # a zero partial or lane passes nothing
-                    continue
-                if not varying:                     # constant all the way: kept
-                    for e in range(len(tc) - 1, -1, -1):
-                        t = 0.0 if t == 0.0 or tc[e] == 0.0 else t * tc[e]
-                    bp[p] += t
-                    continue
-                while ta[len(ta) - 1] < 0:          # constants below the first changing
-                    t = t * tc.pop()                # partial: applied now, in order
-                    ta.pop()
-                for e in range(len(ta)):            # constants: an index into consts;
-                    if ta[e] >= 0:                  # ones dropped (x * 1 is x)
-                        at.append(ta[e])
-                    elif tc[e] != 1.0:
-                        at.append(-1 - consts.setdefault(tc[e], len(consts)))
-                pos[j].append(p)
-                rows[j].append(len(ts))
-                ts.append(t)
-                ptr.append(len(at))
-        if len(ts) >= 2 ** 31:
-            return
-        self.fixed = FixedGather(base, [(pos[0], rows[0], None), (pos[1], rows[1], None)],
-                                 len(ts))
-        self._gather = gather
-        self.chain_t = np.array(ts, dtype=np.float64)
-        self.chain_c = np.array(sorted(consts, key=consts.get), dtype=np.float64)
-        self.vslots = vslots
-        self.chain_ptr = np.array(ptr, dtype=np.int32)
-        self.chain_at = np.array(at, dtype=np.int32)
-        # the value nodes in order, their operands renumbered (>= 0: a value
-        # node, -2 - j: input j, -1: none), so a call reads them in one
-        # stream instead of one cache line per node of the tape
-        cdef Py_ssize_t nv = vslots.shape[0], i, lo = tape.n_inputs
-        cdef int32_t r
-        self.v_op = np.empty(nv, dtype=np.uint8)
-        self.v_a0 = np.empty(nv, dtype=np.int32)
-        self.v_a1 = np.empty(nv, dtype=np.int32)
-        self.v_c = np.empty(nv)
-        self.v_rec = np.empty(nv)
-        cdef uint8_t[::1] vop = self.v_op
-        cdef int32_t[::1] va0 = self.v_a0
-        cdef int32_t[::1] va1 = self.v_a1
-        cdef double[::1] vc = self.v_c
-        cdef double[::1] vrec = self.v_rec
-        cdef const int32_t* vsp = <const int32_t*>cnp.PyArray_DATA(vslots)
-        for j in range(nv):
-            i = vsp[j]
-            vop[j] = op[i]
-            vc[j] = nd[i].c
-            vrec[j] = tape.buf.val[i]
-            for a in range(2):
-                r = nd[i].a0 if a == 0 else nd[i].a1
-                if r < 0:
-                    r = -1
-                elif r < lo:
-                    r = -2 - r
-                elif r == i:                  # a constant reads itself: its c is its value
-                    r = -1
-                else:
-                    r = vi[r]
-                    if r < 0:
-                        self.fixed = None     # (cannot happen: fold_mask marks them)
-                        return
-                if a == 0:
-                    va0[j] = r
-                else:
-                    va1[j] = r
-
-    cdef object _fixed_sweep(self, Tape tape, x):
-        """The nonzeros through self.fixed: a replay of the values the chains
-        and comparisons need, then the products of the chains' partials."""
-        cdef cnp.ndarray flat = tape._flat_input(x)
-        cdef Py_ssize_t nv = self.vslots.shape[0], j, q, r = -1
-        cdef Py_ssize_t nt = self.chain_ptr.shape[0] - 1
-        cdef const double* xin = _dptr(flat)
-        cdef const uint8_t* vop = <const uint8_t*>cnp.PyArray_DATA(self.v_op)
-        cdef const int32_t* va0 = <const int32_t*>cnp.PyArray_DATA(self.v_a0)
-        cdef const int32_t* va1 = <const int32_t*>cnp.PyArray_DATA(self.v_a1)
-        cdef const double* vc = _dptr(self.v_c)
-        cdef const double* vrec = _dptr(self.v_rec)
-        cdef const int32_t* cp = <const int32_t*>cnp.PyArray_DATA(self.chain_ptr)
-        cdef const int32_t* ca = <const int32_t*>cnp.PyArray_DATA(self.chain_at)
-        cdef const double* cc = _dptr(self.chain_c)
-        cdef const double* ct = _dptr(self.chain_t)
-        cdef cnp.ndarray cv = np.empty(max(nv, 1)), dv = np.empty(max(nv, 1))
-        cdef cnp.ndarray f = np.empty(max(nt, 1))
-        cdef double* vp = _dptr(cv)
-        cdef double* dp = _dptr(dv)
-        cdef double* fp = _dptr(f)
-        cdef double v, d0, d1, a, x0, x1
-        cdef int o
-        cdef int32_t a0, a1
-        with nogil:
-            for j in range(nv):
-                o = vop[j]
-                a0 = va0[j]
-                a1 = va1[j]
-                x0 = vp[a0] if a0 >= 0 else (xin[-2 - a0] if a0 <= -2 else 0.0)
-                x1 = vp[a1] if a1 >= 0 else (xin[-2 - a1] if a1 <= -2 else 0.0)
-                v = fad_eval(o, x0, x1, vc[j], &d0, &d1)
-                if o >= FAD_FIRST_CMP and v != vrec[j]:
-                    r = j
-                    break
-                vp[j] = v
-                dp[j] = d0
-            if r < 0:
-                for q in range(nt):     # innermost first; a zero partial or lane passes 0
-                    a = ct[q]
-                    for j in range(cp[q + 1] - 1, cp[q] - 1, -1):
-                        v = dp[ca[j]] if ca[j] >= 0 else cc[-1 - ca[j]]
-                        if v == 0.0 or a == 0.0:
-                            a = 0.0
-                            break
-                        a = a * v
-                    fp[q] = a
-        if r >= 0:
-            raise BranchChangedError(tape._branch_message(self.vslots[r]))
-        f = f[:nt]
-        return self.fixed([[f], [f]])
-
-    @property
-    def counts(self):
-        """(slots swept for tangents, slots whose value is computed)."""
-        m = self.mask
-        return int(np.count_nonzero(m & FOLD_TANGENT)), int(np.count_nonzero(m & FOLD_VALUE))
-
-    def sweep(self, Tape tape, x, gather):
-        """The kept and swept tangents at x, at the gather positions (those
-        fuse_output was given, when it made self.fixed)."""
-        if self.fixed is not None and gather is self._gather:
-            return self._fixed_sweep(tape, x)
-        cdef cnp.ndarray flat = tape._flat_input(x)
-        cdef Py_ssize_t lo = tape.n_inputs, n = tape.buf.n, r
-        cdef Work w = tape._acquire()
-        cdef const uint8_t* mp = <const uint8_t*>cnp.PyArray_DATA(self.mask)
-        cdef double* tp
-        try:
-            if lo:
-                memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            with kept(self.tangents, self.lock) as tan:
-                tp = _dptr(tan)
-                with nogil:
-                    r = fold_sweep(tape.buf.op, tape.buf.node, mp, tape.buf.val, w.val, tp,
-                                   self.k, lo, n)
-                if r >= 0:
-                    raise BranchChangedError(tape._branch_message(r))
-                return gather_flat(tan, gather)
-        finally:
-            tape._release(w)
-
-
-# ---------------------------------------------------------------- work buffers
-
-cdef class Work:
-    """Per-call buffers of a replay, so threads can replay one tape at once."""
-
-    def __dealloc__(self):
-        free(self.val)
-        free(self.node)
-        free(self.adj)
-
-    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
-        """A zeroed (rows, k) array in reusable scratch memory number `which` (0-2)."""
-        out = self.scratch_array(rows, k, which)
-        out.fill(0.0)
-        return out
-
-    cdef object scratch_array(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
-        """The same, not zeroed."""
-        cdef Py_ssize_t m = rows * k
-        if self.scratch is None:
-            self.scratch = [None, None, None]
-        buf = self.scratch[which]
-        if buf is None or buf.shape[0] < m:
-            buf = self.scratch[which] = np.empty(max(m, 1024))
-        return buf[:m].reshape(rows, k)
-
-    cdef int ensure(self, Py_ssize_t n) except -1:
-        if n <= self.cap:
-            return 0
-        free(self.val)
-        free(self.node)
-        free(self.adj)
-        self.val = <double*>malloc(n * sizeof(double))
-        self.node = <fad_node*>malloc(n * sizeof(fad_node))
-        self.adj = <double*>calloc(n, sizeof(double))   # kept all zeros at rest
-        if self.val == NULL or self.node == NULL or self.adj == NULL:
-            self.cap = 0
-            raise MemoryError()
-        self.cap = n
-        return 0
-
-
-class InputSlab:
-    """An array argument's input slots as a producer of cotangents, like a
-    sealed block (see Cotangents and Tape.note_input)."""
-    __slots__ = ("start", "stop", "sealed")
-    overwritten = False             # (inputs never are)
-
-    def __init__(self, start, stop):
-        self.start, self.stop, self.sealed = start, stop, True
-
-    def __getstate__(self):         # (every pickle protocol: it has __slots__)
-        return (self.start, self.stop, self.sealed)
-
-    def __setstate__(self, state):
-        self.start, self.stop, self.sealed = state
-
-
-cdef class Cotangents:
-    """A reverse sweep's hand-off of cotangent arrays between blocks.
-
-    A block whose outputs only ever feed later blocks whole (sealed while
-    recording; see Tape._note_block) gets its cotangent from those blocks as
-    an array, not through the slot-indexed adjoint buffer: no zero fill, no
-    scatter-add, no read-back, the rows of the buffer are never touched.
-    That is how hand-written backprop passes arrays between layers."""
-    cdef readonly set sealed       # the sealed blocks of this sweep
-    cdef dict pending              # sealed block -> its cotangent so far
-    cdef set owned                 # blocks whose pending cotangent nothing else holds
-
-    def __cinit__(self, set sealed):
-        self.sealed = sealed
-        self.pending = {}
-        self.owned = set()
-
-    def take(self, blk, adj):
-        """blk's cotangent as (size, k) rows, or None when it is zero."""
-        return self.take_owned(blk, adj)[0]
-
-    def take_owned(self, blk, adj):
-        """(take(blk, adj), whether the taker may write over it: an array
-        that nothing else holds, as a fresh temporary)."""
-        if blk in self.sealed:
-            owned = blk in self.owned
-            self.owned.discard(blk)
-            return self.pending.pop(blk, None), owned
-        return adj[blk.start:blk.stop], False
-
-    def give(self, blk, g, bint owned=False):
-        """Add g (any shape of blk's size, with a trailing lane axis) to
-        sealed blk's cotangent; False if blk is not sealed (use the buffer).
-        `owned`: nothing else holds g (the giver made it for blk alone)."""
-        if blk not in self.sealed:
-            return False
-        prev = self.pending.get(blk)
-        if prev is None:
-            self.pending[blk] = g
-            if owned:
-                self.owned.add(blk)
-        else:       # out of place: g or prev may be a view of something live
-            k = g.shape[g.ndim - 1]
-            self.pending[blk] = prev.reshape(-1, k) + g.reshape(-1, k)
-            self.owned.add(blk)
-        return True
-
-
-cdef int _seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
-    """tan[:lo] = seeds.T for (k, lo) seeds: a block copy when seeds is the
-    transpose of a C-ordered (lo, k) array (how sparse plans keep them)."""
-    st = seeds.T
-    if type(st) is np.ndarray and st.dtype == np.float64 and st.flags.c_contiguous:
-        tan[:lo] = st
-    else:
-        tan[:lo] = np.ascontiguousarray(seeds, dtype=np.float64).T
-    return 0
-
-
-cdef object _iota = np.arange(1 << 16, dtype=np.intp)
-_iota.flags.writeable = False
-
-
-def slot_range(Py_ssize_t first, Py_ssize_t m):
-    """Slot numbers first .. first+m-1 as a read-only view of one shared
-    arange, so naming a block's outputs costs nothing per element."""
-    global _iota
-    if first + m > _iota.shape[0]:
-        _iota = np.arange(max(2 * _iota.shape[0], first + m), dtype=np.intp)
-        _iota.flags.writeable = False
-    return _iota[first:first + m]
-
-
-cdef list _work_pool = []
-cdef object _var_at = None     # fastad._var.make_array, set by set_var_factory
-
-
-def set_var_factory(f):
-    global _var_at
-    _var_at = f   # free Work buffers (list.pop/append are atomic under the GIL)
 
 
 cdef inline double* _dptr(cnp.ndarray a):
     return <double*>cnp.PyArray_DATA(a)
 
 
-cdef object _view(double* p, Py_ssize_t n, object owner):
-    """A NumPy view of n doubles at p, which `owner` (its base: the view
-    keeps it alive, and _detach sees a view) owns."""
-    if n == 0:
-        return np.zeros(0)
-    cdef cnp.npy_intp dims = n
-    cdef cnp.ndarray a = cnp.PyArray_SimpleNewFromData(1, &dims, cnp.NPY_DOUBLE, p)  # (a memoryview: 4x)
-    Py_INCREF(owner)
-    cnp.PyArray_SetBaseObject(a, owner)
-    return a
+# Tape methods whose work is done above the tape: sparse_jacobian and
+# sparse_hessian need colorings, the blocks' folds and SciPy (fastad.sparse).
+# fastad.sparse provides them when it is imported (the package imports it),
+# so this module imports nothing above it.
+cdef dict _methods = {}
 
 
-def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
-             in_shape, out_slots, list blocks=None):
-    """Unpickle a Tape."""
-    cdef Tape t = Tape()
-    cdef Py_ssize_t n = len(op)
-    if len(node) != n * sizeof(fad_node) or len(val) != n * sizeof(double):
-        raise ValueError("fastad: corrupt pickled Tape (sizes disagree)")
-    t.reserve(n)
-    if n:
-        memcpy(t.buf.op, <const char*>op, n)
-        memcpy(t.buf.node, <const char*>node, n * sizeof(fad_node))
-        memcpy(t.buf.val, <const char*>val, n * sizeof(double))
-    t.buf.n = n
-    t.n_inputs = n_inputs
-    t.inputs = inputs
-    t.in_shape = in_shape
-    t._out = out_slots
-    t.blocks = blocks or []
-    return t
+def provide(name, fn):
+    """Make fn(tape, ...) what Tape.<name>(...) does (name: 'sparse_jacobian'
+    or 'sparse_hessian'); called by fastad.sparse."""
+    if name not in ("sparse_jacobian", "sparse_hessian"):
+        raise ValueError(f"fastad: no Tape method {name!r} is provided from outside")
+    _methods[name] = fn
 
 
-# One spare set of tape buffers, kept when a tape dies and handed to the next
-# one: a loop of recordings (grad in an optimizer) then reuses memory that is
-# already mapped, instead of faulting in fresh pages every call, which costs
-# a TLB shootdown per page once NumPy's BLAS threads exist.  Both functions
-# run under the GIL (from __cinit__/__dealloc__), so no lock is needed.
-cdef TapeBuf _spare
-memset(&_spare, 0, sizeof(TapeBuf))
-cdef Py_ssize_t SPARE_MAX_SLOTS = 8 * 1024 * 1024   # keep at most ~264 MB
+cdef object _provided(str name):
+    fn = _methods.get(name)
+    if fn is None:
+        raise RuntimeError(f"fastad: Tape.{name} comes from fastad.sparse, which is not "
+                           f"loaded; import fastad")
+    return fn
 
 
-cdef void _take_spare(TapeBuf* t) noexcept:
-    if _spare.cap:
-        t.op, t.node, t.val, t.cap = _spare.op, _spare.node, _spare.val, _spare.cap
-        memset(&_spare, 0, sizeof(TapeBuf))
-
-
-cdef void _give_spare(TapeBuf* t) noexcept:
-    if t.cap > _spare.cap and t.cap <= SPARE_MAX_SLOTS:
-        free(_spare.op)
-        free(_spare.node)
-        free(_spare.val)
-        _spare.op, _spare.node, _spare.val, _spare.cap = t.op, t.node, t.val, t.cap
-    else:
-        free(t.op)
-        free(t.node)
-        free(t.val)
-    memset(t, 0, sizeof(TapeBuf))
-
-
-def release_memory():
-    """Free the spare tape buffers fastad keeps for the next recording."""
-    free(_spare.op)
-    free(_spare.node)
-    free(_spare.val)
-    memset(&_spare, 0, sizeof(TapeBuf))
-
-
-cdef class Tape:
+cdef class Tape(Player):
     """A recorded Wengert list, replayable at new inputs.
 
     `fad.record(f, x)` returns one.  Replays recompute values and partials
@@ -1006,867 +67,6 @@ cdef class Tape:
     call per array block); a replay whose recorded comparisons come out
     differently raises BranchChangedError.  `len(tape)` is the number of
     operations (inputs excluded; an array operation counts its elements)."""
-
-    def __cinit__(self):
-        memset(&self.buf, 0, sizeof(TapeBuf))
-        _take_spare(&self.buf)
-        self.inputs = []
-        self.n_inputs = 0
-        self.in_shape = None
-        self._out = None
-        self.f = None
-        self.blocks = []
-        self._by_start = {}
-        self._sstarts = []
-        self._sblocks = []
-        self._slabs = []
-
-    def __dealloc__(self):
-        _give_spare(&self.buf)
-
-    cdef int _recording_only(self) except -1:
-        """Only a recording in progress grows the tape: views of a recorded
-        tape's memory (recorded_values, a block's output) then stay valid."""
-        if not self.recording:
-            raise TapeError(
-                "fastad: this Tape is not being recorded, so nothing can be added to it; "
-                "tapes are made by fad.record(f, x) and are read-only afterwards")
-        return 0
-
-    cdef int reserve(self, Py_ssize_t extra) except -1:
-        if self.buf.n + extra > self.buf.cap:
-            tape_grow(&self.buf, self.buf.n + extra)
-        return 0
-
-    def add_inputs(self, const double[::1] values not None):
-        """Append one INPUT node per value; returns the first slot."""
-        self._recording_only()
-        cdef Py_ssize_t m = values.shape[0], first = self.buf.n
-        self.reserve(m)
-        if m:
-            memset(self.buf.op + first, FAD_INPUT, m)     # no sweep reads an input's node
-            memcpy(self.buf.val + first, &values[0], m * sizeof(double))
-        self.buf.n = first + m
-        self.n_inputs += m
-        return first
-
-    def note_input(self, Py_ssize_t first, Py_ssize_t m):
-        """Slots first .. first+m-1 hold one array argument: while no scalar
-        node or view reads them (see escape), the gradient's sweep hands the
-        blocks' cotangent arrays for it over directly (input_gradients)."""
-        self._recording_only()
-        cdef Py_ssize_t n = len(self._sstarts)          # (no wraparound here: no [-1])
-        if m >= 2 and not self.blocks and (n == 0 or first > self._sstarts[n - 1]):
-            slab = InputSlab(first, first + m)
-            self._sealable(slab)
-            self._slabs.append(slab)
-
-    @property
-    def sealed_inputs(self):
-        """(first, stop) slots of the array arguments whose cotangents the
-        gradient's sweep takes straight from the blocks (see note_input)."""
-        return [(s.start, s.stop) for s in self._slabs if s.sealed]
-
-    def push_const(self, double c):
-        """Append a constant node (for constant outputs); returns its slot."""
-        self._recording_only()
-        cdef Py_ssize_t i = self.buf.n
-        return tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, c, c)
-
-    def push_consts(self, values):
-        """Constant nodes for every value; returns their slots, shaped like values."""
-        self._recording_only()
-        vals = np.asarray(values, dtype=np.float64)
-        cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
-        cdef Py_ssize_t k, i, m = flat.shape[0]
-        self.reserve(m)
-        first = self.buf.n
-        for k in range(m):
-            i = self.buf.n
-            tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, flat[k], flat[k])
-        return slot_range(first, m).reshape(vals.shape)
-
-    def push_block(self, block, values):
-        """Append a block node whose outputs are `values` (any shape).
-
-        Its slots get op BLOCK; the scalar sweeps skip them and call the
-        block's forward/reverse/tangent instead.  Returns the output slots."""
-        self._recording_only()
-        vals = np.asarray(values, dtype=np.float64)
-        cdef const double[::1] flat = np.ascontiguousarray(vals.reshape(-1))
-        cdef Py_ssize_t m = flat.shape[0]
-        self.reserve(m)
-        cdef Py_ssize_t first = self.buf.n
-        # Only op and value are written: no sweep reads a block slot's node
-        # (the block is found by its start, see _block_at).
-        if m:
-            memset(self.buf.op + first, FAD_BLOCK, m)
-            memcpy(self.buf.val + first, &flat[0], m * sizeof(double))
-        self.buf.n = first + m
-        block.start = first
-        block.stop = first + m
-        self._note_block(block)
-        self.blocks.append(block)
-        return slot_range(first, m).reshape(vals.shape)
-
-    def open_block(self, Py_ssize_t m):
-        """Room for a block's m outputs: a view of the next m value slots.
-
-        Nothing is recorded until close_block (so a failing block leaves
-        the tape as it was)."""
-        self._recording_only()
-        self.reserve(m)
-        if m == 0:
-            return np.zeros(0)
-        return _view(self.buf.val + self.buf.n, m, self)
-
-    def close_block(self, block, Py_ssize_t m):
-        """Record block over the m slots opened by open_block; returns their numbers."""
-        self._recording_only()
-        if self.buf.n + m > self.buf.cap:
-            raise RuntimeError("fastad: close_block without open_block")
-        cdef Py_ssize_t first = self.buf.n
-        if m:
-            memset(self.buf.op + first, FAD_BLOCK, m)
-        self.buf.n = first + m
-        block.start = first
-        block.stop = first + m
-        self._note_block(block)
-        self.blocks.append(block)
-        return slot_range(first, m)
-
-    def overwritable(self, Py_ssize_t start, Py_ssize_t m):
-        """The last block, if its m outputs start at `start`, nothing after it
-        is recorded, it hands its cotangent over directly (sealed) and its
-        sweeps do not read its own outputs: a block may then write over them
-        (see overwrite_block).  None otherwise."""
-        self._recording_only()
-        cdef Py_ssize_t n = len(self.blocks)
-        if not self.single_sweep or n == 0:
-            return None
-        blk = self.blocks[n - 1]
-        if blk.start != start or blk.stop != start + m or blk.stop != self.buf.n \
-                or not blk.sealed or self._by_start.get(start) is not blk \
-                or blk.keeps_output():
-            return None
-        return blk
-
-    def overwrite_block(self, block, prev):
-        """Record block over the slots of prev (from overwritable), whose
-        values it has written over; returns their numbers.  Only a tape
-        recorded for a single reverse sweep does this: prev's values are gone,
-        so it cannot be replayed, and prev takes its cotangent from block only."""
-        self._recording_only()
-        cdef Py_ssize_t n = len(self.blocks)
-        if not self.single_sweep or n == 0 or self.blocks[n - 1] is not prev \
-                or prev.stop != self.buf.n:     # (the rest was checked by overwritable)
-            raise RuntimeError("fastad: overwrite_block needs the last block, overwritable")
-        block.start = prev.start
-        block.stop = prev.stop
-        prev.overwritten = True
-        self._note_block(block)
-        self.blocks.append(block)
-        return slot_range(block.start, block.stop - block.start)
-
-    def push_scalar_block(self, block, double y):
-        """Record a one-output block whose value y is computed; returns its Var."""
-        self._recording_only()
-        self.reserve(1)
-        cdef Py_ssize_t first = self.buf.n
-        self.buf.val[first] = y
-        self.buf.op[first] = FAD_BLOCK
-        self.buf.n = first + 1
-        block.start = first
-        block.stop = first + 1
-        self._note_block(block)
-        self.blocks.append(block)
-        return _var_at(self, first)
-
-    cdef int _note_block(self, object block) except -1:
-        """Bookkeeping for the cotangent hand-off (see Cotangents): link each
-        operand that is a whole earlier sealable block to it, and unseal the
-        blocks behind any other use of their slots."""
-        cdef bint handoff = getattr(block, "handoff", False)
-        cdef Py_ssize_t size
-        for o in block.operands():
-            if o.idx is None:
-                continue
-            size = o.flat.shape[0]
-            if size == 0:
-                continue
-            if o.start >= 0:
-                p = self._by_start.get(o.start) if handoff else None
-                if p is not None and p.stop - p.start == size:
-                    o.src = p
-                    continue
-                self.escape(o.start, o.start + size - 1)
-            else:
-                self.escape(o.flat.min(), o.flat.max())
-        if handoff and block.stop - block.start >= 2:
-            block.sealed = True
-            self._sealable(block)
-        return 0
-
-    cdef int _sealable(self, object p) except -1:
-        """Register p (a block or an InputSlab, sealed) for the hand-off:
-        whole reads link to it, other reads of its slots unseal it (escape)."""
-        cdef Py_ssize_t n = len(self._sblocks)
-        self._by_start[p.start] = p
-        if n and self._sblocks[n - 1].start == p.start:   # written over the last one
-            self._sblocks[n - 1] = p                      # (which no read can unseal now)
-            return 0
-        self._sstarts.append(p.start)
-        self._sblocks.append(p)
-        return 0
-
-    cdef int escape(self, Py_ssize_t lo, Py_ssize_t hi) except -1:
-        """Slots lo..hi are used other than as a whole block operand (by a
-        scalar node, a view, a primitive): their blocks take cotangents from
-        the adjoint buffer."""
-        cdef list starts = self._sstarts
-        if not starts or hi < <Py_ssize_t>starts[0]:
-            return 0
-        cdef Py_ssize_t i = bisect.bisect_right(starts, hi) - 1
-        while i >= 0:
-            blk = self._sblocks[i]
-            if blk.stop <= lo:
-                break
-            blk.sealed = False
-            i -= 1
-        return 0
-
-    cdef object _cotangents(self, double* ap, Py_ssize_t rows, Py_ssize_t k,
-                            Py_ssize_t seed_lo, bint zero, list slabs=None):
-        """The hand-off for a reverse sweep seeded at slots >= seed_lo; with
-        `zero`, zeros the adjoint rows [0, rows) that the sweep may read,
-        which excludes the sealed blocks' rows (nothing reads or writes them)
-        and those of `slabs`, sealed InputSlabs taking part (below every block)."""
-        sealed = set()
-        cdef Py_ssize_t cur = 0, a, b
-        for blk in (self.blocks if not slabs else slabs + self.blocks):
-            if blk.sealed:
-                if blk.overwritten:     # its rows belong to the block written over it,
-                    sealed.add(blk)     # which may hold the seed
-                    continue
-                a, b = blk.start, blk.stop
-                if b > seed_lo or b > rows:
-                    break
-                if zero and a > cur:
-                    memset(ap + cur * k, 0, (a - cur) * k * sizeof(double))
-                cur = b
-                sealed.add(blk)
-        if zero and rows > cur:
-            memset(ap + cur * k, 0, (rows - cur) * k * sizeof(double))
-        return Cotangents(sealed)
-
-    def recorded_values(self):
-        """A NumPy view of the recorded slot values; it keeps the tape alive
-        (while f is being recorded it is invalid once the tape grows)."""
-        return _view(self.buf.val, self.buf.n, self)
-
-    @property
-    def out_slots(self):
-        """The output slots (an intp array shaped like f's output; a copy), or None."""
-        return None if self._out is None else self._out.copy()
-
-    def _set_outputs(self, slots):
-        """Make `slots` (slot numbers of this tape) its outputs."""
-        out = np.array(slots, dtype=np.intp)
-        if out.size and (out.min() < 0 or out.max() >= self.buf.n):
-            raise ValueError(f"fastad: output slots must lie in 0 .. {self.buf.n - 1}")
-        self._out = out
-
-    # ------------------------------------------------------------ facts
-
-    def __len__(self):
-        return self.buf.n - self.n_inputs
-
-    @property
-    def n_outputs(self):
-        return 0 if self._out is None else self._out.size
-
-    @property
-    def out_shape(self):
-        return None if self._out is None else self._out.shape
-
-    @property
-    def n_nodes(self):
-        """Number of slots, inputs included."""
-        return self.buf.n
-
-    @property
-    def nbytes(self):
-        """Bytes of tape storage in use (op codes, nodes, values; not block state)."""
-        return self.buf.n * (sizeof(uint8_t) + sizeof(fad_node) + sizeof(double))
-
-    def values(self):
-        """A copy of every slot's recorded value."""
-        cdef cnp.ndarray out = np.empty(self.buf.n, dtype=np.float64)
-        if self.buf.n:
-            memcpy(_dptr(out), self.buf.val, self.buf.n * sizeof(double))
-        return out
-
-    def _block_at(self, Py_ssize_t i):
-        """The block whose output slots hold slot i."""
-        k = bisect.bisect_right([b.start for b in self.blocks], i) - 1
-        while k >= 0 and self.blocks[k].stop <= i:   # skip zero-slot blocks at i
-            k -= 1
-        return self.blocks[k]
-
-    def node(self, Py_ssize_t i):
-        """(op name, a0, a1, p0, p1, value) of slot i, as recorded
-        (a block's slots show a0 = the block's number, a1 = -1)."""
-        if not 0 <= i < self.buf.n:
-            raise IndexError(f"slot {i} is not on the tape ({self.buf.n} slots)")
-        if self.buf.op[i] == FAD_BLOCK:
-            return (OP_NAMES[FAD_BLOCK], self.blocks.index(self._block_at(i)), -1, 0.0, 0.0,
-                    self.buf.val[i])
-        if self.buf.op[i] == FAD_INPUT:
-            return (OP_NAMES[FAD_INPUT], -1, -1, 0.0, 0.0, self.buf.val[i])
-        cdef fad_node nd = self.buf.node[i]
-        return (OP_NAMES[self.buf.op[i]], nd.a0, nd.a1, nd.p0, nd.p1,
-                self.buf.val[i])
-
-    # ------------------------------------------------------------ internals
-
-    cdef Work _acquire(self):
-        # Work buffers are shared by all tapes, so a fresh tape (one grad
-        # call) sweeps in memory that is already mapped.
-        cdef Work w = _work_pool.pop() if _work_pool else Work()
-        w.ensure(self.buf.n if self.buf.n else 1)
-        return w
-
-    cdef void _release(self, Work w):
-        w.states = None
-        if len(_work_pool) < 4:
-            _work_pool.append(w)
-
-    cdef Py_ssize_t _out_hi(self):
-        """One past the highest output slot (at least n_inputs)."""
-        cdef Py_ssize_t hi = self.n_inputs
-        if self._out is not None and self._out.size:
-            hi = max(hi, int(self._out.max()) + 1)
-        return self._top(hi)
-
-    cdef Py_ssize_t _top(self, Py_ssize_t hi):
-        """hi, moved up to the end of a block that straddles it."""
-        for blk in self.blocks:
-            if blk.start < hi < blk.stop:
-                return blk.stop
-        return hi
-
-    def _flat_input(self, x):
-        if self._out is None:
-            raise ValueError("fastad: this Tape has no recorded output; make "
-                             "tapes with fad.record(f, x)")
-        if self.in_shape is None:
-            if np.ndim(x) != 0:
-                raise ValueError(f"fastad.Tape: x must be a scalar (the tape was "
-                                 f"recorded at a float), got shape {np.shape(x)}")
-            return np.array([x], dtype=np.float64).reshape(1)
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"fastad.Tape: x must be real numbers, got dtype {arr.dtype}")
-        if arr.shape != self.in_shape:
-            raise ValueError(f"fastad.Tape: x has shape {arr.shape} but the tape "
-                             f"was recorded at shape {self.in_shape}")
-        flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
-        if flat.size != self.n_inputs:         # (in_shape is the caller's to set)
-            raise ValueError(f"fastad.Tape: x has {flat.size} numbers but the tape "
-                             f"has {self.n_inputs} inputs")
-        return flat
-
-    cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1:
-        cdef Py_ssize_t r
-        if hi <= lo:
-            return 0
-        if hi - lo >= NOGIL_MIN:
-            with nogil:
-                r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                                   w.val, w.node, lo, hi)
-        else:
-            r = forward_values(self.buf.op, self.buf.node, self.buf.val,
-                               w.val, w.node, lo, hi)
-        if r >= 0:
-            raise BranchChangedError(self._branch_message(r))
-        return 0
-
-    cdef int _replay(self, Work w, object x) except -1:
-        """Values and partials at x into w: scalar segments in C, blocks in NumPy."""
-        cdef cnp.ndarray flat = self._flat_input(x)
-        cdef Py_ssize_t n = self.buf.n, lo = self.n_inputs, cur = lo
-        if lo:
-            memcpy(w.val, _dptr(flat), lo * sizeof(double))
-        if not self.blocks:
-            return self._forward_seg(w, lo, n)
-        val = _view(w.val, n, w)
-        w.states = []
-        for blk in self.blocks:
-            self._forward_seg(w, cur, blk.start)
-            w.states.append(blk.forward(val))
-            cur = blk.stop
-        return self._forward_seg(w, cur, n)
-
-    def _branch_message(self, Py_ssize_t r):
-        was = self.buf.val[r] != 0.0
-        return (f"fastad: the comparison recorded at slot {r} "
-                f"({self._describe(r)}) was {was} when the tape was recorded "
-                f"but is {not was} at the new input: the function takes "
-                f"another branch there, so this tape does not describe it. "
-                f"Record a new tape at this input with fad.record(f, x).")
-
-    def _describe(self, Py_ssize_t i):
-        name, a0, a1, p0, p1, v = self.node(i)
-        op = self.buf.op[i]
-        fl = OP_FLAGS[op]
-        if op == FAD_INPUT:
-            return "input"
-        if op == FAD_CONST:
-            return f"const({p1!r})"
-        if op == FAD_BLOCK:
-            blk = self._block_at(i)
-            return f"{blk.describe()}[{i - blk.start}]"
-        if fl & FAD_BINARY:
-            return f"{name}(v{a0}, v{a1})"
-        if fl & FAD_HAS_C:
-            return f"{name}(v{a0}, {p1!r})"
-        return f"{name}(v{a0})"
-
-    cdef object _gather(self, const double* val):
-        cdef const Py_ssize_t[::1] flat = np.ascontiguousarray(self._out.reshape(-1),
-                                                              dtype=np.intp)
-        cdef cnp.ndarray out = np.empty(flat.shape[0])
-        cdef double* op = _dptr(out)
-        cdef Py_ssize_t k
-        for k in range(flat.shape[0]):
-            op[k] = val[flat[k]]
-        if self._out.ndim == 0:
-            return float(out[0])
-        return out.reshape(self._out.shape)
-
-    cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
-                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
-                          object cot=None) except -1:
-        """Pull adjoints from slots hi..lo (inclusive) back; adj is (rows, k), slot-major.
-        With cot (a Cotangents), sealed blocks hand their cotangents over directly."""
-        cdef double* ap = _dptr(adj)
-        cdef Py_ssize_t cur = hi, bi
-        cdef bint big
-        adj2 = adj.reshape(adj.shape[0], k)
-        for bi in range(len(self.blocks) - 1, -1, -1):
-            blk = self.blocks[bi]
-            if blk.start > hi:      # (not cur: blocks written over one another share slots)
-                continue
-            if blk.stop < lo:
-                break
-            self._reverse_seg(nodes, ap, k, cur, blk.stop)
-            if cot is not None and blk.handoff:
-                blk.reverse(val, states[bi], adj2, k, cot)
-            else:
-                blk.reverse(val, states[bi], adj2, k)
-            cur = blk.start - 1
-        self._reverse_seg(nodes, ap, k, cur, lo)
-        return 0
-
-    cdef void _reverse_seg(self, const fad_node* nodes, double* ap, Py_ssize_t k,
-                           Py_ssize_t hi, Py_ssize_t lo):
-        if hi < lo:
-            return
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                if k == 1:
-                    reverse_scalar(nodes, ap, hi, lo)
-                else:
-                    reverse_multi(nodes, ap, k, hi, lo)
-        elif k == 1:
-            reverse_scalar(nodes, ap, hi, lo)
-        else:
-            reverse_multi(nodes, ap, k, hi, lo)
-
-    cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
-                          object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1:
-        """Push tangents through slots lo..hi-1; tan is (rows, k), slot-major."""
-        cdef double* tp = _dptr(tan)
-        cdef Py_ssize_t cur = lo, bi
-        for bi in range(len(self.blocks)):
-            blk = self.blocks[bi]
-            if blk.start >= hi:
-                break
-            if blk.start < lo:
-                continue
-            self._tangent_seg(nodes, tp, k, cur, blk.start)
-            blk.tangent(val, states[bi], tan, k)
-            cur = blk.stop
-        self._tangent_seg(nodes, tp, k, cur, hi)
-        return 0
-
-    cdef void _tangent_seg(self, const fad_node* nodes, double* tp, Py_ssize_t k,
-                           Py_ssize_t lo, Py_ssize_t hi):
-        if hi <= lo:
-            return
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                forward_tangent(nodes, tp, k, lo, hi)
-        else:
-            forward_tangent(nodes, tp, k, lo, hi)
-
-    def _recorded_states(self):
-        return [blk.state for blk in self.blocks]
-
-    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
-                          object gather=None):
-        """(k, n_inputs) directions -> (k, n_outputs) output tangents; with
-        `gather`, the tangent buffer (slot-major, k lanes) at those flat
-        positions instead (a sparse Jacobian's decompression, in one take)."""
-        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
-        cdef Work w = self._acquire()
-        try:
-            tan = w.scratch_array(hi, k)        # every node and block writes its rows
-            _seed_rows(tan, seeds, lo)
-            self._tangent_run(nodes, val, states, tan, k, lo, hi)
-            if gather is not None:
-                return gather_flat(tan, gather)
-            return tan[self._out.reshape(-1)].T
-        finally:
-            self._release(w)
-
-    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,
-                          object gather=None):
-        """(k, n_outputs) cotangents -> (k, n_inputs) input adjoints (with
-        `gather`: the adjoint buffer at those flat positions, as _tangents)."""
-        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
-        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
-        cdef Work w = self._acquire()
-        cdef cnp.ndarray adj = w.scratch_array(hi, k)
-        cdef double* ap = _dptr(adj)
-        cdef double* sp = _dptr(sd)
-        cdef cnp.ndarray slots = np.ascontiguousarray(self._out.reshape(-1), dtype=np.intp)
-        cdef Py_ssize_t* so = <Py_ssize_t*>cnp.PyArray_DATA(slots)
-        cdef Py_ssize_t o, j, m = slots.shape[0]
-        cot = self._cotangents(ap, hi, k, slots.min() if m else hi, True)
-        try:
-            for o in range(m):      # seeds[:, o] onto the output's slot (repeats add up)
-                for j in range(k):
-                    ap[so[o] * k + j] += sp[j * m + o]
-            self._reverse_run(nodes, val, states, adj, k, hi - 1, lo, cot)
-            if gather is not None:
-                return gather_flat(adj, gather)
-            return adj[:lo].T.copy()
-        finally:
-            self._release(w)
-
-    def _stacked(self, v, shape, what):
-        """v of `shape` or (k,) + shape -> ((k, size) array, stacked?)."""
-        v = np.asarray(v, dtype=np.float64)
-        shape = () if shape is None else tuple(shape)
-        size = int(np.prod(shape, dtype=np.int64))
-        if v.shape == shape:
-            return v.reshape(1, size), False
-        if v.ndim == len(shape) + 1 and v.shape[1:] == shape:
-            return v.reshape(v.shape[0], size), True
-        raise ValueError(f"fastad: {what} must have shape {shape} or (k,) + {shape} "
-                         f"for k stacked {what}s, got {v.shape}")
-
-    def _shape_in(self, g, stacked):
-        """(k, n_inputs) -> x-shaped result(s)."""
-        shape = () if self.in_shape is None else tuple(self.in_shape)
-        if stacked:
-            return g.reshape((g.shape[0],) + shape)
-        g = g[0]
-        return float(g[0]) if self.in_shape is None else g.reshape(shape)
-
-    def _shape_out(self, t, stacked):
-        shape = tuple(self._out.shape)
-        if stacked:
-            return t.reshape((t.shape[0],) + shape)
-        t = t[0]
-        return float(t[0]) if shape == () else t.reshape(shape)
-
-    # Every public sweep works at x (replaying there) or, with x=None, at the
-    # recorded point with the recorded partials (what fad.jvp/vjp use).
-
-    def _jvp(self, x, v):
-        seeds, stacked = self._stacked(v, self.in_shape, "tangent")
-        if seeds.shape[0] == 0:
-            return np.zeros((0,) + tuple(self._out.shape))
-        return self._shape_out(self._sweep_at(x, seeds, True), stacked)
-
-    def _vjp(self, x, ybar):
-        seeds, stacked = self._stacked(ybar, self._out.shape, "cotangent")
-        if seeds.shape[0] == 0:
-            return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
-        return self._shape_in(self._sweep_at(x, seeds, False), stacked)
-
-    cdef object _replay_tangents(self, Work w, x, seeds, gather, bint values=True):
-        """A tape of scalar nodes replayed at x into w with k tangent lanes
-        pushed along in the same pass; returns what _tangents returns.
-        values=False: only the tangents are wanted, so nodes with constant
-        partials compute no value unless another node reads it (w is then
-        not a full replay)."""
-        cdef cnp.ndarray flat = self._flat_input(x)
-        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, n = self.buf.n, r
-        cdef double* tp
-        cdef const uint8_t* need = NULL
-        if not values:
-            if self._needed is None:
-                self._needed = np.empty(max(n, 1), dtype=np.uint8)
-                needed_values(self.buf.op, self.buf.node,
-                              <uint8_t*>cnp.PyArray_DATA(self._needed), lo, n)
-            need = <const uint8_t*>cnp.PyArray_DATA(self._needed)
-        cdef Work t = self._acquire()
-        try:
-            tan = t.scratch_array(max(n, lo), k)
-            _seed_rows(tan, seeds, lo)
-            if lo:
-                memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            tp = _dptr(tan)
-            with nogil:
-                r = forward_values_tangent(self.buf.op, self.buf.node, need, self.buf.val,
-                                           w.val, w.node, tp, k, lo, n)
-            if r >= 0:
-                raise BranchChangedError(self._branch_message(r))
-            if gather is not None:
-                return gather_flat(tan, gather)
-            return tan[self._out.reshape(-1)].T
-        finally:
-            self._release(t)
-
-    cdef object _sweep_at(self, x, seeds, bint forward):
-        """Tangents (forward) or adjoints for k seeds, at x or at the recorded point."""
-        cdef Work w
-        if x is not None and forward and not self.blocks:
-            w = self._acquire()
-            try:
-                return self._replay_tangents(w, x, seeds, None, False)
-            finally:
-                self._release(w)
-        if x is None:
-            val, states = self.recorded_values(), self._recorded_states()
-            if forward:
-                return self._tangents(self.buf.node, val, states, seeds)
-            return self._adjoints(self.buf.node, val, states, seeds)
-        w = self._acquire()
-        try:
-            self._replay(w, x)
-            val = _view(w.val, self.buf.n, w)
-            if forward:
-                return self._tangents(w.node, val, w.states, seeds)
-            return self._adjoints(w.node, val, w.states, seeds)
-        finally:
-            self._release(w)
-
-    def _sparse_sweeps(self, x, fwd_seeds, fwd_gather, rev_seeds, rev_gather):
-        """One replay at x, then a k-direction tangent sweep and/or a k-seed
-        adjoint sweep (seeds (k, n_inputs) / (k, n_outputs), None to skip),
-        each returning its buffer at the gather positions: the compressed
-        sweeps of a sparse Jacobian with the decompression fused in."""
-        cdef Work w = self._acquire()
-        try:
-            f = r = None
-            if fwd_seeds is not None and not self.blocks:       # one pass over the tape
-                f = self._replay_tangents(w, x, fwd_seeds, fwd_gather, rev_seeds is not None)
-            else:
-                self._replay(w, x)
-            val = _view(w.val, self.buf.n, w)
-            if fwd_seeds is not None and f is None:
-                f = self._tangents(w.node, val, w.states, fwd_seeds, fwd_gather)
-            if rev_seeds is not None:
-                r = self._adjoints(w.node, val, w.states, rev_seeds, rev_gather)
-            return f, r
-        finally:
-            self._release(w)
-
-    def _constant_slots(self):
-        """The constants' slots when every slot past the inputs is a block's
-        or a constant's, else None."""
-        cdef Py_ssize_t i
-        cdef uint8_t o
-        found = []
-        for i in range(self.n_inputs, self.buf.n):
-            o = self.buf.op[i]
-            if o == FAD_CONST:
-                found.append(i)
-            elif o != FAD_BLOCK:
-                return None
-        return np.array(found, dtype=np.intp)
-
-    def _fold_tangents(self, x, fold, gather):
-        """The forward lanes of fold's fixed seeds at x, at the gather
-        positions (see fastad._blocks.TangentFold): only the values some
-        changing block reads are replayed and only those blocks are swept."""
-        cdef cnp.ndarray flat = self._flat_input(x)
-        cdef Py_ssize_t lo = self.n_inputs
-        cdef Work w = self._acquire()
-        try:
-            if lo:
-                memcpy(w.val, _dptr(flat), lo * sizeof(double))
-            val = _view(w.val, self.buf.n, w)
-            val[fold.const_slots] = fold.const_values
-            blocks = self.blocks
-            states = list(fold.states)
-            for bi in fold.run_forward:
-                states[bi] = blocks[bi].forward(val)
-            if fold.fixed is not None:            # no tangent buffer to sweep
-                return fold.fixed_data(blocks, val, states)
-            with fold.buffer() as tan:
-                data = fold.sweep_blocks(blocks, val, states, tan)
-                if data is not None:
-                    return data
-                return gather_flat(tan, gather)
-        finally:
-            self._release(w)
-
-    def _full_tangents(self, x, seeds):
-        """Replay at x and sweep k seeds: the whole (rows, k) tangent buffer."""
-        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
-        cdef Work w = self._acquire()
-        try:
-            self._replay(w, x)
-            tan = np.empty((hi, k))
-            _seed_rows(tan, seeds, lo)
-            self._tangent_run(w.node, _view(w.val, self.buf.n, w), w.states, tan, k, lo, hi)
-            return tan
-        finally:
-            self._release(w)
-
-    cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
-                         object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
-                         Py_ssize_t lo) except -1:
-        """reverse_second over slots hi..lo, blocks through their reverse2."""
-        cdef Py_ssize_t cur = hi, bi
-        cdef const double* vp = _dptr(val)
-        for bi in range(len(self.blocks) - 1, -1, -1):
-            blk = self.blocks[bi]
-            if blk.start > cur:
-                continue
-            self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
-            reverse2 = getattr(blk, "reverse2", None)
-            if reverse2 is None:
-                raise NotImplementedError(
-                    f"fastad: second derivatives through {blk.describe()} are not "
-                    f"available (no second-order rule for this block)")
-            reverse2(val, states[bi], tan, adj, adt, k)
-            cur = blk.start - 1
-        self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
-        return 0
-
-    cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
-                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo):
-        if hi < lo:
-            return
-        cdef double* tp = _dptr(tan)
-        cdef double* ap = _dptr(adj)
-        cdef double* dp = _dptr(adt)
-        if (hi - lo) * k >= NOGIL_MIN:
-            with nogil:
-                reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
-        else:
-            reverse_second(self.buf.op, nodes, vp, tp, ap, dp, k, hi, lo)
-
-    def at(self, x):
-        """This tape replayed once at x: a TapePoint for many derivatives there
-        (gradient, hvp) without replaying again (what optimizers want)."""
-        return TapePoint(self, x)
-
-    def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
-        """H v (and the value and gradient) at x (None: the recorded point;
-        `point`: a Work already replayed there)."""
-        if self._out is None or self._out.ndim != 0:
-            raise ValueError(
-                f"fastad: Hessians need a scalar output, but this tape's output has "
-                f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
-        seeds, stacked = self._stacked(v, self.in_shape, "direction")
-        if seeds.shape[0] == 0:
-            shape = () if self.in_shape is None else tuple(self.in_shape)
-            return np.zeros((0,) + shape)
-        cdef Work w = self._acquire()
-        cdef const fad_node* nodes = self.buf.node
-        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self._out[()])
-        cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
-        try:
-            if point is not None:
-                nodes = point.node
-                val, states = _view(point.val, self.buf.n, point), point.states
-            elif x is not None:
-                self._replay(w, x)
-                nodes = w.node
-                val, states = _view(w.val, self.buf.n, w), w.states
-            else:
-                val, states = self.recorded_values(), self._recorded_states()
-            tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
-            tan[:lo] = seeds.T
-            self._tangent_run(nodes, val, states, tan, k, lo, hi)
-            adj = w.zeros(hi, 1, 1)
-            adj[slot, 0] = 1.0
-            adt = w.zeros(hi, k, 2)
-            self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
-            if gather is not None:          # H S at these flat positions (sparse Hessians)
-                return gather_flat(adt, gather)
-            Hv = self._shape_in(adt[:lo].T.copy(), stacked)
-            if not with_grad:
-                return Hv
-            return float(val[slot]), self._shape_in(adj[:lo].T.copy(), False), Hv
-        finally:
-            self._release(w)
-
-    def hvp(self, x, v):
-        """H(x) v for a scalar output (forward-over-reverse, replayed at x);
-        v of x's shape or (k,) + x.shape for k directions at once."""
-        return self._hvp(x, v)
-
-    def value_gradient_hvp(self, x, v):
-        """(f(x), gradient, H(x) v) from one replay."""
-        return self._hvp(x, v, True)
-
-    def _hessian(self, x):
-        cdef Py_ssize_t n = self.n_inputs, k0, k1
-        chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
-        shape = () if self.in_shape is None else tuple(self.in_shape)
-        H = np.empty((n, n))
-        for k0 in range(0, n, chunk):
-            k1 = min(n, k0 + chunk)
-            seeds = np.zeros((k1 - k0, n))
-            seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
-            H[k0:k1] = self._hvp(x, seeds.reshape((k1 - k0,) + shape)).reshape(k1 - k0, n)
-        return H.reshape(shape + shape)
-
-    def hessian(self, x):
-        """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed)."""
-        return self._hessian(x)
-
-    def _jacobian(self, x, mode):
-        if mode == "auto" and not all(getattr(b, "has_tangent", True) for b in self.blocks):
-            mode = "rev"    # a primitive without a jvp rule: forward mode is not available
-        mode = choose_mode(mode, self.n_inputs, self.n_outputs)
-        cdef Work w = None
-        cdef const fad_node* nodes = self.buf.node
-        cdef Py_ssize_t n_in = self.n_inputs, n_out = self.n_outputs, k0, k1, chunk
-        try:
-            if x is not None:
-                w = self._acquire()
-                self._replay(w, x)
-                nodes = w.node
-                val, states = _view(w.val, self.buf.n, w), w.states
-            else:
-                val, states = self.recorded_values(), self._recorded_states()
-            J = np.empty((n_out, n_in))
-            width = n_in if mode == "fwd" else n_out
-            chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, self._out_hi())))
-            for k0 in range(0, width, chunk):
-                k1 = min(width, k0 + chunk)
-                seeds = np.zeros((k1 - k0, width))
-                seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
-                if mode == "fwd":
-                    J[:, k0:k1] = self._tangents(nodes, val, states, seeds).T
-                else:
-                    J[k0:k1, :] = self._adjoints(nodes, val, states, seeds)
-        finally:
-            if w is not None:
-                self._release(w)
-        in_shape = () if self.in_shape is None else tuple(self.in_shape)
-        return J.reshape(tuple(self._out.shape) + in_shape)
-
-    # ------------------------------------------------------------ public replay
 
     def __call__(self, x):
         """f(x), replayed."""
@@ -1886,22 +86,25 @@ cdef class Tape:
         cdef Py_ssize_t slot = int(self._out[()]), lo = self.n_inputs, top
         cdef Work w = self._acquire()
         cdef cnp.ndarray g = np.empty(lo)
+        cdef Sweep s
         cdef double* gp = _dptr(g)
         try:
             self._replay(w, x)
-            if not self.blocks:
-                if slot - lo >= NOGIL_MIN:
-                    with nogil:
-                        _gradient_sweep(w.node, w.adj, gp, slot, lo)
-                else:
-                    _gradient_sweep(w.node, w.adj, gp, slot, lo)
+            if not self.blocks:     # w.adj is all zeros at rest, and left so
+                s = sweep_over(self.buf.op, w.node, 1, lo, slot + 1)
+                s.adj = w.adj
+                s.clear = True
+                w.adj[slot] += 1.0
+                run_released(REVERSE, &s)
+                memcpy(gp, w.adj, lo * sizeof(double))
+                memset(w.adj, 0, lo * sizeof(double))
             else:
                 top = max(self._top(slot + 1), lo)
                 cot = self._cotangents(w.adj, top, 1, slot, False)   # w.adj is zero at rest
                 try:
                     w.adj[slot] = 1.0
-                    self._reverse_run(w.node, _view(w.val, self.buf.n, w), w.states,
-                                      _view(w.adj, top, w), 1, self._top(slot + 1) - 1, lo, cot)
+                    self._reverse_run(w.node, view_of(w.val, self.buf.n, w), w.states,
+                                      view_of(w.adj, top, w), 1, self._top(slot + 1) - 1, lo, cot)
                     if lo:
                         memcpy(gp, w.adj, lo * sizeof(double))
                 finally:
@@ -1927,21 +130,38 @@ cdef class Tape:
         """The Jacobian at x, shape out_shape + x.shape; mode 'fwd', 'rev' or 'auto'."""
         return self._jacobian(x, mode)
 
+    def hvp(self, x, v):
+        """H(x) v for a scalar output (forward-over-reverse, replayed at x);
+        v of x's shape or (k,) + x.shape for k directions at once."""
+        return self._hvp(x, v)
+
+    def hessian(self, x):
+        """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed)."""
+        return self._hessian(x)
+
     def sparse_jacobian(self, x, mode="auto"):
         """The Jacobian at x as a scipy.sparse.csr_matrix (out.size, x.size), by
         coloring and compressed sweeps; the pattern and coloring are found on
         the first call and kept, so later calls only sweep and decompress.
         mode: 'auto', 'fwd', 'rev' or 'bidirectional' (see fastad.sparse)."""
-        from fastad.sparse import tape_sparse_jacobian
-        return tape_sparse_jacobian(self, x, mode)
+        return _provided("sparse_jacobian")(self, x, mode)
 
     def sparse_hessian(self, x):
         """The Hessian at x as a scipy.sparse.csr_matrix, by star coloring and
         one forward-over-reverse sweep (pattern and coloring kept)."""
-        from fastad.sparse import tape_sparse_hessian
-        return tape_sparse_hessian(self, x)
+        return _provided("sparse_hessian")(self, x)
 
-    # ------------------------------------------------------------ seeing it
+    def at(self, x):
+        """This tape replayed once at x: a TapePoint for many derivatives there
+        (gradient, hvp) without replaying again (what optimizers want)."""
+        return TapePoint(self, x)
+
+    def __len__(self):
+        return self.buf.n - self.n_inputs
+
+    @property
+    def n_outputs(self):
+        return 0 if self._out is None else self._out.size
 
     def __str__(self):
         cdef Py_ssize_t i
@@ -1963,24 +183,8 @@ cdef class Tape:
             lines.append(desc.ljust(34) + note)
         return "\n".join(lines)
 
-    def _input_label(self, Py_ssize_t i):
-        if self.in_shape is None and len(self.inputs) <= 1:
-            return ""
-        for argnum, shape, first in self.inputs:
-            size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
-            if first <= i < first + size:
-                prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
-                if shape is None:
-                    return prefix
-                return prefix + "[" + ", ".join(str(int(j)) for j in np.unravel_index(i - first, shape)) + "]"
-        return ""
-
     def __repr__(self):
         return f"<fastad.Tape: {self._counts()}>"
-
-    def _counts(self):
-        return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in (
-            (self.n_inputs, "input"), (len(self), "operation"), (self.n_outputs, "output")))
 
     def to_dot(self, max_nodes=2000):
         """Graphviz source of the computational graph, edges labelled with partials.
@@ -2027,12 +231,6 @@ cdef class Tape:
         lines.append("}")
         return "\n".join(lines)
 
-    def _dot_src(self, Py_ssize_t s):
-        """The graph node standing for slot s (a block is drawn at its first slot)."""
-        if self.buf.op[s] == FAD_BLOCK:
-            return self._block_at(s).start
-        return s
-
     def __reduce__(self):
         cdef Py_ssize_t n = self.buf.n
         return (_rebuild, (
@@ -2042,69 +240,180 @@ cdef class Tape:
             self.n_inputs, list(self.inputs), self.in_shape, self._out,
             list(self.blocks)))
 
-    def input_adjoints(self, Py_ssize_t out_slot):
-        """d(output slot)/d(inputs) at the recorded point, one flat vector:
-        input_gradients laid end to end."""
-        cdef Py_ssize_t first
-        out = np.empty(self.n_inputs)
-        for (_argnum, shape, first), g in zip(self.inputs, self.input_gradients(out_slot)):
-            out[first:first + (1 if shape is None else math.prod(shape))] = np.ravel(g)
-        return out
+    # ------------------------------------------------------------ implementation
+    # Every sweep works at x (replaying there) or, with x=None, at the
+    # recorded point with the recorded partials (what fad.jvp/vjp use).
 
-    def input_gradients(self, Py_ssize_t out_slot):
-        """d(output slot)/d(each differentiated argument) at the recorded point,
-        in `inputs` order (a float for a number, an array of its shape for an
-        array): one reverse sweep.  Sealed InputSlabs take their cotangents
-        straight from the blocks; one that nothing else holds is the
-        argument's gradient itself (no copy, as hand-written backprop)."""
-        if not 0 <= out_slot < self.buf.n:
-            raise IndexError(f"output slot {out_slot} is not on the tape "
-                             f"({self.buf.n} slots)")
-        cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
-        cdef Work w = self._acquire()
-        slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
-        by_start = {s.start: s for s in slabs}
-        handed = set()
+    def _stacked(self, v, shape, what):
+        """v of `shape` or (k,) + shape -> ((k, size) array, stacked?)."""
+        v = np.asarray(v, dtype=np.float64)
+        shape = () if shape is None else tuple(shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        if v.shape == shape:
+            return v.reshape(1, size), False
+        if v.ndim == len(shape) + 1 and v.shape[1:] == shape:
+            return v.reshape(v.shape[0], size), True
+        raise ValueError(f"fastad: {what} must have shape {shape} or (k,) + {shape} "
+                         f"for k stacked {what}s, got {v.shape}")
+
+    def _shape_in(self, g, stacked):
+        """(k, n_inputs) -> x-shaped result(s)."""
+        shape = () if self.in_shape is None else tuple(self.in_shape)
+        if stacked:
+            return g.reshape((g.shape[0],) + shape)
+        g = g[0]
+        return float(g[0]) if self.in_shape is None else g.reshape(shape)
+
+    def _shape_out(self, t, stacked):
+        shape = tuple(self._out.shape)
+        if stacked:
+            return t.reshape((t.shape[0],) + shape)
+        t = t[0]
+        return float(t[0]) if shape == () else t.reshape(shape)
+
+    def _jvp(self, x, v):
+        seeds, stacked = self._stacked(v, self.in_shape, "tangent")
+        if seeds.shape[0] == 0:
+            return np.zeros((0,) + tuple(self._out.shape))
+        return self._shape_out(self._sweep_at(x, seeds, True), stacked)
+
+    def _vjp(self, x, ybar):
+        seeds, stacked = self._stacked(ybar, self._out.shape, "cotangent")
+        if seeds.shape[0] == 0:
+            return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
+        return self._shape_in(self._sweep_at(x, seeds, False), stacked)
+
+    def _jacobian(self, x, mode):
+        if mode == "auto" and not all(getattr(b, "has_tangent", True) for b in self.blocks):
+            mode = "rev"    # a primitive without a jvp rule: forward mode is not available
+        mode = choose_mode(mode, self.n_inputs, self.n_outputs)
+        cdef Work w = None
+        cdef const fad_node* nodes = self.buf.node
+        cdef Py_ssize_t n_in = self.n_inputs, n_out = self.n_outputs, k0, k1, chunk
         try:
-            adj = w.scratch_array(rows, 1)
-            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
-            adj[out_slot, 0] = 1.0
-            self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
-                              adj, 1, top - 1, self.n_inputs, cot)
-            grads = []
-            for _argnum, shape, first in self.inputs:
-                if shape is None:
-                    grads.append(float(adj[first, 0]))
-                    continue
-                size = math.prod(shape)
-                slab = by_start.get(first)
-                if slab is None or slab.stop != first + size:
-                    grads.append(adj[first:first + size, 0].reshape(shape).copy())
-                    continue
-                g = cot.take(slab, adj)
-                if g is None:
-                    grads.append(np.zeros(shape))
-                elif type(g) is np.ndarray and g.base is None and g.dtype == np.float64 \
-                        and g.flags.c_contiguous and g.flags.writeable and id(g) not in handed:
-                    handed.add(id(g))           # owned by no one else: hand it over
-                    grads.append(g.reshape(shape))
+            if x is not None:
+                w = self._acquire()
+                self._replay(w, x)
+                nodes = w.node
+                val, states = view_of(w.val, self.buf.n, w), w.states
+            else:
+                val, states = self.recorded_values(), self._recorded_states()
+            J = np.empty((n_out, n_in))
+            width = n_in if mode == "fwd" else n_out
+            chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, self._out_hi())))
+            for k0 in range(0, width, chunk):
+                k1 = min(width, k0 + chunk)
+                seeds = np.zeros((k1 - k0, width))
+                seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
+                if mode == "fwd":
+                    J[:, k0:k1] = self._tangents(nodes, val, states, seeds).T
                 else:
-                    grads.append(np.array(g, dtype=np.float64).reshape(shape))
-            return grads
+                    J[k0:k1, :] = self._adjoints(nodes, val, states, seeds)
+        finally:
+            if w is not None:
+                self._release(w)
+        in_shape = () if self.in_shape is None else tuple(self.in_shape)
+        return J.reshape(tuple(self._out.shape) + in_shape)
+
+    def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
+        """H v (and the value and gradient) at x (None: the recorded point;
+        `point`: a Work already replayed there)."""
+        if self._out is None or self._out.ndim != 0:
+            raise ValueError(
+                f"fastad: Hessians need a scalar output, but this tape's output has "
+                f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
+        seeds, stacked = self._stacked(v, self.in_shape, "direction")
+        if seeds.shape[0] == 0:
+            shape = () if self.in_shape is None else tuple(self.in_shape)
+            return np.zeros((0,) + shape)
+        cdef Work w = self._acquire()
+        cdef const fad_node* nodes = self.buf.node
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self._out[()])
+        cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
+        try:
+            if point is not None:
+                nodes = point.node
+                val, states = view_of(point.val, self.buf.n, point), point.states
+            elif x is not None:
+                self._replay(w, x)
+                nodes = w.node
+                val, states = view_of(w.val, self.buf.n, w), w.states
+            else:
+                val, states = self.recorded_values(), self._recorded_states()
+            tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
+            tan[:lo] = seeds.T
+            self._tangent_run(nodes, val, states, tan, k, lo, hi)
+            adj = w.zeros(hi, 1, 1)
+            adj[slot, 0] = 1.0
+            adt = w.zeros(hi, k, 2)
+            self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
+            if gather is not None:          # H S at these flat positions (sparse Hessians)
+                return gather_flat(adt, gather)
+            Hv = self._shape_in(adt[:lo].T.copy(), stacked)
+            if not with_grad:
+                return Hv
+            return float(val[slot]), self._shape_in(adj[:lo].T.copy(), False), Hv
         finally:
             self._release(w)
 
-    def reverse(self, Py_ssize_t out_slot, double seed=1.0):
-        """Adjoints of all slots at the recorded point, for one output slot."""
-        if not 0 <= out_slot < self.buf.n:
-            raise IndexError(f"output slot {out_slot} is not on the tape "
-                             f"({self.buf.n} slots)")
-        cdef Py_ssize_t top = max(self._top(out_slot + 1), self.buf.n)
-        cdef cnp.ndarray adj_arr = np.zeros(top, dtype=np.float64)
-        adj_arr[out_slot] = seed
-        self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
-                          adj_arr, 1, self._top(out_slot + 1) - 1, self.n_inputs)
-        return adj_arr
+    def value_gradient_hvp(self, x, v):
+        """(f(x), gradient, H(x) v) from one replay."""
+        return self._hvp(x, v, True)
+
+    def _hessian(self, x):
+        cdef Py_ssize_t n = self.n_inputs, k0, k1
+        chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
+        shape = () if self.in_shape is None else tuple(self.in_shape)
+        H = np.empty((n, n))
+        for k0 in range(0, n, chunk):
+            k1 = min(n, k0 + chunk)
+            seeds = np.zeros((k1 - k0, n))
+            seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
+            H[k0:k1] = self._hvp(x, seeds.reshape((k1 - k0,) + shape)).reshape(k1 - k0, n)
+        return H.reshape(shape + shape)
+
+    def _counts(self):
+        return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in (
+            (self.n_inputs, "input"), (len(self), "operation"), (self.n_outputs, "output")))
+
+    def _input_label(self, Py_ssize_t i):
+        if self.in_shape is None and len(self.inputs) <= 1:
+            return ""
+        for argnum, shape, first in self.inputs:
+            size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
+            if first <= i < first + size:
+                prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
+                if shape is None:
+                    return prefix
+                return prefix + "[" + ", ".join(str(int(j)) for j in np.unravel_index(i - first, shape)) + "]"
+        return ""
+
+    def _dot_src(self, Py_ssize_t s):
+        """The graph node standing for slot s (a block is drawn at its first slot)."""
+        if self.buf.op[s] == FAD_BLOCK:
+            return self._block_at(s).start
+        return s
+
+
+def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
+             in_shape, out_slots, list blocks=None):
+    """Unpickle a Tape."""
+    cdef Tape t = Tape()
+    cdef Py_ssize_t n = len(op)
+    if len(node) != n * sizeof(fad_node) or len(val) != n * sizeof(double):
+        raise ValueError("fastad: corrupt pickled Tape (sizes disagree)")
+    t.reserve(n)
+    if n:
+        memcpy(t.buf.op, <const char*>op, n)
+        memcpy(t.buf.node, <const char*>node, n * sizeof(fad_node))
+        memcpy(t.buf.val, <const char*>val, n * sizeof(double))
+    t.buf.n = n
+    t.n_inputs = n_inputs
+    t.inputs = inputs
+    t.in_shape = in_shape
+    t._out = out_slots
+    t.blocks = blocks or []
+    return t
 
 
 # Relative cost of one forward lane to one reverse lane per node, measured by
@@ -2119,575 +428,6 @@ def choose_mode(mode, Py_ssize_t n_in, Py_ssize_t n_out):
     if mode not in ("fwd", "rev"):
         raise ValueError(f"fastad: mode must be 'fwd', 'rev' or 'auto', got {mode!r}")
     return mode
-
-
-def op_eval(int op, double x, double y=0.0, double c=0.0):
-    """(value, d/dx, d/dy or c) of one op-table entry (for tests and tools)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    cdef double d0, d1
-    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
-    return v, d0, d1
-
-
-def op_second(int op, double x, double y=0.0, double c=0.0):
-    """(d2/dx2, d2/dxdy, d2/dy2) of one op-table entry (for tests and tools)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    cdef double d0, d1, xx, xy, yy
-    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
-    fad_second(op, x, y, c, v, &xx, &xy, &yy)
-    return xx, xy, yy
-
-
-cdef tuple _op_arrays(int op, x, y, double c, bint second):
-    """The op table applied elementwise (x and y broadcast): three arrays,
-    (value, d/dx, d/dy), or with `second` (d2/dx2, d2/dxdy, d2/dy2)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.zeros_like(xa) if y is None else np.asarray(y, dtype=np.float64)
-    xa, ya = np.broadcast_arrays(xa, ya)
-    shape = xa.shape
-    cdef cnp.ndarray xb = np.array(xa, order="C"), yb = np.array(ya, order="C")
-    cdef cnp.ndarray r0 = np.empty(shape), r1 = np.empty(shape), r2 = np.empty(shape)
-    cdef cnp.ndarray vb = np.empty(shape) if second else r0
-    cdef Py_ssize_t m = xb.size
-    cdef double* xp = _dptr(xb)
-    cdef double* yp = _dptr(yb)
-    cdef double* vp = _dptr(vb)
-    cdef double* o0 = _dptr(r0)
-    cdef double* o1 = _dptr(r1)
-    cdef double* o2 = _dptr(r2)
-    with nogil:
-        if second:
-            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, vp, NULL, NULL)
-            fad_map(op, FAD_MAP_SECOND, m, xp, 1, yp, 1, c, vp, 1, o0, o1, o2)
-        else:
-            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, o0, o1, o2)
-    return r0, r1, r2
-
-
-def op_map(int op, x, y=None, double c=0.0):
-    """The op table over arrays: (values, d/dx, d/dy) elementwise, broadcasting x and y.
-
-    The reference kernel for array blocks; blocks use NumPy twins of it for
-    a few hot ops (checked against it in tests/test_op_table.py)."""
-    return _op_arrays(op, x, y, c, False)
-
-
-def add_rows(dst, idx, g):
-    """dst[idx[i], :] += g[i, :] in order (repeated rows add up): the
-    scatter of a gathered operand's adjoints.  NumPy's fancy `+=` takes
-    several times longer and np.add.at longer still."""
-    cdef double[:, ::1] d = dst
-    cdef const Py_ssize_t[::1] ix = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
-    cdef Py_ssize_t m = ix.shape[0], k = d.shape[1], i, j, r
-    cdef const double[:, ::1] gv = np.ascontiguousarray(
-        np.broadcast_to(g, (m, k)) if np.ndim(g) < 2 else np.reshape(g, (m, k)), dtype=np.float64)
-    for i in range(m):
-        if not 0 <= ix[i] < d.shape[0]:
-            raise IndexError(f"add_rows: row {ix[i]} outside 0..{d.shape[0] - 1}")
-    with nogil:
-        for i in range(m):
-            r = ix[i]
-            for j in range(k):
-                d[r, j] += gv[i, j]
-
-
-def gather_flat(src, idx):
-    """src.reshape(-1)[idx] for intp idx: a sparse Jacobian's or Hessian's
-    nonzeros read from a sweep buffer (NumPy's take is several times slower)."""
-    cdef const double[::1] sv = np.ascontiguousarray(src, dtype=np.float64).reshape(-1)
-    cdef const Py_ssize_t[::1] iv = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
-    cdef Py_ssize_t m = iv.shape[0], size = sv.shape[0], i, j, bad = -1
-    out = np.empty(m)
-    cdef double[::1] ov = out
-    with nogil:
-        for i in range(m):
-            j = iv[i]
-            if <size_t>j >= <size_t>size:
-                bad = i
-                break
-            ov[i] = sv[j]
-    if bad >= 0:
-        raise IndexError(f"gather_flat: index {iv[bad]} out of range for {size} values")
-    return out
-
-
-cdef class _Terms:
-    """The one or two (partial, lanes) terms of combine_rows and
-    combine_gather as pointers: a partial is a scalar (c) or one per row
-    (dp); lanes are (rows, k), C order.  A missing second term is a zero
-    partial over the first term's lanes."""
-    cdef const double* dp[2]
-    cdef const double* tp[2]
-    cdef double c[2]
-    cdef Py_ssize_t k
-    cdef list keep
-
-    def __cinit__(self, str who, d0, t0, d1, t1, Py_ssize_t rows, str rows_are):
-        self.keep = []
-        self.k = -1
-        cdef Py_ssize_t n, k
-        for n in range(2):
-            self.dp[n] = NULL
-            self.c[n] = 0.0
-        for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:1 if t1 is None else 2]):
-            ta = np.ascontiguousarray(t, dtype=np.float64)
-            k = ta.shape[ta.ndim - 1] if ta.ndim >= 2 else -1
-            if k < 0 or ta.size != rows * k or (self.k >= 0 and k != self.k):
-                raise ValueError(f"{who}: tangents must be (rows, k), rows as {rows_are}")
-            self.k = k
-            self.keep.append(ta)
-            self.tp[n] = <const double*>cnp.PyArray_DATA(ta)
-            if np.ndim(d) == 0:
-                self.c[n] = d
-            else:
-                da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-                if da.shape[0] != rows:
-                    raise ValueError(f"{who}: one partial per row expected")
-                self.keep.append(da)
-                self.dp[n] = <const double*>cnp.PyArray_DATA(da)
-        if t1 is None:
-            self.tp[1] = self.tp[0]
-
-
-def combine_rows(d0, t0, d1, t1, out):
-    """out[i, :] = d0[i] t0[i, :] + d1[i] t1[i, :] in one pass (d a scalar or
-    one partial per row; d1, t1 None for one term), with rows_times' strong
-    zeros: an element-wise block's tangent from its operands' rows."""
-    if out.ndim < 2 or not out.flags.c_contiguous:
-        raise ValueError("combine_rows: out must be a C-contiguous (rows, k) array")
-    cdef Py_ssize_t rows = out.shape[0], size = out.size, k
-    for t in (t0, t1):
-        if t is not None and np.size(t) != size:
-            raise ValueError("combine_rows: operand and out sizes differ")
-    if size == 0:
-        return out
-    cdef _Terms T = _Terms("combine_rows", d0, t0, d1, t1, rows, "out")
-    k = T.k
-    cdef double* o = <double*>cnp.PyArray_DATA(out)
-    with nogil:
-        if k == 1:
-            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 1)
-        elif k == 2:
-            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 2)
-        elif k == 3:
-            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 3)
-        elif k == 4:
-            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 4)
-        else:
-            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, k)
-    return out
-
-
-cdef inline void _combine(double* o, const double* d0, double c0, const double* t0,
-                          const double* d1, double c1, const double* t1,
-                          Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(rows):
-        _lanes(o + i * k, d0[i] if d0 != NULL else c0, t0 + i * k,
-               d1[i] if d1 != NULL else c1, t1 + i * k, k)
-
-
-def combine_gather(d0, t0, d1, t1, indptr, lanes):
-    """combine_rows, read straight at a sparse Jacobian's nonzeros instead
-    of written out: data[p] = d0[i] t0[i, lanes[p]] + d1[i] t1[i, lanes[p]]
-    for p in indptr[i] .. indptr[i+1]-1 (row i of the Jacobian is row i of
-    the block), with the same strong zeros."""
-    cdef const int64_t[::1] ip = np.ascontiguousarray(indptr, dtype=np.int64)
-    cdef const int32_t[::1] ln = np.ascontiguousarray(lanes, dtype=np.int32)
-    cdef Py_ssize_t rows = ip.shape[0] - 1, i, p, k
-    cdef _Terms T = _Terms("combine_gather", d0, t0, d1, t1, rows, "indptr")
-    k = T.k
-    if rows < 0 or ln.shape[0] != (ip[rows] if rows > 0 else 0):
-        raise ValueError("combine_gather: one lane per nonzero expected")
-    for p in range(ln.shape[0]):
-        if not 0 <= ln[p] < k:
-            raise ValueError(f"combine_gather: lane {ln[p]} out of range for {k} lanes")
-    out = np.empty(ln.shape[0])
-    cdef double* o = <double*>cnp.PyArray_DATA(out)
-    cdef const double* d0p = T.dp[0]
-    cdef const double* d1p = T.dp[1]
-    cdef const double* t0p = T.tp[0]
-    cdef const double* t1p = T.tp[1]
-    cdef double c0 = T.c[0], c1 = T.c[1], a, b
-    cdef Py_ssize_t lane
-    with nogil:
-        for i in range(rows):
-            a = d0p[i] if d0p != NULL else c0
-            b = d1p[i] if d1p != NULL else c1
-            if a != 0.0 and b != 0.0 and isfinite(a) and isfinite(b):
-                for p in range(ip[i], ip[i + 1]):
-                    lane = i * k + ln[p]
-                    o[p] = a * t0p[lane] + b * t1p[lane]
-            else:
-                for p in range(ip[i], ip[i + 1]):
-                    lane = i * k + ln[p]
-                    _lanes(&o[p], a, t0p + lane, b, t1p + lane, 1)
-    return out
-
-
-cdef inline double _sz(double p, double q) noexcept nogil:
-    """p * q, an exact zero where either is zero (the other may be inf or NaN)."""
-    return 0.0 if p == 0.0 or q == 0.0 else p * q
-
-
-cdef const double* _rows_of(object v, Py_ssize_t n, list keep, Py_ssize_t* stride,
-                            double* box, str who) except? NULL:
-    """A partial as a pointer: one per row (stride 1) or a scalar (stride 0)."""
-    if np.ndim(v) == 0:
-        box[0] = v
-        stride[0] = 0
-        return box
-    a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
-    if a.shape[0] != n:
-        raise ValueError(f"{who} has {a.shape[0]} rows, not {n}")
-    keep.append(a)
-    stride[0] = 1
-    return <const double*>cnp.PyArray_DATA(a)
-
-
-cdef class FixedGather:
-    """A sparse Jacobian's nonzeros read from a last block whose operands'
-    tangents the seeds alone decide (see TangentFold.fuse_output): their
-    values at the nonzeros are kept, so a call is
-
-        data = base;  data[pos[q]] += (prod of the term's factors)[rows[q]] * g[q]
-
-    for each term whose partial changes (the constant ones are in base).
-    The index arrays are checked once here, the calls run unchecked; the
-    first term is merged into the copy of base (one pass over the result)."""
-    cdef readonly object base
-    cdef list terms                # (pos int32 ascending, rows int32 or None: q, g or None: 1)
-    cdef readonly Py_ssize_t n_rows
-
-    def __init__(self, base, terms, Py_ssize_t n_rows):
-        self.base = np.array(base, dtype=np.float64).reshape(-1)
-        self.n_rows = n_rows
-        self.terms = []
-        cdef Py_ssize_t size = self.base.shape[0]
-        for pos, rows, g in terms:
-            pos = np.array(pos, dtype=np.int32).reshape(-1)
-            rows = np.array(rows, dtype=np.int32).reshape(-1)
-            m = pos.shape[0]
-            if rows.shape[0] != m or (g is not None and np.size(g) != m):
-                raise ValueError("FixedGather: pos, rows and g need one entry per nonzero")
-            if m and (pos[0] < 0 or pos[m - 1] >= size or (m > 1 and (np.diff(pos) <= 0).any())):
-                raise IndexError(f"FixedGather: positions must ascend within 0..{size - 1}")
-            if m and (rows.min() < 0 or rows.max() >= n_rows):
-                raise IndexError(f"FixedGather: a row is out of range for {n_rows} rows")
-            if m == n_rows and (rows == np.arange(m, dtype=np.int32)).all():
-                rows = None
-            self.terms.append((pos, rows, None if g is None else
-                               np.array(g, dtype=np.float64).reshape(-1)))
-
-    def __call__(self, factors):
-        """factors: per term, its partials innermost first, each a scalar or
-        one per row.  Each nonzero's kept tangent g is multiplied by them in
-        that order, as a sweep multiplies a chain, and a zero factor (or
-        product) passes nothing even against an inf or NaN one."""
-        if len(factors) != len(self.terms):
-            raise ValueError(f"FixedGather: {len(self.terms)} terms, {len(factors)} given")
-        out = np.empty_like(self.base)
-        cdef double* o = <double*>cnp.PyArray_DATA(out)
-        cdef const double* b = <const double*>cnp.PyArray_DATA(self.base)
-        cdef Py_ssize_t size = self.base.shape[0], done = 0, t = 0
-        cdef const int32_t* pp
-        cdef const int32_t* rp
-        cdef const double* gp
-        cdef const double* fp[8]           # a partial per row, or &fc[f] with stride 0
-        cdef double fc[8]
-        cdef Py_ssize_t st[8]
-        cdef Py_ssize_t nf, q, m, f, r, p
-        cdef double a, v
-        for (pos, rows, g), fs in zip(self.terms, factors):
-            if len(fs) > 8:
-                raise ValueError("FixedGather: at most 8 partials per term")
-            nf, keep = 0, []
-            for d in fs:
-                if np.ndim(d) == 0 and d == 1.0:     # x * 1 is x, even for inf and NaN
-                    continue
-                fp[nf] = _rows_of(d, self.n_rows, keep, &st[nf], &fc[nf], "FixedGather: a partial")
-                nf += 1
-            m = (<cnp.ndarray>pos).shape[0]
-            pp = <const int32_t*>cnp.PyArray_DATA(pos)
-            rp = NULL if rows is None else <const int32_t*>cnp.PyArray_DATA(rows)
-            gp = NULL if g is None else <const double*>cnp.PyArray_DATA(g)
-            with nogil:
-                for q in range(m):
-                    p = pp[q]
-                    if t == 0:                   # copy base up to here (first term only)
-                        if p - done > 32:
-                            memcpy(o + done, b + done, (p - done) * sizeof(double))
-                        else:                    # short gaps: no call per position
-                            while done < p:
-                                o[done] = b[done]
-                                done += 1
-                        o[p] = b[p]
-                        done = p + 1
-                    r = q if rp == NULL else rp[q]
-                    a = 1.0 if gp == NULL else gp[q]
-                    for f in range(nf):
-                        v = fp[f][r * st[f]]
-                        if v == 0.0 or a == 0.0:
-                            a = 0.0
-                            break
-                        a = a * v
-                    if a != 0.0:
-                        o[p] += a
-                if t == 0 and done < size:       # the rest of base, before other terms add in
-                    memcpy(o + done, b + done, (size - done) * sizeof(double))
-                    done = size
-            t += 1
-        if done < size:
-            memcpy(o + done, b + done, (size - done) * sizeof(double))
-        return out
-
-
-def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
-    """One operand's share of an element-wise block's forward-over-reverse
-    step, in one pass over its n rows and k lanes:
-
-        adj_rows[i]    += d[i] g[i]
-        adt_rows[i, :] += d[i] gd[i, :] + g[i] (a[i] tx[i, :] + b[i] ty[i, :])
-
-    d, a, b: partial, and second partials against this operand's and the
-    other operand's tangents, each a scalar or one per row (a, b may be
-    None: 0); tx, ty: (n, k) tangents or None; g: (n,) adjoint; gd: (n, k)
-    adjoint tangents.  Every product is an exact zero where a factor is
-    zero (strong zeros), as in the sweeps.  adj_rows (n, 1) and adt_rows
-    (n, k) must be C-contiguous float64 arrays."""
-    if not (isinstance(adj_rows, np.ndarray) and isinstance(adt_rows, np.ndarray)
-            and adj_rows.dtype == np.float64 and adt_rows.dtype == np.float64
-            and adj_rows.flags.c_contiguous and adt_rows.flags.c_contiguous):
-        raise ValueError("second_rows: adj_rows and adt_rows must be C-contiguous float64")
-    cdef Py_ssize_t n = adj_rows.size, k = adt_rows.size // n if n else 0, i, j
-    if adt_rows.size != n * k or (n and k == 0):
-        raise ValueError("second_rows: adt_rows must be (n, k) for n adjoint rows")
-    keep = []
-    cdef Py_ssize_t sd, sa, sb, sg, sx, sy, sgd
-    cdef double bd, ba, bb, bg, bx, by, bgd
-    cdef const double* dp = _rows_of(d, n, keep, &sd, &bd, "second_rows: d")
-    cdef const double* ap = _rows_of(0.0 if a is None else a, n, keep, &sa, &ba, "second_rows: a")
-    cdef const double* bp = _rows_of(0.0 if b is None else b, n, keep, &sb, &bb, "second_rows: b")
-    cdef const double* gp = _rows_of(g, n, keep, &sg, &bg, "second_rows: g")
-    cdef const double* gdp = _rows_of(gd, n * k, keep, &sgd, &bgd, "second_rows: gd")
-    cdef const double* xp = NULL
-    cdef const double* yp = NULL
-    if tx is not None and a is not None:
-        xp = _rows_of(tx, n * k, keep, &sx, &bx, "second_rows: tx")
-    if ty is not None and b is not None:
-        yp = _rows_of(ty, n * k, keep, &sy, &by, "second_rows: ty")
-    cdef double* jo = <double*>cnp.PyArray_DATA(adj_rows)
-    cdef double* to = <double*>cnp.PyArray_DATA(adt_rows)
-    cdef double di, gi, ai, bi, c, cx, cy
-    with nogil:
-        for i in range(n):
-            di = dp[i * sd]
-            gi = gp[i * sg]
-            ai = ap[i * sa]
-            bi = bp[i * sb]
-            jo[i] += _sz(di, gi)
-            for j in range(k):
-                c = _sz(di, gdp[(i * k + j) * sgd])
-                if gi != 0.0 and (xp != NULL or yp != NULL):
-                    cx = _sz(ai, xp[(i * k + j) * sx]) if xp != NULL else 0.0
-                    cy = _sz(bi, yp[(i * k + j) * sy]) if yp != NULL else 0.0
-                    c = c + gi * (cx + cy)
-                to[i * k + j] += c
-    return None
-
-
-def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
-    """out[i, :] (+)= (scale d[i]) * t[i, :] for t of d's size times k lanes:
-    a partial times k tangents or cotangents, where NumPy's d[..., None] * t
-    runs an inner loop of length k (scale: a square's 2x without an array
-    for it).  A zero lane stays an exact zero where the partial is inf or
-    NaN (strong zeros).  Returns out, shaped like t."""
-    cdef const double[::1] dv = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
-    cdef Py_ssize_t m = dv.shape[0]
-    ta = np.ascontiguousarray(t, dtype=np.float64)
-    if m == 0 and ta.size == 0:             # an empty block
-        return np.empty(ta.shape) if out is None else out
-    if m == 0 or ta.size % m:
-        raise ValueError(f"rows_times: {ta.size} lanes for {m} partials")
-    cdef Py_ssize_t k = ta.size // m, i, j
-    cdef const double[::1] tv = ta.reshape(-1)
-    if out is None:
-        out = np.empty(ta.shape)
-        accumulate = False
-    elif not out.flags.c_contiguous or out.size != ta.size:
-        raise ValueError("rows_times: out must be C-contiguous and as large as t")
-    cdef double[::1] ov = out.reshape(-1)
-    cdef double di
-    with nogil:
-        for i in range(m):
-            di = scale * dv[i]
-            if di == 0.0:                   # a zero partial is an exact zero
-                if not accumulate:
-                    for j in range(k):
-                        ov[i * k + j] = 0.0
-            elif isfinite(di):
-                if accumulate:
-                    for j in range(k):
-                        ov[i * k + j] += di * tv[i * k + j]
-                else:
-                    for j in range(k):
-                        ov[i * k + j] = di * tv[i * k + j]
-            else:
-                for j in range(k):
-                    if tv[i * k + j] != 0.0:
-                        if accumulate:
-                            ov[i * k + j] += di * tv[i * k + j]
-                        else:
-                            ov[i * k + j] = di * tv[i * k + j]
-                    elif not accumulate:
-                        ov[i * k + j] = 0.0
-    return out
-
-
-def scale_one_minus_sq(g, z, bint in_place=False):
-    """g * (1 - z**2) with g of z's size times k lanes (slot-major): tanh's
-    pullback from its output in one pass, instead of keeping 1 - z**2 from
-    the forward sweep (three NumPy passes and a block-sized array).  With
-    in_place, into g when g is a C-contiguous float64 array (its memory is
-    then in cache, as NumPy reuses a temporary's)."""
-    cdef cnp.ndarray ga = np.ascontiguousarray(g, dtype=np.float64)
-    cdef cnp.ndarray za = np.ascontiguousarray(z, dtype=np.float64)
-    cdef Py_ssize_t n = za.size, m = ga.size, i, j, k
-    if n == 0 and m == 0:                   # an empty block
-        return np.empty(np.shape(g))
-    if n == 0 or m % n:
-        raise ValueError(f"scale_one_minus_sq: {m} cotangents for {n} values")
-    k = m // n
-    cdef cnp.ndarray out = ga if in_place and ga is g and ga.flags.writeable else np.empty(m)
-    cdef const double* gp = _dptr(ga)
-    cdef const double* zp = _dptr(za)
-    cdef double* op = _dptr(out)
-    cdef double d
-    with nogil:
-        if k == 1:
-            for i in range(n):
-                op[i] = gp[i] * (1.0 - zp[i] * zp[i])
-        else:
-            for i in range(n):
-                d = 1.0 - zp[i] * zp[i]
-                for j in range(k):
-                    op[i * k + j] = gp[i * k + j] * d
-    if out is g:
-        return g            # (itself: still the one array nothing else holds)
-    return out.reshape(np.shape(g))
-
-
-def op_map2(int op, x, y=None, double c=0.0):
-    """Second partials of the op table over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
-    return _op_arrays(op, x, y, c, True)
-
-
-cdef void second_partials(const uint8_t* op, const fad_node* nd, const double* val,
-                          double* S, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """S[3i:3i+3] = (f_xx, f_xy, f_yy) of node i, zero for linear ops."""
-    cdef Py_ssize_t i
-    cdef int o
-    cdef int32_t a1
-    for i in range(lo, hi):
-        o = op[i]
-        S[3 * i] = S[3 * i + 1] = S[3 * i + 2] = 0.0
-        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
-            continue
-        a1 = nd[i].a1
-        if a1 >= 0:
-            fad_second(o, val[nd[i].a0], val[a1], 0.0, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
-        else:
-            fad_second(o, val[nd[i].a0], 0.0, nd[i].c, val[i], &S[3 * i], &S[3 * i + 1], &S[3 * i + 2])
-
-
-cdef void reverse_second_cached(const fad_node* nd, const double* G, const double* S,
-                                const double* tan, double* adt, Py_ssize_t hi,
-                                Py_ssize_t lo) noexcept nogil:
-    """reverse_second for one direction when the adjoints G and the second
-    partials S at this point are known: only the adjoints' tangents move."""
-    cdef Py_ssize_t i
-    cdef double g, gd, xx, xy, yy, tx, ty
-    cdef int32_t a0, a1
-    for i in range(hi, lo - 1, -1):
-        gd = adt[i]
-        g = G[i]
-        xx = S[3 * i]
-        xy = S[3 * i + 1]
-        yy = S[3 * i + 2]
-        if gd == 0.0 and (g == 0.0 or (xx == 0.0 and xy == 0.0 and yy == 0.0)):
-            continue
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        tx = tan[a0]
-        ty = tan[a1] if a1 >= 0 else 0.0
-        if gd != 0.0:
-            adt[a0] += nd[i].p0 * gd
-            if a1 >= 0:
-                adt[a1] += nd[i].p1 * gd
-        if g != 0.0:
-            if xx != 0.0 or xy != 0.0:
-                adt[a0] += g * (_curv(xx, tx) + _curv(xy, ty))
-            if a1 >= 0 and (xy != 0.0 or yy != 0.0):
-                adt[a1] += g * (_curv(xy, tx) + _curv(yy, ty))
-
-
-cdef void reverse_second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
-                               const double* G, const double* tan, double* adt, Py_ssize_t k,
-                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    """reverse_second for k directions (slot-major lanes) at a point whose
-    adjoints G are known: the compressed sweep of a sparse Hessian.  Second
-    partials are computed on the way, only at nonlinear nodes with a
-    nonzero adjoint (one sweep per point, so caching them would not pay)."""
-    if k == 2:          # constant lane counts let the compiler unroll
-        _second_lanes(op, nd, val, G, tan, adt, 2, hi, lo)
-    elif k == 3:
-        _second_lanes(op, nd, val, G, tan, adt, 3, hi, lo)
-    elif k == 4:
-        _second_lanes(op, nd, val, G, tan, adt, 4, hi, lo)
-    else:
-        _second_lanes(op, nd, val, G, tan, adt, k, hi, lo)
-
-
-cdef inline void _second_lanes(const uint8_t* op, const fad_node* nd, const double* val,
-                               const double* G, const double* tan, double* adt, Py_ssize_t k,
-                               Py_ssize_t hi, Py_ssize_t lo) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef double g, xx, xy, yy
-    cdef int32_t a0, a1
-    cdef int o
-    cdef double* di
-    cdef bint zero
-    for i in range(hi, lo - 1, -1):
-        di = adt + i * k
-        g = G[i]
-        o = op[i]
-        zero = True
-        for j in range(k):
-            if di[j] != 0.0:
-                zero = False
-                break
-        if (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11):
-            g = 0.0                                  # linear: no curvature term
-        if zero and g == 0.0:
-            continue
-        a0 = nd[i].a0
-        a1 = nd[i].a1
-        if not zero:
-            _axpy(adt + a0 * k, nd[i].p0, di, k)
-            if a1 >= 0:
-                _axpy(adt + a1 * k, nd[i].p1, di, k)
-        if g != 0.0:
-            if a1 >= 0:
-                fad_second(o, val[a0], val[a1], 0.0, val[i], &xx, &xy, &yy)
-                _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, xy, tan + a1 * k, k)
-                _curv_lanes(adt + a1 * k, g, xy, tan + a0 * k, yy, tan + a1 * k, k)
-            else:
-                fad_second(o, val[a0], 0.0, nd[i].c, val[i], &xx, &xy, &yy)
-                _curv_lanes(adt + a0 * k, g, xx, tan + a0 * k, 0.0, tan + a0 * k, k)
 
 
 cdef class TapePoint:
@@ -2720,7 +460,7 @@ cdef class TapePoint:
         if t.out_slots.ndim != 0:
             raise ValueError("fastad: a gradient needs a scalar output; use jacobian")
         if t.blocks:
-            g = t._adjoints(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states, np.ones((1, 1)))
+            g = t._adjoints(self.w.node, view_of(self.w.val, t.buf.n, self.w), self.w.states, np.ones((1, 1)))
             return t._shape_in(g, False)
         self._adjoints_all()
         return t._shape_in(self.G[:t.n_inputs].reshape(1, -1).copy(), False)
@@ -2732,10 +472,11 @@ cdef class TapePoint:
         cdef Tape t = self.tape
         cdef Py_ssize_t slot = int(t.out_slots[()]), lo = t.n_inputs
         cdef cnp.ndarray G = self.w.zeros(max(slot + 1, lo), 1, 2).reshape(-1)
-        cdef double* gp = _dptr(G)
-        gp[slot] = 1.0
+        cdef Sweep s = sweep_over(t.buf.op, self.w.node, 1, lo, slot + 1)
+        s.adj = _dptr(G)
+        s.adj[slot] = 1.0
         with nogil:
-            reverse_scalar(self.w.node, gp, slot, lo)
+            run(REVERSE, &s)
         self.G = G
 
     def _hvp_gather(self, seeds, gather):
@@ -2747,14 +488,14 @@ cdef class TapePoint:
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""
         t = self.tape
         seeds, stacked = t._stacked(ybar, t.out_slots.shape, "cotangent")
-        return t._shape_in(t._adjoints(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states,
+        return t._shape_in(t._adjoints(self.w.node, view_of(self.w.val, t.buf.n, self.w), self.w.states,
                                        seeds), stacked)
 
     def jvp(self, v):
         """J v at this point; v of x's shape or (k,) + x.shape."""
         t = self.tape
         seeds, stacked = t._stacked(v, t.in_shape, "tangent")
-        return t._shape_out(t._tangents(self.w.node, _view(self.w.val, t.buf.n, self.w), self.w.states,
+        return t._shape_out(t._tangents(self.w.node, view_of(self.w.val, t.buf.n, self.w), self.w.states,
                                         seeds), stacked)
 
     def hvp(self, v):
@@ -2779,18 +520,18 @@ cdef class TapePoint:
                 second_partials(t.buf.op, self.w.node, self.w.val, sp, lo, hi)
         cdef cnp.ndarray tan = self.w.scratch_array(hi, k, 0), adt = self.w.zeros(hi, k, 1)
         tan[:lo] = seeds.T
-        cdef double* tp = _dptr(tan)
-        cdef double* dp = _dptr(adt)
-        cdef double* gp = _dptr(self.G)
+        cdef Sweep s = sweep_over(t.buf.op, self.w.node, k, lo, hi)
+        cdef double* vp = self.w.val
+        s.tan = _dptr(tan)
+        s.adj = _dptr(self.G)
+        s.adj_known = True
+        s.adt = _dptr(adt)
         if self.S is not None:
-            sp = _dptr(self.S)
+            s.second = _dptr(self.S)
         with nogil:
-            forward_tangent(self.w.node, tp, k, lo, hi)
-            if sp != NULL and k == 1:
-                reverse_second_cached(self.w.node, gp, sp, tp, dp, hi - 1, lo)
-            else:
-                reverse_second_lanes(t.buf.op, self.w.node, self.w.val, gp, tp, dp, k,
-                                     hi - 1, lo)
+            run(FORWARD, &s)        # (no val: tangents only, from the replayed partials)
+            s.val = vp
+            run(SECOND, &s)
         if gather is not None:
             return gather_flat(adt, gather)
         return t._shape_in(adt[:lo].T.copy(), stacked)

@@ -12,7 +12,8 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from fastad._tape import OP_NAMES, slot_range, set_var_factory
+from fastad._kernels import OP_NAMES
+from fastad._recorder import slot_range
 from fastad._tape cimport *   # Tape, TapeBuf, tape_push, fad_eval and the FAD_* op codes
 
 import numbers
@@ -312,7 +313,20 @@ cdef bint _basic_index(object key):
     return True
 
 
-cdef object _arrays_mod = None
+# The array operations (fastad.arrays): what operators and NumPy functions on
+# Arrays (and on Vars mixed with arrays) do.  They record blocks
+# (fastad._blocks), which sit above Var and Array, so fastad.arrays hands
+# itself to this module when it is imported (the package imports it) rather
+# than this module importing it.
+cdef object _arrays = None
+
+
+def provide_array_operations(ops):
+    """Called by fastad.arrays: `ops` (the module) has elementwise, power,
+    compare, matmul, dot, sum, mean, amax, amin, reshape, transpose, stack,
+    where, apply_ufunc and apply_function."""
+    global _arrays
+    _arrays = ops
 
 
 # In-place steps need to know when an operand dies with the operation: a
@@ -357,13 +371,12 @@ cdef object _op(str name, object x, object y):
     return _arr().elementwise(name, x, y, d)
 
 
-cdef object _arr():
-    """fastad.arrays (imported on first use: it imports this module)."""
-    global _arrays_mod
-    if _arrays_mod is None:
-        from fastad import arrays
-        _arrays_mod = arrays
-    return _arrays_mod
+cdef inline object _arr():
+    """The array operations (see provide_array_operations)."""
+    if _arrays is None:
+        raise RuntimeError("fastad: the array operations (fastad.arrays) are not "
+                           "loaded; import fastad")
+    return _arrays
 
 
 def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False,
@@ -398,9 +411,6 @@ def tape_of(Var v):
 def var_at(Tape tape, Py_ssize_t s):
     """The Var for slot s of the current recording on `tape`."""
     return _new(tape.buf.val[s], s, tape.buf.id)
-
-
-set_var_factory(var_at)
 
 
 def temp_refs():

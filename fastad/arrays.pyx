@@ -9,10 +9,12 @@ plain numbers and ndarrays (then it is NumPy), Vars, and lists of these.
 """
 import math
 import numbers
+import sys
 
 import numpy as np
 
 from fastad import _blocks as B
+from fastad import _var
 from fastad._var import OP_FUNCTIONS, UFUNC_OPS, Array, Var, active_info, consume, make_array
 from fastad.errors import TapeError
 
@@ -469,13 +471,14 @@ _FUNCTIONS = {
     np.ones_like: lambda a, **kw: np.ones(np.shape(_slots(a)[1])),
     np.hstack: _wrap(_hstack, "hstack"),
     np.vstack: _wrap(_vstack, "vstack"),
-    np.linalg.norm: _wrap(lambda x: _norm()(x), "linalg.norm"),
 }
 
 
-def _norm():
-    from fastad.primitives import norm
-    return norm
+def implements(func, fn, name, allowed=()):
+    """Make fn what NumPy's `func` does on fastad arrays (__array_function__),
+    with keyword arguments `allowed`: for operations defined above this
+    module (fastad.linalg registers np.linalg.norm)."""
+    _FUNCTIONS[func] = _wrap(fn, name, allowed)
 
 
 def apply_function(func, args, kwargs):
@@ -487,3 +490,8 @@ def apply_function(func, args, kwargs):
             + ", ".join(sorted(f"np.{f.__name__}" for f in _FUNCTIONS))
             + " and the element-wise ufuncs")
     return handler(*args, **kwargs)
+
+
+# Operators and NumPy functions on Arrays and Vars come here (see
+# fastad._var.provide_array_operations).
+_var.provide_array_operations(sys.modules[__name__])

@@ -28,11 +28,12 @@ import numbers
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._var import Var, tape_of
+from fastad._recording import _output_value, record
+from fastad._var import Var, tape_of, var_at
 from fastad.errors import TapeError
 from fastad.arrays import _operands, _push, concatenate, reshape
 
-__all__ = ["primitive", "Primitive", "solve", "norm"]
+__all__ = ["primitive", "Primitive"]
 
 
 def _is_numeric(v):
@@ -46,7 +47,6 @@ def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
     (ybar, y, *args) and pushes k directions (ybar', y', *args') through it.
     Returns (cotangents, their k tangents), one entry per argument (None for
     no gradient)."""
-    from fastad.transforms import jvp
     parts = [np.asarray(ybar, dtype=np.float64), np.asarray(y, dtype=np.float64)] + \
         [np.asarray(a, dtype=np.float64) for a in args]
     shapes = [p.shape for p in parts]
@@ -79,7 +79,8 @@ def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
         return concatenate(flat) if flat else np.zeros(0)
 
     try:
-        c0, cd = jvp(rule_of, z0, V)
+        tape = record(rule_of, z0)          # (fad.jvp, without the transforms above here)
+        c0, cd = _output_value(tape), tape._jvp(None, V)
     except (TypeError, NotImplementedError) as e:
         raise NotImplementedError(
             f"fastad: second derivatives through primitive '{prim.name}' need its vjp "
@@ -432,7 +433,7 @@ class Primitive:
                 self, [a.slot if type(a) is Var else None for a in args],
                 [None if type(a) is Var else v for a, v in zip(args, vals)], kwargs)
             blk.state = (y, vals)
-            return tape.push_scalar_block(blk, y)
+            return var_at(tape, tape.push_scalar_block(blk, y))
         y = self._evaluate([o.const if not o.active else o.value(tape.recorded_values())
                             for o in ops], kwargs)
         if isinstance(y, np.ndarray):
@@ -536,60 +537,3 @@ def _lookup(module, qualname):
 def primitive(fn):
     """Make fn (numbers/ndarrays in, a float/ndarray out) a primitive of fastad."""
     return Primitive(fn)
-
-
-# ---------------------------------------------------------------- dogfood
-
-@primitive
-def solve(A, b):
-    """x = A^{-1} b (np.linalg.solve), for b of shape (n,) or (n, m)."""
-    return np.linalg.solve(A, b)
-
-
-@solve.defvjp(vectorized=True)
-def _solve_vjp(ybar, y, A, b):
-    # One transposed solve for all k seeds: bbar = A^{-T} ybar, Abar = -bbar y^T.
-    # Written with solve itself and NumPy operations, so fastad can
-    # differentiate this rule too (Hessians through solve).
-    k, n = ybar.shape[0], A.shape[0]
-    if y.ndim == 1:
-        bbar = solve(A.T, ybar.T).T                                    # (k, n)
-        return -bbar[:, :, None] * y[None, None, :], bbar
-    m = y.shape[1]
-    rhs = np.reshape(np.transpose(ybar, (1, 2, 0)), (n, m * k))        # k seeds side by side
-    bbar = np.transpose(np.reshape(solve(A.T, rhs), (n, m, k)), (2, 0, 1))
-    return -np.stack([bbar[j] @ y.T for j in range(k)]), bbar
-
-
-@solve.defjvp(vectorized=True)
-def _solve_jvp(xdot, y, A, b):
-    Adot, bdot = xdot
-    k = (Adot if Adot is not None else bdot).shape[0]
-    rhs = np.zeros((k,) + y.shape) if bdot is None else bdot.copy()
-    if Adot is not None:
-        rhs -= Adot @ y if y.ndim == 2 else np.einsum("kij,j->ki", Adot, y)
-    n = A.shape[0]
-    flat = np.moveaxis(rhs, 0, -1).reshape(n, -1)
-    return np.moveaxis(np.linalg.solve(A, flat).reshape(y.shape + (k,)), -1, 0)
-
-
-@primitive
-def norm(x):
-    """The Euclidean norm of x (all elements); its derivative at 0 is taken as 0."""
-    return float(np.sqrt(np.sum(np.square(x))))
-
-
-@norm.defvjp(vectorized=True)
-def _norm_vjp(ybar, y, x):
-    # x / |x| per seed (0 at x = 0); NumPy operations only, so Hessians work too
-    shape = np.shape(x)
-    if y == 0:
-        return np.zeros((np.shape(ybar)[0],) + shape)
-    return np.reshape(ybar, (-1,) + (1,) * len(shape)) * reshape(x / y, (1,) + shape)
-
-
-@norm.defjvp(vectorized=True)
-def _norm_jvp(xdot, y, x):
-    if y == 0:
-        return np.zeros(xdot.shape[0])
-    return np.tensordot(xdot, np.asarray(x), axes=np.ndim(x)) / y

@@ -23,9 +23,12 @@ for the returned matrices.
 """
 import numpy as np
 
-from fastad import _coloring, _sparsity
+from fastad import _coloring, _sparsity, _tape
 from fastad._blocks import TangentFold
-from fastad._tape import FWD_LANE_COST, REV_LANE_COST, ScalarFold, gather_flat
+from fastad._fold import ScalarFold
+from fastad._kernels import gather_flat
+from fastad._tape import FWD_LANE_COST, REV_LANE_COST
+from fastad.transforms import record
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
@@ -40,11 +43,6 @@ def _scipy_sparse():
         raise ImportError("fastad: sparse Jacobians and Hessians are scipy.sparse "
                           "matrices; install SciPy (pip install scipy)") from None
     return scipy.sparse
-
-
-def _record(f, x):
-    from fastad.transforms import record
-    return record(f, x)
 
 
 # ---------------------------------------------------------------- patterns
@@ -101,7 +99,7 @@ def jacobian_sparsity(f):
     scipy.sparse.csr_matrix of shape (out.size, x.size), by index-set
     propagation over the tape recorded at x."""
     def pattern_f(x):
-        return _bool_csr(tape_patterns(_record(f, x))[0])
+        return _bool_csr(tape_patterns(record(f, x))[0])
     return pattern_f
 
 
@@ -110,7 +108,7 @@ def hessian_sparsity(f):
     symmetric scipy.sparse.csr_matrix (x.size, x.size), from the op table's
     second-derivative flags (nonlinear interaction domains)."""
     def pattern_f(x):
-        tape = _record(f, x)
+        tape = record(f, x)
         _need_scalar(tape, "hessian_sparsity")
         return _bool_csr(tape_patterns(tape, hessian=True)[1])
     return pattern_f
@@ -281,16 +279,12 @@ class JacobianPlan:
         if self._folded is not None or self._evaluations < 2:
             return self._folded or None, None
         fold = False
-        if not tape.blocks:
-            fold = ScalarFold(tape, self.col_seeds, x)
-            fold.fuse_output(tape, self.fwd_src)
-        elif tape._constant_slots() is not None:
-            fold = TangentFold(tape, self.col_seeds, x)
-            if not fold.useful:
-                fold = False
+        if not tape.blocks or tape._constant_slots() is not None:
+            fold = (TangentFold if tape.blocks else ScalarFold)(tape, self.col_seeds, x)
+            if fold.useful:
+                fold.fuse(tape, self.fwd_src, self.indptr)
             else:
-                fold.fuse_output(tape.blocks, self.fwd_src, self.indptr, tape.out_slots,
-                                 tape.recorded_values())
+                fold = False
         data = gather_flat(fold.tangents, self.fwd_src) if fold else None
         self._folded = fold
         return fold or None, data
@@ -360,6 +354,11 @@ def tape_sparse_hessian(tape, x, point=None):
     return cache["hessian_plan"].evaluate(tape, x, point)
 
 
+# tape.sparse_jacobian(x, mode) and tape.sparse_hessian(x)
+_tape.provide("sparse_jacobian", tape_sparse_jacobian)
+_tape.provide("sparse_hessian", tape_sparse_hessian)
+
+
 def sparse_jacobian(f, mode="auto"):
     """f -> function of x giving the Jacobian as a scipy.sparse.csr_matrix of
     shape (out.size, x.size): pattern by propagation, coloring, one
@@ -370,7 +369,7 @@ def sparse_jacobian(f, mode="auto"):
                          f"or 'bidirectional', got {mode!r}")
 
     def jac_f(x):
-        return tape_sparse_jacobian(_record(f, x), x, mode)
+        return tape_sparse_jacobian(record(f, x), x, mode)
     return jac_f
 
 
@@ -380,5 +379,5 @@ def sparse_hessian(f):
     flags, star coloring, one forward-over-reverse sweep with one direction
     per color, and direct recovery."""
     def hess_f(x):
-        return tape_sparse_hessian(_record(f, x), x)
+        return tape_sparse_hessian(record(f, x), x)
     return hess_f

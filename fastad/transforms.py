@@ -10,9 +10,10 @@ import numbers
 
 import numpy as np
 
+from fastad._recording import _output_value, _record, record
 from fastad._tape import Tape
 from fastad._tape import choose_mode
-from fastad._var import Array, Var, begin_recording, end_recording, make_input, output_slots
+from fastad._var import Array, Var, output_slots
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hvp", "hessian"]
@@ -41,21 +42,6 @@ def _argnums_tuple(argnums, nargs):
     if len(set(out)) != len(out):
         raise ValueError(f"fastad: argnums={argnums!r} names an argument twice")
     return single, tuple(out)
-
-
-def _record(f, args, kwargs, argnums, tape=None):
-    """Run f with the argnums arguments on a new tape (or `tape`, empty);
-    returns (tape, f's output)."""
-    tape = Tape() if tape is None else tape
-    token = begin_recording(tape)
-    try:
-        args = list(args)
-        for k in argnums:
-            args[k] = make_input(tape, args[k], k)
-        out = f(*args, **kwargs)
-    finally:
-        end_recording(token)
-    return tape, out
 
 
 def _split_aux(out, has_aux):
@@ -171,26 +157,6 @@ def value_and_grad(f, argnums=0, has_aux=False):
         value, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, inplace)
         return ((value, aux) if has_aux else value), g
     return value_and_grad_f
-
-
-def record(f, x):
-    """Record f at x on a replayable fad.Tape (record once, differentiate many times).
-
-    The tape replays at new inputs of x's shape without Python in the loop:
-    tape(x), tape.gradient(x), tape.value_and_gradient(x), tape.jvp(x, v),
-    tape.vjp(x, ybar), tape.jacobian(x).  Comparisons made while recording
-    are re-checked on replay; a different outcome raises fad.BranchChangedError.
-    """
-    tape, out = _record(f, (x,), {}, (0,))
-    tape._set_outputs(output_slots(tape, out))
-    tape.in_shape = tape.inputs[0][1]
-    tape.f = f
-    return tape
-
-
-def _output_value(tape):
-    vals = tape.values()[tape.out_slots]
-    return float(vals) if tape.out_slots.ndim == 0 else vals
 
 
 def jvp(f, x, v):

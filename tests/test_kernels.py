@@ -1,8 +1,9 @@
-"""The small C kernels the array blocks use (fastad._tape), against NumPy."""
+"""The small C kernels the array blocks use (fastad._kernels), against NumPy."""
 import numpy as np
 import pytest
 
-from fastad._tape import add_rows, rows_times, scale_one_minus_sq
+from fastad._kernels import OP_NAMES, add_rows, rows_times
+from fastad._elementwise import times_partial
 
 
 def test_rows_times_matches_numpy_and_keeps_strong_zeros():
@@ -33,13 +34,29 @@ def test_add_rows_adds_repeated_rows_up():
     np.testing.assert_array_equal(dst[3], [6, 8])       # nothing added on error
 
 
-def test_scale_one_minus_sq_is_tanh_pullback():
+def test_times_partial_is_tanh_pullback_in_one_pass():
     rng = np.random.default_rng(1)
     z = np.tanh(rng.normal(size=(4, 5)))
     g = rng.normal(size=(4, 5, 2))
-    np.testing.assert_allclose(scale_one_minus_sq(g, z), g * (1 - z * z)[..., None], rtol=1e-15)
-    with pytest.raises(ValueError, match="cotangents"):
-        scale_one_minus_sq(np.ones(7), np.ones(3))
+    tanh = OP_NAMES.index("tanh")
+    # tanh's partial read from its output z: 1 - z**2
+    np.testing.assert_allclose(times_partial(tanh, 0, None, None, z, g, z.shape),
+                               g * (1 - z * z)[..., None], rtol=1e-15)
+    g1 = g[..., :1].copy()
+    want = g1 * (1 - z * z)[..., None]
+    assert times_partial(tanh, 0, None, None, z, g1, z.shape, g1) is g1     # in place
+    np.testing.assert_allclose(g1, want, rtol=1e-15)
+    with pytest.raises(ValueError, match="lanes"):
+        times_partial(tanh, 0, None, None, np.ones(3), np.ones(7), (3,))
+
+
+def test_times_partial_keeps_strong_zeros():
+    # a zero lane stays an exact zero where the partial is inf (sqrt at 0)
+    sqrt = OP_NAMES.index("sqrt")
+    v = np.array([0.0, 4.0])
+    g = np.array([[0.0, 1.0], [0.0, 1.0]])
+    out = times_partial(sqrt, 0, None, None, v, g, v.shape)
+    assert out[0, 0] == 0.0 and out[0, 1] == np.inf and out[1, 0] == 0.0 and out[1, 1] == 0.125   # 0.5 / v
 
 
 def test_empty_blocks_in_every_mode():
@@ -85,7 +102,7 @@ def test_zero_partials_are_exact_zeros_in_both_modes():
 
 
 def test_combine_rows_is_two_partials_times_lanes_with_strong_zeros():
-    from fastad._tape import combine_rows
+    from fastad._kernels import combine_rows
     rng = np.random.default_rng(3)
     d = rng.normal(size=5)
     t0, t1 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
@@ -101,7 +118,7 @@ def test_combine_rows_is_two_partials_times_lanes_with_strong_zeros():
 
 
 def test_combine_rows_checks_its_shapes():
-    from fastad._tape import combine_rows
+    from fastad._kernels import combine_rows
     with pytest.raises(ValueError, match="sizes differ"):
         combine_rows(1.0, np.ones((4, 3)), None, None, np.empty((5, 3)))
     with pytest.raises(ValueError, match="one partial per row"):
@@ -111,7 +128,7 @@ def test_combine_rows_checks_its_shapes():
 
 
 def test_combine_gather_reads_the_combination_at_the_nonzeros():
-    from fastad._tape import combine_gather, combine_rows
+    from fastad._kernels import combine_gather, combine_rows
     rng = np.random.default_rng(4)
     d = rng.normal(size=4)
     t0, t1 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
@@ -127,7 +144,7 @@ def test_combine_gather_reads_the_combination_at_the_nonzeros():
 
 
 def test_fixed_gather_adds_the_changing_terms_to_the_kept_base():
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     base = np.arange(8.0)
     # term 0: rows 0..3 at positions 1, 3, 4, 7 with g; term 1: rows 0, 2 at 0, 7
     fg = FixedGather(base, [([1, 3, 4, 7], [0, 1, 2, 3], [2.0, 1.0, -1.0, 0.5]),
@@ -151,7 +168,7 @@ def test_fixed_gather_adds_the_changing_terms_to_the_kept_base():
 
 
 def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     with pytest.raises(IndexError, match="ascend within 0..3"):
         FixedGather(np.zeros(4), [([0, 4], [0, 1], None)], 2)
     with pytest.raises(IndexError, match="ascend"):
@@ -173,14 +190,14 @@ def test_fixed_gather_checks_its_arrays_once_and_the_partials_every_call():
 def test_fixed_gather_multiplies_in_the_order_given_like_a_sweep():
     """g first, then the partials innermost first: 1e-200 * 1e-200 underflows
     to 0 before the inf, as in the sweep, so the term passes nothing."""
-    from fastad._tape import FixedGather
+    from fastad._kernels import FixedGather
     fg = FixedGather(np.ones(1), [([0], [0], [1.0])], 1)
     np.testing.assert_array_equal(fg([[1e-200, 1e-200, np.inf]]), [1.0])
     np.testing.assert_array_equal(fg([[np.inf, 1e-200, 1e-200]]), [np.inf])
 
 
 def test_combine_gather_checks_lanes_and_shapes():
-    from fastad._tape import combine_gather
+    from fastad._kernels import combine_gather
     t = np.ones((2, 3))
     with pytest.raises(ValueError, match="lane 3 out of range"):
         combine_gather(1.0, t, None, None, np.array([0, 1, 2]), np.array([0, 3]))
@@ -207,7 +224,7 @@ def _second_rows_reference(d, a, tx, b, ty, g, gd):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_second_rows_is_reverse2_in_one_pass(k):
-    from fastad._tape import second_rows
+    from fastad._kernels import second_rows
     rng = np.random.default_rng(7)
     n = 9
     d, a, b = rng.normal(size=n), rng.normal(size=n), 1.5
@@ -227,7 +244,7 @@ def test_second_rows_is_reverse2_in_one_pass(k):
 
 
 def test_second_rows_checks_its_arrays():
-    from fastad._tape import second_rows
+    from fastad._kernels import second_rows
     adj, adt = np.zeros((4, 1)), np.zeros((4, 2))
     with pytest.raises(ValueError, match="C-contiguous float64"):
         second_rows(1.0, None, None, None, None, np.ones(4), np.ones((4, 2)), adj, adt.T)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from fastad._tape import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map, op_map2, op_second
+from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map, op_map2, op_second
 from fastad._var import FUNCTIONS
 
 BINARY, UNARY, HAS_C, ZD, Z00, Z01, Z11, CMP, BLOCKF, CP, COMM = (
@@ -133,7 +133,7 @@ def test_table_values_match_numpy():
 
 
 
-FUNCTION_OPS = [i for i in OPS if __import__("fastad._tape", fromlist=["x"]).OP_NAMES[i]
+FUNCTION_OPS = [i for i in OPS if OP_NAMES[i]
                 in __import__("fastad._var", fromlist=["x"]).OP_FUNCTIONS]
 READ_FLAGS = {(0, "x"): 0x800, (0, "y"): 0x1000, (0, "v"): 0x2000,
               (1, "x"): 0x4000, (1, "y"): 0x8000, (1, "v"): 0x10000}

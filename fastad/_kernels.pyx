@@ -1,0 +1,459 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The op table over arrays and the small C kernels of array blocks.
+
+The op table's maps (op_eval, op_second, op_map, op_map2: the reference
+values and partials of every op) and the loops that fastad._blocks runs per
+block instead of several NumPy passes: scatter-adds, gathers, tangents and
+second-order steps combined row by row with strong zeros (fastad._sweeps),
+and a sparse Jacobian's fixed gathers.  Nothing here knows the tape.
+"""
+from libc.math cimport isfinite
+from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t
+
+import numpy as np
+cimport numpy as cnp
+
+from fastad._ops cimport *      # fad_eval, fad_second, fad_map, FAD_*
+from fastad._sweeps cimport sz, sz_lanes
+
+cnp.import_array()
+
+# The op table as Python data (str(tape), array blocks, tests)
+OP_NAMES = tuple(fad_op_name[i].decode() for i in range(FAD_NUM_OPS))
+OP_FLAGS = tuple(fad_op_flags[i] for i in range(FAD_NUM_OPS))
+OP_UFUNCS = tuple(fad_op_ufunc[i].decode() for i in range(FAD_NUM_OPS))
+# the flag bits of OP_FLAGS, by name (csrc/fastad_ops.h)
+FLAG = dict(BINARY=FAD_BINARY, UNARY=FAD_UNARY, HAS_C=FAD_HAS_C, ZD=FAD_ZD, Z00=FAD_Z00,
+            Z01=FAD_Z01, Z11=FAD_Z11, CMP=FAD_CMP, BLOCK=FAD_BLOCKF, CP=FAD_CP, COMM=FAD_COMM,
+            D0X=FAD_D0X, D0Y=FAD_D0Y, D0V=FAD_D0V, D1X=FAD_D1X, D1Y=FAD_D1Y, D1V=FAD_D1V)
+FIRST_CMP = FAD_FIRST_CMP
+
+
+cdef inline double* _dptr(cnp.ndarray a):
+    return <double*>cnp.PyArray_DATA(a)
+
+
+def op_eval(int op, double x, double y=0.0, double c=0.0):
+    """(value, d/dx, d/dy or c) of one op-table entry (for tests and tools)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    cdef double d0, d1
+    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
+    return v, d0, d1
+
+
+def op_second(int op, double x, double y=0.0, double c=0.0):
+    """(d2/dx2, d2/dxdy, d2/dy2) of one op-table entry (for tests and tools)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    cdef double d0, d1, xx, xy, yy
+    cdef double v = fad_eval(op, x, y, c, &d0, &d1)
+    fad_second(op, x, y, c, v, &xx, &xy, &yy)
+    return xx, xy, yy
+
+
+cdef tuple _op_arrays(int op, x, y, double c, bint second):
+    """The op table applied elementwise (x and y broadcast): three arrays,
+    (value, d/dx, d/dy), or with `second` (d2/dx2, d2/dxdy, d2/dy2)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"no op {op}")
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.zeros_like(xa) if y is None else np.asarray(y, dtype=np.float64)
+    xa, ya = np.broadcast_arrays(xa, ya)
+    shape = xa.shape
+    cdef cnp.ndarray xb = np.array(xa, order="C"), yb = np.array(ya, order="C")
+    cdef cnp.ndarray r0 = np.empty(shape), r1 = np.empty(shape), r2 = np.empty(shape)
+    cdef cnp.ndarray vb = np.empty(shape) if second else r0
+    cdef Py_ssize_t m = xb.size
+    cdef double* xp = _dptr(xb)
+    cdef double* yp = _dptr(yb)
+    cdef double* vp = _dptr(vb)
+    cdef double* o0 = _dptr(r0)
+    cdef double* o1 = _dptr(r1)
+    cdef double* o2 = _dptr(r2)
+    with nogil:
+        if second:
+            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, vp, NULL, NULL)
+            fad_map(op, FAD_MAP_SECOND, m, xp, 1, yp, 1, c, vp, 1, o0, o1, o2)
+        else:
+            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, o0, o1, o2)
+    return r0, r1, r2
+
+
+def op_map(int op, x, y=None, double c=0.0):
+    """The op table over arrays: (values, d/dx, d/dy) elementwise, broadcasting x and y.
+
+    The reference kernel for array blocks; blocks use NumPy twins of it for
+    a few hot ops (checked against it in tests/test_op_table.py)."""
+    return _op_arrays(op, x, y, c, False)
+
+
+def add_rows(dst, idx, g):
+    """dst[idx[i], :] += g[i, :] in order (repeated rows add up): the
+    scatter of a gathered operand's adjoints.  NumPy's fancy `+=` takes
+    several times longer and np.add.at longer still."""
+    cdef double[:, ::1] d = dst
+    cdef const Py_ssize_t[::1] ix = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+    cdef Py_ssize_t m = ix.shape[0], k = d.shape[1], i, j, r
+    cdef const double[:, ::1] gv = np.ascontiguousarray(
+        np.broadcast_to(g, (m, k)) if np.ndim(g) < 2 else np.reshape(g, (m, k)), dtype=np.float64)
+    for i in range(m):
+        if not 0 <= ix[i] < d.shape[0]:
+            raise IndexError(f"add_rows: row {ix[i]} outside 0..{d.shape[0] - 1}")
+    with nogil:
+        for i in range(m):
+            r = ix[i]
+            for j in range(k):
+                d[r, j] += gv[i, j]
+
+
+def gather_flat(src, idx):
+    """src.reshape(-1)[idx] for intp idx: a sparse Jacobian's or Hessian's
+    nonzeros read from a sweep buffer (NumPy's take is several times slower)."""
+    cdef const double[::1] sv = np.ascontiguousarray(src, dtype=np.float64).reshape(-1)
+    cdef const Py_ssize_t[::1] iv = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+    cdef Py_ssize_t m = iv.shape[0], size = sv.shape[0], i, j, bad = -1
+    out = np.empty(m)
+    cdef double[::1] ov = out
+    with nogil:
+        for i in range(m):
+            j = iv[i]
+            if <size_t>j >= <size_t>size:
+                bad = i
+                break
+            ov[i] = sv[j]
+    if bad >= 0:
+        raise IndexError(f"gather_flat: index {iv[bad]} out of range for {size} values")
+    return out
+
+
+cdef class _Terms:
+    """The one or two (partial, lanes) terms of combine_rows and
+    combine_gather as pointers: a partial is a scalar (c) or one per row
+    (dp); lanes are (rows, k), C order.  A missing second term is a zero
+    partial over the first term's lanes."""
+    cdef const double* dp[2]
+    cdef const double* tp[2]
+    cdef double c[2]
+    cdef Py_ssize_t k
+    cdef list keep
+
+    def __cinit__(self, str who, d0, t0, d1, t1, Py_ssize_t rows, str rows_are):
+        self.keep = []
+        self.k = -1
+        cdef Py_ssize_t n, k
+        for n in range(2):
+            self.dp[n] = NULL
+            self.c[n] = 0.0
+        for n, (d, t) in enumerate(((d0, t0), (d1, t1))[:1 if t1 is None else 2]):
+            ta = np.ascontiguousarray(t, dtype=np.float64)
+            k = ta.shape[ta.ndim - 1] if ta.ndim >= 2 else -1
+            if k < 0 or ta.size != rows * k or (self.k >= 0 and k != self.k):
+                raise ValueError(f"{who}: tangents must be (rows, k), rows as {rows_are}")
+            self.k = k
+            self.keep.append(ta)
+            self.tp[n] = <const double*>cnp.PyArray_DATA(ta)
+            if np.ndim(d) == 0:
+                self.c[n] = d
+            else:
+                da = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+                if da.shape[0] != rows:
+                    raise ValueError(f"{who}: one partial per row expected")
+                self.keep.append(da)
+                self.dp[n] = <const double*>cnp.PyArray_DATA(da)
+        if t1 is None:
+            self.tp[1] = self.tp[0]
+
+
+def combine_rows(d0, t0, d1, t1, out):
+    """out[i, :] = d0[i] t0[i, :] + d1[i] t1[i, :] in one pass (d a scalar or
+    one partial per row; d1, t1 None for one term), with rows_times' strong
+    zeros: an element-wise block's tangent from its operands' rows."""
+    if out.ndim < 2 or not out.flags.c_contiguous:
+        raise ValueError("combine_rows: out must be a C-contiguous (rows, k) array")
+    cdef Py_ssize_t rows = out.shape[0], size = out.size, k
+    for t in (t0, t1):
+        if t is not None and np.size(t) != size:
+            raise ValueError("combine_rows: operand and out sizes differ")
+    if size == 0:
+        return out
+    cdef _Terms T = _Terms("combine_rows", d0, t0, d1, t1, rows, "out")
+    k = T.k
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    with nogil:
+        if k == 1:
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 1)
+        elif k == 2:
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 2)
+        elif k == 3:
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 3)
+        elif k == 4:
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, 4)
+        else:
+            _combine(o, T.dp[0], T.c[0], T.tp[0], T.dp[1], T.c[1], T.tp[1], rows, k)
+    return out
+
+
+cdef inline void _combine(double* o, const double* d0, double c0, const double* t0,
+                          const double* d1, double c1, const double* t1,
+                          Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(rows):
+        sz_lanes(o + i * k, d0[i] if d0 != NULL else c0, t0 + i * k,
+               d1[i] if d1 != NULL else c1, t1 + i * k, k)
+
+
+def combine_gather(d0, t0, d1, t1, indptr, lanes):
+    """combine_rows, read straight at a sparse Jacobian's nonzeros instead
+    of written out: data[p] = d0[i] t0[i, lanes[p]] + d1[i] t1[i, lanes[p]]
+    for p in indptr[i] .. indptr[i+1]-1 (row i of the Jacobian is row i of
+    the block), with the same strong zeros."""
+    cdef const int64_t[::1] ip = np.ascontiguousarray(indptr, dtype=np.int64)
+    cdef const int32_t[::1] ln = np.ascontiguousarray(lanes, dtype=np.int32)
+    cdef Py_ssize_t rows = ip.shape[0] - 1, i, p, k
+    cdef _Terms T = _Terms("combine_gather", d0, t0, d1, t1, rows, "indptr")
+    k = T.k
+    if rows < 0 or ln.shape[0] != (ip[rows] if rows > 0 else 0):
+        raise ValueError("combine_gather: one lane per nonzero expected")
+    for p in range(ln.shape[0]):
+        if not 0 <= ln[p] < k:
+            raise ValueError(f"combine_gather: lane {ln[p]} out of range for {k} lanes")
+    out = np.empty(ln.shape[0])
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    cdef const double* d0p = T.dp[0]
+    cdef const double* d1p = T.dp[1]
+    cdef const double* t0p = T.tp[0]
+    cdef const double* t1p = T.tp[1]
+    cdef double c0 = T.c[0], c1 = T.c[1], a, b
+    cdef Py_ssize_t lane
+    with nogil:
+        for i in range(rows):
+            a = d0p[i] if d0p != NULL else c0
+            b = d1p[i] if d1p != NULL else c1
+            if a != 0.0 and b != 0.0 and isfinite(a) and isfinite(b):
+                for p in range(ip[i], ip[i + 1]):
+                    lane = i * k + ln[p]
+                    o[p] = a * t0p[lane] + b * t1p[lane]
+            else:
+                for p in range(ip[i], ip[i + 1]):
+                    lane = i * k + ln[p]
+                    sz_lanes(&o[p], a, t0p + lane, b, t1p + lane, 1)
+    return out
+
+
+cdef const double* _rows_of(object v, Py_ssize_t n, list keep, Py_ssize_t* stride,
+                            double* box, str who) except? NULL:
+    """A partial as a pointer: one per row (stride 1) or a scalar (stride 0)."""
+    if np.ndim(v) == 0:
+        box[0] = v
+        stride[0] = 0
+        return box
+    a = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"{who} has {a.shape[0]} rows, not {n}")
+    keep.append(a)
+    stride[0] = 1
+    return <const double*>cnp.PyArray_DATA(a)
+
+
+cdef class FixedGather:
+    """A sparse Jacobian's nonzeros read from a last block whose operands'
+    tangents the seeds alone decide (see TangentFold.fuse_output): their
+    values at the nonzeros are kept, so a call is
+
+        data = base;  data[pos[q]] += (prod of the term's factors)[rows[q]] * g[q]
+
+    for each term whose partial changes (the constant ones are in base).
+    The index arrays are checked once here, the calls run unchecked; the
+    first term is merged into the copy of base (one pass over the result)."""
+    cdef readonly object base
+    cdef list terms                # (pos int32 ascending, rows int32 or None: q, g or None: 1)
+    cdef readonly Py_ssize_t n_rows
+
+    def __init__(self, base, terms, Py_ssize_t n_rows):
+        self.base = np.array(base, dtype=np.float64).reshape(-1)
+        self.n_rows = n_rows
+        self.terms = []
+        cdef Py_ssize_t size = self.base.shape[0]
+        for pos, rows, g in terms:
+            pos = np.array(pos, dtype=np.int32).reshape(-1)
+            rows = np.array(rows, dtype=np.int32).reshape(-1)
+            m = pos.shape[0]
+            if rows.shape[0] != m or (g is not None and np.size(g) != m):
+                raise ValueError("FixedGather: pos, rows and g need one entry per nonzero")
+            if m and (pos[0] < 0 or pos[m - 1] >= size or (m > 1 and (np.diff(pos) <= 0).any())):
+                raise IndexError(f"FixedGather: positions must ascend within 0..{size - 1}")
+            if m and (rows.min() < 0 or rows.max() >= n_rows):
+                raise IndexError(f"FixedGather: a row is out of range for {n_rows} rows")
+            if m == n_rows and (rows == np.arange(m, dtype=np.int32)).all():
+                rows = None
+            self.terms.append((pos, rows, None if g is None else
+                               np.array(g, dtype=np.float64).reshape(-1)))
+
+    def __call__(self, factors):
+        """factors: per term, its partials innermost first, each a scalar or
+        one per row.  Each nonzero's kept tangent g is multiplied by them in
+        that order, as a sweep multiplies a chain, and a zero factor (or
+        product) passes nothing even against an inf or NaN one."""
+        if len(factors) != len(self.terms):
+            raise ValueError(f"FixedGather: {len(self.terms)} terms, {len(factors)} given")
+        out = np.empty_like(self.base)
+        cdef double* o = <double*>cnp.PyArray_DATA(out)
+        cdef const double* b = <const double*>cnp.PyArray_DATA(self.base)
+        cdef Py_ssize_t size = self.base.shape[0], done = 0, t = 0
+        cdef const int32_t* pp
+        cdef const int32_t* rp
+        cdef const double* gp
+        cdef const double* fp[8]           # a partial per row, or &fc[f] with stride 0
+        cdef double fc[8]
+        cdef Py_ssize_t st[8]
+        cdef Py_ssize_t nf, q, m, f, r, p
+        cdef double a
+        for (pos, rows, g), fs in zip(self.terms, factors):
+            if len(fs) > 8:
+                raise ValueError("FixedGather: at most 8 partials per term")
+            nf, keep = 0, []
+            for d in fs:
+                if np.ndim(d) == 0 and d == 1.0:     # x * 1 is x, even for inf and NaN
+                    continue
+                fp[nf] = _rows_of(d, self.n_rows, keep, &st[nf], &fc[nf], "FixedGather: a partial")
+                nf += 1
+            m = (<cnp.ndarray>pos).shape[0]
+            pp = <const int32_t*>cnp.PyArray_DATA(pos)
+            rp = NULL if rows is None else <const int32_t*>cnp.PyArray_DATA(rows)
+            gp = NULL if g is None else <const double*>cnp.PyArray_DATA(g)
+            with nogil:
+                for q in range(m):
+                    p = pp[q]
+                    if t == 0:                   # copy base up to here (first term only)
+                        if p - done > 32:
+                            memcpy(o + done, b + done, (p - done) * sizeof(double))
+                        else:                    # short gaps: no call per position
+                            while done < p:
+                                o[done] = b[done]
+                                done += 1
+                        o[p] = b[p]
+                        done = p + 1
+                    r = q if rp == NULL else rp[q]
+                    a = 1.0 if gp == NULL else gp[q]
+                    for f in range(nf):
+                        a = sz(a, fp[f][r * st[f]])
+                        if a == 0.0:
+                            break
+                    if a != 0.0:
+                        o[p] += a
+                if t == 0 and done < size:       # the rest of base, before other terms add in
+                    memcpy(o + done, b + done, (size - done) * sizeof(double))
+                    done = size
+            t += 1
+        if done < size:
+            memcpy(o + done, b + done, (size - done) * sizeof(double))
+        return out
+
+
+def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
+    """One operand's share of an element-wise block's forward-over-reverse
+    step, in one pass over its n rows and k lanes:
+
+        adj_rows[i]    += d[i] g[i]
+        adt_rows[i, :] += d[i] gd[i, :] + g[i] (a[i] tx[i, :] + b[i] ty[i, :])
+
+    d, a, b: partial, and second partials against this operand's and the
+    other operand's tangents, each a scalar or one per row (a, b may be
+    None: 0); tx, ty: (n, k) tangents or None; g: (n,) adjoint; gd: (n, k)
+    adjoint tangents.  Every product is an exact zero where a factor is
+    zero (strong zeros), as in the sweeps.  adj_rows (n, 1) and adt_rows
+    (n, k) must be C-contiguous float64 arrays."""
+    if not (isinstance(adj_rows, np.ndarray) and isinstance(adt_rows, np.ndarray)
+            and adj_rows.dtype == np.float64 and adt_rows.dtype == np.float64
+            and adj_rows.flags.c_contiguous and adt_rows.flags.c_contiguous):
+        raise ValueError("second_rows: adj_rows and adt_rows must be C-contiguous float64")
+    cdef Py_ssize_t n = adj_rows.size, k = adt_rows.size // n if n else 0, i, j
+    if adt_rows.size != n * k or (n and k == 0):
+        raise ValueError("second_rows: adt_rows must be (n, k) for n adjoint rows")
+    keep = []
+    cdef Py_ssize_t sd, sa, sb, sg, sx, sy, sgd
+    cdef double bd, ba, bb, bg, bx, by, bgd
+    cdef const double* dp = _rows_of(d, n, keep, &sd, &bd, "second_rows: d")
+    cdef const double* ap = _rows_of(0.0 if a is None else a, n, keep, &sa, &ba, "second_rows: a")
+    cdef const double* bp = _rows_of(0.0 if b is None else b, n, keep, &sb, &bb, "second_rows: b")
+    cdef const double* gp = _rows_of(g, n, keep, &sg, &bg, "second_rows: g")
+    cdef const double* gdp = _rows_of(gd, n * k, keep, &sgd, &bgd, "second_rows: gd")
+    cdef const double* xp = NULL
+    cdef const double* yp = NULL
+    if tx is not None and a is not None:
+        xp = _rows_of(tx, n * k, keep, &sx, &bx, "second_rows: tx")
+    if ty is not None and b is not None:
+        yp = _rows_of(ty, n * k, keep, &sy, &by, "second_rows: ty")
+    cdef double* jo = <double*>cnp.PyArray_DATA(adj_rows)
+    cdef double* to = <double*>cnp.PyArray_DATA(adt_rows)
+    cdef double di, gi, ai, bi, c, cx, cy
+    with nogil:
+        for i in range(n):
+            di = dp[i * sd]
+            gi = gp[i * sg]
+            ai = ap[i * sa]
+            bi = bp[i * sb]
+            jo[i] += sz(di, gi)
+            for j in range(k):
+                c = sz(di, gdp[(i * k + j) * sgd])
+                if gi != 0.0 and (xp != NULL or yp != NULL):
+                    cx = sz(ai, xp[(i * k + j) * sx]) if xp != NULL else 0.0
+                    cy = sz(bi, yp[(i * k + j) * sy]) if yp != NULL else 0.0
+                    c = c + gi * (cx + cy)
+                to[i * k + j] += c
+    return None
+
+
+def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
+    """out[i, :] (+)= (scale d[i]) * t[i, :] for t of d's size times k lanes:
+    a partial times k tangents or cotangents, where NumPy's d[..., None] * t
+    runs an inner loop of length k (scale: a square's 2x without an array
+    for it).  A zero lane stays an exact zero where the partial is inf or
+    NaN (strong zeros).  Returns out, shaped like t."""
+    cdef const double[::1] dv = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t m = dv.shape[0]
+    ta = np.ascontiguousarray(t, dtype=np.float64)
+    if m == 0 and ta.size == 0:             # an empty block
+        return np.empty(ta.shape) if out is None else out
+    if m == 0 or ta.size % m:
+        raise ValueError(f"rows_times: {ta.size} lanes for {m} partials")
+    cdef Py_ssize_t k = ta.size // m, i, j
+    cdef const double[::1] tv = ta.reshape(-1)
+    if out is None:
+        out = np.empty(ta.shape)
+        accumulate = False
+    elif not out.flags.c_contiguous or out.size != ta.size:
+        raise ValueError("rows_times: out must be C-contiguous and as large as t")
+    cdef double[::1] ov = out.reshape(-1)
+    cdef double di
+    with nogil:
+        for i in range(m):
+            di = scale * dv[i]
+            if di == 0.0:                   # a zero partial is an exact zero
+                if not accumulate:
+                    for j in range(k):
+                        ov[i * k + j] = 0.0
+            elif isfinite(di):
+                if accumulate:
+                    for j in range(k):
+                        ov[i * k + j] += di * tv[i * k + j]
+                else:
+                    for j in range(k):
+                        ov[i * k + j] = di * tv[i * k + j]
+            else:
+                for j in range(k):
+                    if tv[i * k + j] != 0.0:
+                        if accumulate:
+                            ov[i * k + j] += di * tv[i * k + j]
+                        else:
+                            ov[i * k + j] = di * tv[i * k + j]
+                    elif not accumulate:
+                        ov[i * k + j] = 0.0
+    return out
+
+
+def op_map2(int op, x, y=None, double c=0.0):
+    """Second partials of the op table over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
+    return _op_arrays(op, x, y, c, True)

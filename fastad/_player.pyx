@@ -1,0 +1,499 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Replays and sweeps of a recorded tape: the Player.
+
+A replay at a new x recomputes values and partials into a Work buffer (so
+threads can replay one tape at once): the scalar segments between blocks
+with the op table, in compiled code with no Python per node, and each block
+with its own NumPy forward; a comparison that comes out otherwise than
+recorded raises BranchChangedError.  The sweeps run the kernels of
+fastad._sweeps over the scalar segments and the blocks' own reverse,
+tangent and second-order steps in between: tangents (forward), adjoints
+(reverse, with the blocks' cotangent hand-off), and forward-over-reverse.
+"""
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset, memcpy
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+import math
+
+import numpy as np
+cimport numpy as cnp
+
+from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, needed_mask, run_released,
+                             sweep_over)
+from fastad._kernels import gather_flat
+from fastad.errors import BranchChangedError
+
+cnp.import_array()
+
+
+cdef inline double* _dptr(cnp.ndarray a):
+    return <double*>cnp.PyArray_DATA(a)
+
+
+# ---------------------------------------------------------------- work buffers
+
+cdef class Work:
+    """Per-call buffers of a replay, so threads can replay one tape at once."""
+
+    def __dealloc__(self):
+        free(self.val)
+        free(self.node)
+        free(self.adj)
+
+    cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
+        """A zeroed (rows, k) array in reusable scratch memory number `which` (0-2)."""
+        out = self.scratch_array(rows, k, which)
+        out.fill(0.0)
+        return out
+
+    cdef object scratch_array(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
+        """The same, not zeroed."""
+        cdef Py_ssize_t m = rows * k
+        if self.scratch is None:
+            self.scratch = [None, None, None]
+        buf = self.scratch[which]
+        if buf is None or buf.shape[0] < m:
+            buf = self.scratch[which] = np.empty(max(m, 1024))
+        return buf[:m].reshape(rows, k)
+
+    cdef int ensure(self, Py_ssize_t n) except -1:
+        if n <= self.cap:
+            return 0
+        free(self.val)
+        free(self.node)
+        free(self.adj)
+        self.val = <double*>malloc(n * sizeof(double))
+        self.node = <fad_node*>malloc(n * sizeof(fad_node))
+        self.adj = <double*>calloc(n, sizeof(double))   # kept all zeros at rest
+        if self.val == NULL or self.node == NULL or self.adj == NULL:
+            self.cap = 0
+            raise MemoryError()
+        self.cap = n
+        return 0
+
+
+cdef list _work_pool = []     # free Work buffers (list.pop/append are atomic under the GIL)
+
+
+cdef int seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
+    """tan[:lo] = seeds.T for (k, lo) seeds: a block copy when seeds is the
+    transpose of a C-ordered (lo, k) array (how sparse plans keep them)."""
+    st = seeds.T
+    if type(st) is np.ndarray and st.dtype == np.float64 and st.flags.c_contiguous:
+        tan[:lo] = st
+    else:
+        tan[:lo] = np.ascontiguousarray(seeds, dtype=np.float64).T
+    return 0
+
+
+cdef class Replayed:
+    """A partial replay's values and block states (see Player._replayed), its
+    Work buffer released at the end of the `with`."""
+    cdef Player tape   # (declared below)
+    cdef Work w
+    cdef object result
+
+    def __enter__(self):
+        return self.result
+
+    def __exit__(self, *exc):
+        if self.w is not None:
+            self.tape._release(self.w)
+            self.w = None
+        return False
+
+
+cdef class Player(Recorder):
+    """A Recorder that replays and sweeps; see fastad._tape.Tape."""
+
+    cdef Work _acquire(self):
+        # Work buffers are shared by all tapes, so a fresh tape (one grad
+        # call) sweeps in memory that is already mapped.
+        cdef Work w = _work_pool.pop() if _work_pool else Work()
+        w.ensure(self.buf.n if self.buf.n else 1)
+        return w
+
+    cdef void _release(self, Work w):
+        w.states = None
+        if len(_work_pool) < 4:
+            _work_pool.append(w)
+
+    def _flat_input(self, x):
+        if self._out is None:
+            raise ValueError("fastad: this Tape has no recorded output; make "
+                             "tapes with fad.record(f, x)")
+        if self.in_shape is None:
+            if np.ndim(x) != 0:
+                raise ValueError(f"fastad.Tape: x must be a scalar (the tape was "
+                                 f"recorded at a float), got shape {np.shape(x)}")
+            return np.array([x], dtype=np.float64).reshape(1)
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"fastad.Tape: x must be real numbers, got dtype {arr.dtype}")
+        if arr.shape != self.in_shape:
+            raise ValueError(f"fastad.Tape: x has shape {arr.shape} but the tape "
+                             f"was recorded at shape {self.in_shape}")
+        flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+        if flat.size != self.n_inputs:         # (in_shape is the caller's to set)
+            raise ValueError(f"fastad.Tape: x has {flat.size} numbers but the tape "
+                             f"has {self.n_inputs} inputs")
+        return flat
+
+    cdef int _replay(self, Work w, object x) except -1:
+        """Values and partials at x into w: scalar segments in C, blocks in NumPy."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t n = self.buf.n, lo = self.n_inputs, cur = lo
+        if lo:
+            memcpy(w.val, _dptr(flat), lo * sizeof(double))
+        if not self.blocks:
+            return self._forward_seg(w, lo, n)
+        val = view_of(w.val, n, w)
+        w.states = []
+        for blk in self.blocks:
+            self._forward_seg(w, cur, blk.start)
+            w.states.append(blk.forward(val))
+            cur = blk.stop
+        return self._forward_seg(w, cur, n)
+
+    cdef int _forward_seg(self, Work w, Py_ssize_t lo, Py_ssize_t hi) except -1:
+        cdef Sweep s = sweep_over(self.buf.op, self.buf.node, 1, lo, hi)
+        s.recorded = self.buf.val
+        s.val = w.val
+        s.out = w.node
+        cdef Py_ssize_t r = run_released(FORWARD, &s)
+        if r >= 0:
+            raise BranchChangedError(self._branch_message(r))
+        return 0
+
+    def _branch_message(self, Py_ssize_t r):
+        was = self.buf.val[r] != 0.0
+        return (f"fastad: the comparison recorded at slot {r} "
+                f"({self._describe(r)}) was {was} when the tape was recorded "
+                f"but is {not was} at the new input: the function takes "
+                f"another branch there, so this tape does not describe it. "
+                f"Record a new tape at this input with fad.record(f, x).")
+
+    cdef object _gather(self, const double* val):
+        cdef const Py_ssize_t[::1] flat = np.ascontiguousarray(self._out.reshape(-1),
+                                                              dtype=np.intp)
+        cdef cnp.ndarray out = np.empty(flat.shape[0])
+        cdef double* op = _dptr(out)
+        cdef Py_ssize_t k
+        for k in range(flat.shape[0]):
+            op[k] = val[flat[k]]
+        if self._out.ndim == 0:
+            return float(out[0])
+        return out.reshape(self._out.shape)
+
+    cdef int _tangent_run(self, const fad_node* nodes, object val, list states,
+                          object tan, Py_ssize_t k, Py_ssize_t lo, Py_ssize_t hi) except -1:
+        """Push tangents through slots lo..hi-1; tan is (rows, k), slot-major."""
+        cdef double* tp = _dptr(tan)
+        cdef Py_ssize_t cur = lo, bi
+        for bi in range(len(self.blocks)):
+            blk = self.blocks[bi]
+            if blk.start >= hi:
+                break
+            if blk.start < lo:
+                continue
+            self._tangent_seg(nodes, tp, k, cur, blk.start)
+            blk.tangent(val, states[bi], tan, k)
+            cur = blk.stop
+        self._tangent_seg(nodes, tp, k, cur, hi)
+        return 0
+
+    cdef void _tangent_seg(self, const fad_node* nodes, double* tp, Py_ssize_t k,
+                           Py_ssize_t lo, Py_ssize_t hi):
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi)
+        s.tan = tp
+        run_released(FORWARD, &s)
+
+    cdef int _reverse_run(self, const fad_node* nodes, object val, list states,
+                          object adj, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo,
+                          object cot=None) except -1:
+        """Pull adjoints from slots hi..lo (inclusive) back; adj is (rows, k), slot-major.
+        With cot (a Cotangents), sealed blocks hand their cotangents over directly."""
+        cdef double* ap = _dptr(adj)
+        cdef Py_ssize_t cur = hi, bi
+        cdef bint big
+        adj2 = adj.reshape(adj.shape[0], k)
+        for bi in range(len(self.blocks) - 1, -1, -1):
+            blk = self.blocks[bi]
+            if blk.start > hi:      # (not cur: blocks written over one another share slots)
+                continue
+            if blk.stop < lo:
+                break
+            self._reverse_seg(nodes, ap, k, cur, blk.stop)
+            if cot is not None and blk.handoff:
+                blk.reverse(val, states[bi], adj2, k, cot)
+            else:
+                blk.reverse(val, states[bi], adj2, k)
+            cur = blk.start - 1
+        self._reverse_seg(nodes, ap, k, cur, lo)
+        return 0
+
+    cdef void _reverse_seg(self, const fad_node* nodes, double* ap, Py_ssize_t k,
+                           Py_ssize_t hi, Py_ssize_t lo):
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi + 1)
+        s.adj = ap
+        run_released(REVERSE, &s)
+
+    cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
+                         object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
+                         Py_ssize_t lo) except -1:
+        """reverse_second over slots hi..lo, blocks through their reverse2."""
+        cdef Py_ssize_t cur = hi, bi
+        cdef const double* vp = _dptr(val)
+        for bi in range(len(self.blocks) - 1, -1, -1):
+            blk = self.blocks[bi]
+            if blk.start > cur:
+                continue
+            self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+            reverse2 = getattr(blk, "reverse2", None)
+            if reverse2 is None:
+                raise NotImplementedError(
+                    f"fastad: second derivatives through {blk.describe()} are not "
+                    f"available (no second-order rule for this block)")
+            reverse2(val, states[bi], tan, adj, adt, k)
+            cur = blk.start - 1
+        self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
+        return 0
+
+    cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
+                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo):
+        cdef Sweep s = sweep_over(self.buf.op, nodes, k, lo, hi + 1)
+        s.val = <double*>vp
+        s.tan = _dptr(tan)
+        s.adj = _dptr(adj)
+        s.adt = _dptr(adt)
+        run_released(SECOND, &s)
+
+    cdef object _tangents(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=None):
+        """(k, n_inputs) directions -> (k, n_outputs) output tangents; with
+        `gather`, the tangent buffer (slot-major, k lanes) at those flat
+        positions instead (a sparse Jacobian's decompression, in one take)."""
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Work w = self._acquire()
+        try:
+            tan = w.scratch_array(hi, k)        # every node and block writes its rows
+            seed_rows(tan, seeds, lo)
+            self._tangent_run(nodes, val, states, tan, k, lo, hi)
+            if gather is not None:
+                return gather_flat(tan, gather)
+            return tan[self._out.reshape(-1)].T
+        finally:
+            self._release(w)
+
+    cdef object _adjoints(self, const fad_node* nodes, object val, list states, object seeds,
+                          object gather=None):
+        """(k, n_outputs) cotangents -> (k, n_inputs) input adjoints (with
+        `gather`: the adjoint buffer at those flat positions, as _tangents)."""
+        cdef cnp.ndarray sd = np.ascontiguousarray(seeds, dtype=np.float64)
+        cdef Py_ssize_t k = sd.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Work w = self._acquire()
+        cdef cnp.ndarray adj = w.scratch_array(hi, k)
+        cdef double* ap = _dptr(adj)
+        cdef double* sp = _dptr(sd)
+        cdef cnp.ndarray slots = np.ascontiguousarray(self._out.reshape(-1), dtype=np.intp)
+        cdef Py_ssize_t* so = <Py_ssize_t*>cnp.PyArray_DATA(slots)
+        cdef Py_ssize_t o, j, m = slots.shape[0]
+        cot = self._cotangents(ap, hi, k, slots.min() if m else hi, True)
+        try:
+            for o in range(m):      # seeds[:, o] onto the output's slot (repeats add up)
+                for j in range(k):
+                    ap[so[o] * k + j] += sp[j * m + o]
+            self._reverse_run(nodes, val, states, adj, k, hi - 1, lo, cot)
+            if gather is not None:
+                return gather_flat(adj, gather)
+            return adj[:lo].T.copy()
+        finally:
+            self._release(w)
+
+    cdef object _replay_tangents(self, Work w, x, seeds, gather, bint values=True):
+        """A tape of scalar nodes replayed at x into w with k tangent lanes
+        pushed along in the same pass; returns what _tangents returns.
+        values=False: only the tangents are wanted, so nodes with constant
+        partials compute no value unless another node reads it (w is then
+        not a full replay)."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, n = self.buf.n, r
+        cdef Sweep s = sweep_over(self.buf.op, self.buf.node, k, lo, n)
+        s.recorded = self.buf.val
+        s.val = w.val
+        if values:
+            s.out = w.node
+        else:
+            if self._needed is None:
+                self._needed = np.empty(max(n, 1), dtype=np.uint8)
+                needed_mask(self.buf.op, self.buf.node,
+                            <uint8_t*>cnp.PyArray_DATA(self._needed), lo, n)
+            s.mask = <const uint8_t*>cnp.PyArray_DATA(self._needed)
+        cdef Work t = self._acquire()
+        try:
+            tan = t.scratch_array(max(n, lo), k)
+            seed_rows(tan, seeds, lo)
+            if lo:
+                memcpy(w.val, _dptr(flat), lo * sizeof(double))
+            s.tan = _dptr(tan)
+            r = run_released(FORWARD, &s)
+            if r >= 0:
+                raise BranchChangedError(self._branch_message(r))
+            if gather is not None:
+                return gather_flat(tan, gather)
+            return tan[self._out.reshape(-1)].T
+        finally:
+            self._release(t)
+
+    cdef object _sweep_at(self, x, seeds, bint forward):
+        """Tangents (forward) or adjoints for k seeds, at x or at the recorded point."""
+        cdef Work w
+        if x is not None and forward and not self.blocks:
+            w = self._acquire()
+            try:
+                return self._replay_tangents(w, x, seeds, None, False)
+            finally:
+                self._release(w)
+        if x is None:
+            val, states = self.recorded_values(), self._recorded_states()
+            if forward:
+                return self._tangents(self.buf.node, val, states, seeds)
+            return self._adjoints(self.buf.node, val, states, seeds)
+        w = self._acquire()
+        try:
+            self._replay(w, x)
+            val = view_of(w.val, self.buf.n, w)
+            if forward:
+                return self._tangents(w.node, val, w.states, seeds)
+            return self._adjoints(w.node, val, w.states, seeds)
+        finally:
+            self._release(w)
+
+    def _sparse_sweeps(self, x, fwd_seeds, fwd_gather, rev_seeds, rev_gather):
+        """One replay at x, then a k-direction tangent sweep and/or a k-seed
+        adjoint sweep (seeds (k, n_inputs) / (k, n_outputs), None to skip),
+        each returning its buffer at the gather positions: the compressed
+        sweeps of a sparse Jacobian with the decompression fused in."""
+        cdef Work w = self._acquire()
+        try:
+            f = r = None
+            if fwd_seeds is not None and not self.blocks:       # one pass over the tape
+                f = self._replay_tangents(w, x, fwd_seeds, fwd_gather, rev_seeds is not None)
+            else:
+                self._replay(w, x)
+            val = view_of(w.val, self.buf.n, w)
+            if fwd_seeds is not None and f is None:
+                f = self._tangents(w.node, val, w.states, fwd_seeds, fwd_gather)
+            if rev_seeds is not None:
+                r = self._adjoints(w.node, val, w.states, rev_seeds, rev_gather)
+            return f, r
+        finally:
+            self._release(w)
+
+    def _full_tangents(self, x, seeds):
+        """Replay at x and sweep k seeds: the whole (rows, k) tangent buffer."""
+        cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, hi = self._out_hi()
+        cdef Work w = self._acquire()
+        try:
+            self._replay(w, x)
+            tan = np.empty((hi, k))
+            seed_rows(tan, seeds, lo)
+            self._tangent_run(w.node, view_of(w.val, self.buf.n, w), w.states, tan, k, lo, hi)
+            return tan
+        finally:
+            self._release(w)
+
+    def _replayed(self, x, const_slots, const_values, states, run_forward):
+        """`with tape._replayed(...) as (val, states)`: a partial replay at x,
+        for a fold of blocks (fastad._blocks.TangentFold): the inputs, the
+        constants (const_values at const_slots) and the blocks numbered in
+        run_forward replayed; the other blocks keep their `states` and their
+        slots are not computed."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t lo = self.n_inputs
+        cdef Replayed r = Replayed.__new__(Replayed)
+        r.tape = self
+        r.w = self._acquire()
+        try:
+            if lo:
+                memcpy(r.w.val, _dptr(flat), lo * sizeof(double))
+            val = view_of(r.w.val, self.buf.n, r.w)
+            val[const_slots] = const_values
+            blocks = self.blocks
+            states = list(states)
+            for bi in run_forward:
+                states[bi] = blocks[bi].forward(val)
+            r.result = (val, states)
+            return r
+        except BaseException:
+            r.__exit__(None, None, None)
+            raise
+
+    def input_gradients(self, Py_ssize_t out_slot):
+        """d(output slot)/d(each differentiated argument) at the recorded point,
+        in `inputs` order (a float for a number, an array of its shape for an
+        array): one reverse sweep.  Sealed InputSlabs take their cotangents
+        straight from the blocks; one that nothing else holds is the
+        argument's gradient itself (no copy, as hand-written backprop)."""
+        if not 0 <= out_slot < self.buf.n:
+            raise IndexError(f"output slot {out_slot} is not on the tape "
+                             f"({self.buf.n} slots)")
+        cdef Py_ssize_t top = self._top(out_slot + 1), rows = max(top, self.n_inputs)
+        cdef Work w = self._acquire()
+        slabs = [s for s in self._slabs if s.sealed and s.stop <= out_slot]
+        by_start = {s.start: s for s in slabs}
+        handed = set()
+        try:
+            adj = w.scratch_array(rows, 1)
+            cot = self._cotangents(_dptr(adj), rows, 1, out_slot, True, slabs)
+            adj[out_slot, 0] = 1.0
+            self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                              adj, 1, top - 1, self.n_inputs, cot)
+            grads = []
+            for _argnum, shape, first in self.inputs:
+                if shape is None:
+                    grads.append(float(adj[first, 0]))
+                    continue
+                size = math.prod(shape)
+                slab = by_start.get(first)
+                if slab is None or slab.stop != first + size:
+                    grads.append(adj[first:first + size, 0].reshape(shape).copy())
+                    continue
+                g = cot.take(slab, adj)
+                if g is None:
+                    grads.append(np.zeros(shape))
+                elif type(g) is np.ndarray and g.base is None and g.dtype == np.float64 \
+                        and g.flags.c_contiguous and g.flags.writeable and id(g) not in handed:
+                    handed.add(id(g))           # owned by no one else: hand it over
+                    grads.append(g.reshape(shape))
+                else:
+                    grads.append(np.array(g, dtype=np.float64).reshape(shape))
+            return grads
+        finally:
+            self._release(w)
+
+    def input_adjoints(self, Py_ssize_t out_slot):
+        """d(output slot)/d(inputs) at the recorded point, one flat vector:
+        input_gradients laid end to end."""
+        cdef Py_ssize_t first
+        out = np.empty(self.n_inputs)
+        for (_argnum, shape, first), g in zip(self.inputs, self.input_gradients(out_slot)):
+            out[first:first + (1 if shape is None else math.prod(shape))] = np.ravel(g)
+        return out
+
+    def reverse(self, Py_ssize_t out_slot, double seed=1.0):
+        """Adjoints of all slots at the recorded point, for one output slot."""
+        if not 0 <= out_slot < self.buf.n:
+            raise IndexError(f"output slot {out_slot} is not on the tape "
+                             f"({self.buf.n} slots)")
+        cdef Py_ssize_t top = max(self._top(out_slot + 1), self.buf.n)
+        cdef cnp.ndarray adj_arr = np.zeros(top, dtype=np.float64)
+        adj_arr[out_slot] = seed
+        self._reverse_run(self.buf.node, self.recorded_values(), self._recorded_states(),
+                          adj_arr, 1, self._top(out_slot + 1) - 1, self.n_inputs)
+        return adj_arr
+
+
+# Relative cost of one forward lane to one reverse lane per node, measured by
+# benchmarks/bench_modes.py (calibrate): a reverse lane costs ~1.3 forward lanes; "auto" picks the cheaper mode.
