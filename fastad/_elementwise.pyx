@@ -61,16 +61,22 @@ def values(int op, x, y, cnp.ndarray out not None):
     return out
 
 
+cdef tuple _operands(object x, object y, object v, object shape, Py_ssize_t* n,
+                     Py_ssize_t* sx, Py_ssize_t* sy, Py_ssize_t* sv):
+    """x, y, v as _flat arrays over `shape` (n elements), with their strides."""
+    n[0] = 1
+    for m in shape:
+        n[0] *= m
+    return _flat(x, shape, sx), _flat(y, shape, sy), _flat(v, shape, sv)
+
+
 def partials(int op, x, y, v, shape, bint want0=True, bint want1=True):
     """(df/dx, df/dy) elementwise, arrays of `shape` (None where not wanted),
     from the operands x, y and the values v = op(x, y)."""
     _check(op)
     shape = tuple(shape)
-    cdef Py_ssize_t sx, sy, sv, n = 1
-    for m in shape:
-        n *= m
-    cdef cnp.ndarray xa = _flat(x, shape, &sx), ya = _flat(y, shape, &sy)
-    cdef cnp.ndarray va = _flat(v, shape, &sv)
+    cdef Py_ssize_t n, sx, sy, sv
+    xa, ya, va = _operands(x, y, v, shape, &n, &sx, &sy, &sv)
     cdef cnp.ndarray d0 = np.empty(shape) if want0 else None
     cdef cnp.ndarray d1 = np.empty(shape) if want1 else None
     cdef double* xp = _data(xa)
@@ -83,16 +89,12 @@ def partials(int op, x, y, v, shape, bint want0=True, bint want1=True):
     return d0, d1
 
 
-def second(int op, x, y, v, shape):
-    """(d2f/dx2, d2f/dxdy, d2f/dy2) elementwise, arrays of `shape`, from x, y
-    and the values v."""
+def _map(int op, int mode, x, y, v, shape, double c=0.0):
+    """fad_map over arrays of `shape`: three new arrays."""
     _check(op)
     shape = tuple(shape)
-    cdef Py_ssize_t sx, sy, sv, n = 1
-    for m in shape:
-        n *= m
-    cdef cnp.ndarray xa = _flat(x, shape, &sx), ya = _flat(y, shape, &sy)
-    cdef cnp.ndarray va = _flat(v, shape, &sv)
+    cdef Py_ssize_t n, sx, sy, sv
+    xa, ya, va = _operands(x, y, v, shape, &n, &sx, &sy, &sv)
     cdef cnp.ndarray o0 = np.empty(shape), o1 = np.empty(shape), o2 = np.empty(shape)
     cdef double* xp = _data(xa)
     cdef double* yp = _data(ya)
@@ -101,8 +103,26 @@ def second(int op, x, y, v, shape):
     cdef double* q1 = _data(o1)
     cdef double* q2 = _data(o2)
     with nogil:
-        fad_map(op, FAD_MAP_SECOND, n, xp, sx, yp, sy, 0.0, vp, sv, q0, q1, q2)
+        fad_map(op, mode, n, xp, sx, yp, sy, c, vp, sv, q0, q1, q2)
     return o0, o1, o2
+
+
+def second(int op, x, y, v, shape):
+    """(d2f/dx2, d2f/dxdy, d2f/dy2) elementwise, arrays of `shape`, from x, y
+    and the values v."""
+    return _map(op, FAD_MAP_SECOND, x, y, v, shape)
+
+
+def op_map(int op, x, y=None, double c=0.0):
+    """The op table over arrays, x and y broadcast: (values, d/dx, d/dy)."""
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
+    return _map(op, FAD_MAP_VALUES, x, y, None, shape, c)
+
+
+def op_map2(int op, x, y=None, double c=0.0):
+    """The op table's second partials over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
+    v = op_map(op, x, y, c)[0]
+    return _map(op, FAD_MAP_SECOND, x, y, v, v.shape, c)
 
 
 def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulate=False):
@@ -112,9 +132,8 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     lane gives an exact zero (strong zeros).  out may be t itself; returns out."""
     _check(op)
     shape = tuple(shape)
-    cdef Py_ssize_t sx, sy, sv, n = 1
-    for q in shape:
-        n *= q
+    cdef Py_ssize_t n, sx, sy, sv
+    xa, ya, va = _operands(x, y, v, shape, &n, &sx, &sy, &sv)
     cdef cnp.ndarray ta = np.asarray(t, dtype=np.float64)
     if not cnp.PyArray_IS_C_CONTIGUOUS(ta):
         ta = np.ascontiguousarray(ta)
@@ -124,8 +143,6 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     if m % n:
         raise ValueError(f"times_partial: {m} lanes for {n} elements")
     cdef Py_ssize_t k = m // n
-    cdef cnp.ndarray xa = _flat(x, shape, &sx), ya = _flat(y, shape, &sy)
-    cdef cnp.ndarray va = _flat(v, shape, &sv)
     cdef cnp.ndarray oa
     if out is None:
         oa = np.empty((<object>ta).shape)

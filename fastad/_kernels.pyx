@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The op table over arrays and the small C kernels of array blocks.
+"""The op table's names and flags, and the small C kernels of array blocks.
 
-The op table's maps (op_eval, op_second, op_map, op_map2: the reference
-values and partials of every op) and the loops that fastad._blocks runs per
+The op table as Python sees it (OP_NAMES, OP_FLAGS, FLAG, op_eval and
+op_second for one op; fastad._elementwise maps it over arrays) and the
+loops that fastad._blocks runs per
 block instead of several NumPy passes: scatter-adds, gathers, tangents and
 second-order steps combined row by row with strong zeros (fastad._sweeps),
 and a sparse Jacobian's fixed gathers.  Nothing here knows the tape.
@@ -51,42 +52,6 @@ def op_second(int op, double x, double y=0.0, double c=0.0):
     cdef double v = fad_eval(op, x, y, c, &d0, &d1)
     fad_second(op, x, y, c, v, &xx, &xy, &yy)
     return xx, xy, yy
-
-
-cdef tuple _op_arrays(int op, x, y, double c, bint second):
-    """The op table applied elementwise (x and y broadcast): three arrays,
-    (value, d/dx, d/dy), or with `second` (d2/dx2, d2/dxdy, d2/dy2)."""
-    if not 0 <= op < FAD_NUM_OPS:
-        raise ValueError(f"no op {op}")
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.zeros_like(xa) if y is None else np.asarray(y, dtype=np.float64)
-    xa, ya = np.broadcast_arrays(xa, ya)
-    shape = xa.shape
-    cdef cnp.ndarray xb = np.array(xa, order="C"), yb = np.array(ya, order="C")
-    cdef cnp.ndarray r0 = np.empty(shape), r1 = np.empty(shape), r2 = np.empty(shape)
-    cdef cnp.ndarray vb = np.empty(shape) if second else r0
-    cdef Py_ssize_t m = xb.size
-    cdef double* xp = _dptr(xb)
-    cdef double* yp = _dptr(yb)
-    cdef double* vp = _dptr(vb)
-    cdef double* o0 = _dptr(r0)
-    cdef double* o1 = _dptr(r1)
-    cdef double* o2 = _dptr(r2)
-    with nogil:
-        if second:
-            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, vp, NULL, NULL)
-            fad_map(op, FAD_MAP_SECOND, m, xp, 1, yp, 1, c, vp, 1, o0, o1, o2)
-        else:
-            fad_map(op, FAD_MAP_VALUES, m, xp, 1, yp, 1, c, NULL, 0, o0, o1, o2)
-    return r0, r1, r2
-
-
-def op_map(int op, x, y=None, double c=0.0):
-    """The op table over arrays: (values, d/dx, d/dy) elementwise, broadcasting x and y.
-
-    The reference kernel for array blocks; blocks use NumPy twins of it for
-    a few hot ops (checked against it in tests/test_op_table.py)."""
-    return _op_arrays(op, x, y, c, False)
 
 
 def add_rows(dst, idx, g):
@@ -452,8 +417,3 @@ def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
                     elif not accumulate:
                         ov[i * k + j] = 0.0
     return out
-
-
-def op_map2(int op, x, y=None, double c=0.0):
-    """Second partials of the op table over arrays: (d2/dx2, d2/dxdy, d2/dy2)."""
-    return _op_arrays(op, x, y, c, True)

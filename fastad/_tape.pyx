@@ -22,8 +22,7 @@ from fastad.errors import BranchChangedError, TapeError
 from fastad._recorder import Cotangents, InputSlab, release_memory, slot_range  # noqa: F401
 from fastad._player import Player  # noqa: F401
 # the op table as Python data, and its maps (fastad._kernels)
-from fastad._kernels import (FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map,  # noqa: F401
-                             op_map2, op_second)
+from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_second  # noqa: F401
 
 cnp.import_array()
 

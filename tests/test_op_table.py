@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_map, op_map2, op_second
+from fastad._elementwise import op_map, op_map2
+from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_second
 from fastad._var import FUNCTIONS
 
 BINARY, UNARY, HAS_C, ZD, Z00, Z01, Z11, CMP, BLOCKF, CP, COMM = (
