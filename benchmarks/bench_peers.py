@@ -3,7 +3,7 @@
 
     python benchmarks/bench_peers.py [--quick] [--only NAME,...] [--no-progress]
 
-Tools (rows): fastad, the pure-Python tape (fastad/_purepy.py) and, when
+Tools (rows): fastad, the pure-Python tape (benchmarks/_purepy.py) and, when
 installed, autograd, PyTorch (eager), JAX without jit, JAX with jit (the
 steady-state call; trace + compile time in its own column) and CasADi (time
 to build the expression graph and its Function in its own column, the
@@ -49,8 +49,8 @@ for _p in (_ROOT, _HERE):
         sys.path.insert(0, _p)
 
 import fastad as fad  # noqa: E402
-from fastad import _purepy as P  # noqa: E402
-from fastad import bench as B  # noqa: E402
+import _purepy as P  # noqa: E402
+import bench as B  # noqa: E402
 from _common import Progress, rosen, rosen_grad  # noqa: E402
 
 BenchmarkError = B.BenchmarkError
@@ -831,7 +831,7 @@ def _logreg_wl(npts):
 
 
 def _logreg_data(npts, seed=1):
-    """The data of fastad.bench.make_logreg, as arrays (same generator calls)."""
+    """The data of bench.make_logreg, as arrays (same generator calls)."""
     rng = np.random.default_rng(seed)
     xs = rng.normal(0.0, 2.0, npts)
     ts = (1.5 * xs - 0.5 + rng.normal(0.0, 1.0, npts) > 0).astype(float)
@@ -876,7 +876,7 @@ def w_logreg(ctx):
             e.check = _check_vs(wl.ref_grad, wl.x0)
     return _spec("logreg", "2. The notes' logistic regression L_reg, summed over the data: gradient wrt (w, b)",
                       entries, size_name="points",
-                      extra_lines=["`fastad/bench.py` `logreg(m, p, xs, ts, lam)`: one scalar "
+                      extra_lines=["`bench.py` `logreg(m, p, xs, ts, lam)`: one scalar "
                                    "loop over the data points with `m.sigmoid`; lam = 0.1."])
 
 
@@ -915,7 +915,7 @@ def w_mlp_scalar(ctx):
                       "allocates a 676-vector.")
     return _spec("mlp_scalar", "3a. Two-layer network 16-32-4 in scalar loops (sigmoid, L2 loss): gradient wrt all 676 weights",
                       entries, size_name="batch",
-                      extra_lines=["`fastad/bench.py` `mlp`: the notes' z = W1 x + b1, "
+                      extra_lines=["`bench.py` `mlp`: the notes' z = W1 x + b1, "
                                    "h = sigmoid(z), y = W2 h + b2 as nested Python loops over "
                                    "scalars, weights packed in one flat vector."])
 
@@ -1056,7 +1056,7 @@ def w_lorenz(ctx):
                       "over the (x, y, z) state, same formulas in the same order.")
     return _spec("lorenz", "4. Lorenz RK4, dt = 0.01: gradient of x(T) wrt (x0, y0, z0, sigma, rho, beta)",
                       entries, size_name="steps",
-                      extra_lines=["`fastad/bench.py` `lorenz_rk4`: classic RK4 as a Python loop "
+                      extra_lines=["`bench.py` `lorenz_rk4`: classic RK4 as a Python loop "
                                    "over scalars (about 60 operations per step); T = 10 at 1000 "
                                    "steps, so the gradient is large (chaotic) and any "
                                    "reassociation would show in the agreement column."])

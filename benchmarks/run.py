@@ -55,10 +55,10 @@ def sections(quick, full_suite, outdir):
     import bench_replay
     import bench_second
     import bench_sparse
-    from fastad import bench
+    import bench
 
     out = [
-        ("fastad against plain floats and the pure-Python tape (fastad/bench.py)",
+        ("fastad against plain floats and the pure-Python tape (bench.py)",
          2 if quick else 35, lambda: bench.run(quick=quick, progress=False)),
         ("Record once, differentiate many (bench_replay.py)", 1,
          lambda: bench_replay.run(quick=quick)),
@@ -102,7 +102,7 @@ def main(argv=None):
         if p not in sys.path:
             sys.path.insert(0, p)
     import fastad
-    from fastad import bench
+    import bench
     from _common import Progress
 
     header = machine_info() + " | fastad %s | %s" % (

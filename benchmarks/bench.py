@@ -4,7 +4,7 @@ Every workload is written ONCE as a plain Python function ``f(m, x)`` where
 ``m`` is a math namespace (``m.sigmoid``, ``m.exp``, ...):
 
 * ``FLOAT``          -- plain Python floats (functions from :mod:`math`);
-* ``_purepy.m``      -- the pure-Python Wengert-list tape (``fastad._purepy``);
+* ``_purepy.m``      -- the pure-Python Wengert-list tape (``benchmarks/_purepy.py``);
 * ``fastad`` itself  -- ``fad.sigmoid`` etc. work on Vars and on floats.
 
 ``x`` is a flat 1-D array of parameters that the workload indexes with
@@ -12,13 +12,15 @@ Every workload is written ONCE as a plain Python function ``f(m, x)`` where
 list of purepy Vars and a ``fad.Array``.
 
 ``run(quick)`` returns a markdown table; progress goes to stderr.
-``python -m fastad.bench --self-check`` (or ``python fastad/bench.py
---self-check`` before fastad builds) validates the workloads and the pure
-tape against analytic / finite-difference gradients without fastad.
+``python benchmarks/bench.py [--quick]`` prints it (``benchmarks/run.py``
+runs it in the suite); ``python benchmarks/bench.py --self-check``
+validates the workloads and the pure tape against analytic /
+finite-difference gradients without fastad (before it builds, too).
 """
 
 import gc
 import math
+import os
 import statistics
 import sys
 import time
@@ -26,10 +28,8 @@ import types
 
 import numpy as np
 
-try:  # normal use: ``import fastad.bench``
-    from . import _purepy as P
-except ImportError:  # run as a script from the fastad/ directory before the package builds
-    import _purepy as P
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _purepy as P  # noqa: E402  (benchmarks/_purepy.py, beside this file)
 
 
 __all__ = ["FLOAT", "WORKLOADS", "rosenbrock", "logreg", "mlp", "lorenz_rk4", "lorenz_rk4_step",
