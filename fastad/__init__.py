@@ -25,27 +25,6 @@ from fastad.sparse import (
 
 __version__ = "0.1.0"
 
-
-def _check_compiled():
-    """In a source checkout, warn when a compiled .py module is older than its
-    source (the edit would not run until the extensions are rebuilt)."""
-    import os
-    import warnings
-    here = os.path.dirname(os.path.abspath(__file__))
-    if not os.path.exists(os.path.join(os.path.dirname(here), "setup.py")):
-        return
-    from fastad import _blocks, arrays
-    for mod in (_blocks, arrays):
-        src = os.path.join(here, mod.__name__.rsplit(".", 1)[1] + ".py")
-        if mod.__file__ != src and os.path.exists(src) and \
-                os.path.getmtime(src) > os.path.getmtime(mod.__file__):
-            warnings.warn(f"fastad: {src} is newer than its compiled module; rebuild "
-                          "with `python setup.py build_ext --inplace` (or pip install -e .)",
-                          RuntimeWarning, stacklevel=2)
-
-
-_check_compiled()
-
 __all__ = [
     "grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
     "jacobian", "jacfwd", "jacrev", "hvp", "hessian", "stack",
