@@ -95,50 +95,50 @@ class PyVar:
 
     def __add__(self, o):
         i = len(_A)
-        _a(self.index); _pa(1.0)  # noqa: E702
+        _a(self.index); _pa(1.0)
         if o.__class__ is PyVar:
-            _b(o.index); _pb(1.0)  # noqa: E702
+            _b(o.index); _pb(1.0)
             return PyVar(self.value + o.value, i)
-        _b(0); _pb(0.0)  # noqa: E702
+        _b(0); _pb(0.0)
         return PyVar(self.value + o, i)
 
     def __radd__(self, o):
         i = len(_A)
-        _a(self.index); _pa(1.0); _b(0); _pb(0.0)  # noqa: E702
+        _a(self.index); _pa(1.0); _b(0); _pb(0.0)
         return PyVar(o + self.value, i)
 
     def __sub__(self, o):
         i = len(_A)
-        _a(self.index); _pa(1.0)  # noqa: E702
+        _a(self.index); _pa(1.0)
         if o.__class__ is PyVar:
-            _b(o.index); _pb(-1.0)  # noqa: E702
+            _b(o.index); _pb(-1.0)
             return PyVar(self.value - o.value, i)
-        _b(0); _pb(0.0)  # noqa: E702
+        _b(0); _pb(0.0)
         return PyVar(self.value - o, i)
 
     def __rsub__(self, o):
         i = len(_A)
-        _a(self.index); _pa(-1.0); _b(0); _pb(0.0)  # noqa: E702
+        _a(self.index); _pa(-1.0); _b(0); _pb(0.0)
         return PyVar(o - self.value, i)
 
     def __mul__(self, o):
         i = len(_A)
         _a(self.index)
         if o.__class__ is PyVar:
-            _pa(o.value); _b(o.index); _pb(self.value)  # noqa: E702
+            _pa(o.value); _b(o.index); _pb(self.value)
             return PyVar(self.value * o.value, i)
-        _pa(o); _b(0); _pb(0.0)  # noqa: E702
+        _pa(o); _b(0); _pb(0.0)
         return PyVar(self.value * o, i)
 
     def __rmul__(self, o):
         i = len(_A)
-        _a(self.index); _pa(o); _b(0); _pb(0.0)  # noqa: E702
+        _a(self.index); _pa(o); _b(0); _pb(0.0)
         return PyVar(o * self.value, i)
 
     def __pow__(self, k):
         i = len(_A)
         v = self.value
-        _a(self.index); _b(0); _pb(0.0)  # noqa: E702
+        _a(self.index); _b(0); _pb(0.0)
         if k == 2:
             _pa(2.0 * v)
             return PyVar(v * v, i)
@@ -157,7 +157,7 @@ def _py_sigmoid(z):
     if z.__class__ is PyVar:
         y = _sigmoid(z.value)
         i = len(_A)
-        _a(z.index); _pa(y * (1.0 - y)); _b(0); _pb(0.0)  # noqa: E702
+        _a(z.index); _pa(y * (1.0 - y)); _b(0); _pb(0.0)
         return PyVar(y, i)
     return _sigmoid(z)
 
@@ -166,11 +166,11 @@ def py_grad(f):
     """grad(f)(x) on the pure-Python tape, for a 1-D array x."""
     def g(x):
         del _A[:], _PA[:], _B[:], _PB[:]
-        _a(0); _pa(0.0); _b(0); _pb(0.0)  # noqa: E702  (the sink)
+        _a(0); _pa(0.0); _b(0); _pb(0.0)  # the sink
         xs = []
         for v in x.tolist():
             xs.append(PyVar(v, len(_A)))
-            _a(0); _pa(0.0); _b(0); _pb(0.0)  # noqa: E702
+            _a(0); _pa(0.0); _b(0); _pb(0.0)
         out = f(xs)
         A, PA, B, PB = _A, _PA, _B, _PB
         adj = [0.0] * len(A)
