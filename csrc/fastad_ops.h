@@ -235,10 +235,15 @@ static inline double fad_logaddexp(double x, double y)
     X(ATAN, "arctan", "arctan", "arctan", FAD_U | FAD_DX,                                \
       atan(x), 1.0 / (1.0 + x * x), 0.0, -2.0 * x / fad_sq(1.0 + x * x), 0.0, 0.0) \
     X(SINH, "sinh", "sinh", "sinh", FAD_U | FAD_DX, sinh(x), cosh(x), 0.0, v, 0.0, 0.0)  \
+    X(ARCSINH, "arcsinh", "arcsinh", "arcsinh", FAD_U | FAD_DX,                 \
+      asinh(x), 1.0 / sqrt(1.0 + x * x), 0.0,                                   \
+      -x / ((1.0 + x * x) * sqrt(1.0 + x * x)), 0.0, 0.0)                       \
     X(COSH, "cosh", "cosh", "cosh", FAD_U | FAD_DX, cosh(x), sinh(x), 0.0, v, 0.0, 0.0)  \
     X(TANH, "tanh", "tanh", "tanh", FAD_U | FAD_DV,                                      \
       tanh(x), 1.0 - v * v, 0.0, -2.0 * v * (1.0 - v * v), 0.0, 0.0)            \
     X(EXP, "exp", "exp", "exp", FAD_U | FAD_DV, exp(x), v, 0.0, v, 0.0, 0.0)             \
+    X(EXP2, "exp2", "exp2", "exp2", FAD_U | FAD_DV,                             \
+      exp2(x), v * FAD_LN2, 0.0, v * FAD_LN2 * FAD_LN2, 0.0, 0.0)               \
     X(EXPM1, "expm1", "expm1", "expm1", FAD_U | FAD_DV,                                  \
       expm1(x), v + 1.0, 0.0, v + 1.0, 0.0, 0.0)                                \
     X(LOG, "log", "log", "log", FAD_U | FAD_DX,                                          \
