@@ -323,19 +323,41 @@ cdef void fold_mask(const uint8_t* op, const fad_node* nd, uint8_t* mask, uint8_
 
 # ---------------------------------------------------------------- reverse
 
-cdef inline void _pull(const fad_node* nd, double* adj, Py_ssize_t i, double g) noexcept nogil:
-    """adj[a0] += sz(p0, g), adj[a1] += sz(p1, g) for node i and a nonzero
-    adjoint g: plain products unless g is inf or NaN."""
+cdef inline void _pull(Lanes* lanes, const fad_node* nd, double* adj, Py_ssize_t k,
+                       Py_ssize_t i, bint clear) noexcept nogil:
+    """Row i of adj (k lanes) pulled back: adj[a0] += sz(p0, adj[i]),
+    adj[a1] += sz(p1, adj[i]); a zero row is skipped.  With clear, row i is
+    zeroed after (after: a CONST points a0 at itself)."""
+    cdef double* g = adj + i * k
+    cdef double g1
+    cdef Py_ssize_t j
     cdef int32_t a1
-    if isfinite(g):
-        adj[nd[i].a0] += nd[i].p0 * g
+    if Lanes is fad_lanes1:
+        g1 = g[0]
+        if g1 == 0.0:
+            return
+        a1 = nd[i].a1
+        if isfinite(g1):                # then sz(p, g1) is p g1
+            adj[nd[i].a0] += nd[i].p0 * g1
+            if a1 >= 0:
+                adj[a1] += nd[i].p1 * g1
+        else:
+            adj[nd[i].a0] += sz(nd[i].p0, g1)
+            if a1 >= 0:
+                adj[a1] += sz(nd[i].p1, g1)
+    else:
+        for j in range(k):
+            if g[j] != 0.0:
+                break
+        else:
+            return
+        sz_axpy(adj + nd[i].a0 * k, nd[i].p0, g, k)
         a1 = nd[i].a1
         if a1 >= 0:
-            adj[a1] += nd[i].p1 * g
-    else:
-        adj[nd[i].a0] += sz(nd[i].p0, g)
-        if nd[i].a1 >= 0:
-            adj[nd[i].a1] += sz(nd[i].p1, g)
+            sz_axpy(adj + a1 * k, nd[i].p1, g, k)
+    if clear:
+        for j in range(k):
+            g[j] = 0.0
 
 
 cdef Py_ssize_t _reverse(Lanes* lanes, fad_pull* mode, const Sweep* s) noexcept nogil:
@@ -343,31 +365,15 @@ cdef Py_ssize_t _reverse(Lanes* lanes, fad_pull* mode, const Sweep* s) noexcept 
     is skipped, so an unselected branch contributes an exact zero even where
     its own partial is inf or NaN.  With `clear`, each row is zeroed once
     pulled back (a gradient then leaves adj as it found it, all zeros)."""
-    cdef Py_ssize_t k = _lanes(lanes, s.k), i, j
+    cdef Py_ssize_t k = _lanes(lanes, s.k), i
     cdef const fad_node* nd = s.nd
     cdef double* adj = s.adj
-    cdef bint clear = s.clear
-    cdef double* g
-    cdef int32_t a1
-    for i in range(s.hi - 1, s.lo - 1, -1):
-        g = adj + i * k
-        if Lanes is fad_lanes1:
-            if g[0] == 0.0:
-                continue
-            _pull(nd, adj, i, g[0])
-        else:
-            for j in range(k):
-                if g[j] != 0.0:
-                    break
-            else:
-                continue
-            sz_axpy(adj + nd[i].a0 * k, nd[i].p0, g, k)
-            a1 = nd[i].a1
-            if a1 >= 0:
-                sz_axpy(adj + a1 * k, nd[i].p1, g, k)
-        if clear:                       # after: a CONST points a0 at itself
-            for j in range(k):
-                g[j] = 0.0
+    if s.clear:
+        for i in range(s.hi - 1, s.lo - 1, -1):
+            _pull(lanes, nd, adj, k, i, True)
+    else:
+        for i in range(s.hi - 1, s.lo - 1, -1):
+            _pull(lanes, nd, adj, k, i, False)
     return -1
 
 

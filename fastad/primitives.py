@@ -525,10 +525,15 @@ class Primitive:
         return ydot
 
 
+# primitives that moved: (module, qualname) in older pickles -> their module now
+_MOVED = {("fastad.primitives", "solve"): "fastad.linalg",
+          ("fastad.primitives", "norm"): "fastad.linalg"}
+
+
 def _lookup(module, qualname):
     """Unpickle a Primitive: find it where it was defined."""
     import importlib
-    obj = importlib.import_module(module)
+    obj = importlib.import_module(_MOVED.get((module, qualname), module))
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
