@@ -178,13 +178,9 @@ cdef inline void _tangent(Lanes* lanes, double* tan, Py_ssize_t k, Py_ssize_t i,
     reads itself and has no tangent; a comparison's partials are zeros
     (FAD_ZD), so its tangent is an exact zero."""
     cdef double r, t
-    if a0 == i:
-        d0 = 0.0
-    if a1 < 0:
-        d1 = 0.0
     if Lanes is fad_lanes1:
         r = 0.0
-        t = tan[a0]
+        t = tan[a0] if a0 != i else 0.0
         if t != 0.0 and d0 != 0.0:
             r = d0 * t
         if a1 >= 0:
@@ -193,7 +189,8 @@ cdef inline void _tangent(Lanes* lanes, double* tan, Py_ssize_t k, Py_ssize_t i,
                 r += d1 * t
         tan[i] = r
     else:
-        sz_lanes(tan + i * k, d0, tan + a0 * k, d1, tan + (a1 if a1 >= 0 else a0) * k, k)
+        sz_lanes(tan + i * k, d0 if a0 != i else 0.0, tan + a0 * k, d1 if a1 >= 0 else 0.0,
+                 tan + (a1 if a1 >= 0 else a0) * k, k)
 
 
 cdef Py_ssize_t _forward(Lanes* lanes, Forward* mode, const Sweep* s) noexcept nogil:
