@@ -304,6 +304,15 @@ static const char *const fad_op_ufunc[FAD_NUM_OPS] = {FAD_OPS(FAD_UFUNC_)};
 static const int fad_op_flags[FAD_NUM_OPS] = {FAD_OPS(FAD_FLAGS_)};
 #undef FAD_FLAGS_
 
+/* The first partials' source text: lets array code pass an operand's or the
+   output's values through where a partial is one of them (exp: "v"). */
+#define FAD_D0SRC_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) #D0,
+static const char *const fad_op_d0_source[FAD_NUM_OPS] = {FAD_OPS(FAD_D0SRC_)};
+#undef FAD_D0SRC_
+#define FAD_D1SRC_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) #D1,
+static const char *const fad_op_d1_source[FAD_NUM_OPS] = {FAD_OPS(FAD_D1SRC_)};
+#undef FAD_D1SRC_
+
 #define FAD_FIRST_CMP FAD_LT
 
 /* One node of the tape: local partials and argument slots.  The value of

@@ -22,7 +22,7 @@ import numpy as np
 
 from fastad import _elementwise as _ew
 from fastad._fold import kept
-from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, FixedGather, add_rows,
+from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              combine_gather, combine_rows, gather_flat, op_eval, rows_times,
                              second_rows)
 from fastad._var import Array, Var
@@ -287,6 +287,9 @@ except (ImportError, TypeError):                    # pragma: no cover (other Nu
 _UFUNC = [getattr(np, u) if u else None for u in OP_UFUNCS]
 _READS = [tuple(tuple(fl & FLAG[f"D{i}{w}"] != 0 for w in "XYV") for i in (0, 1))
           for fl in OP_FLAGS]
+# per op and partial: 0, 1, 2 where the partial is x, y or v itself, else -1
+_PASS = [tuple("xyv".find(d) if len(d) == 1 else -1 for d in srcs)
+         for srcs in OP_PARTIAL_SOURCES]
 
 
 def _ignoring_fp_errors(fn, *args):
@@ -416,6 +419,9 @@ class Elementwise(Block):
         if d is not None:
             return d
         x, y, v = self._inputs(val, i)
+        src = _PASS[self.op][i]
+        if src >= 0:           # the partial is x, y or v itself (exp: v): no pass
+            return np.broadcast_to((x, y, v)[src], self.shape)
         return _ew.partials(self.op, x, y, v, self.shape, i == 0, i == 1)[i]
 
     def _partials(self, val, state=None):

@@ -24,6 +24,9 @@ cnp.import_array()
 OP_NAMES = tuple(fad_op_name[i].decode() for i in range(FAD_NUM_OPS))
 OP_FLAGS = tuple(fad_op_flags[i] for i in range(FAD_NUM_OPS))
 OP_UFUNCS = tuple(fad_op_ufunc[i].decode() for i in range(FAD_NUM_OPS))
+# the first partials' C source, per op: (d/dx, d/dy)
+OP_PARTIAL_SOURCES = tuple((fad_op_d0_source[i].decode(), fad_op_d1_source[i].decode())
+                           for i in range(FAD_NUM_OPS))
 # the flag bits of OP_FLAGS, by name (csrc/fastad_ops.h)
 FLAG = dict(BINARY=FAD_BINARY, UNARY=FAD_UNARY, HAS_C=FAD_HAS_C, ZD=FAD_ZD, Z00=FAD_Z00,
             Z01=FAD_Z01, Z11=FAD_Z11, CMP=FAD_CMP, BLOCK=FAD_BLOCKF, CP=FAD_CP, COMM=FAD_COMM,

@@ -26,6 +26,8 @@ cdef extern from "fastad_ops.h" nogil:
     const char* fad_op_function[]
     const char* fad_op_ufunc[]
     const int fad_op_flags[]
+    const char* fad_op_d0_source[]
+    const char* fad_op_d1_source[]
     double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
     double fad_node_eval(int op, double x, double y, double c, double* p0, double* p1_or_c)
     void fad_second(int op, double x, double y, double c, double v,
