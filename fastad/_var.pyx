@@ -17,6 +17,7 @@ from fastad._recorder import slot_range
 from fastad._tape cimport *   # Tape, TapeBuf, tape_push, fad_eval and the FAD_* op codes
 
 import numbers
+import functools
 import numpy as np
 cimport numpy as cnp
 
@@ -683,6 +684,16 @@ cdef class Array:
 
     def dot(self, o):
         return _arr().dot(self, o)
+
+    def __getattr__(self, name):
+        # the other ndarray methods: those NumPy functions fastad.arrays
+        # registered as methods (a.cumsum(axis=0) is np.cumsum(a, axis=0))
+        fn = _arr().METHODS.get(name)
+        if fn is None:
+            raise AttributeError(f"'fastad.Array' object has no attribute {name!r}"
+                                 + ("" if name.startswith("_") else
+                                    " (an ndarray method fastad does not support)"))
+        return functools.partial(fn, self)
 
     def __float__(self): raise TypeError(_NO_FLOAT)
     def __int__(self): raise TypeError(_NO_FLOAT)

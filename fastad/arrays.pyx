@@ -474,11 +474,19 @@ _FUNCTIONS = {
 }
 
 
-def implements(func, fn, name, allowed=()):
+# ndarray methods beyond those fastad.Array defines: name -> function of the
+# array first (fastad._var.Array.__getattr__)
+METHODS = {}
+
+
+def implements(func, fn, name, allowed=(), method=False):
     """Make fn what NumPy's `func` does on fastad arrays (__array_function__),
     with keyword arguments `allowed`: for operations defined above this
-    module (fastad.linalg registers np.linalg.norm)."""
-    _FUNCTIONS[func] = _wrap(fn, name, allowed)
+    module (fastad.linalg registers np.linalg.norm).  With method=True,
+    `a.<name>(...)` calls it too, as the ndarray method of that name."""
+    _FUNCTIONS[func] = handler = _wrap(fn, name, allowed)
+    if method:
+        METHODS[name] = handler
 
 
 def apply_function(func, args, kwargs):

@@ -1254,3 +1254,13 @@ def test_replay_pickle_round_trip_with_selection():
     with pytest.raises(fad.BranchChangedError):
         tape.gradient(-X0)
     close(tape.gradient(X0 + 1), [[0, 0], [0, 0], [1, 2]])
+
+
+def test_unknown_ndarray_method_is_an_attribute_error_naming_it():
+    import fastad as fad
+
+    def f(x):
+        with pytest.raises(AttributeError, match="no attribute 'frobnicate'"):
+            x.frobnicate()
+        return fad.sum(x)
+    np.testing.assert_array_equal(fad.grad(f)(np.ones(3)), np.ones(3))
