@@ -355,7 +355,15 @@ def _select(a, axis, keepdims, pick, name):
         return make_array(tape, sel.reshape((1,) * idx.ndim) if keepdims else sel)
     ax = _axes(axis, values.ndim)
     if len(ax) != 1:
-        raise ValueError(f"fastad.{name}: one axis at a time, got {axis}")
+        # several axes: move them last as one axis and pick along it (slots
+        # only); ties go to the first element in C order over those axes
+        rest = tuple(n for i, n in enumerate(idx.shape) if i not in ax)
+        flat = np.moveaxis(idx, ax, tuple(range(-len(ax), 0))).reshape(
+            rest + (math.prod(idx.shape[i] for i in ax),))
+        r = _select(make_array(tape, flat, -1, unique), -1, False, pick, name)
+        if keepdims:
+            return reshape(r, tuple(1 if i in ax else n for i, n in enumerate(idx.shape)))
+        return r
     ax = ax[0]
     k = np.expand_dims(pick(values, axis=ax), ax)
     _push(tape, B.Selection(o, ax, k, name))
