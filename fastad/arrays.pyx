@@ -251,6 +251,8 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False):  # noqa: A001 - Num
     axes = _axes(axis, len(o.shape))
     shape = tuple(1 if ax in axes else n for ax, n in enumerate(o.shape)) if keepdims \
         else tuple(n for ax, n in enumerate(o.shape) if ax not in axes)
+    if o.flat.size == 0:      # an empty sum: zeros that depend on nothing
+        return make_array(tape, tape.push_consts(np.zeros(shape)))
     return _push(tape, B.Sum(o, axes, keepdims, shape))
 
 

@@ -370,7 +370,11 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False):
         return np.prod(idx, axis=axis, keepdims=keepdims)
     axes = A._axes(axis, idx.ndim)
     kept = tuple(1 if i in axes else n for i, n in enumerate(idx.shape))
-    r = A._push(tape, Prod(_operand(_front(idx, axes))))
+    front = _front(idx, axes)
+    if front.shape[0] == 0:      # an empty product: ones that depend on nothing
+        r = make_array(tape, tape.push_consts(np.ones(front.shape[1:])))
+        return A.reshape(r, kept) if keepdims else r
+    r = A._push(tape, Prod(_operand(front)))
     return A.reshape(r, kept) if keepdims else r
 
 
