@@ -397,9 +397,13 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
     """Standard deviation, sqrt(var); its derivative is infinite where var is 0."""
     A._float_only("std", dtype, out)
-    if _active(a)[0] is None:
-        return np.std(_active(a)[1], axis=axis, ddof=ddof, keepdims=keepdims)
-    return A.elementwise("sqrt", var(a, axis=axis, ddof=ddof, keepdims=keepdims))
+    tape, idx = _active(a)
+    if tape is None:
+        return np.std(idx, axis=axis, ddof=ddof, keepdims=keepdims)
+    v = var(a, axis=axis, ddof=ddof, keepdims=keepdims)
+    if math.prod(idx.shape[i] for i in A._axes(axis, idx.ndim)) == 1 and ddof == 0:
+        return v      # one element: var is 0 everywhere, and so is std (no sqrt'(0))
+    return A.elementwise("sqrt", v)
 
 
 def _no_out(name, out):

@@ -24,10 +24,11 @@ def _weights(shape, key):
 
 
 def _scalarize(f, w):
-    """A nonlinear scalar of f's output (so second order sees f's curvature
-    and f's first derivatives at once)."""
+    """A nonlinear scalar of f at a nonlinear function of x (so second order
+    sees f's curvature, and its first derivatives feed the curvature of the
+    map before it)."""
     def s(x):
-        y = f(x)
+        y = f(x + 0.1 * x * x)
         return np.sum(w * np.sin(y)) if np.ndim(w) else w * np.sin(y)
     return s
 
@@ -142,6 +143,8 @@ def test_cumprod_exact_at_zeros(z):
                     H[j, m] += w[i] * np.prod([x[q] for q in range(i + 1) if q not in (j, m)])
     close(fad.hessian(lambda a: np.sum(w * np.cumprod(a)))(x), H)
     close(fad.hvp(lambda a: np.sum(w * np.cumprod(a)), x, np.eye(n)), H)
+    pat = fad.hessian_sparsity(lambda a: np.sum(w * np.cumprod(a)))(x).toarray()
+    assert pat[H != 0].all() and not pat.diagonal().any()
 
 
 # ---------------------------------------------------------------- prod
@@ -217,6 +220,16 @@ def test_var_std_methods_and_analytic():
     close(fad.grad(lambda a: a.var(ddof=1))(x), 2 * (x - x.mean()) / (n - 1))
     close(fad.grad(lambda a: a.std())(x), (x - x.mean()) / (n * x.std()))
     close(fad.grad(fad.std)(x), (x - x.mean()) / (n * x.std()))
+
+
+@pytest.mark.parametrize("shape,axis", [((), None), ((3, 1), 1), ((1,), 0)])
+def test_std_of_one_element_is_flat(shape, axis):
+    """Over one element std is 0 at every point: all derivatives are 0 (not NaN)."""
+    x = _point(shape, ("std1", shape))
+    f = lambda a: np.sum(np.std(a, axis=axis) * 2.0)   # noqa: E731
+    close(fad.grad(f)(x), np.zeros(shape))
+    close(fad.hessian(f)(x), np.zeros(shape + shape))
+    close(fad.hvp(f, x, np.ones((2,) + shape)), np.zeros((2,) + shape))
 
 
 # ---------------------------------------------------------------- max, min, ptp
