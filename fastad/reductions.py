@@ -172,12 +172,39 @@ def _excl_suffix(x):
     return _excl_prefix(x[::-1])[::-1]
 
 
+def _affine_scan(a, b):
+    """z[0] = b[0], z[i] = a[i] z[i-1] + b[i] along axis 0 (a broadcasts
+    against b; a[0] is not read).  Hillis-Steele doubling: log2(M) vectorized
+    steps of multiplies and adds (the composition of affine maps is
+    associative), no division, so zeros are exact."""
+    z = np.array(np.broadcast_to(b, np.broadcast_shapes(np.shape(a), np.shape(b))),
+                 dtype=np.float64)
+    c = np.array(np.broadcast_to(a, np.shape(a)), dtype=np.float64)   # the maps' slopes
+    m, d = z.shape[0], 1
+    while d < m:
+        # z[i] <- c[i] z[i-d] + z[i]; c[i] <- c[i] c[i-d], from the old values
+        z[d:] += _mul(c[d:], z[:-d])
+        if 2 * d < m:
+            c[d:] = _mul(c[d:], c[:-d])
+        d *= 2
+    return z
+
+
+def _affine_scan_back(a, b):
+    """z[M-1] = b[M-1], z[j] = a[j+1] z[j+1] + b[j]: the scan from the end."""
+    r = np.empty_like(a) if np.ndim(a) else a
+    if np.ndim(a):
+        r[0] = 0.0                      # (not read)
+        r[1:] = a[::-1][:-1]
+    return _affine_scan(r, b[::-1])[::-1]
+
+
 def _prefix_tangent(x, t, p):
     """Tangents (lanes last) of the exclusive prefix products p of x along
-    axis 0: Pd[j+1] = Pd[j] x[j] + P[j] t[j] (the product rule, exact at zeros)."""
+    axis 0: Pd[0] = 0, Pd[j+1] = x[j] Pd[j] + P[j] t[j] (the product rule)."""
     pd = np.zeros(t.shape)
-    for j in range(x.shape[0] - 1):
-        pd[j + 1] = _mul(pd[j], x[j][..., None]) + _mul(p[j][..., None], t[j])
+    if x.shape[0] > 1:
+        pd[1:] = _affine_scan(x[:-1][..., None], _mul(p[:-1][..., None], t[:-1]))
     return pd
 
 
@@ -288,10 +315,7 @@ class Cumprod(_Scan):
     @staticmethod
     def _suffix(X, g):
         """S[j] = g[j] + x[j+1] S[j+1] (g with lanes last)."""
-        S = np.array(g, dtype=np.float64)
-        for j in range(X.shape[0] - 2, -1, -1):
-            S[j] += _mul(X[j + 1][..., None], S[j + 1])
-        return S
+        return _affine_scan_back(X[..., None], g)
 
     def reverse(self, val, state, adj, k):
         g = self._g(adj, k)
@@ -304,10 +328,9 @@ class Cumprod(_Scan):
         """yd (lanes last) from the operand's tangents t."""
         X = self.x.value(val)
         y = val[self.start:self.stop].reshape(self.shape)
-        yd = np.array(t, dtype=np.float64)
-        for i in range(1, X.shape[0]):
-            yd[i] = _mul(X[i][..., None], yd[i - 1]) + _mul(y[i - 1][..., None], t[i])
-        return yd
+        p = np.ones(self.shape)
+        p[1:] = y[:-1]
+        return _affine_scan(X[..., None], _mul(p[..., None], t))
 
     def tangent(self, val, state, tan, k):
         yd = self._tangents(val, self.x.tangent(tan, k))
@@ -324,9 +347,9 @@ class Cumprod(_Scan):
         S = self._suffix(X, g)                          # (M, ..., 1)
         if g.any():
             self.x.add_adjoint(adj, _mul(P[..., None], S), 1)
-        Sd = np.array(gd, dtype=np.float64)
-        for j in range(X.shape[0] - 2, -1, -1):
-            Sd[j] += _mul(t[j + 1], S[j + 1]) + _mul(X[j + 1][..., None], Sd[j + 1])
+        b = np.array(gd, dtype=np.float64)
+        b[:-1] += _mul(t[1:], S[1:])
+        Sd = _affine_scan_back(X[..., None], b)
         yd = self._tangents(val, t)
         Pd = np.zeros_like(yd)
         Pd[1:] = yd[:-1]
