@@ -25,7 +25,7 @@ from fastad import _blocks as B
 from fastad import arrays as A
 from fastad._var import Array, make_array
 
-__all__ = ["prod", "cumsum", "cumprod", "var", "std", "ptp", "trace", "diff",
+__all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std", "ptp", "trace", "diff",
            "average", "amax", "amin", "max", "min"]
 
 
@@ -385,6 +385,35 @@ def cumprod(a, axis=None, dtype=None, out=None):
     return _scan("cumprod", Cumprod, np.cumprod, a, axis, dtype, out)
 
 
+def _cumulative(name, fn, init, a, axis, dtype, out, include_initial):
+    """NumPy 2's cumulative_sum/cumulative_prod: axis needed beyond 1-D;
+    include_initial puts the identity first along the axis."""
+    tape, idx = _active(a)
+    if tape is None:
+        return getattr(np, name)(idx, axis=axis, dtype=dtype, include_initial=include_initial)
+    if axis is None:
+        if idx.ndim != 1:
+            raise ValueError(f"fastad.{name}: axis is required for arrays of more than "
+                             f"one dimension, got shape {idx.shape}")
+        axis = 0
+    r = fn(a, axis=axis, dtype=dtype, out=out)
+    if not include_initial:
+        return r
+    ax = _check_axis(name, axis, idx.ndim)
+    first = tape.push_consts(np.full(idx.shape[:ax] + (1,) + idx.shape[ax + 1:], init))
+    return make_array(tape, np.concatenate([first, _active(r)[1]], axis=ax))
+
+
+def cumulative_sum(x, axis=None, dtype=None, out=None, include_initial=False):
+    """np.cumulative_sum: cumsum, with an optional leading 0."""
+    return _cumulative("cumulative_sum", cumsum, 0.0, x, axis, dtype, out, include_initial)
+
+
+def cumulative_prod(x, axis=None, dtype=None, out=None, include_initial=False):
+    """np.cumulative_prod: cumprod, with an optional leading 1."""
+    return _cumulative("cumulative_prod", cumprod, 1.0, x, axis, dtype, out, include_initial)
+
+
 def prod(a, axis=None, dtype=None, out=None, keepdims=False):
     """Product over axis (int, tuple or None); one block, exact at zeros."""
     A._float_only("prod", dtype, out)
@@ -601,3 +630,7 @@ for _f, _fn, _name, _allowed, _method in (
         (np.diff, diff, "diff", ("n", "axis", "prepend", "append"), False),
         (np.average, average, "average", ("axis", "weights", "returned", "keepdims"), False)):
     A.implements(_f, _fn, _name, allowed=_allowed, method=_method)
+for _name, _fn in (("cumulative_sum", cumulative_sum), ("cumulative_prod", cumulative_prod)):
+    if hasattr(np, _name):                  # NumPy >= 2.1
+        A.implements(getattr(np, _name), _fn, _name,
+                     allowed=("axis", "dtype", "out", "include_initial"))

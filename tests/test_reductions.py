@@ -147,6 +147,19 @@ def test_cumprod_exact_at_zeros(z):
     assert pat[H != 0].all() and not pat.diagonal().any()
 
 
+@pytest.mark.skipif(not hasattr(np, "cumulative_sum"), reason="NumPy < 2.1")
+@pytest.mark.parametrize("name", ["cumulative_sum", "cumulative_prod"])
+@pytest.mark.parametrize("shape,axis,initial", [((4,), None, False), ((4,), 0, True),
+                                                ((2, 3), 1, True), ((2, 3), -2, False)])
+def test_cumulative(name, shape, axis, initial):
+    fn = getattr(np, name)
+    x = _point(shape, (name, shape, axis), zeros=1)
+    check_modes(lambda a: fn(a, axis=axis, include_initial=initial), x, (name, shape, axis))
+    if len(shape) > 1:
+        with pytest.raises(ValueError, match=f"{name}: axis is required"):
+            fad.grad(lambda a: np.sum(fn(a)))(x)
+
+
 # ---------------------------------------------------------------- prod
 
 @pytest.mark.parametrize("shape,axis,keepdims,zeros", [
@@ -408,3 +421,20 @@ def test_errors(call, exc, words):
     # fastad keeps working
     close(fad.grad(lambda a: np.prod(a))(x), [[np.prod(np.delete(x, j)) for j in range(3 * i, 3 * i + 3)]
                                              for i in range(2)])
+
+
+def test_tape_with_scan_blocks_pickles_and_replays():
+    import pickle
+
+    def f(a):
+        return np.sum(np.cumprod(a) * np.cumsum(a)) + np.prod(a[:3]) + np.var(a) + np.ptp(a)
+
+    x = np.array([0.5, -1.2, 0.0, 2.0, 1.1])
+    t = pickle.loads(pickle.dumps(fad.record(f, x)))
+    x1 = x + np.array([0.01, -0.02, 0.03, 0.0, -0.01])
+    fd_close(t(x1), f(x1), rtol=1e-12, atol=1e-12)
+    fd_close(t.gradient(x1), fd_grad(f, x1))
+    fd_close(t.hessian(x1), fd_hessian(f, x1), rtol=1e-5, atol=1e-5)
+    text = str(t)
+    assert "cumprod" in text and "cumsum" in text and "prod" in text
+    assert "cumprod" in t.to_dot()
