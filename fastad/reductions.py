@@ -13,7 +13,9 @@ Conventions where NumPy says nothing about derivatives:
 - prod/cumprod are exact at zeros (no division by x): the partial of a
   product is the product of the other factors, from prefix and suffix products.
 - std at a point of zero spread has an infinite derivative (sqrt'(0) = inf),
-  as d/dx sqrt(x) at 0.
+  as d/dx sqrt(x) at 0; over one element (ddof = 0) std is 0 everywhere and
+  so are its derivatives.
+- sum/prod over an empty axis are constants (0 and 1) on the tape.
 """
 import builtins
 import math
@@ -23,10 +25,10 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad import arrays as A
-from fastad._var import Array, make_array
+from fastad._var import make_array
 
-__all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std", "ptp", "trace", "diff",
-           "average", "amax", "amin", "max", "min"]
+__all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
+           "ptp", "trace", "diff", "average", "amax", "amin", "max", "min"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -40,11 +42,6 @@ def _mul(a, b):
         return r
     with np.errstate(invalid="ignore"):
         return np.where((a == 0) | (b == 0), 0.0, r)
-
-
-def _lanes(x, n):
-    """x with n trailing axes of length 1 (to meet tangents' lane axis)."""
-    return x.reshape(x.shape + (1,) * n)
 
 
 def _check_axis(name, axis, ndim):

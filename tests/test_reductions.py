@@ -171,7 +171,8 @@ def test_prod(shape, axis, keepdims, zeros):
     x = _point(shape, ("prod", shape, axis), zeros=zeros)
     f = lambda a: np.prod(a, axis=axis, keepdims=keepdims)   # noqa: E731
     check_modes(f, x, ("prod", shape, axis))
-    assert np.shape(fad.jacobian(f)(x)) == np.shape(np.prod(x, axis=axis, keepdims=keepdims)) + shape
+    out_shape = np.shape(np.prod(x, axis=axis, keepdims=keepdims))
+    assert np.shape(fad.jacobian(f)(x)) == out_shape + shape
 
 
 @pytest.mark.parametrize("z", [[], [1], [1, 3], [0, 1, 2]])
@@ -325,7 +326,8 @@ def test_diff(shape, n, axis, pre, app):
 
 def test_diff_traced_prepend_and_constant_array():
     x = np.array([1.0, 4.0, 9.0])
-    f = lambda a: np.sum(np.diff(np.array([0.0, 1.0, 3.0]), prepend=a[0], append=a[2]) ** 2)  # noqa: E731
+    def f(a):
+        return np.sum(np.diff(np.array([0.0, 1.0, 3.0]), prepend=a[0], append=a[2]) ** 2)
     close(fad.grad(f)(x), fd_grad(f, x), rtol=1e-6, atol=1e-7)
     f2 = lambda a: np.sum(np.diff(a, prepend=a[1:2] * 2.0) ** 2)   # noqa: E731
     close(fad.grad(f2)(x), fd_grad(f2, x), rtol=1e-6, atol=1e-7)
@@ -419,8 +421,8 @@ def test_errors(call, exc, words):
     for w in words:
         assert w in str(info.value), (w, str(info.value))
     # fastad keeps working
-    close(fad.grad(lambda a: np.prod(a))(x), [[np.prod(np.delete(x, j)) for j in range(3 * i, 3 * i + 3)]
-                                             for i in range(2)])
+    others = [np.prod(np.delete(x, j)) for j in range(x.size)]
+    close(fad.grad(lambda a: np.prod(a))(x), np.reshape(others, x.shape))
 
 
 def test_tape_with_scan_blocks_pickles_and_replays():
