@@ -16,6 +16,8 @@ Conventions where NumPy says nothing about derivatives:
   as d/dx sqrt(x) at 0; over one element (ddof = 0) std is 0 everywhere and
   so are its derivatives.
 - sum/prod over an empty axis are constants (0 and 1) on the tape.
+- nansum, nanprod, nanmean, nancumsum, nancumprod: NaNs get derivative 0;
+  where they are is a recorded comparison, re-checked on replay.
 """
 import builtins
 import math
@@ -28,7 +30,8 @@ from fastad import arrays as A
 from fastad._var import make_array
 
 __all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
-           "ptp", "trace", "diff", "average", "amax", "amin", "max", "min"]
+           "ptp", "trace", "diff", "average", "amax", "amin", "max", "min", "nansum",
+           "nanprod", "nanmean", "nancumsum", "nancumprod"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -609,6 +612,65 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
     return (avg, wsum) if returned else avg
 
 
+# ---------------------------------------------------------------- NaN-ignoring
+
+def _nan_to(name, a, fill):
+    """a with its NaNs replaced by fill, or None for a constant.  The NaN
+    mask comes from the comparison a != a, recorded: a replay where other
+    elements are NaN raises fad.BranchChangedError."""
+    tape, idx = _active(a)
+    if tape is None:
+        return None
+    a = make_array(tape, idx)
+    return A.where(A.compare("ne", a, a), fill, a)
+
+
+def nansum(a, axis=None, dtype=None, out=None, keepdims=False):
+    """Sum treating NaNs as 0 (they get derivative 0)."""
+    b = _nan_to("nansum", a, 0.0)
+    if b is None:
+        return np.nansum(_active(a)[1], axis=axis, dtype=dtype, keepdims=keepdims)
+    return A.sum(b, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+
+
+def nanprod(a, axis=None, dtype=None, out=None, keepdims=False):
+    """Product treating NaNs as 1."""
+    b = _nan_to("nanprod", a, 1.0)
+    if b is None:
+        return np.nanprod(_active(a)[1], axis=axis, dtype=dtype, keepdims=keepdims)
+    return prod(b, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+
+
+def nanmean(a, axis=None, dtype=None, out=None, keepdims=False):
+    """Mean of the elements that are not NaN (NaN where there are none, as NumPy)."""
+    tape, idx = _active(a)
+    if tape is None:
+        return np.nanmean(idx, axis=axis, dtype=dtype, keepdims=keepdims)
+    A._float_only("nanmean", dtype, out)
+    a = make_array(tape, idx)
+    mask = A.compare("ne", a, a)
+    count = np.sum(~mask, axis=axis, keepdims=keepdims).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return A.elementwise("div", A.sum(A.where(mask, 0.0, a), axis=axis, keepdims=keepdims),
+                             count if np.ndim(count) else float(count))
+
+
+def nancumsum(a, axis=None, dtype=None, out=None):
+    """Cumulative sum treating NaNs as 0."""
+    b = _nan_to("nancumsum", a, 0.0)
+    if b is None:
+        return np.nancumsum(_active(a)[1], axis=axis, dtype=dtype)
+    return cumsum(b, axis=axis, dtype=dtype, out=out)
+
+
+def nancumprod(a, axis=None, dtype=None, out=None):
+    """Cumulative product treating NaNs as 1."""
+    b = _nan_to("nancumprod", a, 1.0)
+    if b is None:
+        return np.nancumprod(_active(a)[1], axis=axis, dtype=dtype)
+    return cumprod(b, axis=axis, dtype=dtype, out=out)
+
+
 # ---------------------------------------------------------------- registration
 
 _KW = ("axis", "dtype", "out", "keepdims")
@@ -625,7 +687,12 @@ for _f, _fn, _name, _allowed, _method in (
         (np.ptp, ptp, "ptp", ("axis", "out", "keepdims"), True),
         (np.trace, trace, "trace", ("offset", "axis1", "axis2", "dtype", "out"), True),
         (np.diff, diff, "diff", ("n", "axis", "prepend", "append"), False),
-        (np.average, average, "average", ("axis", "weights", "returned", "keepdims"), False)):
+        (np.average, average, "average", ("axis", "weights", "returned", "keepdims"), False),
+        (np.nansum, nansum, "nansum", _KW, False),
+        (np.nanprod, nanprod, "nanprod", _KW, False),
+        (np.nanmean, nanmean, "nanmean", _KW, False),
+        (np.nancumsum, nancumsum, "nancumsum", ("axis", "dtype", "out"), False),
+        (np.nancumprod, nancumprod, "nancumprod", ("axis", "dtype", "out"), False)):
     A.implements(_f, _fn, _name, allowed=_allowed, method=_method)
 for _name, _fn in (("cumulative_sum", cumulative_sum), ("cumulative_prod", cumulative_prod)):
     if hasattr(np, _name):                  # NumPy >= 2.1

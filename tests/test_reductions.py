@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
+from fastad import reductions as R
 from conftest import close, fd_close, fd_grad, fd_hessian, fd_jacobian, rng_for
 
 
@@ -402,6 +403,34 @@ def test_sum_mean_tuple_axes(fn, axis, keepdims):
     check_modes(lambda a: fn(a, axis=axis, keepdims=keepdims), x, ("sm", axis))
 
 
+# ---------------------------------------------------------------- NaN-ignoring
+
+NANS = np.array([[1.0, np.nan, 2.0], [-0.5, 1.5, np.nan], [np.nan, 0.7, 1.2], [2.0, 1.0, -1.0]])
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("nansum", {}), ("nansum", {"axis": 0}), ("nansum", {"axis": (0, 1), "keepdims": True}),
+    ("nanprod", {}), ("nanprod", {"axis": -1}), ("nanmean", {}), ("nanmean", {"axis": 1}),
+    ("nanmean", {"axis": 0, "keepdims": True}), ("nancumsum", {}), ("nancumsum", {"axis": 0}),
+    ("nancumprod", {"axis": 1})])
+def test_nan_ignoring(name, kw):
+    """NaNs (here from a constant factor) are skipped and get derivative 0,
+    as finite differences of NumPy's own function say."""
+    fn = getattr(np, name)
+    x = _point(NANS.shape, (name, str(kw)))
+    J = check_modes(lambda a: fn(a * NANS, **kw), x, (name, str(kw)))
+    assert (J.reshape(-1, x.size)[:, np.isnan(NANS).reshape(-1)] == 0).all()
+
+
+def test_nan_mask_is_rechecked_on_replay():
+    t = fad.record(lambda a: np.nansum(a ** 2), np.array([1.0, np.nan, 2.0]))
+    close(t.gradient(np.array([3.0, np.nan, 1.0])), [6.0, 0.0, 2.0])
+    with pytest.raises(fad.BranchChangedError):
+        t.gradient(np.array([np.nan, 1.0, 2.0]))
+    v, g = fad.value_and_grad(lambda a: np.nanmean(a, axis=0))(np.array([np.nan, np.nan]))
+    assert np.isnan(v) and (g == 0).all()         # an all-NaN slice: NaN, as NumPy
+
+
 # ---------------------------------------------------------------- plain values, errors
 
 def test_plain_inputs_are_numpy():
@@ -409,7 +438,9 @@ def test_plain_inputs_are_numpy():
     for f, ref in ((fad.prod, np.prod), (fad.cumsum, np.cumsum), (fad.cumprod, np.cumprod),
                    (fad.var, np.var), (fad.std, np.std), (fad.ptp, np.ptp),
                    (fad.trace, np.trace), (fad.diff, np.diff), (fad.average, np.average),
-                   (fad.amax, np.max), (fad.amin, np.min)):
+                   (fad.amax, np.max), (fad.amin, np.min),
+                   (R.nansum, np.nansum), (R.nanmean, np.nanmean), (R.nanprod, np.nanprod),
+                   (R.nancumsum, np.nancumsum), (R.nancumprod, np.nancumprod)):
         close(f(x), ref(x))
     close(fad.prod([1.0, 2.0, 3.0]), 6.0)
     close(fad.cumsum(x, axis=1), np.cumsum(x, axis=1))
