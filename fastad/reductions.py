@@ -16,7 +16,8 @@ Conventions where NumPy says nothing about derivatives:
   as d/dx sqrt(x) at 0; over one element (ddof = 0) std is 0 everywhere and
   so are its derivatives.
 - sum/prod over an empty axis are constants (0 and 1) on the tape.
-- nansum, nanprod, nanmean, nancumsum, nancumprod: NaNs get derivative 0;
+- nansum, nanprod, nanmean, nanmax, nanmin, nanvar, nanstd, nancumsum,
+  nancumprod: NaNs get derivative 0;
   where they are is a recorded comparison, re-checked on replay.
 """
 import builtins
@@ -31,7 +32,8 @@ from fastad._var import make_array
 
 __all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
            "ptp", "trace", "diff", "average", "amax", "amin", "max", "min", "nansum",
-           "nanprod", "nanmean", "nancumsum", "nancumprod"]
+           "nanprod", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nancumsum",
+           "nancumprod"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -655,6 +657,57 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False):
                              count if np.ndim(count) else float(count))
 
 
+def _nan_extreme(name, a, axis, out, keepdims, fill, pick):
+    tape, idx = _active(a)
+    if tape is None:
+        return getattr(np, name)(idx, axis=axis, keepdims=keepdims)
+    _no_out(name, out)
+    a = make_array(tape, idx)
+    mask = A.compare("ne", a, a)
+    r = pick(A.where(mask, fill, a), axis=axis, keepdims=keepdims)
+    empty = np.all(mask, axis=axis, keepdims=keepdims)
+    return A.where(empty, np.nan, r) if np.any(empty) else r     # all NaN: NaN, as NumPy
+
+
+def nanmax(a, axis=None, out=None, keepdims=False):
+    """Maximum ignoring NaNs (the first largest element gets the derivative)."""
+    return _nan_extreme("nanmax", a, axis, out, keepdims, -np.inf, A.amax)
+
+
+def nanmin(a, axis=None, out=None, keepdims=False):
+    """Minimum ignoring NaNs."""
+    return _nan_extreme("nanmin", a, axis, out, keepdims, np.inf, A.amin)
+
+
+def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """Variance of the elements that are not NaN (NaN where fewer than ddof + 1)."""
+    tape, idx = _active(a)
+    if tape is None:
+        return np.nanvar(idx, axis=axis, ddof=ddof, keepdims=keepdims)
+    A._float_only("nanvar", dtype, out)
+    a = make_array(tape, idx)
+    mask = A.compare("ne", a, a)
+    b = A.where(mask, 0.0, a)
+    count = np.sum(~mask, axis=axis, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = A.elementwise("div", A.sum(b, axis=axis, keepdims=True), count)
+        d = A.where(mask, 0.0, A.elementwise("sub", b, mean))
+        s = A.sum(A.elementwise("square", d), axis=axis, keepdims=keepdims)
+        dof = np.sum(~mask, axis=axis, keepdims=keepdims).astype(np.float64) - ddof
+        dof = np.where(dof > 0, dof, np.nan)
+        return A.elementwise("div", s, dof if np.ndim(dof) else float(dof))
+
+
+def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """Standard deviation of the elements that are not NaN."""
+    tape, idx = _active(a)
+    if tape is None:
+        return np.nanstd(idx, axis=axis, ddof=ddof, keepdims=keepdims)
+    with np.errstate(invalid="ignore"):
+        return A.elementwise("sqrt", nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof,
+                                            keepdims=keepdims))
+
+
 def nancumsum(a, axis=None, dtype=None, out=None):
     """Cumulative sum treating NaNs as 0."""
     b = _nan_to("nancumsum", a, 0.0)
@@ -691,6 +744,10 @@ for _f, _fn, _name, _allowed, _method in (
         (np.nansum, nansum, "nansum", _KW, False),
         (np.nanprod, nanprod, "nanprod", _KW, False),
         (np.nanmean, nanmean, "nanmean", _KW, False),
+        (np.nanmax, nanmax, "nanmax", ("axis", "out", "keepdims"), False),
+        (np.nanmin, nanmin, "nanmin", ("axis", "out", "keepdims"), False),
+        (np.nanvar, nanvar, "nanvar", _KW + ("ddof",), False),
+        (np.nanstd, nanstd, "nanstd", _KW + ("ddof",), False),
         (np.nancumsum, nancumsum, "nancumsum", ("axis", "dtype", "out"), False),
         (np.nancumprod, nancumprod, "nancumprod", ("axis", "dtype", "out"), False)):
     A.implements(_f, _fn, _name, allowed=_allowed, method=_method)

@@ -412,7 +412,10 @@ NANS = np.array([[1.0, np.nan, 2.0], [-0.5, 1.5, np.nan], [np.nan, 0.7, 1.2], [2
     ("nansum", {}), ("nansum", {"axis": 0}), ("nansum", {"axis": (0, 1), "keepdims": True}),
     ("nanprod", {}), ("nanprod", {"axis": -1}), ("nanmean", {}), ("nanmean", {"axis": 1}),
     ("nanmean", {"axis": 0, "keepdims": True}), ("nancumsum", {}), ("nancumsum", {"axis": 0}),
-    ("nancumprod", {"axis": 1})])
+    ("nancumprod", {"axis": 1}), ("nanmax", {}), ("nanmax", {"axis": 0}),
+    ("nanmin", {"axis": (0, 1), "keepdims": True}), ("nanmin", {"axis": 1}),
+    ("nanvar", {}), ("nanvar", {"axis": 0, "ddof": 1}), ("nanstd", {"axis": 1, "keepdims": True}),
+    ("nanstd", {"axis": (1, 0), "ddof": 1})])
 def test_nan_ignoring(name, kw):
     """NaNs (here from a constant factor) are skipped and get derivative 0,
     as finite differences of NumPy's own function say."""
@@ -429,6 +432,13 @@ def test_nan_mask_is_rechecked_on_replay():
         t.gradient(np.array([np.nan, 1.0, 2.0]))
     v, g = fad.value_and_grad(lambda a: np.nanmean(a, axis=0))(np.array([np.nan, np.nan]))
     assert np.isnan(v) and (g == 0).all()         # an all-NaN slice: NaN, as NumPy
+    x = np.array([[np.nan, 1.0], [np.nan, 2.0]])
+    for fn in (np.nanmax, np.nanmin, np.nanvar):
+        J = fad.jacobian(lambda a: fn(a, axis=0))(x)
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+            expected = fn(x, axis=0)
+        close(fad.vjp(lambda a: fn(a, axis=0), x)[0], expected)
+        assert (J[0] == 0).all() and np.isfinite(J[1]).all()
 
 
 # ---------------------------------------------------------------- plain values, errors
@@ -440,7 +450,9 @@ def test_plain_inputs_are_numpy():
                    (fad.trace, np.trace), (fad.diff, np.diff), (fad.average, np.average),
                    (fad.amax, np.max), (fad.amin, np.min),
                    (R.nansum, np.nansum), (R.nanmean, np.nanmean), (R.nanprod, np.nanprod),
-                   (R.nancumsum, np.nancumsum), (R.nancumprod, np.nancumprod)):
+                   (R.nancumsum, np.nancumsum), (R.nancumprod, np.nancumprod),
+                   (R.nanmax, np.nanmax), (R.nanmin, np.nanmin), (R.nanvar, np.nanvar),
+                   (R.nanstd, np.nanstd)):
         close(f(x), ref(x))
     close(fad.prod([1.0, 2.0, 3.0]), 6.0)
     close(fad.cumsum(x, axis=1), np.cumsum(x, axis=1))
