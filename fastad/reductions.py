@@ -17,7 +17,7 @@ Conventions where NumPy says nothing about derivatives:
   so are its derivatives.
 - sum/prod over an empty axis are constants (0 and 1) on the tape.
 - nansum, nanprod, nanmean, nanmax, nanmin, nanvar, nanstd, nancumsum,
-  nancumprod: NaNs get derivative 0;
+  nancumprod, nan_to_num: NaNs (and for nan_to_num infinities) get derivative 0;
   where they are is a recorded comparison, re-checked on replay.
 """
 import builtins
@@ -33,7 +33,7 @@ from fastad._var import make_array
 __all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
            "ptp", "trace", "diff", "average", "amax", "amin", "max", "min", "nansum",
            "nanprod", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nancumsum",
-           "nancumprod"]
+           "nancumprod", "nan_to_num"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -708,6 +708,22 @@ def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
                                             keepdims=keepdims))
 
 
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """NaN and +-inf replaced by numbers (derivative 0 there, 1 elsewhere);
+    which elements are replaced is recorded and re-checked on replay."""
+    tape, idx = _active(x)
+    if tape is None:
+        return np.nan_to_num(idx, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
+    big = np.finfo(np.float64).max
+    a = make_array(tape, idx)
+    for bad, fill in ((A.compare("ne", a, a), nan),
+                      (A.compare("eq", a, np.inf), big if posinf is None else posinf),
+                      (A.compare("eq", a, -np.inf), -big if neginf is None else neginf)):
+        if np.any(bad):
+            a = A.where(bad, float(fill), a)
+    return a
+
+
 def nancumsum(a, axis=None, dtype=None, out=None):
     """Cumulative sum treating NaNs as 0."""
     b = _nan_to("nancumsum", a, 0.0)
@@ -748,6 +764,7 @@ for _f, _fn, _name, _allowed, _method in (
         (np.nanmin, nanmin, "nanmin", ("axis", "out", "keepdims"), False),
         (np.nanvar, nanvar, "nanvar", _KW + ("ddof",), False),
         (np.nanstd, nanstd, "nanstd", _KW + ("ddof",), False),
+        (np.nan_to_num, nan_to_num, "nan_to_num", ("copy", "nan", "posinf", "neginf"), False),
         (np.nancumsum, nancumsum, "nancumsum", ("axis", "dtype", "out"), False),
         (np.nancumprod, nancumprod, "nancumprod", ("axis", "dtype", "out"), False)):
     A.implements(_f, _fn, _name, allowed=_allowed, method=_method)

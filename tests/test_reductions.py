@@ -425,6 +425,19 @@ def test_nan_ignoring(name, kw):
     assert (J.reshape(-1, x.size)[:, np.isnan(NANS).reshape(-1)] == 0).all()
 
 
+@pytest.mark.parametrize("kw", [{}, {"nan": 2.0, "posinf": 5.0}, {"neginf": -3.0}])
+def test_nan_to_num(kw):
+    y = np.array([0.0, np.nan, np.inf, -np.inf, 1.0])
+    f = lambda a: np.sin(np.nan_to_num(a + y, **kw)) * a     # noqa: E731
+    x = _point((5,), ("n2n", str(kw)))
+    check_modes(f, x, ("n2n", str(kw)))
+    close(fad.vjp(lambda a: np.nan_to_num(a + y, **kw), x)[0], np.nan_to_num(x + y, **kw))
+    t = fad.record(lambda a: np.sum(np.nan_to_num(a)), np.array([1.0, np.inf]))
+    close(t.gradient(np.array([2.0, np.inf])), [1.0, 0.0])
+    with pytest.raises(fad.BranchChangedError):
+        t.gradient(np.array([2.0, 3.0]))
+
+
 def test_nan_mask_is_rechecked_on_replay():
     t = fad.record(lambda a: np.nansum(a ** 2), np.array([1.0, np.nan, 2.0]))
     close(t.gradient(np.array([3.0, np.nan, 1.0])), [6.0, 0.0, 2.0])
@@ -452,7 +465,7 @@ def test_plain_inputs_are_numpy():
                    (R.nansum, np.nansum), (R.nanmean, np.nanmean), (R.nanprod, np.nanprod),
                    (R.nancumsum, np.nancumsum), (R.nancumprod, np.nancumprod),
                    (R.nanmax, np.nanmax), (R.nanmin, np.nanmin), (R.nanvar, np.nanvar),
-                   (R.nanstd, np.nanstd)):
+                   (R.nanstd, np.nanstd), (R.nan_to_num, np.nan_to_num)):
         close(f(x), ref(x))
     close(fad.prod([1.0, 2.0, 3.0]), 6.0)
     close(fad.cumsum(x, axis=1), np.cumsum(x, axis=1))
