@@ -11,6 +11,7 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
 from fastad.linalg import solve, norm
+from fastad.products import einsum, outer, inner, vdot, kron, tensordot
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (
@@ -31,4 +32,5 @@ __all__ = _var.__all__ + [
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
+    "einsum", "outer", "inner", "vdot", "kron", "tensordot",
 ]
