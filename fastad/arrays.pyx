@@ -203,8 +203,9 @@ def matmul(a, b):
     tape, (oa, ob) = _operands((a, b))
     if tape is None:
         return np.matmul(oa.const, ob.const)
-    if len(oa.shape) not in (1, 2) or len(ob.shape) not in (1, 2):
-        from fastad import products
+    if len(oa.shape) not in (1, 2) or len(ob.shape) not in (1, 2) or \
+            oa.shape[-1] == 0 or ob.shape[0] == 0:
+        from fastad import products      # (an empty sum too: zeros, no BLAS block)
         return products.matmul(a, b)
     sa, sb = B._as2d(oa.shape, True), B._as2d(ob.shape, False)
     if sa[1] != sb[0]:

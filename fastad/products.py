@@ -227,7 +227,7 @@ def _pair(x, lx, y, ly, lo, size):
     # 2-D matmul and its 1-D forms: the BLAS block of fastad.arrays
     if len(set(lx + ly)) == len(lx) + len(ly) - 1 and len(lo) == len(lx) + len(ly) - 2 \
             and lx and ly and lx[-1] == ly[0] and lo == lx[:-1] + ly[1:] \
-            and len(lx) <= 2 and len(ly) <= 2:
+            and len(lx) <= 2 and len(ly) <= 2 and size[lx[-1]] > 0:
         return arrays.matmul(x, y)
     tape, (ox, oy) = arrays._operands((x, y))
     block = Einsum(ox, oy, lx, ly, lo, [size[m] for m in lo])
@@ -516,10 +516,10 @@ def matmul(a, b):
     if not sa or not sb:
         raise ValueError("fastad.matmul: the operands must have at least one dimension, "
                          f"got shapes {sa} and {sb} (use * for scalars)")
-    if len(sa) <= 2 and len(sb) <= 2:
-        return arrays.matmul(a, b)
     ka = sa[-1]
     kb = sb[0] if len(sb) == 1 else sb[-2]
+    if len(sa) <= 2 and len(sb) <= 2 and ka != 0 and kb != 0:
+        return arrays.matmul(a, b)          # the BLAS block
     if ka != kb:
         raise ValueError(f"fastad.matmul: shapes {sa} and {sb} do not align ({ka} != {kb})")
     ba, bb = sa[:-2], sb[:-2]
