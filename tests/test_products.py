@@ -92,6 +92,12 @@ def check_all_modes(fn, shapes, active, key, second=True, sparsity=True):
         if sparsity:
             hpat = fad.hessian_sparsity(s)(x0).toarray()
             assert not (np.abs(H) > 1e-4)[~hpat].any(), "a Hessian nonzero outside the pattern"
+            # the plain sum: the product's own (bilinear) curvature is all there is
+            u = lambda x: fad.sum(f(x)) + 0.0                  # noqa: E731
+            H = fd_hessian_np(lambda x: float(np.sum(f_np(x))), x0)
+            fd_close(fad.hessian(u)(x0).reshape(n, n), H, rtol=1e-5, atol=1e-5, scale_atol=True)
+            hpat = fad.hessian_sparsity(u)(x0).toarray()
+            assert not (np.abs(H) > 1e-4)[~hpat].any(), "a Hessian nonzero outside the pattern"
 
 
 # ---------------------------------------------------------------------------
