@@ -28,9 +28,10 @@ _ELL = "..."          # the ellipsis in a parsed label list
 
 # ---------------------------------------------------------------- contraction
 
-def _contract(a, la, b, lb, lo):
+def _contract(a, la, b, lb, lo, out=None):
     """einsum(la,lb->lo) of ndarrays a and b with distinct labels each, on
-    matmul: labels of a and b missing from lo are summed."""
+    matmul: labels of a and b missing from lo are summed.  With `out`
+    (C-contiguous, lo's shape) the result is written there."""
     only_a = [i for i, l in enumerate(la) if l not in lb and l not in lo]
     if only_a:
         a = a.sum(axis=tuple(only_a))
@@ -48,10 +49,19 @@ def _contract(a, la, b, lb, lo):
     nb, na, nc, nf = (math.prod(size[l] for l in g) for g in (batch, fa, con, fb))
     am = np.transpose(a, [la.index(l) for l in batch + fa + con]).reshape(nb, na, nc)
     bm = np.transpose(b, [lb.index(l) for l in batch + con + fb]).reshape(nb, nc, nf)
-    c = (am[0] @ bm[0])[None] if nb == 1 else np.matmul(am, bm)
     got = batch + fa + fb
+    if out is not None and got == lo:       # straight into out: no copy
+        if nb == 1:
+            np.matmul(am[0], bm[0], out=out.reshape(na, nf))
+        else:
+            np.matmul(am, bm, out=out.reshape(nb, na, nf))
+        return out
+    c = (am[0] @ bm[0])[None] if nb == 1 else np.matmul(am, bm)
     c = c.reshape([size[l] for l in got])
-    return np.transpose(c, [got.index(l) for l in lo])
+    c = np.transpose(c, [got.index(l) for l in lo])
+    if out is not None:
+        out[...] = c
+    return c
 
 
 class Einsum(B.Block):
@@ -82,7 +92,7 @@ class Einsum(B.Block):
 
     def compute(self, val, out):
         X, Y = self._values(val)
-        out[...] = _contract(X, self.lx, Y, self.ly, self.lo)
+        _contract(X, self.lx, Y, self.ly, self.lo, out)
         return None
 
     def keeps_output(self):
@@ -93,6 +103,8 @@ class Einsum(B.Block):
 
     def _pull(self, G, lg, other, lother, mine):
         """The cotangent of the operand with labels `mine` (lanes last)."""
+        if G.shape[-1] == 1:      # one seed: no lane axis in the way of BLAS's layout
+            return _contract(G[..., 0], lg[:-1], other, lother, mine)[..., None]
         return _contract(G, lg, other, lother, mine + [self.lane])
 
     def reverse(self, val, state, adj, k):

@@ -130,6 +130,7 @@ EINSUM = [
     ("i,ij,j", [(2,), (2, 3), (3,)]),
     (",ij->ij", [(), (2, 2)]),                         # a 0-d operand
     ("ijk,ikl->jl", [(2, 2, 2), (2, 2, 3)]),
+    ("bA,AC", [(2, 3), (3, 4)]),                       # implicit: 'Cb' (A-Z before a-z)
 ]
 
 
