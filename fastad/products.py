@@ -11,6 +11,7 @@ operand or in the output: the pullback to an operand is then one
 contraction of the cotangent with the other operand, with the k seeds as one
 more label, and it runs on NumPy's matmul (BLAS).
 """
+import functools
 import math
 import numbers
 import string
@@ -32,36 +33,46 @@ def _contract(a, la, b, lb, lo, out=None):
     """einsum(la,lb->lo) of ndarrays a and b with distinct labels each, on
     matmul: labels of a and b missing from lo are summed.  With `out`
     (C-contiguous, lo's shape) the result is written there."""
-    only_a = [i for i, l in enumerate(la) if l not in lb and l not in lo]
-    if only_a:
-        a = a.sum(axis=tuple(only_a))
-        la = [l for l in la if l in lb or l in lo]
-    only_b = [i for i, l in enumerate(lb) if l not in la and l not in lo]
-    if only_b:
-        b = b.sum(axis=tuple(only_b))
-        lb = [l for l in lb if l in la or l in lo]
-    size = {l: n for l, n in zip(la, a.shape)}
-    size.update(zip(lb, b.shape))
+    sum_a, pa, sa3, sum_b, pb, sb3, nb, direct, shape, perm = \
+        _layout(tuple(la), tuple(lb), tuple(lo), a.shape, b.shape)
+    if sum_a:
+        a = a.sum(axis=sum_a)
+    if sum_b:
+        b = b.sum(axis=sum_b)
+    am = a.transpose(pa).reshape(sa3)
+    bm = b.transpose(pb).reshape(sb3)
+    if out is not None and direct:          # straight into out: no copy
+        if nb == 1:
+            np.matmul(am[0], bm[0], out=out.reshape(sa3[1], sb3[2]))
+        else:
+            np.matmul(am, bm, out=out.reshape(nb, sa3[1], sb3[2]))
+        return out
+    c = (am[0] @ bm[0]) if nb == 1 else np.matmul(am, bm)
+    c = c.reshape(shape).transpose(perm)
+    if out is not None:
+        out[...] = c
+    return c
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(la, lb, lo, sha, shb):
+    """How _contract runs: axes summed first, the transposes and shapes that
+    make it one (batched) matmul, and the transpose of its result."""
+    sum_a = tuple(i for i, l in enumerate(la) if l not in lb and l not in lo)
+    sum_b = tuple(i for i, l in enumerate(lb) if l not in la and l not in lo)
+    size = dict(zip(la, sha))
+    size.update(zip(lb, shb))
+    la = [l for i, l in enumerate(la) if i not in sum_a]
+    lb = [l for i, l in enumerate(lb) if i not in sum_b]
     batch = [l for l in lo if l in la and l in lb]
     fa = [l for l in lo if l in la and l not in lb]
     fb = [l for l in lo if l in lb and l not in la]
     con = [l for l in la if l in lb and l not in lo]
     nb, na, nc, nf = (math.prod(size[l] for l in g) for g in (batch, fa, con, fb))
-    am = np.transpose(a, [la.index(l) for l in batch + fa + con]).reshape(nb, na, nc)
-    bm = np.transpose(b, [lb.index(l) for l in batch + con + fb]).reshape(nb, nc, nf)
     got = batch + fa + fb
-    if out is not None and got == lo:       # straight into out: no copy
-        if nb == 1:
-            np.matmul(am[0], bm[0], out=out.reshape(na, nf))
-        else:
-            np.matmul(am, bm, out=out.reshape(nb, na, nf))
-        return out
-    c = (am[0] @ bm[0])[None] if nb == 1 else np.matmul(am, bm)
-    c = c.reshape([size[l] for l in got])
-    c = np.transpose(c, [got.index(l) for l in lo])
-    if out is not None:
-        out[...] = c
-    return c
+    return (sum_a, tuple(la.index(l) for l in batch + fa + con), (nb, na, nc),
+            sum_b, tuple(lb.index(l) for l in batch + con + fb), (nb, nc, nf),
+            nb, got == list(lo), tuple(size[l] for l in got), tuple(got.index(l) for l in lo))
 
 
 class Einsum(B.Block):
@@ -204,6 +215,11 @@ def _csr(groups):
 
 def _shape(a):
     """The shape of a Var, an Array, a number, an ndarray or a (nested) list."""
+    t = type(a)
+    if t is Array or t is np.ndarray:
+        return a.shape
+    if t is Var or t is float or t is int:
+        return ()
     return np.shape(arrays._slots(a)[1])
 
 
@@ -232,18 +248,15 @@ def _is_active(a):
     return type(a) in (Array, Var)
 
 
-def _pair(x, lx, y, ly, lo, size):
+def _pair(x, y, step):
     """One contraction of two prepared operands (see the module docstring)."""
+    lx, ly, lo, shape, blas = step
     if not (_is_active(x) or _is_active(y)):
         return _contract(np.asarray(x), lx, np.asarray(y), ly, lo)
-    # 2-D matmul and its 1-D forms: the BLAS block of fastad.arrays
-    if len(set(lx + ly)) == len(lx) + len(ly) - 1 and len(lo) == len(lx) + len(ly) - 2 \
-            and lx and ly and lx[-1] == ly[0] and lo == lx[:-1] + ly[1:] \
-            and len(lx) <= 2 and len(ly) <= 2 and size[lx[-1]] > 0:
+    if blas:            # 2-D matmul or its 1-D forms: the BLAS block of fastad.arrays
         return arrays.matmul(x, y)
     tape, (ox, oy) = arrays._operands((x, y))
-    block = Einsum(ox, oy, lx, ly, lo, [size[m] for m in lo])
-    return arrays._push(tape, block)
+    return arrays._push(tape, Einsum(ox, oy, lx, ly, lo, shape))
 
 
 # ---------------------------------------------------------------- einsum
@@ -282,32 +295,35 @@ def _labels(spec, what):
 
 
 def _parse(args):
-    """(operands, [labels per operand], output labels or None) of einsum's arguments."""
+    """(operands, (labels per operand), output labels or None) of einsum's arguments."""
     if not args:
         raise TypeError("fastad.einsum: no subscripts and operands given")
     if isinstance(args[0], str):
-        spec = args[0].replace(" ", "")
+        ins, out = _parse_spec(args[0])
         ops = list(args[1:])
-        if spec.count("->") > 1:
-            raise ValueError(f"fastad.einsum: more than one '->' in {args[0]!r}")
-        ins, out = spec.split("->") if "->" in spec else (spec, None)
-        ins = ins.split(",")
         if len(ins) != len(ops):
             raise ValueError(f"fastad.einsum: {args[0]!r} names {len(ins)} operands, "
                              f"but {len(ops)} were given")
-        return ops, [_labels(s, "the subscripts") for s in ins], \
-            None if out is None else _labels(out, "the output subscripts")
+        return ops, ins, out
     ops, subs = list(args[0::2]), list(args[1::2])
     out = None
     if len(ops) > len(subs):          # einsum(a, sa, b, sb, out_sublist): odd count
-        out = ops.pop()
-        out = _labels(out, "the output sublist")
-    return ops, [_labels(s, "a sublist") for s in subs], out
+        out = tuple(_labels(ops.pop(), "the output sublist"))
+    return ops, tuple(tuple(_labels(s, "a sublist")) for s in subs), out
 
 
-def _expand(ops, labels, out):
+@functools.lru_cache(maxsize=256)
+def _parse_spec(spec):
+    spec = spec.replace(" ", "")
+    if spec.count("->") > 1:
+        raise ValueError(f"fastad.einsum: more than one '->' in {spec!r}")
+    ins, out = spec.split("->") if "->" in spec else (spec, None)
+    return tuple(tuple(_labels(s, "the subscripts")) for s in ins.split(",")), \
+        None if out is None else tuple(_labels(out, "the output subscripts"))
+
+
+def _expand(shapes, labels, out):
     """Ellipses replaced by labels of their own; the output's labels; sizes."""
-    shapes = [_shape(o) for o in ops]
     nell = []
     for i, (ls, sh) in enumerate(zip(labels, shapes)):
         named = len(ls) - (_ELL in ls)
@@ -319,6 +335,7 @@ def _expand(ops, labels, out):
     ell = [("...", j) for j in range(m)]
     full = []
     for ls, n in zip(labels, nell):
+        ls = list(ls)
         j = ls.index(_ELL) if _ELL in ls else len(ls)
         full.append(ls[:j] + ell[m - n:] + ls[j + 1:])
     if out is None:                   # implicit: broadcast axes, then labels used once
@@ -331,6 +348,7 @@ def _expand(ops, labels, out):
         if _ELL not in out and m:
             raise ValueError("fastad.einsum: the operands have broadcast ('...') axes but "
                              "the output subscripts have no '...'")
+        out = list(out)
         j = out.index(_ELL) if _ELL in out else len(out)
         out = out[:j] + ell + out[j + 1:]
         if len(set(out)) != len(out):
@@ -350,39 +368,25 @@ def _expand(ops, labels, out):
     return shapes, full, out, size
 
 
-def _prepare(a, ls, size):
-    """Operand a with labels ls: diagonals of repeated labels taken and
-    broadcast size-1 axes dropped (slot rearrangements); distinct labels."""
+def _prepare(ls, sh, size):
+    """How an operand with labels ls and shape sh is prepared: (the einsum
+    spec of its diagonals or None, size-1 broadcast axes to drop, labels
+    after), so that its labels are distinct."""
     uniq = list(dict.fromkeys(ls))
+    diag = None
     if len(uniq) < len(ls):
-        ch = {l: string.ascii_letters[i] for i, l in enumerate(uniq)}
-        spec = "".join(ch[l] for l in ls) + "->" + "".join(ch[l] for l in uniq)
-        sh = _shape(a)
         for l in uniq:
             dims = {n for m, n in zip(ls, sh) if m == l}
             if len(dims) > 1:
                 raise ValueError(f"fastad.einsum: repeated label {l!r} has sizes {sorted(dims)} "
                                  "in one operand")
-        a = _rearrange(a, lambda v: np.einsum(spec, v))
+        ch = {l: string.ascii_letters[i] for i, l in enumerate(uniq)}
+        diag = "".join(ch[l] for l in ls) + "->" + "".join(ch[l] for l in uniq)
+        dims = dict(zip(ls, sh))
+        sh = tuple(dims[l] for l in uniq)
         ls = uniq
-    sh = _shape(a)
-    drop = [i for i, (l, n) in enumerate(zip(ls, sh)) if n == 1 and size[l] != 1]
-    if drop:
-        a = _rearrange(a, lambda v: np.squeeze(v, axis=tuple(drop)))
-        ls = [l for i, l in enumerate(ls) if i not in drop]
-    return a, ls
-
-
-def _sum_unneeded(a, ls, needed):
-    """Sum out the labels no one else needs (a Sum block)."""
-    axes = tuple(i for i, l in enumerate(ls) if l not in needed)
-    if not axes:
-        return a, ls
-    if _is_active(a):
-        a = arrays.sum(a, axis=axes)
-    else:
-        a = np.sum(a, axis=axes)
-    return a, [l for l in ls if l in needed]
+    drop = tuple(i for i, (l, n) in enumerate(zip(ls, sh)) if n == 1 and size[l] != 1)
+    return diag, drop, [l for i, l in enumerate(ls) if i not in drop]
 
 
 def _path(items, size, optimize):
@@ -391,14 +395,55 @@ def _path(items, size, optimize):
     if n <= 2 or not optimize:
         return [(0, 1)] * (n - 1)
     names = {}
-    for _, ls in items:
+    for ls in items:
         for l in ls:
             names.setdefault(l, string.ascii_letters[len(names)])
-    spec = ",".join("".join(names[l] for l in ls) for _, ls in items)
-    views = [np.broadcast_to(0.0, [size[l] for l in ls]) for _, ls in items]
-    how = optimize if isinstance(optimize, (str, list)) else "greedy"
+    spec = ",".join("".join(names[l] for l in ls) for ls in items)
+    views = [np.broadcast_to(0.0, [size[l] for l in ls]) for ls in items]
+    how = list(optimize) if isinstance(optimize, tuple) else \
+        optimize if isinstance(optimize, str) else "greedy"
     path = np.einsum_path(spec, *views, optimize=how)[0]
     return [tuple(p) for p in path[1:]]
+
+
+def _plan(labels, lo, shapes, optimize):
+    """The steps of an einsum, from its labels and shapes alone (cached):
+    per operand (diagonal spec, axes to drop, axes to sum), the pairs to
+    contract (positions, labels, shape, whether a BLAS matmul does it), and
+    the final (axes to sum, transpose)."""
+    _, labels, lo, size = _expand(shapes, labels, lo)
+    preps, items = [], []
+    for ls, sh in zip(labels, shapes):
+        diag, drop, ls = _prepare(ls, sh, size)
+        preps.append([diag, drop, (), ls])
+        items.append(ls)
+    for i, p in enumerate(preps):
+        needed = set(lo).union(*(ls for j, ls in enumerate(items) if j != i))
+        p[2] = tuple(n for n, l in enumerate(items[i]) if l not in needed)
+        items[i] = [l for l in items[i] if l in needed]
+    steps = []
+    for i, j in _path(items, size, optimize):
+        lx, ly = items[i], items[j]
+        rest = [ls for n, ls in enumerate(items) if n not in (i, j)]
+        needed = set(lo).union(*rest)
+        lz = [l for l in dict.fromkeys(lx + ly) if l in needed]
+        blas = len(set(lx + ly)) == len(lx) + len(ly) - 1 and len(lz) == len(lx) + len(ly) - 2 \
+            and lx and ly and lx[-1] == ly[0] and lz == lx[:-1] + ly[1:] \
+            and len(lx) <= 2 and len(ly) <= 2 and size[lx[-1]] > 0
+        steps.append((i, j, (lx, ly, lz, tuple(size[m] for m in lz), blas)))
+        items = rest + [lz]
+    lz, = items
+    total = tuple(n for n, l in enumerate(lz) if l not in lo)
+    lz = [l for l in lz if l in lo]
+    perm = None if lz == lo else tuple(lz.index(l) for l in lo)
+    return preps, steps, total, perm
+
+
+_plans = functools.lru_cache(maxsize=512)(_plan)
+
+
+def _sum(a, axes):
+    return arrays.sum(a, axis=axes) if _is_active(a) else np.sum(a, axis=axes)
 
 
 def einsum(*args, optimize=False, out=None, dtype=None, order="K", casting="safe"):
@@ -415,29 +460,30 @@ def einsum(*args, optimize=False, out=None, dtype=None, order="K", casting="safe
     ops = [_as_operand(o) for o in ops]
     if not any(_is_active(o) for o in ops):
         return np.einsum(*args, optimize=optimize)
-    _, labels, lo, size = _expand(ops, labels, lo)
-    items = [_prepare(o, ls, size) for o, ls in zip(ops, labels)]
-    for i in range(len(items)):
-        needed = set(lo).union(*(ls for j, (_, ls) in enumerate(items) if j != i))
-        items[i] = _sum_unneeded(*items[i], needed)
-    for i, j in _path(items, size, optimize):
-        (x, lx), (y, ly) = items[i], items[j]
-        rest = [it for n, it in enumerate(items) if n not in (i, j)]
-        needed = set(lo).union(*(ls for _, ls in rest))
-        lz = [l for l in dict.fromkeys(lx + ly) if l in needed]
-        items = rest + [(_pair(x, lx, y, ly, lz, size), lz)]
-    (z, lz), = items
-    z, lz = _sum_unneeded(z, lz, set(lo))
-    if lz != lo:
-        z = _rearrange(z, lambda v: np.transpose(v, [lz.index(l) for l in lo]))
-    return z
+    shapes = tuple(_shape(o) for o in ops)
+    if isinstance(optimize, list):
+        optimize = tuple(tuple(p) if isinstance(p, list) else p for p in optimize)
+    try:
+        preps, steps, total, perm = _plans(labels, lo, shapes, optimize)
+    except TypeError:               # an optimize= that is no key (a dict, say)
+        preps, steps, total, perm = _plan(labels, lo, shapes, optimize)
+    items = []
+    for o, (diag, drop, axes, _) in zip(ops, preps):
+        if diag is not None:
+            o = _rearrange(o, lambda v: np.einsum(diag, v))
+        if drop:
+            o = _rearrange(o, lambda v: np.squeeze(v, axis=drop))
+        items.append(_sum(o, axes) if axes else o)
+    for i, j, step in steps:
+        z = _pair(items[i], items[j], step)
+        items = [it for n, it in enumerate(items) if n not in (i, j)] + [z]
+    z, = items
+    if total:
+        z = _sum(z, total)
+    return z if perm is None else _rearrange(z, lambda v: np.transpose(v, perm))
 
 
 # ---------------------------------------------------------------- built on einsum
-
-def _nd(shape, letters):
-    return letters[:len(shape)]
-
 
 def outer(a, b, out=None):
     """np.outer: both operands flattened, every product a_i b_j."""
