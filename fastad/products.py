@@ -83,7 +83,7 @@ class Einsum(B.Block):
 
     def __init__(self, x, y, lx, ly, lo, shape):
         self.x, self.y, self.shape = x, y, tuple(shape)
-        # relabel to one character each (describe; "k" is the lanes')
+        # labels as small integers; the lanes (k seeds or directions) get the next
         names = {}
         for l in list(lx) + list(ly) + list(lo):
             names.setdefault(l, len(names))
@@ -95,7 +95,8 @@ class Einsum(B.Block):
 
     def describe(self):
         ch = string.ascii_lowercase.replace("k", "") + string.ascii_uppercase
-        s = ["".join(ch[i] for i in ls) for ls in (self.lx, self.ly, self.lo)]
+        s = ["".join(ch[i] if i < len(ch) else f"({i})" for i in ls)
+             for ls in (self.lx, self.ly, self.lo)]
         return f"einsum[{s[0]},{s[1]}->{s[2]}]"
 
     def _values(self, val):

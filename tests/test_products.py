@@ -158,6 +158,13 @@ def test_einsum_same_operand_twice():
     q = lambda x: np.einsum("i,ij,j", x, A, x)     # noqa: E731
     close(fad.grad(q)(x), (A + A.T) @ x)
     close(fad.hessian(q)(x), A + A.T)
+    # patterns: x x^T depends on x_i and x_j; x.x has a diagonal Hessian
+    pat = fad.jacobian_sparsity(lambda x: np.einsum("i,j->ij", x, x))(x).toarray()
+    expect = np.zeros((3, 3, 3), dtype=bool)
+    for i in range(3):
+        expect[i, :, i] = expect[:, i, i] = True
+    assert (pat == expect.reshape(9, 3)).all()
+    assert (fad.hessian_sparsity(lambda x: np.einsum("i,i", x, x))(x).toarray() == np.eye(3)).all()
 
 
 @pytest.mark.parametrize("optimize", [False, True, "greedy", "optimal"])
