@@ -54,6 +54,26 @@ def _contract(a, la, b, lb, lo, out=None):
     return c
 
 
+def _strong(a, la, b, lb, lo):
+    """_contract for the sweeps, with strong zeros: a product with a zero
+    factor is an exact zero even where the other factor is inf or NaN (a
+    zero cotangent or tangent passes nothing, as in the element-wise rules).
+    The check costs one reduction; only a non-finite result pays more."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = _contract(a, la, b, lb, lo)
+        if r.size == 0 or math.isfinite(np.add.reduce(r, axis=None)):
+            return r
+        fa, fb = np.isfinite(a), np.isfinite(b)
+        if fa.all() and fb.all():
+            return r                          # an overflow: no zero was involved
+        nz_a, nz_b = (a != 0).astype(float), (b != 0).astype(float)
+        # where some nonzero product has a non-finite factor, the result is
+        # what NumPy gives; elsewhere the finite factors alone decide it
+        hit = _contract(nz_a * ~fa, la, nz_b, lb, lo) + _contract(nz_a, la, nz_b * ~fb, lb, lo)
+        exact = _contract(np.where(fa, a, 0.0), la, np.where(fb, b, 0.0), lb, lo)
+        return np.where(hit > 0, r, exact)
+
+
 @functools.lru_cache(maxsize=1024)
 def _layout(la, lb, lo, sha, shb):
     """How _contract runs: axes summed first, the transposes and shapes that
@@ -116,8 +136,8 @@ class Einsum(B.Block):
     def _pull(self, G, lg, other, lother, mine):
         """The cotangent of the operand with labels `mine` (lanes last)."""
         if G.shape[-1] == 1:      # one seed: no lane axis in the way of BLAS's layout
-            return _contract(G[..., 0], lg[:-1], other, lother, mine)[..., None]
-        return _contract(G, lg, other, lother, mine + [self.lane])
+            return _strong(G[..., 0], lg[:-1], other, lother, mine)[..., None]
+        return _strong(G, lg, other, lother, mine + [self.lane])
 
     def reverse(self, val, state, adj, k):
         G = adj[self.start:self.stop]
@@ -136,9 +156,9 @@ class Einsum(B.Block):
         L = [self.lane]
         t = np.zeros(self.shape + (k,))
         if self.x.active:
-            t += _contract(self.x.tangent(tan, k), self.lx + L, Y, self.ly, self.lo + L)
+            t += _strong(self.x.tangent(tan, k), self.lx + L, Y, self.ly, self.lo + L)
         if self.y.active:
-            t += _contract(X, self.lx, self.y.tangent(tan, k), self.ly + L, self.lo + L)
+            t += _strong(X, self.lx, self.y.tangent(tan, k), self.ly + L, self.lo + L)
         tan[self.start:self.stop] = t.reshape(-1, k)
 
     def reverse2(self, val, state, tan, adj, adt, k):
@@ -158,7 +178,7 @@ class Einsum(B.Block):
             o.add_adjoint(adj, self._pull(G, lg, other, lother, lm), 1)
             d = self._pull(Gd, lg, other, lother, lm)
             if od is not None:
-                d = d + _contract(G0, self.lo, od, lother + L, lm + L)
+                d = d + _strong(G0, self.lo, od, lother + L, lm + L)
             o.add_adjoint(adt, d, k)
 
     def sparsity(self):

@@ -383,3 +383,24 @@ def test_matmul_2d_empty(sa, sb):
     assert J.shape == ref.shape + sa and not J.any()
     close(fad.jacrev(f)(a), J)
     assert fad.jacobian_sparsity(f)(a).nnz == 0
+
+
+def test_strong_zeros():
+    # the unselected side of a where contributes exactly 0 to every derivative,
+    # though its partial (an element of A) is inf
+    A = np.array([[np.inf, 1.0, 2.0], [3.0, 4.0, 5.0]]).T.copy()     # stored as (3, 2)
+    mask = np.array([False, True])
+    x = np.array([1.0, 2.0, 3.0])
+    E = lambda x: np.einsum("ji,j->i", A, x)                          # noqa: E731
+    f = lambda x: fad.where(mask, E(x), 0.0)                           # noqa: E731
+    J = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 5.0]])
+    with np.errstate(invalid="ignore"):
+        close(fad.jacrev(f)(x), J)
+        close(fad.jacfwd(f)(x), J)
+        close(fad.vjp(f, x)[1](np.array([[1.0, 2.0], [0.0, -1.0]])), [2 * J[1], -J[1]])
+        close(fad.sparse_jacobian(f)(x).toarray(), J)
+        close(fad.hessian(lambda x: fad.sum(f(x) ** 2))(x), 2 * np.outer(J[1], J[1]))
+        close(fad.record(lambda x: fad.sum(f(x)), x).gradient(x + 1.0), J[1])
+        # where the inf is selected, it propagates as in NumPy
+        g = fad.grad(lambda x: fad.sum(E(x)))(x)
+    assert g[0] == np.inf and np.isfinite(g[1:]).all()
