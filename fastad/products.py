@@ -411,9 +411,11 @@ def _prepare(ls, sh, size):
 
 
 def _path(items, size, optimize):
-    """Pairs to contract, in order (np.einsum_path's when optimize asks for it)."""
+    """Pairs to contract, in order: np.einsum_path's, greedy unless optimize
+    names another (even for optimize=False: a pair at a time, a poor order
+    could make huge intermediates)."""
     n = len(items)
-    if n <= 2 or not optimize:
+    if n <= 2:
         return [(0, 1)] * (n - 1)
     names = {}
     for ls in items:
@@ -422,9 +424,21 @@ def _path(items, size, optimize):
     spec = ",".join("".join(names[l] for l in ls) for ls in items)
     views = [np.broadcast_to(0.0, [size[l] for l in ls]) for ls in items]
     how = list(optimize) if isinstance(optimize, tuple) else \
-        optimize if isinstance(optimize, str) else "greedy"
+        optimize if isinstance(optimize, str) and optimize != "einsum_path" else "greedy"
     path = np.einsum_path(spec, *views, optimize=how)[0]
-    return [tuple(p) for p in path[1:]]
+    pairs = []
+    for c in path[1:]:            # n-ary steps as pairs, each result last (NumPy's order)
+        c, m = list(c), n
+        if len(c) == 1:
+            pairs.append((c[0], None))          # moves to the end
+            continue
+        for _ in range(len(c) - 1):
+            a, b = c[0], c[1]
+            pairs.append((a, b))
+            c = [i - (i > a) - (i > b) for i in c[2:]] + [m - 2]
+            m -= 1
+        n = m
+    return pairs
 
 
 def _plan(labels, lo, shapes, optimize):
@@ -444,6 +458,10 @@ def _plan(labels, lo, shapes, optimize):
         items[i] = [l for l in items[i] if l in needed]
     steps = []
     for i, j in _path(items, size, optimize):
+        if j is None:
+            steps.append((i, None, None))
+            items = [ls for n, ls in enumerate(items) if n != i] + [items[i]]
+            continue
         lx, ly = items[i], items[j]
         rest = [ls for n, ls in enumerate(items) if n not in (i, j)]
         needed = set(lo).union(*rest)
@@ -496,7 +514,7 @@ def einsum(*args, optimize=False, out=None, dtype=None, order="K", casting="safe
             o = _rearrange(o, lambda v: np.squeeze(v, axis=drop))
         items.append(_sum(o, axes) if axes else o)
     for i, j, step in steps:
-        z = _pair(items[i], items[j], step)
+        z = items[i] if j is None else _pair(items[i], items[j], step)
         items = [it for n, it in enumerate(items) if n not in (i, j)] + [z]
     z, = items
     if total:

@@ -167,7 +167,10 @@ def test_einsum_same_operand_twice():
     assert (fad.hessian_sparsity(lambda x: np.einsum("i,i", x, x))(x).toarray() == np.eye(3)).all()
 
 
-@pytest.mark.parametrize("optimize", [False, True, "greedy", "optimal"])
+@pytest.mark.parametrize("optimize", [False, True, "greedy", "optimal",
+                                      ["einsum_path", (2, 3), (0, 1), (0, 1)],
+                                      ["einsum_path", (3, 1), (2, 0, 1)],      # a 3-ary step
+                                      ["einsum_path", (0,), (0, 1, 2, 3)]])
 def test_einsum_optimize(optimize):
     shapes = [(2, 3), (3, 4), (4, 2), (2,)]
     spec = "ij,jk,kl,l->i"
