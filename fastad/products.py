@@ -492,7 +492,8 @@ def einsum(*args, optimize=False, out=None, dtype=None, order="K", casting="safe
     if out is not None:
         raise TypeError("fastad.einsum: out= is not supported (arrays on the tape are immutable)")
     if dtype is not None and np.dtype(dtype) != np.float64:
-        raise TypeError(f"fastad.einsum: dtype must be float64 (values on the tape are), got {dtype!r}")
+        raise TypeError("fastad.einsum: dtype must be float64 (values on the tape are), "
+                        f"got {dtype!r}")
     ops, labels, lo = _parse(args)
     if not ops:
         raise ValueError("fastad.einsum: no operands given")
@@ -591,7 +592,8 @@ def tensordot(a, b, axes=2):
                     or len(set(xa)) < len(xa) or len(set(xb)) < len(xb):
                 raise ValueError
     except (ValueError, TypeError):
-        raise ValueError(f"fastad.tensordot: invalid axes {axes!r} for shapes {sa} and {sb}") from None
+        raise ValueError(f"fastad.tensordot: invalid axes {axes!r} for shapes {sa} "
+                         f"and {sb}") from None
     for i, j in zip(xa, xb):
         if sa[i] != sb[j]:
             raise ValueError(f"fastad.tensordot: shape mismatch for sum: axis {i} of {sa} "

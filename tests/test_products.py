@@ -375,7 +375,8 @@ def test_errors_are_clear_and_fastad_keeps_working(bad, exc, words):
     close(fad.grad(lambda a: fad.sum(np.einsum("ij,jk->ik", a, B)))(x), np.full((2, 3), 2.0))
 
 
-@pytest.mark.parametrize("sa,sb", [((2, 0), (0, 3)), ((0,), (0, 2)), ((2, 0), (0,)), ((0, 2), (2, 3))])
+@pytest.mark.parametrize("sa,sb", [((2, 0), (0, 3)), ((0,), (0, 2)), ((2, 0), (0,)),
+                                   ((0, 2), (2, 3))])
 def test_matmul_2d_empty(sa, sb):
     # an empty sum gives zeros (and an empty Jacobian pattern), as NumPy's matmul
     b = np.ones(sb)
