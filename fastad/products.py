@@ -326,6 +326,9 @@ def _parse(args):
             raise ValueError(f"fastad.einsum: {args[0]!r} names {len(ins)} operands, "
                              f"but {len(ops)} were given")
         return ops, ins, out
+    if len(args) < 2:
+        raise ValueError("fastad.einsum: subscripts (a string first, or a sublist after "
+                         "each operand) are missing")
     ops, subs = list(args[0::2]), list(args[1::2])
     out = None
     if len(ops) > len(subs):          # einsum(a, sa, b, sb, out_sublist): odd count
@@ -495,8 +498,6 @@ def einsum(*args, optimize=False, out=None, dtype=None, order="K", casting="safe
         raise TypeError("fastad.einsum: dtype must be float64 (values on the tape are), "
                         f"got {dtype!r}")
     ops, labels, lo = _parse(args)
-    if not ops:
-        raise ValueError("fastad.einsum: no operands given")
     ops = [_as_operand(o) for o in ops]
     if not any(_is_active(o) for o in ops):
         return np.einsum(*args, optimize=optimize)

@@ -362,6 +362,10 @@ ERRORS = [
     (lambda x: fad.outer(x, "abc"), TypeError, "not str"),
     (lambda x: np.outer(x, np.ones(2), out=np.zeros((6, 2))), TypeError, "out="),
     (lambda x: np.einsum("ij", x, order="C", bogus=1), TypeError, "bogus"),
+    (lambda x: np.einsum(x, [0, 60]), ValueError, "invalid subscript 60"),
+    (lambda x: np.einsum("i...j...", x), ValueError, "more than one ellipsis"),
+    (lambda x: fad.einsum(), TypeError, "no subscripts"),
+    (lambda x: np.einsum(x), ValueError, "subscripts .* are missing"),
 ]
 
 
