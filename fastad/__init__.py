@@ -12,6 +12,7 @@ from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
 from fastad.linalg import solve, norm
 from fastad.reductions import prod, cumsum, cumprod, var, std, ptp, trace, diff, average, amax, amin, max, min  # noqa: A004
+from fastad.products import einsum, outer, inner, vdot, kron, tensordot
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (
@@ -34,4 +35,5 @@ __all__ = _var.__all__ + [
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
     "prod", "cumsum", "cumprod", "var", "std", "ptp", "trace", "diff", "average",
     "amax", "amin",
+    "einsum", "outer", "inner", "vdot", "kron", "tensordot",
 ]

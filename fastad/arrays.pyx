@@ -198,14 +198,15 @@ def where(cond, a, b):
 # ---------------------------------------------------------------- linear algebra
 
 def matmul(a, b):
-    """a @ b for 1-D and 2-D operands (NumPy's rules); one BLAS block node."""
+    """a @ b (NumPy's rules); 1-D and 2-D operands are one BLAS block node,
+    stacks of matrices go to fastad.products."""
     tape, (oa, ob) = _operands((a, b))
     if tape is None:
         return np.matmul(oa.const, ob.const)
-    for o, side in ((oa, "left"), (ob, "right")):
-        if len(o.shape) not in (1, 2):
-            raise ValueError(f"fastad.matmul: the {side} operand must be 1-D or 2-D, "
-                             f"got shape {o.shape}")
+    if len(oa.shape) not in (1, 2) or len(ob.shape) not in (1, 2) or \
+            oa.shape[-1] == 0 or ob.shape[0] == 0:
+        from fastad import products      # (an empty sum too: zeros, no BLAS block)
+        return products.matmul(a, b)
     sa, sb = B._as2d(oa.shape, True), B._as2d(ob.shape, False)
     if sa[1] != sb[0]:
         raise ValueError(f"fastad.matmul: shapes {oa.shape} and {ob.shape} do not align "
@@ -215,9 +216,12 @@ def matmul(a, b):
 
 
 def dot(a, b):
-    """np.dot for 1-D and 2-D operands (the same as matmul there)."""
+    """np.dot: matmul for 1-D and 2-D operands; more dimensions go to fastad.products."""
     if np.ndim(a) == 0 or np.ndim(b) == 0:
         return elementwise("mul", a, b)
+    if np.ndim(a) > 2 or np.ndim(b) > 2:
+        from fastad import products
+        return products.dot(a, b)
     return matmul(a, b)
 
 
