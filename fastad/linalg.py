@@ -93,14 +93,15 @@ def _mm(a, b):
 
 
 def _sum_to(x, shape):
-    """Sum x over the axes it was broadcast along to come from `shape`."""
+    """Sum x, of shape (k,) + broadcast shape, to (k,) + shape: over the axes
+    `shape` was broadcast along (the seed axis k stays)."""
     xs = np.shape(x)
-    lead = len(xs) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
-                                      if s == 1 and xs[lead + i] != 1)
+    lead = len(xs) - 1 - len(shape)
+    axes = tuple(range(1, 1 + lead)) + tuple(1 + lead + i for i, s in enumerate(shape)
+                                             if s == 1 and xs[1 + lead + i] != 1)
     if axes:
         x = np.sum(x, axis=axes, keepdims=True)
-    return reshape(x, shape) if np.shape(x) != tuple(shape) else x
+    return reshape(x, xs[:1] + tuple(shape)) if np.shape(x) != xs[:1] + tuple(shape) else x
 
 
 def _diag(m):
@@ -166,6 +167,16 @@ def _undefined(same, X):
     return np.any(same & (_val(X) != 0), axis=(-2, -1))
 
 
+def _per_matrix(out_size):
+    """A sparsity rule for a primitive of one stack of matrices: each matrix's
+    outputs (out_size(m, n) of them) depend on that matrix only."""
+    def rule(shape):
+        m, n = shape[-2:]
+        count = int(np.prod(shape[:-2], dtype=np.int64))
+        return np.kron(np.eye(count, dtype=bool), np.ones((out_size(m, n), m * n), dtype=bool))
+    return rule
+
+
 # ---------------------------------------------------------------- solve, inv, det
 
 @primitive
@@ -190,8 +201,8 @@ def _solve_vjp(ybar, y, A, b):
     vec = np.ndim(b) == 1
     yb, yc = (ybar[..., None], y[..., None]) if vec else (ybar, y)
     bbar = solve(_T(A), yb)
-    Abar = _sum_to(-_mm(bbar, _T(yc)), (k,) + np.shape(A))
-    return Abar, _sum_to(bbar[..., 0] if vec else bbar, (k,) + np.shape(b))
+    Abar = _sum_to(-_mm(bbar, _T(yc)), np.shape(A))
+    return Abar, _sum_to(bbar[..., 0] if vec else bbar, np.shape(b))
 
 
 @solve.defjvp(vectorized=True)
@@ -200,10 +211,16 @@ def _solve_jvp(xdot, y, A, b):
     vec = np.ndim(b) == 1
     yc = y[..., None] if vec else y
     k = (Adot if Adot is not None else bdot).shape[0]
-    rhs = np.zeros((k,) + yc.shape) if bdot is None else (bdot[..., None] if vec else bdot)
+
+    def lift(d, x):       # (k,) + x's shape -> aligned with y's batch axes
+        return d.reshape((k,) + (1,) * (np.ndim(yc) - np.ndim(x) - vec) + np.shape(x))
+    rhs = np.zeros((k,) + yc.shape) if bdot is None else lift(bdot, b)
+    if vec and bdot is not None:
+        rhs = rhs[..., None]
     if Adot is not None:
-        rhs = rhs - Adot @ yc
-    if np.ndim(A) == 2:           # one factorization for all k directions
+        rhs = rhs - lift(Adot, A) @ yc
+    rhs = np.broadcast_to(rhs, (k,) + yc.shape)
+    if yc.ndim == 2:           # one factorization for all k directions
         n = A.shape[0]
         flat = np.moveaxis(rhs, 0, -1).reshape(n, -1)
         out = np.moveaxis(np.linalg.solve(A, flat).reshape(yc.shape + (k,)), -1, 0)
@@ -225,6 +242,9 @@ def _solve(a, b):
 @primitive
 def _inv(a):
     return np.linalg.inv(a)
+
+
+_inv.defsparsity(_per_matrix(lambda m, n: m * n))
 
 
 @_inv.defvjp(vectorized=True)
@@ -260,6 +280,9 @@ def _det(a):
     return np.linalg.det(a)
 
 
+_det.defsparsity(_per_matrix(lambda m, n: 1))
+
+
 @_det.defvjp(vectorized=True)
 def _det_vjp(ybar, y, a):
     ybar = reshape(ybar, np.shape(ybar) + (1, 1))
@@ -285,6 +308,9 @@ def det(a):
 @primitive
 def _logabsdet(a):
     return np.linalg.slogdet(a)[1]
+
+
+_logabsdet.defsparsity(_per_matrix(lambda m, n: 1))
 
 
 @_logabsdet.defvjp(vectorized=True)
@@ -317,6 +343,9 @@ def _cholesky(a):
     return np.linalg.cholesky(a)
 
 
+_cholesky.defsparsity(_per_matrix(lambda m, n: m * n))
+
+
 @_cholesky.defvjp(vectorized=True)
 def _cholesky_vjp(ybar, L, a):
     # Murray (2016): Abar = L^{-T} Phi(L^T Lbar) L^{-1}, on the lower triangle
@@ -346,6 +375,9 @@ def cholesky(a, upper=False):
 def _eigh(a, *, UPLO="L"):
     w, V = np.linalg.eigh(a, UPLO)
     return np.concatenate([w[..., None, :], V], axis=-2)
+
+
+_eigh.defsparsity(_per_matrix(lambda m, n: (n + 1) * n))
 
 
 @_eigh.defvjp(vectorized=True)
@@ -407,6 +439,9 @@ def _safe_over(num, s):
     q = num / (s + zero)[..., None, :]
     bad = (zero[..., None, :] != 0) & (_val(num) != 0)
     return q * np.where(bad, np.nan, 1.0)
+
+
+_svd.defsparsity(_per_matrix(lambda m, n: (m + n + 1) * min(m, n)))
 
 
 @_svd.defvjp(vectorized=True)
@@ -488,6 +523,9 @@ def _qr(a):
 def _qr_unpack(p, m, n):
     b = np.shape(p)[:-1]
     return reshape(p[..., :m * n], b + (m, n)), reshape(p[..., m * n:], b + (n, n))
+
+
+_qr.defsparsity(_per_matrix(lambda m, n: (m + n) * n))
 
 
 @_qr.defvjp(vectorized=True)
