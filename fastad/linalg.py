@@ -8,7 +8,7 @@ operations fastad can record (matrix products, element-wise arithmetic and
 these primitives themselves), so second derivatives come from
 differentiating the rule; each jvp rule works on plain ndarrays.  Multiple
 outputs (eigh, svd, qr) are packed into one array by the primitive and
-unpacked (slicing records nothing).  Everything else (pinv, norm,
+unpacked (slicing records nothing).  Everything else (norm,
 matrix_power, multi_dot, lstsq, slogdet's sign) is composed from those.
 
 Stacks of matrices (leading batch dimensions) work everywhere NumPy allows
@@ -41,7 +41,8 @@ from fastad.arrays import reshape
 from fastad.primitives import primitive
 
 __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd",
-           "svdvals", "qr", "pinv", "norm", "matrix_power", "multi_dot", "lstsq"]
+           "svdvals", "qr", "pinv", "norm", "vector_norm", "matrix_norm", "cond",
+           "matrix_rank", "matrix_power", "multi_dot", "lstsq"]
 
 SlogdetResult = collections.namedtuple("SlogdetResult", "sign logabsdet")
 EighResult = collections.namedtuple("EighResult", "eigenvalues eigenvectors")
@@ -136,22 +137,16 @@ def _matrix(name, a):
                           f"(shape (..., m, n)), got shape {np.shape(a)}")
 
 
-def _gaps(w, sq=False):
-    """F[i, j] = 1 / (w_j - w_i) (of squares when sq) off the diagonal, and a mask
-    of the pairs i != j with equal values (F is 0 there)."""
+def _gaps(w):
+    """F[i, j] = 1 / (w_j - w_i) off the diagonal, and the mask `same` of the
+    pairs i != j with equal values (F is 0 there)."""
     wv = _val(w)
     n = wv.shape[-1]
     d = wv[..., None, :] - wv[..., :, None]
-    if sq:
-        d = d * (wv[..., None, :] + wv[..., :, None])
-    scale = np.max(np.abs(wv), axis=-1, keepdims=True)[..., None] ** (2 if sq else 1)
+    scale = np.max(np.abs(wv), axis=-1, keepdims=True)[..., None] if n else 0.0
     same = (np.abs(d) <= 64 * np.finfo(float).eps * scale) & ~np.eye(n, dtype=bool)
     off = (~np.eye(n, dtype=bool) & ~same).astype(float)
-    if sq:
-        diff = w[..., None, :] ** 2 - w[..., :, None] ** 2
-    else:
-        diff = w[..., None, :] - w[..., :, None]
-    F = off / (diff + (1.0 - off))          # ~off: 1 where F is 0, so nothing divides by 0
+    F = off / (w[..., None, :] - w[..., :, None] + (1.0 - off))   # nothing divides by 0
     return F, same
 
 
@@ -427,7 +422,8 @@ def _svd_unpack(p, m, n):
 def _svd(a, *, hermitian=False):
     U, s, Vh = np.linalg.svd(a, full_matrices=False, hermitian=hermitian)
     b = a.shape[:-2]
-    return np.concatenate([U.reshape(b + (-1,)), s, Vh.reshape(b + (-1,))], axis=-1)
+    return np.concatenate([U.reshape(b + (U.shape[-2] * U.shape[-1],)), s,
+                           Vh.reshape(b + (Vh.shape[-2] * Vh.shape[-1],))], axis=-1)
 
 
 def _safe_over(num, s):
@@ -444,6 +440,22 @@ def _safe_over(num, s):
 _svd.defsparsity(_per_matrix(lambda m, n: (m + n + 1) * min(m, n)))
 
 
+def _svd_gaps(s):
+    """The SVD's rotation coefficients: Omega_U = (G1*P + G2*Q)/2, Omega_V =
+    (G1*P - G2*Q)/2 with P, Q the symmetric and antisymmetric parts of 2 U^T dA V,
+    G1[i, j] = 1/(s_j - s_i), G2[i, j] = 1/(s_i + s_j) off the diagonal.  At a
+    repeated singular value G1 is infinite (0 here, with the mask `same`), G2
+    finite unless both are 0 (then 0, with the mask `zsum`)."""
+    G1, same = _gaps(s)
+    sv = _val(s)
+    k = sv.shape[-1]
+    off = ~np.eye(k, dtype=bool)
+    zsum = off & ((sv[..., None, :] + sv[..., :, None]) == 0)
+    ok = (off & ~zsum).astype(float)
+    G2 = ok / (s[..., None, :] + s[..., :, None] + (1.0 - ok))
+    return G1, same, G2, zsum
+
+
 @_svd.defvjp(vectorized=True)
 def _svd_vjp(ybar, y, a, *, hermitian=False):
     m, n = np.shape(a)[-2:]
@@ -451,16 +463,16 @@ def _svd_vjp(ybar, y, a, *, hermitian=False):
     U, s, Vh = _svd_unpack(y, m, n)
     gU, gs, gVh = _svd_unpack(ybar, m, n)
     V, gV = _T(Vh), _T(gVh)
-    F, same = _gaps(s, sq=True)
+    G1, same, G2, zsum = _svd_gaps(s)
     UtgU, VtgV = _mm(_T(U), gU), _mm(_T(V), gV)
     Ju, Jv = UtgU - _T(UtgU), VtgV - _T(VtgV)
-    t = F * Ju * s[..., None, :] + gs[..., None, :] * np.eye(k) + s[..., :, None] * (F * Jv)
+    t = 0.5 * (G1 * (Ju + Jv) + G2 * (Ju - Jv)) + gs[..., None, :] * np.eye(k)
     out = _mm(_mm(U, t), Vh)
     if m > k:
         out = out + _mm(_safe_over(gU - _mm(U, _mm(_T(U), gU)), s), Vh)
     if n > k:
         out = out + _mm(U, _T(_safe_over(gV - _mm(V, _mm(Vh, gV)), s)))
-    return _nan_where(out, _undefined(same, Ju + Jv))
+    return _nan_where(out, _undefined(same, Ju + Jv) | _undefined(zsum, Ju - Jv))
 
 
 @_svd.defjvp(vectorized=True)
@@ -468,14 +480,11 @@ def _svd_jvp(adot, y, a, *, hermitian=False):
     m, n = a.shape[-2:]
     U, s, Vh = _svd_unpack(y, m, n)
     V = np.swapaxes(Vh, -1, -2)
-    F, same = _gaps(s, sq=True)
+    G1, same, G2, zsum = _svd_gaps(s)
     dS = np.swapaxes(U, -1, -2) @ adot @ V
-    sd = s[..., None, :]
-    dSS, SdS = sd * dS, s[..., :, None] * dS
-    Su, Sv = dSS + np.swapaxes(dSS, -1, -2), SdS + np.swapaxes(SdS, -1, -2)
-    dU, dV = U @ (F * Su), V @ (F * Sv)
-    # the basis within a repeated singular value is arbitrary where dS is not symmetric there
-    bad = _undefined(same, dS - np.swapaxes(dS, -1, -2))
+    P, Q = dS + np.swapaxes(dS, -1, -2), dS - np.swapaxes(dS, -1, -2)
+    dU, dV = U @ (0.5 * (G1 * P + G2 * Q)), V @ (0.5 * (G1 * P - G2 * Q))
+    bad = _undefined(same, P) | _undefined(zsum, Q)
     if m > n:
         dAV = adot @ V
         dU = dU + _safe_over(dAV - U @ (np.swapaxes(U, -1, -2) @ dAV), s)
@@ -484,8 +493,9 @@ def _svd_jvp(adot, y, a, *, hermitian=False):
         dV = dV + _safe_over(dAU - V @ (Vh @ dAU), s)
     dU, dV = _nan_where(dU, bad), _nan_where(dV, bad)
     b = dS.shape[:-2]
-    return np.concatenate([dU.reshape(b + (-1,)), _diag(dS),
-                           np.swapaxes(dV, -1, -2).reshape(b + (-1,))], axis=-1)
+    return np.concatenate([dU.reshape(b + (dU.shape[-2] * dU.shape[-1],)), _diag(dS),
+                           np.swapaxes(dV, -1, -2).reshape(b + (dV.shape[-2] * dV.shape[-1],))],
+                          axis=-1)
 
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
@@ -500,8 +510,6 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
             f"fastad.linalg.svd: the full U, Vh of a non-square matrix (shape {np.shape(a)}) "
             f"are not unique, so they have no derivative; pass full_matrices=False (or "
             f"compute_uv=False for the singular values alone)")
-    if 0 in (m, n) and _traced(a):
-        raise ValueError(f"fastad.linalg.svd: empty matrix of shape {np.shape(a)}")
     U, s, Vh = _svd_unpack(_svd(a, hermitian=bool(hermitian)), m, n)
     return SVDResult(U, s, Vh) if compute_uv else s
 
@@ -517,7 +525,8 @@ def svdvals(x):
 def _qr(a):
     Q, R = np.linalg.qr(a)
     b = a.shape[:-2]
-    return np.concatenate([Q.reshape(b + (-1,)), R.reshape(b + (-1,))], axis=-1)
+    return np.concatenate([Q.reshape(b + (Q.shape[-2] * Q.shape[-1],)),
+                           R.reshape(b + (R.shape[-2] * R.shape[-1],))], axis=-1)
 
 
 def _qr_unpack(p, m, n):
@@ -551,7 +560,7 @@ def _qr_jvp(adot, y, a):
     dQ = Q @ (do - qt) + dArinv
     dR = (qt - do) @ R
     b = dQ.shape[:-2]
-    return np.concatenate([dQ.reshape(b + (-1,)), dR.reshape(b + (-1,))], axis=-1)
+    return np.concatenate([dQ.reshape(b + (m * n,)), dR.reshape(b + (n * n,))], axis=-1)
 
 
 def qr(a, mode="reduced"):
@@ -567,8 +576,6 @@ def qr(a, mode="reduced"):
         raise NotImplementedError(
             f"fastad.linalg.qr: mode {mode!r} of a matrix of shape {np.shape(a)} has no "
             f"derivative (the extra columns of Q are not unique); use mode='reduced'")
-    if 0 in (m, n):
-        raise ValueError(f"fastad.linalg.qr: empty matrix of shape {np.shape(a)}")
     if m >= n:
         Q, R = _qr_unpack(_qr(a), m, n)
     else:     # wide: the QR of the leading square block, then R's right part is Q^T a
@@ -579,21 +586,43 @@ def qr(a, mode="reduced"):
 
 # ---------------------------------------------------------------- composed
 
+@primitive
+def _pinv(a, *, rcond=1e-15, hermitian=False):
+    return np.linalg.pinv(a, rcond, hermitian)
+
+
+_pinv.defsparsity(_per_matrix(lambda m, n: m * n))
+
+
+@_pinv.defvjp(vectorized=True)
+def _pinv_vjp(ybar, P, a, *, rcond=1e-15, hermitian=False):
+    # the transpose of Golub & Pereyra's dP = -P dA P + P P^T dA^T (I - A P)
+    # + (I - P A) dA^T P^T P (valid where the rank is locally constant)
+    m, n = np.shape(a)[-2:]
+    PT, yT = _T(P), _T(ybar)
+    Q = np.eye(m) - _mm(a, P)
+    R = np.eye(n) - _mm(P, a)
+    return -_mm(_mm(PT, ybar), PT) + _mm(_mm(Q, yT), _mm(P, PT)) + _mm(_mm(PT, P), _mm(yT, R))
+
+
+@_pinv.defjvp(vectorized=True)
+def _pinv_jvp(adot, P, a, *, rcond=1e-15, hermitian=False):
+    m, n = a.shape[-2:]
+    PT, dT = np.swapaxes(P, -1, -2), np.swapaxes(adot, -1, -2)
+    return (-P @ adot @ P + (P @ PT) @ dT @ (np.eye(m) - a @ P)
+            + (np.eye(n) - P @ a) @ dT @ (PT @ P))
+
+
 def pinv(a, rcond=None, hermitian=False, *, rtol=None):
-    """The pseudo-inverse from the SVD, singular values at most rcond * max(s)
-    counted as 0 (NumPy's rule).  Differentiable where the rank is constant."""
+    """The pseudo-inverse (NumPy's, singular values at most rcond * max(s)
+    counted as 0); differentiable where the rank is locally constant."""
     _matrix("pinv", a)
     if not _traced(a):
         return np.linalg.pinv(a, rcond, hermitian) if rtol is None else \
             np.linalg.pinv(a, hermitian=hermitian, rtol=rtol)
-    m, n = np.shape(a)[-2:]
     if rcond is None:
         rcond = 1e-15 if rtol is None else rtol
-    U, s, Vh = svd(a, full_matrices=False, hermitian=hermitian)
-    sv = _val(s)
-    large = (sv > np.asarray(rcond)[..., None] * np.max(sv, axis=-1, keepdims=True)).astype(float)
-    sinv = large / (s + (1.0 - large))
-    return _mm(_T(Vh) * sinv[..., None, :], _T(U))
+    return _pinv(a, rcond=rcond, hermitian=bool(hermitian))
 
 
 def matrix_power(a, n):
@@ -797,6 +826,49 @@ def norm(x, ord=None, axis=None, keepdims=False):
     raise ValueError(f"fastad.linalg.norm: axis must be None, an int or a pair, got {axis!r}")
 
 
+def vector_norm(x, *, axis=None, keepdims=False, ord=2):
+    """np.linalg.vector_norm: a vector norm over `axis` (None: all elements;
+    a tuple: those axes together)."""
+    if not _traced(x):
+        return np.linalg.vector_norm(x, axis=axis, keepdims=keepdims, ord=ord)
+    nd = np.ndim(x)
+    if nd == 0:
+        return norm(x, ord)
+    axes = tuple(range(nd)) if axis is None else \
+        ((axis,) if isinstance(axis, numbers.Integral) else tuple(axis))
+    for ax in axes:
+        if not -nd <= ax < nd:
+            raise ValueError(f"fastad.linalg.vector_norm: axis {ax} is out of bounds for "
+                             f"shape {np.shape(x)}")
+    axes = tuple(sorted({int(a) % nd for a in axes}))
+    y, out = _axes_last(x, axes, keepdims)
+    return reshape(_vector_norm(y, ord, np.ndim(y) - 1, False), out)
+
+
+def matrix_norm(x, *, keepdims=False, ord="fro"):
+    """np.linalg.matrix_norm: a matrix norm of the last two axes."""
+    _matrix("matrix_norm", x)
+    return norm(x, ord, (-2, -1), keepdims)
+
+
+def cond(x, p=None):
+    """The condition number in norm p (None/2/-2 from the singular values)."""
+    _matrix("cond", x)
+    if not _traced(x):
+        return np.linalg.cond(x, p)
+    if p in (None, 2, -2):
+        s = svdvals(x)
+        return s[..., 0] / s[..., -1] if p != -2 else s[..., -1] / s[..., 0]
+    _square("cond", x)
+    return norm(x, p, (-2, -1)) * norm(inv(x), p, (-2, -1))
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
+    """The rank (an integer: no derivative), from the values."""
+    kw = {} if rtol is None else {"rtol": rtol}
+    return np.linalg.matrix_rank(_val(A), tol, hermitian, **kw)
+
+
 # ---------------------------------------------------------------- registration
 
 for _np_fn, _fn, _name, _allowed in (
@@ -815,5 +887,10 @@ for _np_fn, _fn, _name, _allowed in (
         (np.linalg.multi_dot, multi_dot, "multi_dot", ("out",)),
         (np.linalg.lstsq, lstsq, "lstsq", ("rcond",))):
     arrays.implements(_np_fn, _fn, "linalg." + _name, _allowed)
-if hasattr(np.linalg, "svdvals"):
-    arrays.implements(np.linalg.svdvals, svdvals, "linalg.svdvals")
+arrays.implements(np.linalg.cond, cond, "linalg.cond", ("p",))
+arrays.implements(np.linalg.matrix_rank, matrix_rank, "linalg.matrix_rank",
+                  ("tol", "hermitian", "rtol"))
+for _name in ("svdvals", "vector_norm", "matrix_norm"):     # NumPy 2
+    if hasattr(np.linalg, _name):
+        arrays.implements(getattr(np.linalg, _name), globals()[_name], "linalg." + _name,
+                          ("axis", "keepdims", "ord"))

@@ -119,6 +119,18 @@ def _cases():
         lambda r: r.normal(size=20))
     c["lstsq_vector"] = (lambda x: L.lstsq(np.reshape(x[:12], (4, 3)), x[12:], rcond=None)[0],
                          lambda r: r.normal(size=16))
+    c["cond"] = (lambda A: L.cond(A), lambda r: _mat(r, (3, 3)))
+    c["cond-2_batched"] = (lambda A: L.cond(A, -2), lambda r: _mat(r, (2, 3, 3)))
+    c["cond_fro_batched"] = (lambda A: L.cond(A, "fro"), lambda r: _mat(r, (2, 3, 3)))
+    c["cond_1"] = (lambda A: L.cond(A, 1), lambda r: _mat(r, (3, 3)))
+    c["vector_norm_axes"] = (lambda x: L.vector_norm(x, axis=(0, 2), ord=3, keepdims=True),
+                             lambda r: r.normal(size=(2, 3, 4)))
+    c["vector_norm_all"] = (lambda x: L.vector_norm(x), lambda r: r.normal(size=(2, 3)))
+    c["vector_norm_inf_axis"] = (lambda x: L.vector_norm(x, axis=-1, ord=np.inf),
+                                 lambda r: r.normal(size=(2, 3)))
+    c["matrix_norm_nuc"] = (lambda x: L.matrix_norm(x, ord="nuc"), lambda r: r.normal(size=(2, 3, 4)))
+    c["matrix_norm_fro_keepdims"] = (lambda x: L.matrix_norm(x, keepdims=True),
+                                     lambda r: r.normal(size=(2, 3, 4)))
     return c
 
 
@@ -307,6 +319,14 @@ def test_svd_repeated_singular_values():
     close(fad.grad(lambda A: np.sum(L.svd(A, compute_uv=False)))(A), np.eye(3), atol=1e-12)
     assert np.isnan(fad.grad(lambda A: L.svd(A)[0][0, 1])(A)).all()
     close(fad.grad(lambda A: np.sum(L.svd(A)[1]))(2 * A), np.eye(3), atol=1e-12)
+    # the polar factor U Vh is smooth at a repeated singular value: reverse mode
+    # gets it (only U - V rotations matter); forward mode cannot tell and gives NaN
+    W = np.arange(9.0).reshape(3, 3)
+    polar = lambda A: np.sum(W * (lambda U, s, Vh: U @ Vh)(*L.svd(A)))
+    for A in [np.eye(3), np.diag([2.0, 2.0, 1.0])]:
+        fd_close(fad.grad(polar)(A), fd_grad(polar, A))
+        assert np.isnan(fad.jacfwd(polar)(A)[0, 1])
+    close(fad.jacfwd(polar)(np.diag([2.0, 2.0, 1.0]))[2, 0], fd_grad(polar, np.diag([2.0, 2.0, 1.0]))[2, 0], rtol=1e-6)
 
 
 def test_cholesky_and_eigh_read_one_triangle():
@@ -327,12 +347,58 @@ def test_cholesky_and_eigh_read_one_triangle():
     fd_close(fad.grad(h)(p), fd_grad(h, p), rtol=1e-6, atol=1e-7)
 
 
-def test_pinv_rank_deficient_constant_rank():
-    rng = rng_for("pinvrank")
-    B, C = rng.normal(size=(4, 2)), rng.normal(size=(2, 3))
-    f = lambda p: np.sum(np.sin(L.pinv(np.reshape(p[:8], (4, 2)) @ np.reshape(p[8:], (2, 3)))))
-    p = _flat_cat(B, C)
-    fd_close(fad.grad(f)(p), fd_grad(f, p), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("m", [2, 5, 7])
+def test_pinv_rank_deficient_and_repeated_singular_values(m):
+    # x^T x: (m, m) of rank min(m, 5); the rank is constant nearby
+    x = rng_for("pinvrank", m).normal(size=(5, m))
+    f = lambda x: np.linalg.pinv(x.T @ x)
+    J = fd_jacobian(f, x)
+    fd_close(fad.jacrev(f)(x), J, rtol=1e-5, atol=1e-6, scale_atol=True)
+    fd_close(fad.jacfwd(f)(x), J, rtol=1e-5, atol=1e-6, scale_atol=True)
+    loss = lambda x: np.sum(np.sin(f(x)))
+    fd_close(fad.hessian(loss)(x), fd_hessian(loss, x), rtol=1e-4, atol=1e-5, scale_atol=True)
+    # at the identity (all singular values equal) pinv is the inverse: finite
+    g = lambda A: np.sum(np.sin(L.pinv(A)) * np.arange(1.0, 10.0).reshape(3, 3))
+    fd_close(fad.grad(g)(np.eye(3)), fd_grad(g, np.eye(3)))
+
+
+EMPTY = [
+    (lambda A: L.inv(A), (0, 0)), (lambda A: L.inv(A), (0, 3, 3)), (lambda A: L.det(A), (0, 0)),
+    (lambda A: L.det(A), (0, 2, 2)), (lambda A: L.slogdet(A)[1], (0, 2, 2)),
+    (lambda A: L.cholesky(A), (0, 0)), (lambda A: L.eigh(A)[1], (0, 3, 3)),
+    (lambda A: L.svd(A, compute_uv=False), (0, 3, 2)), (lambda A: L.svd(A, compute_uv=False), (3, 0)),
+    (lambda A: L.svd(A, full_matrices=False)[2], (0, 3)), (lambda A: L.qr(A)[0], (0, 3, 2)),
+    (lambda A: L.qr(A)[1], (3, 0)), (lambda A: L.pinv(A), (0, 3, 2)), (lambda A: L.pinv(A), (3, 0)),
+    (lambda A: L.norm(A), (0, 3)), (lambda A: L.norm(A, axis=0), (0, 3)),
+    (lambda A: L.norm(A, 1, axis=1), (0, 3)), (lambda A: L.solve(A, np.reshape(A, (0,))), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("i", range(len(EMPTY)))
+def test_empty_inputs_give_numpys_shapes(i):
+    f, shape = EMPTY[i]
+    x = np.zeros(shape)
+    y = np.asarray(f(x))
+    for J in (fad.jacrev(f)(x), fad.jacfwd(f)(x)):
+        assert J.shape == y.shape + x.shape
+        assert np.all(J == 0)
+
+
+def test_hessian_sparsity_of_a_stack_is_per_matrix():
+    A = _mat(rng_for("hs"), (3, 2, 2))
+    f = lambda A: np.sum(L.det(A) ** 2) + np.sum(L.inv(A))
+    pat = fad.hessian_sparsity(f)(A).toarray()
+    H = fad.hessian(f)(A).reshape(12, 12)
+    assert np.all(pat[np.abs(H) > 1e-12])
+    blocks = np.kron(np.eye(3), np.ones((4, 4)))
+    assert not pat[blocks == 0].any()
+    fd_close(H, fd_hessian(f, A).reshape(12, 12), rtol=1e-5, atol=1e-6, scale_atol=True)
+
+
+def test_matrix_rank_is_a_plain_integer():
+    A = np.array([[1.0, 2.0], [2.0, 4.0]])
+    close(fad.grad(lambda A: np.linalg.matrix_rank(A) * np.sum(A))(A), np.ones((2, 2)))
+    close(fad.grad(lambda A: np.linalg.matrix_rank(A) * np.sum(A))(np.eye(2)), 2 * np.ones((2, 2)))
 
 
 # ---------------------------------------------------------------- results and errors
