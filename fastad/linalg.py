@@ -318,11 +318,28 @@ def _logabsdet_jvp(adot, y, a):
     return np.sum(np.swapaxes(np.linalg.inv(a), -1, -2) * adot, axis=(-2, -1))
 
 
+@primitive
+def _detsign(a):
+    return np.linalg.slogdet(a)[0]
+
+
+_detsign.defsparsity(lambda shape: None)     # piecewise constant: depends on nothing
+
+
+@_detsign.defvjp(vectorized=True)
+def _detsign_vjp(ybar, y, a):
+    return np.zeros((np.shape(ybar)[0],) + np.shape(a))
+
+
+@_detsign.defjvp(vectorized=True)
+def _detsign_jvp(adot, y, a):
+    return np.zeros((adot.shape[0],) + np.shape(y))
+
+
 def slogdet(a):
-    """(sign, log|det|): the sign is a constant, log|det| differentiable."""
+    """(sign, log|det|): the sign has derivative 0 (and is recomputed at a replay)."""
     _square("slogdet", a)
-    sign = np.linalg.slogdet(_val(a))[0]
-    return SlogdetResult(sign, _logabsdet(a))
+    return SlogdetResult(_detsign(a), _logabsdet(a))
 
 
 # ---------------------------------------------------------------- cholesky
@@ -747,20 +764,19 @@ def _euclidean(x, axes, keepdims):
 def _vector_norm(x, ord, ax, keepdims):
     if ord is None or ord == 2:
         return _euclidean(x, (ax,), keepdims)
-    ax_ = ax if keepdims else ax
     if ord == 0:
-        return np.sum(_val(x) != 0, axis=ax_, keepdims=keepdims).astype(float)
+        return np.sum(_val(x) != 0, axis=ax, keepdims=keepdims).astype(float)
     a = np.abs(x)
     if ord == np.inf:
-        return np.max(a, axis=ax_, keepdims=keepdims)
+        return np.max(a, axis=ax, keepdims=keepdims)
     if ord == -np.inf:
-        return np.min(a, axis=ax_, keepdims=keepdims)
+        return np.min(a, axis=ax, keepdims=keepdims)
     if ord == 1:
-        return np.sum(a, axis=ax_, keepdims=keepdims)
+        return np.sum(a, axis=ax, keepdims=keepdims)
     if isinstance(ord, str):
         raise ValueError(f"fastad.linalg.norm: invalid norm order {ord!r} for vectors")
     # sum |x|^p, then the 1/p-th power: 0 (and derivative 0) where the sum is 0
-    s = np.sum(a ** ord, axis=ax_, keepdims=keepdims)
+    s = np.sum(a ** ord, axis=ax, keepdims=keepdims)
     z = _val(s) == 0
     if np.any(z):
         return np.where(z, 0.0, (s + z.astype(float)) ** (1.0 / ord))
@@ -894,3 +910,15 @@ for _name in ("svdvals", "vector_norm", "matrix_norm"):     # NumPy 2
     if hasattr(np.linalg, _name):
         arrays.implements(getattr(np.linalg, _name), globals()[_name], "linalg." + _name,
                           ("axis", "keepdims", "ord"))
+
+# NumPy 2's array-API names in np.linalg that are plain products/transposes
+# (np.linalg.trace, diagonal, outer, tensordot, cross would forward to the
+# main namespace's functions the same way once those work on fastad arrays)
+_ALIASES = {
+    "matmul": (lambda x1, x2: np.matmul(x1, x2), ()),
+    "vecdot": (lambda x1, x2, axis=-1: np.sum(x1 * x2, axis=axis), ("axis",)),
+    "matrix_transpose": (_T, ()),
+}
+for _name, (_fn, _allowed) in _ALIASES.items():
+    if hasattr(np.linalg, _name):
+        arrays.implements(getattr(np.linalg, _name), _fn, "linalg." + _name, _allowed)
