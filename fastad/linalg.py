@@ -14,8 +14,9 @@ matrix_power, multi_dot, lstsq, slogdet's sign) is composed from those.
 Stacks of matrices (leading batch dimensions) work everywhere NumPy allows
 them.  Conventions where NumPy's function is not differentiable:
 
-- cholesky and eigh read one triangle of the input only (the lower, or
-  the one UPLO / upper= names), exactly as NumPy does; their derivative is
+- cholesky, eigh and eigvalsh (and svd, pinv with hermitian=True) read one
+  triangle of the input only (the lower, or the one UPLO / upper= names),
+  exactly as NumPy does; their derivative is
   that of NumPy's function, so the other triangle gets a zero gradient.
   For a symmetric A(theta) the chain rule gives the full derivative.
 - eigenvectors (singular vectors) are not unique at repeated eigenvalues
@@ -119,9 +120,10 @@ def _tri_grad(G, lower=True):
 
 
 def _sym_from(dA, lower=True):
-    """The symmetric matrix NumPy sees from one triangle (ndarrays only)."""
-    t = np.tril(dA, -1) if lower else np.triu(dA, 1)
-    return t + np.swapaxes(t, -1, -2) + dA * np.eye(dA.shape[-1])
+    """The symmetric matrix NumPy sees from one triangle (traced or not)."""
+    n = np.shape(dA)[-1]
+    t = dA * (np.tril(np.ones((n, n)), -1) if lower else np.triu(np.ones((n, n)), 1))
+    return t + _T(t) + dA * np.eye(n)
 
 
 def _square(name, a):
@@ -489,6 +491,8 @@ def _svd_vjp(ybar, y, a, *, hermitian=False):
         out = out + _mm(_safe_over(gU - _mm(U, _mm(_T(U), gU)), s), Vh)
     if n > k:
         out = out + _mm(U, _T(_safe_over(gV - _mm(V, _mm(Vh, gV)), s)))
+    if hermitian:           # NumPy's hermitian SVD reads the lower triangle only
+        out = _tri_grad(out)
     return _nan_where(out, _undefined(same, Ju + Jv) | _undefined(zsum, Ju - Jv))
 
 
@@ -498,6 +502,8 @@ def _svd_jvp(adot, y, a, *, hermitian=False):
     U, s, Vh = _svd_unpack(y, m, n)
     V = np.swapaxes(Vh, -1, -2)
     G1, same, G2, zsum = _svd_gaps(s)
+    if hermitian:
+        adot = _sym_from(adot)
     dS = np.swapaxes(U, -1, -2) @ adot @ V
     P, Q = dS + np.swapaxes(dS, -1, -2), dS - np.swapaxes(dS, -1, -2)
     dU, dV = U @ (0.5 * (G1 * P + G2 * Q)), V @ (0.5 * (G1 * P - G2 * Q))
@@ -616,15 +622,20 @@ def _pinv_vjp(ybar, P, a, *, rcond=1e-15, hermitian=False):
     # the transpose of Golub & Pereyra's dP = -P dA P + P P^T dA^T (I - A P)
     # + (I - P A) dA^T P^T P (valid where the rank is locally constant)
     m, n = np.shape(a)[-2:]
+    if hermitian:
+        a = _sym_from(a)
     PT, yT = _T(P), _T(ybar)
     Q = np.eye(m) - _mm(a, P)
     R = np.eye(n) - _mm(P, a)
-    return -_mm(_mm(PT, ybar), PT) + _mm(_mm(Q, yT), _mm(P, PT)) + _mm(_mm(PT, P), _mm(yT, R))
+    g = -_mm(_mm(PT, ybar), PT) + _mm(_mm(Q, yT), _mm(P, PT)) + _mm(_mm(PT, P), _mm(yT, R))
+    return _tri_grad(g) if hermitian else g     # hermitian: NumPy reads the lower triangle
 
 
 @_pinv.defjvp(vectorized=True)
 def _pinv_jvp(adot, P, a, *, rcond=1e-15, hermitian=False):
     m, n = a.shape[-2:]
+    if hermitian:
+        a, adot = _sym_from(a), _sym_from(adot)
     PT, dT = np.swapaxes(P, -1, -2), np.swapaxes(adot, -1, -2)
     return (-P @ adot @ P + (P @ PT) @ dT @ (np.eye(m) - a @ P)
             + (np.eye(n) - P @ a) @ dT @ (PT @ P))

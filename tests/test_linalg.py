@@ -107,6 +107,12 @@ def _cases():
         c[f"eigh_invariant{shape[:-1] + shape[-1:] * 2}"] = (
             lambda A: (lambda w, V: _cat(w, V * V))(*L.eigh(A)),
             lambda r, s=shape[:-1] + shape[-1:] * 2: _spd(r, s))
+    def _sym_indef(r, s):
+        S = _spd(r, s)
+        return S - 4.0 * np.eye(s[-1])          # symmetric, eigenvalues of both signs
+    c["svd_hermitian"] = (lambda A: (lambda U, s, Vh: _cat(U * U, s, Vh * Vh))(
+        *L.svd(A, hermitian=True)), lambda r: _sym_indef(r, (3, 3)))
+    c["pinv_hermitian"] = (lambda A: L.pinv(A, hermitian=True), lambda r: _sym_indef(r, (2, 3, 3)))
     c["svd_square_full"] = (lambda A: _cat(*L.svd(A)[1:2]), lambda r: r.normal(size=(3, 3)))
     for shape in [(3, 3), (4, 3), (3, 5), (2, 4, 3), (2, 2, 4)]:
         c[f"qr{shape}"] = (lambda A: _cat(*L.qr(A)), lambda r, s=shape: _mat(r, s))
@@ -430,7 +436,7 @@ def test_results_match_numpy_and_are_named():
         e = L.eigh(A)
         s = L.svd(A)
         q = L.qr(A)
-        seen.update(sign=r.sign, w=e.eigenvalues.value, V=e.eigenvectors.value,
+        seen.update(sign=_v(r.sign), w=e.eigenvalues.value, V=e.eigenvectors.value,
                     S=s.S.value, U=s.U.value, Q=q.Q.value, R=q.R.value)
         return r.logabsdet
     fad.grad(f)(A)
