@@ -1,34 +1,37 @@
 """np.linalg on fastad values: fad.linalg.<name> and np.linalg.<name> on
 fastad arrays.
 
-The factorizations are primitives (fastad.primitives) with the standard
-matrix-derivative rules (Giles 2008; Murray 2016 for Cholesky; the SVD and
-QR rules as in autograd and JAX).  Each vjp rule is written in NumPy
-operations fastad can record (matrix products, element-wise arithmetic and
-these primitives themselves), so second derivatives come from
-differentiating the rule; each jvp rule works on plain ndarrays.  Multiple
-outputs (eigh, svd, qr) are packed into one array by the primitive and
-unpacked (slicing records nothing).  Everything else (norm,
-matrix_power, multi_dot, lstsq, slogdet's sign) is composed from those.
+The factorizations (and inv, det, pinv) are primitives (fastad.primitives)
+with the standard matrix-derivative rules (Giles 2008; Murray 2016 for
+Cholesky; Golub & Pereyra for pinv; the SVD and QR rules as in autograd and
+JAX).  Each vjp rule is written in NumPy operations fastad can record
+(matrix products, element-wise arithmetic and these primitives), so second
+derivatives come from differentiating the rule; each jvp rule works on
+plain ndarrays.  Multiple outputs (eigh, svd, qr) are packed into one array
+by the primitive and unpacked (slicing records nothing).  The rest (norm,
+cond, matrix_power, multi_dot, lstsq, wide qr) is composed from those.
 
-Stacks of matrices (leading batch dimensions) work everywhere NumPy allows
+Stacks of matrices (leading batch dimensions) work wherever NumPy allows
 them.  Conventions where NumPy's function is not differentiable:
 
 - cholesky, eigh and eigvalsh (and svd, pinv with hermitian=True) read one
   triangle of the input only (the lower, or the one UPLO / upper= names),
-  exactly as NumPy does; their derivative is
-  that of NumPy's function, so the other triangle gets a zero gradient.
-  For a symmetric A(theta) the chain rule gives the full derivative.
-- eigenvectors (singular vectors) are not unique at repeated eigenvalues
-  (singular values): a derivative that depends on them there is NaN;
-  derivatives of eigenvalues (singular values) alone stay finite.
+  as NumPy does; the derivative is that of NumPy's function, so the other
+  triangle gets a zero gradient.  For a symmetric A(theta) the chain rule
+  gives the full derivative.
+- eigenvectors (singular vectors) are not unique at a repeated eigenvalue
+  (singular value): a derivative that depends on the basis there is NaN;
+  derivatives of eigenvalues (singular values) alone stay finite, and so
+  (in reverse mode) do those of U Vh-like functions the SVD determines.
 - det at a singular matrix: the gradient is the cofactor matrix (from an
   SVD); inv, solve, slogdet raise LinAlgError there as NumPy does.
+- pinv: the derivative holds where the rank is locally constant.
 - norm: derivative 0 at the zero vector (all ords); max/min based ords
-  (inf, -inf, matrix 1/-1/inf/-inf) send it to the first extreme element.
+  (inf, -inf, matrix 1/-1/inf/-inf, 2/-2 over singular values) send it to
+  the first extreme element.
 - svd(full_matrices=True) of a non-square matrix, qr(mode='complete') of a
-  tall one: the extra columns are not unique, so they are not
-  differentiable: a clear NotImplementedError asks for the reduced form.
+  tall one: the extra columns are not unique, so not differentiable: a
+  NotImplementedError asks for the reduced form.
 """
 import collections
 import numbers

@@ -496,6 +496,12 @@ def _still_works():
     (lambda A: L.multi_dot([A]), ValueError, "two"),
     (lambda A: L.multi_dot([A, np.reshape(A, (1, 3, 3))]), ValueError, "array 1"),
     (lambda A: L.eig(A), TypeError, "eig"),
+    (lambda A: L.lstsq(A, A[:2]), np.linalg.LinAlgError, r"lstsq.*\(2, 3\)"),
+    (lambda A: L.vector_norm(A, axis=(0, 3)), ValueError, "axis 3"),
+    (lambda A: L.matrix_norm(A[0]), np.linalg.LinAlgError, r"matrix_norm.*\(3,\)"),
+    (lambda A: L.norm(A[0], "nuc"), ValueError, "'nuc' for vectors"),
+    (lambda A: L.cond(A[:2], "fro"), np.linalg.LinAlgError, r"cond.*\(2, 3\)"),
+    (lambda A: L.pinv(A[0]), np.linalg.LinAlgError, r"pinv.*\(3,\)"),
 ])
 def test_errors_are_clear_and_fastad_keeps_working(call, exc, match):
     A = np.eye(3) + 0.1
