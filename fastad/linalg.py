@@ -46,7 +46,7 @@ from fastad.primitives import primitive
 
 __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd",
            "svdvals", "qr", "pinv", "norm", "vector_norm", "matrix_norm", "cond",
-           "matrix_rank", "matrix_power", "multi_dot", "lstsq"]
+           "matrix_rank", "matrix_power", "multi_dot", "lstsq", "tensorinv", "tensorsolve"]
 
 SlogdetResult = collections.namedtuple("SlogdetResult", "sign logabsdet")
 EighResult = collections.namedtuple("EighResult", "eigenvalues eigenvectors")
@@ -899,6 +899,37 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     return np.linalg.matrix_rank(_val(A), tol, hermitian, **kw)
 
 
+def tensorinv(a, ind=2):
+    """The inverse of a as a map from its first `ind` axes to the rest."""
+    if not isinstance(ind, numbers.Integral) or ind <= 0:
+        raise ValueError(f"fastad.linalg.tensorinv: ind must be a positive integer, got {ind!r}")
+    shape = np.shape(a)
+    rows = int(np.prod(shape[ind:], dtype=np.int64))
+    cols = int(np.prod(shape[:ind], dtype=np.int64))
+    if rows != cols:
+        raise LinAlgError(f"fastad.linalg.tensorinv: a of shape {shape} with ind={ind} is not "
+                          f"square ({cols} by {rows})")
+    return reshape(inv(reshape(a, (rows, cols))), shape[ind:] + shape[:ind])
+
+
+def tensorsolve(a, b, axes=None):
+    """x with tensordot(a, x, x.ndim) = b."""
+    nd = np.ndim(a)
+    if axes is not None:
+        order = list(range(nd))
+        for k in axes:
+            order.remove(k)
+            order.insert(nd, k)
+        a = np.transpose(a, order)
+    shape = np.shape(a)[np.ndim(b):] if np.ndim(b) < nd else ()
+    n = int(np.prod(shape, dtype=np.int64))
+    if int(np.prod(np.shape(a), dtype=np.int64)) != n * n:
+        raise LinAlgError(f"fastad.linalg.tensorsolve: a of shape {np.shape(a)} and b of shape "
+                          f"{np.shape(b)}: prod(a.shape[b.ndim:]) must equal "
+                          f"prod(a.shape[:b.ndim])")
+    return reshape(_solve(reshape(a, (n, n)), reshape(b, (n,))), shape)
+
+
 # ---------------------------------------------------------------- registration
 
 for _np_fn, _fn, _name, _allowed in (
@@ -915,7 +946,9 @@ for _np_fn, _fn, _name, _allowed in (
         (np.linalg.norm, norm, "norm", ("ord", "axis", "keepdims")),
         (np.linalg.matrix_power, matrix_power, "matrix_power", ()),
         (np.linalg.multi_dot, multi_dot, "multi_dot", ("out",)),
-        (np.linalg.lstsq, lstsq, "lstsq", ("rcond",))):
+        (np.linalg.lstsq, lstsq, "lstsq", ("rcond",)),
+        (np.linalg.tensorinv, tensorinv, "tensorinv", ("ind",)),
+        (np.linalg.tensorsolve, tensorsolve, "tensorsolve", ("axes",))):
     arrays.implements(_np_fn, _fn, "linalg." + _name, _allowed)
 arrays.implements(np.linalg.cond, cond, "linalg.cond", ("p",))
 arrays.implements(np.linalg.matrix_rank, matrix_rank, "linalg.matrix_rank",

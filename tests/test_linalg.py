@@ -82,7 +82,7 @@ def _cases():
                                    lambda r: _spd(r, (2, 3, 3)))
     # solve: A and b packed in one vector
     for sa, sb in [((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (2, 3, 2)),
-                   ((2, 3, 3), (3, 1)), ((3, 3), (2, 3, 2))]:
+                   ((2, 3, 3), (3, 1)), ((3, 3), (2, 3, 2)), ((2, 3, 3), (3,))]:
         def f(x, sa=sa, sb=sb):
             A, b = _split(x, sa, sb)
             return L.solve(A + 5 * np.eye(3), b)
@@ -142,6 +142,13 @@ def _cases():
                             lambda r: r.normal(size=(2, 3, 4)))
     c["matrix_norm_fro_keepdims"] = (lambda x: L.matrix_norm(x, keepdims=True),
                                      lambda r: r.normal(size=(2, 3, 4)))
+    c["tensorinv"] = (lambda A: L.tensorinv(A, ind=1), lambda r: _mat(r, (6, 6)).reshape(6, 2, 3))
+    c["tensorsolve"] = (lambda x: L.tensorsolve(np.reshape(x[:36], (2, 3, 2, 3))
+                                                + np.eye(6).reshape(2, 3, 2, 3) * 3,
+                                                np.reshape(x[36:], (2, 3))),
+                        lambda r: r.normal(size=42))
+    c["tensorsolve_axes"] = (lambda A: L.tensorsolve(A, np.arange(6.0).reshape(2, 3), axes=(0,)),
+                             lambda r: np.moveaxis(_mat(r, (6, 6)).reshape(2, 3, 2, 3), 3, 0))
     return c
 
 
