@@ -526,3 +526,19 @@ def test_numpy2_aliases():
         close(fad.grad(lambda A: np.sum(W[0] * np.linalg.vecdot(A, B)))(A), W[0][:, None] * B)
         close(fad.grad(lambda A: np.sum(W * np.linalg.matrix_transpose(A)))(A), W.T)
         close(fad.grad(lambda A: np.linalg.vector_norm(A))(A), A / np.linalg.norm(A))
+
+
+def test_pickled_tape_replays():
+    import pickle
+    A = _spd(rng_for("pickle"), (3, 3))
+
+    def f(A):
+        w, V = L.eigh(A)
+        return (np.sum(w * V[0] ** 2) + L.norm(A, "nuc") + np.sum(L.cholesky(A))
+                + L.slogdet(A)[1] + np.sum(L.qr(A)[1]) + L.norm(A[0]) + np.sum(L.pinv(A)))
+    tape = fad.record(f, A)
+    tape2 = pickle.loads(pickle.dumps(tape))
+    B = A + 0.01 * np.diag([1.0, 2.0, 3.0])
+    close(tape2(B), f(B), rtol=1e-12)
+    close(tape2.gradient(B), tape.gradient(B), rtol=1e-13, atol=1e-13)
+    fd_close(tape2.gradient(B), fd_grad(f, B), rtol=1e-5, atol=1e-6)
