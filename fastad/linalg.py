@@ -829,8 +829,9 @@ def norm(x, ord=None, axis=None, keepdims=False):
         return np.linalg.norm(x, ord, axis, keepdims)
     nd = np.ndim(x)
     if nd == 0:
-        if axis is not None or ord not in (None, 2, 1, np.inf, -np.inf):
-            return norm(reshape(x, (1,)), ord, axis, keepdims)
+        if axis is not None or ord is not None:
+            raise ValueError(f"fastad.linalg.norm: improper number of dimensions to norm (a "
+                             f"scalar with ord={ord!r}, axis={axis!r})")
         return _euclid(x)
     if axis is None:
         if ord is None:
