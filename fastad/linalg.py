@@ -19,6 +19,8 @@ them.  Conventions where NumPy's function is not differentiable:
   as NumPy does; the derivative is that of NumPy's function, so the other
   triangle gets a zero gradient.  For a symmetric A(theta) the chain rule
   gives the full derivative.
+- eig/eigvals: real spectra only (fastad is real-valued); a complex one
+  raises ValueError.
 - eigenvectors (singular vectors) are not unique at a repeated eigenvalue
   (singular value): a derivative that depends on the basis there is NaN;
   derivatives of eigenvalues (singular values) alone stay finite, and so
@@ -40,141 +42,24 @@ import operator
 import numpy as np
 
 from fastad import arrays
-from fastad._var import Array, Var, make_array
+from fastad._matrix import (
+    LinAlgError, _T, _diag, _gaps, _matrix, _mm, _nan_where, _per_matrix, _square, _sum_to,
+    _sym_from, _traced, _tri_grad, _undefined, _val,
+)
 from fastad.arrays import reshape
 from fastad.primitives import primitive
 
-__all__ = ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd",
-           "svdvals", "qr", "pinv", "norm", "vector_norm", "matrix_norm", "cond",
+__all__ = ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "eig", "eigvals",
+           "svd", "svdvals", "qr", "pinv", "norm", "vector_norm", "matrix_norm", "cond",
            "matrix_rank", "matrix_power", "multi_dot", "lstsq", "tensorinv", "tensorsolve"]
 
 SlogdetResult = collections.namedtuple("SlogdetResult", "sign logabsdet")
 EighResult = collections.namedtuple("EighResult", "eigenvalues eigenvectors")
+EigResult = collections.namedtuple("EigResult", "eigenvalues eigenvectors")
 SVDResult = collections.namedtuple("SVDResult", "U S Vh")
 QRResult = collections.namedtuple("QRResult", "Q R")
 LstsqResult = collections.namedtuple("LstsqResult", "x residuals rank s")
 
-LinAlgError = np.linalg.LinAlgError
-
-
-# ---------------------------------------------------------------- helpers
-# (they take ndarrays and fastad Arrays alike: the rules run on both)
-
-def _traced(x):
-    return type(x) is Array or type(x) is Var
-
-
-def _val(x):
-    return np.asarray(x.value if _traced(x) else x, dtype=np.float64)
-
-
-def _T(a):
-    """Swap the last two axes."""
-    axes = list(range(np.ndim(a)))
-    axes[-2], axes[-1] = axes[-1], axes[-2]
-    return np.transpose(a, axes)
-
-
-def _broadcast(a, shape):
-    if not _traced(a):
-        return np.broadcast_to(a, shape)
-    tape, idx, _, _ = arrays._slots(a)
-    return make_array(tape, np.ascontiguousarray(np.broadcast_to(idx, shape)))
-
-
-def _mm(a, b):
-    """a @ b for stacks of matrices (NumPy's broadcasting), traced or not."""
-    if not (_traced(a) or _traced(b)):
-        return np.matmul(a, b)
-    sa, sb = np.shape(a), np.shape(b)
-    if len(sa) <= 2 and len(sb) <= 2:
-        return arrays.matmul(a, b)
-    batch = np.broadcast_shapes(sa[:-2], sb[:-2])
-    out = batch + (sa[-2], sb[-1])
-    if 0 in out:
-        return np.zeros(out)
-    a, b = _broadcast(a, batch + sa[-2:]), _broadcast(b, batch + sb[-2:])
-    return reshape(arrays.stack([arrays.matmul(a[i], b[i]) for i in np.ndindex(batch)]), out)
-
-
-def _sum_to(x, shape):
-    """Sum x, of shape (k,) + broadcast shape, to (k,) + shape: over the axes
-    `shape` was broadcast along (the seed axis k stays)."""
-    xs = np.shape(x)
-    lead = len(xs) - 1 - len(shape)
-    axes = tuple(range(1, 1 + lead)) + tuple(1 + lead + i for i, s in enumerate(shape)
-                                             if s == 1 and xs[1 + lead + i] != 1)
-    if axes:
-        x = np.sum(x, axis=axes, keepdims=True)
-    return reshape(x, xs[:1] + tuple(shape)) if np.shape(x) != xs[:1] + tuple(shape) else x
-
-
-def _diag(m):
-    """The diagonals of a stack of square matrices."""
-    return np.sum(m * np.eye(np.shape(m)[-1]), axis=-1)
-
-
-def _tri_grad(G, lower=True):
-    """The gradient for a function of one triangle of a symmetric matrix,
-    from G with dA-derivative <G, dA> for symmetric dA."""
-    n = np.shape(G)[-1]
-    mask = np.tril(np.ones((n, n)), -1) if lower else np.triu(np.ones((n, n)), 1)
-    return (G + _T(G)) * mask + G * np.eye(n)
-
-
-def _sym_from(dA, lower=True):
-    """The symmetric matrix NumPy sees from one triangle (traced or not)."""
-    n = np.shape(dA)[-1]
-    t = dA * (np.tril(np.ones((n, n)), -1) if lower else np.triu(np.ones((n, n)), 1))
-    return t + _T(t) + dA * np.eye(n)
-
-
-def _square(name, a):
-    s = np.shape(a)
-    if len(s) < 2 or s[-1] != s[-2]:
-        raise LinAlgError(f"fastad.linalg.{name}: expected a square matrix or a stack of "
-                          f"them (shape (..., n, n)), got shape {s}")
-
-
-def _matrix(name, a):
-    if np.ndim(a) < 2:
-        raise LinAlgError(f"fastad.linalg.{name}: expected a matrix or a stack of them "
-                          f"(shape (..., m, n)), got shape {np.shape(a)}")
-
-
-def _gaps(w):
-    """F[i, j] = 1 / (w_j - w_i) off the diagonal, and the mask `same` of the
-    pairs i != j with equal values (F is 0 there)."""
-    wv = _val(w)
-    n = wv.shape[-1]
-    d = wv[..., None, :] - wv[..., :, None]
-    scale = np.max(np.abs(wv), axis=-1, keepdims=True)[..., None] if n else 0.0
-    same = (np.abs(d) <= 64 * np.finfo(float).eps * scale) & ~np.eye(n, dtype=bool)
-    off = (~np.eye(n, dtype=bool) & ~same).astype(float)
-    F = off / (w[..., None, :] - w[..., :, None] + (1.0 - off))   # nothing divides by 0
-    return F, same
-
-
-def _nan_where(x, bad):
-    """x, with NaN in the matrices where `bad` holds (undefined derivatives)."""
-    if not np.any(bad):
-        return x
-    return x * np.where(bad, np.nan, 1.0)[..., None, None]
-
-
-def _undefined(same, X):
-    """Which matrices of the stack depend on a non-unique eigenvector basis."""
-    return np.any(same & (_val(X) != 0), axis=(-2, -1))
-
-
-def _per_matrix(out_size):
-    """A sparsity rule for a primitive of one stack of matrices: each matrix's
-    outputs (out_size(m, n) of them) depend on that matrix only."""
-    def rule(shape):
-        m, n = shape[-2:]
-        count = int(np.prod(shape[:-2], dtype=np.int64))
-        return np.kron(np.eye(count, dtype=bool), np.ones((out_size(m, n), m * n), dtype=bool))
-    return rule
 
 
 # ---------------------------------------------------------------- solve, inv, det
@@ -429,6 +314,61 @@ def eigh(a, UPLO="L"):
 def eigvalsh(a, UPLO="L"):
     """The eigenvalues of a symmetric matrix, ascending."""
     return eigh(a, UPLO)[0]
+
+
+# ---------------------------------------------------------------- eig (real spectra)
+
+@primitive
+def _eig(a):
+    w, V = np.linalg.eig(a)
+    if np.iscomplexobj(w):
+        raise ValueError(f"fastad.linalg.eig: the matrix (shape {a.shape}) has complex "
+                         f"eigenvalues; fastad's values are real, so only matrices with a "
+                         f"real spectrum are supported")
+    return np.concatenate([w[..., None, :], V], axis=-2)
+
+
+_eig.defsparsity(_per_matrix(lambda m, n: (n + 1) * n))
+
+
+@_eig.defvjp(vectorized=True)
+def _eig_vjp(ybar, y, a):
+    # A V = V diag(w), unit columns: Abar = V^{-T} (diag(wbar) + F o (V^T Vbar')) V^T,
+    # Vbar' = Vbar without what the normalization takes away
+    n = np.shape(a)[-1]
+    w, V = y[..., 0, :], y[..., 1:, :]
+    wb, Vb = ybar[..., 0, :], ybar[..., 1:, :]
+    F, same = _gaps(w)
+    Vb = Vb - V * reshape(_diag(_mm(_T(V), Vb)), np.shape(Vb)[:-2] + (1, n))
+    X = _mm(_T(V), Vb)
+    G = _mm(_mm(_T(_inv(V)), wb[..., None, :] * np.eye(n) + F * X), _T(V))
+    return _nan_where(G, _undefined(same, X))
+
+
+@_eig.defjvp(vectorized=True)
+def _eig_jvp(adot, y, a):
+    w, V = y[..., 0, :], y[..., 1:, :]
+    F, same = _gaps(w)
+    W = np.linalg.inv(V) @ adot @ V
+    dV = V @ (F * W)
+    dV = dV - V * _diag(np.swapaxes(V, -1, -2) @ dV)[..., None, :]
+    return np.concatenate([_diag(W)[..., None, :], _nan_where(dV, _undefined(same, W))],
+                          axis=-2)
+
+
+def eig(a):
+    """(eigenvalues, eigenvectors) of a matrix with real eigenvalues (NumPy's
+    order and unit-norm columns); complex spectra raise ValueError."""
+    _square("eig", a)
+    if not _traced(a):
+        return np.linalg.eig(a)
+    p = _eig(a)
+    return EigResult(p[..., 0, :], p[..., 1:, :])
+
+
+def eigvals(a):
+    """The eigenvalues of a matrix with real eigenvalues."""
+    return eig(a)[0]
 
 
 # ---------------------------------------------------------------- svd
@@ -941,6 +881,8 @@ for _np_fn, _fn, _name, _allowed in (
         (np.linalg.cholesky, cholesky, "cholesky", ("upper",)),
         (np.linalg.eigh, eigh, "eigh", ("UPLO",)),
         (np.linalg.eigvalsh, eigvalsh, "eigvalsh", ("UPLO",)),
+        (np.linalg.eig, eig, "eig", ()),
+        (np.linalg.eigvals, eigvals, "eigvals", ()),
         (np.linalg.svd, svd, "svd", ("full_matrices", "compute_uv", "hermitian")),
         (np.linalg.qr, qr, "qr", ("mode",)),
         (np.linalg.pinv, pinv, "pinv", ("rcond", "hermitian", "rtol")),

@@ -142,6 +142,15 @@ def _cases():
                             lambda r: r.normal(size=(2, 3, 4)))
     c["matrix_norm_fro_keepdims"] = (lambda x: L.matrix_norm(x, keepdims=True),
                                      lambda r: r.normal(size=(2, 3, 4)))
+    def _real_spectrum(r, shape):
+        n = shape[-1]
+        S = r.normal(size=shape) + 3 * np.eye(n)
+        w = np.arange(n) * 1.3 - 1.0 + r.uniform(0, 0.2, size=shape[:-1])
+        return (S * w[..., None, :]) @ np.linalg.inv(S)
+    for shape in [(3, 3), (2, 4, 4)]:
+        c[f"eig{shape}"] = (lambda A: (lambda w, V: _cat(w, _fix(V)))(*L.eig(A)),
+                            lambda r, s=shape: _real_spectrum(r, s))
+        c[f"eigvals{shape}"] = (lambda A: L.eigvals(A), lambda r, s=shape: _real_spectrum(r, s))
     c["tensorinv"] = (lambda A: L.tensorinv(A, ind=1), lambda r: _mat(r, (6, 6)).reshape(6, 2, 3))
     c["tensorsolve"] = (lambda x: L.tensorsolve(np.reshape(x[:36], (2, 3, 2, 3))
                                                 + np.eye(6).reshape(2, 3, 2, 3) * 3,
@@ -204,7 +213,8 @@ def test_second_order_matches_fd_of_gradient(name):
 
 # eigenvectors with their signs fixed at the point are not replayable
 # (LAPACK may flip a sign at the new point): the sign-invariant cases are
-@pytest.mark.parametrize("name", [n for n in sorted(CASES) if not n.startswith(("eigh(", "svd("))])
+@pytest.mark.parametrize("name", [n for n in sorted(CASES)
+                                  if not n.startswith(("eigh(", "svd(", "eig("))])
 def test_replay_at_a_new_point(name):
     loss, x = _loss(name)
     x1 = x + 0.01 * rng_for("move", name).normal(size=x.shape)
@@ -215,7 +225,7 @@ def test_replay_at_a_new_point(name):
 
 @pytest.mark.parametrize("name", ["inv(2, 3, 3)", "det(2, 3, 3)", "cholesky(2, 3, 3)",
                                   "eigh(2, 4, 4)L", "svd(2, 4, 3)", "qr(2, 4, 3)",
-                                  "solve(2, 3, 3)(2, 3, 2)", "pinv(4, 3)"])
+                                  "solve(2, 3, 3)(2, 3, 2)", "pinv(4, 3)", "eig(2, 4, 4)"])
 def test_sparsity_covers_the_jacobian(name):
     f, _ = CASES[name]
     x = _point(name)
@@ -331,6 +341,12 @@ def test_eigh_repeated_eigenvalues():
     # the eigenvector of the simple eigenvalue is fine
     g = fad.grad(lambda A: np.sum(L.eigh(A)[1][:, 2] ** 2 * np.array([1.0, 2.0, 3.0])))(A)
     assert np.all(np.isfinite(g))
+
+
+def test_eig_repeated_eigenvalues():
+    A = np.diag([1.0, 1.0, 2.0])
+    close(fad.grad(lambda A: np.sum(L.eigvals(A)))(A), np.eye(3), atol=1e-12)
+    assert np.isnan(fad.grad(lambda A: L.eig(A)[1][1, 0])(A)).all()
 
 
 def test_svd_repeated_singular_values():
@@ -504,7 +520,9 @@ def _still_works():
     (lambda A: L.norm(A[0, 0], 1), ValueError, "dimensions"),
     (lambda A: L.multi_dot([A]), ValueError, "two"),
     (lambda A: L.multi_dot([A, np.reshape(A, (1, 3, 3))]), ValueError, "array 1"),
-    (lambda A: L.eig(A), TypeError, "eig"),
+    (lambda A: L.eigvals(A[:2, :2] * np.array([[1.0, 1.0], [-1.0, 1.0]])), ValueError,
+     "complex eigenvalues"),
+    (lambda A: L.eig(A[:2]), np.linalg.LinAlgError, r"eig.*\(2, 3\)"),
     (lambda A: L.lstsq(A, A[:2]), np.linalg.LinAlgError, r"lstsq.*\(2, 3\)"),
     (lambda A: L.vector_norm(A, axis=(0, 3)), ValueError, "axis 3"),
     (lambda A: L.matrix_norm(A[0]), np.linalg.LinAlgError, r"matrix_norm.*\(3,\)"),
