@@ -503,13 +503,20 @@ def implements(func, fn, name, allowed=(), method=False):
         METHODS[name] = handler
 
 
+def _np_name(func):
+    """np.sum, np.linalg.svd: the name a user calls it by."""
+    mod = getattr(func, "__module__", None) or "numpy"
+    sub = mod.split(".")[1] if mod.startswith("numpy.") and not mod.split(".")[1].startswith("_") else ""
+    return f"np.{sub + '.' if sub else ''}{func.__name__}"
+
+
 def apply_function(func, args, kwargs):
     """NumPy's __array_function__ for Arrays."""
     handler = _FUNCTIONS.get(func)
     if handler is None:
         raise TypeError(
-            f"fastad: np.{func.__name__} is not supported on fastad.Array; supported: "
-            + ", ".join(sorted(f"np.{f.__name__}" for f in _FUNCTIONS))
+            f"fastad: {_np_name(func)} is not supported on fastad.Array; supported: "
+            + ", ".join(sorted(_np_name(f) for f in _FUNCTIONS))
             + " and the element-wise ufuncs")
     return handler(*args, **kwargs)
 
