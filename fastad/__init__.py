@@ -11,6 +11,7 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
 from fastad.linalg import solve, norm
+from fastad import shaping  # noqa: F401 - registers NumPy's shape/assembly/sort functions
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (

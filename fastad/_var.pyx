@@ -703,9 +703,23 @@ cdef class Array:
         raise TypeError("fastad: the truth value of an Array is not defined")
 
     def __array__(self, dtype=None, copy=None):
+        # np.array(a), np.asarray(a), np.r_[a, ...] (NumPy does not dispatch
+        # these): an object ndarray of the elements as Vars, which fastad
+        # turns back into one Array when it reaches an operation
+        if (dtype is None or np.dtype(dtype) == object) and copy is not False:
+            self._touch()
+            out = np.empty(self.ix.shape, dtype=object)
+            flat = out.reshape(-1)
+            slots = self.ix.reshape(-1)
+            if not self.noted:
+                self._note()
+            for i in range(flat.shape[0]):
+                flat[i] = _new(self.tape.buf.val[slots[i]], slots[i], self.tid)
+            return out
         raise TypeError(
-            "fastad: converting a fastad.Array to an ndarray would drop its "
-            "derivatives; use a.value for the numbers")
+            "fastad: converting a fastad.Array to an ndarray"
+            + (f" of dtype {np.dtype(dtype)}" if dtype is not None else " without a copy")
+            + " would drop its derivatives; use a.value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         cdef Py_ssize_t n = len(inputs)
@@ -785,6 +799,13 @@ cdef object _output_slots(Tape tape, object out):
             raise ValueError(f"fastad: f returned a {type(out).__name__} whose "
                              f"items have different shapes {sorted(shapes)}")
         return np.stack(parts) if parts else np.zeros(0, dtype=np.intp)
+    if type(out) is np.ndarray and out.dtype == object:
+        # np.array([x[0], x[1]]): the slots of its elements (numbers: constants)
+        parts = [_output_slots(tape, o) for o in out.reshape(-1)]
+        if any(p.ndim for p in parts):
+            raise ValueError("fastad: f returned an object array whose elements are "
+                             "arrays; stack them (fad.stack) or return a list")
+        return np.array(parts, dtype=np.intp).reshape(out.shape)
     if isinstance(out, (np.ndarray, numbers.Number)) and np.asarray(out).dtype.kind in "biuf":
         vals = np.asarray(out, dtype=np.float64)
         return np.array([tape.push_const(c) for c in vals.reshape(-1)],
@@ -854,15 +875,23 @@ cdef object _unary(int op, object x, object npfunc):
         return _un(op, <Var>x, 0.0)
     if type(x) is float:   # plain floats: the op table, as fast as math.sin
         return fad_eval(op, PyFloat_AS_DOUBLE(x), 0.0, 0.0, &d0, &d1)
-    if type(x) is Array:
+    if type(x) is Array or _traced_container(x):
         return _arr().elementwise(OP_NAMES[op], x)
     if npfunc is None:
         return _table(op, x)
     return npfunc(np.asarray(x, dtype=np.float64))   # ints give floats, as on Vars
 
 
+cdef bint _traced_container(object x):
+    """An object ndarray (np.array([x[0], x[1]])) or a list/tuple: fastad.arrays
+    stacks it into one Array if it holds Vars."""
+    if type(x) is np.ndarray:
+        return (<cnp.ndarray>x).dtype == object
+    return type(x) is list or type(x) is tuple
+
+
 cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc):
-    if type(a) is Array or type(b) is Array:
+    if type(a) is Array or type(b) is Array or _traced_container(a) or _traced_container(b):
         return _arr().elementwise(OP_NAMES[vv], a, b)
     if type(a) is Var or type(b) is Var:
         r = _binary(a, b, vv, xc, cx)
