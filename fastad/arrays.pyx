@@ -473,7 +473,8 @@ def _no_extra(name, kwargs, allowed, func=None):
         else:
             raise TypeError(f"fastad: np.{name} with {k}={kwargs[k]!r} is not supported on "
                             f"fastad arrays" + (f" (only {k}={defaults[k]!r}, NumPy's default)"
-                                                if k in defaults else ""))
+                                                if k in defaults and defaults[k] is not np._NoValue
+                                                else ""))
     return kept
 
 
