@@ -14,6 +14,7 @@ import numpy as np
 from fastad import _blocks as B
 from fastad import _var
 from fastad.arrays import _slot_parts, _slots, _push, implements, reshape
+from fastad.arrays import compare as _compare
 from fastad._var import Array, Var, active_info, make_array
 from fastad.errors import BranchChangedError
 
@@ -23,7 +24,8 @@ __all__ = [
     "pad", "clip", "diag", "diagonal", "tril", "triu", "split", "array_split", "hsplit",
     "vsplit", "dsplit", "vstack", "hstack", "dstack", "column_stack", "broadcast_to",
     "take", "take_along_axis", "append", "insert", "delete", "real", "imag",
-    "sort", "argsort", "argmax", "argmin",
+    "sort", "argsort", "argmax", "argmin", "partition", "argpartition", "rollaxis",
+    "real_if_close", "angle", "nan_to_num", "select",
 ]
 
 
@@ -125,6 +127,7 @@ def flatten(a, order="C"):
 
 swapaxes = _rearrange(np.swapaxes)
 moveaxis = _rearrange(np.moveaxis)
+rollaxis = _rearrange(np.rollaxis)
 roll = _rearrange(np.roll)
 flip = _rearrange(np.flip)
 fliplr = _rearrange(np.fliplr)
@@ -285,13 +288,56 @@ def imag(val):
     return np.zeros(np.shape(_slots(val)[1])) if _traced(val) else np.imag(val)
 
 
+def real_if_close(a, tol=100):
+    """np.real_if_close of real values: the values themselves."""
+    return a
+
+
+def angle(z, deg=False):
+    """np.angle of real values: 0 or pi (180 with deg), a constant; the sign
+    test is a recorded comparison, so replay re-checks it."""
+    if not _traced(z):
+        return np.angle(z, deg)
+    return np.where(_compare("lt", z, 0.0), 180.0 if deg else np.pi, 0.0)
+
+
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """np.nan_to_num: NaN and +-inf replaced by constants (derivative 0 there);
+    the tests are recorded comparisons, so replay re-checks them."""
+    if not _traced(x):
+        return np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
+    big = np.finfo(np.float64).max
+    r = _var.where(_compare("ne", x, x), nan, x)
+    r = _var.where(_compare("eq", x, np.inf), big if posinf is None else posinf, r)
+    return _var.where(_compare("eq", x, -np.inf), -big if neginf is None else neginf, r)
+
+
+def select(condlist, choicelist, default=0):
+    """np.select as nested fad.where (conditions: boolean arrays, such as
+    recorded comparisons)."""
+    if len(condlist) != len(choicelist):
+        raise ValueError("fastad: np.select: condlist and choicelist must have the same length")
+    for c in condlist:
+        if type(c) in (Var, Array):
+            raise TypeError("fastad: np.select needs boolean conditions (such as x > 0), "
+                            f"not a {type(c).__name__}")
+    r = default
+    for cond, choice in zip(condlist[::-1], choicelist[::-1]):
+        r = _var.where(np.asarray(cond, dtype=bool), choice, r)
+    if not _traced(r):
+        return np.select(condlist, choicelist, default)
+    shape = np.broadcast_shapes(*(np.shape(_slots(v)[1]) for v in
+                                  list(condlist) + list(choicelist) + [default]))
+    return broadcast_to(r, shape)
+
+
 # ---------------------------------------------------------------- sort and arg-selection
 
 class Ordering(B.Check):
     """A sort's permutation, re-checked on replay: it must still sort x."""
 
-    def __init__(self, x, axis, perm, name):
-        self.x, self.axis, self.perm, self.name = x, axis, perm, name
+    def __init__(self, x, axis, perm, name, kth=None):
+        self.x, self.axis, self.perm, self.name, self.kth = x, axis, perm, name, kth
 
     def operands(self):
         return (self.x,)
@@ -302,15 +348,25 @@ class Ordering(B.Check):
     def forward(self, val):
         v = np.take_along_axis(self.x.value(val), self.perm, self.axis)
         n = v.shape[self.axis]
-        lo = np.take(v, np.arange(n - 1), self.axis)
-        hi = np.take(v, np.arange(1, n), self.axis)
-        ok = (hi >= lo) | np.isnan(hi)                 # NumPy sorts NaN last
-        if not ok.all():
+        if self.kth is None:
+            ok = _in_order(np.take(v, np.arange(n - 1), self.axis),
+                           np.take(v, np.arange(1, n), self.axis)).all()
+        else:           # a partition: each kth element between those before and after
+            ok = True
+            for k in self.kth:
+                at = np.take(v, [k], self.axis)
+                ok = ok and _in_order(np.take(v, np.arange(k), self.axis), at).all() \
+                    and _in_order(at, np.take(v, np.arange(k + 1, n), self.axis)).all()
+        if not ok:
             raise BranchChangedError(
                 f"fastad: the {self.name} recorded before slot {self.start} orders the "
                 f"elements differently at the new input, so this tape does not describe "
                 f"the function there. Record a new tape at this input with fad.record(f, x).")
         return None
+
+
+def _in_order(lo, hi):
+    return (hi >= lo) | np.isnan(hi)                   # NumPy sorts NaN last
 
 
 def _values_of(a, name):
@@ -351,6 +407,38 @@ def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
         return np.argsort(a, axis=axis, kind=kind, order=order, stable=stable)
     _sort_options("argsort", order, stable)
     return _order(a, axis, kind, "argsort")[2]
+
+
+def _partitioned(a, kth, axis, kind, order, name):
+    """(tape, slots, permutation, axis) of np.argpartition, recorded for replay."""
+    if order is not None:
+        raise TypeError(f"fastad: np.{name} with order= (structured arrays) is not "
+                        "supported on fastad arrays")
+    _no_active(name, "kth", kth)
+    if axis is None:
+        a, axis = reshape(a, -1), -1
+    tape, idx, values, o = _values_of(a, name)
+    perm = np.argpartition(values, kth, axis=axis, kind=kind)
+    n = idx.shape[axis]
+    kths = sorted({int(k) % n for k in np.ravel(kth)})
+    if idx.size:
+        _push(tape, Ordering(o, axis, perm, name, kths))
+    return tape, idx, perm, axis
+
+
+def partition(a, kth, axis=-1, kind="introselect", order=None):
+    """np.partition: the slots partitioned around kth; replay re-checks it."""
+    if not _traced(a):
+        return np.partition(a, kth, axis=axis, kind=kind, order=order)
+    tape, idx, perm, axis = _partitioned(a, kth, axis, kind, order, "partition")
+    return make_array(tape, np.take_along_axis(idx, perm, axis))
+
+
+def argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    """np.argpartition: plain integers; replay re-checks the partition."""
+    if not _traced(a):
+        return np.argpartition(a, kth, axis=axis, kind=kind, order=order)
+    return _partitioned(a, kth, axis, kind, order, "argpartition")[2]
 
 
 def _sort_options(name, order, stable):
@@ -412,6 +500,7 @@ def _register():
     implements(np.expand_dims, expand_dims, "expand_dims", ("axis",))
     implements(np.swapaxes, swapaxes, "swapaxes", ("axis1", "axis2"), method=m)
     implements(np.moveaxis, moveaxis, "moveaxis", ("source", "destination"))
+    implements(np.rollaxis, rollaxis, "rollaxis", ("axis", "start"))
     implements(np.atleast_1d, atleast_1d, "atleast_1d")
     implements(np.atleast_2d, atleast_2d, "atleast_2d")
     implements(np.atleast_3d, atleast_3d, "atleast_3d")
@@ -449,6 +538,13 @@ def _register():
     implements(np.copy, _same, "copy")
     implements(np.real, real, "real")
     implements(np.imag, imag, "imag")
+    implements(np.real_if_close, real_if_close, "real_if_close", ("tol",))
+    implements(np.angle, angle, "angle", ("deg",))
+    implements(np.nan_to_num, nan_to_num, "nan_to_num", ("copy", "nan", "posinf", "neginf"))
+    implements(np.select, select, "select", ("default",))
+    implements(np.partition, partition, "partition", ("kth", "axis", "kind", "order"))
+    implements(np.argpartition, argpartition, "argpartition", ("kth", "axis", "kind", "order"),
+               method=m)
     implements(np.sort, sort, "sort", ("axis", "kind", "order", "stable"))
     implements(np.argsort, argsort, "argsort", ("axis", "kind", "order", "stable"), method=m)
     implements(np.argmax, argmax, "argmax", ("axis", "out", "keepdims"), method=m)
