@@ -269,6 +269,14 @@ cdef class Var:
             "fastad: the truth value of a Var is not defined; compare it "
             "explicitly (v > 0, v != 0), which is recorded on the tape")
 
+    def __getattr__(self, name):
+        # NumPy's ufuncs on an object ndarray (np.exp(np.array([x[0], x[1]])))
+        # call the method of each element named like the ufunc
+        fn = _OBJECT_METHODS.get(name)
+        if fn is None:
+            raise AttributeError(f"'fastad.Var' object has no attribute {name!r}")
+        return functools.partial(fn, self)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _dispatch_ufunc(ufunc, method, inputs, kwargs)
 
@@ -303,6 +311,18 @@ cdef inline Py_ssize_t _norm(Py_ssize_t i, Py_ssize_t n, int axis) except -1:
         raise IndexError(f"index {i if i >= 0 else i - n} is out of bounds for "
                          f"axis {axis} with size {n}")
     return i
+
+
+cdef bint _traced_index(object key):
+    """A Var or Array in an index (x[v], x[v, 0], x[[v]])."""
+    if type(key) is Var or type(key) is Array:
+        return True
+    if type(key) is tuple or type(key) is list:
+        for k in key:
+            if type(k) is Var or type(k) is Array or \
+                    (type(k) is list and _traced_index(k)):
+                return True
+    return False
 
 
 cdef bint _basic_index(object key):
@@ -579,9 +599,11 @@ cdef class Array:
                 i = _norm(PyLong_AsSsize_t(k0), self.n0, 0)
                 j = _norm(PyLong_AsSsize_t(k1), self.n1, 1)
                 return self._var_at(i * self.s0 + j * self.s1)
-        if isinstance(key, (Var, Array)):
-            raise TypeError("fastad: an array cannot be indexed by a Var or Array; "
-                            "indices must be plain integers, slices or ndarrays")
+        if _traced_index(key):
+            raise TypeError("fastad: an array cannot be indexed by a Var or Array (an "
+                            "index computed from traced values); indices must be plain "
+                            "integers, slices, integer or boolean ndarrays (x[x > 0] "
+                            "works: a comparison gives a boolean ndarray)")
         sub = self.ix[key]
         cdef Array view
         if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
@@ -989,6 +1011,11 @@ _UFUNCS.update({
     np.greater: _compare_fn(CMP_GT), np.greater_equal: _compare_fn(CMP_GE),
     np.equal: _compare_fn(CMP_EQ), np.not_equal: _compare_fn(CMP_NE),
 })
+
+# Var.<ufunc name>(...): what NumPy's object loops call (see Var.__getattr__)
+_OBJECT_METHODS = {npf.__name__: fn for npf, fn in _UFUNCS.items()
+                   if isinstance(npf, np.ufunc) and npf.nin <= 2}
+_OBJECT_METHODS.update(conjugate=lambda x: x, conj=lambda x: x)
 
 globals().update(FUNCTIONS)
 __all__ = ["Var", "Array", "where", "stack"] + list(FUNCTIONS)
