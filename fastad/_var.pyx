@@ -821,7 +821,7 @@ cdef object _output_slots(Tape tape, object out):
             raise ValueError(f"fastad: f returned a {type(out).__name__} whose "
                              f"items have different shapes {sorted(shapes)}")
         return np.stack(parts) if parts else np.zeros(0, dtype=np.intp)
-    if type(out) is np.ndarray and out.dtype == object:
+    if type(out) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_OBJECT:
         # np.array([x[0], x[1]]): the slots of its elements (numbers: constants)
         parts = [_output_slots(tape, o) for o in out.reshape(-1)]
         if any(p.ndim for p in parts):
@@ -908,7 +908,7 @@ cdef bint _traced_container(object x):
     """An object ndarray (np.array([x[0], x[1]])) or a list/tuple: fastad.arrays
     stacks it into one Array if it holds Vars."""
     if type(x) is np.ndarray:
-        return (<cnp.ndarray>x).dtype == object
+        return cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_OBJECT
     return type(x) is list or type(x) is tuple
 
 

@@ -34,7 +34,7 @@ def _operands(objs):
             continue
         if type(o) is not Array and isinstance(o, (list, tuple)) and _has_active(o):
             o = stack(o)
-        if type(o) is np.ndarray and o.dtype == object:
+        if type(o) is np.ndarray and o.dtype is _OBJECT:
             o = from_objects(o)          # np.array([x[0], x[1]]): one stacked Array
         info = active_info(o)
         if info is None:
@@ -51,6 +51,9 @@ def _operands(objs):
             raise TapeError("fastad: cannot combine arrays from two different recordings")
         ops.append(B.Operand(idx, None, start, True if unique else None))
     return tape, ops
+
+
+_OBJECT = np.dtype(object)     # (a singleton: `is` is the cheap test)
 
 
 def from_objects(arr):
@@ -316,7 +319,7 @@ def _slots(a):
     """(tape, idx, cstart, unique) of an active operand; (None, ndarray, -1, True) for a constant."""
     if isinstance(a, (list, tuple)) and _has_active(a):
         a = stack(a)
-    elif type(a) is np.ndarray and a.dtype == object:
+    elif type(a) is np.ndarray and a.dtype is _OBJECT:
         a = from_objects(a)
     info = active_info(a)
     if info is None:
