@@ -505,3 +505,14 @@ def test_numpy_errors_stay_numpy_errors():
         fad.grad(lambda a: np.sum(np.argmax(a[:0])))(x)
     with pytest.raises(ValueError):
         fad.grad(lambda a: np.sum(np.broadcast_to(a, (3, 3))))(x)
+
+
+def test_pickled_tape_keeps_its_order_checks():
+    import pickle
+    f = lambda x: np.sum(np.sort(x) * np.arange(3.0)) + x[np.argmax(x)] \
+        + np.sum(np.partition(x, 0)[:1])    # noqa: E731
+    tape = pickle.loads(pickle.dumps(fad.record(f, np.array([3.0, 1.0, 2.0]))))
+    x1 = np.array([3.5, 1.0, 2.0])
+    fd_close(tape.gradient(x1), fd_grad(f, x1))
+    with pytest.raises(fad.BranchChangedError):
+        tape.gradient(np.array([1.0, 2.0, 3.0]))
