@@ -9,6 +9,8 @@ arg-selection depend on values: they record a check that replay repeats
 
 Each function also takes plain numbers and ndarrays (then it is NumPy).
 """
+import operator
+
 import numpy as np
 
 from fastad import _blocks as B
@@ -25,7 +27,8 @@ __all__ = [
     "vsplit", "dsplit", "vstack", "hstack", "dstack", "column_stack", "broadcast_to",
     "take", "take_along_axis", "append", "insert", "delete", "real", "imag",
     "sort", "argsort", "argmax", "argmin", "partition", "argpartition", "rollaxis",
-    "real_if_close", "angle", "nan_to_num", "select",
+    "real_if_close", "angle", "nan_to_num", "select", "broadcast_arrays", "block",
+    "linspace",
 ]
 
 
@@ -178,6 +181,62 @@ vstack = _joining(np.vstack, "vstack")
 hstack = _joining(np.hstack, "hstack")
 dstack = _joining(np.dstack, "dstack")
 column_stack = _joining(np.column_stack, "column_stack")
+
+
+def broadcast_arrays(*args):
+    """np.broadcast_arrays: each argument's slots repeated to the common shape."""
+    shape = np.broadcast_shapes(*(np.shape(_slots(a)[1]) for a in args))
+    return tuple(broadcast_to(a, shape) if _traced(a) else np.broadcast_to(a, shape)
+                 for a in args)
+
+
+def block(arrays):
+    """np.block of Arrays, Vars and constants (nested lists): their slots assembled."""
+    tape = None
+
+    def leaves(x):
+        nonlocal tape
+        if type(x) is list:
+            return [leaves(i) for i in x]
+        t, idx, cstart, unique = _slots(x)
+        if t is None:
+            return ("const", idx)
+        tape = t
+        return ("slots", idx)
+    tree = leaves(arrays)
+    if tape is None:
+        return np.block(arrays)
+
+    def slots(x):
+        if type(x) is list:
+            return [slots(i) for i in x]
+        return x[1] if x[0] == "slots" else tape.push_consts(x[1])
+    return make_array(tape, np.block(slots(tree)))
+
+
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    """np.linspace with traced end points: start + i (stop - start) / div."""
+    if not (_traced(start) or _traced(stop)):
+        return np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise TypeError(f"fastad: np.linspace: dtype must be float64 (values on the tape "
+                        f"are), got {dtype!r}")
+    num = operator.index(num)
+    if num < 0:
+        raise ValueError(f"Number of samples, {num}, must be non-negative.")
+    ndim = len(np.broadcast_shapes(np.shape(_slots(start)[1]), np.shape(_slots(stop)[1])))
+    div = num - 1 if endpoint else num
+    t = np.arange(num, dtype=np.float64).reshape((-1,) + (1,) * ndim)
+    delta = _var.FUNCTIONS["subtract"](stop, start)
+    step = delta / div if div > 0 else np.nan
+    y = (t * step if div > 0 else t * delta) + start
+    if endpoint and num > 1:
+        last = (np.arange(num) == num - 1).reshape(t.shape)
+        y = _var.where(last, broadcast_to(stop, y.shape) if _traced(stop)
+                       else np.broadcast_to(stop, y.shape), y)
+    if axis != 0:
+        y = moveaxis(y, 0, axis)
+    return (y, step) if retstep else y
 
 
 def append(arr, values, axis=None):
@@ -484,8 +543,8 @@ def argmin(a, axis=None, out=None, *, keepdims=False):
 
 
 def _sort_in_place(a, *args, **kwargs):
-    raise TypeError("fastad: a.sort() sorts in place, but an Array on the tape is "
-                    "immutable; use b = np.sort(a) instead")
+    raise TypeError("fastad: a.sort() and a.partition() work in place, but an Array "
+                    "on the tape is immutable; use b = np.sort(a) (np.partition) instead")
 
 
 # ---------------------------------------------------------------- registration
@@ -533,6 +592,10 @@ def _register():
     implements(np.take, take, "take", ("indices", "axis", "mode"), method=m)
     implements(np.take_along_axis, take_along_axis, "take_along_axis", ("indices", "axis"))
     implements(np.append, append, "append", ("values", "axis"))
+    implements(np.broadcast_arrays, broadcast_arrays, "broadcast_arrays")
+    implements(np.block, block, "block")
+    implements(np.linspace, linspace, "linspace",
+               ("num", "endpoint", "retstep", "dtype", "axis"))
     implements(np.insert, insert, "insert", ("obj", "values", "axis"))
     implements(np.delete, delete, "delete", ("obj", "axis"))
     implements(np.copy, _same, "copy")
@@ -550,7 +613,7 @@ def _register():
     implements(np.argmax, argmax, "argmax", ("axis", "out", "keepdims"), method=m)
     implements(np.argmin, argmin, "argmin", ("axis", "out", "keepdims"), method=m)
     from fastad import arrays
-    arrays.METHODS["sort"] = _sort_in_place
+    arrays.METHODS["sort"] = arrays.METHODS["partition"] = _sort_in_place
 
 
 _register()

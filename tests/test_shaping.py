@@ -179,6 +179,15 @@ CASES = [
     ("select_broadcast", lambda x: np.select([x[0] > 0, x[1] > 0], [x[1], 3.0], default=x[:1]),
      (2, 3)),
     ("real_if_close", lambda x: np.real_if_close(x) * 2.0, (3,)),
+    ("broadcast_arrays", lambda x: np.stack(np.broadcast_arrays(x[:2, None], x[2:], 1.0)), (5,)),
+    ("block", lambda x: np.block([[x[:2, :2], np.ones((2, 1))], [x[2:, :2] * 2.0, x[2:, 2:]]]),
+     (3, 3)),
+    ("block_1d", lambda x: np.block([x[:2], 3.0, x[1:]]), (3,)),
+    ("linspace", lambda x: np.linspace(x[0], x[1], 5), (2,)),
+    ("linspace_open", lambda x: np.linspace(x[0], 4.0, 4, endpoint=False), (2,)),
+    ("linspace_one", lambda x: np.linspace(x[0], x[1], 1), (2,)),
+    ("linspace_arrays_axis", lambda x: np.linspace(x[:2], x[2:], 3, axis=-1), (4,)),
+    ("linspace_retstep", lambda x: np.linspace(-1.0, x[0], 3, retstep=True)[1] + x, (2,)),
     # indexing
     ("index_negative", lambda x: x[-1] - x[-2, ::-1], (3, 2)),
     ("fancy_list", lambda x: x[[0, 0, 2]], (4,)),
@@ -207,6 +216,7 @@ def test_function_in_every_mode(name, f, shape):
 # ---------------------------------------------------------------- values and edge cases
 
 @pytest.mark.parametrize("f, shape", [
+    (lambda x: np.linspace(x[0], x[1], 0), (2,)),
     (lambda x: np.flip(x, 0), (0, 3)),
     (lambda x: np.squeeze(x, 0), (1, 0)),
     (lambda x: np.pad(x, 1), (0,)),
@@ -478,6 +488,8 @@ def test_keywords_at_numpy_defaults_are_accepted():
     (lambda a: np.sort(a, order="f"), ["sort", "order"]),
     (lambda a: np.argmax(a, out=np.empty(1, dtype=int)), ["argmax", "out"]),
     (lambda a: a.sort(), ["sort", "in place"]),
+    (lambda a: a.partition(1), ["partition", "in place"]),
+    (lambda a: np.linspace(a[0, 0], 1.0, 3, dtype=np.float32), ["linspace", "dtype"]),
     (lambda a: a[a[0, 0]], ["indexed", "Var"]),
     (lambda a: a[1, a[0, 0]], ["indexed", "Var"]),
     (lambda a: a[[a[0, 0]]], ["indexed", "Var"]),
