@@ -43,6 +43,7 @@ cdef extern from *:
     void* fastad_get_current_obj() nogil
     void fastad_set_current(void* buf, void* obj) nogil
 
+_FLOAT64 = np.dtype(np.float64)    # the dtype of every value on the tape
 cdef int64_t _last_id = 0   # recording ids; bumped under the GIL
 
 cdef class Var
@@ -268,6 +269,22 @@ cdef class Var:
         raise TypeError(
             "fastad: the truth value of a Var is not defined; compare it "
             "explicitly (v > 0, v != 0), which is recorded on the tape")
+
+    # a Var is a 0-d array (NumPy code asks x.shape, x.ndim, ...)
+    @property
+    def shape(self):
+        return ()
+
+    @property
+    def ndim(self):
+        return 0
+
+    @property
+    def size(self):
+        return 1
+
+    # (no .dtype: NumPy's object-array code, np.var among it, would then
+    # convert a Var with arrmean.dtype.type(arrmean))
 
     def __getattr__(self, name):
         # NumPy's ufuncs on an object ndarray (np.exp(np.array([x[0], x[1]])))
@@ -543,6 +560,10 @@ cdef class Array:
     @property
     def ndim(self):
         return self.nd
+
+    @property
+    def dtype(self):
+        return _FLOAT64
 
     @property
     def size(self):

@@ -442,7 +442,7 @@ def test_object_array_elements_have_the_methods_numpy_calls():
     seen = {}
 
     def f(a):
-        seen["has"] = [hasattr(a[0], n) for n in ("exp", "arctan2", "conjugate", "shape",
+        seen["has"] = [hasattr(a[0], n) for n in ("exp", "arctan2", "conjugate", "dtype",
                                                   "cumsum", "__array__")]
         return np.sum(a)
     fad.grad(f)(np.ones(2))
@@ -528,3 +528,17 @@ def test_pickled_tape_keeps_its_order_checks():
     fd_close(tape.gradient(x1), fd_grad(f, x1))
     with pytest.raises(fad.BranchChangedError):
         tape.gradient(np.array([1.0, 2.0, 3.0]))
+
+
+def test_a_var_looks_like_a_zero_d_array():
+    seen = {}
+
+    def f(x):
+        v = x[0]
+        seen["var"] = (v.shape, v.ndim, v.size)
+        seen["array"] = (x.shape, x.ndim, x.size, x.dtype)
+        return v ** 2
+    close(fad.grad(f)(np.array([3.0, 1.0])), [6.0, 0.0])
+    assert seen["var"] == ((), 0, 1)
+    assert seen["array"] == ((2,), 1, 2, np.float64)
+    close(fad.grad(lambda x: x ** 2 if x.shape == () else 0.0)(3.0), 6.0)
