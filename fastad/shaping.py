@@ -113,10 +113,11 @@ atleast_3d = _atleast(np.atleast_3d)
 
 
 def ravel(a, order="C"):
-    """np.ravel: a reshape in C order; other orders rearrange the slots."""
-    if order in ("C", "A", "K"):          # slots are C-ordered: A and K are C here
-        if not _traced(a):
-            return np.ravel(a, order)
+    """np.ravel: a reshape in C order; other orders rearrange the slots (whose
+    layout follows NumPy's views, so "K" and "A" read them as NumPy would)."""
+    if not _traced(a):
+        return np.ravel(a, order)
+    if order == "C":
         return reshape(a, -1)
     return _rearrange(np.ravel)(a, order)
 

@@ -81,6 +81,8 @@ CASES = [
     ("ravel", lambda x: np.ravel(x), (2, 3)),
     ("ravel_F", lambda x: np.ravel(x, order="F"), (2, 3)),
     ("ravel_transposed", lambda x: np.ravel(x.T), (2, 3)),
+    ("ravel_K_transposed", lambda x: np.ravel(x.T, order="K"), (2, 3)),
+    ("ravel_A_transposed", lambda x: np.ravel(x.T, order="A"), (2, 3)),
     ("flatten", lambda x: x.T.flatten(), (2, 3)),
     ("tile", lambda x: np.tile(x, (2, 1)), (2, 3)),
     ("tile_int", lambda x: np.tile(x, 3), (3,)),
