@@ -13,6 +13,7 @@ from fastad.primitives import primitive
 from fastad.linalg import solve, norm
 from fastad.reductions import prod, cumsum, cumprod, var, std, ptp, trace, diff, average, amax, amin, max, min  # noqa: A004
 from fastad.products import einsum, outer, inner, vdot, kron, tensordot
+from fastad import shaping  # noqa: F401 - registers NumPy's shape/assembly/sort functions
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (
