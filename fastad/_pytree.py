@@ -15,6 +15,8 @@ leaf gets its gradient in its own dtype; the tape computes in float64.
 
 Plain Python (imported by fastad._recording and, lazily, by the Tape).
 """
+import itertools
+import math
 import numbers
 
 import numpy as np
@@ -40,7 +42,12 @@ def _is_namedtuple(x):
 
 def _scalar_nest(x, atoms):
     """x is a number (or an `atoms` instance) or a list/tuple of such, at any depth."""
-    if isinstance(x, (list, tuple)) and type(x) in (list, tuple):
+    t = type(x)
+    if t is float or t is int:
+        return True
+    if t is np.ndarray or t is dict or x is None:      # (the common cases, quickly)
+        return False
+    if t is list or t is tuple:
         return all(_scalar_nest(o, atoms) for o in x)
     if isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, complex):
         return True
@@ -48,7 +55,12 @@ def _scalar_nest(x, atoms):
 
 
 def _path(path):
-    return "".join(path) or "(the root)"
+    """A path kept as nested (parent, key) pairs (cheap to make) as text."""
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    return "".join(reversed(keys)) or "(the root)"
 
 
 def _sorted_keys(d, who, path):
@@ -67,21 +79,26 @@ def flatten(x, who="fastad", atoms=None, leaf_ok=None):
     leaves = []
 
     def walk(o, path):
+        t = type(o)
+        if t is np.ndarray and o.dtype.kind in "biuf":      # the common leaf
+            leaves.append(o)
+            return LEAF
         if o is None:
             return NONE
         if isinstance(o, dict):
             keys = _sorted_keys(o, who, path)
             return ("dict", tuple(keys),
-                    tuple(walk(o[k], path + [f"[{k!r}]"]) for k in keys))
-        if _is_namedtuple(o):
-            return ("namedtuple", type(o), tuple(
-                walk(v, path + [f".{name}"]) for name, v in zip(type(o)._fields, o)))
-        if type(o) in (list, tuple) and not _scalar_nest(o, atoms):
-            return (type(o).__name__, None,
-                    tuple(walk(v, path + [f"[{i}]"]) for i, v in enumerate(o)))
-        if isinstance(o, (list, tuple)) and type(o) not in (list, tuple):
+                    tuple([walk(o[k], (path, f"[{k!r}]")) for k in keys]))
+        if t is tuple or t is list:
+            if not _scalar_nest(o, atoms):
+                return (t.__name__, None,
+                        tuple([walk(v, (path, f"[{i}]")) for i, v in enumerate(o)]))
+        elif _is_namedtuple(o):
+            return ("namedtuple", t, tuple([
+                walk(v, (path, f".{name}")) for name, v in zip(t._fields, o)]))
+        elif isinstance(o, (list, tuple)):
             raise TypeError(f"{who}: the value at {_path(path)} is a "
-                            f"{type(o).__name__}, a subclass of {type(o).__mro__[1].__name__} "
+                            f"{t.__name__}, a subclass of {t.__mro__[1].__name__} "
                             f"that fastad cannot rebuild; use a tuple, list, dict or "
                             f"namedtuple")
         if leaf_ok is not None and not leaf_ok(o):
@@ -90,7 +107,7 @@ def flatten(x, who="fastad", atoms=None, leaf_ok=None):
                             f"(in tuples, lists, dicts or namedtuples)")
         leaves.append(o)
         return LEAF
-    return leaves, walk(x, [])
+    return leaves, walk(x, None)
 
 
 def _describe(o):
@@ -141,6 +158,8 @@ def _node_str(node):
 
 def _result_dtype(leaf):
     """float16/float32 leaves keep their dtype; everything else gets float64."""
+    if type(leaf) is float:
+        return None
     dt = getattr(leaf, "dtype", None)
     if dt is not None and dt.kind == "f" and dt.itemsize < 8:
         return dt
@@ -158,10 +177,9 @@ class Tree:
         self.node = node
         self.shapes = tuple(shapes)
         self.dtypes = tuple(dtypes)
-        self.sizes = tuple(1 if s is None else int(np.prod(s, dtype=np.int64))
-                           for s in self.shapes)
-        self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.sizes)[:-1])
-        self.size = int(sum(self.sizes))
+        self.sizes = tuple(1 if s is None else math.prod(s) for s in self.shapes)
+        self.offsets = tuple(itertools.accumulate(self.sizes, initial=0))[:-1]
+        self.size = sum(self.sizes)
 
     def __getstate__(self):
         return (self.node, self.shapes, self.dtypes)
@@ -171,7 +189,8 @@ class Tree:
 
     @classmethod
     def of_inputs(cls, node, leaves):
-        shapes = [None if not isinstance(v, (np.ndarray, list, tuple)) else np.shape(v)
+        shapes = [v.shape if type(v) is np.ndarray else
+                  None if not isinstance(v, (np.ndarray, list, tuple)) else np.shape(v)
                   for v in leaves]
         return cls(node, shapes, [_result_dtype(v) for v in leaves])
 
