@@ -19,7 +19,10 @@ import time
 
 import numpy as np
 
-import fastad as fad
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:          # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+import fastad as fad  # noqa: E402
 
 SIZES = (784, 200, 100, 10)
 BATCH = 256
@@ -120,7 +123,9 @@ def run(quick=False):
     text = table(quick)
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1")
+                   MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+                       [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                 if p]))
         child = subprocess.run([sys.executable, os.path.abspath(__file__), "--table"]
                                + (["--quick"] if quick else []), env=env,
                                capture_output=True, text=True, check=True)

@@ -418,10 +418,13 @@ cdef class Tape(Player):
     def _input_label(self, Py_ssize_t i):
         if self.in_shape is None and len(self.inputs) <= 1:
             return ""
-        for argnum, shape, first in self.inputs:
+        for j, (argnum, shape, first) in enumerate(self.inputs):
             size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
             if first <= i < first + size:
-                prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
+                if self.in_tree is not None:        # the leaf's path: x['W'][0]...
+                    prefix = self.in_tree._where(j).replace("(the root)", "")
+                else:
+                    prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
                 if shape is None:
                     return prefix
                 return prefix + "[" + ", ".join(str(int(j)) for j in np.unravel_index(i - first, shape)) + "]"

@@ -436,3 +436,11 @@ def test_int_and_float64_inputs_give_float64():
                                                    )[0].dtype == np.float64
     assert fad.grad(lambda x: np.sum(x))(np.ones(2)).dtype == np.float64
     assert type(fad.grad(lambda x: x * x)(3)) is float
+
+
+def test_tape_text_names_inputs_by_their_paths():
+    tape = fad.record(lambda p: np.sum(p["a"]) * p["b"][0], {"a": np.ones(2), "b": [3.0]})
+    text = str(tape)
+    assert "input x['a'][0]" in text and "input x['a'][1]" in text
+    assert "input x['b'][0]" in text
+    assert "x['b'][0]" in tape.to_dot()
