@@ -40,6 +40,9 @@ def _is_namedtuple(x):
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+_CONTAINERS = (np.ndarray, dict)   # a list/tuple starting with one is no scalar nest
+
+
 def _scalar_nest(x, atoms):
     """x is a number (or an `atoms` instance) or a list/tuple of such, at any depth."""
     t = type(x)
@@ -90,7 +93,7 @@ def flatten(x, who="fastad", atoms=None, leaf_ok=None):
             return ("dict", tuple(keys),
                     tuple([walk(o[k], (path, f"[{k!r}]")) for k in keys]))
         if t is tuple or t is list:
-            if not _scalar_nest(o, atoms):
+            if (o and type(o[0]) in _CONTAINERS) or not _scalar_nest(o, atoms):
                 return (t.__name__, None,
                         tuple([walk(v, (path, f"[{i}]")) for i, v in enumerate(o)]))
         elif _is_namedtuple(o):
