@@ -342,6 +342,13 @@ def test_record_tree_output_replay_and_sparse_jacobian():
     fd_close(fad.sparse_jacobian(vec_out)(p1).toarray(), fd)
     g = tape.vjp(p1, {"s": 1.0, "y": np.zeros(3)})
     fd_close(to_vec(g), fd[0])
+    point = tape.at(p1)
+    assert isinstance(point.value["s"], float)
+    fd_close(to_vec(point.vjp({"s": 0.0, "y": np.array([1.0, 2.0, 3.0])})),
+             np.array([0.0, 1.0, 2.0, 3.0]) @ fd)
+    t = [(np.ones((3, 2)), np.array([0.5, -1.0]))]
+    jv = point.jvp(t)
+    fd_close(np.concatenate([[jv["s"]], jv["y"]]), fd @ to_vec(t))
 
 
 def test_pickled_tree_tape_replays():
