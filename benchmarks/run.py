@@ -51,6 +51,7 @@ def sections(quick, full_suite, outdir):
     the seconds are from a run on the 2-core VM (they weigh the time-left
     estimate)."""
     import bench_mlp
+    import bench_pytree
     import bench_primitives
     import bench_replay
     import bench_second
@@ -64,6 +65,8 @@ def sections(quick, full_suite, outdir):
          lambda: bench_replay.run(quick=quick)),
         ("Matrix-form network (bench_mlp.py)", 4 if quick else 12,
          lambda: bench_mlp.run(quick=quick)),
+        ("Network with pytree parameters (bench_pytree.py)", 5 if quick else 30,
+         lambda: bench_pytree.run(quick=quick)),
         ("Custom primitives (bench_primitives.py)", 0.5, bench_primitives.run),
         ("Second order (bench_second.py)", 0.5, bench_second.run),
         ("Sparse Jacobians and Hessians by coloring (bench_sparse.py)", 1 if quick else 13,

@@ -5,4 +5,6 @@ from fastad._player cimport *
 
 
 cdef class Tape(Player):
-    pass
+    # fastad._pytree.Tree of the recorded x / output when it is a pytree (or a
+    # float32 array), else None; in_shape / out_shape are then the flat ones
+    cdef public object in_tree, out_tree

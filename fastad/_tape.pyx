@@ -72,9 +72,19 @@ cdef class Tape(Player):
         cdef Work w = self._acquire()
         try:
             self._replay(w, x)
-            return self._gather(w.val)
+            out = self._gather(w.val)
         finally:
             self._release(w)
+        if self.out_tree is not None:
+            return self.out_tree.split(np.reshape(out, (1, -1)), False)
+        return out
+
+    def _flat_input(self, x):
+        if self.in_tree is not None:
+            if self._out is None:
+                return Player._flat_input(self, x)      # (its error)
+            return self.in_tree.flat(x, "fastad.Tape: x")
+        return Player._flat_input(self, x)
 
     def value_and_gradient(self, x):
         """(f(x), gradient) for a scalar output, replayed at x."""
@@ -111,6 +121,8 @@ cdef class Tape(Player):
             value = w.val[slot]
         finally:
             self._release(w)
+        if self.in_tree is not None:
+            return value, self.in_tree.split(g.reshape(1, lo), False)
         return value, (float(g[0]) if self.in_shape is None else g.reshape(self.in_shape))
 
     def gradient(self, x):
@@ -237,7 +249,7 @@ cdef class Tape(Player):
             (<char*>self.buf.node)[:n * sizeof(fad_node)] if n else b"",
             (<char*>self.buf.val)[:n * sizeof(double)] if n else b"",
             self.n_inputs, list(self.inputs), self.in_shape, self._out,
-            list(self.blocks)))
+            list(self.blocks), self.in_tree, self.out_tree))
 
     # ------------------------------------------------------------ implementation
     # Every sweep works at x (replaying there) or, with x=None, at the
@@ -255,8 +267,21 @@ cdef class Tape(Player):
         raise ValueError(f"fastad: {what} must have shape {shape} or (k,) + {shape} "
                          f"for k stacked {what}s, got {v.shape}")
 
+    def _stacked_in(self, v, what):
+        """v in x's structure (or with k stacked) -> ((k, n_inputs), stacked?)."""
+        if self.in_tree is not None:
+            return self.in_tree.seeds(v, what)
+        return self._stacked(v, self.in_shape, what)
+
+    def _stacked_out(self, v, what):
+        if self.out_tree is not None:
+            return self.out_tree.seeds(v, what)
+        return self._stacked(v, self._out.shape, what)
+
     def _shape_in(self, g, stacked):
         """(k, n_inputs) -> x-shaped result(s)."""
+        if self.in_tree is not None:
+            return self.in_tree.split(g, stacked)
         shape = () if self.in_shape is None else tuple(self.in_shape)
         if stacked:
             return g.reshape((g.shape[0],) + shape)
@@ -264,6 +289,8 @@ cdef class Tape(Player):
         return float(g[0]) if self.in_shape is None else g.reshape(shape)
 
     def _shape_out(self, t, stacked):
+        if self.out_tree is not None:
+            return self.out_tree.split(t, stacked)
         shape = tuple(self._out.shape)
         if stacked:
             return t.reshape((t.shape[0],) + shape)
@@ -271,15 +298,15 @@ cdef class Tape(Player):
         return float(t[0]) if shape == () else t.reshape(shape)
 
     def _jvp(self, x, v):
-        seeds, stacked = self._stacked(v, self.in_shape, "tangent")
+        seeds, stacked = self._stacked_in(v, "tangent")
         if seeds.shape[0] == 0:
-            return np.zeros((0,) + tuple(self._out.shape))
+            return self._shape_out(np.zeros((0, self.n_outputs)), True)
         return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
-        seeds, stacked = self._stacked(ybar, self._out.shape, "cotangent")
+        seeds, stacked = self._stacked_out(ybar, "cotangent")
         if seeds.shape[0] == 0:
-            return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
+            return self._shape_in(np.zeros((0, self.n_inputs)), True)
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
 
     def _jacobian(self, x, mode):
@@ -311,20 +338,29 @@ cdef class Tape(Player):
         finally:
             if w is not None:
                 self._release(w)
+        if self.in_tree is not None or self.out_tree is not None:
+            return _pytree().jacobian_tree(J, self)
         in_shape = () if self.in_shape is None else tuple(self.in_shape)
         return J.reshape(tuple(self._out.shape) + in_shape)
 
     def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
         """H v (and the value and gradient) at x (None: the recorded point;
         `point`: a Work already replayed there)."""
-        if self._out is None or self._out.ndim != 0:
+        if gather is not None:      # (sparse Hessians: flat seeds)
+            seeds, stacked = self._stacked(v, self.in_shape, "direction")
+        else:
+            seeds, stacked = self._stacked_in(v, "direction")
+        return self._hvp_seeds(x, seeds, stacked, with_grad, point, gather)
+
+    def _hvp_seeds(self, x, seeds, stacked, bint with_grad=False, Work point=None,
+                   gather=None, bint raw=False):
+        """_hvp for (k, n_inputs) seeds; raw: H S as a (k, n_inputs) array."""
+        if self._out is None or self._out.ndim != 0 or self.out_tree is not None:
             raise ValueError(
                 f"fastad: Hessians need a scalar output, but this tape's output has "
                 f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
-        seeds, stacked = self._stacked(v, self.in_shape, "direction")
         if seeds.shape[0] == 0:
-            shape = () if self.in_shape is None else tuple(self.in_shape)
-            return np.zeros((0,) + shape)
+            return seeds.copy() if raw else self._shape_in(np.zeros((0, self.n_inputs)), True)
         cdef Work w = self._acquire()
         cdef const fad_node* nodes = self.buf.node
         cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self._out[()])
@@ -348,6 +384,8 @@ cdef class Tape(Player):
             self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
                 return gather_flat(adt, gather)
+            if raw:
+                return adt[:lo].T.copy()
             Hv = self._shape_in(adt[:lo].T.copy(), stacked)
             if not with_grad:
                 return Hv
@@ -368,7 +406,9 @@ cdef class Tape(Player):
             k1 = min(n, k0 + chunk)
             seeds = np.zeros((k1 - k0, n))
             seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
-            H[k0:k1] = self._hvp(x, seeds.reshape((k1 - k0,) + shape)).reshape(k1 - k0, n)
+            H[k0:k1] = self._hvp_seeds(x, seeds, True, raw=True)
+        if self.in_tree is not None:
+            return _pytree().hessian_tree(H, self)
         return H.reshape(shape + shape)
 
     def _counts(self):
@@ -378,10 +418,13 @@ cdef class Tape(Player):
     def _input_label(self, Py_ssize_t i):
         if self.in_shape is None and len(self.inputs) <= 1:
             return ""
-        for argnum, shape, first in self.inputs:
+        for j, (argnum, shape, first) in enumerate(self.inputs):
             size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
             if first <= i < first + size:
-                prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
+                if self.in_tree is not None:        # the leaf's path: x['W'][0]...
+                    prefix = self.in_tree._where(j).replace("(the root)", "")
+                else:
+                    prefix = f"(arg {argnum})" if len(self.inputs) > 1 else ""
                 if shape is None:
                     return prefix
                 return prefix + "[" + ", ".join(str(int(j)) for j in np.unravel_index(i - first, shape)) + "]"
@@ -395,7 +438,7 @@ cdef class Tape(Player):
 
 
 def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
-             in_shape, out_slots, list blocks=None):
+             in_shape, out_slots, list blocks=None, in_tree=None, out_tree=None):
     """Unpickle a Tape."""
     cdef Tape t = Tape()
     cdef Py_ssize_t n = len(op)
@@ -412,6 +455,8 @@ def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
     t.in_shape = in_shape
     t._out = out_slots
     t.blocks = blocks or []
+    t.in_tree = in_tree
+    t.out_tree = out_tree
     return t
 
 
@@ -429,6 +474,12 @@ def choose_mode(mode, Py_ssize_t n_in, Py_ssize_t n_out):
     return mode
 
 
+def _pytree():
+    """fastad._pytree (imported on first use: it is plain Python above nothing)."""
+    import fastad._pytree as m
+    return m
+
+
 cdef class TapePoint:
     """A tape replayed at one x (see Tape.at): its value, gradient and
     Hessian-vector products there, each without another replay.  On a tape
@@ -444,7 +495,7 @@ cdef class TapePoint:
         self.tape = tape
         self.w = tape._acquire()      # pooled: an optimizer's points reuse mapped memory
         tape._replay(self.w, x)
-        self.x = np.array(x, dtype=np.float64)
+        self.x = x if tape.in_tree is not None else np.array(x, dtype=np.float64)
 
     def __dealloc__(self):
         if self.w is not None and self.tape is not None:
@@ -452,7 +503,10 @@ cdef class TapePoint:
 
     @property
     def value(self):
-        return self.tape._gather(self.w.val)
+        out = self.tape._gather(self.w.val)
+        if self.tape.out_tree is not None:
+            return self.tape.out_tree.split(np.reshape(out, (1, -1)), False)
+        return out
 
     def gradient(self):
         t = self.tape
@@ -486,14 +540,14 @@ cdef class TapePoint:
     def vjp(self, ybar):
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""
         t = self.tape
-        seeds, stacked = t._stacked(ybar, t.out_slots.shape, "cotangent")
+        seeds, stacked = t._stacked_out(ybar, "cotangent")
         return t._shape_in(t._adjoints(self.w.node, view_of(self.w.val, t.buf.n, self.w), self.w.states,
                                        seeds), stacked)
 
     def jvp(self, v):
         """J v at this point; v of x's shape or (k,) + x.shape."""
         t = self.tape
-        seeds, stacked = t._stacked(v, t.in_shape, "tangent")
+        seeds, stacked = t._stacked_in(v, "tangent")
         return t._shape_out(t._tangents(self.w.node, view_of(self.w.val, t.buf.n, self.w), self.w.states,
                                         seeds), stacked)
 
@@ -505,7 +559,10 @@ cdef class TapePoint:
         cdef Tape t = self.tape
         if t.blocks or t.out_slots is None or t.out_slots.ndim != 0:
             return t._hvp(None, v, False, self.w, gather)
-        seeds, stacked = t._stacked(v, t.in_shape, "direction")
+        if gather is not None:
+            seeds, stacked = t._stacked(v, t.in_shape, "direction")
+        else:
+            seeds, stacked = t._stacked_in(v, "direction")
         cdef Py_ssize_t k = seeds.shape[0], lo = t.n_inputs, slot = int(t.out_slots[()])
         cdef Py_ssize_t hi = max(slot + 1, lo), j
         if k == 0:

@@ -3,6 +3,15 @@
 Each call records `f` on a fresh tape (one per call and per thread), then
 runs compiled sweeps over it: reverse for gradients and pullbacks, tangent
 for pushforwards, k seeds or directions per sweep.
+
+The differentiated argument may be a pytree (fastad._pytree): a float, an
+array, or nested tuples, lists, namedtuples and dicts of them (None: an
+empty subtree); results come back in its structure.  Tangents and cotangents
+are given in the input's / output's structure; k stacked ones have a leading
+axis of k on every leaf.  jacobian and vjp accept pytree outputs: the
+Jacobian is the output's structure of the input's structure of blocks of
+shape out_leaf.shape + in_leaf.shape (as JAX's jacrev).  float16/float32
+leaves get gradients of their dtype (the tape computes in float64).
 """
 import functools
 import math
@@ -10,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from fastad._recording import _output_value, _record, record
+from fastad._recording import _output_value, _record, group_gradients, record
 from fastad._tape import Tape
 from fastad._tape import choose_mode
 from fastad._var import Array, Var, output_slots
@@ -86,7 +95,7 @@ def _scalar_slot(tape, out, who):
     return int(slots)
 
 
-def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep):
+def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep, trees=None):
     """(tape, output slot, aux) for a gradient; None when an in-place step
     conflicted (code that held an Array's only reference, such as a tuple
     passed as *args or a C caller, used it after an operation wrote over
@@ -96,7 +105,7 @@ def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep):
     # may write over dead temporaries (see Tape.overwrite_block)
     tape.single_sweep = single_sweep
     try:
-        _, out = _record(f, args, kwargs, nums, tape)
+        _, out = _record(f, args, kwargs, nums, tape, trees)
         out, aux = _split_aux(out, has_aux)
         slot = _scalar_slot(tape, out, "grad")
     except Exception:         # (TapeError, unless f turned it into another)
@@ -114,21 +123,26 @@ def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
     step cannot see, is not run twice on every later call."""
     single, nums = _argnums_tuple(argnums, len(args))
     got = None
+    trees = {}
     if inplace is None or inplace[0]:
-        got = _recorded_output(f, args, kwargs, nums, has_aux, True)
+        got = _recorded_output(f, args, kwargs, nums, has_aux, True, trees)
         if got is None and inplace is not None:
             inplace[0] = False
     if got is None:
-        got = _recorded_output(f, args, kwargs, nums, has_aux, False)
+        trees.clear()
+        got = _recorded_output(f, args, kwargs, nums, has_aux, False, trees)
     tape, slot, aux = got
     grads = _input_gradients(tape, slot)
+    if trees:
+        grads = group_gradients(grads, nums, trees)
     return tape.node(slot)[5], aux, (grads[0] if single else tuple(grads))
 
 
 def grad(f, argnums=0, has_aux=False):
     """The gradient of scalar-valued `f` with respect to argument(s) `argnums`.
 
-    `grad(f)(x)` has the shape of x (a float for a float).  With a tuple
+    `grad(f)(x)` has the shape of x (a float for a float), or x's structure
+    when x is a pytree (a tuple, list or dict of arrays...).  With a tuple
     argnums it returns a tuple; with has_aux, f returns (value, aux) and you
     get (gradient, aux).
 
@@ -162,8 +176,8 @@ def value_and_grad(f, argnums=0, has_aux=False):
 def jvp(f, x, v):
     """(f(x), J(x) v): one tangent sweep carrying every direction.
 
-    v has x's shape, or (k,) + x.shape for k directions (then J v has a
-    leading axis of k)."""
+    v has x's shape (structure), or (k,) + x.shape for k directions (then
+    J v has a leading axis of k; for a pytree, every leaf has one)."""
     tape = record(f, x)
     return _output_value(tape), tape._jvp(None, v)
 
@@ -171,7 +185,8 @@ def jvp(f, x, v):
 def vjp(f, x):
     """(f(x), pullback), pullback(ybar) = ybar J(x).
 
-    ybar has the output's shape, or (k,) + that shape for k seeds, pulled
+    ybar has the output's shape (structure), or (k,) + that shape for k seeds
+    (for a pytree output, on every leaf), pulled
     back in one multi-seeded reverse sweep.  The pullback can be called
     many times."""
     tape = record(f, x)
@@ -183,7 +198,8 @@ def vjp(f, x):
 
 
 def jacobian(f, mode="auto"):
-    """The Jacobian of f, shape out.shape + x.shape.
+    """The Jacobian of f, shape out.shape + x.shape (pytrees: the output's
+    structure of x's structure of such blocks).
 
     mode "fwd" sweeps one tangent lane per input, "rev" one adjoint lane per
     output, in chunks; "auto" picks the one with fewer lanes (weighted by
@@ -212,8 +228,9 @@ def hvp(f, x, v):
 
 
 def hessian(f):
-    """The Hessian of scalar f, shape x.shape + x.shape (forward-over-reverse,
-    directions in chunks)."""
+    """The Hessian of scalar f, shape x.shape + x.shape (a pytree x: x's
+    structure of x's structure of blocks; forward-over-reverse, directions
+    in chunks)."""
     def hess_f(x):
         return record(f, x)._hessian(None)
     return hess_f

@@ -1,0 +1,141 @@
+"""A network whose parameters are a pytree: fastad against autograd and backprop.
+
+MLP 784 -> 200 -> 100 -> 10, batch 256, tanh hidden layers, softmax
+cross-entropy; the parameters are a list of (W, b) tuples (178k numbers)
+and the gradient comes back in that structure.  The same loss code runs
+under fad.grad and autograd.grad (autograd is optional: install it to
+compare; it is not a dependency), beside hand-written NumPy backprop.
+Medians of interleaved repeats (a, b, c, a, b, c, ...) in one process, at
+NumPy's default BLAS threads and again in a child process with one BLAS
+thread (OPENBLAS_NUM_THREADS=1, set before NumPy loads).
+
+    python benchmarks/bench_pytree.py [--quick]
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:          # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+import fastad as fad  # noqa: E402
+
+SIZES = (784, 200, 100, 10)
+BATCH = 256
+rng = np.random.default_rng(0)
+X = rng.standard_normal((BATCH, SIZES[0]))
+Y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], BATCH)]
+PARAMS = [(rng.standard_normal((m, n)) / np.sqrt(m), 0.1 * rng.standard_normal(n))
+          for m, n in zip(SIZES[:-1], SIZES[1:])]
+
+
+def make_loss(np):
+    """The loss written once for a NumPy namespace (numpy, or autograd.numpy)."""
+    def loss(params):
+        h = X
+        for W, b in params[:-1]:
+            h = np.tanh(h @ W + b)
+        W, b = params[-1]
+        logits = h @ W + b
+        log_norm = np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+        return -np.sum(Y * (logits - log_norm)) / BATCH
+    return loss
+
+
+loss = make_loss(np)
+
+
+def backprop(params):
+    """The same gradient by hand."""
+    hs = [X]
+    for W, b in params[:-1]:
+        hs.append(np.tanh(hs[-1] @ W + b))
+    W, b = params[-1]
+    logits = hs[-1] @ W + b
+    e = np.exp(logits)
+    zbar = (e / e.sum(axis=1, keepdims=True) - Y) / BATCH
+    grads = []
+    for i in range(len(params) - 1, -1, -1):
+        W, b = params[i]
+        grads.append((hs[i].T @ zbar, zbar.sum(0)))
+        if i:
+            zbar = (zbar @ W.T) * (1 - hs[i] * hs[i])
+    return grads[::-1]
+
+
+HAND = "hand-written NumPy backprop"
+
+
+def tools():
+    out = {HAND: backprop, "fastad": fad.grad(loss)}
+    try:
+        import autograd
+        import autograd.numpy as anp
+        out["autograd"] = autograd.grad(make_loss(anp))
+    except ImportError:
+        out["autograd"] = None
+    return out
+
+
+def medians(quick):
+    """Median seconds per tool, interleaved; every gradient checked against backprop."""
+    ts = tools()
+    ref = backprop(PARAMS)
+    for name, fn in ts.items():
+        if fn is None:
+            continue
+        got = fn(PARAMS)
+        for (gW, gb), (rW, rb) in zip(got, ref):
+            np.testing.assert_allclose(gW, rW, rtol=1e-9, atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(gb, rb, rtol=1e-9, atol=1e-12, err_msg=name)
+    live = [n for n, fn in ts.items() if fn is not None]
+    times = {n: [] for n in live}
+    for _ in range(15 if quick else 101):
+        for n in live:
+            t0 = time.perf_counter()
+            ts[n](PARAMS)
+            times[n].append(time.perf_counter() - t0)
+    return {n: (float(np.median(times[n])) if n in times else None) for n in ts}
+
+
+def table(quick):
+    med = medians(quick)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    rows = [f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, tanh, softmax cross-entropy, "
+            f"parameters a list of (W, b) tuples (BLAS threads: {threads})", "",
+            "| tool | ms (median) | / hand-written backprop | / autograd |",
+            "|---|---:|---:|---:|"]
+    for n, t in med.items():
+        if t is None:
+            rows.append(f"| {n} | not installed | | |")
+            continue
+        ag = med.get("autograd")
+        rows.append(f"| {n} | {t * 1e3:.3f} | {t / med[HAND]:.2f}x | "
+                    + (f"{t / ag:.2f}x |" if ag else "|"))
+    return "\n".join(rows)
+
+
+def run(quick=False):
+    text = table(quick)
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+                       [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                 if p]))
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--table"]
+                               + (["--quick"] if quick else []), env=env,
+                               capture_output=True, text=True, check=True)
+        text += "\n\n" + child.stdout.strip()
+    return text
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--table", action="store_true", help="this process's table only")
+    args = ap.parse_args()
+    print(table(args.quick) if args.table else run(args.quick))
