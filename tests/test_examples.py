@@ -14,13 +14,6 @@ from conftest import fd_close
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 
-try:
-    fad.grad(lambda a: np.sum(np.linalg.cholesky(a)))(np.eye(2))
-    HAVE_CHOLESKY = True
-except TypeError:
-    HAVE_CHOLESKY = False
-needs_linalg = pytest.mark.xfail(not HAVE_CHOLESKY, strict=True,
-                                 reason="needs np.linalg.cholesky (#16 linalg)")
 
 
 def load(name):
@@ -77,7 +70,7 @@ def check_against_fd(f, params, rtol=1e-5, atol=1e-7):
 
 
 NAMES = ["logistic_regression", "neural_network", "rnn",
-         pytest.param("gaussian_process", marks=needs_linalg)]
+         "gaussian_process"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -118,7 +111,6 @@ def test_rnn_gradient():
     assert sorted(g) == sorted(params)
 
 
-@needs_linalg
 def test_gaussian_process_gradient():
     m = load("gaussian_process")
     x, y = m.make_data()
