@@ -11,6 +11,8 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
 from fastad.linalg import solve, norm
+from fastad.ufuncs import mod, round, around  # noqa: A001 - NumPy's names (and fastad.special)
+from fastad import special
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (
@@ -32,3 +34,4 @@ __all__ = _var.__all__ + [
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
 ]
+__all__ += ["mod", "special"]  # (fad.round and fad.around: not for import *)

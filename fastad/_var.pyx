@@ -248,6 +248,22 @@ cdef class Var:
             return NotImplemented
         return _binary(o, self, FAD_POW, FAD_POW_C, FAD_POW_CX)
 
+    # % and // with NumPy's conventions (np.remainder, np.floor_divide)
+    def __mod__(self, o): return _binary(self, o, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX)
+    def __rmod__(self, o): return _binary(o, self, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX)
+    def __floordiv__(self, o): return _binary(self, o, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+    def __rfloordiv__(self, o): return _binary(o, self, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+
+    def __divmod__(self, o):
+        q = _binary(self, o, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+        return q if q is NotImplemented else (
+            q, _binary(self, o, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX))
+
+    def __rdivmod__(self, o):
+        q = _binary(o, self, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+        return q if q is NotImplemented else (
+            q, _binary(o, self, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX))
+
     def __neg__(self): return _un(FAD_NEG, self, 0.0)
     def __pos__(self): return self
     def __abs__(self): return _un(FAD_ABS, self, 0.0)
@@ -633,6 +649,14 @@ cdef class Array:
 
     def __rpow__(self, o, mod):
         return NotImplemented if mod is not None else _arr().power(o, self)
+    def __mod__(self, o): return _op("remainder", self, o)
+    def __rmod__(self, o): return _op("remainder", o, self)
+    def __floordiv__(self, o): return _op("floor_divide", self, o)
+    def __rfloordiv__(self, o): return _op("floor_divide", o, self)
+    def __divmod__(self, o): return (_arr().elementwise("floor_divide", self, o),
+                                     _arr().elementwise("remainder", self, o))
+    def __rdivmod__(self, o): return (_arr().elementwise("floor_divide", o, self),
+                                      _arr().elementwise("remainder", o, self))
     def __matmul__(self, o): return _arr().matmul(self, o)
     def __rmatmul__(self, o): return _arr().matmul(o, self)
     def __neg__(self): return _op("neg", self, None)
