@@ -4,10 +4,12 @@ The op table (csrc/fastad_ops.h) defines the differentiable ufuncs
 (np.remainder, np.floor, np.arccosh, ...).  This module adds what is not one
 table entry: aliases (np.radians is np.deg2rad), functions that NumPy does
 not implement as ufuncs (np.round with decimals, np.sinc, np.real, np.imag,
-np.fix), ufuncs whose derivative is trivial on real input (np.conjugate)
-and the tests that return plain booleans (np.isfinite, np.isnan, np.isinf,
-np.signbit: not recorded, as comparisons are; a replay that would change
-their outcome is not detected).
+np.fix, np.angle, np.real_if_close, np.nan_to_num), ufuncs whose
+derivative is trivial on real input (np.conjugate) and the tests that return
+plain booleans: np.isnan, np.isinf and np.isfinite are recorded as
+comparisons (x != x, |x| == inf, x - x == 0), so a replay whose outcome would
+differ raises fad.BranchChangedError; np.signbit is not recorded (no
+comparison tells -0.0 from 0.0).
 """
 import operator
 
@@ -16,8 +18,8 @@ import numpy as np
 from fastad import arrays
 from fastad._var import FUNCTIONS, UFUNC_OPS, Array, Var, active_info
 
-__all__ = ["mod", "round", "around", "fix", "real", "imag", "conj", "conjugate",
-           "isfinite", "isnan", "isinf", "signbit"]
+__all__ = ["mod", "round", "around", "fix", "real", "imag", "conj", "conjugate", "angle",
+           "real_if_close", "nan_to_num", "isfinite", "isnan", "isinf", "signbit"]
 
 mod = FUNCTIONS["remainder"]       # np.mod is np.remainder
 
@@ -84,21 +86,59 @@ def conjugate(x):
 conj = conjugate
 
 
-def _value(x):
-    return x.value if type(x) in (Var, Array) else x
+def angle(z, deg=False):
+    """The angle of real input: arctan2(0, x), 0 or pi (derivative 0)."""
+    if not _active(z):
+        return np.angle(z, deg)
+    a = FUNCTIONS["arctan2"](0.0, z)
+    return a * (180.0 / np.pi) if deg else a
 
 
-def _values_test(uf):
-    def test(x):
-        return uf(_value(x))
-    test.__name__ = test.__qualname__ = uf.__name__
-    test.__doc__ = (f"np.{uf.__name__} of the values: plain booleans (not recorded, "
-                    f"no derivative)")
-    return test
+def real_if_close(a, tol=100):
+    """Real input is returned as it is."""
+    return a if _active(a) else np.real_if_close(a, tol)
 
 
-isfinite, isnan, isinf, signbit = (_values_test(u) for u in
-                                   (np.isfinite, np.isnan, np.isinf, np.signbit))
+def _compare(kind, x, y):
+    """x (kind) y recorded: a bool for a Var, a boolean ndarray for an Array."""
+    if type(x) is Var:
+        return np.bool_(x != y if kind == "ne" else x == y)
+    return arrays.compare(kind, x, y)
+
+
+def isnan(x):
+    """np.isnan, recorded as x != x."""
+    return _compare("ne", x, x) if type(x) in (Var, Array) else np.isnan(x)
+
+
+def isinf(x):
+    """np.isinf, recorded as |x| == inf."""
+    return _compare("eq", abs(x), np.inf) if type(x) in (Var, Array) else np.isinf(x)
+
+
+def isfinite(x):
+    """np.isfinite, recorded as x - x == 0 (NaN for inf and NaN)."""
+    return _compare("eq", x - x, 0.0) if type(x) in (Var, Array) else np.isfinite(x)
+
+
+def signbit(x):
+    """np.signbit of the values (not recorded: no comparison tells -0.0 from 0.0)."""
+    return np.signbit(x.value if type(x) in (Var, Array) else x)
+
+
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """np.nan_to_num: NaN and infinities replaced (recorded tests, derivative 0
+    there, 1 elsewhere)."""
+    if not _active(x):
+        return np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
+    big = np.finfo(np.float64).max
+    posinf = big if posinf is None else posinf
+    neginf = -big if neginf is None else neginf
+    if type(x) is Var:
+        return (nan if x != x else posinf if x == np.inf else neginf if x == -np.inf else x)
+    w = arrays.where
+    return w(isnan(x), nan, w(_compare("eq", x, np.inf), posinf,
+                              w(_compare("eq", x, -np.inf), neginf, x)))
 
 
 def _divmod(x, y):
@@ -114,5 +154,9 @@ arrays.implements(np.around, around, "around", allowed=("decimals", "out"))
 arrays.implements(np.fix, fix, "fix", allowed=("out",))
 arrays.implements(np.sinc, FUNCTIONS["sinc"], "sinc")
 arrays.implements(np.real, real, "real")
+arrays.implements(np.angle, angle, "angle", allowed=("deg",))
+arrays.implements(np.real_if_close, real_if_close, "real_if_close", allowed=("tol",))
+arrays.implements(np.nan_to_num, nan_to_num, "nan_to_num",
+                  allowed=("copy", "nan", "posinf", "neginf"))
 arrays.implements(np.imag, imag, "imag")
 arrays.METHODS["conj"] = arrays.METHODS["conjugate"] = conjugate

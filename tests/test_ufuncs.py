@@ -536,10 +536,10 @@ def test_special_functions_without_scipy_names():
 
 
 def test_unsupported_scipy_ufunc_is_a_clear_error_and_fastad_keeps_working():
-    with pytest.raises(TypeError, match="gamma is not supported"):
-        fad.grad(lambda x: fad.sum(sp.gamma(x)))(np.ones(2))
-    with pytest.raises(TypeError, match="gamma"):
-        fad.grad(lambda x: sp.gamma(x))(1.5)
+    with pytest.raises(TypeError, match="struve is not supported"):
+        fad.grad(lambda x: fad.sum(sp.struve(1.0, x)))(np.ones(2))
+    with pytest.raises(TypeError, match="struve"):
+        fad.grad(lambda x: sp.struve(1.0, x))(1.5)
     with pytest.raises(TypeError, match="keyword"):
         fad.grad(lambda x: fad.sum(sp.erf(x, out=np.empty(2))))(np.ones(2))
     assert fad.grad(lambda x: sp.erf(x))(0.0) == pytest.approx(2 / math.sqrt(PI), rel=1e-15)
@@ -563,3 +563,104 @@ def test_scipy_stays_optional_and_is_mapped_on_first_use():
     g, dg = eval(out.stdout)
     np.testing.assert_allclose(g, _d_erfinv(np.array([0.1, 0.5])), rtol=1e-13)
     assert math.isclose(dg, sp.digamma(2.5), rel_tol=1e-14)
+
+
+# ---------------------------------------------------------------- SciPy's values with fastad's rules
+
+def _dfd(f, x, h=1e-6):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+BESSEL_LIKE = [("gamma", (), [0.4, 1.7, 3.2, -0.5]), ("rgamma", (), [0.4, 1.7, 3.2, -1.5]),
+               ("j0", (), [0.3, 2.0, 7.5]), ("j1", (), [0.0, 2.0, 7.5]),
+               ("y0", (), [0.3, 2.0, 7.5]), ("y1", (), [0.3, 2.0, 7.5]),
+               ("i0", (), [0.0, 2.0, -3.0]), ("i1", (), [0.0, 2.0, -3.0]),
+               ("k0", (), [0.3, 2.0, 7.5]), ("k1", (), [0.3, 2.0, 7.5]),
+               ("jv", (np.array([0.5, 1.0, 2.5]),), [0.3, 2.0, 7.5]),
+               ("jn", (np.array([0.0, 1.0, 3.0]),), [0.3, 2.0, 7.5]),
+               ("yv", (np.array([0.5, 1.0, 2.5]),), [0.3, 2.0, 7.5]),
+               ("yn", (np.array([0.0, 1.0, 3.0]),), [0.3, 2.0, 7.5]),
+               ("iv", (np.array([0.5, 1.0, 2.0]),), [0.3, 2.0, -7.5]),
+               ("ive", (np.array([0.5, 1.0, 2.0]),), [0.3, 2.0, -7.5]),
+               ("kv", (np.array([0.5, 1.0, 2.5]),), [0.3, 2.0, 7.5]),
+               ("gammainc", (np.array([0.5, 1.0, 2.5]),), [0.3, 2.0, 7.5]),
+               ("gammaincc", (np.array([0.5, 1.0, 2.5]),), [0.3, 2.0, 7.5]),
+               ("betainc", (np.array([0.5, 1.0, 2.5]), np.array([1.5, 2.0, 0.7])),
+                [0.3, 0.6, 0.95])]
+
+
+@pytest.mark.parametrize("name, params, xs", BESSEL_LIKE, ids=[c[0] for c in BESSEL_LIKE])
+def test_scipy_valued_functions_in_every_mode(name, params, xs):
+    uf = getattr(sp, name)
+    x = np.array(xs)
+    f = lambda z: uf(*params, z)                  # noqa: E731
+    np.testing.assert_array_equal(fad.record(f, x)(x), uf(*params, x))
+    check_all_modes(f, x, x1=x * 1.01)
+    # scalar Vars, and a parameter broadcast against a scalar x
+    for i, t in enumerate(xs):
+        p = tuple(q[i] for q in params)
+        g = fad.grad(lambda v: uf(*p, v))(t)
+        assert math.isclose(g, _dfd(lambda s: uf(*p, s), t), rel_tol=1e-7, abs_tol=1e-9)
+    if params:
+        check_all_modes(lambda z: uf(*params, z[0]), x[:1])
+
+
+def test_gamma_beta_betaln_gammasgn():
+    a = np.array([0.7, 1.5, 4.0])
+    b = np.array([2.0, 0.3, 1.1])
+    check_all_modes(lambda z: sp.beta(z[:3], z[3:]), np.r_[a, b])
+    check_all_modes(lambda z: sp.betaln(z[:3], z[3:]) + sp.beta(z[:3], 2.0), np.r_[a, b])
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 2.5])
+    np.testing.assert_array_equal(fad.record(lambda z: sp.gammasgn(z), x)(x), sp.gammasgn(x))
+    assert not fad.jacobian(lambda z: sp.gammasgn(z))(x).any()
+    np.testing.assert_allclose(fad.grad(lambda z: fad.sum(sp.gamma(z)))(x),
+                               sp.gamma(x) * sp.digamma(x), rtol=1e-13)
+
+
+def test_constant_arguments_of_scipy_valued_functions_are_enforced():
+    with pytest.raises(TypeError, match="jv is differentiable in its last argument only"):
+        fad.grad(lambda v: fad.sum(sp.jv(v, 2.0)))(np.array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="gammainc is differentiable in its last argument only"):
+        fad.grad(lambda a: sp.gammainc(a, 2.0))(1.5)
+    with pytest.raises(TypeError, match="betainc takes 3 arguments"):
+        fad.special.betainc(1.0, fad.grad(lambda x: x)(1.0))
+    assert fad.grad(lambda x: sp.j0(x))(1.0) == pytest.approx(-sp.j1(1.0), rel=1e-15)
+
+
+def test_scipy_valued_primitives_replay_and_pickle():
+    import pickle
+    x = np.array([0.5, 1.5])
+    tape = pickle.loads(pickle.dumps(fad.record(lambda z: fad.sum(sp.jv(1.0, z) * sp.gamma(z)), x)))
+    x1 = np.array([0.7, 2.5])
+    assert math.isclose(tape(x1), np.sum(sp.jv(1.0, x1) * sp.gamma(x1)), rel_tol=1e-15)
+    np.testing.assert_allclose(tape.gradient(x1),
+                               fd_grad(lambda z: np.sum(sp.jv(1.0, z) * sp.gamma(z)), x1), rtol=1e-7)
+
+
+# ---------------------------------------------------------------- angle, real_if_close, nan_to_num, recorded tests
+
+def test_angle_real_if_close_nan_to_num():
+    x = np.array([1.5, -2.0, 0.25])
+    check_all_modes(lambda z: np.angle(z) + np.angle(z, deg=True) + np.real_if_close(z), x)
+    np.testing.assert_array_equal(fad.record(lambda z: np.angle(z, deg=True), x)(x),
+                                  np.angle(x, deg=True))
+    y = np.array([1.0, -2.0, 0.0, 4.0])
+    f = lambda z: np.nan_to_num(np.log(z), nan=-1.0, neginf=-7.0) * 2.0   # noqa: E731
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(fad.record(f, y)(y), np.nan_to_num(np.log(y), nan=-1.0,
+                                                                           neginf=-7.0) * 2.0)
+        np.testing.assert_allclose(fad.jacobian(f)(y), np.diag([2.0, 0.0, 0.0, 0.5]))
+        assert fad.grad(lambda v: np.nan_to_num(np.log(v)))(-1.0) == 0.0
+
+
+def test_isnan_isinf_isfinite_are_recorded_so_a_replay_checks_them():
+    x = np.array([1.0, 2.0, 3.0])
+    for test in (np.isnan, np.isinf, lambda z: ~np.isfinite(z)):
+        tape = fad.record(lambda z: fad.sum(np.where(test(z), 0.0, z)), x)
+        assert tape(x * 2) == 12.0
+        with pytest.raises(fad.BranchChangedError):
+            tape(np.array([1.0, np.inf, np.nan]))
+    tape = fad.record(lambda v: v * 2 if not np.isnan(v) else v, 1.0)
+    with pytest.raises(fad.BranchChangedError):
+        tape(np.nan)
+    assert tape(3.0) == 6.0
