@@ -386,15 +386,41 @@ static inline double fad_log_ndtr_d(double x, double v, int order)
     return (order == 1) ? d : -d * (x + d);
 }
 
+/* digamma near its positive root x0: the Taylor series sum c_n (x - x0)^n,
+ * c_n = psi^(n)(x0) / n! (computed with mpmath to 60 digits), for relative
+ * accuracy where the recurrence below leaves only absolute accuracy */
+static const double fad_digamma_root_c[40] = {
+    0.9676722454476212, -0.4427631689835921, 0.258499760955651, -0.16394270544240652,
+    0.10782405069126237, -0.07219956125645471, 0.04880428816414311, -0.03316112647484736,
+    0.022597648232218104, -0.01542476590494896, 0.010538791616612175, -0.007204534386356869,
+    0.004926781395729853, -0.003369801655439328, 0.002305126326734928, -0.0015769367714301972,
+    0.0010788252019162967, -0.0007380709389960052, 0.000504953265834602, -0.0003454680251063077,
+    0.00023635601564027053, -0.00016170622091974803, 0.0001106337276874741, -7.569179582195066e-05,
+    5.178575795222081e-05, -3.5430070947659604e-05, 2.424006611860132e-05, -1.6584242271854135e-05,
+    1.134638458466385e-05, -7.762817668462094e-06, 5.3110609208898636e-06, -3.6336507898010456e-06,
+    2.486022733129538e-06, -1.7008538854332607e-06, 1.1636675363548843e-06, -7.96142543124197e-07,
+    5.446941930669446e-07, -3.7266161283438227e-07, 2.549626552021554e-07, -1.7443695117727745e-07
+};
+
+static inline double fad_digamma_near_root(double x)
+{
+    double h = (x - 1.4616321449683622) - 9.549995429965697e-17, p = 0.0;
+    int n;
+    for (n = 39; n >= 0; n--) p = p * h + fad_digamma_root_c[n];
+    return p * h;
+}
+
 /* digamma and its derivatives psi^(n), n = 0, 1, 2: recurrence up to
  * x >= 15, then the asymptotic (Bernoulli) series; reflection for x < 0
- * with the argument of cot/sin reduced exactly.  At the poles: psi(+-0) =
+ * with the argument of cot/sin reduced exactly; digamma near its positive
+ * root by its Taylor series there.  At the poles: psi(+-0) =
  * -+inf as SciPy, NaN at negative integers; trigamma +inf. */
 static inline double fad_polygamma(int n, double x)
 {
     double r = 0.0, refl = 0.0, z2, iz, t, s, c, v;
     int reflected = 0;
     if (x != x) return x;
+    if (n == 0 && fabs(x - 1.4616321449683622) < 0.45) return fad_digamma_near_root(x);
     if (x <= 0.0) {
         if (x == 0.0)
             return (n == 0) ? -1.0 / x : ((n == 1) ? INFINITY : -2.0 / (x * x * x));

@@ -268,6 +268,21 @@ cdef class Var:
     def __pos__(self): return self
     def __abs__(self): return _un(FAD_ABS, self, 0.0)
 
+    # math.floor(v), math.ceil(v), math.trunc(v), round(v[, n]): recorded Vars
+    # (derivative 0) rather than ints, so a replay recomputes them; round
+    # rounds half to even and, with n digits, scales as np.round does
+    def __floor__(self): return _un(FAD_FLOOR, self, 0.0)
+    def __ceil__(self): return _un(FAD_CEIL, self, 0.0)
+    def __trunc__(self): return _un(FAD_TRUNC, self, 0.0)
+
+    def __round__(self, ndigits=None):
+        if ndigits is None or ndigits == 0:
+            return _un(FAD_RINT, self, 0.0)
+        cdef double f = 10.0 ** abs(int(ndigits))
+        if ndigits > 0:
+            return _un(FAD_RINT, self * f, 0.0) / f
+        return _un(FAD_RINT, self / f, 0.0) * f
+
     def __lt__(self, o): return _compare(self, o, CMP_LT)
     def __le__(self, o): return _compare(self, o, CMP_LE)
     def __gt__(self, o): return _compare(self, o, CMP_GT)
