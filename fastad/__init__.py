@@ -11,6 +11,9 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
 from fastad.linalg import solve, norm
+from fastad.reductions import prod, cumsum, cumprod, var, std, ptp, trace, diff, average, amax, amin, max, min  # noqa: A004
+from fastad.products import einsum, outer, inner, vdot, kron, tensordot
+from fastad import shaping  # noqa: F401 - registers NumPy's shape/assembly/sort functions
 from fastad.ufuncs import mod, round, around  # noqa: A001 - NumPy's names (and fastad.special)
 from fastad import special
 from fastad import optimize
@@ -33,5 +36,8 @@ __all__ = _var.__all__ + [
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
+    "prod", "cumsum", "cumprod", "var", "std", "ptp", "trace", "diff", "average",
+    "amax", "amin",
+    "einsum", "outer", "inner", "vdot", "kron", "tensordot",
 ]
 __all__ += ["mod", "special"]  # (fad.round and fad.around: not for import *)

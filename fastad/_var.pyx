@@ -43,6 +43,7 @@ cdef extern from *:
     void* fastad_get_current_obj() nogil
     void fastad_set_current(void* buf, void* obj) nogil
 
+_FLOAT64 = np.dtype(np.float64)    # the dtype of every value on the tape
 cdef int64_t _last_id = 0   # recording ids; bumped under the GIL
 
 cdef class Var
@@ -300,6 +301,30 @@ cdef class Var:
             "fastad: the truth value of a Var is not defined; compare it "
             "explicitly (v > 0, v != 0), which is recorded on the tape")
 
+    # a Var is a 0-d array (NumPy code asks x.shape, x.ndim, ...)
+    @property
+    def shape(self):
+        return ()
+
+    @property
+    def ndim(self):
+        return 0
+
+    @property
+    def size(self):
+        return 1
+
+    # (no .dtype: NumPy's object-array code, np.var among it, would then
+    # convert a Var with arrmean.dtype.type(arrmean))
+
+    def __getattr__(self, name):
+        # NumPy's ufuncs on an object ndarray (np.exp(np.array([x[0], x[1]])))
+        # call the method of each element named like the ufunc
+        fn = _OBJECT_METHODS.get(name)
+        if fn is None:
+            raise AttributeError(f"'fastad.Var' object has no attribute {name!r}")
+        return functools.partial(fn, self)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _dispatch_ufunc(ufunc, method, inputs, kwargs)
 
@@ -334,6 +359,18 @@ cdef inline Py_ssize_t _norm(Py_ssize_t i, Py_ssize_t n, int axis) except -1:
         raise IndexError(f"index {i if i >= 0 else i - n} is out of bounds for "
                          f"axis {axis} with size {n}")
     return i
+
+
+cdef bint _traced_index(object key):
+    """A Var or Array in an index (x[v], x[v, 0], x[[v]])."""
+    if type(key) is Var or type(key) is Array:
+        return True
+    if type(key) is tuple or type(key) is list:
+        for k in key:
+            if type(k) is Var or type(k) is Array or \
+                    (type(k) is list and _traced_index(k)):
+                return True
+    return False
 
 
 cdef bint _basic_index(object key):
@@ -556,6 +593,10 @@ cdef class Array:
         return self.nd
 
     @property
+    def dtype(self):
+        return _FLOAT64
+
+    @property
     def size(self):
         return self.ix.size
 
@@ -610,9 +651,11 @@ cdef class Array:
                 i = _norm(PyLong_AsSsize_t(k0), self.n0, 0)
                 j = _norm(PyLong_AsSsize_t(k1), self.n1, 1)
                 return self._var_at(i * self.s0 + j * self.s1)
-        if isinstance(key, (Var, Array)):
-            raise TypeError("fastad: an array cannot be indexed by a Var or Array; "
-                            "indices must be plain integers, slices or ndarrays")
+        if _traced_index(key):
+            raise TypeError("fastad: an array cannot be indexed by a Var or Array (an "
+                            "index computed from traced values); indices must be plain "
+                            "integers, slices, integer or boolean ndarrays (x[x > 0] "
+                            "works: a comparison gives a boolean ndarray)")
         sub = self.ix[key]
         cdef Array view
         if isinstance(sub, np.ndarray) and (<cnp.ndarray>sub).ndim > 0:
@@ -742,9 +785,23 @@ cdef class Array:
         raise TypeError("fastad: the truth value of an Array is not defined")
 
     def __array__(self, dtype=None, copy=None):
+        # np.array(a), np.asarray(a), np.r_[a, ...] (NumPy does not dispatch
+        # these): an object ndarray of the elements as Vars, which fastad
+        # turns back into one Array when it reaches an operation
+        if (dtype is None or np.dtype(dtype) == object) and copy is not False:
+            self._touch()
+            out = np.empty(self.ix.shape, dtype=object)
+            flat = out.reshape(-1)
+            slots = self.ix.reshape(-1)
+            if not self.noted:
+                self._note()
+            for i in range(flat.shape[0]):
+                flat[i] = _new(self.tape.buf.val[slots[i]], slots[i], self.tid)
+            return out
         raise TypeError(
-            "fastad: converting a fastad.Array to an ndarray would drop its "
-            "derivatives; use a.value for the numbers")
+            "fastad: converting a fastad.Array to an ndarray"
+            + (f" of dtype {np.dtype(dtype)}" if dtype is not None else " without a copy")
+            + " would drop its derivatives; use a.value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         cdef Py_ssize_t n = len(inputs)
@@ -824,6 +881,13 @@ cdef object _output_slots(Tape tape, object out):
             raise ValueError(f"fastad: f returned a {type(out).__name__} whose "
                              f"items have different shapes {sorted(shapes)}")
         return np.stack(parts) if parts else np.zeros(0, dtype=np.intp)
+    if type(out) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_OBJECT:
+        # np.array([x[0], x[1]]): the slots of its elements (numbers: constants)
+        parts = [_output_slots(tape, o) for o in out.reshape(-1)]
+        if any(p.ndim for p in parts):
+            raise ValueError("fastad: f returned an object array whose elements are "
+                             "arrays; stack them (fad.stack) or return a list")
+        return np.array(parts, dtype=np.intp).reshape(out.shape)
     if isinstance(out, (np.ndarray, numbers.Number)) and np.asarray(out).dtype.kind in "biuf":
         vals = np.asarray(out, dtype=np.float64)
         return np.array([tape.push_const(c) for c in vals.reshape(-1)],
@@ -893,15 +957,23 @@ cdef object _unary(int op, object x, object npfunc):
         return _un(op, <Var>x, 0.0)
     if type(x) is float:   # plain floats: the op table, as fast as math.sin
         return fad_eval(op, PyFloat_AS_DOUBLE(x), 0.0, 0.0, &d0, &d1)
-    if type(x) is Array:
+    if type(x) is Array or _traced_container(x):
         return _arr().elementwise(OP_NAMES[op], x)
     if npfunc is None:
         return _table(op, x)
     return npfunc(np.asarray(x, dtype=np.float64))   # ints give floats, as on Vars
 
 
+cdef bint _traced_container(object x):
+    """An object ndarray (np.array([x[0], x[1]])) or a list/tuple: fastad.arrays
+    stacks it into one Array if it holds Vars."""
+    if type(x) is np.ndarray:
+        return cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_OBJECT
+    return type(x) is list or type(x) is tuple
+
+
 cdef object _binary_fn(object a, object b, int vv, int xc, int cx, object npfunc):
-    if type(a) is Array or type(b) is Array:
+    if type(a) is Array or type(b) is Array or _traced_container(a) or _traced_container(b):
         return _arr().elementwise(OP_NAMES[vv], a, b)
     if type(a) is Var or type(b) is Var:
         r = _binary(a, b, vv, xc, cx)
@@ -999,6 +1071,11 @@ _UFUNCS.update({
     np.greater: _compare_fn(CMP_GT), np.greater_equal: _compare_fn(CMP_GE),
     np.equal: _compare_fn(CMP_EQ), np.not_equal: _compare_fn(CMP_NE),
 })
+
+# Var.<ufunc name>(...): what NumPy's object loops call (see Var.__getattr__)
+_OBJECT_METHODS = {npf.__name__: fn for npf, fn in _UFUNCS.items()
+                   if isinstance(npf, np.ufunc) and npf.nin <= 2}
+_OBJECT_METHODS.update(conjugate=lambda x: x, conj=lambda x: x)
 
 globals().update(FUNCTIONS)
 __all__ = ["Var", "Array", "where", "stack"] + list(FUNCTIONS)

@@ -34,6 +34,8 @@ def _operands(objs):
             continue
         if type(o) is not Array and isinstance(o, (list, tuple)) and _has_active(o):
             o = stack(o)
+        if type(o) is np.ndarray and o.dtype is _OBJECT:
+            o = from_objects(o)          # np.array([x[0], x[1]]): one stacked Array
         info = active_info(o)
         if info is None:
             arr = np.asarray(o)
@@ -49,6 +51,31 @@ def _operands(objs):
             raise TapeError("fastad: cannot combine arrays from two different recordings")
         ops.append(B.Operand(idx, None, start, True if unique else None))
     return tape, ops
+
+
+_OBJECT = np.dtype(object)     # (a singleton: `is` is the cheap test)
+
+
+def from_objects(arr):
+    """An object ndarray (np.array([x[0], 2.0, x[1]]), np.r_[...]) as one Array
+    over its elements' slots (numbers get CONST slots); a plain float ndarray
+    when nothing in it is traced."""
+    flat = arr.reshape(-1).tolist()
+    for item in flat:
+        if type(item) is Array and item.ndim:
+            raise TypeError(
+                "fastad: an object array whose elements are arrays (of shapes "
+                f"{sorted({np.shape(_slots(i)[1]) for i in flat})}) cannot become one "
+                "array; build it with fad.stack or np.concatenate instead")
+    if not any(type(item) in (Var, Array) for item in flat):
+        try:
+            return np.array(flat, dtype=np.float64).reshape(arr.shape)
+        except (TypeError, ValueError):
+            raise TypeError("fastad: an object array must hold Vars and real numbers, "
+                            f"got {sorted({type(i).__name__ for i in flat})}") from None
+    if not flat:
+        return np.zeros(arr.shape)
+    return reshape(_var.stack(flat), arr.shape)
 
 
 def _has_active(seq):
@@ -198,14 +225,15 @@ def where(cond, a, b):
 # ---------------------------------------------------------------- linear algebra
 
 def matmul(a, b):
-    """a @ b for 1-D and 2-D operands (NumPy's rules); one BLAS block node."""
+    """a @ b (NumPy's rules); 1-D and 2-D operands are one BLAS block node,
+    stacks of matrices go to fastad.products."""
     tape, (oa, ob) = _operands((a, b))
     if tape is None:
         return np.matmul(oa.const, ob.const)
-    for o, side in ((oa, "left"), (ob, "right")):
-        if len(o.shape) not in (1, 2):
-            raise ValueError(f"fastad.matmul: the {side} operand must be 1-D or 2-D, "
-                             f"got shape {o.shape}")
+    if len(oa.shape) not in (1, 2) or len(ob.shape) not in (1, 2) or \
+            oa.shape[-1] == 0 or ob.shape[0] == 0:
+        from fastad import products      # (an empty sum too: zeros, no BLAS block)
+        return products.matmul(a, b)
     sa, sb = B._as2d(oa.shape, True), B._as2d(ob.shape, False)
     if sa[1] != sb[0]:
         raise ValueError(f"fastad.matmul: shapes {oa.shape} and {ob.shape} do not align "
@@ -215,9 +243,12 @@ def matmul(a, b):
 
 
 def dot(a, b):
-    """np.dot for 1-D and 2-D operands (the same as matmul there)."""
+    """np.dot: matmul for 1-D and 2-D operands; more dimensions go to fastad.products."""
     if np.ndim(a) == 0 or np.ndim(b) == 0:
         return elementwise("mul", a, b)
+    if np.ndim(a) > 2 or np.ndim(b) > 2:
+        from fastad import products
+        return products.dot(a, b)
     return matmul(a, b)
 
 
@@ -251,6 +282,8 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False):  # noqa: A001 - Num
     axes = _axes(axis, len(o.shape))
     shape = tuple(1 if ax in axes else n for ax, n in enumerate(o.shape)) if keepdims \
         else tuple(n for ax, n in enumerate(o.shape) if ax not in axes)
+    if o.flat.size == 0:      # an empty sum: zeros that depend on nothing
+        return make_array(tape, tape.push_consts(np.zeros(shape)))
     return _push(tape, B.Sum(o, axes, keepdims, shape))
 
 
@@ -292,6 +325,8 @@ def _slots(a):
     """(tape, idx, cstart, unique) of an active operand; (None, ndarray, -1, True) for a constant."""
     if isinstance(a, (list, tuple)) and _has_active(a):
         a = stack(a)
+    elif type(a) is np.ndarray and a.dtype is _OBJECT:
+        a = from_objects(a)
     info = active_info(a)
     if info is None:
         return None, np.asarray(a, dtype=np.float64), -1, True
@@ -355,7 +390,15 @@ def _select(a, axis, keepdims, pick, name):
         return make_array(tape, sel.reshape((1,) * idx.ndim) if keepdims else sel)
     ax = _axes(axis, values.ndim)
     if len(ax) != 1:
-        raise ValueError(f"fastad.{name}: one axis at a time, got {axis}")
+        # several axes: move them last as one axis and pick along it (slots
+        # only); ties go to the first element in C order over those axes
+        rest = tuple(n for i, n in enumerate(idx.shape) if i not in ax)
+        flat = np.moveaxis(idx, ax, tuple(range(-len(ax), 0))).reshape(
+            rest + (math.prod(idx.shape[i] for i in ax),))
+        r = _select(make_array(tape, flat, -1, unique), -1, False, pick, name)
+        if keepdims:
+            return reshape(r, tuple(1 if i in ax else n for i, n in enumerate(idx.shape)))
+        return r
     ax = ax[0]
     k = np.expand_dims(pick(values, axis=ax), ax)
     _push(tape, B.Selection(o, ax, k, name))
@@ -416,38 +459,65 @@ def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
                     f"arrays; see fastad.arrays for what is")
 
 
-def _no_extra(name, kwargs, allowed):
+_NO_DEFAULT = object()
+_DEFAULTS = {}
+
+
+def _defaults(func):
+    """{keyword: NumPy's default} of a NumPy function (cached; {} if unknown)."""
+    d = _DEFAULTS.get(func)
+    if d is None:
+        import inspect
+        try:
+            params = inspect.signature(func).parameters.values()
+            d = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        except (TypeError, ValueError):
+            d = {}
+        _DEFAULTS[func] = d
+    return d
+
+
+def _is_default(value, default):
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:
+        return False
+
+
+def _no_extra(name, kwargs, allowed, func=None):
+    """Keyword arguments other than `allowed` are accepted where their value is
+    NumPy's default (np.vstack(seq, dtype=None)); any other value is a TypeError
+    naming the function and the keyword."""
     if not kwargs:
-        return
-    bad = sorted(set(kwargs) - set(allowed))
-    if bad:
-        raise TypeError(f"fastad: np.{name} with {', '.join(bad)} is not supported on fastad arrays")
+        return kwargs
+    bad = [k for k in kwargs if k not in allowed]
+    if not bad:
+        return kwargs
+    defaults = _defaults(func) if func is not None else {}
+    kept = dict(kwargs)
+    for k in bad:
+        if _is_default(kwargs[k], defaults.get(k, _NO_DEFAULT)):
+            del kept[k]
+        else:
+            raise TypeError(f"fastad: np.{name} with {k}={kwargs[k]!r} is not supported on "
+                            f"fastad arrays" + (f" (only {k}={defaults[k]!r}, NumPy's default)"
+                                                if k in defaults and defaults[k] is not np._NoValue
+                                                else ""))
+    return kept
 
 
-def _wrap(fn, name, allowed=()):
+def _wrap(fn, name, allowed=(), func=None):
+    """fn as the handler of NumPy's `func`: keyword arguments that are not
+    `allowed` must have NumPy's default value, and are dropped."""
+    allowed = frozenset(allowed)
+
     def handler(*args, **kwargs):
-        _no_extra(name, kwargs, allowed)
+        if kwargs:
+            kwargs = _no_extra(name, kwargs, allowed, func)
         return fn(*args, **kwargs)
     return handler
-
-
-def _atleast(x, ndim):
-    """np.atleast_1d / np.atleast_2d for Vars, Arrays and constants."""
-    shape = np.shape(_slots(x)[1])
-    if len(shape) >= ndim:
-        return x
-    if ndim == 1 or len(shape) == 0:
-        return reshape(x, (1,) * ndim)
-    return reshape(x, (1,) + shape)
-
-
-def _hstack(seq):
-    seq = [_atleast(s, 1) for s in seq]
-    return concatenate(seq, axis=0 if all(np.ndim(_slots(s)[1]) == 1 for s in seq) else 1)
-
-
-def _vstack(seq):
-    return concatenate([_atleast(s, 2) for s in seq], axis=0)
 
 
 def _np_where(cond, *branches):
@@ -458,33 +528,6 @@ def _np_where(cond, *branches):
     return where(cond, *branches)
 
 
-_FUNCTIONS = {
-    np.sum: _wrap(sum, "sum", ("axis", "dtype", "out", "keepdims")),
-    np.mean: _wrap(mean, "mean", ("axis", "dtype", "out", "keepdims")),
-    np.dot: _wrap(dot, "dot"),
-    np.reshape: _wrap(lambda a, shape=None, newshape=None: reshape(a, shape if shape is not None else newshape),
-                      "reshape", ("shape", "newshape")),
-    np.transpose: _wrap(transpose, "transpose", ("axes",)),
-    np.concatenate: _wrap(concatenate, "concatenate", ("axis",)),
-    np.stack: _wrap(stack, "stack", ("axis",)),
-    np.where: _wrap(_np_where, "where"),
-    np.max: _wrap(amax, "max", ("axis", "keepdims")),
-    np.min: _wrap(amin, "min", ("axis", "keepdims")),
-    np.amax: _wrap(amax, "amax", ("axis", "keepdims")),
-    np.amin: _wrap(amin, "amin", ("axis", "keepdims")),
-    np.ravel: _wrap(lambda a: reshape(a, -1), "ravel"),
-    np.squeeze: _wrap(lambda a, axis=None: reshape(a, np.squeeze(np.empty(np.shape(_slots(a)[1])), axis=axis).shape),
-                      "squeeze", ("axis",)),
-    np.expand_dims: _wrap(lambda a, axis: reshape(a, np.expand_dims(np.empty(np.shape(_slots(a)[1])), axis).shape),
-                          "expand_dims", ("axis",)),
-    np.shape: lambda a: np.shape(_slots(a)[1]),
-    np.ndim: lambda a: np.ndim(_slots(a)[1]),
-    np.size: lambda a, axis=None: np.size(_slots(a)[1], axis),
-    np.zeros_like: lambda a, **kw: np.zeros(np.shape(_slots(a)[1])),
-    np.ones_like: lambda a, **kw: np.ones(np.shape(_slots(a)[1])),
-    np.hstack: _wrap(_hstack, "hstack"),
-    np.vstack: _wrap(_vstack, "vstack"),
-}
 
 
 # ndarray methods beyond those fastad.Array defines: name -> function of the
@@ -497,9 +540,45 @@ def implements(func, fn, name, allowed=(), method=False):
     with keyword arguments `allowed`: for operations defined above this
     module (fastad.linalg registers np.linalg.norm).  With method=True,
     `a.<name>(...)` calls it too, as the ndarray method of that name."""
-    _FUNCTIONS[func] = handler = _wrap(fn, name, allowed)
+    _FUNCTIONS[func] = handler = _wrap(fn, name, allowed, func)
     if method:
         METHODS[name] = handler
+
+
+def _np_name(func):
+    """np.sum, np.linalg.svd: the name a user calls it by."""
+    mod = getattr(func, "__module__", None) or "numpy"
+    sub = mod.split(".")[1] if mod.startswith("numpy.") and not mod.split(".")[1].startswith("_") else ""
+    return f"np.{sub + '.' if sub else ''}{func.__name__}"
+
+
+_FUNCTIONS = {}
+
+
+def _register():
+    """The NumPy functions this module implements (fastad.shaping registers
+    squeeze, ravel, hstack and the other rearranging ones)."""
+    implements(np.sum, sum, "sum", ("axis", "dtype", "out", "keepdims"))
+    implements(np.mean, mean, "mean", ("axis", "dtype", "out", "keepdims"))
+    implements(np.dot, dot, "dot")
+    implements(np.reshape, lambda a, shape=None, newshape=None:
+               reshape(a, shape if shape is not None else newshape), "reshape", ("shape", "newshape"))
+    implements(np.transpose, transpose, "transpose", ("axes",))
+    implements(np.concatenate, concatenate, "concatenate", ("axis",))
+    implements(np.stack, stack, "stack", ("axis",))
+    implements(np.where, _np_where, "where")
+    implements(np.max, amax, "max", ("axis", "keepdims"))
+    implements(np.min, amin, "min", ("axis", "keepdims"))
+    implements(np.amax, amax, "amax", ("axis", "keepdims"))
+    implements(np.amin, amin, "amin", ("axis", "keepdims"))
+    _FUNCTIONS[np.shape] = lambda a: np.shape(_slots(a)[1])
+    _FUNCTIONS[np.ndim] = lambda a: np.ndim(_slots(a)[1])
+    _FUNCTIONS[np.size] = lambda a, axis=None: np.size(_slots(a)[1], axis)
+    _FUNCTIONS[np.zeros_like] = lambda a, **kw: np.zeros(np.shape(_slots(a)[1]))
+    _FUNCTIONS[np.ones_like] = lambda a, **kw: np.ones(np.shape(_slots(a)[1]))
+
+
+_register()
 
 
 def apply_function(func, args, kwargs):
@@ -507,8 +586,8 @@ def apply_function(func, args, kwargs):
     handler = _FUNCTIONS.get(func)
     if handler is None:
         raise TypeError(
-            f"fastad: np.{func.__name__} is not supported on fastad.Array; supported: "
-            + ", ".join(sorted(f"np.{f.__name__}" for f in _FUNCTIONS))
+            f"fastad: {_np_name(func)} is not supported on fastad.Array; supported: "
+            + ", ".join(sorted(_np_name(f) for f in _FUNCTIONS))
             + " and the element-wise ufuncs")
     return handler(*args, **kwargs)
 

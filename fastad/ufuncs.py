@@ -3,8 +3,8 @@
 The op table (csrc/fastad_ops.h) defines the differentiable ufuncs
 (np.remainder, np.floor, np.arccosh, ...).  This module adds what is not one
 table entry: aliases (np.radians is np.deg2rad), functions that NumPy does
-not implement as ufuncs (np.round with decimals, np.sinc, np.real, np.imag,
-np.fix, np.angle, np.real_if_close, np.nan_to_num), ufuncs whose
+not implement as ufuncs (np.round with decimals, np.sinc, np.fix; np.real,
+np.imag, np.angle, np.nan_to_num are in fastad.shaping), ufuncs whose
 derivative is trivial on real input (np.conjugate) and the tests that return
 plain booleans: np.isnan, np.isinf and np.isfinite are recorded as
 comparisons (x != x, |x| == inf, x - x == 0), so a replay whose outcome would
@@ -18,8 +18,8 @@ import numpy as np
 from fastad import arrays
 from fastad._var import FUNCTIONS, UFUNC_OPS, Array, Var, active_info
 
-__all__ = ["mod", "round", "around", "fix", "real", "imag", "conj", "conjugate", "angle",
-           "real_if_close", "nan_to_num", "isfinite", "isnan", "isinf", "signbit"]
+__all__ = ["mod", "round", "around", "fix", "conj", "conjugate", "isfinite", "isnan", "isinf",
+           "signbit"]
 
 mod = FUNCTIONS["remainder"]       # np.mod is np.remainder
 
@@ -65,38 +65,12 @@ def fix(x, out=None):
     return FUNCTIONS["trunc"](x)
 
 
-def real(x):
-    """The real part of real input: x itself."""
-    return x if _active(x) else np.real(x)
-
-
-def imag(x):
-    """The imaginary part of real input: zeros (constants)."""
-    if not _active(x):
-        return np.imag(x)
-    shape = np.shape(arrays._slots(x)[1])
-    return 0.0 if shape == () else np.zeros(shape)
-
-
 def conjugate(x):
     """The complex conjugate of real input: x itself."""
     return x if _active(x) else np.conjugate(x)
 
 
 conj = conjugate
-
-
-def angle(z, deg=False):
-    """The angle of real input: arctan2(0, x), 0 or pi (derivative 0)."""
-    if not _active(z):
-        return np.angle(z, deg)
-    a = FUNCTIONS["arctan2"](0.0, z)
-    return a * (180.0 / np.pi) if deg else a
-
-
-def real_if_close(a, tol=100):
-    """Real input is returned as it is."""
-    return a if _active(a) else np.real_if_close(a, tol)
 
 
 def _compare(kind, x, y):
@@ -126,21 +100,6 @@ def signbit(x):
     return np.signbit(x.value if type(x) in (Var, Array) else x)
 
 
-def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
-    """np.nan_to_num: NaN and infinities replaced (recorded tests, derivative 0
-    there, 1 elsewhere)."""
-    if not _active(x):
-        return np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
-    big = np.finfo(np.float64).max
-    posinf = big if posinf is None else posinf
-    neginf = -big if neginf is None else neginf
-    if type(x) is Var:
-        return (nan if x != x else posinf if x == np.inf else neginf if x == -np.inf else x)
-    w = arrays.where
-    return w(isnan(x), nan, w(_compare("eq", x, np.inf), posinf,
-                              w(_compare("eq", x, -np.inf), neginf, x)))
-
-
 def _divmod(x, y):
     return arrays.elementwise("floor_divide", x, y), arrays.elementwise("remainder", x, y)
 
@@ -153,10 +112,4 @@ arrays.implements(np.round, around, "round", allowed=("decimals", "out"), method
 arrays.implements(np.around, around, "around", allowed=("decimals", "out"))
 arrays.implements(np.fix, fix, "fix", allowed=("out",))
 arrays.implements(np.sinc, FUNCTIONS["sinc"], "sinc")
-arrays.implements(np.real, real, "real")
-arrays.implements(np.angle, angle, "angle", allowed=("deg",))
-arrays.implements(np.real_if_close, real_if_close, "real_if_close", allowed=("tol",))
-arrays.implements(np.nan_to_num, nan_to_num, "nan_to_num",
-                  allowed=("copy", "nan", "posinf", "neginf"))
-arrays.implements(np.imag, imag, "imag")
 arrays.METHODS["conj"] = arrays.METHODS["conjugate"] = conjugate

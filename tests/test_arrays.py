@@ -698,10 +698,10 @@ def test_ndarray_and_array_in_either_order():
 
 
 def test_unsupported_numpy_function_raises_naming_it():
-    with pytest.raises(TypeError, match="cumsum"):
-        fad.grad(lambda a: np.sum(np.cumsum(a)))(np.ones(4))
-    with pytest.raises(TypeError, match="sort"):
-        fad.grad(lambda a: np.sum(np.sort(a)))(np.ones(4))
+    with pytest.raises(TypeError, match="histogram"):
+        fad.grad(lambda a: np.sum(np.histogram(a)[0]))(np.ones(4))
+    with pytest.raises(TypeError, match="searchsorted"):
+        fad.grad(lambda a: np.sum(np.searchsorted(a, 0.5)))(np.ones(4))
     # the library stays usable afterwards
     close(fad.grad(lambda a: np.sum(a * a))(np.arange(3.0)), [0.0, 2.0, 4.0])
 

@@ -537,3 +537,13 @@ def test_item_assignment_2d_type_error():
     with pytest.raises(TypeError, match="where"):
         fad.grad(g)(np.ones((2, 2)))
     assert_still_works()
+
+
+def test_unsupported_submodule_function_is_named_with_its_module():
+    import fastad as fad
+
+    def f(x):
+        with pytest.raises(TypeError, match=r"np\.fft\.fft is not supported"):
+            np.fft.fft(x)
+        return fad.sum(x)
+    np.testing.assert_array_equal(fad.grad(f)(np.ones(4)), np.ones(4))
