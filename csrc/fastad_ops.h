@@ -131,10 +131,358 @@ static inline double fad_logaddexp(double x, double y)
     return fmax(x, y) + log1p(exp(-fabs(x - y)));
 }
 
+/* ---- helpers of the ops added for NumPy's and SciPy's ufuncs (issue #16) ---- */
+
+#define FAD_PI 3.14159265358979323846
+#define FAD_LOG2E 1.44269504088896340736
+#define FAD_SQRT_2PI 2.50662827463100050242   /* sqrt(2 pi) */
+#define FAD_LN_SQRT_2PI 0.91893853320467274178 /* log(sqrt(2 pi)) */
+#define FAD_SQRTPI_2 0.88622692545275801365   /* sqrt(pi) / 2 */
+
+/* fmax/fmin ignore a NaN operand: the other one is the value and gets the
+ * derivative; ties split it, as for maximum/minimum. */
+static inline double fad_fmax_d(double x, double y)
+{
+    if (x > y) return 1.0;
+    if (x < y) return 0.0;
+    if (x == y) return 0.5;
+    if (x != x) return (y != y) ? 0.5 : 0.0;
+    return 1.0;
+}
+
+static inline double fad_logaddexp2(double x, double y)
+{
+    /* NumPy's npy_logaddexp2, step for step */
+    double t;
+    if (x == y) return x + 1.0;
+    t = x - y;
+    if (t > 0) return x + FAD_LOG2E * log1p(exp2(-t));
+    if (t <= 0) return y + FAD_LOG2E * log1p(exp2(t));
+    return t;
+}
+
+/* NumPy's npy_divmod: the floor quotient, and the remainder with the sign of
+ * b, so arrays (NumPy's loops) and scalars (this table) agree bit for bit. */
+static inline double fad_divmod(double a, double b, double *modulus)
+{
+    double mod = fmod(a, b), div, floordiv;
+    if (!b) { *modulus = mod; return a / b; }
+    div = (a - mod) / b;
+    if (mod) {
+        if ((b < 0) != (mod < 0)) { mod += b; div -= 1.0; }
+    } else {
+        mod = copysign(0.0, b);
+    }
+    if (div) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5) floordiv += 1.0;
+    } else {
+        floordiv = copysign(0.0, a / b);
+    }
+    *modulus = mod;
+    return floordiv;
+}
+
+static inline double fad_remainder(double a, double b)
+{
+    double m;
+    if (!b) return fmod(a, b);
+    fad_divmod(a, b, &m);
+    return m;
+}
+
+static inline double fad_floordiv(double a, double b)
+{
+    double m;
+    if (!b) return a / b;
+    return fad_divmod(a, b, &m);
+}
+
+/* the integer q with fmod(a, b) = a - q b (q = trunc(a / b), made exact) */
+static inline double fad_fmod_q(double a, double b)
+{
+    return rint((a - fmod(a, b)) / b);
+}
+
+static inline double fad_heaviside(double x, double h)
+{
+    if (x != x) return x;
+    if (x == 0) return h;
+    return (x < 0) ? 0.0 : 1.0;
+}
+
+/* d copysign(x, y) / dx = sign(x) times y's sign: |x|'s convention at 0 */
+static inline double fad_copysign_d(double x, double y)
+{
+    return signbit(y) ? -fad_sign(x) : fad_sign(x);
+}
+
+/* NumPy's normalized sinc(x) = sin(pi x) / (pi x), and its derivatives:
+ * a series in t = pi x for |t| < 4 (no cancellation near 0), closed forms
+ * outside. */
+static inline double fad_sinc(double x)
+{
+    double t;
+    if (x == 0) return 1.0;
+    t = FAD_PI * x;
+    return sin(t) / t;
+}
+
+static inline double fad_sinc_d(double x, int order)
+{
+    double t = FAD_PI * x, u, e, s1 = 0.0, s2 = 0.0, st;
+    int n;
+    if (fabs(t) < 4.0) {
+        /* e_n = (-1)^n t^(2n-2) / (2n+1)!:  s' = t sum 2n e_n,
+           s'' = sum 2n (2n-1) e_n */
+        u = t * t;
+        e = -1.0 / 6.0;
+        for (n = 1; n <= 20; n++) {
+            if (n > 1) e *= -u / ((2.0 * n) * (2.0 * n + 1.0));
+            s1 += 2.0 * n * e;
+            s2 += 2.0 * n * (2.0 * n - 1.0) * e;
+        }
+        s1 *= t;
+    } else {
+        st = sin(t) / t;
+        s1 = (cos(t) - st) / t;
+        s2 = -st - 2.0 * s1 / t;
+    }
+    return (order == 1) ? FAD_PI * s1 : FAD_PI * FAD_PI * s2;
+}
+
+/* logit as SciPy computes it (precise near 1/2) */
+static inline double fad_logit(double x)
+{
+    double s;
+    if (x < 0.3 || x > 0.65) return log(x / (1.0 - x));
+    s = 2.0 * (x - 0.5);
+    return log1p(s) - log1p(-s);
+}
+
+/* y >= 0 with erf(y) = a and erfc(y) = q, a + q = 1, both given exactly
+ * where they matter: an initial guess (Giles 2010 for moderate tails, the
+ * asymptotic expansion of erfc beyond), then Halley steps on erf (a <= 1/2)
+ * or on erfc (the tail: relative accuracy in q), to full precision. */
+static inline double fad_erfinv_core(double a, double q)
+{
+    double w = -log(q * (1.0 + a)), y, p, f, d, t;
+    int i;
+    if (w < 5.0) {
+        w -= 2.5;
+        p = 2.81022636e-08;
+        p = 3.43273939e-07 + p * w;
+        p = -3.5233877e-06 + p * w;
+        p = -4.39150654e-06 + p * w;
+        p = 0.00021858087 + p * w;
+        p = -0.00125372503 + p * w;
+        p = -0.00417768164 + p * w;
+        p = 0.246640727 + p * w;
+        p = 1.50140941 + p * w;
+        y = p * a;
+    } else if (w < 16.0) {
+        w = sqrt(w) - 3.0;
+        p = -0.000200214257;
+        p = 0.000100950558 + p * w;
+        p = 0.00134934322 + p * w;
+        p = -0.00367342844 + p * w;
+        p = 0.00573950773 + p * w;
+        p = -0.0076224613 + p * w;
+        p = 0.00943887047 + p * w;
+        p = 1.00167406 + p * w;
+        p = 2.83297682 + p * w;
+        y = p * a;
+    } else {
+        t = -log(q);           /* erfc(y) ~ exp(-y^2) / (y sqrt(pi)) */
+        y = sqrt(t - 0.5 * log(FAD_PI * t));
+    }
+    for (i = 0; i < 12; i++) {
+        f = (a <= 0.5) ? erf(y) - a : q - erfc(y);
+        p = FAD_2_SQRTPI * exp(-y * y);
+        if (p == 0.0) break;                    /* (denormal q: as far as it goes) */
+        d = f / p;                              /* Newton's step f / f' */
+        d = d / (1.0 + y * d);                  /* Halley's (f'' = -2 y f') */
+        y -= d;
+        if (!(fabs(d) > 1e-15 * fabs(y))) break;
+    }
+    return y;
+}
+
+static inline double fad_erfinv(double x)
+{
+    double a = fabs(x);
+    if (!(a < 1.0)) return (a == 1.0) ? copysign(INFINITY, x) : NAN;
+    if (a == 0.0) return x;
+    return copysign(fad_erfinv_core(a, 1.0 - a), x);
+}
+
+static inline double fad_erfcinv(double q)
+{
+    if (!(q > 0.0 && q < 2.0)) {
+        if (q == 0.0) return INFINITY;
+        if (q == 2.0) return -INFINITY;
+        return NAN;
+    }
+    if (q == 1.0) return 0.0;
+    if (q < 1.0) return fad_erfinv_core(1.0 - q, q);
+    q = 2.0 - q;                                 /* exact for q in [1, 2] */
+    return -fad_erfinv_core(1.0 - q, q);
+}
+
+/* The standard normal CDF, as SciPy (Cephes) computes it */
+static inline double fad_ndtr(double x)
+{
+    double t = x * 0.70710678118654752440, z = fabs(t), y;
+    if (x != x) return x;
+    if (z < 0.70710678118654752440) return 0.5 + 0.5 * erf(t);
+    y = 0.5 * erfc(z);
+    return (t > 0) ? 1.0 - y : y;
+}
+
+static inline double fad_ndtri(double p)
+{
+    if (!(p > 0.0 && p < 1.0)) {
+        if (p == 0.0) return -INFINITY;
+        if (p == 1.0) return INFINITY;
+        return NAN;
+    }
+    return -1.41421356237309504880 * fad_erfcinv(2.0 * p);
+}
+
+/* s with Phi(x) = phi(x) (1 + s) / (-x) for x < -20: the asymptotic series
+ * -1/x^2 + 3/x^4 - 15/x^6 ..., converged to double precision there */
+static inline double fad_mills_s(double x)
+{
+    double z = 1.0 / (x * x), term = 1.0, s = 0.0;
+    int k;
+    for (k = 1; k <= 14; k++) {
+        term *= -(2.0 * k - 1.0) * z;
+        s += term;
+    }
+    return s;
+}
+
+static inline double fad_log_ndtr(double x)
+{
+    double t = x * 0.70710678118654752440;
+    if (x != x) return x;
+    if (x < -20.0)
+        return -0.5 * x * x - log(-x) - FAD_LN_SQRT_2PI + log1p(fad_mills_s(x));
+    if (x < -1.0) return log(0.5 * erfc(-t));
+    return log1p(-0.5 * erfc(t));
+}
+
+/* log_ndtr'(x) = phi(x) / Phi(x) (order 1) and its derivative -d (x + d)
+ * (order 2); v = log_ndtr(x); the asymptotic form where x + d cancels */
+static inline double fad_log_ndtr_d(double x, double v, int order)
+{
+    double s, d;
+    if (x < -20.0) {
+        s = fad_mills_s(x);
+        d = -x / (1.0 + s);
+        return (order == 1) ? d : -d * x * s / (1.0 + s);
+    }
+    d = exp(-0.5 * x * x - FAD_LN_SQRT_2PI - v);
+    return (order == 1) ? d : -d * (x + d);
+}
+
+/* digamma near its positive root x0: the Taylor series sum c_n (x - x0)^n,
+ * c_n = psi^(n)(x0) / n! (computed with mpmath to 60 digits), for relative
+ * accuracy where the recurrence below leaves only absolute accuracy */
+static const double fad_digamma_root_c[40] = {
+    0.9676722454476212, -0.4427631689835921, 0.258499760955651, -0.16394270544240652,
+    0.10782405069126237, -0.07219956125645471, 0.04880428816414311, -0.03316112647484736,
+    0.022597648232218104, -0.01542476590494896, 0.010538791616612175, -0.007204534386356869,
+    0.004926781395729853, -0.003369801655439328, 0.002305126326734928, -0.0015769367714301972,
+    0.0010788252019162967, -0.0007380709389960052, 0.000504953265834602, -0.0003454680251063077,
+    0.00023635601564027053, -0.00016170622091974803, 0.0001106337276874741, -7.569179582195066e-05,
+    5.178575795222081e-05, -3.5430070947659604e-05, 2.424006611860132e-05, -1.6584242271854135e-05,
+    1.134638458466385e-05, -7.762817668462094e-06, 5.3110609208898636e-06, -3.6336507898010456e-06,
+    2.486022733129538e-06, -1.7008538854332607e-06, 1.1636675363548843e-06, -7.96142543124197e-07,
+    5.446941930669446e-07, -3.7266161283438227e-07, 2.549626552021554e-07, -1.7443695117727745e-07
+};
+
+static inline double fad_digamma_near_root(double x)
+{
+    double h = (x - 1.4616321449683622) - 9.549995429965697e-17, p = 0.0;
+    int n;
+    for (n = 39; n >= 0; n--) p = p * h + fad_digamma_root_c[n];
+    return p * h;
+}
+
+/* digamma and its derivatives psi^(n), n = 0, 1, 2: recurrence up to
+ * x >= 15, then the asymptotic (Bernoulli) series; reflection for x < 0
+ * with the argument of cot/sin reduced exactly; digamma near its positive
+ * root by its Taylor series there.  At the poles: psi(+-0) =
+ * -+inf as SciPy, NaN at negative integers; trigamma +inf. */
+static inline double fad_polygamma(int n, double x)
+{
+    double r = 0.0, refl = 0.0, z2, iz, t, s, c, v;
+    int reflected = 0;
+    if (x != x) return x;
+    if (n == 0 && fabs(x - 1.4616321449683622) < 0.45) return fad_digamma_near_root(x);
+    if (x <= 0.0) {
+        if (x == 0.0)
+            return (n == 0) ? -1.0 / x : ((n == 1) ? INFINITY : -2.0 / (x * x * x));
+        if (x == floor(x)) return (n == 1) ? INFINITY : NAN;
+        t = FAD_PI * (x - rint(x));
+        s = sin(t);
+        c = cos(t);
+        /* psi(x) = psi(1-x) - pi cot(pi x), psi1(x) = pi^2/sin^2 - psi1(1-x),
+           psi2(x) = psi2(1-x) - 2 pi^3 cos/sin^3 */
+        if (n == 0) refl = -FAD_PI * c / s;
+        else if (n == 1) refl = FAD_PI * FAD_PI / (s * s);
+        else refl = -2.0 * FAD_PI * FAD_PI * FAD_PI * c / (s * s * s);
+        x = 1.0 - x;
+        reflected = 1;
+    }
+    while (x < 15.0) {
+        if (n == 0) r -= 1.0 / x;
+        else if (n == 1) r += 1.0 / (x * x);
+        else r -= 2.0 / (x * x * x);
+        x += 1.0;
+    }
+    iz = 1.0 / x;
+    z2 = iz * iz;
+    if (n == 0)
+        v = log(x) - 0.5 * iz
+            - z2 * (1.0 / 12 - z2 * (1.0 / 120 - z2 * (1.0 / 252 - z2 * (1.0 / 240
+              - z2 * (1.0 / 132 - z2 * (691.0 / 32760 - z2 / 12))))));
+    else if (n == 1)
+        v = iz + 0.5 * z2
+            + iz * z2 * (1.0 / 6 - z2 * (1.0 / 30 - z2 * (1.0 / 42 - z2 * (1.0 / 30
+              - z2 * (5.0 / 66 - z2 * (691.0 / 2730 - z2 * 7.0 / 6))))));
+    else
+        v = -z2 - z2 * iz
+            - z2 * z2 * (0.5 - z2 * (1.0 / 6 - z2 * (1.0 / 6 - z2 * (3.0 / 10
+              - z2 * (5.0 / 6 - z2 * (691.0 / 210 - z2 * 35.0 / 2))))));
+    v += r;
+    if (reflected) v = (n == 1) ? refl - v : v + refl;
+    return v;
+}
+
+/* x log(y) and x log1p(y) with the value 0 at x = 0 (unless y is NaN), as
+ * SciPy; d/dy = x / y is 0 at x = 0 (the function is 0 along x = 0) */
+static inline double fad_xlogy(double x, double y)
+{
+    return (x == 0 && y == y) ? 0.0 : x * log(y);
+}
+
+static inline double fad_xlog1py(double x, double y)
+{
+    return (x == 0 && y == y) ? 0.0 : x * log1p(y);
+}
+
 /*
  * The table.  One-sided conventions: abs'(0) = 0, sign' = 0, relu'(0) = 0,
- * sqrt'(0) = cbrt'(0) = inf, max/min ties 0.5 each, d(x**y)/dy = 0 where
- * x**y == 0, d(x**0)/dx = 0.  Comparisons are the last ops, so sweeps spot
+ * sqrt'(0) = cbrt'(0) = inf, max/min and fmax/fmin ties 0.5 each (fmax/fmin:
+ * a NaN operand gets 0, the other 1), d(x**y)/dy = 0 where x**y == 0,
+ * d(x**0)/dx = 0; floor, ceil, trunc, rint, floor_divide, sign and heaviside
+ * in x have derivative 0 (also at their jumps); remainder and fmod have
+ * d/dx = 1 and d/dy = -floor(x/y) resp. -trunc(x/y) (the right-hand limit
+ * at a jump, for y > 0); copysign'(0) = 0 like abs; d heaviside(x, h)/dh =
+ * 1 at x == 0 only; xlogy/xlog1py are 0 at x == 0 with d/dy = 0 there and
+ * d/dx = log(y) resp. log1p(y) (as JAX).  Comparisons are the last ops, so sweeps spot
  * them with one test (FAD_FIRST_CMP).
  */
 #define FAD_OPS(X)                                                              \
@@ -177,6 +525,31 @@ static inline double fad_logaddexp(double x, double y)
     X(LOGADDEXP, "logaddexp", "logaddexp", "logaddexp", FAD_B | FAD_COMM | FAD_DXY,       \
       fad_logaddexp(x, y), fad_sigmoid(x - y), fad_sigmoid(y - x),              \
       fad_sigmoid_d(x - y), -fad_sigmoid_d(x - y), fad_sigmoid_d(x - y))        \
+    X(LOGADDEXP2, "logaddexp2", "logaddexp2", "logaddexp2", FAD_B | FAD_COMM | FAD_DXY,  \
+      fad_logaddexp2(x, y), fad_sigmoid((x - y) * FAD_LN2), fad_sigmoid((y - x) * FAD_LN2), \
+      FAD_LN2 * fad_sigmoid_d((x - y) * FAD_LN2), -FAD_LN2 * fad_sigmoid_d((x - y) * FAD_LN2), \
+      FAD_LN2 * fad_sigmoid_d((x - y) * FAD_LN2))                              \
+    X(FMAX, "fmax", "fmax", "fmax", FAD_B | FAD_LIN | FAD_COMM | FAD_DXY,       \
+      fmax(x, y), fad_fmax_d(x, y), 1.0 - fad_fmax_d(x, y), 0.0, 0.0, 0.0)     \
+    X(FMIN, "fmin", "fmin", "fmin", FAD_B | FAD_LIN | FAD_COMM | FAD_DXY,       \
+      fmin(x, y), fad_fmax_d(-x, -y), 1.0 - fad_fmax_d(-x, -y), 0.0, 0.0, 0.0)  \
+    X(REMAINDER, "remainder", "remainder", "remainder", FAD_B | FAD_LIN | FAD_D1X | FAD_D1Y, \
+      fad_remainder(x, y), 1.0, -fad_floordiv(x, y), 0.0, 0.0, 0.0)            \
+    X(FMOD, "fmod", "fmod", "fmod", FAD_B | FAD_LIN | FAD_D1X | FAD_D1Y,        \
+      fmod(x, y), 1.0, -fad_fmod_q(x, y), 0.0, 0.0, 0.0)                       \
+    X(FLOORDIV, "floor_divide", "floor_divide", "floor_divide",                 \
+      FAD_B | FAD_ZD | FAD_LIN | FAD_CP,                                        \
+      fad_floordiv(x, y), 0.0, 0.0, 0.0, 0.0, 0.0)                              \
+    X(COPYSIGN, "copysign", "copysign", "copysign", FAD_B | FAD_LIN | FAD_D0X | FAD_D0Y, \
+      copysign(x, y), fad_copysign_d(x, y), 0.0, 0.0, 0.0, 0.0)                \
+    X(HEAVISIDE, "heaviside", "heaviside", "heaviside", FAD_B | FAD_LIN | FAD_D1X, \
+      fad_heaviside(x, y), 0.0, (x == 0) ? 1.0 : 0.0, 0.0, 0.0, 0.0)            \
+    X(XLOGY, "xlogy", "xlogy", "", FAD_B | FAD_Z00 | FAD_D0Y | FAD_D1X | FAD_D1Y, \
+      fad_xlogy(x, y), log(y), (x == 0) ? 0.0 : x / y,                          \
+      0.0, 1.0 / y, (x == 0) ? 0.0 : -x / (y * y))                              \
+    X(XLOG1PY, "xlog1py", "xlog1py", "", FAD_B | FAD_Z00 | FAD_D0Y | FAD_D1X | FAD_D1Y, \
+      fad_xlog1py(x, y), log1p(y), (x == 0) ? 0.0 : x / (1.0 + y),              \
+      0.0, 1.0 / (1.0 + y), (x == 0) ? 0.0 : -x / fad_sq(1.0 + y))              \
     /* f(x, c) and f(c, x): a constant operand */                               \
     X(ADD_C, "add_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                        \
       x + c, 1.0, 0.0, 0.0, 0.0, 0.0)                                           \
@@ -215,6 +588,43 @@ static inline double fad_logaddexp(double x, double y)
     X(LOGADDEXP_C, "logaddexp_c", "", "", FAD_UC,                               \
       fad_logaddexp(x, c), fad_sigmoid(x - c), 0.0,                             \
       fad_sigmoid_d(x - c), 0.0, 0.0)                                           \
+    X(LOGADDEXP2_C, "logaddexp2_c", "", "", FAD_UC,                             \
+      fad_logaddexp2(x, c), fad_sigmoid((x - c) * FAD_LN2), 0.0,                \
+      FAD_LN2 * fad_sigmoid_d((x - c) * FAD_LN2), 0.0, 0.0)                     \
+    X(FMAX_C, "fmax_c", "", "", FAD_UC | FAD_LIN,                               \
+      fmax(x, c), fad_fmax_d(x, c), 0.0, 0.0, 0.0, 0.0)                         \
+    X(FMIN_C, "fmin_c", "", "", FAD_UC | FAD_LIN,                               \
+      fmin(x, c), fad_fmax_d(-x, -c), 0.0, 0.0, 0.0, 0.0)                       \
+    X(REMAINDER_C, "remainder_c", "", "", FAD_UC | FAD_LIN | FAD_CP,            \
+      fad_remainder(x, c), 1.0, 0.0, 0.0, 0.0, 0.0)                             \
+    X(REMAINDER_CX, "c_remainder", "", "", FAD_UC | FAD_LIN,                    \
+      fad_remainder(c, x), -fad_floordiv(c, x), 0.0, 0.0, 0.0, 0.0)             \
+    X(FMOD_C, "fmod_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                      \
+      fmod(x, c), 1.0, 0.0, 0.0, 0.0, 0.0)                                      \
+    X(FMOD_CX, "c_fmod", "", "", FAD_UC | FAD_LIN,                              \
+      fmod(c, x), -fad_fmod_q(c, x), 0.0, 0.0, 0.0, 0.0)                        \
+    X(FLOORDIV_C, "floor_divide_c", "", "", FAD_UC | FAD_ZD | FAD_LIN | FAD_CP, \
+      fad_floordiv(x, c), 0.0, 0.0, 0.0, 0.0, 0.0)                              \
+    X(FLOORDIV_CX, "c_floor_divide", "", "", FAD_UC | FAD_ZD | FAD_LIN | FAD_CP, \
+      fad_floordiv(c, x), 0.0, 0.0, 0.0, 0.0, 0.0)                              \
+    X(COPYSIGN_C, "copysign_c", "", "", FAD_UC | FAD_LIN,                       \
+      copysign(x, c), fad_copysign_d(x, c), 0.0, 0.0, 0.0, 0.0)                 \
+    X(COPYSIGN_CX, "c_copysign", "", "", FAD_UC | FAD_ZD | FAD_LIN | FAD_CP,    \
+      copysign(c, x), 0.0, 0.0, 0.0, 0.0, 0.0)                                  \
+    X(HEAVISIDE_C, "heaviside_c", "", "", FAD_UC | FAD_ZD | FAD_LIN | FAD_CP,   \
+      fad_heaviside(x, c), 0.0, 0.0, 0.0, 0.0, 0.0)                             \
+    X(HEAVISIDE_CX, "c_heaviside", "", "", FAD_UC | FAD_LIN | FAD_CP,           \
+      fad_heaviside(c, x), (c == 0) ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0)            \
+    X(XLOGY_C, "xlogy_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                    \
+      fad_xlogy(x, c), log(c), 0.0, 0.0, 0.0, 0.0)                              \
+    X(XLOGY_CX, "c_xlogy", "", "", FAD_UC,                                      \
+      fad_xlogy(c, x), (c == 0) ? 0.0 : c / x, 0.0,                             \
+      (c == 0) ? 0.0 : -c / (x * x), 0.0, 0.0)                                  \
+    X(XLOG1PY_C, "xlog1py_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                \
+      fad_xlog1py(x, c), log1p(c), 0.0, 0.0, 0.0, 0.0)                          \
+    X(XLOG1PY_CX, "c_xlog1py", "", "", FAD_UC,                                  \
+      fad_xlog1py(c, x), (c == 0) ? 0.0 : c / (1.0 + x), 0.0,                   \
+      (c == 0) ? 0.0 : -c / fad_sq(1.0 + x), 0.0, 0.0)                          \
     /* unary */                                                                 \
     X(NEG, "neg", "negative", "negative", FAD_U | FAD_LIN | FAD_CP,             \
       -x, -1.0, 0.0, 0.0, 0.0, 0.0)                                             \
@@ -271,6 +681,52 @@ static inline double fad_logaddexp(double x, double y)
     X(ERF, "erf", "erf", "", FAD_U | FAD_DX,                                             \
       erf(x), FAD_2_SQRTPI * exp(-x * x), 0.0,                                  \
       -2.0 * x * FAD_2_SQRTPI * exp(-x * x), 0.0, 0.0)                          \
+    X(RECIPROCAL, "reciprocal", "reciprocal", "reciprocal", FAD_U | FAD_DV,     \
+      1.0 / x, -v * v, 0.0, 2.0 * v * v * v, 0.0, 0.0)                          \
+    X(ARCCOSH, "arccosh", "arccosh", "arccosh", FAD_U | FAD_DX,                 \
+      acosh(x), 1.0 / sqrt((x - 1.0) * (x + 1.0)), 0.0,                         \
+      -x / ((x - 1.0) * (x + 1.0) * sqrt((x - 1.0) * (x + 1.0))), 0.0, 0.0)     \
+    X(ARCTANH, "arctanh", "arctanh", "arctanh", FAD_U | FAD_DX,                 \
+      atanh(x), 1.0 / ((1.0 - x) * (1.0 + x)), 0.0,                             \
+      2.0 * x / fad_sq((1.0 - x) * (1.0 + x)), 0.0, 0.0)                        \
+    X(DEG2RAD, "deg2rad", "deg2rad", "deg2rad", FAD_U | FAD_LIN | FAD_CP,       \
+      x * (FAD_PI / 180.0), FAD_PI / 180.0, 0.0, 0.0, 0.0, 0.0)                 \
+    X(RAD2DEG, "rad2deg", "rad2deg", "rad2deg", FAD_U | FAD_LIN | FAD_CP,       \
+      x * (180.0 / FAD_PI), 180.0 / FAD_PI, 0.0, 0.0, 0.0, 0.0)                 \
+    X(FLOOR, "floor", "floor", "floor", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,      \
+      floor(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                        \
+    X(CEIL, "ceil", "ceil", "ceil", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,          \
+      ceil(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                         \
+    X(TRUNC, "trunc", "trunc", "trunc", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,      \
+      trunc(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                        \
+    X(RINT, "rint", "rint", "rint", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,          \
+      rint(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                         \
+    X(SINC, "sinc", "sinc", "", FAD_U | FAD_DX,                                 \
+      fad_sinc(x), fad_sinc_d(x, 1), 0.0, fad_sinc_d(x, 2), 0.0, 0.0)           \
+    X(LOGIT, "logit", "logit", "", FAD_U | FAD_DX,                              \
+      fad_logit(x), 1.0 / (x * (1.0 - x)), 0.0,                                 \
+      (2.0 * x - 1.0) / fad_sq(x * (1.0 - x)), 0.0, 0.0)                        \
+    X(ERFC, "erfc", "erfc", "", FAD_U | FAD_DX,                                 \
+      erfc(x), -FAD_2_SQRTPI * exp(-x * x), 0.0,                                \
+      2.0 * x * FAD_2_SQRTPI * exp(-x * x), 0.0, 0.0)                           \
+    X(ERFINV, "erfinv", "erfinv", "", FAD_U | FAD_DV,                           \
+      fad_erfinv(x), FAD_SQRTPI_2 * exp(v * v), 0.0,                            \
+      2.0 * v * fad_sq(FAD_SQRTPI_2 * exp(v * v)), 0.0, 0.0)                    \
+    X(ERFCINV, "erfcinv", "erfcinv", "", FAD_U | FAD_DV,                        \
+      fad_erfcinv(x), -FAD_SQRTPI_2 * exp(v * v), 0.0,                          \
+      2.0 * v * fad_sq(FAD_SQRTPI_2 * exp(v * v)), 0.0, 0.0)                    \
+    X(NDTR, "ndtr", "ndtr", "", FAD_U | FAD_DX,                                 \
+      fad_ndtr(x), exp(-0.5 * x * x) / FAD_SQRT_2PI, 0.0,                       \
+      -x * exp(-0.5 * x * x) / FAD_SQRT_2PI, 0.0, 0.0)                          \
+    X(LOG_NDTR, "log_ndtr", "log_ndtr", "", FAD_U | FAD_D0X | FAD_D0V,          \
+      fad_log_ndtr(x), fad_log_ndtr_d(x, v, 1), 0.0, fad_log_ndtr_d(x, v, 2), 0.0, 0.0) \
+    X(NDTRI, "ndtri", "ndtri", "", FAD_U | FAD_DV,                              \
+      fad_ndtri(x), FAD_SQRT_2PI * exp(0.5 * v * v), 0.0,                       \
+      v * fad_sq(FAD_SQRT_2PI * exp(0.5 * v * v)), 0.0, 0.0)                    \
+    X(GAMMALN, "gammaln", "gammaln", "", FAD_U | FAD_DX,                        \
+      lgamma(x), fad_polygamma(0, x), 0.0, fad_polygamma(1, x), 0.0, 0.0)      \
+    X(DIGAMMA, "digamma", "digamma", "", FAD_U | FAD_DX,                        \
+      fad_polygamma(0, x), fad_polygamma(1, x), 0.0, fad_polygamma(2, x), 0.0, 0.0) \
     /* comparisons: x (op) y, x (op) c; a > b is recorded as b < a */           \
     X(LT, "lt", "", "less", FAD_B | FAD_CMPF, x < y, 0.0, 0.0, 0.0, 0.0, 0.0)   \
     X(LE, "le", "", "less_equal", FAD_B | FAD_CMPF, x <= y, 0.0, 0.0, 0.0, 0.0, 0.0) \

@@ -14,6 +14,8 @@ from fastad.linalg import solve, norm
 from fastad.reductions import prod, cumsum, cumprod, var, std, ptp, trace, diff, average, amax, amin, max, min  # noqa: A004
 from fastad.products import einsum, outer, inner, vdot, kron, tensordot
 from fastad import shaping  # noqa: F401 - registers NumPy's shape/assembly/sort functions
+from fastad.ufuncs import mod, round, around  # noqa: A001 - NumPy's names (and fastad.special)
+from fastad import special
 from fastad import optimize
 from fastad.optimize import minimize, root
 from fastad.transforms import (
@@ -38,3 +40,4 @@ __all__ = _var.__all__ + [
     "amax", "amin",
     "einsum", "outer", "inner", "vdot", "kron", "tensordot",
 ]
+__all__ += ["mod", "special"]  # (fad.round and fad.around: not for import *)

@@ -249,9 +249,40 @@ cdef class Var:
             return NotImplemented
         return _binary(o, self, FAD_POW, FAD_POW_C, FAD_POW_CX)
 
+    # % and // with NumPy's conventions (np.remainder, np.floor_divide)
+    def __mod__(self, o): return _binary(self, o, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX)
+    def __rmod__(self, o): return _binary(o, self, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX)
+    def __floordiv__(self, o): return _binary(self, o, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+    def __rfloordiv__(self, o): return _binary(o, self, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+
+    def __divmod__(self, o):
+        q = _binary(self, o, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+        return q if q is NotImplemented else (
+            q, _binary(self, o, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX))
+
+    def __rdivmod__(self, o):
+        q = _binary(o, self, FAD_FLOORDIV, FAD_FLOORDIV_C, FAD_FLOORDIV_CX)
+        return q if q is NotImplemented else (
+            q, _binary(o, self, FAD_REMAINDER, FAD_REMAINDER_C, FAD_REMAINDER_CX))
+
     def __neg__(self): return _un(FAD_NEG, self, 0.0)
     def __pos__(self): return self
     def __abs__(self): return _un(FAD_ABS, self, 0.0)
+
+    # math.floor(v), math.ceil(v), math.trunc(v), round(v[, n]): recorded Vars
+    # (derivative 0) rather than ints, so a replay recomputes them; round
+    # rounds half to even and, with n digits, scales as np.round does
+    def __floor__(self): return _un(FAD_FLOOR, self, 0.0)
+    def __ceil__(self): return _un(FAD_CEIL, self, 0.0)
+    def __trunc__(self): return _un(FAD_TRUNC, self, 0.0)
+
+    def __round__(self, ndigits=None):
+        if ndigits is None or ndigits == 0:
+            return _un(FAD_RINT, self, 0.0)
+        cdef double f = 10.0 ** abs(int(ndigits))
+        if ndigits > 0:
+            return _un(FAD_RINT, self * f, 0.0) / f
+        return _un(FAD_RINT, self / f, 0.0) * f
 
     def __lt__(self, o): return _compare(self, o, CMP_LT)
     def __le__(self, o): return _compare(self, o, CMP_LE)
@@ -676,6 +707,14 @@ cdef class Array:
 
     def __rpow__(self, o, mod):
         return NotImplemented if mod is not None else _arr().power(o, self)
+    def __mod__(self, o): return _op("remainder", self, o)
+    def __rmod__(self, o): return _op("remainder", o, self)
+    def __floordiv__(self, o): return _op("floor_divide", self, o)
+    def __rfloordiv__(self, o): return _op("floor_divide", o, self)
+    def __divmod__(self, o): return (_arr().elementwise("floor_divide", self, o),
+                                     _arr().elementwise("remainder", self, o))
+    def __rdivmod__(self, o): return (_arr().elementwise("floor_divide", o, self),
+                                      _arr().elementwise("remainder", o, self))
     def __matmul__(self, o): return _arr().matmul(self, o)
     def __rmatmul__(self, o): return _arr().matmul(o, self)
     def __neg__(self): return _op("neg", self, None)

@@ -418,6 +418,13 @@ def amin(a, axis=None, keepdims=False):
 
 # ---------------------------------------------------------------- NumPy protocols
 
+# NumPy ufuncs beyond the op table, handled by modules above this one
+# (fastad.ufuncs: np.isfinite, np.conjugate, ...): ufunc -> function of the
+# inputs; and loaders called with an unknown ufunc, which return True where
+# they registered it (fastad.special maps SciPy's ufuncs when SciPy is used)
+UFUNC_HANDLERS = {}
+UFUNC_LOADERS = []
+
 _UFUNC_CMP = {np.less: "lt", np.less_equal: "le", np.greater: "gt",
               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
 
@@ -442,6 +449,12 @@ def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
         return matmul(*inputs)
     if ufunc is np.positive:
         return inputs[0]
+    handler = UFUNC_HANDLERS.get(ufunc)
+    if handler is not None:
+        return handler(*inputs)
+    for load in UFUNC_LOADERS:
+        if load(ufunc):
+            return apply_ufunc(ufunc, method, inputs, kwargs, dead)
     raise TypeError(f"fastad: NumPy's {ufunc.__name__} is not supported on fastad "
                     f"arrays; see fastad.arrays for what is")
 

@@ -33,7 +33,7 @@ POINT = {
     "logaddexp_c": (0.4, 0, -0.3),
     "arcsin": (0.3, 0, 0), "arccos": (0.3, 0, 0), "log": (1.3, 0, 0), "log2": (1.3, 0, 0),
     "log10": (1.3, 0, 0), "sqrt": (1.3, 0, 0), "cbrt": (1.3, 0, 0), "log1p": (0.3, 0, 0),
-    "div": (0.7, 1.3, 0),
+    "div": (0.7, 1.3, 0), "arccosh": (1.3, 0, 0), "xlogy": (0.37, 1.3, 0),
 }
 
 OPS = [i for i, n in enumerate(OP_NAMES) if n not in ("input", "block")]
@@ -185,7 +185,11 @@ W = np.array([0.7, -1.3, 0.9])
 # ... and the ops that are also checked on the negative side
 NEGATIVE_OK = {"sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
                "exp", "expm1", "square", "absolute", "negative", "sigmoid", "softplus",
-               "relu", "erf", "cbrt", "sign"}
+               "relu", "erf", "cbrt", "sign", "reciprocal", "arctanh", "deg2rad", "rad2deg",
+               "floor", "ceil", "trunc", "rint", "sinc", "erfc", "erfinv", "ndtr", "log_ndtr",
+               "digamma"}
+# the unary ops whose domain starts at 1: checked on X + 1
+SHIFT = {"arccosh": 1.0}
 
 
 def _forms(fname, op):
@@ -197,11 +201,12 @@ def _forms(fname, op):
     uf = getattr(np, fname, None) if isinstance(getattr(np, fname, None), np.ufunc) else None
     out = []
     if not binary:
-        out.append(("scalar", lambda z: fad.stack([fn(z[i]) for i in range(3)]), X))
-        out.append(("array", lambda z: fn(z), X))
+        x0 = X + SHIFT.get(fname, 0.0)
+        out.append(("scalar", lambda z: fad.stack([fn(z[i]) for i in range(3)]), x0))
+        out.append(("array", lambda z: fn(z), x0))
         if uf is not None:
-            out.append(("ufunc-scalar", lambda z: fad.stack([uf(z[i]) for i in range(3)]), X))
-            out.append(("ufunc-array", lambda z: uf(z), X))
+            out.append(("ufunc-scalar", lambda z: fad.stack([uf(z[i]) for i in range(3)]), x0))
+            out.append(("ufunc-array", lambda z: uf(z), x0))
         if fname in NEGATIVE_OK:
             out.append(("array-negative", lambda z: fn(z), -X))
             out.append(("scalar-negative", lambda z: fad.stack([fn(z[i]) for i in range(3)]), -X))
