@@ -650,6 +650,35 @@ def dot(a, b, out=None):
     return tensordot(a, b, ([len(sa) - 1], [j]))
 
 
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """np.cross of 2- or 3-vectors along the given axes (broadcast elsewhere):
+    products and differences of components."""
+    def traced(o):
+        return active_info(o) is not None or \
+            (isinstance(o, (list, tuple)) and arrays._has_active(o))
+    if not (traced(a) or traced(b)):
+        return np.cross(a, b, axisa, axisb, axisc, axis)
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a = np.moveaxis(_as_operand(a), axisa, -1)
+    b = np.moveaxis(_as_operand(b), axisb, -1)
+    na, nb = _shape(a)[-1:], _shape(b)[-1:]
+    if na not in ((2,), (3,)) or nb not in ((2,), (3,)):
+        raise ValueError(f"fastad.cross: the vectors must have 2 or 3 components, got "
+                         f"{na[0] if na else 0} and {nb[0] if nb else 0}")
+    a0, a1 = a[..., 0], a[..., 1]
+    b0, b1 = b[..., 0], b[..., 1]
+    z = a0 * b1 - a1 * b0
+    if na == nb == (2,):
+        return z
+    a2 = a[..., 2] if na == (3,) else 0.0
+    b2 = b[..., 2] if nb == (3,) else 0.0
+    comps = [a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, z]
+    shape = np.broadcast_shapes(*[_shape(p) for p in comps])
+    c = arrays.stack([np.broadcast_to(p, shape) for p in comps], axis=-1)
+    return np.moveaxis(c, -1, axisc)
+
+
 arrays.implements(np.einsum, einsum, "einsum",
                   ("optimize", "out", "dtype", "order", "casting"))
 arrays.implements(np.outer, outer, "outer", ("out",))
@@ -658,3 +687,4 @@ arrays.implements(np.vdot, vdot, "vdot")
 arrays.implements(np.kron, kron, "kron")
 arrays.implements(np.tensordot, tensordot, "tensordot", ("axes",))
 arrays.implements(np.dot, dot, "dot", ("out",))
+arrays.implements(np.cross, cross, "cross", ("axisa", "axisb", "axisc", "axis"))

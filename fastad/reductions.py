@@ -742,6 +742,83 @@ def nancumprod(a, axis=None, dtype=None, out=None):
 
 # ---------------------------------------------------------------- registration
 
+def _along(x, ax, sl):
+    """x[..., sl, ...] with sl on axis ax."""
+    return x[(slice(None),) * ax + (sl,)]
+
+
+def _spacing_coefficients(h, n, ax, ndim, edge_order):
+    """The constant weights of np.gradient along one axis: (interior (a, b, c)
+    for f[:-2], f[1:-1], f[2:]; first-edge and last-edge weights), as NumPy
+    computes them for a uniform step h or coordinates h."""
+    if np.ndim(h) == 0:
+        h = float(h)
+        inner = (-0.5 / h, 0.0, 0.5 / h)
+        if edge_order == 1:
+            return inner, (-1.0 / h, 1.0 / h), (-1.0 / h, 1.0 / h)
+        return inner, (-1.5 / h, 2.0 / h, -0.5 / h), (0.5 / h, -2.0 / h, 1.5 / h)
+    x = np.asarray(h, dtype=np.float64)
+    if x.ndim != 1 or x.size != n:
+        raise ValueError(f"fastad.gradient: coordinates along axis {ax} must be 1-D of "
+                         f"length {n}, got shape {x.shape}")
+    dx = np.diff(x)
+    d1, d2 = dx[:-1], dx[1:]
+    shape = (1,) * ax + (n - 2,) + (1,) * (ndim - ax - 1)
+    inner = tuple(np.reshape(w, shape) for w in
+                  (-d2 / (d1 * (d1 + d2)), (d2 - d1) / (d1 * d2), d1 / (d2 * (d1 + d2))))
+    if edge_order == 1:
+        return inner, (-1.0 / dx[0], 1.0 / dx[0]), (-1.0 / dx[-1], 1.0 / dx[-1])
+    a, b = dx[0], dx[1]
+    first = (-(2 * a + b) / (a * (a + b)), (a + b) / (a * b), -a / (b * (a + b)))
+    a, b = dx[-2], dx[-1]
+    last = (b / (a * (a + b)), -(a + b) / (a * b), (2 * b + a) / (b * (a + b)))
+    return inner, first, last
+
+
+def gradient(f, *varargs, axis=None, edge_order=1):
+    """np.gradient: second-order central differences inside, one-sided ones of
+    order edge_order at the ends; linear in f with constant weights (the
+    spacings and coordinates are constants)."""
+    tape, idx = _active(f)
+    if tape is None:
+        return np.gradient(idx, *varargs, axis=axis, edge_order=edge_order)
+    if edge_order not in (1, 2):
+        raise ValueError(f"fastad.gradient: edge_order must be 1 or 2, got {edge_order!r}")
+    ndim = idx.ndim
+    axes = tuple(range(ndim)) if axis is None else \
+        tuple(_check_axis("gradient", ax, ndim) for ax in
+              ((axis,) if isinstance(axis, numbers.Integral) else axis))
+    if len(varargs) == 0:
+        spacing = (1.0,) * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacing = varargs * len(axes)
+    elif len(varargs) == len(axes):
+        spacing = varargs
+    else:
+        raise TypeError(f"fastad.gradient: {len(varargs)} spacings for {len(axes)} axes")
+    for h in spacing:
+        if A.active_info(h) is not None:
+            raise TypeError("fastad.gradient: the spacing must be a constant, not a traced value")
+    x = make_array(tape, idx)
+    out = []
+    for ax, h in zip(axes, spacing):
+        n = idx.shape[ax]
+        if n < edge_order + 1:
+            raise ValueError(f"fastad.gradient: axis {ax} has {n} element(s); edge_order "
+                             f"{edge_order} needs at least {edge_order + 1}")
+        (a, b, c), first, last = _spacing_coefficients(h, n, ax, ndim, edge_order)
+        parts = [sum(w * _along(x, ax, slice(k, k + 1)) for k, w in enumerate(first))]
+        if n > 2:
+            parts.append(a * _along(x, ax, slice(None, -2)) + b * _along(x, ax, slice(1, -1))
+                         + c * _along(x, ax, slice(2, None)))
+        parts.append(sum(w * _along(x, ax, slice(n - len(last) + k, n - len(last) + k + 1))
+                         for k, w in enumerate(last)))
+        out.append(A.concatenate(parts, axis=ax))
+    if len(out) == 1:
+        return out[0]
+    return type(np.gradient(np.zeros((3,) * 2)))(out)       # NumPy's own container type
+
+
 _KW = ("axis", "dtype", "out", "keepdims")
 for _f, _fn, _name, _allowed, _method in (
         (np.prod, prod, "prod", _KW, True),
@@ -756,6 +833,7 @@ for _f, _fn, _name, _allowed, _method in (
         (np.ptp, ptp, "ptp", ("axis", "out", "keepdims"), True),
         (np.trace, trace, "trace", ("offset", "axis1", "axis2", "dtype", "out"), True),
         (np.diff, diff, "diff", ("n", "axis", "prepend", "append"), False),
+        (np.gradient, gradient, "gradient", ("axis", "edge_order"), False),
         (np.average, average, "average", ("axis", "weights", "returned", "keepdims"), False),
         (np.nansum, nansum, "nansum", _KW, False),
         (np.nanprod, nanprod, "nanprod", _KW, False),

@@ -412,3 +412,37 @@ def test_strong_zeros():
         # where the inf is selected, it propagates as in NumPy
         g = fad.grad(lambda x: fad.sum(E(x)))(x)
     assert g[0] == np.inf and np.isfinite(g[1:]).all()
+
+
+# np.cross: bilinear, so the Jacobian is checked against finite differences
+# and the Hessian of w . cross(a, b) against exact second differences
+@pytest.mark.parametrize("sa,sb,kw", [
+    ((4, 3), (3,), {}), ((3,), (4, 3), {}), ((4, 2), (3,), {}), ((2,), (2,), {}),
+    ((3, 5), (3, 5), {"axisa": 0, "axisb": 0, "axisc": 0}), ((2, 3, 4), (2, 3, 4), {"axis": 1}),
+    ((5, 2), (5, 3), {"axisc": 0}),
+])
+@pytest.mark.filterwarnings("ignore:Arrays of 2-dimensional vectors:DeprecationWarning")
+def test_cross_every_mode(sa, sb, kw):
+    rng = rng_for("cross", sa, sb, kw)
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    na = a.size
+    both = lambda x: np.cross(x[:na].reshape(sa), x[na:].reshape(sb), **kw)
+    for f, x0 in ((lambda x: np.cross(x.reshape(sa), b, **kw), a.ravel()),
+                  (lambda x: np.cross(a, x.reshape(sb), **kw), b.ravel()),
+                  (both, np.r_[a.ravel(), b.ravel()])):
+        J = fd_jacobian(f, x0)
+        fd_close(fad.jacrev(f)(x0), J)
+        fd_close(fad.jacfwd(f)(x0), J)
+    x0 = np.r_[a.ravel(), b.ravel()]
+    w = rng.standard_normal(np.shape(both(x0)))
+    g = lambda x: float(np.sum(both(x) * w))
+    n, e = x0.size, np.eye(x0.size)
+    H = np.array([[g(x0 + e[i] + e[j]) - g(x0 + e[i]) - g(x0 + e[j]) + g(x0)
+                   for j in range(n)] for i in range(n)])
+    close(fad.hessian(lambda x: fad.sum(both(x) * w))(x0), H, rtol=1e-9, atol=1e-9)
+
+
+def test_cross_errors():
+    with pytest.raises(ValueError, match="2 or 3 components"):
+        fad.grad(lambda x: fad.sum(np.cross(x, x)))(np.ones(4))
+    close(fad.grad(lambda x: fad.sum(np.cross(x, [0.0, 0.0, 1.0])))(np.ones(3)), [-1.0, 1.0, 0.0])

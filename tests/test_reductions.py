@@ -525,3 +525,52 @@ def test_tape_with_scan_blocks_pickles_and_replays():
     text = str(t)
     assert "cumprod" in text and "cumsum" in text and "prod" in text
     assert "cumprod" in t.to_dot()
+
+
+# np.gradient: linear in f, so its Jacobian is the central-difference matrix;
+# compared with finite differences of NumPy's own np.gradient
+_COORDS = np.cumsum(np.random.default_rng(3).uniform(0.1, 1.0, 7))
+
+
+@pytest.mark.parametrize("shape,args,kw", [
+    ((7,), (), {}), ((7,), (0.3,), {}), ((7,), (_COORDS,), {}),
+    ((7,), (), {"edge_order": 2}), ((7,), (_COORDS,), {"edge_order": 2}),
+    ((4, 5), (), {}), ((4, 5), (0.5, 2.0), {}), ((4, 5), (), {"axis": 1}),
+    ((4, 5), (), {"axis": -2, "edge_order": 2}), ((3, 4, 3), (), {"axis": (0, 2)}),
+    ((2,), (), {}),
+])
+def test_gradient_every_mode(shape, args, kw):
+    rng = rng_for("gradient", shape, kw)
+    x0 = rng.standard_normal(shape).ravel()
+
+    def f(x):
+        r = np.gradient(x.reshape(shape), *args, **kw)
+        return np.stack(r) if isinstance(r, (list, tuple)) else r
+    J = fd_jacobian(f, x0)
+    fd_close(fad.jacfwd(f)(x0), J)
+    fd_close(fad.jacrev(f)(x0), J)
+    w = rng.standard_normal(np.shape(f(x0)))
+    tape = fad.record(lambda x: np.sum(f(x) * w), x0)
+    fd_close(tape.gradient(x0 + 0.1), np.tensordot(w, J, w.ndim))
+    pattern = fad.jacobian_sparsity(f)(x0).toarray()
+    assert not (np.abs(J.reshape(-1, x0.size)) > 1e-6)[~pattern].any()
+
+
+def test_gradient_errors_and_container():
+    x = np.arange(4.0)
+
+    def f(x):
+        r = np.gradient(np.outer(x, x))
+        assert isinstance(r, type(np.gradient(np.zeros((3, 3)))))
+        return fad.sum(r[0]) + fad.sum(r[1])
+    fd_close(fad.grad(f)(x), fd_grad(lambda x: sum(np.sum(g) for g in np.gradient(np.outer(x, x))), x))
+    with pytest.raises(ValueError, match="edge_order must be 1 or 2"):
+        fad.grad(lambda x: fad.sum(np.gradient(x, edge_order=3)))(x)
+    with pytest.raises(ValueError, match="needs at least 3"):
+        fad.grad(lambda x: fad.sum(np.gradient(x[:2], edge_order=2)))(x)
+    with pytest.raises(ValueError, match="must be 1-D of length 4"):
+        fad.grad(lambda x: fad.sum(np.gradient(x, np.arange(3.0))))(x)
+    with pytest.raises(TypeError, match="spacing must be a constant"):
+        fad.grad(lambda x: fad.sum(np.gradient(x, x[0])))(x)
+    # sum of (x1 - x0, (x2 - x0) / 2, (x3 - x1) / 2, x3 - x2)
+    close(fad.grad(lambda x: fad.sum(np.gradient(x)))(x), [-1.5, 0.5, -0.5, 1.5])
