@@ -1,5 +1,6 @@
 """Ported from HIPS/autograd tests/test_scalar_ops.py (MIT licence, (c) the autograd
-authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged."""
+authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged
+except PATCHES in port.py."""
 import numpy as np
 import numpy.random as npr
 from peer_util import grad

@@ -1,5 +1,6 @@
 """Ported from HIPS/autograd tests/test_systematic.py (MIT licence, (c) the autograd
-authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged."""
+authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged
+except PATCHES in port.py."""
 import operator as op
 
 import numpy as onp

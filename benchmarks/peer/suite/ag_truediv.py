@@ -1,5 +1,6 @@
 """Ported from HIPS/autograd tests/test_truediv.py (MIT licence, (c) the autograd
-authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged."""
+authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged
+except PATCHES in port.py."""
 # This file is to check that future division works.
 
 from ag_binary_ops import arg_pairs
