@@ -104,7 +104,6 @@ XFAIL = {
     "missing: np.linalg.det": ["linalg::test_det*"],
     "missing: np.linalg.slogdet": ["linalg::test_slogdet*"],
     "missing: np.linalg.eigh": ["linalg::test_eigvalh_*"],
-    "missing: np.linalg.eig": ["linalg::test_eig_real"],
     "missing: np.linalg.svd": ["linalg::test_svd_*"],
     "missing: np.linalg.norm with ord=/axis=": ["linalg::test_frobenius_norm_axis", "linalg::test_norm_axis*",
                                                 "linalg::test_vector_norm_ord*", "linalg::test_norm_nuclear*"],

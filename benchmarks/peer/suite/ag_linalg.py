@@ -63,7 +63,8 @@ def test_pinv():
 
     ## Square, low (fixed) rank matrices
     def fun_low_rank(x):
-        return np.linalg.pinv(np.linalg._dot(np.linalg.T(x), x))
+        # PORT: autograd's np.linalg._dot(np.linalg.T(x), x) in NumPy
+        return np.linalg.pinv(np.matmul(np.swapaxes(x, -1, -2), x))
 
     for M in range(N // 2, N + N // 2 + 1):
         mat = npr.randn(N, M)
