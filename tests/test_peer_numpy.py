@@ -260,3 +260,62 @@ def test_harness_catches_wrong_value(monkeypatch):
     monkeypatch.setattr(peer_util.fad, "vjp", off_vjp)
     with pytest.raises(peer_util.WrongDerivative, match="value"):
         peer_util.check_grads(np.sin, modes=["rev"], order=1)(X)
+
+
+# ---------------------------------------------------------------------------
+# the runner: isolation, time limit, classification, summary
+# ---------------------------------------------------------------------------
+
+def _hangs():
+    import time
+    time.sleep(60)
+
+
+def _crashes():
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _missing_function():
+    peer_util.check_grads(lambda x: np.histogram(x)[0] * 1.0)(X)
+
+
+def _missing_ufunc():
+    peer_util.check_grads(lambda x: np.sum(np.spacing(x)))(X)
+
+
+def _wrong():
+    peer_util.check_grads(_sin_with(vjp_factor=1.01), modes=["rev"], order=1)(X)
+
+
+def _wrong_assert():
+    assert peer_util.grad(lambda x: x * x)(3.0) == 7.0
+
+
+def _complex_only():
+    peer_util.check_grads(np.sin)(X + 1j)
+
+
+def _passes():
+    peer_util.check_grads(np.sin)(X)
+
+
+def test_runner_isolates_and_classifies():
+    tests = [(name, "numpy", fn, {}) for name, fn in [
+        ("t::hangs", _hangs), ("t::crashes", _crashes), ("t::missing_function", _missing_function),
+        ("t::missing_ufunc", _missing_ufunc), ("t::wrong", _wrong), ("t::wrong_assert", _wrong_assert),
+        ("t::complex_only", _complex_only), ("t::passes", _passes)]]
+    res = peer_run.run_all(tests, jobs=2, timeout=3.0, progress=False)
+    status = {tid: r["status"] for tid, r in res.items()}
+    assert status == {"t::hangs": "error", "t::crashes": "error", "t::missing_function": "error",
+                      "t::missing_ufunc": "error", "t::wrong": "wrong", "t::wrong_assert": "wrong",
+                      "t::complex_only": "skipped", "t::passes": "pass"}
+    assert res["t::hangs"]["message"].startswith("timeout")
+    assert res["t::crashes"]["message"].startswith("crash")
+    text = peer_run.summarize(res, tests, list_failures=True)
+    assert "## numpy: 7 real-valued tests: 1 pass (14.3%), 4 error, 2 WRONG; 1 skipped" in text
+    assert "- np.histogram: 1  (t::missing_function)" in text
+    assert "- np.spacing: 1  (t::missing_ufunc)" in text
+    assert "- t::wrong: " in text and "rev (vjp)" in text
+    # fastad still works in this process
+    assert peer_util.grad(lambda x: x * x)(3.0) == 6.0

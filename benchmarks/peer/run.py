@@ -15,6 +15,7 @@ The checks themselves are in peer_util.py.
 """
 import argparse
 import collections
+import faulthandler
 import importlib
 import itertools
 import json
@@ -162,6 +163,7 @@ def run_all(tests, jobs=2, timeout=120.0, progress=True):
             pid = os.fork()
             if pid == 0:
                 os.close(r)
+                faulthandler.disable()  # a crash is reported by the parent
                 try:
                     res = run_one(fn, kwargs, tid)
                 except BaseException as e:  # noqa: BLE001
