@@ -319,3 +319,19 @@ def test_runner_isolates_and_classifies():
     assert "- t::wrong: " in text and "rev (vjp)" in text
     # fastad still works in this process
     assert peer_util.grad(lambda x: x * x)(3.0) == 6.0
+
+
+def test_harness_handles_ragged_tuple_arguments():
+    """Tuple/list arguments of different shapes (np.concatenate's) are
+    flattened, perturbed and compared leaf by leaf."""
+    x = (np.ones(1), [np.arange(3.0), 2.0])
+    u = peer_util._like(x, np.random.default_rng(0))
+    assert peer_util._shapes(u) == peer_util._shapes(x) == [(1,), (3,), ()]
+    assert isinstance(u[1], list) and isinstance(u[1][1], float)
+    shifted = peer_util._shift(x, u, 0.5)
+    np.testing.assert_array_equal(peer_util._flat(shifted), peer_util._flat(x) + 0.5 * peer_util._flat(u))
+    fd = peer_util._fd(lambda t: np.concatenate([t[0], t[1][0] * t[1][1]]), x, u, 1e-6)
+    np.testing.assert_allclose(fd, np.concatenate([u[0], u[1][0] * 2.0 + np.arange(3.0) * u[1][1]]),
+                               rtol=1e-6)
+    assert peer_util._is_float(x) and not peer_util._is_float((np.ones(2), 3))
+    assert peer_util._is_complex((np.ones(2), [1j]))

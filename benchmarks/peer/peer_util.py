@@ -165,7 +165,8 @@ def _check_one(fun, args, kwargs, i, modes, order, rng):
         a[i] = x
         return fun(*a, **kwargs)
 
-    where = f"{getattr(fun, '__name__', 'f')} w.r.t. argument {i} (shape {np.shape(x0)})"
+    shape = _shapes(x0) if _is_tree(x0) else np.shape(x0)
+    where = f"{getattr(fun, '__name__', 'f')} w.r.t. argument {i} (shape {shape})"
     y0 = f(x0)
     y0_flat = _flat(y0)
     w = _like(y0, rng)
