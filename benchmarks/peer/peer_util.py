@@ -79,7 +79,8 @@ def _tmap(fn, *trees):
     if isinstance(t, dict):
         return {k: _tmap(fn, *(tr[k] for tr in trees)) for k in t}
     if isinstance(t, (tuple, list)):
-        return type(t)(_tmap(fn, *items) for items in zip(*trees))
+        items = [_tmap(fn, *items) for items in zip(*trees)]
+        return type(t)(*items) if hasattr(t, "_fields") else type(t)(items)  # namedtuples too
     return fn(*trees)
 
 
