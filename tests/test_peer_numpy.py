@@ -7,6 +7,7 @@ run and says so).  An xfail only covers fastad raising an error: a wrong
 value or derivative always fails.
 """
 import fnmatch
+import importlib.util
 import os
 import sys
 import warnings
@@ -17,8 +18,12 @@ import pytest
 PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "benchmarks", "peer")
 sys.path.insert(0, PEER)
-import run as peer_run  # noqa: E402
 import peer_util  # noqa: E402
+
+# run.py under a name of its own ("run" is too common a module name)
+_spec = importlib.util.spec_from_file_location("peer_run", os.path.join(PEER, "run.py"))
+peer_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peer_run)
 
 # reason -> test ids (fnmatch patterns) that fail for that reason today
 XFAIL = {
