@@ -13,13 +13,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = ["test_numpy", "test_systematic", "test_linalg", "test_binary_ops",
-         "test_scalar_ops", "test_truediv", "test_scipy", "test_graphs"]
+         "test_scalar_ops", "test_truediv", "test_scipy", "test_graphs",
+         "test_jacobian", "test_direct"]
 
 RULES = [
     (r"^(\s*)import autograd\.numpy\.random as npr$", r"\1import numpy.random as npr"),
     (r"^(\s*)import autograd\.numpy as np$", r"\1import numpy as np"),
     (r"^(\s*)from autograd import tuple$", r"\1pass  # autograd.tuple: the builtin tuple"),
-    (r"^(\s*)from autograd import ((?:grad|value_and_grad)(?:, (?:grad|value_and_grad))*)$",
+    (r"^(\s*)from autograd import ((?:grad|value_and_grad|jacobian|deriv|holomorphic_grad)"
+     r"(?:, (?:grad|value_and_grad|jacobian|deriv|holomorphic_grad))*)$",
      r"\1from peer_util import \2"),
     (r"^(\s*)from autograd\.test_util import (.*)$", r"\1from peer_util import \2"),
     (r"^(\s*)from numpy_utils import (.*)$", r"\1from peer_util import \2"),
@@ -61,11 +63,14 @@ def port(src, name):
             assert old in src, f"{name}: patch target not found"
             src = src.replace(old, new)
     out = []
+    in_string = False
     for line in src.splitlines():
         for pat, rep in RULES:
             line = re.sub(pat, rep, line)
-        if re.search(r"\bautograd\b", line.split("#")[0]):
+        if not in_string and re.search(r"\bautograd\b", line.split("#")[0]):
             line += "  # PORT: autograd-specific"
+        if line.count('"""') % 2:
+            in_string = not in_string
         out.append(line)
     head = (f'"""Ported from HIPS/autograd tests/{name}.py (MIT licence, (c) the autograd\n'
             f'authors) by benchmarks/peer/port.py: imports rewritten, bodies unchanged\n'

@@ -31,10 +31,12 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = os.path.join(HERE, "suite")
 
-# The NumPy suite (the acceptance measure of issue #16); SciPy's and the
-# graph tests (derivatives of derivatives: issue #17) are reported apart.
+# The NumPy suite (the acceptance measure of issue #16); SciPy's, and the
+# tests of transforms on NumPy code (graphs: derivatives of derivatives, issue
+# #17; jacobian; direct: grad against a known number) are reported apart.
 NUMPY_FILES = ["numpy", "systematic", "linalg", "binary_ops", "scalar_ops", "truediv"]
-OTHER_FILES = {"scipy": "scipy", "graphs": "graphs"}
+OTHER_FILES = {"scipy": "scipy", "graphs": "transforms", "jacobian": "transforms",
+               "direct": "transforms"}
 
 # Tests left out: autograd's own API or behaviour with no fastad meaning.
 SKIP = {
@@ -48,6 +50,9 @@ SKIP = {
     "graphs::test_assignment_raises_error": "expects item assignment into a traced array to raise "
                                             "(autograd cannot record it; fastad records it)",
     "graphs::test_complex_mutating_outgrad_from_indexing": "complex intermediate values",
+    "direct::test_deriv": "autograd's deriv, which fastad does not have",
+    "direct::test_grad_complex_output": "complex output",
+    "direct::test_holomorphic_grad": "complex (autograd's holomorphic_grad)",
     "linalg::test_eig_real": "complex intermediate values (np.linalg.eig of a nonsymmetric "
                              "real matrix; the test differentiates np.abs of them)",
 }
@@ -272,7 +277,7 @@ def qualified(name):
 
 def summarize(results, tests, list_failures=False):
     lines = []
-    groups = collections.OrderedDict((g, []) for g in ["numpy"] + list(OTHER_FILES.values()))
+    groups = collections.OrderedDict((g, []) for g in ["numpy", "scipy", "transforms"])
     for tid, group, _, _ in tests:
         if tid in results:
             groups[group].append(tid)
