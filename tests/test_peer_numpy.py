@@ -343,3 +343,28 @@ def test_harness_handles_ragged_tuple_arguments():
                                rtol=1e-6)
     assert peer_util._is_float(x) and not peer_util._is_float((np.ones(2), 3))
     assert peer_util._is_complex((np.ones(2), [1j]))
+
+
+def test_harness_replay_check(monkeypatch):
+    """--replay: a replayed gradient that differs is wrong; a refused replay is not."""
+    import fastad as fad
+    monkeypatch.setattr(peer_util, "REPLAY", True)
+    peer_util.Stats.reset()
+    peer_util.check_grads(lambda x: np.sin(x) * x ** 2, order=1)(X)
+    real = fad.record
+
+    class Off:
+        def __init__(self, tape, error=None):
+            self.tape, self.error = tape, error
+
+        def gradient(self, x):
+            if self.error:
+                raise self.error
+            return 1.001 * self.tape.gradient(x)
+    monkeypatch.setattr(peer_util.fad, "record", lambda f, x: Off(real(f, x)))
+    with pytest.raises(peer_util.WrongDerivative, match="replayed gradient"):
+        peer_util.check_grads(np.sin, order=1)(X)
+    monkeypatch.setattr(peer_util.fad, "record",
+                        lambda f, x: Off(real(f, x), fad.BranchChangedError("branch")))
+    peer_util.check_grads(np.sin, order=1)(X)
+    assert peer_util.Stats.replay_refused == 1

@@ -17,6 +17,9 @@ and with order >= 2, on the scalar g(x) = <w, f(x)>:
          and, for x.size <= 16, fad.hessian(g)(x) @ u vs the same FD
   fwd    <v, fad.hvp(g, x, u)>     vs  <w, FD(x -> fad.jvp(f, x, v); x, u)>
 Orders above 2 are checked as order 2 (nested transforms are issue #17).
+With REPLAY (run.py --replay; not part of autograd's checks), also:
+  replay fad.record(g, x).gradient(x1) at a nearby x1 equals a fresh
+         recording's gradient at x1 (a replay may refuse with TapeError).
 FD(f; x, u) = (f(x + eps u/2) - f(x - eps u/2)) / eps with eps = 1e-6, as
 autograd; a mismatch is retried with eps 1e-4, 1e-5 and 1e-7 before it
 counts (rounding and curvature both move FD, a wrong rule does not).
@@ -33,6 +36,7 @@ RTOL = 1e-5
 EPS = 1e-6
 RETRY_EPS = (1e-4, 1e-5, 1e-7)
 HESSIAN_MAX_SIZE = 16
+REPLAY = False  # also check record/replay (run.py --replay): not autograd's
 
 
 class WrongDerivative(AssertionError):
@@ -48,12 +52,14 @@ class Stats:
     """What the current test did (reset by the runner before each test)."""
     checks = 0          # check_grads calls on real inputs
     complex_skipped = 0  # check_grads calls skipped because an input is complex
+    replay_refused = 0   # replays that raised TapeError (allowed)
     rng = np.random.default_rng(0)  # directions and cotangents
 
     @classmethod
     def reset(cls, seed=0):
         cls.checks = 0
         cls.complex_skipped = 0
+        cls.replay_refused = 0
         cls.rng = np.random.default_rng(seed)
 
 
@@ -211,6 +217,8 @@ def _check_one(fun, args, kwargs, i, modes, order, rng):
                  lambda: f"max |jvp - FD| = {float(np.max(np.abs(jv - _fd(f, x0, u, EPS)), initial=0))!r}")
     if order >= 2:
         _check_second(f, x0, y0, w, w_flat, u, u_flat, modes, where, rng)
+    if REPLAY:
+        _check_replay(f, x0, w, where, rng)
     Stats.checks += 1
 
 
@@ -222,7 +230,8 @@ def _check_value(where, y, y0_flat):
         raise WrongDerivative(f"{where}: value {got!r} differs from NumPy's {y0_flat!r}")
 
 
-def _check_second(f, x0, y0, w, w_flat, u, u_flat, modes, where, rng):
+def _dotted(f, w):
+    """x -> <w, f(x)>, a scalar function fastad can differentiate."""
     w_leaves = [np.asarray(leaf, dtype=np.float64) for leaf in _leaves(w)]
 
     def g(x):
@@ -230,6 +239,29 @@ def _check_second(f, x0, y0, w, w_flat, u, u_flat, modes, where, rng):
         for leaf, wl in zip(_leaves(f(x)), w_leaves):
             total = total + np.sum(leaf * wl)
         return total
+    return g
+
+
+def _check_replay(f, x0, w, where, rng):
+    """The gradient of <w, f> recorded at x0 and replayed at a nearby x1
+    equals a fresh recording's at x1.  A replay that refuses (the branch
+    or a value read while recording changed) is the contract, not wrong."""
+    tape = fad.record(_dotted(f, w), x0)
+    x1 = _shift(x0, _like(x0, rng), 1e-2)
+    try:
+        got = _flat(tape.gradient(x1))
+    except fad.TapeError:           # BranchChangedError too
+        Stats.replay_refused += 1
+        return
+    want = _flat(fad.vjp(f, x1)[1](w))
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-8,
+                                                  atol=1e-10 * (1 + np.max(np.abs(want), initial=0))):
+        raise WrongDerivative(f"{where}: replayed gradient {got!r} differs from a fresh "
+                              f"recording's {want!r}")
+
+
+def _check_second(f, x0, y0, w, w_flat, u, u_flat, modes, where, rng):
+    g = _dotted(f, w)
 
     def fad_grad(x):
         return _flat(fad.vjp(f, x)[1](w))

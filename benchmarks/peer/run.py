@@ -2,6 +2,7 @@
 
     cd <worktree> && python benchmarks/peer/run.py [-k SUBSTR] [--list-failures]
                                                    [-j N] [--timeout S] [--json FILE]
+                                                   [--numpy-only] [--replay]
 
 Imports fastad from the current directory (run it from a worktree root).
 Each test runs in its own forked process with a time limit, so one failure,
@@ -147,6 +148,8 @@ def run_one(fn, kwargs, tid=""):
         else:
             res = {"status": "error", "message": f"{type(e).__name__}: {e}", "where": _where(e)}
     res["checks"] = peer_util.Stats.checks
+    if peer_util.Stats.replay_refused:
+        res["replay_refused"] = peer_util.Stats.replay_refused
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
 
@@ -294,7 +297,9 @@ def summarize(results, tests, list_failures=False):
                      f"{len(by['error'])} error, {len(by['wrong'])} WRONG; "
                      f"{len(by['skipped'])} skipped")
         checks = sum(results[t].get("checks", 0) for t in ids)
-        lines.append(f"({checks} check_grads calls completed)")
+        refused = sum(results[t].get("replay_refused", 0) for t in ids)
+        lines.append(f"({checks} check_grads calls completed"
+                     + (f"; {refused} replays refused with TapeError" if refused else "") + ")")
         lines.append("")
         if by["wrong"]:
             lines.append("### WRONG (value or derivative disagrees with finite differences)")
@@ -338,9 +343,14 @@ def main(argv=None):
     ap.add_argument("-j", "--jobs", type=int, default=2, help="tests run at once (default 2)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per test (default 120)")
     ap.add_argument("--json", help="write every result to this file")
+    ap.add_argument("--replay", action="store_true",
+                    help="also check record/replay at a nearby point (a mismatch is WRONG)")
     ap.add_argument("--numpy-only", action="store_true", help="only the NumPy group (no SciPy, graphs)")
     args = ap.parse_args(argv)
     tests = collect(NUMPY_FILES if args.numpy_only else None)
+    if args.replay:
+        import peer_util
+        peer_util.REPLAY = True  # the forked children inherit it
     results = {tid: {"status": "skipped", "message": SKIP[tid]} for tid, *_ in tests if tid in SKIP}
     todo = [t for t in tests if t[0] not in SKIP and (not args.substr or args.substr in t[0])]
     if args.substr:
