@@ -368,3 +368,26 @@ def test_harness_replay_check(monkeypatch):
                         lambda f, x: Off(real(f, x), fad.BranchChangedError("branch")))
     peer_util.check_grads(np.sin, order=1)(X)
     assert peer_util.Stats.replay_refused == 1
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_harness_lanes_check(monkeypatch, mode):
+    """--lanes: k seeds/directions at once must equal one at a time."""
+    import fastad as fad
+    monkeypatch.setattr(peer_util, "LANES", True)
+    peer_util.check_grads(lambda x: np.sin(x) * x[::-1], modes=[mode], order=1)(X)
+    real_vjp, real_jvp = fad.vjp, fad.jvp
+
+    def off(a):     # the last lane of a k-lane result is off
+        a = np.array(a, dtype=float)
+        if a.ndim == 2:
+            a[-1] *= 1.001
+        return a
+
+    def vjp(f, x):
+        y, pb = real_vjp(f, x)
+        return y, lambda w: off(pb(w))
+    monkeypatch.setattr(peer_util.fad, "vjp", vjp)
+    monkeypatch.setattr(peer_util.fad, "jvp", lambda f, x, v: (real_jvp(f, x, v)[0], off(real_jvp(f, x, v)[1])))
+    with pytest.raises(peer_util.WrongDerivative, match="lane 2"):
+        peer_util.check_grads(lambda x: np.sin(x) * x[::-1], modes=[mode], order=1)(X)

@@ -20,6 +20,8 @@ Orders above 2 are checked as order 2 (nested transforms are issue #17).
 With REPLAY (run.py --replay; not part of autograd's checks), also:
   replay fad.record(g, x).gradient(x1) at a nearby x1 equals a fresh
          recording's gradient at x1 (a replay may refuse with TapeError).
+With LANES (run.py --lanes): vjp with 3 seeds and jvp with 3 directions at
+once equal, lane by lane, one at a time (array inputs and outputs only).
 FD(f; x, u) = (f(x + eps u/2) - f(x - eps u/2)) / eps with eps = 1e-6, as
 autograd; a mismatch is retried with eps 1e-4, 1e-5 and 1e-7 before it
 counts (rounding and curvature both move FD, a wrong rule does not).
@@ -37,6 +39,7 @@ EPS = 1e-6
 RETRY_EPS = (1e-4, 1e-5, 1e-7)
 HESSIAN_MAX_SIZE = 16
 REPLAY = False  # also check record/replay (run.py --replay): not autograd's
+LANES = False   # also check k seeds / directions at once (run.py --lanes)
 
 
 class WrongDerivative(AssertionError):
@@ -219,6 +222,8 @@ def _check_one(fun, args, kwargs, i, modes, order, rng):
         _check_second(f, x0, y0, w, w_flat, u, u_flat, modes, where, rng)
     if REPLAY:
         _check_replay(f, x0, w, where, rng)
+    if LANES:
+        _check_lanes(f, x0, y0, modes, where, rng)
     Stats.checks += 1
 
 
@@ -240,6 +245,31 @@ def _dotted(f, w):
             total = total + np.sum(leaf * wl)
         return total
     return g
+
+
+def _check_lanes(f, x0, y0, modes, where, rng, k=3):
+    """k seeds (vjp) and k directions (jvp) at once give, lane by lane, what
+    one at a time gives (itself checked against finite differences)."""
+    if _is_tree(x0) or _is_tree(y0):
+        return
+    if "rev" in modes:
+        W = np.stack([np.asarray(_like(y0, rng), dtype=np.float64) for _ in range(k)])
+        pullback = fad.vjp(f, x0)[1]
+        G = np.asarray(pullback(W))
+        for j in range(k):
+            one = np.asarray(pullback(W[j]))
+            if G.shape != (k,) + one.shape or not np.allclose(G[j], one, rtol=1e-10, atol=1e-12):
+                raise WrongDerivative(f"{where}: vjp with {k} seeds, lane {j}: "
+                                      f"{G[j] if G.shape[:1] == (k,) else G!r} differs from one seed's {one!r}")
+    if "fwd" in modes:
+        U = np.stack([np.asarray(_like(x0, rng), dtype=np.float64) for _ in range(k)])
+        JV = np.asarray(fad.jvp(f, x0, U)[1])
+        for j in range(k):
+            one = np.asarray(fad.jvp(f, x0, U[j] if U.ndim > 1 else float(U[j]))[1])
+            if JV.shape != (k,) + one.shape or not np.allclose(JV[j], one, rtol=1e-10, atol=1e-12):
+                raise WrongDerivative(f"{where}: jvp with {k} directions, lane {j}: "
+                                      f"{JV[j] if JV.shape[:1] == (k,) else JV!r} differs from one "
+                                      f"direction's {one!r}")
 
 
 def _check_replay(f, x0, w, where, rng):

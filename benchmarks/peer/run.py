@@ -2,7 +2,7 @@
 
     cd <worktree> && python benchmarks/peer/run.py [-k SUBSTR] [--list-failures]
                                                    [-j N] [--timeout S] [--json FILE]
-                                                   [--numpy-only] [--replay]
+                                                   [--numpy-only] [--replay] [--lanes]
 
 Imports fastad from the current directory (run it from a worktree root).
 Each test runs in its own forked process with a time limit, so one failure,
@@ -345,12 +345,17 @@ def main(argv=None):
     ap.add_argument("--json", help="write every result to this file")
     ap.add_argument("--replay", action="store_true",
                     help="also check record/replay at a nearby point (a mismatch is WRONG)")
+    ap.add_argument("--lanes", action="store_true",
+                    help="also check vjp/jvp with 3 seeds/directions at once against one at a time")
     ap.add_argument("--numpy-only", action="store_true", help="only the NumPy group (no SciPy, graphs)")
     args = ap.parse_args(argv)
     tests = collect(NUMPY_FILES if args.numpy_only else None)
     if args.replay:
         import peer_util
         peer_util.REPLAY = True  # the forked children inherit it
+    if args.lanes:
+        import peer_util
+        peer_util.LANES = True
     results = {tid: {"status": "skipped", "message": SKIP[tid]} for tid, *_ in tests if tid in SKIP}
     todo = [t for t in tests if t[0] not in SKIP and (not args.substr or args.substr in t[0])]
     if args.substr:
