@@ -4,7 +4,8 @@ One case per ported test.  A test that fails today because fastad lacks
 something is a strict xfail with its reason in XFAIL (the one place to edit:
 remove an entry when the feature lands; a strict xfail that passes fails the
 run and says so).  An xfail only covers fastad raising an error: a wrong
-value or derivative always fails.
+value or derivative always fails.  Beyond autograd's checks, each test also
+checks replay and k-lane sweeps (peer_util REPLAY, LANES).
 """
 import fnmatch
 import importlib.util
@@ -181,7 +182,11 @@ CASES = _cases()
 
 
 @pytest.mark.parametrize("tid, fn, kwargs", CASES)
-def test_peer(tid, fn, kwargs):
+def test_peer(tid, fn, kwargs, monkeypatch):
+    # fastad's own contract on top of autograd's checks: replay at a nearby
+    # point, and k seeds/directions at once (run.py --replay --lanes)
+    monkeypatch.setattr(peer_util, "REPLAY", True)
+    monkeypatch.setattr(peer_util, "LANES", True)
     peer_util.Stats.reset()
     np.random.seed(42)  # as autograd's conftest
     try:
