@@ -347,7 +347,7 @@ def main(argv=None):
                     help="also check record/replay at a nearby point (a mismatch is WRONG)")
     ap.add_argument("--lanes", action="store_true",
                     help="also check vjp/jvp with 3 seeds/directions at once against one at a time")
-    ap.add_argument("--numpy-only", action="store_true", help="only the NumPy group (no SciPy, graphs)")
+    ap.add_argument("--numpy-only", action="store_true", help="only the NumPy group (no scipy, transforms)")
     args = ap.parse_args(argv)
     tests = collect(NUMPY_FILES if args.numpy_only else None)
     if args.replay:
