@@ -362,7 +362,7 @@ class Cumprod(_Scan):
 
 def _scan(name, block, npfn, a, axis, dtype, out):
     A._float_only(name, dtype, out)
-    tape, idx = _active(a)
+    tape, idx, cstart, _ = A._slots(a)
     if tape is None:
         return npfn(idx, axis=axis)
     if axis is None:
@@ -370,10 +370,12 @@ def _scan(name, block, npfn, a, axis, dtype, out):
     elif idx.ndim == 0:
         raise ValueError(f"fastad.{name}: axis {axis} is out of bounds for a 0-d array")
     ax = _check_axis(name, axis, idx.ndim)
-    front = np.moveaxis(idx, ax, 0)
-    if front.size == 0:
+    if idx.size == 0:
         return make_array(tape, idx)          # nothing to scan: the empty array itself
-    r = A._push(tape, block(_operand(front)))
+    if ax == 0:        # (the common case: no axis to move, and a run of slots stays one)
+        x = B.Operand(idx=idx, start=cstart) if cstart >= 0 else _operand(idx)
+        return A._push(tape, block(x))
+    r = A._push(tape, block(_operand(np.moveaxis(idx, ax, 0))))
     return make_array(tape, np.moveaxis(r.idx, 0, ax))
 
 
