@@ -107,7 +107,9 @@ CASES = [
     ("pad_wrap", lambda x: np.pad(x, 1, mode="wrap"), (2, 3)),
     ("clip", lambda x: np.clip(x, -1.0, 1.0), (2, 3)),
     ("clip_lower", lambda x: np.clip(x, -1.0, None), (5,)),
-    ("clip_upper_kw", lambda x: np.clip(x, max=0.5), (5,)),
+    # np.clip(x, max=...) is NumPy >= 2.1
+    ("clip_upper_kw", lambda x: np.clip(x, None, 0.5) if np.__version__ < "2.1"
+     else np.clip(x, max=0.5), (5,)),
     ("clip_method", lambda x: x.clip(-1.0, 2.0), (2, 3)),
     ("clip_array_bounds", lambda x: np.clip(x, np.array([-1.0, 0.0, -2.0]), 1.5), (2, 3)),
     ("clip_active_bounds", lambda x: np.clip(x[0], x[1] - 3.0, x[1] + 0.5), (2, 3)),
