@@ -27,7 +27,7 @@ __all__ = [
     "vsplit", "dsplit", "vstack", "hstack", "dstack", "column_stack", "broadcast_to",
     "take", "take_along_axis", "append", "insert", "delete", "real", "imag",
     "sort", "argsort", "argmax", "argmin", "partition", "argpartition", "rollaxis",
-    "real_if_close", "angle", "nan_to_num", "select", "broadcast_arrays", "block",
+    "real_if_close", "angle", "select", "broadcast_arrays", "block",
     "linspace",
 ]
 
@@ -361,17 +361,6 @@ def angle(z, deg=False):
     return np.where(_compare("lt", z, 0.0), 180.0 if deg else np.pi, 0.0)
 
 
-def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
-    """np.nan_to_num: NaN and +-inf replaced by constants (derivative 0 there);
-    the tests are recorded comparisons, so replay re-checks them."""
-    if not _traced(x):
-        return np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
-    big = np.finfo(np.float64).max
-    r = _var.where(_compare("ne", x, x), nan, x)
-    r = _var.where(_compare("eq", x, np.inf), big if posinf is None else posinf, r)
-    return _var.where(_compare("eq", x, -np.inf), -big if neginf is None else neginf, r)
-
-
 def select(condlist, choicelist, default=0):
     """np.select as nested fad.where (conditions: boolean arrays, such as
     recorded comparisons)."""
@@ -603,7 +592,6 @@ def _register():
     implements(np.imag, imag, "imag")
     implements(np.real_if_close, real_if_close, "real_if_close", ("tol",))
     implements(np.angle, angle, "angle", ("deg",))
-    implements(np.nan_to_num, nan_to_num, "nan_to_num", ("copy", "nan", "posinf", "neginf"))
     implements(np.select, select, "select", ("default",))
     implements(np.partition, partition, "partition", ("kth", "axis", "kind", "order"))
     implements(np.argpartition, argpartition, "argpartition", ("kth", "axis", "kind", "order"),

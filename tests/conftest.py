@@ -179,3 +179,18 @@ def n_colors(c):
     """The number of colors of a coloring (-1 marks an uncolored index)."""
     c = np.asarray(c)
     return int(c.max()) + 1 if c.size and c.max() >= 0 else 0
+
+
+# ---------------------------------------------------------------------------
+# pytrees
+# ---------------------------------------------------------------------------
+
+def leaves_of(t):
+    """The leaves of a tree of dicts (sorted keys), lists and tuples; None is empty."""
+    if t is None:
+        return []
+    if isinstance(t, dict):
+        return [v for k in sorted(t) for v in leaves_of(t[k])]
+    if isinstance(t, (list, tuple)):
+        return [v for o in t for v in leaves_of(o)]
+    return [t]

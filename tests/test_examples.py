@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from conftest import fd_close
+from conftest import fd_close, leaves_of as leaves
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -22,14 +22,6 @@ def load(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def leaves(t):
-    if isinstance(t, dict):
-        return [v for k in sorted(t) for v in leaves(t[k])]
-    if isinstance(t, (list, tuple)):
-        return [v for o in t for v in leaves(o)]
-    return [t]
 
 
 def rebuild(t, it):

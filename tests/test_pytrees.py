@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from conftest import fd_close, rng_for
+from conftest import leaves_of, fd_close, rng_for
 
 Layer = collections.namedtuple("Layer", ["W", "b"])
 
@@ -17,16 +17,6 @@ Layer = collections.namedtuple("Layer", ["W", "b"])
 # ---------------------------------------------------------------------------
 # an independent flatten / unflatten (dict keys sorted, None empty)
 # ---------------------------------------------------------------------------
-
-def leaves_of(t):
-    if t is None:
-        return []
-    if isinstance(t, dict):
-        return [v for k in sorted(t) for v in leaves_of(t[k])]
-    if isinstance(t, (list, tuple)):
-        return [v for o in t for v in leaves_of(o)]
-    return [t]
-
 
 def rebuild(t, it):
     if t is None:
