@@ -10,6 +10,7 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 )
 from fastad.errors import TapeError, BranchChangedError
 from fastad.primitives import primitive
+from fastad._serialize import load_tape
 from fastad.linalg import solve, norm
 from fastad import optimize
 from fastad.optimize import minimize, root
@@ -30,5 +31,5 @@ __all__ = _var.__all__ + [
     "Tape", "TapeError", "BranchChangedError", "abs", "sum", "mean", "dot", "matmul",
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
-    "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian",
+    "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian", "load_tape",
 ]

@@ -239,6 +239,13 @@ cdef class Tape(Player):
             self.n_inputs, list(self.inputs), self.in_shape, self._out,
             list(self.blocks)))
 
+    def save(self, path):
+        """Write the tape to `path` in a format that loads without running code
+        (fad.load_tape): plain arrays and a checked header.  Pickles of tapes,
+        like all pickles, are for trusted data only."""
+        from fastad._serialize import save_tape
+        save_tape(self, path)
+
     # ------------------------------------------------------------ implementation
     # Every sweep works at x (replaying there) or, with x=None, at the
     # recorded point with the recorded partials (what fad.jvp/vjp use).
@@ -394,24 +401,28 @@ cdef class Tape(Player):
         return s
 
 
-def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
-             in_shape, out_slots, list blocks=None):
-    """Unpickle a Tape."""
+def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None):
+    """Unpickle (or load) a Tape: every part is checked first (fastad._validate),
+    so damaged data raises instead of reaching the sweeps."""
+    from fastad._validate import check_parts
+    opa, nodea, vala, n_inputs, inputs, in_shape, out_slots, blocks = check_parts(
+        op, node, val, n_inputs, inputs, in_shape, out_slots, blocks)
     cdef Tape t = Tape()
-    cdef Py_ssize_t n = len(op)
-    if len(node) != n * sizeof(fad_node) or len(val) != n * sizeof(double):
-        raise ValueError("fastad: corrupt pickled Tape (sizes disagree)")
+    cdef Py_ssize_t n = opa.shape[0]
+    opa = np.ascontiguousarray(opa)
+    nodea = np.ascontiguousarray(nodea)
+    vala = np.ascontiguousarray(vala)
     t.reserve(n)
     if n:
-        memcpy(t.buf.op, <const char*>op, n)
-        memcpy(t.buf.node, <const char*>node, n * sizeof(fad_node))
-        memcpy(t.buf.val, <const char*>val, n * sizeof(double))
+        memcpy(t.buf.op, cnp.PyArray_DATA(opa), n)
+        memcpy(t.buf.node, cnp.PyArray_DATA(nodea), n * sizeof(fad_node))
+        memcpy(t.buf.val, cnp.PyArray_DATA(vala), n * sizeof(double))
     t.buf.n = n
     t.n_inputs = n_inputs
     t.inputs = inputs
     t.in_shape = in_shape
     t._out = out_slots
-    t.blocks = blocks or []
+    t.blocks = blocks
     return t
 
 

@@ -23,6 +23,7 @@ block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
 and a replay calls the function again at the new values.
 """
 import functools
+import pickle
 import numbers
 
 import numpy as np
@@ -351,7 +352,7 @@ class Primitive:
 
     def __reduce__(self):
         # by reference, like a function: the module attribute is this object
-        return (_lookup, (self.fn.__module__, self.fn.__qualname__))
+        return (_lookup, tuple(reference_of(self)))
 
     # ------------------------------------------------------------ registration
 
@@ -528,6 +529,25 @@ class Primitive:
 # primitives that moved: (module, qualname) in older pickles -> their module now
 _MOVED = {("fastad.primitives", "solve"): "fastad.linalg",
           ("fastad.primitives", "norm"): "fastad.linalg"}
+
+
+def reference_of(prim):
+    """[module, qualname] under which prim is found again (pickles, tape.save);
+    a lambda or a function defined inside another has none: PicklingError
+    naming it, when the tape is written rather than when it is loaded."""
+    module = getattr(prim.fn, "__module__", None)
+    qualname = getattr(prim.fn, "__qualname__", None)
+    try:
+        found = _lookup(module, qualname) if module and qualname else None
+    except Exception:
+        found = None
+    if found is not prim:
+        raise pickle.PicklingError(
+            f"fastad: primitive '{prim.name}' ({module}.{qualname}) cannot be saved: "
+            f"a tape refers to its primitives by name, and this one is not found "
+            f"under that name (a lambda or a function defined inside another); "
+            f"define it with @fad.primitive at module level")
+    return [module, qualname]
 
 
 def _lookup(module, qualname):
