@@ -189,6 +189,8 @@ def _lists(rows):
     """Equal-length lists (a 2-D array, one list per row) as (ptr, idx)."""
     rows = np.asarray(rows, dtype=np.int64)
     m, k = rows.shape
+    if k == 0:          # (a sum over an empty slice: outputs that depend on nothing)
+        return np.zeros(m + 1, dtype=np.int64), rows.reshape(-1)
     return np.arange(0, (m + 1) * k, k, dtype=np.int64)[:m + 1], rows.reshape(-1)
 
 

@@ -358,3 +358,57 @@ def _check_kind(blk, d, start, what, P):
             _bad(f"{what} (a primitive call) is malformed")
         blk.slots = [None if s is None else _int(s, f"{what} argument slot", 0, start - 1)
                      for s in slots]
+
+
+# ---------------------------------------------------------------- sparse patterns
+
+def _index_vector(a, what, who):
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{who}: {what} must be a 1-D integer array, got "
+                         f"{a.dtype} of shape {a.shape}")
+    return a
+
+
+def check_sparse(pattern, who):
+    """Refuse a scipy.sparse matrix whose index arrays are inconsistent, before
+    SciPy's own compiled conversions (which trust them) touch it."""
+    fmt = getattr(pattern, "format", None)
+    shape = getattr(pattern, "shape", None)
+    if fmt is None or not isinstance(shape, tuple) or len(shape) != 2:
+        return
+    m, n = (int(d) for d in shape)
+    if fmt in ("csr", "csc", "bsr"):
+        if fmt == "bsr":
+            r, c = pattern.blocksize
+            if r <= 0 or c <= 0 or m % r or n % c:
+                raise ValueError(f"{who}: BSR blocksize {(r, c)} does not divide shape {shape}")
+            m, n = m // r, n // c
+        major, minor = (m, n) if fmt != "csc" else (n, m)
+        ip = _index_vector(pattern.indptr, "indptr", who)
+        ix = _index_vector(pattern.indices, "indices", who)
+        if ip.shape[0] != major + 1:
+            raise ValueError(f"{who}: indptr has length {ip.shape[0]}, expected "
+                             f"{major + 1} for a {fmt.upper()} matrix of shape {shape}")
+        if ip[0] != 0 or (ip[1:] < ip[:-1]).any():
+            raise ValueError(f"{who}: indptr must start at 0 and never decrease")
+        nnz = int(ip[-1])
+        data = np.asarray(pattern.data)
+        if nnz > ix.shape[0] or nnz > data.shape[0]:
+            raise ValueError(f"{who}: indptr[-1] = {nnz} but the matrix has "
+                             f"{ix.shape[0]} indices and {data.shape[0]} values")
+        if nnz and (ix[:nnz].min() < 0 or ix[:nnz].max() >= minor):
+            raise ValueError(f"{who}: an entry of indices lies outside 0 .. {minor - 1}")
+        if fmt == "bsr" and data.shape[1:] != tuple(pattern.blocksize):
+            raise ValueError(f"{who}: BSR data of shape {data.shape} do not match blocksize "
+                             f"{pattern.blocksize}")
+    elif fmt == "coo":
+        coords = getattr(pattern, "coords", None) or (pattern.row, pattern.col)
+        if len(coords) != 2:
+            raise ValueError(f"{who}: a pattern must be 2-D")
+        row = _index_vector(coords[0], "row", who)
+        col = _index_vector(coords[1], "col", who)
+        if row.shape != col.shape or row.shape[0] != np.asarray(pattern.data).shape[0]:
+            raise ValueError(f"{who}: COO row, col and data have different lengths")
+        if row.size and (row.min() < 0 or row.max() >= m or col.min() < 0 or col.max() >= n):
+            raise ValueError(f"{who}: a COO entry lies outside the shape {shape}")

@@ -272,6 +272,12 @@ def damage_header(data, rng):
 
 
 def main(seconds, seed=0):
+    # CPython's unpickler sizes its memo by the index a pickle names (a flipped
+    # LONG_BINPUT asks for gigabytes and pages through them): bounded address
+    # space makes that the MemoryError it is.  (Pickles are for trusted data;
+    # fad.load_tape is the path for files from elsewhere.)
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
     rng = np.random.default_rng(seed)
     progs = [(fad.record(f, x), np.asarray(x, dtype=np.float64) + 0.1) for f, x in _programs()]
     pickles = [pickle.dumps(t) for t, _ in progs]
@@ -297,7 +303,11 @@ def main(seconds, seed=0):
         kind, how = cls.split("_")
         try:
             if cls == "pickle_bytes":
-                loaded_t = pickle.loads(_flip(pickles[p], rng))
+                data = _flip(pickles[p], rng)
+                if case - 1 == int(os.environ.get("TAPE_FUZZ_DUMP", -1)):
+                    open("/tmp/fuzz_case.pkl", "wb").write(data)
+                    return 0
+                loaded_t = pickle.loads(data)
             elif cls == "save_bytes":
                 loaded_t = fad.load_tape(io.BytesIO(_flip(saved[p], rng)))
             elif cls == "save_header":
