@@ -8,7 +8,7 @@ from fastad._var import absolute as abs  # noqa: A001 - the public name is fad.a
 from fastad.arrays import (  # noqa: A004 - NumPy's names
     sum, mean, dot, matmul, logsumexp, concatenate, reshape, transpose,
 )
-from fastad.errors import TapeError, BranchChangedError
+from fastad.errors import TapeError, BranchChangedError, ValueReadError
 from fastad.primitives import primitive
 from fastad._serialize import load_tape
 from fastad.linalg import solve, norm
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = _var.__all__ + [
     "grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
     "jacobian", "jacfwd", "jacrev", "hvp", "hessian",
-    "Tape", "TapeError", "BranchChangedError", "abs", "sum", "mean", "dot", "matmul",
+    "Tape", "TapeError", "BranchChangedError", "ValueReadError", "abs", "sum", "mean", "dot", "matmul",
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian", "load_tape",

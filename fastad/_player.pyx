@@ -11,7 +11,7 @@ tangent and second-order steps in between: tangents (forward), adjoints
 (reverse, with the blocks' cotangent hand-off), and forward-over-reverse.
 """
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset, memcpy
+from libc.string cimport memcmp, memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import math
@@ -22,7 +22,7 @@ cimport numpy as cnp
 from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, needed_mask, run_released,
                              sweep_over)
 from fastad._kernels import gather_flat
-from fastad.errors import BranchChangedError
+from fastad.errors import BranchChangedError, ValueReadError
 
 cnp.import_array()
 
@@ -138,7 +138,22 @@ cdef class Player(Recorder):
         if flat.size != self.n_inputs:         # (in_shape is the caller's to set)
             raise ValueError(f"fastad.Tape: x has {flat.size} numbers but the tape "
                              f"has {self.n_inputs} inputs")
+        if self.value_read is not None:
+            self._check_value_read(flat)
         return flat
+
+    def _check_value_read(self, flat):
+        """A recording that read .value may take another path elsewhere, unseen
+        by the tape: it replays only at the very x it was recorded at."""
+        if self.n_inputs and memcmp(<const void*>cnp.PyArray_DATA(flat), self.buf.val,
+                                    self.n_inputs * sizeof(double)) == 0:
+            return
+        raise ValueReadError(
+            f"fastad: this tape was recorded by a function that read a concrete value "
+            f"({self.value_read}), so what it computes at another x may differ in ways "
+            f"the tape cannot check; it replays only at the x it was recorded at. "
+            f"Record a new tape at this x (fad.record(f, x)), or branch on a comparison "
+            f"of Vars (x > 0), which is recorded and checked on replay.")
 
     cdef int _replay(self, Work w, object x) except -1:
         """Values and partials at x into w: scalar segments in C, blocks in NumPy."""

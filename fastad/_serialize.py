@@ -70,13 +70,13 @@ class _Encoder:
 
 def save_tape(tape, path):
     """Write `tape` to `path` (an .npz file; see fad.load_tape)."""
-    op, node, val, n_inputs, inputs, in_shape, out, blocks = tape.__reduce__()[1]
+    op, node, val, n_inputs, inputs, in_shape, out, blocks, *rest = tape.__reduce__()[1]
     e = _Encoder()
     nodes = np.frombuffer(node, dtype=NODE_DTYPE)
     header = {"format": FORMAT, "version": VERSION, "n_inputs": int(n_inputs),
               "inputs": e.enc(list(inputs), "the inputs"),
               "in_shape": e.enc(in_shape, "in_shape"),
-              "blocks": []}
+              "value_read": rest[0] if rest else None, "blocks": []}
     for i, b in enumerate(blocks):
         header["blocks"].append(e.enc(b, f"block {i}"))
         e.block_no[id(b)] = i
@@ -233,4 +233,5 @@ def load_tape(path):
         d.blocks.append(d.dec(b))
     blocks = d.blocks
     return _rebuild(arrays["op"], node, arrays["val"], header.get("n_inputs"), inputs,
-                    d.dec(header.get("in_shape")), arrays["out"], blocks)
+                    d.dec(header.get("in_shape")), arrays["out"], blocks,
+                    header.get("value_read"))

@@ -78,7 +78,8 @@ cdef class Tape(Player):
 
     def value_and_gradient(self, x):
         """(f(x), gradient) for a scalar output, replayed at x."""
-        if self._out is None or self._out.ndim != 0:
+        self._need_output("gradient")
+        if self._out.ndim != 0:
             raise ValueError(
                 f"fastad.Tape.gradient needs a scalar output, but this tape's "
                 f"output has shape {self.out_shape}; use tape.jacobian or tape.vjp")
@@ -237,7 +238,7 @@ cdef class Tape(Player):
             (<char*>self.buf.node)[:n * sizeof(fad_node)] if n else b"",
             (<char*>self.buf.val)[:n * sizeof(double)] if n else b"",
             self.n_inputs, list(self.inputs), self.in_shape, self._out,
-            list(self.blocks)))
+            list(self.blocks), self.value_read))
 
     def save(self, path):
         """Write the tape to `path` in a format that loads without running code
@@ -250,8 +251,18 @@ cdef class Tape(Player):
     # Every sweep works at x (replaying there) or, with x=None, at the
     # recorded point with the recorded partials (what fad.jvp/vjp use).
 
+    def _need_output(self, what):
+        if self._out is None:
+            raise ValueError(f"fastad.Tape.{what}: this Tape has no recorded output; "
+                             f"make tapes with fad.record(f, x)")
+
     def _stacked(self, v, shape, what):
         """v of `shape` or (k,) + shape -> ((k, size) array, stacked?)."""
+        self._need_output(what)
+        if np.iscomplexobj(v):
+            raise TypeError(f"fastad: the {what} must be real numbers, got complex "
+                            f"values (fastad differentiates real functions; pass the real "
+                            f"and imaginary parts as separate {what}s)")
         v = np.asarray(v, dtype=np.float64)
         shape = () if shape is None else tuple(shape)
         size = int(np.prod(shape, dtype=np.int64))
@@ -284,6 +295,7 @@ cdef class Tape(Player):
         return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
+        self._need_output("vjp")
         seeds, stacked = self._stacked(ybar, self._out.shape, "cotangent")
         if seeds.shape[0] == 0:
             return np.zeros((0,) + (() if self.in_shape is None else tuple(self.in_shape)))
@@ -324,7 +336,8 @@ cdef class Tape(Player):
     def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
         """H v (and the value and gradient) at x (None: the recorded point;
         `point`: a Work already replayed there)."""
-        if self._out is None or self._out.ndim != 0:
+        self._need_output("hvp")
+        if self._out.ndim != 0:
             raise ValueError(
                 f"fastad: Hessians need a scalar output, but this tape's output has "
                 f"shape {self.out_shape}; use tape.jacobian of the gradient instead")
@@ -367,6 +380,7 @@ cdef class Tape(Player):
         return self._hvp(x, v, True)
 
     def _hessian(self, x):
+        self._need_output("hessian")
         cdef Py_ssize_t n = self.n_inputs, k0, k1
         chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
         shape = () if self.in_shape is None else tuple(self.in_shape)
@@ -401,10 +415,13 @@ cdef class Tape(Player):
         return s
 
 
-def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None):
+def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None,
+             value_read=None):
     """Unpickle (or load) a Tape: every part is checked first (fastad._validate),
     so damaged data raises instead of reaching the sweeps."""
-    from fastad._validate import check_parts
+    from fastad._validate import check_parts, CorruptTape
+    if value_read is not None and not isinstance(value_read, str):
+        raise CorruptTape("fastad: corrupt or invalid Tape data: value_read must be a string")
     opa, nodea, vala, n_inputs, inputs, in_shape, out_slots, blocks = check_parts(
         op, node, val, n_inputs, inputs, in_shape, out_slots, blocks)
     cdef Tape t = Tape()
@@ -423,6 +440,7 @@ def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None):
     t.in_shape = in_shape
     t._out = out_slots
     t.blocks = blocks
+    t.value_read = value_read
     return t
 
 

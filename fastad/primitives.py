@@ -30,7 +30,7 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad._recording import _output_value, record
-from fastad._var import Var, tape_of, var_at
+from fastad._var import Var, tape_of, value_of, var_at
 from fastad.errors import TapeError
 from fastad.arrays import _operands, _push, concatenate, reshape
 
@@ -423,7 +423,7 @@ class Primitive:
                 f"fastad: primitive '{self.name}' is being differentiated but has no vjp "
                 f"rule; register one with @{self.name}.defvjp")
         if scalar:
-            vals = [a.value if type(a) is Var else float(a) for a in args]
+            vals = [value_of(a) if type(a) is Var else float(a) for a in args]
             y = self.fn(*vals, **kwargs)
             if type(y) is not float:
                 y = self._evaluate(vals, kwargs) if not _is_numeric(y) else y
