@@ -517,7 +517,9 @@ class Elementwise(Block):
                     with np.errstate(invalid="ignore", over="ignore"):
                         extra = g * curv
                     if not math.isfinite(np.add.reduce(extra, axis=None)):
-                        extra = np.where(g != 0, extra, 0.0)   # a zero zbar is an exact zero
+                        # strong zeros: a zero zbar, or a zero curvature term
+                        # under an inf zbar, is an exact zero
+                        extra = np.where((g != 0) & (curv != 0), extra, 0.0)
                     tot = tot + extra
             tot = np.broadcast_to(tot, self.shape + (k,))
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)
