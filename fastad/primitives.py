@@ -422,6 +422,8 @@ class Primitive:
             raise TypeError(
                 f"fastad: primitive '{self.name}' is being differentiated but has no vjp "
                 f"rule; register one with @{self.name}.defvjp")
+        if kwargs:      # constants of the tape: a later change to them must not reach it
+            kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
         if scalar:
             vals = [value_of(a) if type(a) is Var else float(a) for a in args]
             y = self.fn(*vals, **kwargs)
@@ -548,6 +550,19 @@ def reference_of(prim):
             f"under that name (a lambda or a function defined inside another); "
             f"define it with @fad.primitive at module level")
     return [module, qualname]
+
+
+def _snapshot(v, depth=0):
+    """A keyword argument as recorded: arrays (also inside lists, tuples and
+    dicts) copied, as every other constant of a tape is."""
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if depth < 8:
+        if type(v) in (list, tuple):
+            return type(v)(_snapshot(e, depth + 1) for e in v)
+        if type(v) is dict:
+            return {k: _snapshot(e, depth + 1) for k, e in v.items()}
+    return v
 
 
 def _lookup(module, qualname):
