@@ -1,5 +1,5 @@
 """fastad: automatic differentiation of plain Python and NumPy code on a compiled tape."""
-from fastad._tape import Tape
+from fastad._tape import Tape, release_memory
 from fastad import _var
 # Var, Array, where, stack and fad.<function> for every op-table entry that
 # names one (fad.sin, fad.hypot, ...): generated from csrc/fastad_ops.h
@@ -32,4 +32,5 @@ __all__ = _var.__all__ + [
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian", "load_tape",
+    "release_memory",
 ]

@@ -19,7 +19,8 @@ from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, run, run_released,
 from fastad._kernels import gather_flat
 from fastad.errors import BranchChangedError, TapeError
 # where these used to be: pickles name fastad._tape.InputSlab (blocks' operands)
-from fastad._recorder import Cotangents, InputSlab, release_memory, slot_range  # noqa: F401
+from fastad._recorder import Cotangents, InputSlab, slot_range  # noqa: F401
+from fastad._recorder import release_memory as _release_spare
 from fastad._player import Player  # noqa: F401
 # the op table as Python data, and its maps (fastad._kernels)
 from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_second  # noqa: F401
@@ -442,6 +443,16 @@ def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None,
     t.blocks = blocks
     t.value_read = value_read
     return t
+
+
+def release_memory():
+    """Return the memory fastad keeps for reuse to the system: the spare tape
+    buffers of the next recording and the pooled replay buffers (fastad keeps
+    them only while they fit the tapes in use; a tape's memory itself goes
+    with the tape, and with every Var or Array still referring to it)."""
+    from fastad._player import release_work
+    _release_spare()
+    release_work(True)
 
 
 # Relative cost of one forward lane to one reverse lane per node, measured by

@@ -109,3 +109,76 @@ def test_keyword_scalars_and_other_objects_pass_as_given():
 
     tagged.defvjp(lambda ybar, y, x, tag=None, n=1: ybar * n)
     np.testing.assert_allclose(fad.grad(lambda x: tagged(x, tag=marker, n=3))(2.0), 3.0)
+
+
+# ------------------------------------------------------------ pooled buffers (item 8)
+
+def _rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+def _big(x):
+    y = np.sin(x) * x
+    return np.sum((np.exp(-y * y) + y) ** 2)
+
+
+def test_pooled_buffers_shrink_when_their_tape_goes():
+    import threading
+    from fastad._player import pooled_work_slots
+    fad.release_memory()
+    x = np.linspace(-1.0, 1.0, 150_000)
+    t = fad.record(_big, x)
+    n = t.n_nodes
+    hv = []
+
+    def work():
+        hv.append(t.hvp(x, np.ones_like(x)))
+    ths = [threading.Thread(target=work) for _ in range(3)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    big = [s for s in pooled_work_slots() if s >= n]
+    assert big                                     # pooled for the next replay of t
+    # a smaller tape that takes a big buffer from the pool does not put it back
+    small = fad.record(_big, x[:100])
+    small.hvp(x[:100], np.ones(100))
+    assert len([s for s in pooled_work_slots() if s >= n]) < len(big)
+    t.gradient(x)
+    del t
+    gc.collect()
+    assert all(s < n // 2 for s in pooled_work_slots())
+    # the answers were right: H v of sum(g(x)^2)... checked against finite differences
+    v = np.ones(5)
+    xs = x[:5].copy()
+    g = lambda z: fd_grad(_big, z)  # noqa: E731
+    Hv = (g(xs + 1e-4 * v) - g(xs - 1e-4 * v)) / 2e-4
+    np.testing.assert_allclose(fad.hvp(_big, xs, v), Hv, rtol=1e-4, atol=1e-4)
+
+
+def test_release_memory_returns_memory():
+    import threading
+    fad.release_memory()
+    gc.collect()
+    x = np.linspace(-1.0, 1.0, 200_000)
+    t = fad.record(_big, x)
+    base = _rss_mb()
+
+    def work():
+        t.hvp(x, np.ones_like(x))
+    ths = [threading.Thread(target=work) for _ in range(3)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    peak = _rss_mb()
+    expected = 3 * t.n_nodes * 40 / 2**20          # three Work buffers of 40 bytes a slot
+    assert peak - base > 0.5 * expected
+    del t, ths
+    gc.collect()
+    fad.release_memory()
+    after = _rss_mb()
+    assert after < base + 0.25 * expected, (base, peak, after)
+    fad.release_memory()                           # twice is fine; fastad keeps working
+    np.testing.assert_allclose(fad.grad(_big)(x[:3]), fd_grad(_big, x[:3]), rtol=1e-6, atol=1e-7)
