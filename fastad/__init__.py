@@ -11,6 +11,7 @@ from fastad.arrays import (  # noqa: A004 - NumPy's names
 from fastad.errors import TapeError, BranchChangedError, ValueReadError
 from fastad.primitives import primitive
 from fastad._serialize import load_tape
+from fastad.debug import debug_nans
 from fastad.linalg import solve, norm
 from fastad import optimize
 from fastad.optimize import minimize, root
@@ -32,5 +33,5 @@ __all__ = _var.__all__ + [
     "logsumexp", "concatenate", "reshape", "transpose", "primitive", "solve", "norm",
     "minimize", "root", "optimize", "jacobian_sparsity", "hessian_sparsity",
     "sparse_jacobian", "sparse_hessian", "color_jacobian", "color_hessian", "load_tape",
-    "release_memory",
+    "release_memory", "debug_nans",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 from fastad._recording import _output_value, _record, record
 from fastad._tape import Tape
 from fastad._tape import choose_mode
+from fastad import debug as _debug
 from fastad._var import Array, Var, output_slots, value_of
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
@@ -74,6 +75,8 @@ def _values(obj):
 
 def _input_gradients(tape, slot):
     """Per differentiated argument, its gradient (float or ndarray), in argnums order."""
+    if _debug.enabled():
+        _debug.check(tape, slot)
     return tape.input_gradients(slot)
 
 
@@ -116,7 +119,7 @@ def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
     single, nums = _argnums_tuple(argnums, len(args))
     got = None
     if inplace is None or inplace[0]:
-        got = _recorded_output(f, args, kwargs, nums, has_aux, True)
+        got = _recorded_output(f, args, kwargs, nums, has_aux, not _debug.enabled())
         if got is None and inplace is not None:
             inplace[0] = False
     if got is None:
