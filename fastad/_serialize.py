@@ -70,7 +70,7 @@ class _Encoder:
 
 def save_tape(tape, path):
     """Write `tape` to `path` (an .npz file; see fad.load_tape)."""
-    op, node, val, n_inputs, inputs, in_shape, out, blocks, *rest = tape.__reduce__()[1]
+    op, node, val, n_inputs, inputs, in_shape, out, blocks, *rest = tape._reduce_parts()[1]
     e = _Encoder()
     nodes = np.frombuffer(node, dtype=NODE_DTYPE)
     header = {"format": FORMAT, "version": VERSION, "n_inputs": int(n_inputs),
@@ -94,8 +94,9 @@ def save_tape(tape, path):
 
 
 class _Decoder:
-    def __init__(self, arrays):
+    def __init__(self, arrays, allow_import=False):
         self.arrays = arrays
+        self.allow_import = allow_import
         self.P, classes = _block_classes()
         self.classes = {c.__name__: c for c in classes}
         self.depth = 0
@@ -171,6 +172,13 @@ class _Decoder:
             _bad("bad primitive reference")
         module, qualname = self.P._MOVED.get(tuple(ref), ref[0]), ref[1]
         obj = sys.modules.get(module)
+        if obj is None and self.allow_import:          # (a pickle: trusted)
+            try:
+                obj = self.P._lookup(module, qualname)
+                return obj if isinstance(obj, self.P.Primitive) else \
+                    _bad(f"{module}.{qualname} is not a fastad primitive")
+            except ImportError:
+                obj = None
         if obj is None:
             raise CorruptTape(f"fastad.load_tape: the tape calls primitive {qualname!r} "
                               f"from module {module!r}, which is not imported; import it "
@@ -182,7 +190,26 @@ class _Decoder:
         return obj
 
 
-def load_tape(path):
+def saved_bytes(tape):
+    """The tape in the save format, as bytes (what a pickle of a Tape holds)."""
+    import io
+    buf = io.BytesIO()
+    save_tape(tape, buf)
+    return buf.getvalue()
+
+
+def _load_saved(data):
+    """Unpickle a Tape pickled as its saved bytes: the checked load_tape path,
+    so a damaged pickle meets no NumPy array or dtype unpickling (whose own
+    C code does not survive every damaged state).  Primitives' modules may be
+    imported here, as pickle imports what it names."""
+    import io
+    if not isinstance(data, bytes):
+        _bad("a pickled tape holds bytes")
+    return load_tape(io.BytesIO(data), _import=True)
+
+
+def load_tape(path, _import=False):
     """Load a Tape written by tape.save(path).  Loading runs no code from the
     file: plain arrays (allow_pickle=False) and a JSON header, all checked
     before the tape can replay; primitives are found by name in modules
@@ -222,7 +249,7 @@ def load_tape(path):
     node = np.empty(n, dtype=NODE_DTYPE)
     for k in ("a0", "a1", "p0", "p1"):
         node[k] = arrays[k]
-    d = _Decoder(arrays)
+    d = _Decoder(arrays, _import)
     inputs = d.dec(header.get("inputs"))
     if isinstance(inputs, list):
         inputs = [tuple(e) if isinstance(e, list) else e for e in inputs]

@@ -233,6 +233,17 @@ cdef class Tape(Player):
         return "\n".join(lines)
 
     def __reduce__(self):
+        # As the save format's bytes (unpickled through the checks of
+        # fad.load_tape, with no NumPy pickles inside); a tape holding what
+        # that format cannot store (a primitive's keyword argument of another
+        # type, say) pickles as its parts instead.
+        from fastad._serialize import _load_saved, saved_bytes
+        try:
+            return (_load_saved, (saved_bytes(self),))
+        except TypeError:
+            return self._reduce_parts()
+
+    def _reduce_parts(self):
         cdef Py_ssize_t n = self.buf.n
         return (_rebuild, (
             (<char*>self.buf.op)[:n] if n else b"",

@@ -50,7 +50,7 @@ def _findings(tape, slot):
     """[(slot, what, readers)] where a non-finite partial met a zero cotangent."""
     from fastad._blocks import Elementwise
     adj = tape.reverse(slot)
-    parts = tape.__reduce__()[1]
+    parts = tape._reduce_parts()[1]
     op = np.frombuffer(parts[0], dtype=np.uint8)
     node = np.frombuffer(parts[1], dtype=NODE_DTYPE)
     n = op.shape[0]

@@ -5,7 +5,9 @@ it in a subprocess, so a crash is seen rather than killing pytest):
     python tests/tape_fuzzer.py SECONDS [SEED]
 
 prints one JSON line {class: cases tried}; before each case the class and
-case number go to the file named by $TAPE_FUZZ_LOG (to name a crashing case).
+case number go to the file named by $TAPE_FUZZ_LOG (to name a crashing case);
+TAPE_FUZZ_DUMP=N writes case N's damaged pickle (a pickle_bytes case) to
+/tmp/fuzz_case.pkl and stops, to reproduce it.
 Classes: pickle_bytes, pickle_ops, pickle_slots, pickle_sizes, pickle_blocks,
 save_bytes, save_ops, save_slots, save_sizes, save_blocks, save_header.
 """
@@ -16,7 +18,6 @@ import os
 import pickle
 import sys
 import time
-import zipfile
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _exercise(t, x):
 
 
 def _parts(t):
-    return list(copy.deepcopy(t.__reduce__()[1]))
+    return list(copy.deepcopy(t._reduce_parts()[1]))
 
 
 def _pickle_of(parts):
@@ -346,7 +347,7 @@ class _Unchecked:
     def __init__(self, parts):
         self.parts = parts
 
-    def __reduce__(self):
+    def _reduce_parts(self):
         return (_rebuild, tuple(self.parts))
 
 
