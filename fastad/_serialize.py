@@ -21,7 +21,7 @@ class _Encoder:
         self.arrays = {}
         P, classes = _block_classes()
         self.P = P
-        self.names = {c: c.__name__ for c in classes}
+        self.names = {c: f"{c.__module__}.{c.__qualname__}" for c in classes}
         self.block_no = {}          # id(block) -> its number (operands' links)
 
     def array(self, a):
@@ -98,7 +98,7 @@ class _Decoder:
         self.arrays = arrays
         self.allow_import = allow_import
         self.P, classes = _block_classes()
-        self.classes = {c.__name__: c for c in classes}
+        self.classes = {f"{c.__module__}.{c.__qualname__}": c for c in classes}
         self.depth = 0
         self.blocks = []            # decoded so far (operands link to earlier ones)
 

@@ -148,9 +148,18 @@ def check_parts(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks):
 # ---------------------------------------------------------------- blocks
 
 def _block_classes():
+    """fastad's block classes: every subclass of Block defined in a fastad
+    module (those of other modules get the generic checks of check_blocks:
+    slot range, shape, operands; the ones _check_kind knows get theirs too)."""
     from fastad import primitives as P
-    return P, {B.Elementwise, B.Matmul, B.Sum, B.Compare, B.Selection,
-               P.PrimitiveBlock, P.ScalarPrimitiveBlock}
+    found, todo = set(), [B.Block]
+    while todo:
+        for c in todo.pop().__subclasses__():
+            if c not in found:
+                todo.append(c)
+                if c.__module__.startswith("fastad.") and c is not B.Check:
+                    found.add(c)
+    return P, found
 
 
 def check_operand(o, below, what):
