@@ -189,6 +189,8 @@ def _lists(rows):
     """Equal-length lists (a 2-D array, one list per row) as (ptr, idx)."""
     rows = np.asarray(rows, dtype=np.int64)
     m, k = rows.shape
+    if k == 0:          # (a sum over an empty slice: outputs that depend on nothing)
+        return np.zeros(m + 1, dtype=np.int64), rows.reshape(-1)
     return np.arange(0, (m + 1) * k, k, dtype=np.int64)[:m + 1], rows.reshape(-1)
 
 
@@ -515,7 +517,9 @@ class Elementwise(Block):
                     with np.errstate(invalid="ignore", over="ignore"):
                         extra = g * curv
                     if not math.isfinite(np.add.reduce(extra, axis=None)):
-                        extra = np.where(g != 0, extra, 0.0)   # a zero zbar is an exact zero
+                        # strong zeros: a zero zbar, or a zero curvature term
+                        # under an inf zbar, is an exact zero
+                        extra = np.where((g != 0) & (curv != 0), extra, 0.0)
                     tot = tot + extra
             tot = np.broadcast_to(tot, self.shape + (k,))
             operand.add_adjoint(adt, _unbroadcast(tot, operand.shape, k), k)

@@ -369,7 +369,7 @@ def second_rows(d, a, tx, b, ty, g, gd, adj_rows, adt_rows):
                 if gi != 0.0 and (xp != NULL or yp != NULL):
                     cx = sz(ai, xp[(i * k + j) * sx]) if xp != NULL else 0.0
                     cy = sz(bi, yp[(i * k + j) * sy]) if yp != NULL else 0.0
-                    c = c + gi * (cx + cy)
+                    c = c + sz(gi, cx + cy)
                 to[i * k + j] += c
     return None
 

@@ -11,7 +11,7 @@ tangent and second-order steps in between: tangents (forward), adjoints
 (reverse, with the blocks' cotangent hand-off), and forward-over-reverse.
 """
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset, memcpy
+from libc.string cimport memcmp, memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import math
@@ -22,7 +22,7 @@ cimport numpy as cnp
 from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, needed_mask, run_released,
                              sweep_over)
 from fastad._kernels import gather_flat
-from fastad.errors import BranchChangedError
+from fastad.errors import BranchChangedError, ValueReadError
 
 cnp.import_array()
 
@@ -74,6 +74,44 @@ cdef class Work:
 
 
 cdef list _work_pool = []     # free Work buffers (list.pop/append are atomic under the GIL)
+# A pooled buffer is kept only while it is not much larger than what the tapes
+# replaying now need: big tapes' buffers go when those tapes do.
+cdef Py_ssize_t POOL_SMALL = 1 << 16       # slots (~2.6 MB of buffers): always poolable
+
+
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int fastad_trim(void) { return malloc_trim(0); }
+    #else
+    static int fastad_trim(void) { return 0; }
+    #endif
+    """
+    int fastad_trim()
+
+
+cdef Py_ssize_t _work_slots(Work w):
+    """A Work's size in slots: its node buffers, and its scratch at 8 bytes a slot."""
+    cdef Py_ssize_t n = w.cap
+    if w.scratch is not None:
+        for a in w.scratch:
+            if a is not None:
+                n = max(n, a.shape[0] // 5)     # (a slot's buffers take 40 bytes)
+    return n
+
+
+def release_work(bint trim=True):
+    """Free the pooled replay buffers; with trim, hand freed heap back to the
+    system (glibc keeps it otherwise)."""
+    del _work_pool[:]
+    if trim:
+        fastad_trim()
+
+
+def pooled_work_slots():
+    """Sizes (in slots) of the pooled replay buffers (for tests)."""
+    return [_work_slots(w) for w in _work_pool]
 
 
 cdef int seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
@@ -116,8 +154,15 @@ cdef class Player(Recorder):
 
     cdef void _release(self, Work w):
         w.states = None
-        if len(_work_pool) < 4:
+        if len(_work_pool) < 4 and _work_slots(w) <= max(4 * self.buf.n, POOL_SMALL):
             _work_pool.append(w)
+
+    def __dealloc__(self):
+        # the pool shrinks when its tape goes: buffers sized for a tape this
+        # large or larger are dropped (a live larger tape allocates anew)
+        cdef Py_ssize_t n = self.buf.n
+        if _work_pool is not None and n > POOL_SMALL // 4:
+            _work_pool[:] = [w for w in _work_pool if _work_slots(w) < n // 2]
 
     def _flat_input(self, x):
         if self._out is None:
@@ -138,7 +183,22 @@ cdef class Player(Recorder):
         if flat.size != self.n_inputs:         # (in_shape is the caller's to set)
             raise ValueError(f"fastad.Tape: x has {flat.size} numbers but the tape "
                              f"has {self.n_inputs} inputs")
+        if self.value_read is not None:
+            self._check_value_read(flat)
         return flat
+
+    def _check_value_read(self, flat):
+        """A recording that read .value may take another path elsewhere, unseen
+        by the tape: it replays only at the very x it was recorded at."""
+        if self.n_inputs and memcmp(<const void*>cnp.PyArray_DATA(flat), self.buf.val,
+                                    self.n_inputs * sizeof(double)) == 0:
+            return
+        raise ValueReadError(
+            f"fastad: this tape was recorded by a function that read a concrete value "
+            f"({self.value_read}), so what it computes at another x may differ in ways "
+            f"the tape cannot check; it replays only at the x it was recorded at. "
+            f"Record a new tape at this x (fad.record(f, x)), or branch on a comparison "
+            f"of Vars (x > 0), which is recorded and checked on replay.")
 
     cdef int _replay(self, Work w, object x) except -1:
         """Values and partials at x into w: scalar segments in C, blocks in NumPy."""

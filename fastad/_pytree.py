@@ -258,6 +258,10 @@ class Tree:
         """v in this structure, each leaf of its shape or all with a leading
         axis of k -> ((k, size) float64, stacked?)."""
         leaves = self._leaves_like(v, f"fastad: the {what}")
+        if any(np.iscomplexobj(a) for a in leaves):
+            raise TypeError(f"fastad: the {what} must be real numbers, got complex values "
+                            f"(fastad differentiates real functions; pass the real and "
+                            f"imaginary parts as separate {what}s)")
         arrs = [np.asarray(a, dtype=np.float64) for a in leaves]
         plain = all(a.shape == self._shape_of(i) for i, a in enumerate(arrs))
         if plain:

@@ -31,6 +31,8 @@ cdef class Recorder:
     cdef public object f           # the recorded function (for retracing); not pickled
     cdef public list blocks        # block nodes (fastad._blocks.Block) in slot order
     cdef public object sparse_cache   # fastad.sparse: patterns and colorings (not pickled)
+    cdef public object value_read  # where f read a concrete value (.value) while recording,
+                                   # or None: then the tape replays only at the recorded x
     cdef dict _by_start            # while recording: start -> sealable block
     cdef list _sstarts, _sblocks   # while recording: sealable blocks and their starts
     cdef list _slabs               # the array inputs as sealable producers (InputSlab)

@@ -172,6 +172,7 @@ cdef class Recorder:
         self._sstarts = []
         self._sblocks = []
         self._slabs = []
+        self.value_read = None
 
     def __dealloc__(self):
         _give_spare(&self.buf)

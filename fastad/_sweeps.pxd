@@ -63,9 +63,9 @@ cdef inline void sz_curv_lanes(double* out, double g, double s0, const double* t
     cdef Py_ssize_t j
     if g == 0.0 or (s0 == 0.0 and s1 == 0.0):
         return
-    if not (isfinite(s0) and isfinite(s1)):
-        for j in range(k):
-            out[j] += g * (sz(s0, t0[j]) + sz(s1, t1[j]))
+    if not (isfinite(s0) and isfinite(s1) and isfinite(g)):
+        for j in range(k):      # (an inf adjoint passes nothing of a zero term)
+            out[j] += sz(g, sz(s0, t0[j]) + sz(s1, t1[j]))
     elif s1 == 0.0:
         for j in range(k):
             out[j] += (g * s0) * t0[j]

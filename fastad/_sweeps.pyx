@@ -404,9 +404,11 @@ cdef Py_ssize_t _second(Lanes* lanes, Second* mode, const Sweep* s) noexcept nog
     x', y' the forward tangents (tan); the second partials come from the op
     table at val (propagate, known) or from `second` (cached).  The adjoints
     are the gradient and their tangents H v.  Known, cached: adj holds every
-    adjoint already and only adt moves.  (The adjoint takes the plain product
-    f_x zbar, also where zbar is 0 and f_x inf, as it always has; each mode
-    keeps its order of additions, so results stay the same bit for bit.)"""
+    adjoint already and only adt moves.  (Each mode keeps its order of
+    additions.)  Every product obeys the strong-zero rule
+    (sz), as the first-order sweeps do: an inf adjoint (sqrt'(0) upstream)
+    passes nothing through a zero partial or a zero curvature term, so the
+    Hessian stays symmetric and its gradient agrees with the first-order one."""
     cdef Py_ssize_t k = _lanes(lanes, s.k), i, j
     cdef const uint8_t* op = s.op
     cdef const fad_node* nd = s.nd
@@ -449,23 +451,23 @@ cdef Py_ssize_t _second(Lanes* lanes, Second* mode, const Sweep* s) noexcept nog
             tx = tan[a0]
             ty = tan[a1] if a1 >= 0 else 0.0
             if Second is fad_propagate:
-                adj[a0] += p0 * g
+                adj[a0] += sz(p0, g)
             if gd1 != 0.0:
-                adt[a0] += p0 * gd1
+                adt[a0] += sz(p0, gd1)
                 if Second is not fad_propagate and a1 >= 0:
-                    adt[a1] += nd[i].p1 * gd1
+                    adt[a1] += sz(nd[i].p1, gd1)
             if g != 0.0:
                 if xx != 0.0 or xy != 0.0:
-                    adt[a0] += g * (sz(xx, tx) + sz(xy, ty))
+                    adt[a0] += sz(g, sz(xx, tx) + sz(xy, ty))
                 if Second is not fad_propagate and a1 >= 0 and (xy != 0.0 or yy != 0.0):
-                    adt[a1] += g * (sz(xy, tx) + sz(yy, ty))
+                    adt[a1] += sz(g, sz(xy, tx) + sz(yy, ty))
             if Second is fad_propagate and a1 >= 0:
                 p1 = nd[i].p1
-                adj[a1] += p1 * g
+                adj[a1] += sz(p1, g)
                 if gd1 != 0.0:
-                    adt[a1] += p1 * gd1
+                    adt[a1] += sz(p1, gd1)
                 if xy != 0.0 or yy != 0.0:
-                    adt[a1] += g * (sz(xy, tx) + sz(yy, ty))
+                    adt[a1] += sz(g, sz(xy, tx) + sz(yy, ty))
     else:                               # k lanes
         for i in range(s.hi - 1, s.lo - 1, -1):
             g = adj[i]
@@ -498,7 +500,7 @@ cdef Py_ssize_t _second(Lanes* lanes, Second* mode, const Sweep* s) noexcept nog
             t0 = tan + a0 * k
             t1 = tan + a1 * k if a1 >= 0 else t0
             if Second is fad_propagate:
-                adj[a0] += p0 * g
+                adj[a0] += sz(p0, g)
             if any_gd:
                 sz_axpy(adt + a0 * k, p0, gd, k)
                 if Second is not fad_propagate and a1 >= 0:
@@ -506,7 +508,7 @@ cdef Py_ssize_t _second(Lanes* lanes, Second* mode, const Sweep* s) noexcept nog
             sz_curv_lanes(adt + a0 * k, g, xx, t0, xy, t1, k)
             if a1 >= 0:
                 if Second is fad_propagate:
-                    adj[a1] += p1 * g
+                    adj[a1] += sz(p1, g)
                     if any_gd:
                         sz_axpy(adt + a1 * k, p1, gd, k)
                 sz_curv_lanes(adt + a1 * k, g, xy, t0, yy, t1, k)

@@ -19,7 +19,8 @@ from fastad._sweeps cimport (FORWARD, REVERSE, SECOND, Sweep, run, run_released,
 from fastad._kernels import gather_flat
 from fastad.errors import BranchChangedError, TapeError
 # where these used to be: pickles name fastad._tape.InputSlab (blocks' operands)
-from fastad._recorder import Cotangents, InputSlab, release_memory, slot_range  # noqa: F401
+from fastad._recorder import Cotangents, InputSlab, slot_range  # noqa: F401
+from fastad._recorder import release_memory as _release_spare
 from fastad._player import Player  # noqa: F401
 # the op table as Python data, and its maps (fastad._kernels)
 from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_second  # noqa: F401
@@ -88,7 +89,8 @@ cdef class Tape(Player):
 
     def value_and_gradient(self, x):
         """(f(x), gradient) for a scalar output, replayed at x."""
-        if self._out is None or self._out.ndim != 0:
+        self._need_output("gradient")
+        if self._out.ndim != 0:
             raise ValueError(
                 f"fastad.Tape.gradient needs a scalar output, but this tape's "
                 f"output has shape {self.out_shape}; use tape.jacobian or tape.vjp")
@@ -243,20 +245,48 @@ cdef class Tape(Player):
         return "\n".join(lines)
 
     def __reduce__(self):
+        # As the save format's bytes (unpickled through the checks of
+        # fad.load_tape, with no NumPy pickles inside); a tape holding what
+        # that format cannot store (a primitive's keyword argument of another
+        # type, say) pickles as its parts instead.
+        from fastad._serialize import _load_saved, saved_bytes
+        try:
+            return (_load_saved, (saved_bytes(self),))
+        except TypeError:
+            return self._reduce_parts()
+
+    def _reduce_parts(self):
         cdef Py_ssize_t n = self.buf.n
         return (_rebuild, (
             (<char*>self.buf.op)[:n] if n else b"",
             (<char*>self.buf.node)[:n * sizeof(fad_node)] if n else b"",
             (<char*>self.buf.val)[:n * sizeof(double)] if n else b"",
             self.n_inputs, list(self.inputs), self.in_shape, self._out,
-            list(self.blocks), self.in_tree, self.out_tree))
+            list(self.blocks), self.value_read, self.in_tree, self.out_tree))
+
+    def save(self, path):
+        """Write the tape to `path` in a format that loads without running code
+        (fad.load_tape): plain arrays and a checked header.  Pickles of tapes,
+        like all pickles, are for trusted data only."""
+        from fastad._serialize import save_tape
+        save_tape(self, path)
 
     # ------------------------------------------------------------ implementation
     # Every sweep works at x (replaying there) or, with x=None, at the
     # recorded point with the recorded partials (what fad.jvp/vjp use).
 
+    def _need_output(self, what):
+        if self._out is None:
+            raise ValueError(f"fastad.Tape.{what}: this Tape has no recorded output; "
+                             f"make tapes with fad.record(f, x)")
+
     def _stacked(self, v, shape, what):
         """v of `shape` or (k,) + shape -> ((k, size) array, stacked?)."""
+        self._need_output(what)
+        if np.iscomplexobj(v):
+            raise TypeError(f"fastad: the {what} must be real numbers, got complex "
+                            f"values (fastad differentiates real functions; pass the real "
+                            f"and imaginary parts as separate {what}s)")
         v = np.asarray(v, dtype=np.float64)
         shape = () if shape is None else tuple(shape)
         size = int(np.prod(shape, dtype=np.int64))
@@ -270,11 +300,13 @@ cdef class Tape(Player):
     def _stacked_in(self, v, what):
         """v in x's structure (or with k stacked) -> ((k, n_inputs), stacked?)."""
         if self.in_tree is not None:
+            self._need_output(what)
             return self.in_tree.seeds(v, what)
         return self._stacked(v, self.in_shape, what)
 
     def _stacked_out(self, v, what):
         if self.out_tree is not None:
+            self._need_output(what)
             return self.out_tree.seeds(v, what)
         return self._stacked(v, self._out.shape, what)
 
@@ -304,6 +336,7 @@ cdef class Tape(Player):
         return self._shape_out(self._sweep_at(x, seeds, True), stacked)
 
     def _vjp(self, x, ybar):
+        self._need_output("vjp")
         seeds, stacked = self._stacked_out(ybar, "cotangent")
         if seeds.shape[0] == 0:
             return self._shape_in(np.zeros((0, self.n_inputs)), True)
@@ -355,6 +388,7 @@ cdef class Tape(Player):
     def _hvp_seeds(self, x, seeds, stacked, bint with_grad=False, Work point=None,
                    gather=None, bint raw=False):
         """_hvp for (k, n_inputs) seeds; raw: H S as a (k, n_inputs) array."""
+        self._need_output("hvp")
         if self._out is None or self._out.ndim != 0 or self.out_tree is not None:
             raise ValueError(
                 f"fastad: Hessians need a scalar output, but this tape's output has "
@@ -398,6 +432,7 @@ cdef class Tape(Player):
         return self._hvp(x, v, True)
 
     def _hessian(self, x):
+        self._need_output("hessian")
         cdef Py_ssize_t n = self.n_inputs, k0, k1
         chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
         shape = () if self.in_shape is None else tuple(self.in_shape)
@@ -437,27 +472,47 @@ cdef class Tape(Player):
         return s
 
 
-def _rebuild(bytes op, bytes node, bytes val, Py_ssize_t n_inputs, list inputs,
-             in_shape, out_slots, list blocks=None, in_tree=None, out_tree=None):
-    """Unpickle a Tape."""
+def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None,
+             value_read=None, in_tree=None, out_tree=None):
+    """Unpickle (or load) a Tape: every part is checked first (fastad._validate),
+    so damaged data raises instead of reaching the sweeps."""
+    from fastad._validate import check_parts, CorruptTape
+    if value_read is not None and not isinstance(value_read, str):
+        raise CorruptTape("fastad: corrupt or invalid Tape data: value_read must be a string")
+    opa, nodea, vala, n_inputs, inputs, in_shape, out_slots, blocks = check_parts(
+        op, node, val, n_inputs, inputs, in_shape, out_slots, blocks)
+    from fastad._validate import check_trees
+    check_trees(in_tree, out_tree, n_inputs, out_slots)
     cdef Tape t = Tape()
-    cdef Py_ssize_t n = len(op)
-    if len(node) != n * sizeof(fad_node) or len(val) != n * sizeof(double):
-        raise ValueError("fastad: corrupt pickled Tape (sizes disagree)")
+    cdef Py_ssize_t n = opa.shape[0]
+    opa = np.ascontiguousarray(opa)
+    nodea = np.ascontiguousarray(nodea)
+    vala = np.ascontiguousarray(vala)
     t.reserve(n)
     if n:
-        memcpy(t.buf.op, <const char*>op, n)
-        memcpy(t.buf.node, <const char*>node, n * sizeof(fad_node))
-        memcpy(t.buf.val, <const char*>val, n * sizeof(double))
+        memcpy(t.buf.op, cnp.PyArray_DATA(opa), n)
+        memcpy(t.buf.node, cnp.PyArray_DATA(nodea), n * sizeof(fad_node))
+        memcpy(t.buf.val, cnp.PyArray_DATA(vala), n * sizeof(double))
     t.buf.n = n
     t.n_inputs = n_inputs
     t.inputs = inputs
     t.in_shape = in_shape
     t._out = out_slots
-    t.blocks = blocks or []
+    t.blocks = blocks
+    t.value_read = value_read
     t.in_tree = in_tree
     t.out_tree = out_tree
     return t
+
+
+def release_memory():
+    """Return the memory fastad keeps for reuse to the system: the spare tape
+    buffers of the next recording and the pooled replay buffers (fastad keeps
+    them only while they fit the tapes in use; a tape's memory itself goes
+    with the tape, and with every Var or Array still referring to it)."""
+    from fastad._player import release_work
+    _release_spare()
+    release_work(True)
 
 
 # Relative cost of one forward lane to one reverse lane per node, measured by

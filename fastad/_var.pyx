@@ -52,6 +52,9 @@ cdef class Array
 
 # ---------------------------------------------------------------- recording
 
+cdef set _running = set()      # ids of the recordings in progress (in any thread)
+
+
 def begin_recording(Tape tape):
     """Make `tape` this thread's recording; returns a token for end_recording."""
     global _last_id
@@ -60,6 +63,7 @@ def begin_recording(Tape tape):
     _last_id += 1
     tape.buf.id = _last_id
     tape.recording = True
+    _running.add(_last_id)
     cdef size_t prev = <size_t>fastad_get_current_obj()
     fastad_set_current(&tape.buf, <void*>tape)
     return prev
@@ -70,6 +74,7 @@ def end_recording(size_t token):
     cdef void* ending = fastad_get_current_obj()
     if ending != NULL:
         (<Tape>ending).recording = False
+        _running.discard((<Tape>ending).buf.id)
     if token == 0:
         fastad_set_current(NULL, NULL)
     else:
@@ -85,6 +90,12 @@ cdef TapeBuf* _current(int64_t tid) except NULL:
     cdef TapeBuf* t = <TapeBuf*>fastad_get_current()
     if t != NULL and t.id == tid:
         return t
+    if tid in _running:
+        raise TapeError(
+            "fastad: this Var/Array belongs to a recording running in another thread; "
+            "a recording is per thread (each thread has its own tape), so Vars and "
+            "Arrays work only in the thread that called fad.grad / fad.record: "
+            "give worker threads plain numbers (.value), or record in the worker")
     if t == NULL:
         raise TapeError(
             "fastad: this Var/Array belongs to a recording that has ended; "
@@ -197,7 +208,46 @@ _NO_PICKLE = ("fastad: a Var/Array only names slots of one recording and cannot 
 _NO_FLOAT = ("fastad: a Var cannot be converted to a plain number while it is "
              "being differentiated, since that would silently drop its "
              "derivative. Use the fastad functions (fad.sin, fad.exp, ... "
-             "instead of math.sin, math.exp, ...) or v.value for the number.")
+             "instead of math.sin, math.exp, ...) or v.value for the number "
+             "(a recording that reads .value replays only at its own x: the "
+             "number may steer f where the tape cannot check; compare Vars, "
+             "x > 0, to branch).")
+
+
+_FASTAD_DIR = None
+
+
+def _where_read():
+    """file:line of the user code that read .value (the first frame outside fastad)."""
+    import os
+    import sys
+    global _FASTAD_DIR
+    if _FASTAD_DIR is None:
+        _FASTAD_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    f = sys._getframe(0)
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_FASTAD_DIR):
+        f = f.f_back
+    if f is None:
+        return ".value read"
+    return f".value read at {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+
+
+cdef int _note_value_read(int64_t tid) except -1:
+    """A Python read of a value of the recording running in this thread marks it."""
+    cdef void* cur = fastad_get_current_obj()
+    if cur == NULL:
+        return 0
+    cdef Tape t = <Tape>cur
+    if t.buf.id == tid and t.value_read is None:
+        t.value_read = _where_read()
+    return 0
+
+
+def value_of(x):
+    """The number(s) of a Var or Array for fastad's own code: no mark."""
+    if type(x) is Var:
+        return (<Var>x).value
+    return (<Array>x)._values()
 
 
 @cython.freelist(1024)
@@ -205,7 +255,9 @@ _NO_FLOAT = ("fastad: a Var cannot be converted to a plain number while it is "
 @cython.auto_pickle(False)
 cdef class Var:
     """A scalar on the tape: a value, its slot, and its recording's id."""
-    cdef readonly double value   # the number this Var stands for
+    # the number this Var stands for: a C field for fastad's own code; a read
+    # from Python (v.value, through __getattr__) marks its recording
+    cdef double value
     cdef readonly Py_ssize_t slot
     cdef int64_t tid
 
@@ -228,6 +280,12 @@ cdef class Var:
 
     def __format__(self, spec):
         return format(self.value, spec)
+
+    def __getattr__(self, name):
+        if name == "value":
+            _note_value_read(self.tid)
+            return self.value
+        raise AttributeError(f"'fastad.Var' object has no attribute {name!r}")
 
     # arithmetic: Cython 3 calls __add__ with self first, __radd__ reflected
     def __add__(self, o): return _binary(self, o, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
@@ -602,7 +660,15 @@ cdef class Array:
 
     @property
     def value(self):
-        """A copy of the numbers, as an ndarray of this shape."""
+        """A copy of the numbers, as an ndarray of this shape.  Read while
+        recording, it marks the tape (replays at other inputs then raise
+        fad.ValueReadError: the numbers may steer f unrecorded)."""
+        self._touch()
+        _note_value_read(self.tid)
+        return self._values()
+
+    def _values(self):
+        """The numbers, for fastad's own code (no mark)."""
         self._touch()
         if self.tape.buf.n == 0:
             return np.zeros(self.ix.shape)
@@ -682,7 +748,7 @@ cdef class Array:
     def __repr__(self):
         if self.tape is None:
             return "Array(<not made by fastad>)"
-        return f"Array(shape={self.ix.shape}, value={self.value!r})"
+        return f"Array(shape={self.ix.shape}, value={self._values()!r})"
 
     def __copy__(self):
         return self          # immutable: a copy is the same slots

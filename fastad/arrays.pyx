@@ -307,7 +307,7 @@ def logsumexp(a, axis=None, keepdims=False):
         m = np.where(np.isfinite(m), m, 0.0)
         r = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
         return r if keepdims else (np.squeeze(r, axis=axis) if axis is not None else float(r.reshape(())))
-    values = a.value if type(a) is Array else np.asarray(a.value)
+    values = np.asarray(_var.value_of(a))
     m = np.max(values, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     r = elementwise("add", elementwise("log", sum(elementwise("exp", elementwise("sub", a, m)),

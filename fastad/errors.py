@@ -7,3 +7,8 @@ class TapeError(RuntimeError):
 
 class BranchChangedError(TapeError):
     """A replayed tape's recorded comparison came out differently at the new input."""
+
+
+class ValueReadError(BranchChangedError):
+    """A tape whose recording read a concrete value (.value, so its path may
+    depend on the numbers unrecorded) was replayed at another input."""

@@ -23,13 +23,14 @@ block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
 and a replay calls the function again at the new values.
 """
 import functools
+import pickle
 import numbers
 
 import numpy as np
 
 from fastad import _blocks as B
 from fastad._recording import _output_value, record
-from fastad._var import Var, tape_of, var_at
+from fastad._var import Var, tape_of, value_of, var_at
 from fastad.errors import TapeError
 from fastad.arrays import _operands, _push, concatenate, reshape
 
@@ -351,7 +352,7 @@ class Primitive:
 
     def __reduce__(self):
         # by reference, like a function: the module attribute is this object
-        return (_lookup, (self.fn.__module__, self.fn.__qualname__))
+        return (_lookup, tuple(reference_of(self)))
 
     # ------------------------------------------------------------ registration
 
@@ -421,8 +422,10 @@ class Primitive:
             raise TypeError(
                 f"fastad: primitive '{self.name}' is being differentiated but has no vjp "
                 f"rule; register one with @{self.name}.defvjp")
+        if kwargs:      # constants of the tape: a later change to them must not reach it
+            kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
         if scalar:
-            vals = [a.value if type(a) is Var else float(a) for a in args]
+            vals = [value_of(a) if type(a) is Var else float(a) for a in args]
             y = self.fn(*vals, **kwargs)
             if type(y) is not float:
                 y = self._evaluate(vals, kwargs) if not _is_numeric(y) else y
@@ -528,6 +531,38 @@ class Primitive:
 # primitives that moved: (module, qualname) in older pickles -> their module now
 _MOVED = {("fastad.primitives", "solve"): "fastad.linalg",
           ("fastad.primitives", "norm"): "fastad.linalg"}
+
+
+def reference_of(prim):
+    """[module, qualname] under which prim is found again (pickles, tape.save);
+    a lambda or a function defined inside another has none: PicklingError
+    naming it, when the tape is written rather than when it is loaded."""
+    module = getattr(prim.fn, "__module__", None)
+    qualname = getattr(prim.fn, "__qualname__", None)
+    try:
+        found = _lookup(module, qualname) if module and qualname else None
+    except Exception:
+        found = None
+    if found is not prim:
+        raise pickle.PicklingError(
+            f"fastad: primitive '{prim.name}' ({module}.{qualname}) cannot be saved: "
+            f"a tape refers to its primitives by name, and this one is not found "
+            f"under that name (a lambda or a function defined inside another); "
+            f"define it with @fad.primitive at module level")
+    return [module, qualname]
+
+
+def _snapshot(v, depth=0):
+    """A keyword argument as recorded: arrays (also inside lists, tuples and
+    dicts) copied, as every other constant of a tape is."""
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if depth < 8:
+        if type(v) in (list, tuple):
+            return type(v)(_snapshot(e, depth + 1) for e in v)
+        if type(v) is dict:
+            return {k: _snapshot(e, depth + 1) for k, e in v.items()}
+    return v
 
 
 def _lookup(module, qualname):

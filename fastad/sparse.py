@@ -29,6 +29,7 @@ from fastad._fold import ScalarFold
 from fastad._kernels import gather_flat
 from fastad._tape import FWD_LANE_COST, REV_LANE_COST
 from fastad.transforms import record
+from fastad._validate import check_sparse
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
@@ -122,11 +123,12 @@ def _need_scalar(tape, who):
 
 # ---------------------------------------------------------------- coloring
 
-def _csr_of(pattern):
+def _csr_of(pattern, who):
     """(indptr, indices, shape) of a scipy.sparse matrix or dense array pattern."""
     if isinstance(pattern, tuple) and len(pattern) == 3:
-        return pattern
+        return pattern          # (fastad._coloring checks these)
     if hasattr(pattern, "tocsr"):
+        check_sparse(pattern, who)      # before SciPy's compiled code trusts it
         m = pattern.tocsr()
         m.sum_duplicates()
         m.sort_indices()
@@ -150,7 +152,7 @@ def color_jacobian(pattern, partition="column", ordering="best"):
     a column or row left out of that sweep.  ordering: "natural",
     "largest_first", "smallest_last", "incidence_degree" or "best" (the
     fewest colors of the three greedy orderings)."""
-    indptr, indices, shape = _csr_of(pattern)
+    indptr, indices, shape = _csr_of(pattern, "fastad.color_jacobian")
     if partition == "column":
         return _coloring.color_columns(indptr, indices, shape, ordering)
     if partition == "row":
@@ -164,7 +166,7 @@ def color_jacobian(pattern, partition="column", ordering="best"):
 def color_hessian(pattern, ordering="best"):
     """Star coloring of a symmetric pattern: H S for the seed S of these
     colors determines every nonzero of H directly."""
-    indptr, indices, shape = _csr_of(pattern)
+    indptr, indices, shape = _csr_of(pattern, "fastad.color_hessian")
     if shape[0] != shape[1]:
         raise ValueError(f"fastad.color_hessian: a Hessian pattern is square, got {shape}")
     return _coloring.star_color(indptr, indices, shape[0], ordering)

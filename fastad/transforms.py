@@ -22,7 +22,8 @@ import numpy as np
 from fastad._recording import _output_value, _record, group_gradients, record
 from fastad._tape import Tape
 from fastad._tape import choose_mode
-from fastad._var import Array, Var, output_slots
+from fastad import debug as _debug
+from fastad._var import Array, Var, output_slots, value_of
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hvp", "hessian"]
@@ -36,6 +37,9 @@ def _argnums_tuple(argnums, nargs):
             len(set(argnums)) == len(argnums):
         return False, argnums
     single = isinstance(argnums, numbers.Integral)
+    if not single and not isinstance(argnums, (tuple, list)):
+        raise TypeError(f"fastad: argnums must be an int or a tuple of ints, got "
+                        f"{argnums!r} ({type(argnums).__name__})")
     nums = (argnums,) if single else tuple(argnums)
     if not nums:
         raise ValueError("fastad: argnums must name at least one argument")
@@ -65,10 +69,8 @@ def _split_aux(out, has_aux):
 
 def _values(obj):
     """aux as numbers: Vars and Arrays of the finished recording become their values."""
-    if isinstance(obj, Var):
-        return obj.value
-    if isinstance(obj, Array):
-        return obj.value
+    if isinstance(obj, (Var, Array)):
+        return value_of(obj)
     if isinstance(obj, (list, tuple)):
         vals = [_values(o) for o in obj]
         if all(v is o for v, o in zip(vals, obj)):
@@ -82,6 +84,8 @@ def _values(obj):
 
 def _input_gradients(tape, slot):
     """Per differentiated argument, its gradient (float or ndarray), in argnums order."""
+    if _debug.enabled():
+        _debug.check(tape, slot)
     return tape.input_gradients(slot)
 
 
@@ -125,7 +129,7 @@ def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
     got = None
     trees = {}
     if inplace is None or inplace[0]:
-        got = _recorded_output(f, args, kwargs, nums, has_aux, True, trees)
+        got = _recorded_output(f, args, kwargs, nums, has_aux, not _debug.enabled(), trees)
         if got is None and inplace is not None:
             inplace[0] = False
     if got is None:
