@@ -281,11 +281,6 @@ cdef class Var:
     def __format__(self, spec):
         return format(self.value, spec)
 
-    def __getattr__(self, name):
-        if name == "value":
-            _note_value_read(self.tid)
-            return self.value
-        raise AttributeError(f"'fastad.Var' object has no attribute {name!r}")
 
     # arithmetic: Cython 3 calls __add__ with self first, __radd__ reflected
     def __add__(self, o): return _binary(self, o, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
@@ -376,8 +371,12 @@ cdef class Var:
     # convert a Var with arrmean.dtype.type(arrmean))
 
     def __getattr__(self, name):
-        # NumPy's ufuncs on an object ndarray (np.exp(np.array([x[0], x[1]])))
-        # call the method of each element named like the ufunc
+        # .value from Python marks the recording (compiled code reads the
+        # C field); NumPy's ufuncs on an object ndarray (np.exp(np.array([x[0],
+        # x[1]]))) call the method of each element named like the ufunc
+        if name == "value":
+            _note_value_read(self.tid)
+            return self.value
         fn = _OBJECT_METHODS.get(name)
         if fn is None:
             raise AttributeError(f"'fastad.Var' object has no attribute {name!r}")

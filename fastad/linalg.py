@@ -648,8 +648,8 @@ def lstsq(a, b, rcond=None):
     if rcond is None:
         rcond = np.finfo(float).eps * max(m, n)
     s = svdvals(a)
-    sv = _val(s)
-    rank = int(np.sum(sv > rcond * sv[0])) if sv.size else 0
+    # the rank: a recorded comparison, so a replay where it changes raises
+    rank = int(np.sum(arrays.compare("gt", s, rcond * s[0]))) if np.size(s) else 0
     x = arrays.dot(pinv(a, rcond=rcond), b)
     if rank == n and m > n:
         r = b - arrays.dot(a, x)
@@ -720,7 +720,8 @@ def _vector_norm(x, ord, ax, keepdims):
     if ord is None or ord == 2:
         return _euclidean(x, (ax,), keepdims)
     if ord == 0:
-        return np.sum(_val(x) != 0, axis=ax, keepdims=keepdims).astype(float)
+        # (the nonzero pattern is a recorded comparison: a replay re-checks it)
+        return np.sum(arrays.compare("ne", x, 0.0), axis=ax, keepdims=keepdims).astype(float)
     a = np.abs(x)
     if ord == np.inf:
         return np.max(a, axis=ax, keepdims=keepdims)
@@ -732,7 +733,7 @@ def _vector_norm(x, ord, ax, keepdims):
         raise ValueError(f"fastad.linalg.norm: invalid norm order {ord!r} for vectors")
     # sum |x|^p, then the 1/p-th power: 0 (and derivative 0) where the sum is 0
     s = np.sum(a ** ord, axis=ax, keepdims=keepdims)
-    z = _val(s) == 0
+    z = arrays.compare("eq", s, 0.0)          # recorded: a replay re-checks it
     if np.any(z):
         return np.where(z, 0.0, (s + z.astype(float)) ** (1.0 / ord))
     return s ** (1.0 / ord)

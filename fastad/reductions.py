@@ -28,7 +28,7 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad import arrays as A
-from fastad._var import make_array
+from fastad._var import make_array, value_of
 
 __all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
            "ptp", "trace", "diff", "average", "amax", "amin", "max", "min", "nansum",
@@ -608,7 +608,7 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
     else:
         wsum = np.sum(np.broadcast_to(np.asarray(w, dtype=np.float64), ia.shape),
                       axis=axis, keepdims=keepdims)
-    wv = np.asarray(wsum.value if tw is not None else wsum)
+    wv = np.asarray(value_of(wsum) if tw is not None else wsum)   # (an error check: no mark)
     if np.any(wv == 0.0):
         raise ZeroDivisionError("fastad.average: weights sum to zero, can't be normalized")
     num = A.sum(A.elementwise("mul", a, w), axis=axis, keepdims=keepdims)
