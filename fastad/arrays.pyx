@@ -383,6 +383,11 @@ def _select(a, axis, keepdims, pick, name):
         return getattr(np, name)(idx, axis=axis, keepdims=keepdims)
     values = tape.recorded_values()[idx]
     o = B.Operand(idx=idx, start=cstart, unique=True if unique else None)
+    reduced = values.shape if axis is None else \
+        [values.shape[ax] for ax in _axes(axis, values.ndim)]
+    if 0 in reduced:
+        raise ValueError(f"fastad.{name}: the {name}imum of an empty array (shape "
+                         f"{values.shape}, axis={axis}) is not defined, as in NumPy")
     if axis is None:
         k = int(pick(values.reshape(-1)))
         _push(tape, B.Selection(o, None, np.array(k), name))

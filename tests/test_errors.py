@@ -547,3 +547,11 @@ def test_unsupported_submodule_function_is_named_with_its_module():
             np.fft.fft(x)
         return fad.sum(x)
     np.testing.assert_array_equal(fad.grad(f)(np.ones(4)), np.ones(4))
+
+
+@pytest.mark.parametrize("fn", [np.max, np.min, np.amax, lambda a: a.max(axis=0)])
+def test_max_of_an_empty_slice_says_so(fn):
+    import fastad as fad
+    with pytest.raises(ValueError, match="of an empty array"):
+        fad.grad(lambda x: fn(x[:0]))(np.arange(3.0))
+    assert fad.grad(lambda x: np.max(x))(np.arange(3.0))[2] == 1.0
