@@ -477,7 +477,9 @@ def _defaults(func):
             params = inspect.signature(func).parameters.values()
             d = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
         except (TypeError, ValueError):
-            d = {}
+            # a C function without a signature (np.concatenate on NumPy 2.0):
+            # the keywords whose default is the same wherever NumPy has them
+            d = {"out": None, "dtype": None, "casting": "same_kind"}
         _DEFAULTS[func] = d
     return d
 

@@ -51,7 +51,23 @@ def _programs():
         (lambda x: fad.sum(fuzz_cube(x)) + fuzz_cube(x[0]) * x[1], x3),
         (lambda x: fad.exp(x) * 2.0 + fad.stack([x[0], 1.0, x[2]]), x3),
         (lambda x: fad.sqrt(x * x + 1.0) / (x + 3.0), 0.7),
+        # blocks of the NumPy API (scans, products, orderings, linalg) and a pytree input
+        (lambda x: np.sum(np.cumsum(x) * np.prod(x)) + np.einsum("i,j->", x, x)
+         + np.sort(x)[0], x3),
+        (lambda x: np.sum(np.linalg.inv(np.reshape(x, (2, 2)) + 3 * np.eye(2))),
+         np.array([0.5, -0.2, 0.1, 0.4])),
+        (lambda p: np.sum(p["w"] * p["v"][0]) + p["v"][1] ** 2,
+         {"w": x3, "v": (x3 + 1.0, 0.5)}),
     ]
+
+
+def _moved(x):
+    """x + 0.1 (every leaf of a pytree)."""
+    if isinstance(x, dict):
+        return {k: _moved(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_moved(v) for v in x)
+    return np.asarray(x, dtype=np.float64) + 0.1
 
 
 def _exercise(t, x):
@@ -280,7 +296,7 @@ def main(seconds, seed=0):
     import resource
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
     rng = np.random.default_rng(seed)
-    progs = [(fad.record(f, x), np.asarray(x, dtype=np.float64) + 0.1) for f, x in _programs()]
+    progs = [(fad.record(f, x), _moved(x)) for f, x in _programs()]
     pickles = [pickle.dumps(t) for t, _ in progs]
     saved = [_saved(t) for t, _ in progs]
     classes = ["pickle_bytes", "pickle_ops", "pickle_slots", "pickle_sizes", "pickle_blocks",
