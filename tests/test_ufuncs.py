@@ -381,7 +381,7 @@ SCIPY_VALUES = [
                               1 - 10.0 ** -np.arange(1, 16.0)]), 1e-14),
     ("gammaln", np.concatenate([_wide(1e-8, 60), [1e-300, 1e5, 1e300]]), 1e-14),
     ("digamma", np.concatenate([_wide(0.01, 1.2), _wide(1.7, 50), [1e-12, 1e10, 1e300]]), 1e-14),
-    ("logit", _wide(0, 1)[1:-1], 1e-15),
+    ("logit", _wide(0, 1)[1:-1], 1e-13),   # (SciPy 1.13 differs by 2e-14 near 1/2)
     ("expit", _wide(-700, 700), 1e-15),
 ]
 
