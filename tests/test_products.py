@@ -425,6 +425,10 @@ def test_strong_zeros():
 def test_cross_every_mode(sa, sb, kw):
     rng = rng_for("cross", sa, sb, kw)
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    try:                       # the reference: NumPy >= 2.5 refuses 2-vectors
+        np.cross(a, b, **kw)
+    except ValueError:
+        pytest.skip("this NumPy has no cross product of 2-vectors to compare with")
     na = a.size
     both = lambda x: np.cross(x[:na].reshape(sa), x[na:].reshape(sb), **kw)
     for f, x0 in ((lambda x: np.cross(x.reshape(sa), b, **kw), a.ravel()),
