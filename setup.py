@@ -28,7 +28,10 @@ else:
     # -O3 for the sweeps; no -ffast-math: it would break NaN/inf propagation.
     # -g0: no debug information (Python's own CFLAGS ask for -g): it took a
     # third of the compile time and 85% of the modules' size.
-    opt = ["-O3", "-fno-strict-aliasing", "-g0"]
+    # -fno-unswitch-loops: the op table's generated loops (one per op and
+    # mode) were cloned per branch; this halves _elementwise's compile time
+    # (46 -> 22 s) at the same speed (chain, hvp, loop gradients: 0.97-1.02x).
+    opt = ["-O3", "-fno-unswitch-loops", "-fno-strict-aliasing", "-g0"]
     if os.environ.get("FASTAD_NATIVE"):
         opt.append("-march=native")
 

@@ -80,6 +80,15 @@
 #define FAD_LN10 2.30258509299404568402
 #define FAD_2_SQRTPI 1.12837916709551257390
 
+/* The special functions' long bodies are called, not inlined: inlined into
+   every generated loop (each op x mode x stride) they made one module take
+   most of the build's time, and each costs far more than a call anyway. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FAD_COLD static __attribute__((noinline, unused))
+#else
+#define FAD_COLD static
+#endif
+
 static inline double fad_sq(double t) { return t * t; }
 
 static inline double fad_sigmoid(double x)
@@ -228,7 +237,7 @@ static inline double fad_sinc(double x)
     return sin(t) / t;
 }
 
-static inline double fad_sinc_d(double x, int order)
+FAD_COLD double fad_sinc_d(double x, int order)
 {
     double t = FAD_PI * x, u, e, s1 = 0.0, s2 = 0.0, st;
     int n;
@@ -264,7 +273,7 @@ static inline double fad_logit(double x)
  * where they matter: an initial guess (Giles 2010 for moderate tails, the
  * asymptotic expansion of erfc beyond), then Halley steps on erf (a <= 1/2)
  * or on erfc (the tail: relative accuracy in q), to full precision. */
-static inline double fad_erfinv_core(double a, double q)
+FAD_COLD double fad_erfinv_core(double a, double q)
 {
     double w = -log(q * (1.0 + a)), y, p, f, d, t;
     int i;
@@ -308,7 +317,7 @@ static inline double fad_erfinv_core(double a, double q)
     return y;
 }
 
-static inline double fad_erfinv(double x)
+FAD_COLD double fad_erfinv(double x)
 {
     double a = fabs(x);
     if (!(a < 1.0)) return (a == 1.0) ? copysign(INFINITY, x) : NAN;
@@ -316,7 +325,7 @@ static inline double fad_erfinv(double x)
     return copysign(fad_erfinv_core(a, 1.0 - a), x);
 }
 
-static inline double fad_erfcinv(double q)
+FAD_COLD double fad_erfcinv(double q)
 {
     if (!(q > 0.0 && q < 2.0)) {
         if (q == 0.0) return INFINITY;
@@ -330,7 +339,7 @@ static inline double fad_erfcinv(double q)
 }
 
 /* The standard normal CDF, as SciPy (Cephes) computes it */
-static inline double fad_ndtr(double x)
+FAD_COLD double fad_ndtr(double x)
 {
     double t = x * 0.70710678118654752440, z = fabs(t), y;
     if (x != x) return x;
@@ -339,7 +348,7 @@ static inline double fad_ndtr(double x)
     return (t > 0) ? 1.0 - y : y;
 }
 
-static inline double fad_ndtri(double p)
+FAD_COLD double fad_ndtri(double p)
 {
     if (!(p > 0.0 && p < 1.0)) {
         if (p == 0.0) return -INFINITY;
@@ -351,7 +360,7 @@ static inline double fad_ndtri(double p)
 
 /* s with Phi(x) = phi(x) (1 + s) / (-x) for x < -20: the asymptotic series
  * -1/x^2 + 3/x^4 - 15/x^6 ..., converged to double precision there */
-static inline double fad_mills_s(double x)
+FAD_COLD double fad_mills_s(double x)
 {
     double z = 1.0 / (x * x), term = 1.0, s = 0.0;
     int k;
@@ -362,7 +371,7 @@ static inline double fad_mills_s(double x)
     return s;
 }
 
-static inline double fad_log_ndtr(double x)
+FAD_COLD double fad_log_ndtr(double x)
 {
     double t = x * 0.70710678118654752440;
     if (x != x) return x;
@@ -374,7 +383,7 @@ static inline double fad_log_ndtr(double x)
 
 /* log_ndtr'(x) = phi(x) / Phi(x) (order 1) and its derivative -d (x + d)
  * (order 2); v = log_ndtr(x); the asymptotic form where x + d cancels */
-static inline double fad_log_ndtr_d(double x, double v, int order)
+FAD_COLD double fad_log_ndtr_d(double x, double v, int order)
 {
     double s, d;
     if (x < -20.0) {
@@ -402,7 +411,7 @@ static const double fad_digamma_root_c[40] = {
     5.446941930669446e-07, -3.7266161283438227e-07, 2.549626552021554e-07, -1.7443695117727745e-07
 };
 
-static inline double fad_digamma_near_root(double x)
+FAD_COLD double fad_digamma_near_root(double x)
 {
     double h = (x - 1.4616321449683622) - 9.549995429965697e-17, p = 0.0;
     int n;
@@ -415,7 +424,7 @@ static inline double fad_digamma_near_root(double x)
  * with the argument of cot/sin reduced exactly; digamma near its positive
  * root by its Taylor series there.  At the poles: psi(+-0) =
  * -+inf as SciPy, NaN at negative integers; trigamma +inf. */
-static inline double fad_polygamma(int n, double x)
+FAD_COLD double fad_polygamma(int n, double x)
 {
     double r = 0.0, refl = 0.0, z2, iz, t, s, c, v;
     int reflected = 0;
