@@ -3,7 +3,7 @@
 Every fastad/*.pyx is an extension module (a new one needs no edit here);
 the .py modules stay plain Python.  The build:
 
-* compiles the extensions in parallel, one per core, biggest first;
+* compiles the extensions in parallel, one per core, longest first;
 * cythonizes and compiles only what is out of date: an extension is rebuilt
   when its .pyx, a fastad/*.pxd or a csrc/*.h is newer than the built
   module, or when the build configuration (flags, Cython, NumPy) changed;
@@ -45,8 +45,10 @@ extensions = [
     Extension("fastad." + os.path.splitext(os.path.basename(pyx))[0], [pyx],
               include_dirs=["csrc", np.get_include()], extra_compile_args=opt,
               define_macros=MACROS, depends=DEPENDS)
-    # biggest first, so the longest compile (_tape) starts at once
-    for pyx in sorted(glob.glob("fastad/*.pyx"), key=lambda p: (-os.path.getsize(p), p))
+    # the longest compiles first, so that two cores finish together:
+    # _elementwise is a small .pyx but holds the op table's generated loops
+    for pyx in sorted(glob.glob("fastad/*.pyx"),
+                      key=lambda p: (p != "fastad/_elementwise.pyx", -os.path.getsize(p), p))
 ]
 
 
