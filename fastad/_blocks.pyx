@@ -563,6 +563,26 @@ class Elementwise(Block):
                     dest += r
 
 
+def _mm_strong(X, Y):
+    """X @ Y with strong zeros: a product with a zero factor is an exact zero
+    even where the other factor is inf or NaN (a zero cotangent or tangent
+    passes nothing, as in the element-wise rules).  The check costs one
+    reduction of the result; only a non-finite result pays more."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = X @ Y
+        if r.size == 0 or math.isfinite(np.add.reduce(r, axis=None)):
+            return r
+        fx, fy = np.isfinite(X), np.isfinite(Y)
+        if fx.all() and fy.all():
+            return r                          # an overflow: no zero was involved
+        nx, ny = (X != 0).astype(float), (Y != 0).astype(float)
+        # where a nonzero product has a non-finite factor the result is NumPy's;
+        # elsewhere the finite factors alone decide it
+        hit = (nx * ~fx) @ ny + nx @ (ny * ~fy)
+        exact = np.where(fx, X, 0.0) @ np.where(fy, Y, 0.0)
+        return np.where(hit > 0, r, exact)
+
+
 def _as2d(shape, left):
     """matmul's promotion of a 1-D operand: (K,) -> (1, K) on the left, (K, 1) on the right."""
     if len(shape) == 2:
@@ -636,12 +656,13 @@ class Matmul(Block):
         G = G.reshape(M, N, k)
         if self.a.active:
             if k == 1:
-                Abar = (G[:, :, 0] @ B.T)[:, :, None]
-            else:   # (M, N, k) x (K, N) -> (M, k, K), one GEMM
-                Abar = np.tensordot(G, B, axes=([1], [1])).transpose(0, 2, 1)
+                Abar = _mm_strong(G[:, :, 0], B.T)[:, :, None]
+            else:   # (M k, N) x (N, K) -> (M, k, K), one GEMM
+                Abar = _mm_strong(G.transpose(0, 2, 1).reshape(M * k, N), B.T).reshape(
+                    M, k, B.shape[0]).transpose(0, 2, 1)
             self.a.add_adjoint(adj, Abar, k, cot)
         if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
-            self.b.add_adjoint(adj, A.T @ G.reshape(M, N * k), k, cot)
+            self.b.add_adjoint(adj, _mm_strong(A.T, G.reshape(M, N * k)), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """C = A B is bilinear: Abar' = Cbar' B^T + Cbar B'^T, Bbar' = A^T Cbar' + A'^T Cbar."""
@@ -670,10 +691,11 @@ class Matmul(Block):
         t = np.zeros((M, N, k))
         if self.a.active:
             Adot = self.a.tangent(tan, k).reshape(M, A.shape[1], k)
-            t += np.tensordot(Adot, B, axes=([1], [0])).transpose(0, 2, 1)
+            t += _mm_strong(Adot.transpose(0, 2, 1).reshape(M * k, A.shape[1]), B).reshape(
+                M, k, N).transpose(0, 2, 1)
         if self.b.active:
             Bdot = self.b.tangent(tan, k).reshape(B.shape[0], N * k)
-            t += (A @ Bdot).reshape(M, N, k)
+            t += _mm_strong(A, Bdot).reshape(M, N, k)
         tan[self.start:self.stop] = t.reshape(-1, k)
 
 

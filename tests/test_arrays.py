@@ -1264,3 +1264,23 @@ def test_unknown_ndarray_method_is_an_attribute_error_naming_it():
             x.frobnicate()
         return fad.sum(x)
     np.testing.assert_array_equal(fad.grad(f)(np.ones(3)), np.ones(3))
+
+
+def test_matmul_keeps_strong_zeros():
+    # a row of the constant matrix that where() does not select holds inf:
+    # its zero cotangent (and zero tangents) pass nothing, as element-wise ops do
+    A = np.array([[1.0, 2.0, 3.0], [np.inf, 0.0, 1.0], [4.0, 5.0, 6.0]])
+    mask = np.array([True, False, True])
+    f = lambda x: fad.sum(fad.where(mask, A @ x, 0.0) * np.array([1.0, 1.0, 2.0]))
+    x = np.array([0.5, -1.0, 2.0])
+    want = A[0] + 2 * A[2]
+    close(fad.grad(f)(x), want)
+    close(fad.vjp(lambda x: fad.where(mask, A @ x, 0.0), x)[1](np.array([[1.0, 0.0, 2.0],
+                                                                        [0.0, 0.0, 1.0]])),
+          [want, A[2]])
+    # forward: a zero tangent through the inf column of a constant
+    g = lambda x: fad.where(np.array([False, True]), np.array([[np.inf, 1.0], [0.0, 2.0]]) @ x, 0.0)
+    close(fad.jvp(g, np.array([1.0, 1.0]), np.array([0.0, 1.0]))[1], [0.0, 2.0])
+    # the matrix active too
+    h = lambda W: fad.where(np.array([True, False]), W @ np.array([1.0, 2.0]), 0.0)
+    close(fad.jacrev(h)(np.ones((2, 2))), [[[1.0, 2.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
