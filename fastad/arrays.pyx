@@ -224,6 +224,16 @@ def where(cond, a, b):
 
 # ---------------------------------------------------------------- linear algebra
 
+# matmul/dot beyond 2-D: fastad.products hands them in (provide_products);
+# it sits above this module, so no import here
+_products = None
+
+
+def provide_products(module):
+    global _products
+    _products = module
+
+
 def matmul(a, b):
     """a @ b (NumPy's rules); 1-D and 2-D operands are one BLAS block node,
     stacks of matrices go to fastad.products."""
@@ -232,8 +242,7 @@ def matmul(a, b):
         return np.matmul(oa.const, ob.const)
     if len(oa.shape) not in (1, 2) or len(ob.shape) not in (1, 2) or \
             oa.shape[-1] == 0 or ob.shape[0] == 0:
-        from fastad import products      # (an empty sum too: zeros, no BLAS block)
-        return products.matmul(a, b)
+        return _products.matmul(a, b)     # (an empty sum too: zeros, no BLAS block)
     sa, sb = B._as2d(oa.shape, True), B._as2d(ob.shape, False)
     if sa[1] != sb[0]:
         raise ValueError(f"fastad.matmul: shapes {oa.shape} and {ob.shape} do not align "
@@ -247,8 +256,7 @@ def dot(a, b):
     if np.ndim(a) == 0 or np.ndim(b) == 0:
         return elementwise("mul", a, b)
     if np.ndim(a) > 2 or np.ndim(b) > 2:
-        from fastad import products
-        return products.dot(a, b)
+        return _products.dot(a, b)
     return matmul(a, b)
 
 

@@ -15,6 +15,7 @@ import functools
 import math
 import numbers
 import string
+import sys
 
 import numpy as np
 
@@ -688,3 +689,4 @@ arrays.implements(np.kron, kron, "kron")
 arrays.implements(np.tensordot, tensordot, "tensordot", ("axes",))
 arrays.implements(np.dot, dot, "dot", ("out",))
 arrays.implements(np.cross, cross, "cross", ("axisa", "axisb", "axisc", "axis"))
+arrays.provide_products(sys.modules[__name__])
