@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._validate import NODE_DTYPE, CorruptTape, _bad, _block_classes
+from fastad._tape import _rebuild, provide_io
+from fastad._validate import NODE_DTYPE, CorruptTape, _bad, _block_classes, check_parts, check_trees
 
 FORMAT, VERSION = "fastad-tape", 1
 MAX_HEADER = 64 << 20
@@ -217,7 +218,6 @@ def load_tape(path, _import=False):
     file: plain arrays (allow_pickle=False) and a JSON header, all checked
     before the tape can replay; primitives are found by name in modules
     already imported.  Damaged or hostile files raise ValueError."""
-    from fastad._tape import _rebuild
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -362,3 +362,7 @@ def _count_leaves(n):
     if n is None:
         return 0
     return sum(_count_leaves(c) for c in n[2])
+
+
+provide_io(load_saved=_load_saved, saved_bytes=saved_bytes, save_tape=save_tape,
+           check_parts=check_parts, check_trees=check_trees, CorruptTape=CorruptTape)

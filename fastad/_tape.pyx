@@ -51,6 +51,16 @@ def provide(name, fn):
     _methods[name] = fn
 
 
+# the save format and the checks of everything a tape is rebuilt from
+# (fastad._serialize, fastad._validate): above this module, so they hand
+# themselves in (provide_io) rather than being imported here
+_io = {}
+
+
+def provide_io(**fns):
+    _io.update(fns)
+
+
 cdef object _provided(str name):
     fn = _methods.get(name)
     if fn is None:
@@ -249,9 +259,8 @@ cdef class Tape(Player):
         # fad.load_tape, with no NumPy pickles inside); a tape holding what
         # that format cannot store (a primitive's keyword argument of another
         # type, say) pickles as its parts instead.
-        from fastad._serialize import _load_saved, saved_bytes
         try:
-            return (_load_saved, (saved_bytes(self),))
+            return (_io["load_saved"], (_io["saved_bytes"](self),))
         except TypeError:
             return self._reduce_parts()
 
@@ -268,8 +277,7 @@ cdef class Tape(Player):
         """Write the tape to `path` in a format that loads without running code
         (fad.load_tape): plain arrays and a checked header.  Pickles of tapes,
         like all pickles, are for trusted data only."""
-        from fastad._serialize import save_tape
-        save_tape(self, path)
+        _io["save_tape"](self, path)
 
     # ------------------------------------------------------------ implementation
     # Every sweep works at x (replaying there) or, with x=None, at the
@@ -476,13 +484,11 @@ def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None,
              value_read=None, in_tree=None, out_tree=None):
     """Unpickle (or load) a Tape: every part is checked first (fastad._validate),
     so damaged data raises instead of reaching the sweeps."""
-    from fastad._validate import check_parts, CorruptTape
     if value_read is not None and not isinstance(value_read, str):
-        raise CorruptTape("fastad: corrupt or invalid Tape data: value_read must be a string")
-    opa, nodea, vala, n_inputs, inputs, in_shape, out_slots, blocks = check_parts(
+        raise _io["CorruptTape"]("fastad: corrupt or invalid Tape data: value_read must be a string")
+    opa, nodea, vala, n_inputs, inputs, in_shape, out_slots, blocks = _io["check_parts"](
         op, node, val, n_inputs, inputs, in_shape, out_slots, blocks)
-    from fastad._validate import check_trees
-    check_trees(in_tree, out_tree, n_inputs, out_slots)
+    _io["check_trees"](in_tree, out_tree, n_inputs, out_slots)
     cdef Tape t = Tape()
     cdef Py_ssize_t n = opa.shape[0]
     opa = np.ascontiguousarray(opa)
