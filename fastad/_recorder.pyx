@@ -239,6 +239,45 @@ cdef class Recorder:
             tape_push(&self.buf, FAD_CONST, <int32_t>i, -1, 0.0, flat[k], flat[k])
         return slot_range(first, m).reshape(vals.shape)
 
+    def push_copies(self, slots):
+        """x * 1.0 for every slot: fresh nodes equal to them (a nested
+        transform's own variables, fastad._nested); returns their slots."""
+        self._recording_only()
+        cdef const cnp.intp_t[::1] src = np.ascontiguousarray(np.asarray(slots, dtype=np.intp).reshape(-1))
+        cdef Py_ssize_t k, m = src.shape[0], first = self.buf.n
+        for k in range(m):
+            if not 0 <= src[k] < self.buf.n:
+                raise IndexError(f"fastad: slot {src[k]} is not on the tape")
+        self.reserve(m)
+        for k in range(m):
+            tape_push(&self.buf, FAD_MUL_C, <int32_t>src[k], -1, 1.0, 1.0, self.buf.val[src[k]])
+        return slot_range(first, m).reshape(np.shape(slots))
+
+    def _nodes(self, Py_ssize_t lo, Py_ssize_t hi):
+        """Copies of (op, a0, a1, p1) for slots lo .. hi-1 (fastad._nested
+        differentiates them); p1 holds a unary node's constant."""
+        if not 0 <= lo <= hi <= self.buf.n:
+            raise IndexError(f"fastad: slots {lo}..{hi} are not on the tape")
+        cdef Py_ssize_t i, m = hi - lo
+        ops = np.empty(m, dtype=np.uint8)
+        a0 = np.empty(m, dtype=np.intp)
+        a1 = np.empty(m, dtype=np.intp)
+        p1 = np.empty(m, dtype=np.float64)
+        cdef uint8_t[::1] o = ops
+        cdef cnp.intp_t[::1] b0 = a0, b1 = a1
+        cdef double[::1] c = p1
+        for i in range(m):
+            o[i] = self.buf.op[lo + i]
+            b0[i] = self.buf.node[lo + i].a0
+            b1[i] = self.buf.node[lo + i].a1
+            c[i] = self.buf.node[lo + i].p1
+        return ops, a0, a1, p1
+
+    def _read_all(self, Py_ssize_t hi):
+        """Slots 0 .. hi-1 may be read by new scalar nodes: their blocks take
+        cotangents from the adjoint buffer (no hand-off)."""
+        self.escape(0, hi - 1)
+
     def push_block(self, block, values):
         """Append a block node whose outputs are `values` (any shape).
 

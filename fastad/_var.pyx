@@ -81,6 +81,21 @@ def end_recording(size_t token):
         fastad_set_current(&(<Tape><void*>token).buf, <void*>token)
 
 
+def current_tape():
+    """This thread's recording in progress (a Tape), or None."""
+    cdef void* cur = fastad_get_current_obj()
+    return None if cur == NULL else <Tape>cur
+
+
+def is_traced(Tape tape, object x):
+    """x is a Var or an Array of `tape`."""
+    if type(x) is Var:
+        return (<Var>x).tid == tape.buf.id
+    if type(x) is Array:
+        return (<Array>x).tid == tape.buf.id
+    return False
+
+
 cdef Tape _tape_object(TapeBuf* t):
     """The Tape object of the current recording (t must be current)."""
     return <Tape>fastad_get_current_obj()

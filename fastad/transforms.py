@@ -23,6 +23,7 @@ from fastad._recording import _output_value, _record, group_gradients, record
 from fastad._tape import Tape
 from fastad._tape import choose_mode
 from fastad import debug as _debug
+from fastad import _nested
 from fastad._var import Array, Var, output_slots, value_of
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
@@ -126,6 +127,10 @@ def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
     conflicted, so that f, which evidently holds references the in-place
     step cannot see, is not run twice on every later call."""
     single, nums = _argnums_tuple(argnums, len(args))
+    outer = _nested.recording()
+    if outer is not None:          # inside another transform: record on its tape
+        value, aux, grads = _nested.value_and_grad(outer, f, args, kwargs, nums, has_aux)
+        return value, aux, (grads[0] if single else tuple(grads))
     got = None
     trees = {}
     if inplace is None or inplace[0]:
@@ -182,6 +187,9 @@ def jvp(f, x, v):
 
     v has x's shape (structure), or (k,) + x.shape for k directions (then
     J v has a leading axis of k; for a pytree, every leaf has one)."""
+    outer = _nested.recording()
+    if outer is not None:
+        return _nested.jvp(outer, f, x, v)
     tape = record(f, x)
     return _output_value(tape), tape._jvp(None, v)
 
@@ -193,6 +201,9 @@ def vjp(f, x):
     (for a pytree output, on every leaf), pulled
     back in one multi-seeded reverse sweep.  The pullback can be called
     many times."""
+    outer = _nested.recording()
+    if outer is not None:
+        return _nested.vjp(outer, f, x)
     tape = record(f, x)
 
     def pullback(ybar):
@@ -211,6 +222,9 @@ def jacobian(f, mode="auto"):
     choose_mode(mode, 1, 1)  # validate early
 
     def jac_f(x):
+        outer = _nested.recording()
+        if outer is not None:
+            return _nested.jacobian(outer, f, x)
         return record(f, x)._jacobian(None, mode)
     return jac_f
 
@@ -228,6 +242,9 @@ def jacrev(f):
 def hvp(f, x, v):
     """H(x) v for scalar f, by forward-over-reverse (one tangent sweep, one
     second-order reverse sweep); v of x's shape, or (k,) + x.shape."""
+    outer = _nested.recording()
+    if outer is not None:
+        return _nested.hvp(outer, f, x, v)
     return record(f, x)._hvp(None, v)
 
 
@@ -236,6 +253,9 @@ def hessian(f):
     structure of x's structure of blocks; forward-over-reverse, directions
     in chunks)."""
     def hess_f(x):
+        outer = _nested.recording()
+        if outer is not None:
+            return _nested.hessian(outer, f, x)
         return record(f, x)._hessian(None)
     return hess_f
 

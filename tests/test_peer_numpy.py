@@ -37,11 +37,6 @@ XFAIL = {
         ["numpy::test_cast_to_int"],
     "by design: a traced scalar has no dtype (NumPy's object-array var/std read it)":
         ["numpy::test_scalar_array_box_attributes"],
-    "missing: nested grad(grad(f)) (issue #17)": [
-        "scalar_ops::test_power_arg0", "graphs::test_grad_fanout", "graphs::test_grad_identity",
-        "graphs::test_hess_vector_prod", "graphs::test_third_derivative*",
-        "graphs::test_enclosing_scope_ref*", "jacobian::test_jacobian_against_stacked_grads",
-        "jacobian::test_jacobian_higher_order"],
     "by design (JAX's rule): grad needs a 0-d output, not a size-1 array": [
         "graphs::test_singleton_array_output*", "jacobian::test_jacobian_against_grad"],
     "not planned (#16): SciPy functions that are not ufuncs (stats, logsumexp, integrate, "
