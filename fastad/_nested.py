@@ -193,6 +193,27 @@ def _op_partials(arrays):
 
 
 _SCALAR = _op_partials(False)
+
+
+def _kinds():
+    """Per op and operand, what its partial is, for _var.traced_sweep."""
+    kind = np.full(2 * len(OP_PARTIAL_SOURCES), 8, dtype=np.int8)
+    const = np.zeros(kind.size)
+    for op, srcs in enumerate(OP_PARTIAL_SOURCES):
+        for j, src in enumerate(srcs):
+            s, at = src.strip(), 2 * op + j
+            if s == "c":
+                kind[at] = 4
+            elif s in ("x", "y", "v"):
+                kind[at] = 5 + "xyv".index(s)
+            elif _NUMBER.match(s):
+                d = float(s)
+                kind[at] = 0 if d == 0.0 else 1 if d == 1.0 else 2 if d == -1.0 else 3
+                const[at] = d
+    return kind, const
+
+
+_KIND, _CONST = _kinds()
 _ARRAY = _op_partials(True)
 
 
@@ -293,49 +314,21 @@ class _Sweep:
         self.add_slots(flat, seed_slots)
 
     def run(self):
-        tape, lo, adj = self.tape, self.lo, self.adj
-        ops, a0, a1, p1 = tape._nodes(lo, self.hi)
+        tape, lo = self.tape, self.lo
         blocks = tape.blocks
         bi = bisect.bisect_left([b.start for b in blocks], lo)
         own = [b for b in blocks[bi:] if b.stop > b.start]
-        k = len(own) - 1
-        i = self.hi - 1
-        while i >= lo:
-            j = i - lo
-            op = ops[j]
-            if op == _BLOCK:
-                blk = own[k]
-                k -= 1
-                self._block(blk)
-                i = blk.start - 1
-                continue
-            i -= 1
-            q = adj[j]
-            if q < 0 or OP_FLAGS[op] & _ZD:
-                continue
-            g = var_at(tape, q)
-            x0 = a0[j]
-            binary = OP_FLAGS[op] & _BIN
-            if binary:
-                x1 = a1[j]
-                if x0 >= lo:
-                    self._pull(op, 0, g, x0, x1, i + 1, 0.0)
-                if x1 >= lo:
-                    self._pull(op, 1, g, x0, x1, i + 1, 0.0)
-            elif x0 >= lo:
-                self._pull(op, 0, g, x0, -1, i + 1, p1[j])
+        stops = [b.stop - 1 for b in own]
 
-    def _pull(self, op, which, g, x0, x1, i, c):
-        const, fn = _SCALAR[op][which]
-        if fn is None:
-            d = const
-        else:
-            tape = self.tape
-            d = fn(var_at(tape, x0), var_at(tape, x1) if x1 >= 0 else None,
-                   var_at(tape, i), c)
-        r = _times(g, d)
-        if r is not None:
-            self.add(x1 if which else x0, r)
+        def block(i):
+            blk = own[bisect.bisect_left(stops, i)]
+            self._block(blk)
+            return blk.start
+
+        def partial(op, j, x0, x1, i, c):
+            return _SCALAR[op][j][1](var_at(tape, x0), var_at(tape, x1) if x1 >= 0 else None,
+                                     var_at(tape, i), c)
+        _var.traced_sweep(tape, lo, self.hi, self.adj, _KIND, _CONST, partial, block)
 
     def _block(self, blk):
         span = self.adj[blk.start - self.lo:blk.stop - self.lo]

@@ -544,6 +544,83 @@ def consume(Array a):
     a.fresh = False
 
 
+cdef inline Py_ssize_t _push_op(TapeBuf* t, int op, Py_ssize_t a, Py_ssize_t b,
+                                double c) except -1:
+    """Append op(val[a], val[b]) (b < 0: unary with constant c); its slot."""
+    cdef double d0, d1
+    cdef double v = fad_eval(op, t.val[a], t.val[b] if b >= 0 else 0.0, c, &d0, &d1)
+    if b >= 0:
+        return tape_push(t, op, <int32_t>a, <int32_t>b, d0, d1, v)
+    return tape_push(t, op, <int32_t>a, -1, d0, c, v)
+
+
+def traced_sweep(Tape tape, Py_ssize_t lo, Py_ssize_t hi, cnp.intp_t[::1] adj,
+                 const signed char[::1] kind, const double[::1] const, object partial,
+                 object block):
+    """Record the reverse sweep over the scalar nodes at slots [lo, hi) on
+    `tape` itself (fastad._nested): adj[i - lo] is slot i's adjoint's slot
+    (-1: zero).  Per op and operand, kind[2 op + j] says what the partial
+    is: 0 zero, 1 one, 2 minus one, 3 const[2 op + j], 4 the node's constant,
+    5/6/7 the value at x/y/the node itself, 8 traced code:
+    partial(op, j, a0, a1, i, c) returns it.  At a block's last slot,
+    block(i) pulls it back and returns its first slot."""
+    cdef void* cur_buf = fastad_get_current()
+    if cur_buf == NULL or (<TapeBuf*>cur_buf).id != tape.buf.id:
+        raise TapeError("fastad: a nested sweep records on the recording in progress")
+    if not (0 <= lo <= hi <= tape.buf.n) or adj.shape[0] < hi - lo or \
+            kind.shape[0] < 2 * FAD_NUM_OPS or const.shape[0] < 2 * FAD_NUM_OPS:
+        raise ValueError("fastad: traced_sweep: bad ranges")
+    cdef TapeBuf* t = &tape.buf
+    cdef Py_ssize_t i = hi - 1, q, r, cur, src
+    cdef int op, j, fl, kd
+    cdef Py_ssize_t arg[2]
+    cdef double c, c2
+    cdef object d
+    while i >= lo:
+        op = t.op[i]
+        if op == FAD_BLOCK:
+            i = <Py_ssize_t>block(i) - 1
+            continue
+        q = adj[i - lo]
+        fl = fad_op_flags[op]
+        if q < 0 or (fl & FAD_ZD) or op == FAD_INPUT:
+            i -= 1
+            continue
+        arg[0] = t.node[i].a0
+        arg[1] = t.node[i].a1 if (fl & FAD_BINARY) else -1
+        c = 0.0 if (fl & FAD_BINARY) else t.node[i].p1
+        for j in range(2):
+            src = arg[j]
+            if src < lo:
+                continue
+            kd = kind[2 * op + j]
+            if kd == 0:
+                continue
+            elif kd == 1:
+                r = q
+            elif kd == 2:
+                r = _push_op(t, FAD_NEG, q, -1, 0.0)
+            elif kd == 3:
+                r = _push_op(t, FAD_MUL_C, q, -1, const[2 * op + j])
+            elif kd == 4:
+                r = q if c == 1.0 else _push_op(t, FAD_MUL_C, q, -1, c)
+            elif kd == 8:
+                d = partial(op, j, arg[0], arg[1], i, c)
+                if type(d) is Var:
+                    r = _push_op(t, FAD_MUL, q, (<Var>d).slot, 0.0)
+                else:
+                    c2 = float(d)
+                    if c2 == 0.0:
+                        continue
+                    r = q if c2 == 1.0 else _push_op(t, FAD_MUL_C, q, -1, c2)
+            else:
+                r = _push_op(t, FAD_MUL, q, arg[0] if kd == 5 else (arg[1] if kd == 6 else i), 0.0)
+            cur = adj[src - lo]
+            adj[src - lo] = r if cur < 0 else _push_op(t, FAD_ADD, cur, r, 0.0)
+        i -= 1
+    return None
+
+
 def tape_of(Var v):
     """The Tape a Var of the current recording lives on (TapeError otherwise)."""
     return _tape_object(_current(v.tid))
