@@ -248,7 +248,6 @@ class _Sweep:
         self.adj = np.full(self.hi - lo, -1, dtype=np.intp)
         self._zero = -1
         tape.single_sweep = False          # the values the partials read must stay
-        tape._read_all(self.hi)            # scalar reads of block slots: no hand-off
 
     def zero(self):
         if self._zero < 0:
@@ -379,6 +378,9 @@ def pullback(tape, lo, out_slots, seed, wrt_slots):
     sw = _Sweep(tape, lo)
     sw.seed(out_slots, seed)
     sw.run()
+    # the sweep's scalar nodes read block slots (var_at): those blocks must
+    # take their cotangents from the adjoint buffer, not a hand-off
+    tape._read_all(tape.n_nodes)
     wrt = np.asarray(wrt_slots, dtype=np.intp)
     res = np.full(wrt.shape, -1, dtype=np.intp)
     inside = wrt >= lo
@@ -742,15 +744,32 @@ def jvp(tape, f, x, v):
     out = f(xn)
     yslots, rebuild_y, _ = _outputs(tape, out)
     xshapes = _leaf_shapes(x)
+    if len(xshapes) == 1 and np.ndim(v) == len(xshapes[0] or ()) + 1:
+        # k stacked directions: one transposed sweep each
+        res = [_jvp_one(tape, lo, yslots, flat, _seed_slots(tape, v[i], xshapes, "v"))
+               for i in range(np.shape(v)[0])]
+        return out, _stacked(tape, res, rebuild_y)
     vs = _seed_slots(tape, v, xshapes, "v")
+    return out, rebuild_y(_jvp_one(tape, lo, yslots, flat, vs))
+
+
+def _stacked(tape, res, rebuild_y):
+    parts = [rebuild_y(r) for r in res]
+    if not parts:
+        return np.zeros(0)
+    return np.stack([p if type(p) in (Var, Array) else np.asarray(p) for p in parts]) \
+        if type(parts[0]) is Array else _var.stack(parts)
+
+
+def _jvp_one(tape, lo, yslots, flat, vs):
+    """J v's slots: the recorded pullback (seed u) transposed at v."""
     mid = tape.n_nodes
     u = np.asarray(tape.push_consts(np.zeros(yslots.size)), dtype=np.intp).reshape(-1)
     xbar = pullback(tape, lo, yslots, u, flat)
     live = xbar >= 0
     if not live.any():
-        return out, rebuild_y(np.full(yslots.size, -1, dtype=np.intp))
-    jv = pullback(tape, mid, xbar[live], vs[live], u)
-    return out, rebuild_y(jv)
+        return np.full(yslots.size, -1, dtype=np.intp)
+    return pullback(tape, mid, xbar[live], vs[live], u)
 
 
 def _leaf_shapes(x):
@@ -794,3 +813,71 @@ def hessian(tape, f, x):
 def hvp(tape, f, x, v):
     from fastad.transforms import grad
     return jvp(tape, grad(f), x, v)[1]
+
+
+# -------------------------------------------------- Tape methods on traced values
+
+def _has_traced(x):
+    t = type(x)
+    if t is Var or t is Array:
+        return True
+    if t in (list, tuple):
+        return any(_has_traced(v) for v in x)
+    if t is dict:
+        return any(_has_traced(v) for v in x.values())
+    return False
+
+
+def has_traced(x):
+    """x holds values of the recording in progress."""
+    return current_tape() is not None and _has_traced(x)
+
+
+def tape_method(tape, name, x, *args):
+    """Tape.<name>(x, ...) where x holds traced values (fastad._tape asks
+    with tape None: is x traced?).  The recorded function is run again on
+    x, after a replay at x's values has checked the recorded branches."""
+    if tape is None:
+        return current_tape() is not None and _has_traced(x)
+    if tape is None or name is None:
+        raise ValueError("fastad: tape_method needs a tape and a method name")
+    f = tape.f
+    if f is None:
+        raise TapeError(
+            f"fastad: Tape.{name} was called on traced values (inside a transform), "
+            f"which needs the recorded function, but this tape has none (it was loaded "
+            f"or unpickled); call it with numbers, or record the function again")
+    tape(_plain(x))                           # BranchChangedError where it would differ
+    from fastad import transforms as T
+    if name == "__call__":
+        return f(x)
+    if name == "value_and_gradient":
+        return T.value_and_grad(f)(x)
+    if name == "gradient":
+        return T.grad(f)(x)
+    if name == "jvp":
+        return T.jvp(f, x, args[0])[1]
+    if name == "vjp":
+        return T.vjp(f, x)[1](args[0])
+    if name == "jacobian":
+        return T.jacobian(f)(x)
+    if name == "hvp":
+        return T.hvp(f, x, args[0])
+    if name == "hessian":
+        return T.hessian(f)(x)
+    raise ValueError(f"fastad: no traced Tape.{name}")
+
+
+def _plain(x):
+    t = type(x)
+    if t is Var or t is Array:
+        return value_of(x)
+    if t in (list, tuple):
+        return t(_plain(v) for v in x)
+    if t is dict:
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+from fastad import _tape as _tape_module        # noqa: E402 (it sits below this module)
+_tape_module.provide("traced", tape_method)

@@ -46,7 +46,7 @@ cdef dict _methods = {}
 def provide(name, fn):
     """Make fn(tape, ...) what Tape.<name>(...) does (name: 'sparse_jacobian'
     or 'sparse_hessian'); called by fastad.sparse."""
-    if name not in ("sparse_jacobian", "sparse_hessian"):
+    if name not in ("sparse_jacobian", "sparse_hessian", "traced"):
         raise ValueError(f"fastad: no Tape method {name!r} is provided from outside")
     _methods[name] = fn
 
@@ -59,6 +59,15 @@ _io = {}
 
 def provide_io(**fns):
     _io.update(fns)
+
+
+cdef inline bint _traced(object x) except -1:
+    """x holds values of the recording in progress (a Tape method called
+    inside a transform: fastad._nested retraces the recorded function)."""
+    if type(x) is np.ndarray or type(x) is float:
+        return False
+    fn = _methods.get("traced")
+    return fn is not None and fn(None, None, x)
 
 
 cdef object _provided(str name):
@@ -80,6 +89,8 @@ cdef class Tape(Player):
 
     def __call__(self, x):
         """f(x), replayed."""
+        if _traced(x):
+            return _methods["traced"](self, "__call__", x)
         cdef Work w = self._acquire()
         try:
             self._replay(w, x)
@@ -99,6 +110,8 @@ cdef class Tape(Player):
 
     def value_and_gradient(self, x):
         """(f(x), gradient) for a scalar output, replayed at x."""
+        if _traced(x):
+            return _methods["traced"](self, "value_and_gradient", x)
         self._need_output("gradient")
         if self._out.ndim != 0:
             raise ValueError(
@@ -139,27 +152,39 @@ cdef class Tape(Player):
 
     def gradient(self, x):
         """The gradient of a scalar output, replayed at x."""
+        if _traced(x):
+            return _methods["traced"](self, "gradient", x)
         return self.value_and_gradient(x)[1]
 
     def jvp(self, x, v):
         """J(x) v, with v of x's shape or (k,) + x.shape for k directions."""
+        if _traced(x) or _traced(v):
+            return _methods["traced"](self, "jvp", x, v)
         return self._jvp(x, v)
 
     def vjp(self, x, ybar):
         """ybar J(x), with ybar of the output's shape or (k,) + that shape."""
+        if _traced(x) or _traced(ybar):
+            return _methods["traced"](self, "vjp", x, ybar)
         return self._vjp(x, ybar)
 
     def jacobian(self, x, mode="auto"):
         """The Jacobian at x, shape out_shape + x.shape; mode 'fwd', 'rev' or 'auto'."""
+        if _traced(x):
+            return _methods["traced"](self, "jacobian", x, mode)
         return self._jacobian(x, mode)
 
     def hvp(self, x, v):
         """H(x) v for a scalar output (forward-over-reverse, replayed at x);
         v of x's shape or (k,) + x.shape for k directions at once."""
+        if _traced(x) or _traced(v):
+            return _methods["traced"](self, "hvp", x, v)
         return self._hvp(x, v)
 
     def hessian(self, x):
         """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed)."""
+        if _traced(x):
+            return _methods["traced"](self, "hessian", x)
         return self._hessian(x)
 
     def sparse_jacobian(self, x, mode="auto"):

@@ -207,6 +207,8 @@ def vjp(f, x):
     tape = record(f, x)
 
     def pullback(ybar):
+        if _nested.has_traced(ybar):      # inside another transform: record it there
+            return _nested.vjp(_nested.recording(), f, x)[1](ybar)
         return tape._vjp(None, ybar)
     pullback.tape = tape
     return _output_value(tape), pullback
