@@ -357,7 +357,7 @@ def _scalar_primitive_rule(self, blk, g):
             f"transform needs to differentiate through it")
     vals = [c if s is None else var_at(tape, s) for s, c in zip(blk.slots, blk.consts)]
     out = var_at(tape, blk.start)
-    ybar = np.reshape(g, (1,)) if prim.vjp_vectorized else g
+    ybar = _leading(g) if prim.vjp_vectorized else g
     cots = prim.vjp_rule(ybar, out, *vals, **blk.kwargs)
     if len(vals) == 1 and not isinstance(cots, tuple):
         cots = (cots,)
@@ -494,6 +494,11 @@ def _check(blk, vals, out, g):
     return [None] * len(blk.operands())
 
 
+def _leading(g):
+    """g with a leading axis of one seed (a vectorized rule's layout)."""
+    return _var.stack([g]) if type(g) is Var else g[None]
+
+
 def _letters(labels):
     return "".join(chr(ord("a") + i) if i < 26 else chr(ord("A") + i - 26) for i in labels)
 
@@ -552,7 +557,7 @@ def _register_module_rules():
             raise NotImplementedError(
                 f"fastad: primitive '{prim.name}' has no vjp rule, which a nested "
                 f"transform needs to differentiate through it")
-        ybar = g[None] if prim.vjp_vectorized else g
+        ybar = _leading(g) if prim.vjp_vectorized else g
         cots = prim.vjp_rule(ybar, out, *vals, **blk.kwargs)
         if len(vals) == 1 and not isinstance(cots, tuple):
             cots = (cots,)
@@ -580,6 +585,9 @@ def fresh(tape, x, who="argument"):
     """x's leaves as fresh nodes on tape (copies of traced leaves, constants
     for numbers): (the traced x', its flat slots, rebuild(slots) -> x's
     structure of traced values)."""
+    # the nested sweep reads the values of f's temporaries: no block may
+    # write over them (see Tape.overwrite_block)
+    tape.single_sweep = False
     leaves, node = flatten(x, f"fastad: {who}", atoms=Var, leaf_ok=_leaf_ok)
     new, parts, shapes = [], [], []
     for v in leaves:
