@@ -33,7 +33,7 @@ from fastad import _blocks as B
 from fastad._recording import _output_value, record
 from fastad._var import Var, tape_of, value_of, var_at
 from fastad.errors import TapeError
-from fastad.arrays import _operands, _push, concatenate, reshape
+from fastad.arrays import _operands, _push, concatenate, from_objects, reshape
 from fastad.arrays import sum as _sum
 
 __all__ = ["primitive", "Primitive"]
@@ -168,10 +168,14 @@ def _underivable(prim, which, missing, why):
 
 
 def _traced(prim, which, vals, wants):
-    """A rule's (traced) results against the shapes they must have."""
+    """A rule's (traced) results against the shapes they must have; an object
+    ndarray of Vars (np.asarray of an Array) becomes one Array."""
+    vals = list(vals)
     for i, (v, want) in enumerate(zip(vals, wants)):
         if v is None or want is None:
             continue
+        if isinstance(v, np.ndarray) and v.dtype == object:
+            v = vals[i] = from_objects(v)
         if not (B.is_active(v) or _is_numeric(v)):
             raise TypeError(f"fastad: the {which} rule of primitive '{prim.name}' returned "
                             f"{type(v).__name__}" + (f" for argument {i}" if which == "vjp" else "")
@@ -182,6 +186,7 @@ def _traced(prim, which, vals, wants):
                 + (f"a cotangent of shape {tuple(np.shape(v))} for argument {i}, which needs "
                    if which == "vjp" else f"a tangent of shape {tuple(np.shape(v))}, expected ")
                 + f"{tuple(want)}")
+    return vals
 
 
 def _flat(v, n):
@@ -214,7 +219,7 @@ def _jvp_by_transposition(prim, y, args, kwargs, dots, k, blk=None, state=None):
             cots = (cots,)
         if not isinstance(cots, (tuple, list)) or len(cots) != len(args):
             prim._check_cots(cots, shapes, 1 if vec else None)    # (its error)
-        _traced(prim, "vjp", cots, wants)
+        cots = _traced(prim, "vjp", cots, wants)
         return concatenate([_flat(cots[i], _size(shapes[i])) for i in live])
 
     tape = _cached(blk, state, ("vjp", tuple(live)), lambda: _record_rule(
@@ -246,7 +251,7 @@ def _vjp_by_transposition(prim, lanes, y, args, kwargs, shapes, k, active,
             e = [None] * len(args)
             e[i] = np.ones(1)
             cols.append(prim._jvp_lanes(e, y, args, kwargs, 1).reshape(-1))
-        C = _times(W, np.stack(cols, axis=1))
+        C = _times(W, np.stack(cols))
     else:
         vec = prim.jvp_vectorized
         offsets = np.cumsum([0] + sizes)
@@ -257,7 +262,7 @@ def _vjp_by_transposition(prim, lanes, y, args, kwargs, shapes, k, active,
                 p = z[int(offsets[j]):int(offsets[j + 1])]
                 xd[i] = reshape(p, ((1,) if vec else ()) + tuple(shapes[i]))
             ydot = prim.jvp_rule(xd[0] if len(args) == 1 else tuple(xd), y, *args, **kwargs)
-            _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
+            ydot, = _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
             return _flat(ydot, _size(yshape))
 
         tape = _cached(blk, state, ("jvp", tuple(live)), lambda: _record_rule(
@@ -303,7 +308,7 @@ def _jvp_rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
             xd[i] = reshape(ps[1 + j], (1,) + shapes[1 + j]) if vec else ps[1 + j]
         ydot = prim.jvp_rule(xd[0] if len(args) == 1 else tuple(xd), ps[1 + nl],
                              *ps[2 + nl:], **kwargs)
-        _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
+        ydot, = _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
         if vec:
             ydot = reshape(ydot, yshape)
         return ps[0] * ydot if yshape == () else _sum(ps[0] * ydot)
