@@ -23,6 +23,7 @@ block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
 and a replay calls the function again at the new values.
 """
 import functools
+import math
 import pickle
 import numbers
 import weakref
@@ -112,12 +113,13 @@ def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
 # multi-seeded reverse sweep; the recording is kept per block and point (one
 # entry: the recorded point's state is the same object on every sweep, so a
 # jacobian's or hessian's chunks, and all k lanes, share one recording).
+# A vectorized rule builds a small map's matrix in one call instead.
 
 _MAPS = weakref.WeakKeyDictionary()      # block -> (state, kind, recorded Tape)
 
 
 def _size(shape):
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)
 
 
 def _times(V, M):
@@ -128,6 +130,13 @@ def _times(V, M):
         if not np.isfinite(r).all():
             r = np.where(V[:, None, :] != 0, V[:, None, :] * M[None, :, :], 0.0).sum(axis=2)
     return r
+
+
+def _as_matrix(dim, other, k, vectorized):
+    """Build a linear map's matrix from `dim` unit seeds (one call of a
+    vectorized rule) rather than record the rule?  When that is about as
+    cheap as the lanes asked for, and the matrix is not large."""
+    return dim == 1 or (vectorized and dim <= max(k, 16) and dim * other <= 1 << 18)
 
 
 def _cached(blk, state, kind, build):
@@ -204,12 +213,14 @@ def _jvp_by_transposition(prim, y, args, kwargs, dots, k, blk=None, state=None):
         return np.zeros((k,) + yshape)
     V = np.concatenate([np.reshape(dots[i], (k, -1)) for i in live], axis=1)
     shapes = [np.shape(a) for a in args]
-    if m == 1:          # a scalar output: the pullback of 1 is J's only row
-        rows = prim._vjp_lanes(np.ones((1,) + yshape), y, args, kwargs, shapes, 1)
-        row = np.concatenate([np.zeros(_size(shapes[i])) if rows[i] is None
-                              else np.reshape(rows[i], -1) for i in live])
-        return _times(V, row[None, :]).reshape((k,) + yshape)
     vec = prim.vjp_vectorized
+    if _as_matrix(m, V.shape[1], k, vec):     # J's rows: the pullbacks of the unit seeds
+        def rows_of():
+            rows = prim._vjp_lanes(np.eye(m).reshape((m,) + yshape), y, args, kwargs, shapes, m)
+            return np.concatenate([np.zeros((m, _size(shapes[i]))) if rows[i] is None
+                                   else np.reshape(rows[i], (m, -1)) for i in live], axis=1)
+        M = _cached(blk, state, ("vjp matrix", tuple(live)), rows_of) if m > 1 else rows_of()
+        return _times(V, M).reshape((k,) + yshape)
     wants = [((1,) if vec else ()) + tuple(s) for s in shapes]
 
     def pullback_of(w):
@@ -240,21 +251,25 @@ def _vjp_by_transposition(prim, lanes, y, args, kwargs, shapes, k, active,
         return [np.zeros((k,) + tuple(shapes[i])) if i in live else None
                 for i in range(len(args))]
     W = np.reshape(lanes, (k, -1))
-    if n == 1:          # one scalar argument: its unit tangent gives J's only column
-        e = [None] * len(args)
-        e[live[0]] = np.ones((1,) + tuple(shapes[live[0]]))
-        col = prim._jvp_lanes(e, y, args, kwargs, 1).reshape(1, -1)
-        C = _times(W, col)
-    elif all(s == () for s in shapes) and yshape == ():   # scalars only: one call per argument
+    vec = prim.jvp_vectorized
+    offsets = np.cumsum([0] + sizes)
+    if n == len(live) and yshape == () and not vec:
+        # scalars only: J's columns from one call per argument, the others None
         cols = []
         for i in live:
             e = [None] * len(args)
-            e[i] = np.ones(1)
+            e[i] = np.ones((1,) + tuple(shapes[i]))
             cols.append(prim._jvp_lanes(e, y, args, kwargs, 1).reshape(-1))
         C = _times(W, np.stack(cols))
+    elif _as_matrix(n, W.shape[1], k, vec):      # J's columns: the pushforwards of unit tangents
+        def cols_of():
+            E = np.eye(n)
+            e = [None] * len(args)
+            for j, i in enumerate(live):
+                e[i] = E[:, int(offsets[j]):int(offsets[j + 1])].reshape((n,) + tuple(shapes[i]))
+            return prim._jvp_lanes(e, y, args, kwargs, n).reshape(n, -1)
+        C = _times(W, _cached(blk, state, ("jvp matrix", tuple(live)), cols_of) if n > 1 else cols_of())
     else:
-        vec = prim.jvp_vectorized
-        offsets = np.cumsum([0] + sizes)
 
         def pushforward_of(z):
             xd = [None] * len(args)
@@ -495,6 +510,27 @@ class PrimitiveBlock(B.Block):
                 o.add_adjoint(adt, np.moveaxis(b, 0, -1), k)
 
 
+def _scalar_partials(prim, y, args, kwargs, live):
+    """dy/d(args[j]) for j in live, all scalars: the vjp rule's pullback of 1,
+    else one jvp rule call per argument (the others None).  Rules that are
+    not vectorized."""
+    if prim.vjp_rule is not None:
+        cots = prim.vjp_rule(1.0, y, *args, **kwargs)
+        if len(args) == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        if not (isinstance(cots, tuple) and len(cots) == len(args)
+                and all(c is None or isinstance(c, (float, int)) for c in cots)):
+            cots = prim._check_cots(cots, [()] * len(args), None)
+        return [0.0 if cots[j] is None else float(cots[j]) for j in live]
+    out = []
+    for j in live:
+        e = [None] * len(args)
+        e[j] = 1.0
+        d = prim.jvp_rule(e[0] if len(args) == 1 else tuple(e), y, *args, **kwargs)
+        out.append(d if type(d) is float else float(prim._check_ydot(d, ())))
+    return out
+
+
 class ScalarPrimitiveBlock(B.Block):
     """A primitive called on scalars only (say, in a scalar loop): the lean path.
 
@@ -543,6 +579,14 @@ class ScalarPrimitiveBlock(B.Block):
                 if c is not None and s is not None:
                     adj[s, 0] += c
             return
+        elif k == 1 and prim.vjp_rule is None and not prim.jvp_vectorized:
+            ybar = float(adj[self.start, 0])      # (jvp rule only: its partials, transposed)
+            if ybar == 0.0:
+                return
+            live = [j for j, s in enumerate(self.slots) if s is not None]
+            for j, p in zip(live, _scalar_partials(prim, y, args, self.kwargs, live)):
+                adj[self.slots[j], 0] += ybar * p
+            return
         else:
             lanes = np.array(adj[self.start])
             if not lanes.any():
@@ -576,9 +620,23 @@ class ScalarPrimitiveBlock(B.Block):
 
     def tangent(self, val, state, tan, k):
         y, args = state
+        prim = self.prim
+        if prim.jvp_rule is None and prim.vjp_rule is not None and not prim.vjp_vectorized:
+            # vjp rule only: its pullback of 1 is the row of partials
+            live = [j for j, s in enumerate(self.slots) if s is not None]
+            acc = np.zeros(k)
+            for j, p in zip(live, _scalar_partials(prim, y, args, self.kwargs, live)):
+                t = tan[self.slots[j]]
+                if math.isfinite(p):
+                    acc += p * t
+                else:                     # strong zeros: a zero tangent adds exactly 0
+                    with np.errstate(invalid="ignore"):
+                        acc += np.where(t != 0, p * t, 0.0)
+            tan[self.start] = acc
+            return
         dots = [None if s is None else np.array(tan[s]) for s in self.slots]
-        tan[self.start] = self.prim._pushforward(dots, y, args, self.kwargs, k, self,
-                                                 state).reshape(k)
+        tan[self.start] = prim._pushforward(dots, y, args, self.kwargs, k, self,
+                                            state).reshape(k)
 
     @property
     def has_tangent(self):      # (as PrimitiveBlock.has_tangent)

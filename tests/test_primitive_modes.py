@@ -32,6 +32,9 @@ def _register(prim, rules, vjp, jvp, vectorized=False, calls=None):
     def counted(kind, rule):
         def r(*a, **kw):
             calls[kind] += 1
+            d = a[0]
+            if any(isinstance(e, (fad.Var, fad.Array)) for e in (d if isinstance(d, tuple) else (d,))):
+                calls[kind + " traced"] += 1      # recorded (to be transposed or differentiated)
             return rule(*a, **kw)
         return r
     if rules in ("both", "vjp"):
@@ -439,6 +442,28 @@ def test_transposed_vjp_rule_is_recorded_once_per_point():
     for x2 in (x + 0.1, x - 0.2):         # a replay: once per point
         close(tape.jvp(x2, V), fad.jacfwd(f)(x2).T, rtol=1e-13, atol=1e-15)
     assert calls["vjp"] == 4
+
+
+@pytest.mark.parametrize("rules", RULES)
+@pytest.mark.parametrize("vectorized", [False, True], ids=["rule", "vectorized_rule"])
+def test_both_routes_of_a_transposition(rules, vectorized):
+    """A few lanes through a large map record the rule; many lanes through
+    a vectorized rule build the matrix from one call of unit seeds."""
+    calls = Counter()
+    p = make_softmax(rules, vectorized, calls)
+    f = lambda x: p(x * x) * 2.0
+    x = np.random.default_rng(5).normal(size=24)
+    J = fd_jacobian(lambda x: softmax_np(x * x) * 2.0, x)
+    V = np.random.default_rng(6).normal(size=(2, 24))
+    if rules == "vjp":
+        fd_close(fad.jvp(f, x, V)[1], V @ J.T)
+        assert calls["vjp traced"] == 1 and calls["jvp"] == 0
+        fd_close(fad.jacfwd(f)(x), J)                 # 24 lanes
+    else:
+        fd_close(fad.vjp(f, x)[1](V), V @ J)
+        assert calls["jvp traced"] == 1 and calls["vjp"] == 0
+        fd_close(fad.jacrev(f)(x), J)
+    assert calls[rules + " traced"] == (1 if vectorized else 2)
 
 
 def test_scalar_output_needs_no_recording_and_rule_may_use_float():
