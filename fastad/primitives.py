@@ -20,7 +20,10 @@ leading axis and returns them stacked; otherwise fastad calls it once per seed.
 
 Called on Vars/Arrays, a primitive evaluates on their values and records one
 block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
-and a replay calls the function again at the new values.
+and a replay calls the function again at the new values.  One rule is
+enough: the other is its transpose (see "transposition" below), so a
+primitive with only a vjp rule works in forward mode and under hvp/hessian,
+and one with only a jvp rule in reverse mode.
 """
 import functools
 import math
@@ -157,8 +160,8 @@ def _record_rule(prim, which, missing, fn, z0):
     stand in for it."""
     try:
         tape = record(fn, z0)
-    except (TypeError, NotImplementedError) as e:
-        raise _underivable(prim, which, missing, str(e)) from e
+    except (TypeError, NotImplementedError, AttributeError) as e:
+        raise _underivable(prim, which, missing, f"{type(e).__name__}: {e}") from e
     if tape.value_read is not None:     # the map would hold a number, not its input
         raise _underivable(prim, which, missing, f"it reads a concrete value of its "
                            f"{'cotangent' if which == 'vjp' else 'tangent'} ({tape.value_read})")
@@ -268,7 +271,8 @@ def _vjp_by_transposition(prim, lanes, y, args, kwargs, shapes, k, active,
             for j, i in enumerate(live):
                 e[i] = E[:, int(offsets[j]):int(offsets[j + 1])].reshape((n,) + tuple(shapes[i]))
             return prim._jvp_lanes(e, y, args, kwargs, n).reshape(n, -1)
-        C = _times(W, _cached(blk, state, ("jvp matrix", tuple(live)), cols_of) if n > 1 else cols_of())
+        M = _cached(blk, state, ("jvp matrix", tuple(live)), cols_of) if n > 1 else cols_of()
+        C = _times(W, M)
     else:
 
         def pushforward_of(z):

@@ -33,7 +33,8 @@ def _register(prim, rules, vjp, jvp, vectorized=False, calls=None):
         def r(*a, **kw):
             calls[kind] += 1
             d = a[0]
-            if any(isinstance(e, (fad.Var, fad.Array)) for e in (d if isinstance(d, tuple) else (d,))):
+            if any(isinstance(e, (fad.Var, fad.Array))
+                   for e in (d if isinstance(d, tuple) else (d,))):
                 calls[kind + " traced"] += 1      # recorded (to be transposed or differentiated)
             return rule(*a, **kw)
         return r
@@ -466,6 +467,32 @@ def test_both_routes_of_a_transposition(rules, vectorized):
     assert calls[rules + " traced"] == (1 if vectorized else 2)
 
 
+def test_kept_recordings_go_with_their_tape():
+    from fastad import primitives as P
+    import gc
+    p = make_softmax("vjp")
+    x = np.linspace(-1.0, 1.0, 30)
+    gc.collect()
+    before = len(P._MAPS)
+    tape = fad.record(lambda x: p(x * x), x)
+    tape.jvp(x, np.ones(30))
+    assert len(P._MAPS) == before + 1
+    fad.jvp(lambda x: p(x * x), x, np.ones(30))     # a transform's own tape: gone after
+    del tape
+    gc.collect()
+    assert len(P._MAPS) == before
+
+
+@pytest.mark.parametrize("rules", RULES)
+def test_sparse_jacobian_and_hessian(rules):
+    p, both = make_softmax(rules), make_softmax("both")
+    x = np.linspace(-1.0, 1.0, 6)
+    g = lambda p: (lambda x: fad.sum(fad.sin(p(x * x))))
+    close(fad.sparse_jacobian(lambda x: p(x * x))(x).toarray(),
+          fad.jacrev(lambda x: both(x * x))(x), rtol=1e-12, atol=1e-14)
+    close(fad.sparse_hessian(g(p))(x).toarray(), fad.hessian(g(both))(x), rtol=1e-11, atol=1e-13)
+
+
 def test_scalar_output_needs_no_recording_and_rule_may_use_float():
     """A scalar output's pullback of 1 is J's row: one plain rule call, so a
     rule that only works on numbers (float(ybar)) is fine here."""
@@ -561,7 +588,8 @@ def _value(a):      # .value where there is one: what a rule written for fastad 
 
 
 @pytest.mark.parametrize("rule, says", [
-    (lambda ybar, y, x: np.cumsum(_value(ybar)[::-1])[::-1], r"reads a concrete value .*\.value read"),
+    (lambda ybar, y, x: np.cumsum(_value(ybar)[::-1])[::-1],
+     r"reads a concrete value .*\.value read"),
     (lambda ybar, y, x: np.cumsum(np.real(np.fft.ifft(np.fft.fft(ybar)))[::-1])[::-1], "fft"),
     (lambda ybar, y, x: np.cumsum(np.asarray(ybar, dtype=float)[::-1])[::-1],
      "would drop its derivatives"),
