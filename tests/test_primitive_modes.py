@@ -197,6 +197,15 @@ def layer_np(z):
     return np.tanh(z[:12].reshape(3, 4) @ (z[12:] * 2.0) + SHIFT)
 
 
+def constant_case(rules, vectorized=False):
+    p = make_layer(rules, vectorized)
+    return lambda v: p(W0, v * 2.0, shift=SHIFT)        # W a constant: no tangent for it
+
+
+def constant_np(v):
+    return np.tanh(W0 @ (v * 2.0) + SHIFT)
+
+
 def solve_case(rules):
     p = make_solve(rules)
 
@@ -226,6 +235,9 @@ CASES = {
     "two_arrays": (layer_case, layer_np, np.concatenate([W0.ravel(), RNG.normal(size=4) * 0.4])),
     "two_arrays_vectorized": (lambda r: layer_case(r, True), layer_np,
                               np.concatenate([W0.ravel(), RNG.normal(size=4) * 0.4])),
+    "constant_argument": (constant_case, constant_np, RNG.normal(size=4)),
+    "constant_argument_vectorized": (lambda r: constant_case(r, True), constant_np,
+                                     RNG.normal(size=4)),
     "solve": (solve_case, solve_np, np.concatenate([A0.ravel(), [0.5, -1.0, 1.5]])),
     "none_cotangent": (rounded_case, rounded_np, np.array([0.4, -0.8, 1.3, 2.2])),
 }
