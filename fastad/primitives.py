@@ -116,9 +116,10 @@ def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
 # multi-seeded reverse sweep; the recording is kept per block and point (one
 # entry: the recorded point's state is the same object on every sweep, so a
 # jacobian's or hessian's chunks, and all k lanes, share one recording).
-# A vectorized rule builds a small map's matrix in one call instead.
+# A vectorized rule builds a small map's matrix in one call instead (kept the
+# same way), and a scalar primitive takes its partials from one plain call.
 
-_MAPS = weakref.WeakKeyDictionary()      # block -> (state, kind, recorded Tape)
+_MAPS = weakref.WeakKeyDictionary()      # block -> (state, kind, recorded Tape or matrix)
 
 
 def _size(shape):
@@ -143,7 +144,8 @@ def _as_matrix(dim, other, k, vectorized):
 
 
 def _cached(blk, state, kind, build):
-    """The recorded linear map `kind` of blk at state: built once per point."""
+    """The linear map `kind` of blk at state (a recorded Tape or its matrix):
+    built once per point.  Weak in blk, so it goes with its tape."""
     if blk is None:
         return build()
     hit = _MAPS.get(blk)
