@@ -20,11 +20,16 @@ leading axis and returns them stacked; otherwise fastad calls it once per seed.
 
 Called on Vars/Arrays, a primitive evaluates on their values and records one
 block node; the reverse sweep calls the vjp rule, forward mode the jvp rule,
-and a replay calls the function again at the new values.
+and a replay calls the function again at the new values.  One rule is
+enough: the other is its transpose (see "transposition" below), so a
+primitive with only a vjp rule works in forward mode and under hvp/hessian,
+and one with only a jvp rule in reverse mode.
 """
 import functools
+import math
 import pickle
 import numbers
+import weakref
 
 import numpy as np
 
@@ -32,7 +37,8 @@ from fastad import _blocks as B
 from fastad._recording import _output_value, record
 from fastad._var import Var, tape_of, value_of, var_at
 from fastad.errors import TapeError
-from fastad.arrays import _operands, _push, concatenate, reshape
+from fastad.arrays import _operands, _push, concatenate, from_objects, reshape
+from fastad.arrays import sum as _sum
 
 __all__ = ["primitive", "Primitive"]
 
@@ -96,6 +102,262 @@ def _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
         outd.append(cd[:, pos:pos + n].reshape((k,) + tuple(shape)))
         pos += n
     return out0, outd
+
+
+# ---------------------------------------------------------------- transposition
+# A primitive with one rule gets the other from it: the pullback is linear in
+# ybar and the pushforward in xdot, so each is the transpose of the other,
+#     J v   = transpose(ybar -> vjp_rule(ybar, y, *args)) applied to v,
+#     J^T w = transpose(xdot -> jvp_rule(xdot, y, *args)) applied to w.
+# A map with a one-element input (a scalar output's pullback, the pushforward
+# of one scalar argument) is its matrix, from one plain rule call.  Otherwise
+# fastad records the rule as a function of that input (y and the arguments
+# are constants) and pulls the k directions back through the recording in one
+# multi-seeded reverse sweep; the recording is kept per block and point (one
+# entry: the recorded point's state is the same object on every sweep, so a
+# jacobian's or hessian's chunks, and all k lanes, share one recording).
+# A vectorized rule builds a small map's matrix in one call instead (kept the
+# same way), and a scalar primitive takes its partials from one plain call.
+
+_MAPS = weakref.WeakKeyDictionary()      # block -> (state, kind, recorded Tape or matrix)
+
+
+def _size(shape):
+    return math.prod(shape)
+
+
+def _times(V, M):
+    """V (k, n) times M^T (M: (m, n)) -> (k, m), with strong zeros: a zero entry
+    of V contributes exactly 0, even against an inf or NaN of M."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = V @ M.T
+        if not np.isfinite(r).all():
+            r = np.where(V[:, None, :] != 0, V[:, None, :] * M[None, :, :], 0.0).sum(axis=2)
+    return r
+
+
+def _as_matrix(dim, other, k, vectorized):
+    """Build a linear map's matrix from `dim` unit seeds (one call of a
+    vectorized rule) rather than record the rule?  When that is about as
+    cheap as the lanes asked for, and the matrix is not large."""
+    return dim == 1 or (vectorized and dim <= max(k, 16) and dim * other <= 1 << 18)
+
+
+def _cached(blk, state, kind, build):
+    """The linear map `kind` of blk at state (a recorded Tape or its matrix):
+    built once per point.  Weak in blk, so it goes with its tape."""
+    if blk is None:
+        return build()
+    hit = _MAPS.get(blk)
+    if hit is not None and hit[0] is state and hit[1] == kind:
+        return hit[2]
+    tape = build()
+    _MAPS[blk] = (state, kind, tape)
+    return tape
+
+
+def _record_rule(prim, which, missing, fn, z0):
+    """Record fn (a rule as a map of its linear input) at z0, or say in a
+    NotImplementedError which rule is missing and why the other one cannot
+    stand in for it."""
+    try:
+        tape = record(fn, z0)
+    except (TypeError, NotImplementedError, AttributeError) as e:
+        raise _underivable(prim, which, missing, f"{type(e).__name__}: {e}") from e
+    if tape.value_read is not None:     # the map would hold a number, not its input
+        raise _underivable(prim, which, missing, f"it reads a concrete value of its "
+                           f"{'cotangent' if which == 'vjp' else 'tangent'} ({tape.value_read})")
+    return tape
+
+
+def _underivable(prim, which, missing, why):
+    mode = "forward mode (jvp, jacfwd, jacobian(mode='fwd'), hvp, hessian)" \
+        if missing == "jvp" else "reverse mode (grad, vjp, jacrev, hvp, hessian)"
+    return NotImplementedError(
+        f"fastad: primitive '{prim.name}' has no {missing} rule, and {mode} through it "
+        f"derives one by transposing its {which} rule, which fastad must be able to "
+        f"record as ordinary NumPy code on its {'cotangent' if which == 'vjp' else 'tangents'}; "
+        f"recording the {which} rule failed: {why}. Register a {missing} rule with "
+        f"@{prim.name}.def{missing}")
+
+
+def _traced(prim, which, vals, wants):
+    """A rule's (traced) results against the shapes they must have; an object
+    ndarray of Vars (np.asarray of an Array) becomes one Array."""
+    vals = list(vals)
+    for i, (v, want) in enumerate(zip(vals, wants)):
+        if v is None or want is None:
+            continue
+        if isinstance(v, np.ndarray) and v.dtype == object:
+            v = vals[i] = from_objects(v)
+        if not (B.is_active(v) or _is_numeric(v)):
+            raise TypeError(f"fastad: the {which} rule of primitive '{prim.name}' returned "
+                            f"{type(v).__name__}" + (f" for argument {i}" if which == "vjp" else "")
+                            + f"; expected numbers of shape {want}")
+        if tuple(np.shape(v)) != tuple(want):
+            raise ValueError(
+                f"fastad: the {which} rule of primitive '{prim.name}' returned "
+                + (f"a cotangent of shape {tuple(np.shape(v))} for argument {i}, which needs "
+                   if which == "vjp" else f"a tangent of shape {tuple(np.shape(v))}, expected ")
+                + f"{tuple(want)}")
+    return vals
+
+
+def _flat(v, n):
+    if v is None:
+        return np.zeros(n)
+    return reshape(v, (-1,)) if B.is_active(v) else np.reshape(np.asarray(v, np.float64), -1)
+
+
+def _jvp_by_transposition(prim, y, args, kwargs, dots, k, blk=None, state=None):
+    """J v for k directions from the vjp rule: (k,) + y.shape."""
+    yshape = np.shape(y)
+    m = _size(yshape)
+    live = [i for i, d in enumerate(dots) if d is not None]
+    if not live or k == 0:
+        return np.zeros((k,) + yshape)
+    V = np.concatenate([np.reshape(dots[i], (k, -1)) for i in live], axis=1)
+    shapes = [np.shape(a) for a in args]
+    vec = prim.vjp_vectorized
+    if _as_matrix(m, V.shape[1], k, vec):     # J's rows: the pullbacks of the unit seeds
+        def rows_of():
+            rows = prim._vjp_lanes(np.eye(m).reshape((m,) + yshape), y, args, kwargs, shapes, m)
+            return np.concatenate([np.zeros((m, _size(shapes[i]))) if rows[i] is None
+                                   else np.reshape(rows[i], (m, -1)) for i in live], axis=1)
+        M = _cached(blk, state, ("vjp matrix", tuple(live)), rows_of) if m > 1 else rows_of()
+        return _times(V, M).reshape((k,) + yshape)
+    wants = [((1,) if vec else ()) + tuple(s) for s in shapes]
+
+    def pullback_of(w):
+        ybar = reshape(w, ((1,) if vec else ()) + yshape)
+        cots = prim.vjp_rule(ybar, y, *args, **kwargs)
+        if len(args) == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        if not isinstance(cots, (tuple, list)) or len(cots) != len(args):
+            prim._check_cots(cots, shapes, 1 if vec else None)    # (its error)
+        cots = _traced(prim, "vjp", cots, wants)
+        return concatenate([_flat(cots[i], _size(shapes[i])) for i in live])
+
+    tape = _cached(blk, state, ("vjp", tuple(live)), lambda: _record_rule(
+        prim, "vjp", "jvp", pullback_of, np.ones(m)))
+    return np.asarray(tape._vjp(None, V)).reshape((k,) + yshape)
+
+
+def _vjp_by_transposition(prim, lanes, y, args, kwargs, shapes, k, active,
+                          blk=None, state=None):
+    """Cotangents of the k seeds `lanes` ((k,) + y.shape) from the jvp rule:
+    one per argument, (k,) + its shape, None where inactive."""
+    yshape = np.shape(y)
+    live = [i for i in range(len(args)) if active is None or active[i]]
+    sizes = [_size(shapes[i]) for i in live]
+    n = sum(sizes)
+    out = [None] * len(args)
+    if not live or k == 0:
+        return [np.zeros((k,) + tuple(shapes[i])) if i in live else None
+                for i in range(len(args))]
+    W = np.reshape(lanes, (k, -1))
+    vec = prim.jvp_vectorized
+    offsets = np.cumsum([0] + sizes)
+    if n == len(live) and yshape == () and not vec:
+        # scalars only: J's columns from one call per argument, the others None
+        cols = []
+        for i in live:
+            e = [None] * len(args)
+            e[i] = np.ones((1,) + tuple(shapes[i]))
+            cols.append(prim._jvp_lanes(e, y, args, kwargs, 1).reshape(-1))
+        C = _times(W, np.stack(cols))
+    elif _as_matrix(n, W.shape[1], k, vec):      # J's columns: the pushforwards of unit tangents
+        def cols_of():
+            E = np.eye(n)
+            e = [None] * len(args)
+            for j, i in enumerate(live):
+                e[i] = E[:, int(offsets[j]):int(offsets[j + 1])].reshape((n,) + tuple(shapes[i]))
+            return prim._jvp_lanes(e, y, args, kwargs, n).reshape(n, -1)
+        M = _cached(blk, state, ("jvp matrix", tuple(live)), cols_of) if n > 1 else cols_of()
+        C = _times(W, M)
+    else:
+
+        def pushforward_of(z):
+            xd = [None] * len(args)
+            for j, i in enumerate(live):
+                p = z[int(offsets[j]):int(offsets[j + 1])]
+                xd[i] = reshape(p, ((1,) if vec else ()) + tuple(shapes[i]))
+            ydot = prim.jvp_rule(xd[0] if len(args) == 1 else tuple(xd), y, *args, **kwargs)
+            ydot, = _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
+            return _flat(ydot, _size(yshape))
+
+        tape = _cached(blk, state, ("jvp", tuple(live)), lambda: _record_rule(
+            prim, "jvp", "vjp", pushforward_of, np.ones(n)))
+        C = np.asarray(tape._vjp(None, W)).reshape(k, n)
+    pos = 0
+    for i, s in zip(live, sizes):
+        out[i] = C[:, pos:pos + s].reshape((k,) + tuple(shapes[i]))
+        pos += s
+    return out
+
+
+def _jvp_rule_with_tangents(prim, ybar, y, args, kwargs, dots, k):
+    """reverse2 for a primitive with only a jvp rule: S = <ybar, jvp_rule(xdot,
+    y, *args)> is linear in xdot, and its gradient in xdot is the cotangent
+    J^T ybar; that gradient's tangent along (ybar', y', args') is the xdot rows
+    of H (ybar', 0, y', args'): one Hessian-vector product through the
+    recorded rule.  Same returns as _rule_with_tangents."""
+    vec = prim.jvp_vectorized
+    yshape = np.shape(y)
+    live = [i for i, d in enumerate(dots[2:]) if d is not None]
+    parts = [np.asarray(ybar, dtype=np.float64)] + \
+        [np.ones(np.shape(args[i])) for i in live] + \
+        [np.asarray(y, dtype=np.float64)] + [np.asarray(a, dtype=np.float64) for a in args]
+    shapes = [p.shape for p in parts]
+    sizes = [p.size for p in parts]
+    offsets = np.cumsum([0] + sizes)
+    nl = len(live)
+    z0 = np.concatenate([p.reshape(-1) for p in parts])
+    tdots = [dots[0]] + [None] * nl + [dots[1]] + list(dots[2:])
+    V = np.concatenate([np.reshape(d, (k, -1)) if d is not None else np.zeros((k, n))
+                        for d, n in zip(tdots, sizes)], axis=1)
+
+    def piece(z, i):
+        if shapes[i] == ():
+            return z[int(offsets[i])]
+        return reshape(z[int(offsets[i]):int(offsets[i + 1])], shapes[i])
+
+    def pairing(z):
+        ps = [piece(z, i) for i in range(len(parts))]
+        xd = [None] * len(args)
+        for j, i in enumerate(live):
+            xd[i] = reshape(ps[1 + j], (1,) + shapes[1 + j]) if vec else ps[1 + j]
+        ydot = prim.jvp_rule(xd[0] if len(args) == 1 else tuple(xd), ps[1 + nl],
+                             *ps[2 + nl:], **kwargs)
+        ydot, = _traced(prim, "jvp", [ydot], [((1,) if vec else ()) + yshape])
+        if vec:
+            ydot = reshape(ydot, yshape)
+        return ps[0] * ydot if yshape == () else _sum(ps[0] * ydot)
+
+    try:
+        tape = record(pairing, z0)
+        _, g, Hv = tape._hvp(None, V, True)
+    except (TypeError, NotImplementedError) as e:
+        raise NotImplementedError(
+            f"fastad: second derivatives through primitive '{prim.name}' (which has only "
+            f"a jvp rule) need its jvp rule to be differentiable by fastad (NumPy code on "
+            f"its inputs), but differentiating it failed: {e}") from e
+    g = np.asarray(g, dtype=np.float64).reshape(-1)
+    Hv = np.asarray(Hv, dtype=np.float64).reshape(k, -1)
+    c0 = [np.zeros(np.shape(a)) for a in args]
+    cd = [np.zeros((k,) + np.shape(a)) for a in args]
+    for j, i in enumerate(live):
+        lo, hi = int(offsets[1 + j]), int(offsets[2 + j])
+        c0[i] = g[lo:hi].reshape(np.shape(args[i]))
+        cd[i] = Hv[:, lo:hi].reshape((k,) + np.shape(args[i]))
+    return c0, cd
+
+
+def _with_tangents(prim, ybar, y, args, kwargs, dots, k):
+    """Cotangents and their k tangents (reverse2), from whichever rule there is."""
+    if prim.vjp_rule is not None:
+        return _rule_with_tangents(prim, ybar, y, args, kwargs, dots, k)
+    return _jvp_rule_with_tangents(prim, ybar, y, args, kwargs, dots, k)
 
 
 class PrimitiveBlock(B.Block):
@@ -174,7 +436,7 @@ class PrimitiveBlock(B.Block):
         return (float(y) if self.shape == () else np.array(y, dtype=np.float64), args)
 
     def reverse(self, val, state, adj, k):
-        if k == 1 and not self.prim.vjp_vectorized:
+        if k == 1 and not self.prim.vjp_vectorized and self.prim.vjp_rule is not None:
             if self.scalar:
                 return self._reverse_scalar(state, adj)
             return self._reverse_one(state, adj)
@@ -183,7 +445,8 @@ class PrimitiveBlock(B.Block):
             return              # zero cotangent: the rule is not even called
         y, args = state
         lanes = np.moveaxis(g, -1, 0)        # (k,) + shape
-        cots = self.prim._pullback(lanes, y, args, self.kwargs, [o.shape for o in self.ops], k)
+        cots = self.prim._pullback(lanes, y, args, self.kwargs, [o.shape for o in self.ops], k,
+                                   [o.active for o in self.ops], self, state)
         for o, c in zip(self.ops, cots):
             if c is not None and o.active:
                 o.add_adjoint(adj, np.moveaxis(c, 0, -1), k)
@@ -219,11 +482,13 @@ class PrimitiveBlock(B.Block):
     def tangent(self, val, state, tan, k):
         y, args = state
         dots = [np.moveaxis(o.tangent(tan, k), -1, 0) if o.active else None for o in self.ops]
-        ydot = self.prim._pushforward(dots, y, args, self.kwargs, k)
+        ydot = self.prim._pushforward(dots, y, args, self.kwargs, k, self, state)
         tan[self.start:self.stop] = np.moveaxis(ydot, 0, -1).reshape(-1, k)
 
     @property
     def has_tangent(self):
+        # forward mode without transposing the vjp rule ("auto" then prefers
+        # reverse mode, which calls the vjp rule directly)
         return self.prim.jvp_rule is not None
 
     def reverse2(self, val, state, tan, adj, adt, k):
@@ -234,7 +499,8 @@ class PrimitiveBlock(B.Block):
             # zero cotangent: the rule is linear in it, so only its tangents move
             # (pulled back as first-order seeds); nothing else may leak NaN/inf
             if gd.any():
-                cots = self.prim._pullback(gd, y, args, self.kwargs, [o.shape for o in self.ops], k)
+                cots = self.prim._pullback(gd, y, args, self.kwargs, [o.shape for o in self.ops],
+                                           k, [o.active for o in self.ops], self, state)
                 for o, c in zip(self.ops, cots):
                     if c is not None and o.active:
                         o.add_adjoint(adt, np.moveaxis(c, 0, -1), k)
@@ -242,12 +508,33 @@ class PrimitiveBlock(B.Block):
         ydot = np.moveaxis(tan[self.start:self.stop].reshape(self.shape + (k,)), -1, 0)
         dots = [gd, ydot] + [np.moveaxis(o.tangent(tan, k), -1, 0) if o.active else None
                              for o in self.ops]
-        c0, cd = _rule_with_tangents(self.prim, g if self.shape else float(g), y, args,
-                                     self.kwargs, dots, k)
+        c0, cd = _with_tangents(self.prim, g if self.shape else float(g), y, args,
+                                self.kwargs, dots, k)
         for o, a, b in zip(self.ops, c0, cd):
             if o.active:
                 o.add_adjoint(adj, a[..., None], 1)
                 o.add_adjoint(adt, np.moveaxis(b, 0, -1), k)
+
+
+def _scalar_partials(prim, y, args, kwargs, live):
+    """dy/d(args[j]) for j in live, all scalars: the vjp rule's pullback of 1,
+    else one jvp rule call per argument (the others None).  Rules that are
+    not vectorized."""
+    if prim.vjp_rule is not None:
+        cots = prim.vjp_rule(1.0, y, *args, **kwargs)
+        if len(args) == 1 and not isinstance(cots, tuple):
+            cots = (cots,)
+        if not (isinstance(cots, tuple) and len(cots) == len(args)
+                and all(c is None or isinstance(c, (float, int)) for c in cots)):
+            cots = prim._check_cots(cots, [()] * len(args), None)
+        return [0.0 if cots[j] is None else float(cots[j]) for j in live]
+    out = []
+    for j in live:
+        e = [None] * len(args)
+        e[j] = 1.0
+        d = prim.jvp_rule(e[0] if len(args) == 1 else tuple(e), y, *args, **kwargs)
+        out.append(d if type(d) is float else float(prim._check_ydot(d, ())))
+    return out
 
 
 class ScalarPrimitiveBlock(B.Block):
@@ -284,7 +571,7 @@ class ScalarPrimitiveBlock(B.Block):
     def reverse(self, val, state, adj, k):
         y, args = state
         prim = self.prim
-        if k == 1 and not prim.vjp_vectorized:
+        if k == 1 and not prim.vjp_vectorized and prim.vjp_rule is not None:
             ybar = float(adj[self.start, 0])
             if ybar == 0.0:
                 return
@@ -298,12 +585,21 @@ class ScalarPrimitiveBlock(B.Block):
                 if c is not None and s is not None:
                     adj[s, 0] += c
             return
+        elif k == 1 and prim.vjp_rule is None and not prim.jvp_vectorized:
+            ybar = float(adj[self.start, 0])      # (jvp rule only: its partials, transposed)
+            if ybar == 0.0:
+                return
+            live = [j for j, s in enumerate(self.slots) if s is not None]
+            for j, p in zip(live, _scalar_partials(prim, y, args, self.kwargs, live)):
+                adj[self.slots[j], 0] += ybar * p
+            return
         else:
             lanes = np.array(adj[self.start])
             if not lanes.any():
                 return
             cots = [None if c is None else c.reshape(k) for c in
-                    prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k)]
+                    prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k,
+                                   [s is not None for s in self.slots], self, state)]
         for s, c in zip(self.slots, cots):
             if c is not None and s is not None:
                 adj[s] += c
@@ -313,15 +609,16 @@ class ScalarPrimitiveBlock(B.Block):
         if adj[self.start, 0] == 0.0:
             lanes = np.array(adt[self.start])
             if lanes.any():       # zero cotangent: only its tangents move (first order)
-                cots = self.prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k)
+                cots = self.prim._pullback(lanes, y, args, self.kwargs, [()] * len(args), k,
+                                           [s is not None for s in self.slots], self, state)
                 for s, c in zip(self.slots, cots):
                     if c is not None and s is not None:
                         adt[s] += c.reshape(k)
             return
         dots = [np.array(adt[self.start]), np.array(tan[self.start])] + \
             [None if s is None else np.array(tan[s]) for s in self.slots]
-        c0, cd = _rule_with_tangents(self.prim, float(adj[self.start, 0]), y, args,
-                                     self.kwargs, dots, k)
+        c0, cd = _with_tangents(self.prim, float(adj[self.start, 0]), y, args,
+                                self.kwargs, dots, k)
         for s, a, b in zip(self.slots, c0, cd):
             if s is not None:
                 adj[s, 0] += float(a)
@@ -329,11 +626,26 @@ class ScalarPrimitiveBlock(B.Block):
 
     def tangent(self, val, state, tan, k):
         y, args = state
+        prim = self.prim
+        if prim.jvp_rule is None and prim.vjp_rule is not None and not prim.vjp_vectorized:
+            # vjp rule only: its pullback of 1 is the row of partials
+            live = [j for j, s in enumerate(self.slots) if s is not None]
+            acc = np.zeros(k)
+            for j, p in zip(live, _scalar_partials(prim, y, args, self.kwargs, live)):
+                t = tan[self.slots[j]]
+                if math.isfinite(p):
+                    acc += p * t
+                else:                     # strong zeros: a zero tangent adds exactly 0
+                    with np.errstate(invalid="ignore"):
+                        acc += np.where(t != 0, p * t, 0.0)
+            tan[self.start] = acc
+            return
         dots = [None if s is None else np.array(tan[s]) for s in self.slots]
-        tan[self.start] = self.prim._pushforward(dots, y, args, self.kwargs, k).reshape(k)
+        tan[self.start] = prim._pushforward(dots, y, args, self.kwargs, k, self,
+                                            state).reshape(k)
 
     @property
-    def has_tangent(self):
+    def has_tangent(self):      # (as PrimitiveBlock.has_tangent)
         return self.prim.jvp_rule is not None
 
 
@@ -418,10 +730,7 @@ class Primitive:
             tape, ops = _operands(args)
         if tape is None:
             return self.fn(*args, **kwargs)
-        if self.vjp_rule is None:
-            raise TypeError(
-                f"fastad: primitive '{self.name}' is being differentiated but has no vjp "
-                f"rule; register one with @{self.name}.defvjp")
+        self._need_a_rule()
         if kwargs:      # constants of the tape: a later change to them must not reach it
             kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
         if scalar:
@@ -445,8 +754,25 @@ class Primitive:
 
     # ------------------------------------------------------------ rules
 
-    def _pullback(self, lanes, y, args, kwargs, shapes, k):
-        """Cotangents per positional argument, each (k,) + its shape (or None)."""
+    def _pullback(self, lanes, y, args, kwargs, shapes, k, active=None, blk=None, state=None):
+        """Cotangents per positional argument, each (k,) + its shape (or None):
+        from the vjp rule, else by transposing the jvp rule (`active`: which
+        arguments need one; blk and state key its recording)."""
+        if self.vjp_rule is None:
+            self._need_a_rule()
+            return _vjp_by_transposition(self, lanes, y, args, kwargs, shapes, k, active,
+                                         blk, state)
+        return self._vjp_lanes(lanes, y, args, kwargs, shapes, k)
+
+    def _need_a_rule(self):
+        if self.vjp_rule is None and self.jvp_rule is None:
+            raise TypeError(
+                f"fastad: primitive '{self.name}' is being differentiated but has no "
+                f"derivative rule (neither a vjp nor a jvp rule); register one with "
+                f"@{self.name}.defvjp (or @{self.name}.defjvp)")
+
+    def _vjp_lanes(self, lanes, y, args, kwargs, shapes, k):
+        """_pullback through the vjp rule itself."""
         n = len(args)
         if self.vjp_vectorized:
             per = [self._check_cots(self.vjp_rule(lanes, y, *args, **kwargs), shapes, k)]
@@ -497,13 +823,17 @@ class Primitive:
             out.append(c)
         return out
 
-    def _pushforward(self, dots, y, args, kwargs, k):
-        """The output's k tangents, (k,) + y.shape, from the arguments' (k,) + shape ones."""
+    def _pushforward(self, dots, y, args, kwargs, k, blk=None, state=None):
+        """The output's k tangents, (k,) + y.shape, from the arguments' (k,) + shape
+        ones (None: not perturbed): from the jvp rule, else by transposing the
+        vjp rule (blk and state key its recording)."""
         if self.jvp_rule is None:
-            raise NotImplementedError(
-                f"fastad: primitive '{self.name}' has no jvp rule, so it cannot be used in "
-                f"forward mode (jvp, jacfwd, jacobian(mode='fwd'), hvp, hessian); register "
-                f"one with @{self.name}.defjvp, or use reverse mode (vjp, jacrev)")
+            self._need_a_rule()
+            return _jvp_by_transposition(self, y, args, kwargs, dots, k, blk, state)
+        return self._jvp_lanes(dots, y, args, kwargs, k)
+
+    def _jvp_lanes(self, dots, y, args, kwargs, k):
+        """_pushforward through the jvp rule itself."""
         one = len(args) == 1
         yshape = np.shape(y)
         if self.jvp_vectorized:
