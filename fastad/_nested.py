@@ -376,7 +376,12 @@ def pullback(tape, lo, out_slots, seed, wrt_slots):
     `seed` (slots, a traced value or numbers, of out_slots' shape) at
     out_slots; returns the adjoints' slots at wrt_slots (-1: zero)."""
     sw = _Sweep(tape, lo)
-    sw.seed(out_slots, seed)
+    if np.size(out_slots) == 1 and np.size(seed) == 1:        # (a gradient's seed)
+        o = int(np.reshape(out_slots, -1)[0])
+        if o >= lo:
+            sw.adj[o - lo] = int(np.reshape(seed, -1)[0])
+    else:
+        sw.seed(out_slots, seed)
     sw.run()
     # the sweep's scalar nodes read block slots (var_at): those blocks must
     # take their cotangents from the adjoint buffer, not a hand-off
@@ -588,6 +593,14 @@ def fresh(tape, x, who="argument"):
     # the nested sweep reads the values of f's temporaries: no block may
     # write over them (see Tape.overwrite_block)
     tape.single_sweep = False
+    if type(x) is Var or type(x) is float:          # the common scalar case, lean
+        if type(x) is Var:
+            if not is_traced(tape, x):
+                output_slots(tape, x)          # (its error: another recording)
+            s = int(tape.push_copies(np.array([x.slot], dtype=np.intp))[0])
+        else:
+            s = tape.push_const(x)
+        return var_at(tape, s), np.array([s], dtype=np.intp), _scalar_rebuild(tape)
     leaves, node = flatten(x, f"fastad: {who}", atoms=Var, leaf_ok=_leaf_ok)
     new, parts, shapes = [], [], []
     for v in leaves:
@@ -616,6 +629,13 @@ def fresh(tape, x, who="argument"):
         return _unflatten(node, iter(out))
     x_new = new[0] if node == LEAF else _unflatten_(node, new)
     return x_new, flat, rebuild
+
+
+def _scalar_rebuild(tape):
+    def rebuild(adj):
+        s = int(adj[0])
+        return 0.0 if s < 0 else var_at(tape, s)
+    return rebuild
 
 
 def _unflatten_(node, leaves):
