@@ -118,9 +118,10 @@ cdef TapeBuf* _current(int64_t tid) except NULL:
             "differentiated (keep .value if you need the numbers afterwards)")
     raise TapeError(
         "fastad: this Var/Array belongs to another recording than the one "
-        "running now; values of two recordings cannot be mixed (a closure over an outer "
-        "function's Var inside an inner grad is not supported: use "
-        "fad.hessian / fad.hvp for second derivatives)")
+        "running now; values of two recordings cannot be mixed (fad.record and the "
+        "sparse routines make a tape of their own, which cannot see an enclosing "
+        "transform's values; fad.grad, value_and_grad, jvp, vjp, jacobian, hessian "
+        "and hvp nest inside one another)")
 
 
 cdef int _mixed() except -1:
@@ -980,9 +981,10 @@ def make_input(Tape tape, object x, int argnum):
     cdef Py_ssize_t first
     if type(x) is Var or type(x) is Array:
         raise NotImplementedError(
-            "fastad: nested differentiation (grad of a function that itself "
-            "calls grad on its Var input) is not supported; use fad.hessian "
-            "or fad.hvp for second derivatives")
+            "fastad: fad.record (and the sparse routines) make a tape of their own and "
+            "take numbers, not the Vars/Arrays of a transform in progress; inside a "
+            "transform use fad.grad, jvp, vjp, jacobian, hessian or hvp, which nest "
+            "(record the outer function instead to replay the whole)")
     if not isinstance(x, (np.ndarray, list, tuple)) and _num(x, &c):
         first = tape_push(t, FAD_INPUT, -1, -1, 0.0, 0.0, c)
         tape.n_inputs += 1
