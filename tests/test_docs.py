@@ -92,11 +92,11 @@ def _check_shown(what, shown, printed):
 
 
 def test_guide_has_the_notes_sections_in_order():
-    assert len(SECTIONS) == 11
-    assert [int(h.split(".")[0]) for h in NAMES] == list(range(1, 12))
+    assert len(SECTIONS) == 12
+    assert [int(h.split(".")[0]) for h in NAMES] == list(range(1, 13))
     for words, head in zip(["Wengert", "Adjoints", "Forward", "Multi-seeded", "Record once",
                             "backprop", "primitives", "Sparse Jacobians", "Hessians",
-                            "Newton-Krylov", "NumPy"], NAMES):
+                            "Newton-Krylov", "NumPy", "Nested"], NAMES):
         assert words.lower() in head.lower()
 
 
