@@ -27,7 +27,7 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad._kernels import FLAG, OP_FLAGS, OP_NAMES, OP_PARTIAL_SOURCES
-from fastad._pytree import LEAF, flatten, input_leaf_ok
+from fastad._pytree import LEAF, _unflatten, flatten, input_leaf_ok
 from fastad._recorder import slot_range
 from fastad._var import (Array, Var, current_tape, is_traced, make_array, output_slots,
                          value_of, var_at)
@@ -350,28 +350,18 @@ class _Sweep:
 
 
 def _scalar_primitive_rule(self, blk, g):
-    prim, tape = blk.prim, self.tape
-    if prim.vjp_rule is None:
-        raise NotImplementedError(
-            f"fastad: primitive '{prim.name}' has no vjp rule, which a nested "
-            f"transform needs to differentiate through it")
+    tape = self.tape
     vals = [c if s is None else var_at(tape, s) for s, c in zip(blk.slots, blk.consts)]
-    out = var_at(tape, blk.start)
-    ybar = _leading(g) if prim.vjp_vectorized else g
-    cots = prim.vjp_rule(ybar, out, *vals, **blk.kwargs)
-    if len(vals) == 1 and not isinstance(cots, tuple):
-        cots = (cots,)
+    cots = _vjp_rule(blk.prim, g, var_at(tape, blk.start), vals, blk.kwargs)
     for s, c in zip(blk.slots, cots):
         if s is not None and c is not None:
-            if prim.vjp_vectorized:
-                c = c[0]
             self.add_value(np.array([s], dtype=np.intp), c)
 
 
 _Sweep._scalar_primitive = _scalar_primitive_rule
 
 
-def pullback(tape, lo, out_slots, seed, wrt_slots):
+def _pullback(tape, lo, out_slots, seed, wrt_slots):
     """Record the reverse sweep of the nodes at slots >= lo, seeded with
     `seed` (slots, a traced value or numbers, of out_slots' shape) at
     out_slots; returns the adjoints' slots at wrt_slots (-1: zero)."""
@@ -469,16 +459,11 @@ def _elementwise(blk, vals, out, g):
 
 @traced_rule(B.Matmul)
 def _matmul(blk, vals, out, g):
-    A = _var_reshape(vals[0], blk.sa)
-    Bm = _var_reshape(vals[1], blk.sb)
-    G = _var_reshape(g, (blk.sa[0], blk.sb[1]))
-    ga = _var_reshape(G @ np.transpose(Bm), blk.a.shape) if blk.a.active else None
-    gb = _var_reshape(np.transpose(A) @ G, blk.b.shape) if blk.b.active else None
+    A, Bm = np.reshape(vals[0], blk.sa), np.reshape(vals[1], blk.sb)
+    G = np.reshape(g, (blk.sa[0], blk.sb[1]))
+    ga = np.reshape(G @ np.transpose(Bm), blk.a.shape) if blk.a.active else None
+    gb = np.reshape(np.transpose(A) @ G, blk.b.shape) if blk.b.active else None
     return ga, gb
-
-
-def _var_reshape(a, shape):
-    return np.reshape(a, shape)
 
 
 @traced_rule(B.Sum)
@@ -557,22 +542,27 @@ def _register_module_rules():
 
     @traced_rule(PrimitiveBlock)
     def _primitive(blk, vals, out, g):
-        prim = blk.prim
-        if prim.vjp_rule is None:
-            raise NotImplementedError(
-                f"fastad: primitive '{prim.name}' has no vjp rule, which a nested "
-                f"transform needs to differentiate through it")
-        ybar = _leading(g) if prim.vjp_vectorized else g
-        cots = prim.vjp_rule(ybar, out, *vals, **blk.kwargs)
-        if len(vals) == 1 and not isinstance(cots, tuple):
-            cots = (cots,)
-        if not isinstance(cots, (tuple, list)) or len(cots) != len(vals):
-            raise ValueError(f"fastad: the vjp rule of primitive '{prim.name}' must return "
-                             f"one cotangent per positional argument ({len(vals)})")
-        if prim.vjp_vectorized:
-            cots = [None if c is None else c[0] for c in cots]
+        cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
         return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
                 else c for c, o in zip(cots, blk.operands())]
+
+
+def _vjp_rule(prim, g, out, vals, kwargs):
+    """A primitive's vjp rule on traced values: one cotangent (or None) per
+    positional argument."""
+    if prim.vjp_rule is None:
+        raise NotImplementedError(
+            f"fastad: primitive '{prim.name}' has no vjp rule, which a nested "
+            f"transform needs to differentiate through it")
+    cots = prim.vjp_rule(_leading(g) if prim.vjp_vectorized else g, out, *vals, **kwargs)
+    if len(vals) == 1 and not isinstance(cots, tuple):
+        cots = (cots,)
+    if not isinstance(cots, (tuple, list)) or len(cots) != len(vals):
+        raise ValueError(f"fastad: the vjp rule of primitive '{prim.name}' must return "
+                         f"one cotangent per positional argument ({len(vals)})")
+    if prim.vjp_vectorized:
+        cots = [None if c is None else c[0] for c in cots]
+    return cots
 
 
 # ----------------------------------------------------------- the nested transforms
@@ -618,17 +608,20 @@ def fresh(tape, x, who="argument"):
         parts.append(np.asarray(slots, dtype=np.intp).reshape(-1))
         new.append(make_array(tape, np.asarray(slots, dtype=np.intp).reshape(shape or ())))
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
-    sizes = [p.size for p in parts]
+    x_new = new[0] if node == LEAF else _unflatten(node, iter(new))
+    return x_new, flat, _rebuilder(tape, node, shapes, [p.size for p in parts])
 
+
+def _rebuilder(tape, node, shapes, sizes):
+    """rebuild(slots) -> the pytree `node` of traced values at consecutive
+    runs of slots (-1: zero), one run per leaf of `shapes` and `sizes`."""
     def rebuild(adj):
         out, at = [], 0
         for shape, n in zip(shapes, sizes):
             out.append(traced(tape, adj[at:at + n], shape))
             at += n
-        from fastad._pytree import _unflatten
         return _unflatten(node, iter(out))
-    x_new = new[0] if node == LEAF else _unflatten_(node, new)
-    return x_new, flat, rebuild
+    return rebuild
 
 
 def _scalar_rebuild(tape):
@@ -636,11 +629,6 @@ def _scalar_rebuild(tape):
         s = int(adj[0])
         return 0.0 if s < 0 else var_at(tape, s)
     return rebuild
-
-
-def _unflatten_(node, leaves):
-    from fastad._pytree import _unflatten
-    return _unflatten(node, iter(leaves))
 
 
 def traced(tape, slots, shape):
@@ -659,7 +647,8 @@ def _one(tape):
     return tape.push_const(1.0)
 
 
-def _scalar_out(tape, out, who):
+def scalar_slot(tape, out, who):
+    """The slot array (0-d) of f's scalar output (ValueError otherwise)."""
     slots = output_slots(tape, out)
     if slots.ndim != 0:
         raise ValueError(
@@ -669,7 +658,8 @@ def _scalar_out(tape, out, who):
     return slots
 
 
-def _split_aux(out, has_aux):
+def split_aux(out, has_aux):
+    """(value, aux) of f's output; aux as f returned it."""
     if not has_aux:
         return out, None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -689,10 +679,10 @@ def value_and_grad(tape, f, args, kwargs, nums, has_aux):
         flats.append(flat)
         rebuilds.append(rebuild)
     out = f(*args, **kwargs)
-    out, aux = _split_aux(out, has_aux)
-    y = _scalar_out(tape, out, "grad")
+    out, aux = split_aux(out, has_aux)
+    y = scalar_slot(tape, out, "grad")
     wrt = np.concatenate(flats) if flats else np.zeros(0, dtype=np.intp)
-    adj = pullback(tape, lo, y, _one(tape), wrt)
+    adj = _pullback(tape, lo, y, _one(tape), wrt)
     grads, at = [], 0
     for flat, rebuild in zip(flats, rebuilds):
         grads.append(rebuild(adj[at:at + flat.size]))
@@ -712,16 +702,8 @@ def _outputs(tape, out):
     parts = [output_slots(tape, v) for v in leaves]
     shapes = [None if p.ndim == 0 and type(v) is not Array else p.shape
               for p, v in zip(parts, leaves)]
-    sizes = [p.size for p in parts]
-
-    def rebuild(adj):
-        res, at = [], 0
-        for shape, n in zip(shapes, sizes):
-            res.append(traced(tape, adj[at:at + n], shape))
-            at += n
-        return _unflatten_(node, res)
     flat = np.concatenate([p.reshape(-1) for p in parts]) if parts else np.zeros(0, np.intp)
-    return flat, rebuild, shapes
+    return flat, _rebuilder(tape, node, shapes, [p.size for p in parts]), shapes
 
 
 def _seed_slots(tape, v, shapes, who):
@@ -753,15 +735,14 @@ def vjp(tape, f, x):
         if current_tape() is not tape:
             raise TapeError("fastad: a nested vjp's pullback works only inside the "
                             "recording that made it")
-        seed = _seed_slots(tape, ybar, shapes, "ybar")
-        return rebuild(pullback_slots(seed))
-
-    def pullback_slots(seed):
-        return pullback_(tape, lo, yslots, seed, flat)
+        if len(shapes) == 1 and np.ndim(ybar) == len(shapes[0] or ()) + 1:
+            # k stacked seeds: one recorded sweep each
+            return _stacked([rebuild(_pullback(tape, lo, yslots,
+                                               _seed_slots(tape, ybar[i], shapes, "ybar"), flat))
+                             for i in range(np.shape(ybar)[0])])
+        return rebuild(_pullback(tape, lo, yslots, _seed_slots(tape, ybar, shapes, "ybar"),
+                                 flat))
     return out, pullback
-
-
-pullback_ = pullback
 
 
 def jvp(tape, f, x, v):
@@ -774,30 +755,32 @@ def jvp(tape, f, x, v):
     xshapes = _leaf_shapes(x)
     if len(xshapes) == 1 and np.ndim(v) == len(xshapes[0] or ()) + 1:
         # k stacked directions: one transposed sweep each
-        res = [_jvp_one(tape, lo, yslots, flat, _seed_slots(tape, v[i], xshapes, "v"))
-               for i in range(np.shape(v)[0])]
-        return out, _stacked(tape, res, rebuild_y)
+        return out, _stacked([rebuild_y(_jvp_one(tape, lo, yslots, flat,
+                                                 _seed_slots(tape, v[i], xshapes, "v")))
+                              for i in range(np.shape(v)[0])])
     vs = _seed_slots(tape, v, xshapes, "v")
     return out, rebuild_y(_jvp_one(tape, lo, yslots, flat, vs))
 
 
-def _stacked(tape, res, rebuild_y):
-    parts = [rebuild_y(r) for r in res]
+def _stacked(parts):
+    """k traced results (Vars or Arrays; 0.0 / zeros where nothing
+    reached them) along a new leading axis."""
     if not parts:
         return np.zeros(0)
-    return np.stack([p if type(p) in (Var, Array) else np.asarray(p) for p in parts]) \
-        if type(parts[0]) is Array else _var.stack(parts)
+    if all(type(p) is Var or np.ndim(p) == 0 for p in parts):
+        return _var.stack(parts)
+    return np.stack(parts)
 
 
 def _jvp_one(tape, lo, yslots, flat, vs):
     """J v's slots: the recorded pullback (seed u) transposed at v."""
     mid = tape.n_nodes
     u = np.asarray(tape.push_consts(np.zeros(yslots.size)), dtype=np.intp).reshape(-1)
-    xbar = pullback(tape, lo, yslots, u, flat)
+    xbar = _pullback(tape, lo, yslots, u, flat)
     live = xbar >= 0
     if not live.any():
         return np.full(yslots.size, -1, dtype=np.intp)
-    return pullback(tape, mid, xbar[live], vs[live], u)
+    return _pullback(tape, mid, xbar[live], vs[live], u)
 
 
 def _leaf_shapes(x):
@@ -826,7 +809,7 @@ def jacobian(tape, f, x):
     one = _one(tape)
     rows = []
     for s in yslots.reshape(-1):
-        rows.append(pullback(tape, lo, np.array([s]), np.array([one]), flat))
+        rows.append(_pullback(tape, lo, np.array([s]), np.array([one]), flat))
     xshape = () if type(xn) is Var else tuple(np.shape(xn))
     J = np.array(rows, dtype=np.intp).reshape(yslots.shape + xshape) if rows else \
         np.zeros(yslots.shape + xshape, dtype=np.intp) - 1

@@ -59,13 +59,8 @@ def _argnums_tuple(argnums, nargs):
 
 
 def _split_aux(out, has_aux):
-    if not has_aux:
-        return out, None
-    if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise ValueError(
-            "fastad: has_aux=True requires f to return a pair (value, aux), "
-            f"but it returned {type(out).__name__}")
-    return out[0], _values(out[1])
+    value, aux = _nested.split_aux(out, has_aux)
+    return value, (None if aux is None else _values(aux))
 
 
 def _values(obj):
@@ -91,13 +86,7 @@ def _input_gradients(tape, slot):
 
 
 def _scalar_slot(tape, out, who):
-    slots = output_slots(tape, out)
-    if slots.ndim != 0:
-        raise ValueError(
-            f"fastad.{who} needs f to return a scalar, but it returned "
-            f"{type(out).__name__} with shape {slots.shape}; use fad.jacobian "
-            f"(or fad.vjp) for vector outputs")
-    return int(slots)
+    return int(_nested.scalar_slot(tape, out, who))
 
 
 def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep, trees=None):
