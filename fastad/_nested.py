@@ -26,6 +26,11 @@ import re
 import numpy as np
 
 from fastad import _blocks as B
+from fastad import _tape
+from fastad.arrays import sum as _asum
+from fastad.primitives import PrimitiveBlock
+from fastad.products import Einsum
+from fastad.reductions import Cumprod, Cumsum, Prod
 from fastad._kernels import FLAG, OP_FLAGS, OP_NAMES, OP_PARTIAL_SOURCES
 from fastad._pytree import LEAF, _unflatten, flatten, input_leaf_ok
 from fastad._recorder import slot_range
@@ -386,13 +391,6 @@ def _pullback(tape, lo, out_slots, seed, wrt_slots):
 # ---------------------------------------------------- block rules, as traced code
 
 _RULES = {}
-_loaded = False
-
-
-def _load():
-    global _loaded
-    _loaded = True
-    _register_module_rules()
 
 
 def traced_rule(cls):
@@ -405,8 +403,6 @@ def traced_rule(cls):
 
 
 def _rule_for(blk):
-    if not _loaded:
-        _load()
     for cls in type(blk).__mro__:
         fn = _RULES.get(cls)
         if fn is not None:
@@ -434,8 +430,7 @@ def unbroadcast(g, shape):
 
 
 def _sum(g, axis, keepdims=False):
-    from fastad.arrays import sum as asum
-    return asum(g, axis=axis, keepdims=keepdims)
+    return _asum(g, axis=axis, keepdims=keepdims)
 
 
 @traced_rule(B.Elementwise)
@@ -493,58 +488,53 @@ def _letters(labels):
     return "".join(chr(ord("a") + i) if i < 26 else chr(ord("A") + i - 26) for i in labels)
 
 
-def _register_module_rules():
-    """Rules of blocks defined above fastad._blocks (products, reductions,
-    primitives): registered here, where their modules are importable."""
-    from fastad.products import Einsum
-    from fastad.reductions import Cumprod, Cumsum, Prod
-    from fastad.primitives import PrimitiveBlock
+# products, reductions and primitives
 
-    @traced_rule(Einsum)
-    def _einsum(blk, vals, out, g):
-        X, Y = vals
-        sx, sy, so = _letters(blk.lx), _letters(blk.ly), _letters(blk.lo)
-        gx = np.einsum(f"{so},{sy}->{sx}", g, Y) if blk.x.active else None
-        gy = np.einsum(f"{so},{sx}->{sy}", g, X) if blk.y.active else None
-        return gx, gy
+@traced_rule(Einsum)
+def _einsum(blk, vals, out, g):
+    X, Y = vals
+    sx, sy, so = _letters(blk.lx), _letters(blk.ly), _letters(blk.lo)
+    gx = np.einsum(f"{so},{sy}->{sx}", g, Y) if blk.x.active else None
+    gy = np.einsum(f"{so},{sx}->{sy}", g, X) if blk.y.active else None
+    return gx, gy
 
-    @traced_rule(Cumsum)
-    def _cumsum(blk, vals, out, g):
-        return (np.flip(np.cumsum(np.flip(g, 0), axis=0), 0),)
+@traced_rule(Cumsum)
+def _cumsum(blk, vals, out, g):
+    return (np.flip(np.cumsum(np.flip(g, 0), axis=0), 0),)
 
-    @traced_rule(Prod)
-    def _prod(blk, vals, out, g):
-        (x,) = vals
-        m = blk.x.shape[0]
-        if m == 0:
-            return (None,)
-        ones = np.ones((1,) + tuple(blk.x.shape[1:]))
-        before = np.concatenate([ones, np.cumprod(x[:-1], axis=0)], axis=0) if m > 1 else ones
-        rx = np.flip(x, 0)
-        after = np.flip(np.concatenate([ones, np.cumprod(rx[:-1], axis=0)], axis=0), 0) \
-            if m > 1 else ones
-        return (np.reshape(g, (1,) + tuple(blk.shape)) * before * after,)
+@traced_rule(Prod)
+def _prod(blk, vals, out, g):
+    (x,) = vals
+    m = blk.x.shape[0]
+    if m == 0:
+        return (None,)
+    ones = np.ones((1,) + tuple(blk.x.shape[1:]))
+    before = np.concatenate([ones, np.cumprod(x[:-1], axis=0)], axis=0) if m > 1 else ones
+    rx = np.flip(x, 0)
+    after = np.flip(np.concatenate([ones, np.cumprod(rx[:-1], axis=0)], axis=0), 0) \
+        if m > 1 else ones
+    return (np.reshape(g, (1,) + tuple(blk.shape)) * before * after,)
 
-    @traced_rule(Cumprod)
-    def _cumprod(blk, vals, out, g):
-        # S[j] = g[j] + x[j+1] S[j+1]; xbar[j] = y[j-1] S[j] (y[-1] = 1)
-        (x,) = vals
-        m = blk.x.shape[0]
-        if m == 0:
-            return (None,)
-        rows = [None] * m
-        acc = g[m - 1]
-        for j in range(m - 1, -1, -1):
-            if j < m - 1:
-                acc = g[j] + x[j + 1] * acc
-            rows[j] = acc if j == 0 else out[j - 1] * acc
-        return (_var.stack(rows) if np.ndim(rows[0]) == 0 else np.stack(rows),)
+@traced_rule(Cumprod)
+def _cumprod(blk, vals, out, g):
+    # S[j] = g[j] + x[j+1] S[j+1]; xbar[j] = y[j-1] S[j] (y[-1] = 1)
+    (x,) = vals
+    m = blk.x.shape[0]
+    if m == 0:
+        return (None,)
+    rows = [None] * m
+    acc = g[m - 1]
+    for j in range(m - 1, -1, -1):
+        if j < m - 1:
+            acc = g[j] + x[j + 1] * acc
+        rows[j] = acc if j == 0 else out[j - 1] * acc
+    return (_var.stack(rows) if np.ndim(rows[0]) == 0 else np.stack(rows),)
 
-    @traced_rule(PrimitiveBlock)
-    def _primitive(blk, vals, out, g):
-        cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
-        return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
-                else c for c, o in zip(cots, blk.operands())]
+@traced_rule(PrimitiveBlock)
+def _primitive(blk, vals, out, g):
+    cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
+    return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
+            else c for c, o in zip(cots, blk.operands())]
 
 
 def _vjp_rule(prim, g, out, vals, kwargs):
@@ -816,14 +806,19 @@ def jacobian(tape, f, x):
     return traced(tape, J, None if J.ndim == 0 else J.shape)
 
 
+def _grad_of(f):
+    """grad(f) for one argument, nested (called while a recording runs)."""
+    def g(x):
+        return value_and_grad(current_tape(), f, (x,), {}, (0,), False)[2][0]
+    return g
+
+
 def hessian(tape, f, x):
-    from fastad.transforms import grad
-    return jacobian(tape, grad(f), x)
+    return jacobian(tape, _grad_of(f), x)
 
 
 def hvp(tape, f, x, v):
-    from fastad.transforms import grad
-    return jvp(tape, grad(f), x, v)[1]
+    return jvp(tape, _grad_of(f), x, v)[1]
 
 
 # -------------------------------------------------- Tape methods on traced values
@@ -859,23 +854,24 @@ def tape_method(tape, name, x, *args):
             f"which needs the recorded function, but this tape has none (it was loaded "
             f"or unpickled); call it with numbers, or record the function again")
     tape(_plain(x))                           # BranchChangedError where it would differ
-    from fastad import transforms as T
+    cur = current_tape()
     if name == "__call__":
         return f(x)
     if name == "value_and_gradient":
-        return T.value_and_grad(f)(x)
+        value, _, grads = value_and_grad(cur, f, (x,), {}, (0,), False)
+        return value, grads[0]
     if name == "gradient":
-        return T.grad(f)(x)
+        return _grad_of(f)(x)
     if name == "jvp":
-        return T.jvp(f, x, args[0])[1]
+        return jvp(cur, f, x, args[0])[1]
     if name == "vjp":
-        return T.vjp(f, x)[1](args[0])
+        return vjp(cur, f, x)[1](args[0])
     if name == "jacobian":
-        return T.jacobian(f)(x)
+        return jacobian(cur, f, x)
     if name == "hvp":
-        return T.hvp(f, x, args[0])
+        return hvp(cur, f, x, args[0])
     if name == "hessian":
-        return T.hessian(f)(x)
+        return hessian(cur, f, x)
     raise ValueError(f"fastad: no traced Tape.{name}")
 
 
@@ -890,5 +886,4 @@ def _plain(x):
     return x
 
 
-from fastad import _tape as _tape_module        # noqa: E402 (it sits below this module)
-_tape_module.provide("traced", tape_method)
+_tape.provide("traced", tape_method)
