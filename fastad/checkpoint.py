@@ -22,20 +22,28 @@ outputs `ys`, which would cost memory in proportion to `length`), and
 flow to both `init` and `params`.  `checkpoints` is the memory budget that
 jax.checkpoint and torch.utils.checkpoint leave to the user.
 
+The step: scalar operations (`x, y, z = carry`, arithmetic on the Vars,
+returning a list or array of the new values) replay in compiled code with
+no Python per step.  A step with array operations (`carry + h * k1` on an
+Array) works too, replayed through its tape's methods one step at a time
+(Python per step: several times slower), for first order and forward mode;
+second order through it raises NotImplementedError.
+
 Rules (each is checked, with an error naming it):
-- the step works on scalars (Vars): `x, y, z = carry` and arithmetic on
-  them, returning a list/array of the new values; array operations
-  (element-wise Arrays, matmul) are not supported in the step;
-- the step's branches must not change along the loop: comparisons are
-  recorded at step 0 and re-checked at every step; one that comes out
-  otherwise raises fad.BranchChangedError naming the step (use fad.where for
-  a smooth choice, or a plain Python loop);
+- the step returns the new carry only, with as many numbers as init;
+- the step's branches must not change along the loop: its comparisons are
+  recorded at step 0 and re-checked at every step (and at every replay of
+  an outer tape); one that comes out otherwise raises
+  fad.BranchChangedError naming the step (use fad.where for a smooth
+  choice, or a plain Python loop).  fad.scan does not re-record the step:
+  its schedule replays steps in any order, so one tape must describe them all;
+- the step may not read concrete values (.value) of its inputs;
 - everything the step differentiates must come in through `carry` or
   `params`: a traced value it closes over raises fad.TapeError.
 
 Forward mode (jvp, jacfwd) pushes tangents through the steps alongside the
-values; second order (hvp, hessian) runs forward-over-reverse steps with the
-carry's tangents checkpointed with it.
+values (no checkpoints needed); second order (hvp, hessian) runs
+forward-over-reverse steps, the carry's tangents checkpointed with it.
 """
 import math
 import numbers
@@ -150,6 +158,94 @@ def _reverse(kernel, plan, n):
         lo, c = _descend(kernel, stack, frames, lo, hi, c)
 
 
+# ---------------------------------------------------------------- array steps
+
+class PyStepKernel:
+    """StepKernel's interface for a step tape with array blocks: each step is
+    a replay through the Tape's methods (Python per step, NumPy per block),
+    so such a scan is slower than a scalar one but keeps the same schedule.
+    First order and forward mode only."""
+
+    def __init__(self, tape, nc):
+        if tape.out_tree is not None:
+            raise NotImplementedError(
+                "fastad.scan: a step with array operations must return one array "
+                "(or a list of scalars), not a nested structure")
+        self.tape, self.nc = tape, nc
+        self.npar = tape.n_inputs - nc
+        self.kt = 0
+        self.steps_run = 0
+        self.second = False
+
+    def set_params(self, p, pdot=None):
+        self.p = np.array(p, dtype=np.float64).reshape(-1)
+        self.pdot = None if pdot is None else np.array(pdot, dtype=np.float64)
+        self.kt = 0 if pdot is None else self.pdot.shape[1]
+
+    def _z(self, c):
+        return np.concatenate([c, self.p])
+
+    def _call(self, fn, step, *args):
+        from fastad.errors import BranchChangedError
+        try:
+            return fn(*args)
+        except BranchChangedError as e:
+            raise BranchChangedError(
+                f"fastad.scan: at step {step} the step function takes another branch than "
+                f"when it was recorded (at step 0): {e}") from None
+
+    def _fwd(self, state, step):
+        nc, kt = self.nc, self.kt
+        z = self._z(state[:nc])
+        new = np.asarray(self._call(self.tape, step, z), dtype=np.float64).reshape(-1)
+        if kt:
+            V = np.concatenate([state[nc:].reshape(nc, kt), self.pdot], axis=0).T
+            d = np.asarray(self.tape.jvp(z, V)).reshape(kt, nc)
+            state[nc:] = d.T.reshape(-1)
+        state[:nc] = new
+        self.steps_run += 1
+
+    def advance(self, state, steps, step0=0, store=None):
+        for i in range(steps):
+            self._fwd(state, step0 + i)
+            if store is not None and i < len(store):
+                store[i] = state
+
+    def begin_reverse(self, cbar, pbar, cbard=None, pbard=None):
+        if cbard is not None:
+            raise NotImplementedError(
+                "fastad.scan: second derivatives (hvp, hessian) through a scan need a step "
+                "of scalar operations (x, y, z = carry ...); this step records array "
+                "operations")
+        self.cbar, self.pbar = cbar, pbar
+
+    def _back(self, state, step):
+        k = self.cbar.shape[1]
+        out_shape = tuple(self.tape.out_slots.shape)
+        ybar = self.cbar.T.reshape((k,) + out_shape)
+        zbar = np.asarray(self._call(self.tape.vjp, step, self._z(state[:self.nc]), ybar))
+        zbar = zbar.reshape(k, -1)
+        self.cbar[...] = zbar[:, :self.nc].T
+        self.pbar += zbar[:, self.nc:].T
+
+    def reverse_segment(self, state, l, step0, stored=None, keep=True):
+        if keep:
+            if stored is None:
+                stored = np.empty((l - 1, state.shape[0]))
+                self.advance(state.copy(), l - 1, step0, stored)
+            for i in range(l - 1, -1, -1):
+                self._back(stored[i - 1] if i else state, step0 + i)
+            return
+        for i in range(l - 1, -1, -1):
+            w = state.copy()
+            self.advance(w, i, step0)
+            self._back(w, step0 + i)
+
+
+def _kernel_for(tape, nc):
+    return PyStepKernel(tape, nc) if tape.blocks else StepKernel(tape, nc)
+
+
 # ---------------------------------------------------------------- the node
 
 class ScanBlock(B.Block):
@@ -174,7 +270,7 @@ class ScanBlock(B.Block):
 
     def _kernel(self, p, pdot=None):
         # one per call: a Tape may be replayed from several threads at once
-        k = StepKernel(self.step_tape, self.nc)
+        k = _kernel_for(self.step_tape, self.nc)
         k.set_params(p, pdot)
         return k
 
@@ -313,12 +409,6 @@ def _record_step(step, c0, p, cshape, pshape, has_params):
         raise ValueError(f"fastad.scan: the step read a concrete value "
                          f"({tape.value_read}), so its tape cannot be replayed at the "
                          f"next steps; use comparisons of Vars or fad.where instead")
-    if tape.blocks:
-        raise NotImplementedError(
-            f"fastad.scan: the step recorded array operations "
-            f"({', '.join(sorted({b.describe() for b in tape.blocks}))}); the compiled "
-            f"step replays scalar operations only. Write the step on scalars: "
-            f"x, y, z = carry, then return [new_x, new_y, new_z]")
     return tape
 
 
@@ -362,7 +452,7 @@ def scan(step, init, length, params=None, *, checkpoints=None):
     tape_step = _record_step(step, c0, p, c0.shape, p.shape, has_params)
     if tape is None:
         # nothing traced: the compiled loop alone, no checkpoints
-        kern = StepKernel(tape_step, nc)
+        kern = _kernel_for(tape_step, nc)
         kern.set_params(p)
         state = c0.reshape(-1).copy()
         kern.advance(state, length, 0)
