@@ -113,6 +113,12 @@ def child(kind, n, checkpoints, n_ref, rounds):
         g_small = fad.grad(loss_scan)(th, n_ref, c)
         out.update(times=ts, n_ref=n_ref, peak_after_mb=_rss_mb(),
                    err_ref=float(np.max(np.abs(g_small - g_ref)) / np.max(np.abs(g_ref))))
+    elif kind == "tradeoff":
+        ts = {str(c): [] for c in checkpoints}
+        for _ in range(rounds):
+            for c in checkpoints:
+                ts[str(c)].append(_timed(lambda: fad.grad(loss_scan)(th, n, c))[0])
+        out.update(times=ts)
     print(json.dumps(out))
 
 
@@ -181,22 +187,31 @@ def main(argv=None):
             _pow10(NREF), t["err_ref"]))
     emit()
 
-    emit("### Memory/time trade-off at %s steps" % _pow10(N))
+    emit("### Memory/time trade-off")
     emit()
-    emit("| checkpoints | carries' memory | schedule's forward steps / N (revolve_cost) | time | ns per step | "
-         "peak RSS | max rel. difference to all kept |")
-    emit("|---:|---:|---:|---:|---:|---:|---:|")
     budgets = [N, N // 10, N // 100, N // 1000, N // 10000]
+    small = [max(10, NREF // 10 ** k) for k in range(5)]
+    tr = run_child("tradeoff", NREF, small, 0, args.rounds)
+    med = {int(c): float(np.median(v)) for c, v in tr["times"].items()}
+    emit("Peak RSS and one timed run at %s steps, each budget in its own process; "
+         "ns per step at %s steps with the budget scaled down 10x: medians of %d "
+         "interleaved rounds in one process, and their ratio to keeping every carry."
+         % (_pow10(N), _pow10(NREF), args.rounds))
+    emit()
+    emit("| checkpoints at %s | carries' memory | schedule's forward steps / N (revolve_cost) | "
+         "peak RSS | one run | ns per step | max rel. difference to all kept | "
+         "checkpoints at %s | ns per step (interleaved) | ratio |" % (_pow10(N), _pow10(NREF)))
+    emit("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref = None
-    for c in budgets:
+    for c, cs in zip(budgets, small):
         r = run_child("scan", N, c, 0, 0)
         g = np.array(r["grad"])
         if ref is None:
             ref = g
-        emit("| %s | %.1f MB | %.2f | %.2f s | %.0f | %.0f MB | %.1e |" % (
-            "{:,}".format(c), c * 24 / 1e6, r["recompute"], r["seconds"],
-            r["seconds"] / N * 1e9, r["peak_mb"],
-            float(np.max(np.abs(g - ref)) / np.max(np.abs(ref)))))
+        emit("| %s | %.1f MB | %.2f | %.0f MB | %.2f s | %.0f | %.1e | %s | %.0f | %.2f |" % (
+            "{:,}".format(c), c * 24 / 1e6, r["recompute"], r["peak_mb"], r["seconds"],
+            r["seconds"] / N * 1e9, float(np.max(np.abs(g - ref)) / np.max(np.abs(ref))),
+            "{:,}".format(cs), med[cs] / NREF * 1e9, med[cs] / med[small[0]]))
     emit()
 
     emit("### Peak memory against steps")

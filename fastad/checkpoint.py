@@ -147,6 +147,9 @@ def _reverse(kernel, plan, n):
         return
     stack, frames = list(plan.stack), list(plan.frames)
     lo, hi, c, stored = plan.lo, n, plan.c, plan.stored
+    # the forward's kept states serve one reverse: held longer, they and the
+    # next segment's would exceed the budget (a second reverse recomputes them)
+    plan.stored = None
     while True:
         l = hi - lo
         kernel.reverse_segment(stack[-1], l, lo, stored, _keeps(l, c))
