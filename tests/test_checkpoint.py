@@ -413,3 +413,45 @@ def test_array_step_branch_change_names_the_step():
     with pytest.raises(fad.BranchChangedError, match="at step 3 "):
         fad.grad(lambda p: fad.sum(fad.scan(step, np.array([0.5, 0.5]), 6, p,
                                             checkpoints=2)))(1.2)
+
+
+# ---------------------------------------------------------------- other paths
+
+def test_sparse_paths_and_threads():
+    """Sparse Jacobians and Hessians see the scan as one dense node; a tape
+    with a scan replays from several threads at once (a kernel per call)."""
+    pytest.importorskip("scipy")
+    import threading
+
+    def f(p):
+        return fad.scan(lambda c, q: [q[0] * c[1], c[0] * q[1]], np.array([1.0, 2.0]), 3, p,
+                        checkpoints=1)
+
+    p = np.array([1.5, 0.5])
+    # c3 = (q0^2 q1 c1, q0 q1^2 c0) from c0 = (1, 2)
+    close(fad.sparse_jacobian(f)(p).toarray(),
+          [[4 * p[0] * p[1], 2 * p[0] ** 2], [p[1] ** 2, 2 * p[0] * p[1]]])
+
+    def g(q):
+        return fad.sum(f(q) ** 2)
+
+    H = fad.hessian(g)(p)
+    close(fad.sparse_hessian(g)(p).toarray(), H)
+    for i in range(2):          # rows of H: central differences of the gradient
+        fd_close(H[i], fd_grad(lambda q: fad.grad(g)(q)[i], p), rtol=1e-6, atol=1e-6)
+    tape = fad.record(lambda t: lorenz_loss_scan(t, 300, 5), TH)
+    points = [TH * (1 + 0.01 * i) for i in range(4)]
+    want = [fad.grad(lorenz_loss_plain)(q, 300) for q in points]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            got[i] = tape.gradient(points[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g_, w in zip(got, want):
+        rel_close(g_, w)
