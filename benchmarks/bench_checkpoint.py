@@ -82,7 +82,7 @@ def _timed(f):
 def child(kind, n, checkpoints, n_ref, rounds):
     sys.path.insert(0, ROOT)
     import fastad as fad
-    from fastad import checkpoint as ck
+    from fastad import checkpointing as ck
     th = np.array(TH)
     fad.grad(loss_scan)(th, 10)            # first-call costs out of the timings
     out = {"kind": kind, "n": n, "rss_before_mb": _rss_mb()}

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The compiled steps of fad.scan (fastad.checkpoint): a step tape of
+"""The compiled steps of fad.scan (fastad.checkpointing): a step tape of
 scalar ops replayed many times, its outputs fed back to its inputs.
 
 A StepKernel owns its own value, partial and lane buffers (so several can
@@ -12,7 +12,7 @@ Python per step:
   reverse_segment    the reverse sweep over l steps from a stored state,
                      either keeping all l states (enough memory) or
                      recomputing each from the segment's start (none):
-                     revolve's two base cases (fastad.checkpoint drives
+                     revolve's two base cases (fastad.checkpointing drives
                      the recursion between them)
 
 A reverse step replays one step at its stored input (values and partials)

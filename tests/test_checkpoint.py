@@ -1,4 +1,5 @@
-"""fad.scan: checkpointed time stepping (fastad/checkpoint.py, fastad/_scan.pyx).
+"""fad.scan and fad.checkpoint: checkpointed time stepping and recomputed functions
+(fastad/checkpointing.py, fastad/_scan.pyx).
 
 References: the same loop written in plain Python and differentiated without
 checkpoints (every step on the tape), analytic derivatives of a linear
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from fastad import checkpoint as ck
+from fastad import checkpointing as ck
 from fastad._scan import StepKernel
 from conftest import close, fd_close, fd_grad
 
@@ -455,3 +456,52 @@ def test_sparse_paths_and_threads():
         t.join()
     for g_, w in zip(got, want):
         rel_close(g_, w)
+
+
+# ---------------------------------------------------------------- fad.checkpoint
+
+W4 = np.random.default_rng(0).normal(size=(4, 4)) * 0.5
+
+
+def layers(x, W):
+    for _ in range(5):
+        x = fad.tanh(W @ x)
+    return x
+
+
+def _layers_loss(x, wrap):
+    b = fad.checkpoint(layers) if wrap else layers
+    return fad.sum(b(b(x, W4), W4) ** 2)
+
+
+def test_checkpoint_function_gradients_and_tangents():
+    x = np.linspace(-1.0, 1.0, 4)
+    want = fad.grad(_layers_loss)(x, False)
+    fd_close(want, fd_grad(lambda t: _layers_loss(t, False), x), rtol=1e-6, atol=1e-8)
+    rel_close(fad.grad(_layers_loss)(x, True), want)
+    v = np.linspace(0.5, 2.0, 4)
+    rel_close(fad.jvp(lambda t: _layers_loss(t, True), x, v)[1],
+              fad.jvp(lambda t: _layers_loss(t, False), x, v)[1])
+    # the outer tape holds one node per call instead of f's operations
+    short = fad.record(lambda t: _layers_loss(t, True), x)
+    assert len(short) < len(fad.record(lambda t: _layers_loss(t, False), x))
+    rel_close(short.gradient(x * 0.5), fad.grad(_layers_loss)(x * 0.5, False))
+
+    def two(a, b):
+        return a * fad.sin(b) + b
+
+    close(fad.grad(lambda q: fad.checkpoint(two)(q[0], q[1]))(np.array([1.0, 2.0])),
+          [np.sin(2.0), np.cos(2.0) + 1.0])
+    close(fad.grad(lambda a: fad.checkpoint(two)(a, 2.0))(1.0), np.sin(2.0))
+    close(fad.checkpoint(two)(1.0, 2.0), np.sin(2.0) + 2.0)     # untraced: f itself
+
+
+def test_checkpoint_function_errors():
+    with pytest.raises(TypeError, match="f must be a function"):
+        fad.checkpoint(3)
+    x = np.linspace(-1.0, 1.0, 4)
+    with pytest.raises(NotImplementedError, match="second derivatives"):
+        fad.hvp(lambda t: _layers_loss(t, True), x, x)
+    with pytest.raises(pickle.PicklingError):
+        pickle.dumps(fad.record(lambda t: _layers_loss(t, True), x))
+    rel_close(fad.grad(_layers_loss)(x, True), fad.grad(_layers_loss)(x, False))   # usable

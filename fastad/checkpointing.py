@@ -1,6 +1,7 @@
-"""Checkpointed time stepping: fad.scan.
+"""Checkpointed time stepping, fad.scan, and recomputed functions, fad.checkpoint.
 
     carry = fad.scan(step, init, length, params, checkpoints=None)
+    y = fad.checkpoint(f)(*args)        # f's operations recomputed, not stored
 
 runs `carry = step(carry, params)` `length` times and returns the last
 carry.  Inside fad.grad, fad.value_and_grad, fad.record (and the other
@@ -45,6 +46,7 @@ Forward mode (jvp, jacfwd) pushes tangents through the steps alongside the
 values (no checkpoints needed); second order (hvp, hessian) runs
 forward-over-reverse steps, the carry's tangents checkpointed with it.
 """
+import functools
 import math
 import numbers
 
@@ -56,7 +58,7 @@ from fastad._scan import StepKernel
 from fastad.arrays import _operands, _push
 from fastad.errors import TapeError
 
-__all__ = ["scan", "revolve_cost", "DEFAULT_CHECKPOINT_BYTES"]
+__all__ = ["scan", "checkpoint", "revolve_cost", "DEFAULT_CHECKPOINT_BYTES"]
 
 # The default budget: every carry when they fit in this, else as many as fit.
 DEFAULT_CHECKPOINT_BYTES = 1 << 27
@@ -461,3 +463,68 @@ def scan(step, init, length, params=None, *, checkpoints=None):
         kern.advance(state, length, 0)
         return float(state[0]) if c0.shape == () else state.reshape(c0.shape)
     return _push(tape, ScanBlock(tape_step, nc, length, checkpoints, ops, c0.shape))
+
+
+# ---------------------------------------------------------------- fad.checkpoint
+
+def checkpoint(f):
+    """f, recomputed instead of stored: as jax.checkpoint (remat) and
+    torch.utils.checkpoint.  Called on traced values, checkpoint(f)(*args)
+    evaluates f on plain numbers and puts one node on the tape that keeps
+    only args and the output; the reverse sweep records f again at args
+    and pulls back through that short-lived tape (forward mode: the same
+    with a tangent sweep).  Memory: f's operations are never on the outer
+    tape; time: f is recorded once more per reverse sweep (Python speed).
+
+    f takes floats/arrays positionally and returns a float or an array;
+    keyword arguments are constants.  Second order through it
+    (hvp, hessian) is not supported (NotImplementedError); a tape holding
+    it cannot be pickled or saved (PicklingError: it refers to a primitive
+    made here, not found by name)."""
+    if not callable(f):
+        raise TypeError(f"fastad.checkpoint: f must be a function, got {type(f).__name__}")
+    from fastad.primitives import Primitive
+    name = getattr(f, "__name__", "f")
+
+    def flat_call(args, kwargs):
+        shapes = [np.shape(a) for a in args]
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+        z = np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1) for a in args]) \
+            if args else np.zeros(0)
+        offs = np.cumsum([0] + sizes)
+
+        def g(zz):
+            parts = []
+            for s, a, b in zip(shapes, offs[:-1], offs[1:]):
+                a, b = int(a), int(b)
+                parts.append(zz[a] if s == () else (zz[a:b] if len(s) == 1
+                                                       else zz[a:b].reshape(s)))
+            return f(*parts, **kwargs)
+        return g, z, shapes, sizes, offs
+
+    def vjp_rule(ybar, y, *args, **kwargs):
+        g, z, shapes, sizes, offs = flat_call(args, kwargs)
+        tape = record(g, z)
+        zbar = np.asarray(tape.vjp(z, ybar), dtype=np.float64).reshape(-1)
+        cots = tuple(zbar[int(a):int(b)].reshape(s) if s != () else float(zbar[int(a)])
+                     for s, a, b in zip(shapes, offs[:-1], offs[1:]))
+        return cots if len(args) != 1 else cots[0]
+
+    def jvp_rule(xdot, y, *args, **kwargs):
+        g, z, shapes, sizes, offs = flat_call(args, kwargs)
+        dots = (xdot,) if len(args) == 1 else xdot
+        v = np.concatenate([np.zeros(n) if d is None else
+                            np.asarray(d, dtype=np.float64).reshape(-1)
+                            for d, n in zip(dots, sizes)]) if args else np.zeros(0)
+        return record(g, z).jvp(z, v)
+
+    prim = Primitive(f)
+    prim.name = f"checkpoint({name})"
+    prim.defvjp(vjp_rule)
+    prim.defjvp(jvp_rule)
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        return prim(*args, **kwargs)
+    wrapped.primitive = prim
+    return wrapped
