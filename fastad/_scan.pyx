@@ -164,7 +164,6 @@ cdef class StepKernel:
         cdef Py_ssize_t nc = self.nc, kt = self.kt, ka = self.ka, n = self.n, j, l
         cdef Py_ssize_t nin = self.nin
         cdef const Py_ssize_t* outs = self.outs
-        cdef double tmp[1]
         cdef Py_ssize_t r = self._replay_at(state)
         if r >= 0:
             return r
