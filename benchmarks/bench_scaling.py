@@ -1,4 +1,4 @@
-"""Scaling: record, sweep and replay cost against tape length (10^3 to 10^7 ops).
+"""Scaling: record, sweep and replay cost against tape length (10^3 to 10^8 ops).
 
     python benchmarks/bench_scaling.py [--quick] [--max-ops 1e8] [--outdir DIR] [--no-plot]
 

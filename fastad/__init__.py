@@ -24,6 +24,7 @@ from fastad.transforms import (
     grad, value_and_grad, check_grad, record, jvp, vjp, jacobian, jacfwd, jacrev,
     hvp, hessian,
 )
+from fastad.checkpointing import scan, checkpoint
 from fastad.sparse import (
     jacobian_sparsity, hessian_sparsity, sparse_jacobian, sparse_hessian,
     color_jacobian, color_hessian,
@@ -43,4 +44,4 @@ __all__ = _var.__all__ + [
     "amax", "amin",
     "einsum", "outer", "inner", "vdot", "kron", "tensordot",
 ]
-__all__ += ["mod", "special"]  # (fad.round and fad.around: not for import *)
+__all__ += ["mod", "special", "scan", "checkpoint"]  # (fad.round and fad.around: not for import *)
