@@ -28,6 +28,7 @@ import numpy as np
 from fastad import _blocks as B
 from fastad import _tape
 from fastad.arrays import sum as _asum
+from fastad.checkpointing import ScanBlock
 from fastad.primitives import PrimitiveBlock
 from fastad.products import Einsum
 from fastad.reductions import Cumprod, Cumsum, Prod
@@ -535,6 +536,22 @@ def _primitive(blk, vals, out, g):
     cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
     return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
             else c for c, o in zip(cots, blk.operands())]
+
+
+@traced_rule(ScanBlock)
+def _scan(blk, vals, out, g):
+    # unrolled: the step's tape retraced on traced values at every step
+    # (its branches re-checked); the memory a checkpointed sweep saves is
+    # spent here, as a nested transform records every step
+    def unrolled(cp):
+        c, p = np.reshape(cp[0], (-1,)), np.reshape(cp[1], (-1,))
+        for _ in range(blk.length):
+            c = np.reshape(blk.step_tape(np.concatenate([c, p])), (-1,))
+        return c
+    _, pb = vjp(current_tape(), unrolled, tuple(vals))
+    cots = pb(np.reshape(g, (-1,)))
+    return [None if not o.active or type(c) is float else np.reshape(c, o.shape)
+            for c, o in zip(cots, blk.operands())]
 
 
 def _vjp_rule(prim, g, out, vals, kwargs):

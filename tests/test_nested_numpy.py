@@ -48,6 +48,10 @@ cases = {
  "kron": lambda x: np.sum(np.kron(x[:2], x[2:4]) ** 2),
  "mean-broadcast": lambda x: np.sum((M(x) - np.mean(M(x), axis=1, keepdims=True)) ** 2),
  "maximum": lambda x: np.sum(np.maximum(x, 0.5) ** 2),
+ # a checkpointed scan: nested, its steps are unrolled on the tape
+ "scan": lambda x: np.sum(fad.scan(lambda c, p: [c[0] + 0.1 * p[0] * c[1] * c[0],
+                                                 c[1] - 0.1 * p[1] * fad.sin(c[0])],
+                                   x[:2], 7, x[2:4]) ** 2) + x[4] * x[5],
 }
 
 
@@ -63,7 +67,7 @@ def test_nested_second_order_equals_hessian(name):
 
 
 @pytest.mark.parametrize("name", ["solve", "cholesky", "eigh", "einsum", "cumprod", "prod",
-                                  "det", "norm", "sort", "logsumexp"])
+                                  "det", "norm", "sort", "logsumexp", "scan"])
 def test_nested_third_order_against_differences(name):
     f = cases[name]
     v, w = np.linspace(-1, 1, 9), np.cos(np.arange(9.0))
