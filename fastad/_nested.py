@@ -533,6 +533,11 @@ def _cumprod(blk, vals, out, g):
 
 @traced_rule(PrimitiveBlock)
 def _primitive(blk, vals, out, g):
+    f = getattr(blk.prim, "recompute", None)
+    if f is not None:           # fad.checkpoint(f): f recorded again, here on traced values
+        kwargs = blk.kwargs
+        cots = vjp(current_tape(), lambda a: f(*a, **kwargs), tuple(vals))[1](g)
+        return [None if type(c) is float and c == 0.0 else c for c in cots]
     cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
     return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
             else c for c, o in zip(cots, blk.operands())]

@@ -477,8 +477,9 @@ def checkpoint(f):
     tape; time: f is recorded once more per reverse sweep (Python speed).
 
     f takes floats/arrays positionally and returns a float or an array;
-    keyword arguments are constants.  Second order through it
-    (hvp, hessian) is not supported (NotImplementedError); a tape holding
+    keyword arguments are constants.  Second order through it by hvp or
+    hessian is not supported (NotImplementedError), but nested transforms
+    (grad of grad) record f itself and differentiate it; a tape holding
     it cannot be pickled or saved (PicklingError: it refers to a primitive
     made here, not found by name)."""
     if not callable(f):
@@ -520,6 +521,7 @@ def checkpoint(f):
 
     prim = Primitive(f)
     prim.name = f"checkpoint({name})"
+    prim.recompute = f        # a nested transform differentiates f itself (fastad._nested)
     prim.defvjp(vjp_rule)
     prim.defjvp(jvp_rule)
 
