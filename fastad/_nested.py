@@ -274,13 +274,13 @@ class _Sweep:
             self.adj[j] = r.slot
         return None
 
-    def add_value(self, flat, g):
+    def add_value(self, flat, g, unique=False):
         """adjoint[flat] += g, a traced value or numbers of flat's size."""
-        self.add_slots(flat, self._slots(g))
+        self.add_slots(flat, self._slots(g), unique)
 
-    def add_slots(self, flat, gs):
+    def add_slots(self, flat, gs, unique=False):
         """adjoint[flat] += the values at slots gs, elementwise; slots below
-        lo are the outer computation's."""
+        lo are the outer computation's; `unique`: no slot repeats in flat."""
         gs = np.asarray(gs, dtype=np.intp).reshape(-1)
         if gs.size == 1 and flat.size > 1:
             gs = np.broadcast_to(gs, flat.shape)
@@ -289,7 +289,10 @@ class _Sweep:
             flat, gs = flat[keep], gs[keep]
         if flat.size == 0:
             return
-        uniq, inv = np.unique(flat, return_inverse=True)
+        if not unique and flat.size > 1:
+            uniq, inv = np.unique(flat, return_inverse=True)
+        else:
+            uniq = flat
         if uniq.size < flat.size:          # a slot read twice: add its parts first
             parts = [[] for _ in range(uniq.size)]
             for j, q in zip(inv.reshape(-1), gs):
@@ -352,7 +355,7 @@ class _Sweep:
         cots = rule(blk, vals, out, g)
         for o, ct in zip(ops, cots):
             if o.active and ct is not None:
-                self.add_value(o.flat, ct)
+                self.add_value(o.flat, ct, o.unique)
 
 
 def _scalar_primitive_rule(self, blk, g):
