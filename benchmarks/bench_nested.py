@@ -20,7 +20,9 @@ Every answer is checked against a formula (rtol 1e-8) before timing; a call
 that raises is listed with its error and not timed (until issue #17 lands,
 fastad's nested forms raise).  OpenBLAS and XLA run one thread (2 noisy cores).
 
-    python benchmarks/bench_nested.py [--quick] [--only NAME,...]
+    python benchmarks/bench_nested.py [--quick] [--only NAME,...] [--no-peers]
+
+Workload names: expr22 loop1000 rosen_loop10 rosen_vec10 rosen_loop100 rosen_vec100 tanh_mv.
 """
 import os
 
@@ -249,17 +251,21 @@ def measure(tools, x, expect, quick):
             continue
         number = max(1, int(2e-3 / max(once, 1e-7)))   # >= ~2 ms a sample
         live[name] = (fn, number, once, [])
-    budget = 3.0 if quick else 15.0                      # seconds a workload, roughly
-    t_start = time.perf_counter()
-    for r in range(5 if quick else 21):
+    budget = 3.0 if quick else 15.0          # seconds of fast tools' samples a workload
+    slow = {n for n, v in live.items() if v[2] > 0.05 * budget}
+    t_fast = 0.0
+    for r in range(5 if quick else 101):
         for name, (fn, number, once, samples) in live.items():
-            if r >= 3 and once * 3 > budget:   # a very slow tool: the first 3 rounds only
+            if r >= 3 and name in slow:      # a very slow tool: the first 3 rounds only
                 continue
             t0 = time.perf_counter()
             for _ in range(number):
                 fn(x)
-            samples.append((time.perf_counter() - t0) / number)
-        if r >= 2 and time.perf_counter() - t_start > budget:
+            dt = time.perf_counter() - t0
+            samples.append(dt / number)
+            if name not in slow:
+                t_fast += dt
+        if r >= 2 and t_fast > budget:
             break
     for name, (fn, number, once, samples) in live.items():
         res[name] = ("time", float(np.median(samples)), len(samples))
@@ -268,20 +274,20 @@ def measure(tools, x, expect, quick):
 
 def table(title, tools, res):
     rows = ["### " + title, "",
-            "| method | median | against | ratio |", "|---|---:|---|---:|"]
+            "| method | median | samples | against | ratio |", "|---|---:|---:|---|---:|"]
     for name, entry in tools.items():
         r = res[name]
         if r[0] == "absent":
-            rows.append(f"| {name} | not installed | | |")
+            rows.append(f"| {name} | not installed | | | |")
         elif r[0] == "error":
-            rows.append(f"| {name} | {r[1]} | | |")
+            rows.append(f"| {name} | {r[1]} | | | |")
         else:
             against = entry[1]
             ratio = ""
             if against and res.get(against, ("",))[0] == "time":
                 ratio = "%.2fx" % (r[1] / res[against][1])
             t = r[1]
-            rows.append(f"| {name} | {t * 1e3:.4g} ms | {against or ''} | {ratio} |")
+            rows.append(f"| {name} | {t * 1e3:.4g} ms | {r[2]} | {against or ''} | {ratio} |")
     return "\n".join(rows)
 
 
@@ -289,16 +295,19 @@ def table(title, tools, res):
 # workloads
 # ---------------------------------------------------------------------------
 
+PEERS = (jax_tools, autograd_tools, torch_tools)
+
+
 def scalar_workload(title, f, d2, x):
     tools = fastad_scalar(f)
-    for peer in (jax_tools, autograd_tools, torch_tools):
+    for peer in PEERS:
         tools.update(peer(f, True, None))
     return title, tools, x, (lambda name: d2(x))
 
 
 def vector_workload(title, f, hess, x, v):
     tools = fastad_vector(f, x, v)
-    for peer in (jax_tools, autograd_tools, torch_tools):
+    for peer in PEERS:
         tools.update(peer(f, False, v))
     H = hess(x)
 
@@ -345,5 +354,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated workload names")
+    ap.add_argument("--no-peers", action="store_true", help="fastad's rows only")
     a = ap.parse_args()
+    if a.no_peers:
+        PEERS = ()
     print(run(a.quick, a.only.split(",") if a.only else None))
