@@ -1,9 +1,12 @@
 """Nested transforms (issue #17): every transform composes with every other.
 
-grad(grad(f)), jacfwd(jacrev(f)), vjp of a jvp, transforms and Tape methods
-inside a function being differentiated, custom primitives with only a vjp
-rule under forward mode, nested recordings replayed (and pickled), from
-several threads at once -- and no perturbation confusion.
+grad(grad(f)) to the eighth order, mixed partials, Hessians and third and
+fourth derivatives as compositions (jacfwd(jacrev(f)), hessian(grad ...)),
+jvp/vjp and their pullbacks composed, perturbation confusion, nesting over
+Arrays and block operations (physics-informed losses over a network's
+weights), pytrees, has_aux, several threads at once, and the errors.
+Primitives, sparse routines, Tape methods inside transforms and replayed
+nested recordings: test_nested_integration.py.
 
 Every expected value is independent of fastad: a derivative written out by
 hand, or central finite differences of a plain-NumPy function (conftest).
