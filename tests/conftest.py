@@ -65,6 +65,19 @@ def fd_grad(f, x, h=1e-6, relative=True):
     return float(g[0]) if scalar else g.reshape(x0.shape)
 
 
+def fd_grad_leaves(f, leaves, h=1e-6, relative=True):
+    """Central differences of the scalar f(tuple of arrays) with respect to
+    each array: a list, one gradient per leaf (the others held fixed)."""
+    out = []
+    for i, leaf in enumerate(leaves):
+        def fi(a, i=i):
+            p = list(leaves)
+            p[i] = a
+            return f(tuple(p))
+        out.append(fd_grad(fi, np.array(leaf, dtype=np.float64), h=h, relative=relative))
+    return out
+
+
 def fd_jacobian(f, x, h=1e-6, relative=True):
     """Central differences of f (arrays in, array-like out): shape out.shape + x.shape.
 
@@ -194,3 +207,21 @@ def leaves_of(t):
     if isinstance(t, (list, tuple)):
         return [v for o in t for v in leaves_of(o)]
     return [t]
+
+
+# ---------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------
+
+def run_in_threads(work, nthreads=4):
+    """work(tid) in nthreads threads started together (a barrier); the results in tid order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    barrier = threading.Barrier(nthreads, timeout=60)
+
+    def run(tid):
+        barrier.wait()
+        return work(tid)
+
+    with ThreadPoolExecutor(max_workers=nthreads) as ex:
+        return list(ex.map(run, range(nthreads)))
