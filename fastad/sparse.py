@@ -23,7 +23,7 @@ for the returned matrices.
 """
 import numpy as np
 
-from fastad import _coloring, _sparsity, _tape
+from fastad import _coloring, _nested, _sparsity, _tape
 from fastad._blocks import TangentFold
 from fastad._fold import ScalarFold
 from fastad._kernels import gather_flat
@@ -35,6 +35,16 @@ __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_h
            "color_jacobian", "color_hessian", "JacobianPlan", "HessianPlan"]
 
 PARTITIONS = ("column", "row", "bidirectional")
+
+
+def _numbers_only(who, x):
+    """The sparse routines return SciPy matrices, which cannot hold traced values."""
+    if _nested.has_traced(x):
+        raise TypeError(
+            f"fastad.{who} takes numbers, not the traced values of a transform in "
+            f"progress: its result is a scipy.sparse matrix, which fastad cannot "
+            f"differentiate; inside a transform use fad.jacobian or fad.hessian "
+            f"(they nest)")
 
 
 def _scipy_sparse():
@@ -100,6 +110,7 @@ def jacobian_sparsity(f):
     scipy.sparse.csr_matrix of shape (out.size, x.size), by index-set
     propagation over the tape recorded at x."""
     def pattern_f(x):
+        _numbers_only("jacobian_sparsity", x)
         return _bool_csr(tape_patterns(record(f, x))[0])
     return pattern_f
 
@@ -109,6 +120,7 @@ def hessian_sparsity(f):
     symmetric scipy.sparse.csr_matrix (x.size, x.size), from the op table's
     second-derivative flags (nonlinear interaction domains)."""
     def pattern_f(x):
+        _numbers_only("hessian_sparsity", x)
         tape = record(f, x)
         _need_scalar(tape, "hessian_sparsity")
         return _bool_csr(tape_patterns(tape, hessian=True)[1])
@@ -342,6 +354,7 @@ class HessianPlan:
 
 
 def tape_sparse_jacobian(tape, x, mode="auto"):
+    _numbers_only("Tape.sparse_jacobian", x)
     cache = _cache(tape)
     key = ("jacobian_plan", mode)
     if key not in cache:
@@ -350,6 +363,7 @@ def tape_sparse_jacobian(tape, x, mode="auto"):
 
 
 def tape_sparse_hessian(tape, x, point=None):
+    _numbers_only("Tape.sparse_hessian", x)
     cache = _cache(tape)
     if "hessian_plan" not in cache:
         cache["hessian_plan"] = HessianPlan(tape)
@@ -371,6 +385,7 @@ def sparse_jacobian(f, mode="auto"):
                          f"or 'bidirectional', got {mode!r}")
 
     def jac_f(x):
+        _numbers_only("sparse_jacobian", x)
         return tape_sparse_jacobian(record(f, x), x, mode)
     return jac_f
 
@@ -381,5 +396,6 @@ def sparse_hessian(f):
     flags, star coloring, one forward-over-reverse sweep with one direction
     per color, and direct recovery."""
     def hess_f(x):
+        _numbers_only("sparse_hessian", x)
         return tape_sparse_hessian(record(f, x), x)
     return hess_f
