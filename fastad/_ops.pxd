@@ -23,7 +23,7 @@ cdef extern from "fastad_ops.h" nogil:
         FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS, FAD_FIRST_CMP
     enum:
         FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF,
-        FAD_CP, FAD_COMM, FAD_D0X, FAD_D0Y, FAD_D0V, FAD_D1X, FAD_D1Y, FAD_D1V
+        FAD_CP, FAD_COMM, FAD_D0X, FAD_D0Y, FAD_D0V, FAD_D1X, FAD_D1Y, FAD_D1V, FAD_HOT
     const char* fad_op_name[]
     const char* fad_op_function[]
     const char* fad_op_ufunc[]
