@@ -884,6 +884,83 @@ FAD_INLINE double fad_node_eval(int op, double x, double y, double c,
 }
 #undef FAD_NODE_
 
+/*
+ * The scalar replay with one lane (tape(x), tape.gradient(x)): for i = lo ..
+ * hi-1 the value val[i] and the node's fields into out[i] (fad_node_eval),
+ * stopping at a comparison that comes out otherwise than recorded (returns
+ * its slot; -1 when none).  With GCC or Clang it is threaded code: each
+ * FAD_HOT op's code ends in its own jump to the next node's op (labels as
+ * values), and reads its operands as its kind says (no test of a1); the
+ * other ops share one call to fad_node_eval_all.  This restored the replay's
+ * speed from before the table grew (issue #19): a loop around fad_node_eval
+ * with the FAD_HOT ops inline took ~1.2x its time per node.  Elsewhere (and
+ * with FAD_PORTABLE_DISPATCH defined) it is that loop.
+ */
+static inline ptrdiff_t fad_replay_nodes(const uint8_t *op, const fad_node *nd,
+                                         const double *recorded, double *val,
+                                         fad_node *out, ptrdiff_t lo, ptrdiff_t hi)
+{
+    ptrdiff_t i = lo;
+    double x, y, v, d0, d1;
+    int32_t a0, a1;
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FAD_PORTABLE_DISPATCH)
+    /* one entry per uint8_t op code: a code past the table is replayed as
+       fad_node_eval_all replays it (its default case) */
+#define FAD_TARGET_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) [FAD_##E] = &&fad_op_##E,
+    static const void *const target[256] = {
+        [0 ... 255] = &&fad_cold,
+        FAD_OPS(FAD_TARGET_)
+    };
+#undef FAD_TARGET_
+#define FAD_STORE_NEXT_                                                        \
+    val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1; \
+    if (++i >= hi) return -1;                                                  \
+    a0 = nd[i].a0; a1 = nd[i].a1;                                              \
+    goto *target[op[i]];
+#define FAD_THREAD_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                     \
+    fad_op_##E:                                                                \
+    if ((fl) & FAD_HOT) {                                                      \
+        const double c = nd[i].c;                                              \
+        x = val[a0];                                                           \
+        y = ((fl) & FAD_BINARY) ? val[a1] : 0.0;                               \
+        v = (V); d0 = (D0); d1 = ((fl) & FAD_BINARY) ? (D1) : c;               \
+        (void)c; (void)y;                                                      \
+        if (((fl) & FAD_CMP) && v != recorded[i]) return i;                    \
+        FAD_STORE_NEXT_                                                        \
+    }                                                                          \
+    goto fad_cold;
+    if (i >= hi) return -1;
+    a0 = nd[i].a0; a1 = nd[i].a1;
+    goto *target[op[i]];
+    FAD_OPS(FAD_THREAD_)
+fad_cold:
+    {
+        double q0, q1;
+        x = val[a0];
+        y = (a1 >= 0) ? val[a1] : 0.0;
+        v = fad_node_eval_all(op[i], x, y, nd[i].c, &q0, &q1);
+        if (op[i] >= FAD_FIRST_CMP && v != recorded[i]) return i;
+        d0 = q0;
+        d1 = q1;
+    }
+    FAD_STORE_NEXT_
+#undef FAD_THREAD_
+#undef FAD_STORE_NEXT_
+#else
+    for (; i < hi; i++) {
+        int o = op[i];
+        a0 = nd[i].a0;
+        a1 = nd[i].a1;
+        x = val[a0];
+        y = (a1 >= 0) ? val[a1] : 0.0;
+        v = fad_node_eval(o, x, y, nd[i].c, &d0, &d1);
+        if (o >= FAD_FIRST_CMP && v != recorded[i]) return i;
+        val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1;
+    }
+    return -1;
+#endif
+}
+
 /* Second partials of op at (x, y, c) with value v = f(x, y, c). */
 static inline void fad_second(int op, double x, double y, double c, double v,
                               double *dxx, double *dxy, double *dyy)
