@@ -961,9 +961,10 @@ fad_cold:
 #endif
 }
 
-/* Second partials of op at (x, y, c) with value v = f(x, y, c). */
-static inline void fad_second(int op, double x, double y, double c, double v,
-                              double *dxx, double *dxy, double *dyy)
+/* Second partials of op at (x, y, c) with value v = f(x, y, c); as
+ * fad_eval, the FAD_HOT ops inline and the others through fad_second_all. */
+FAD_COLD void fad_second_all(int op, double x, double y, double c, double v,
+                             double *dxx, double *dxy, double *dyy)
 {
     switch (op) {
 #define FAD_SECOND_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
@@ -971,6 +972,27 @@ static inline void fad_second(int op, double x, double y, double c, double v,
     FAD_OPS(FAD_SECOND_)
 #undef FAD_SECOND_
     default: *dxx = 0.0; *dxy = 0.0; *dyy = 0.0; return;
+    }
+}
+
+FAD_INLINE void fad_second(int op, double x, double y, double c, double v,
+                           double *dxx, double *dxy, double *dyy)
+{
+    switch (op) {
+#define FAD_SECOND_HOT_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                 \
+    case FAD_##E:                                                              \
+        if ((fl) & FAD_HOT) { *dxx = (XX); *dxy = (XY); *dyy = (YY); return; } \
+        break;
+    FAD_OPS(FAD_SECOND_HOT_)
+#undef FAD_SECOND_HOT_
+    default: break;
+    }
+    {
+        double q0, q1, q2;      /* (as in fad_eval) */
+        fad_second_all(op, x, y, c, v, &q0, &q1, &q2);
+        *dxx = q0;
+        *dxy = q1;
+        *dyy = q2;
     }
 }
 
