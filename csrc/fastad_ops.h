@@ -19,7 +19,9 @@
  * ufunc tables, fad_eval (value and first partials), fad_second (second
  * partials) and the element-wise kernels of array blocks (fad_map), so a
  * new op is one entry here; tests/test_op_table.py walks the table and
- * checks every op in every mode.
+ * checks every op in every mode.  The flag FAD_HOT marks the common ops that
+ * the scalar replay and recording dispatch inline (see fad_eval); it changes
+ * no result, only where an op's code sits.
  *
  * Operand convention: a node has up to two tape arguments x (slot a0) and
  * y (slot a1) and, for the *_C / *_CX variants, a constant c.  As in CppAD,
@@ -66,6 +68,12 @@
 #define FAD_D1X 0x4000  /* df/dy reads x */
 #define FAD_D1Y 0x8000  /* df/dy reads y */
 #define FAD_D1V 0x10000 /* df/dy reads v */
+/* A common op: fad_eval and fad_node_eval dispatch it in a small switch
+ * inlined at the call site (the scalar replay loop, recording); the other
+ * ops go through one call to the switch over every op.  That switch is too
+ * large to inline, and the call it then took for every node tripled the
+ * replay's time per node (issue #19). */
+#define FAD_HOT 0x20000
 #define FAD_DX (FAD_D0X)
 #define FAD_DV (FAD_D0V)
 #define FAD_DXY (FAD_D0X | FAD_D0Y | FAD_D1X | FAD_D1Y)
@@ -85,8 +93,10 @@
    most of the build's time, and each costs far more than a call anyway. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FAD_COLD static __attribute__((noinline, unused))
+#define FAD_INLINE static inline __attribute__((always_inline, unused))
 #else
 #define FAD_COLD static
+#define FAD_INLINE static inline
 #endif
 
 static inline double fad_sq(double t) { return t * t; }
@@ -497,18 +507,18 @@ static inline double fad_xlog1py(double x, double y)
 #define FAD_OPS(X)                                                              \
     X(INPUT, "input", "", "", FAD_ZD | FAD_LIN | FAD_CP,                        \
       x, 0.0, 0.0, 0.0, 0.0, 0.0)                                               \
-    X(CONST, "const", "", "", FAD_HAS_C | FAD_ZD | FAD_LIN | FAD_CP,            \
+    X(CONST, "const", "", "", FAD_HOT | FAD_HAS_C | FAD_ZD | FAD_LIN | FAD_CP,  \
       c, 0.0, 0.0, 0.0, 0.0, 0.0)                                               \
     X(BLOCK, "block", "", "", FAD_BLOCKF,                                       \
       x, 0.0, 0.0, 0.0, 0.0, 0.0)                                               \
     /* binary: both operands on the tape */                                     \
-    X(ADD, "add", "add", "add", FAD_B | FAD_LIN | FAD_CP | FAD_COMM,            \
+    X(ADD, "add", "add", "add", FAD_HOT | FAD_B | FAD_LIN | FAD_CP | FAD_COMM,  \
       x + y, 1.0, 1.0, 0.0, 0.0, 0.0)                                           \
-    X(SUB, "sub", "subtract", "subtract", FAD_B | FAD_LIN | FAD_CP,             \
+    X(SUB, "sub", "subtract", "subtract", FAD_HOT | FAD_B | FAD_LIN | FAD_CP,   \
       x - y, 1.0, -1.0, 0.0, 0.0, 0.0)                                          \
-    X(MUL, "mul", "multiply", "multiply", FAD_B | FAD_Z00 | FAD_Z11 | FAD_COMM | FAD_D0Y | FAD_D1X, \
+    X(MUL, "mul", "multiply", "multiply", FAD_HOT | FAD_B | FAD_Z00 | FAD_Z11 | FAD_COMM | FAD_D0Y | FAD_D1X, \
       x * y, y, x, 0.0, 1.0, 0.0)                                               \
-    X(DIV, "div", "divide", "true_divide", FAD_B | FAD_Z00 | FAD_D0Y | FAD_D1Y | FAD_D1V,                     \
+    X(DIV, "div", "divide", "true_divide", FAD_HOT | FAD_B | FAD_Z00 | FAD_D0Y | FAD_D1Y | FAD_D1V,           \
       x / y, 1.0 / y, -v / y, 0.0, -1.0 / (y * y), 2.0 * v / (y * y))           \
     X(POW, "pow", "power", "power", FAD_B | FAD_D0X | FAD_D0Y | FAD_D1X | FAD_D1V,                                      \
       pow(x, y),                                                                \
@@ -560,19 +570,19 @@ static inline double fad_xlog1py(double x, double y)
       fad_xlog1py(x, y), log1p(y), (x == 0) ? 0.0 : x / (1.0 + y),              \
       0.0, 1.0 / (1.0 + y), (x == 0) ? 0.0 : -x / fad_sq(1.0 + y))              \
     /* f(x, c) and f(c, x): a constant operand */                               \
-    X(ADD_C, "add_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                        \
+    X(ADD_C, "add_c", "", "", FAD_HOT | FAD_UC | FAD_LIN | FAD_CP,              \
       x + c, 1.0, 0.0, 0.0, 0.0, 0.0)                                           \
-    X(SUB_C, "sub_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                        \
+    X(SUB_C, "sub_c", "", "", FAD_HOT | FAD_UC | FAD_LIN | FAD_CP,              \
       x - c, 1.0, 0.0, 0.0, 0.0, 0.0)                                           \
-    X(SUB_CX, "c_sub", "", "", FAD_UC | FAD_LIN | FAD_CP,                       \
+    X(SUB_CX, "c_sub", "", "", FAD_HOT | FAD_UC | FAD_LIN | FAD_CP,             \
       c - x, -1.0, 0.0, 0.0, 0.0, 0.0)                                          \
-    X(MUL_C, "mul_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                        \
+    X(MUL_C, "mul_c", "", "", FAD_HOT | FAD_UC | FAD_LIN | FAD_CP,              \
       x * c, c, 0.0, 0.0, 0.0, 0.0)                                             \
-    X(DIV_C, "div_c", "", "", FAD_UC | FAD_LIN | FAD_CP,                        \
+    X(DIV_C, "div_c", "", "", FAD_HOT | FAD_UC | FAD_LIN | FAD_CP,              \
       x / c, 1.0 / c, 0.0, 0.0, 0.0, 0.0)                                       \
-    X(DIV_CX, "c_div", "", "", FAD_UC,                                          \
+    X(DIV_CX, "c_div", "", "", FAD_HOT | FAD_UC,                                \
       c / x, -v / x, 0.0, 2.0 * v / (x * x), 0.0, 0.0)                          \
-    X(POW_C, "pow_c", "", "", FAD_UC,           /* the common square: no pow() */\
+    X(POW_C, "pow_c", "", "", FAD_HOT | FAD_UC,           /* the common square: no pow() */\
       (c == 2.0) ? x * x : pow(x, c),                                           \
       (c == 2.0) ? 2.0 * x : ((c == 0.0) ? 0.0 : c * pow(x, c - 1.0)), 0.0,     \
       (c == 2.0) ? 2.0 : ((c == 0.0 || c == 1.0) ? 0.0                          \
@@ -635,14 +645,14 @@ static inline double fad_xlog1py(double x, double y)
       fad_xlog1py(c, x), (c == 0) ? 0.0 : c / (1.0 + x), 0.0,                   \
       (c == 0) ? 0.0 : -c / fad_sq(1.0 + x), 0.0, 0.0)                          \
     /* unary */                                                                 \
-    X(NEG, "neg", "negative", "negative", FAD_U | FAD_LIN | FAD_CP,             \
+    X(NEG, "neg", "negative", "negative", FAD_HOT | FAD_U | FAD_LIN | FAD_CP,   \
       -x, -1.0, 0.0, 0.0, 0.0, 0.0)                                             \
     X(ABS, "abs", "absolute", "absolute", FAD_U | FAD_LIN | FAD_DX,                      \
       fabs(x), fad_sign(x), 0.0, 0.0, 0.0, 0.0)                                 \
     X(SIGN, "sign", "sign", "sign", FAD_U | FAD_ZD | FAD_LIN | FAD_CP,          \
       fad_sign(x), 0.0, 0.0, 0.0, 0.0, 0.0)                                     \
-    X(SIN, "sin", "sin", "sin", FAD_U | FAD_DX, sin(x), cos(x), 0.0, -v, 0.0, 0.0)       \
-    X(COS, "cos", "cos", "cos", FAD_U | FAD_DX, cos(x), -sin(x), 0.0, -v, 0.0, 0.0)      \
+    X(SIN, "sin", "sin", "sin", FAD_HOT | FAD_U | FAD_DX, sin(x), cos(x), 0.0, -v, 0.0, 0.0)       \
+    X(COS, "cos", "cos", "cos", FAD_HOT | FAD_U | FAD_DX, cos(x), -sin(x), 0.0, -v, 0.0, 0.0)      \
     X(TAN, "tan", "tan", "tan", FAD_U | FAD_DV,                                          \
       tan(x), 1.0 + v * v, 0.0, 2.0 * v * (1.0 + v * v), 0.0, 0.0)              \
     X(ASIN, "arcsin", "arcsin", "arcsin", FAD_U | FAD_DX,                                \
@@ -658,14 +668,14 @@ static inline double fad_xlog1py(double x, double y)
       asinh(x), 1.0 / sqrt(1.0 + x * x), 0.0,                                   \
       -x / ((1.0 + x * x) * sqrt(1.0 + x * x)), 0.0, 0.0)                       \
     X(COSH, "cosh", "cosh", "cosh", FAD_U | FAD_DX, cosh(x), sinh(x), 0.0, v, 0.0, 0.0)  \
-    X(TANH, "tanh", "tanh", "tanh", FAD_U | FAD_DV,                                      \
+    X(TANH, "tanh", "tanh", "tanh", FAD_HOT | FAD_U | FAD_DV,                            \
       tanh(x), 1.0 - v * v, 0.0, -2.0 * v * (1.0 - v * v), 0.0, 0.0)            \
-    X(EXP, "exp", "exp", "exp", FAD_U | FAD_DV, exp(x), v, 0.0, v, 0.0, 0.0)             \
+    X(EXP, "exp", "exp", "exp", FAD_HOT | FAD_U | FAD_DV, exp(x), v, 0.0, v, 0.0, 0.0)   \
     X(EXP2, "exp2", "exp2", "exp2", FAD_U | FAD_DV,                             \
       exp2(x), v * FAD_LN2, 0.0, v * FAD_LN2 * FAD_LN2, 0.0, 0.0)               \
     X(EXPM1, "expm1", "expm1", "expm1", FAD_U | FAD_DV,                                  \
       expm1(x), v + 1.0, 0.0, v + 1.0, 0.0, 0.0)                                \
-    X(LOG, "log", "log", "log", FAD_U | FAD_DX,                                          \
+    X(LOG, "log", "log", "log", FAD_HOT | FAD_U | FAD_DX,                                \
       log(x), 1.0 / x, 0.0, -1.0 / (x * x), 0.0, 0.0)                           \
     X(LOG1P, "log1p", "log1p", "log1p", FAD_U | FAD_DX,                                  \
       log1p(x), 1.0 / (1.0 + x), 0.0, -1.0 / fad_sq(1.0 + x), 0.0, 0.0)         \
@@ -673,11 +683,11 @@ static inline double fad_xlog1py(double x, double y)
       log2(x), 1.0 / (x * FAD_LN2), 0.0, -1.0 / (x * x * FAD_LN2), 0.0, 0.0)    \
     X(LOG10, "log10", "log10", "log10", FAD_U | FAD_DX,                                  \
       log10(x), 1.0 / (x * FAD_LN10), 0.0, -1.0 / (x * x * FAD_LN10), 0.0, 0.0) \
-    X(SQRT, "sqrt", "sqrt", "sqrt", FAD_U | FAD_DV,                                      \
+    X(SQRT, "sqrt", "sqrt", "sqrt", FAD_HOT | FAD_U | FAD_DV,                            \
       sqrt(x), 0.5 / v, 0.0, -0.25 / (v * v * v), 0.0, 0.0)                     \
     X(CBRT, "cbrt", "cbrt", "cbrt", FAD_U | FAD_DV,                                      \
       cbrt(x), 1.0 / (3.0 * v * v), 0.0, -2.0 / (9.0 * v * v * v * v * v), 0.0, 0.0) \
-    X(SQUARE, "square", "square", "square", FAD_U | FAD_DX,                              \
+    X(SQUARE, "square", "square", "square", FAD_HOT | FAD_U | FAD_DX,                    \
       x * x, 2.0 * x, 0.0, 2.0, 0.0, 0.0)                                       \
     X(SIGMOID, "sigmoid", "sigmoid", "", FAD_U | FAD_DX,                                 \
       fad_sigmoid(x), fad_sigmoid_d(x), 0.0,                                    \
@@ -789,9 +799,11 @@ typedef struct {
     int32_t a0, a1;
 } fad_node;
 
-/* Value and first partials of op at (x, y, c); *d1 is 0 for unary ops. */
-static inline double fad_eval(int op, double x, double y, double c,
-                              double *d0, double *d1)
+/* Value and first partials of op at (x, y, c); *d1 is 0 for unary ops.
+ * fad_eval_all switches over every op; fad_eval (below) handles the FAD_HOT
+ * ops inline and calls it for the rest. */
+FAD_COLD double fad_eval_all(int op, double x, double y, double c,
+                             double *d0, double *d1)
 {
     double v;
     switch (op) {
@@ -803,25 +815,156 @@ static inline double fad_eval(int op, double x, double y, double c,
     }
 }
 
-/* A node's value and stored fields at (x, y, c) (replay): p0 = df/dx, and
- * the field that p1 and c share gets df/dy for a binary node, c for a unary
- * one (which the switch folds per op: no test at run time). */
-static inline double fad_node_eval(int op, double x, double y, double c,
-                                   double *p0, double *p1_or_c)
+/* The switch cases of the FAD_HOT ops only: (fl) is a constant, so every
+ * other case folds to a break (to the call), and its code is never emitted. */
+#define FAD_HOT_EVAL_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
+    case FAD_##E:                                                              \
+        if ((fl) & FAD_HOT) { v = (V); *d0 = (D0); *d1 = (D1); return v; }    \
+        break;
+
+FAD_INLINE double fad_eval(int op, double x, double y, double c,
+                           double *d0, double *d1)
 {
     double v;
     switch (op) {
+    FAD_OPS(FAD_HOT_EVAL_)
+    default: break;
+    }
+    {
+        double q0, q1;      /* (not d0, d1: their address would keep the
+                               caller's partials in memory on the inline path) */
+        v = fad_eval_all(op, x, y, c, &q0, &q1);
+        *d0 = q0;
+        *d1 = q1;
+        return v;
+    }
+}
+#undef FAD_HOT_EVAL_
+
+/* A node's value and stored fields at (x, y, c) (replay): p0 = df/dx, and
+ * the field that p1 and c share gets df/dy for a binary node, c for a unary
+ * one (which the switch folds per op: no test at run time).  As fad_eval:
+ * the FAD_HOT ops inline, the others through fad_node_eval_all. */
 #define FAD_NODE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
-    case FAD_##E: v = (V); *p0 = (D0); *p1_or_c = ((fl) & FAD_BINARY) ? (D1) : c; return v;
-    FAD_OPS(FAD_NODE_)
-#undef FAD_NODE_
+    v = (V); *p0 = (D0); *p1_or_c = ((fl) & FAD_BINARY) ? (D1) : c; return v;
+
+FAD_COLD double fad_node_eval_all(int op, double x, double y, double c,
+                                  double *p0, double *p1_or_c)
+{
+    double v;
+    switch (op) {
+#define FAD_NODE_ALL_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
+    case FAD_##E: FAD_NODE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)
+    FAD_OPS(FAD_NODE_ALL_)
+#undef FAD_NODE_ALL_
     default: *p0 = 0.0; *p1_or_c = c; return x;
     }
 }
 
-/* Second partials of op at (x, y, c) with value v = f(x, y, c). */
-static inline void fad_second(int op, double x, double y, double c, double v,
-                              double *dxx, double *dxy, double *dyy)
+FAD_INLINE double fad_node_eval(int op, double x, double y, double c,
+                                double *p0, double *p1_or_c)
+{
+    double v;
+    switch (op) {
+#define FAD_NODE_HOT_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
+    case FAD_##E:                                                              \
+        if ((fl) & FAD_HOT) { FAD_NODE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) } \
+        break;
+    FAD_OPS(FAD_NODE_HOT_)
+#undef FAD_NODE_HOT_
+    default: break;
+    }
+    {
+        double q0, q1;
+        v = fad_node_eval_all(op, x, y, c, &q0, &q1);
+        *p0 = q0;
+        *p1_or_c = q1;
+        return v;
+    }
+}
+#undef FAD_NODE_
+
+/*
+ * The scalar replay with one lane (tape(x), tape.gradient(x)): for i = lo ..
+ * hi-1 the value val[i] and the node's fields into out[i] (fad_node_eval),
+ * stopping at a comparison that comes out otherwise than recorded (returns
+ * its slot; -1 when none).  With GCC or Clang it is threaded code: each
+ * FAD_HOT op's code ends in its own jump to the next node's op (labels as
+ * values), and reads its operands as its kind says (no test of a1); the
+ * other ops share one call to fad_node_eval_all.  This restored the replay's
+ * speed from before the table grew (issue #19): a loop around fad_node_eval
+ * with the FAD_HOT ops inline took ~1.2x its time per node.  Elsewhere (and
+ * with FAD_PORTABLE_DISPATCH defined) it is that loop.
+ */
+static inline ptrdiff_t fad_replay_nodes(const uint8_t *op, const fad_node *nd,
+                                         const double *recorded, double *val,
+                                         fad_node *out, ptrdiff_t lo, ptrdiff_t hi)
+{
+    ptrdiff_t i = lo;
+    double x, y, v, d0, d1;
+    int32_t a0, a1;
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FAD_PORTABLE_DISPATCH)
+    /* one entry per uint8_t op code: a code past the table is replayed as
+       fad_node_eval_all replays it (its default case) */
+#define FAD_TARGET_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) [FAD_##E] = &&fad_op_##E,
+    static const void *const target[256] = {
+        [0 ... 255] = &&fad_cold,
+        FAD_OPS(FAD_TARGET_)
+    };
+#undef FAD_TARGET_
+#define FAD_STORE_NEXT_                                                        \
+    val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1; \
+    if (++i >= hi) return -1;                                                  \
+    a0 = nd[i].a0; a1 = nd[i].a1;                                              \
+    goto *target[op[i]];
+#define FAD_THREAD_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                     \
+    fad_op_##E:                                                                \
+    if ((fl) & FAD_HOT) {                                                      \
+        const double c = nd[i].c;                                              \
+        x = val[a0];                                                           \
+        y = ((fl) & FAD_BINARY) ? val[a1] : 0.0;                               \
+        v = (V); d0 = (D0); d1 = ((fl) & FAD_BINARY) ? (D1) : c;               \
+        (void)c; (void)y;                                                      \
+        if (((fl) & FAD_CMP) && v != recorded[i]) return i;                    \
+        FAD_STORE_NEXT_                                                        \
+    }                                                                          \
+    goto fad_cold;
+    if (i >= hi) return -1;
+    a0 = nd[i].a0; a1 = nd[i].a1;
+    goto *target[op[i]];
+    FAD_OPS(FAD_THREAD_)
+fad_cold:
+    {
+        double q0, q1;
+        x = val[a0];
+        y = (a1 >= 0) ? val[a1] : 0.0;
+        v = fad_node_eval_all(op[i], x, y, nd[i].c, &q0, &q1);
+        if (op[i] >= FAD_FIRST_CMP && v != recorded[i]) return i;
+        d0 = q0;
+        d1 = q1;
+    }
+    FAD_STORE_NEXT_
+#undef FAD_THREAD_
+#undef FAD_STORE_NEXT_
+#else
+    for (; i < hi; i++) {
+        int o = op[i];
+        a0 = nd[i].a0;
+        a1 = nd[i].a1;
+        x = val[a0];
+        y = (a1 >= 0) ? val[a1] : 0.0;
+        v = fad_node_eval(o, x, y, nd[i].c, &d0, &d1);
+        if (o >= FAD_FIRST_CMP && v != recorded[i]) return i;
+        val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1;
+    }
+    return -1;
+#endif
+}
+
+/* Second partials of op at (x, y, c) with value v = f(x, y, c); as
+ * fad_eval, the FAD_HOT ops inline and the others through fad_second_all. */
+FAD_COLD void fad_second_all(int op, double x, double y, double c, double v,
+                             double *dxx, double *dxy, double *dyy)
 {
     switch (op) {
 #define FAD_SECOND_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \
@@ -829,6 +972,27 @@ static inline void fad_second(int op, double x, double y, double c, double v,
     FAD_OPS(FAD_SECOND_)
 #undef FAD_SECOND_
     default: *dxx = 0.0; *dxy = 0.0; *dyy = 0.0; return;
+    }
+}
+
+FAD_INLINE void fad_second(int op, double x, double y, double c, double v,
+                           double *dxx, double *dxy, double *dyy)
+{
+    switch (op) {
+#define FAD_SECOND_HOT_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                 \
+    case FAD_##E:                                                              \
+        if ((fl) & FAD_HOT) { *dxx = (XX); *dxy = (XY); *dyy = (YY); return; } \
+        break;
+    FAD_OPS(FAD_SECOND_HOT_)
+#undef FAD_SECOND_HOT_
+    default: break;
+    }
+    {
+        double q0, q1, q2;      /* (as in fad_eval) */
+        fad_second_all(op, x, y, c, v, &q0, &q1, &q2);
+        *dxx = q0;
+        *dxy = q1;
+        *dyy = q2;
     }
 }
 

@@ -1,6 +1,6 @@
 # The op table (csrc/fastad_ops.h) as Cython sees it: the bottom layer,
 # cimported by the tape, the sweeps, the array-block kernels and the Vars.
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint8_t
 
 cdef extern from "fastad_ops.h" nogil:
     # the op table (csrc/fastad_ops.h); p1 and c share storage (a unary
@@ -23,7 +23,7 @@ cdef extern from "fastad_ops.h" nogil:
         FAD_GT_C, FAD_GE_C, FAD_EQ_C, FAD_NE_C, FAD_NUM_OPS, FAD_FIRST_CMP
     enum:
         FAD_BINARY, FAD_UNARY, FAD_HAS_C, FAD_ZD, FAD_Z00, FAD_Z01, FAD_Z11, FAD_CMP, FAD_BLOCKF,
-        FAD_CP, FAD_COMM, FAD_D0X, FAD_D0Y, FAD_D0V, FAD_D1X, FAD_D1Y, FAD_D1V
+        FAD_CP, FAD_COMM, FAD_D0X, FAD_D0Y, FAD_D0V, FAD_D1X, FAD_D1Y, FAD_D1V, FAD_HOT
     const char* fad_op_name[]
     const char* fad_op_function[]
     const char* fad_op_ufunc[]
@@ -32,6 +32,8 @@ cdef extern from "fastad_ops.h" nogil:
     const char* fad_op_d1_source[]
     double fad_eval(int op, double x, double y, double c, double* d0, double* d1)
     double fad_node_eval(int op, double x, double y, double c, double* p0, double* p1_or_c)
+    Py_ssize_t fad_replay_nodes(const uint8_t* op, const fad_node* nd, const double* recorded,
+                                double* val, fad_node* out, Py_ssize_t lo, Py_ssize_t hi)
     void fad_second(int op, double x, double y, double c, double v,
                     double* dxx, double* dxy, double* dyy)
     enum:

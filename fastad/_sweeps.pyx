@@ -71,8 +71,7 @@ ctypedef fused Lanes:
     fad_lanes4
     fad_lanesk
 
-ctypedef fused Forward:
-    fad_replay
+ctypedef fused Forward:             # (a replay alone: _replay, below)
     fad_tangents
     fad_both
     fad_masked
@@ -127,7 +126,7 @@ cdef kernel_fn _KERNELS[N_MODES][5]
 
 
 cdef void _register(Lanes* lanes, int col) noexcept:
-    _KERNELS[REPLAY][col] = <kernel_fn>_forward[fad_lanes1, fad_replay]   # (no lanes)
+    _KERNELS[REPLAY][col] = <kernel_fn>_replay                          # (no lanes)
     _KERNELS[TANGENTS][col] = <kernel_fn>_forward[Lanes, fad_tangents]
     _KERNELS[BOTH][col] = <kernel_fn>_forward[Lanes, fad_both]
     _KERNELS[MASKED][col] = <kernel_fn>_forward[Lanes, fad_masked]
@@ -172,6 +171,13 @@ cdef Py_ssize_t run_released(Kernel kernel, Sweep* s) noexcept:
 
 # ---------------------------------------------------------------- forward
 
+cdef Py_ssize_t _replay(fad_lanes1* lanes, fad_replay* mode, const Sweep* s) noexcept nogil:
+    """Values and partials (into out) of slots lo .. hi-1, comparisons checked:
+    the op table's own replay loop (threaded code; see fad_replay_nodes).
+    Returns -1 or the first comparison slot that changed."""
+    return fad_replay_nodes(s.op, s.nd, s.recorded, s.val, s.out, s.lo, s.hi)
+
+
 cdef inline void _tangent(Lanes* lanes, double* tan, Py_ssize_t k, Py_ssize_t i,
                           int32_t a0, double d0, int32_t a1, double d1) noexcept nogil:
     """tan[i] = sz(d0, tan[a0]) + sz(d1, tan[a1]) over the lanes.  A CONST
@@ -195,7 +201,7 @@ cdef inline void _tangent(Lanes* lanes, double* tan, Py_ssize_t k, Py_ssize_t i,
 
 cdef Py_ssize_t _forward(Lanes* lanes, Forward* mode, const Sweep* s) noexcept nogil:
     """For i = lo .. hi-1: the value val[i] and partials (d0, d1) from the
-    op table, written to out (replay, both; masked: where SWEEP_VALUE, the
+    op table, written to out (both; masked: where SWEEP_VALUE, the
     recorded partials elsewhere), and the tangent lanes
     tan[i] = d0 tan[a0] + d1 tan[a1] (tangents, both; masked: where
     SWEEP_TANGENT).  Returns -1 or the first comparison slot that changed."""
@@ -233,7 +239,7 @@ cdef Py_ssize_t _forward(Lanes* lanes, Forward* mode, const Sweep* s) noexcept n
                 out[i].p1 = d1
                 out[i].a0 = a0
                 out[i].a1 = a1
-        if Forward is not fad_replay and m & SWEEP_TANGENT:
+        if m & SWEEP_TANGENT:
             _tangent(lanes, tan, k, i, a0, d0, a1, d1)
     return -1
 
