@@ -5,6 +5,11 @@ round after round, in one process (the machine is shared), and the table
 gives throughput ratios to the loop.
 
     python benchmarks/bench_batch.py [--n 1000] [--b 1000] [--rounds 15]
+    python benchmarks/bench_batch.py --dask [--b 4000] [--chunk 250]
+
+--dask: fastad.dask.map_tape on a LocalCluster of 1 and 2 worker
+processes (one thread each) against the local batch (workers=1), and the
+per-task overhead: a batch of tiny chunks of a tiny tape, time per task.
 """
 import argparse
 import os
@@ -32,9 +37,13 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--b", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--chunk", type=int, default=250)
     ap.add_argument("--method", default="gradient",
                     choices=["gradient", "value", "hvp", "jvp"])
     args = ap.parse_args(argv)
+    if args.dask:
+        return bench_dask(args)
     rng = np.random.default_rng(0)
     tape = fad.record(rosenbrock, rng.uniform(0.5, 1.5, args.n))
     X = rng.uniform(0.5, 1.5, (args.b, args.n))
@@ -72,6 +81,72 @@ def main(argv=None):
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"| {name} | {med * 1e3:.1f} ms | {args.b / med:,.0f} | {base / med:.2f}x |")
+
+
+def bench_dask(args):
+    from dask.distributed import Client, LocalCluster
+
+    import fastad.dask as fdask
+    rng = np.random.default_rng(0)
+    tape = fad.record(rosenbrock, rng.uniform(0.5, 1.5, args.n))
+    X = rng.uniform(0.5, 1.5, (args.b, args.n))
+    small = fad.record(rosenbrock, np.ones(3))
+    Xs = np.ones((400, 3))
+    ref = tape.gradient(X, batch=True, workers=1)
+    clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
+                                dashboard_address=None) for w in (1, 2)}
+    clients = {w: Client(c, set_as_default=False) for w, c in clusters.items()}
+    try:
+        def on(w):
+            G = fdask.map_tape(tape, X, "gradient", chunk_size=args.chunk, client=clients[w])
+            return G.compute()
+
+        def tiny(w):        # 400 tasks of one point each
+            G = fdask.map_tape(small, Xs, "gradient", chunk_size=1, client=clients[w])
+            return G.compute()
+
+        variants = {"local batch, workers=1 (no Dask)":
+                    lambda: tape.gradient(X, batch=True, workers=1),
+                    "Dask, 1 worker process": lambda: on(1),
+                    "Dask, 2 worker processes": lambda: on(2)}
+        for name, fn in variants.items():
+            assert np.array_equal(fn(), ref), name
+        tiny(1), tiny(2)
+        times = {name: [] for name in variants}
+        ttimes = {1: [], 2: []}
+        for _ in range(args.rounds):
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            for w in (1, 2):
+                t0 = time.perf_counter()
+                tiny(w)
+                ttimes[w].append(time.perf_counter() - t0)
+    finally:
+        for c in clients.values():
+            c.close()
+        for c in clusters.values():
+            c.close()
+    base = statistics.median(times["local batch, workers=1 (no Dask)"])
+    print(f"fastad.dask.map_tape(tape, X, 'gradient'): Rosenbrock loop, n = {args.n} "
+          f"({len(tape)} operations), b = {args.b} points in chunks of {args.chunk} "
+          f"({-(-args.b // args.chunk)} tasks), {args.rounds} interleaved rounds")
+    print()
+    print("| variant | median time | points/s | throughput vs local batch |")
+    print("|---|---:|---:|---:|")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {name} | {med * 1e3:.1f} ms | {args.b / med:,.0f} | {base / med:.2f}x |")
+    print()
+    print("Per-task overhead: 400 tasks of one point of a 3-input tape")
+    print()
+    print("| cluster | median time for 400 tasks | per task |")
+    print("|---|---:|---:|")
+    for w, ts in ttimes.items():
+        med = statistics.median(ts)
+        print(f"| {w} worker process{'es' if w > 1 else ''} | {med * 1e3:.0f} ms | "
+              f"{med / 400 * 1e3:.2f} ms |")
 
 
 if __name__ == "__main__":
