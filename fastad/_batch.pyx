@@ -14,8 +14,9 @@ The shapes here are flat: X (b, n_inputs), seeds (b, k, n_inputs) or
 (b, k, n_outputs); the structure of x and of the output is _batching's.
 """
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import threading
 
@@ -24,6 +25,7 @@ cimport numpy as cnp
 
 from fastad._player cimport Player
 from fastad._recorder cimport fad_node
+from fastad._ops cimport FAD_FIRST_CMP, FAD_MAP_VALUES, fad_map
 from fastad._sweeps cimport FORWARD, REVERSE, SECOND, Sweep, needed_mask, run, sweep_over
 
 cnp.import_array()
@@ -70,6 +72,7 @@ cdef struct Job:
     Py_ssize_t m, k, slot       # outputs, lanes, the scalar output's slot
     Py_ssize_t width, chunk     # Jacobians: columns/rows, lanes per sweep
     Py_ssize_t b, block         # points, points taken at once
+    Py_ssize_t lanes            # VALUE, GRAD: points swept side by side (0: one at a time)
     const double* X             # (b, lo)
     const double* S             # (b, k, lo) or (b, k, m)
     double* Y                   # results
@@ -84,6 +87,12 @@ cdef struct Bufs:               # one thread's
     double* adj
     double* tan
     double* adt
+    double* lv                  # lanes: values, partials and adjoints, slot-major
+    double* lp0
+    double* lp1
+    double* la                  # (zeros at rest)
+    double* zero                # a lane's worth of zeros (unary ops' y)
+    int64_t* fail
 
 
 cdef Py_ssize_t _replay(const Job* j, Bufs* w, Py_ssize_t p) noexcept nogil:
@@ -207,6 +216,76 @@ cdef Py_ssize_t _point(const Job* j, Bufs* w, Py_ssize_t p) noexcept nogil:
     return -1
 
 
+cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept nogil:
+    """Points p0 .. p0+cnt-1 side by side (VALUE, GRAD): each node's op runs
+    over the L lanes in one call of the op table's loop (fad_map), so the
+    per-node dispatch is paid once for L points.  Per lane, the arithmetic
+    and its order are the single-point replay's and reverse sweep's (same
+    expressions; a lane's adjoints accumulate in the same node order, with
+    the same strong-zero tests), so the results are the same bits.  Unused
+    lanes (cnt < L) repeat the last point."""
+    cdef Py_ssize_t L = j.lanes, lo = j.lo, i, q, o
+    cdef const fad_node* nd = j.nd
+    cdef double* lv = w.lv
+    cdef double* lp0 = w.lp0
+    cdef double* lp1 = w.lp1
+    cdef double* la = w.la
+    cdef double* g
+    cdef double gq, pp
+    cdef const double* yv
+    cdef int32_t a0, a1
+    cdef double rec
+    for q in range(L):
+        w.fail[q] = -1
+        yv = j.X + (p0 + min(q, cnt - 1)) * lo
+        for i in range(lo):
+            lv[i * L + q] = yv[i]
+    for i in range(lo, j.n):            # the replay (Player._forward_seg)
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        fad_map(j.op[i], FAD_MAP_VALUES, L, lv + a0 * L, 1,
+                lv + a1 * L if a1 >= 0 else w.zero, 1, nd[i].c, NULL, 0,
+                lv + i * L, lp0 + i * L, lp1 + i * L)
+        if j.op[i] >= FAD_FIRST_CMP:
+            rec = j.recorded[i]
+            for q in range(L):
+                if lv[i * L + q] != rec and w.fail[q] < 0:
+                    w.fail[q] = i
+    if j.kind == VALUE:
+        for q in range(cnt):
+            j.status[p0 + q] = w.fail[q]
+            for o in range(j.m):
+                j.Y[(p0 + q) * j.m + o] = lv[j.outs[o] * L + q]
+        return
+    for q in range(L):                  # GRAD: Tape.value_and_gradient's reverse sweep
+        la[j.slot * L + q] += 1.0
+    for i in range(j.slot, lo - 1, -1):
+        g = la + i * L
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        for q in range(L):              # fastad._sweeps._pull, one lane, with clear
+            gq = g[q]
+            if gq == 0.0:
+                continue
+            if isfinite(gq):
+                la[a0 * L + q] += lp0[i * L + q] * gq
+                if a1 >= 0:
+                    la[a1 * L + q] += lp1[i * L + q] * gq
+            else:
+                pp = lp0[i * L + q]
+                la[a0 * L + q] += 0.0 if pp == 0.0 else pp * gq
+                if a1 >= 0:
+                    pp = lp1[i * L + q]
+                    la[a1 * L + q] += 0.0 if pp == 0.0 else pp * gq
+            g[q] = 0.0
+    for q in range(cnt):
+        j.status[p0 + q] = w.fail[q]
+        j.V[p0 + q] = lv[j.slot * L + q]
+        for i in range(lo):
+            j.Y[(p0 + q) * lo + i] = la[i * L + q]
+    memset(la, 0, lo * L * sizeof(double))
+
+
 cdef void _points(Job* j, Bufs* w) noexcept nogil:
     """Take blocks of points until none is left."""
     cdef Py_ssize_t p0, p
@@ -214,8 +293,14 @@ cdef void _points(Job* j, Bufs* w) noexcept nogil:
         p0 = <Py_ssize_t>fastad_fetch_add(&j.next, j.block)
         if p0 >= j.b:
             return
-        for p in range(p0, min(p0 + j.block, j.b)):
-            j.status[p] = _point(j, w, p)
+        if j.lanes:
+            p = p0
+            while p < min(p0 + j.block, j.b):
+                _lanes(j, w, p, min(j.lanes, j.b - p))
+                p += j.lanes
+        else:
+            for p in range(p0, min(p0 + j.block, j.b)):
+                j.status[p] = _point(j, w, p)
 
 
 cdef class _Worker:
@@ -230,6 +315,12 @@ cdef class _Worker:
         free(self.w.adj)
         free(self.w.tan)
         free(self.w.adt)
+        free(self.w.lv)
+        free(self.w.lp0)
+        free(self.w.lp1)
+        free(self.w.la)
+        free(self.w.zero)
+        free(self.w.fail)
 
     cdef int alloc(self, Py_ssize_t n, Py_ssize_t n_adj, Py_ssize_t n_tan,
                    Py_ssize_t n_adt) except -1:
@@ -243,6 +334,18 @@ cdef class _Worker:
             raise MemoryError("fastad: not enough memory for the batch's work buffers")
         return 0
 
+    cdef int alloc_lanes(self, Py_ssize_t n, Py_ssize_t L) except -1:
+        self.w.lv = <double*>malloc(n * L * sizeof(double))
+        self.w.lp0 = <double*>malloc(n * L * sizeof(double))
+        self.w.lp1 = <double*>malloc(n * L * sizeof(double))
+        self.w.la = <double*>calloc(n * L, sizeof(double))
+        self.w.zero = <double*>calloc(L, sizeof(double))
+        self.w.fail = <int64_t*>malloc(L * sizeof(int64_t))
+        if not (self.w.lv and self.w.lp0 and self.w.lp1 and self.w.la and self.w.zero
+                and self.w.fail):
+            raise MemoryError("fastad: not enough memory for the batch's work buffers")
+        return 0
+
     def run(self):
         with nogil:
             _points(self.job, &self.w)
@@ -252,14 +355,23 @@ cdef object _c(object a, dtype=np.float64):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t chunk=0):
+# Points swept side by side by VALUE and GRAD: enough to pay a node's
+# dispatch once for several points, few enough that a thread's lane buffers
+# (32 bytes per slot and lane) stay in cache on tapes of some 10^4 nodes.
+cdef Py_ssize_t DEF_LANES = 8
+
+
+def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t chunk=0,
+              Py_ssize_t lanes=-1):
     """Sweep the batch: X (b, n_inputs) float64; S the seeds (b, k, n_inputs)
     (JVP, HVP) or (b, k, n_outputs) (VJP).  Returns (Y, V, status): Y the
     results (VALUE (b, m); GRAD (b, n_inputs) and the values V (b,); JVP
     (b, k, m); VJP, HVP (b, k, n_inputs); JAC_* (b, m, n_inputs)), status
     (b,) int64: -1 where the point replayed, else the slot of the recorded
     comparison that came out otherwise (that point's row of Y is garbage).
-    For tapes of scalar nodes only (no blocks); chunk: Jacobian lanes per sweep."""
+    For tapes of scalar nodes only (no blocks); chunk: Jacobian lanes per
+    sweep; lanes: VALUE and GRAD's points side by side (-1: DEF_LANES, 0:
+    one point at a time; the same results either way)."""
     if tape.blocks:
         raise ValueError("fastad: run_batch is for tapes of scalar nodes (no array blocks)")
     cdef cnp.ndarray Xa = _c(X)
@@ -342,15 +454,22 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     job.V = <double*>cnp.PyArray_DATA(V) if V is not None else NULL
     job.status = <int64_t*>cnp.PyArray_DATA(status)
     job.next = 0
+    if lanes < 0:
+        lanes = DEF_LANES
+    job.lanes = lanes if (kind == VALUE or kind == GRAD) and lanes > 1 else 0
     workers = max(1, min(workers, b))
     # blocks of points small enough to balance the threads, large enough that
-    # the shared counter is touched rarely
+    # the shared counter is touched rarely (with lanes: whole lane groups)
     job.block = max(1, min(64, b // (8 * workers)))
+    if job.lanes:
+        job.block = max(1, (job.block + job.lanes - 1) // job.lanes) * job.lanes
     cdef list pool = []
     cdef _Worker wk
     for _ in range(workers):
         wk = _Worker()
         wk.alloc(max(n, lo), n_adj, n_tan, n_adt)
+        if job.lanes:
+            wk.alloc_lanes(max(n, lo, 1), job.lanes)
         wk.job = &job
         wk.owner = (tape, Xa, Sa, Y, V, status, outs)
         pool.append(wk)

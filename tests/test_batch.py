@@ -401,3 +401,64 @@ def test_pickled_tape_batches():
     t2 = pickle.loads(pickle.dumps(tape))
     X = rng_for("pickle").normal(size=(4, 5))
     same(t2.gradient(X, batch=True), tape.gradient(X, batch=True))
+
+
+# ---------------------------------------------------------------- every op
+
+def _op_cases():
+    from test_op_table import CASES
+    return [c for c in CASES if c[2].startswith("scalar")]
+
+
+OP_CASES = _op_cases()
+
+
+@pytest.mark.parametrize("fname, op, form, f, z0", OP_CASES,
+                         ids=[f"{c[0]}-{c[2]}" for c in OP_CASES])
+def test_every_op_bit_for_bit(fname, op, form, f, z0):
+    """Every op of the table (scalar forms), at ordinary, special and
+    non-finite points: the batch (points side by side for values and
+    gradients, one at a time for the rest) gives the single-point bits, and
+    replays exactly where the single-point call does."""
+    W = np.linspace(0.7, -1.3, 3)
+    g = lambda z: fad.sum(f(z) * W)     # noqa: E731 - scalarized, for gradients and hvps
+    rng = rng_for("ops", fname, form)
+    pts = [z0, z0 * 0.9 + 0.03, -z0, np.zeros_like(z0), z0 * 1e3, z0 + 1.0,
+           np.where(np.arange(z0.size) == 0, np.inf, z0), np.where(np.arange(z0.size) == 1, np.nan, z0)]
+    pts += list(rng.uniform(-2, 2, (9, z0.size)))
+    X = np.array(pts)
+    V = rng.normal(size=X.shape)
+    with np.errstate(all="ignore"):
+        for fn in (f, g):
+            tape = fad.record(fn, z0)
+            calls = [("value", lambda x, v: tape(x), lambda **k: tape(X, **k)),
+                     ("jvp", lambda x, v: tape.jvp(x, v), lambda **k: tape.jvp(X, V, **k)),
+                     ("jacobian", lambda x, v: tape.jacobian(x),
+                      lambda **k: tape.jacobian(X, **k))]
+            if fn is g:
+                calls += [("gradient", lambda x, v: tape.gradient(x),
+                           lambda **k: tape.gradient(X, **k)),
+                          ("hvp", lambda x, v: tape.hvp(x, v), lambda **k: tape.hvp(X, V, **k))]
+            for name, one, many in calls:
+                res, ok = many(batch=True, workers=2, on_branch_change="mask")
+                for i, (x, v) in enumerate(zip(X, V)):
+                    try:
+                        want = one(x, v)
+                    except fad.BranchChangedError:
+                        assert not ok[i], (fname, form, name, i)
+                        continue
+                    assert ok[i], (fname, form, name, i)
+                    assert np.array_equal(np.asarray(res[i]), np.asarray(want), equal_nan=True), \
+                        (fname, form, name, i, res[i], want)
+
+
+def test_strong_zeros_in_the_lanes():
+    """An inf adjoint (sqrt'(0) upstream) passes nothing through a zero
+    partial: the points side by side keep the single-point rule."""
+    tape = fad.record(lambda x: fad.sqrt(x[0] * x[1]) + x[0] + fad.sqrt(x[2] * 2.0) * 0.0,
+                      np.ones(3))
+    X = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [4.0, 1.0, 1.0]] * 3)
+    G = tape.gradient(X, batch=True)
+    same(G, stack([tape.gradient(x) for x in X]))
+    assert G[1].tolist() == [1.0, 0.0, 0.0]          # exact zeros, not NaN
+    same(tape.gradient(X, batch=True, workers=2), G)
