@@ -97,13 +97,18 @@ def bench_dask(args):
                                 dashboard_address=None) for w in (1, 2)}
     clients = {w: Client(c, set_as_default=False) for w, c in clusters.items()}
     try:
+        import dask.array as da
+        # X on each cluster beforehand, as data that lives there would be
+        Xd = {w: c.persist(da.from_array(X, chunks=(args.chunk, args.n)))
+              for w, c in clients.items()}
+
         def on(w):
-            G = fdask.map_tape(tape, X, "gradient", chunk_size=args.chunk, client=clients[w])
-            return G.compute()
+            G = fdask.map_tape(tape, Xd[w], "gradient", client=clients[w])
+            return clients[w].compute(G).result()
 
         def tiny(w):        # 400 tasks of one point each
             G = fdask.map_tape(small, Xs, "gradient", chunk_size=1, client=clients[w])
-            return G.compute()
+            return clients[w].compute(G).result()
 
         variants = {"local batch, workers=1 (no Dask)":
                     lambda: tape.gradient(X, batch=True, workers=1),

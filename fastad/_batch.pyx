@@ -359,6 +359,9 @@ cdef object _c(object a, dtype=np.float64):
 # dispatch once for several points, few enough that a thread's lane buffers
 # (32 bytes per slot and lane) stay in cache on tapes of some 10^4 nodes.
 cdef Py_ssize_t DEF_LANES = 8
+# per thread; larger tapes sweep one point at a time (their nodes no longer
+# fit a cache anyway, and a lane buffer would multiply the replay's memory)
+cdef Py_ssize_t LANE_BYTES = 32 * 1024 * 1024
 
 
 def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t chunk=0,
@@ -454,8 +457,8 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     job.V = <double*>cnp.PyArray_DATA(V) if V is not None else NULL
     job.status = <int64_t*>cnp.PyArray_DATA(status)
     job.next = 0
-    if lanes < 0:
-        lanes = DEF_LANES
+    if lanes < 0:           # lane buffers (32 bytes a slot and lane) of at most LANE_BYTES
+        lanes = min(DEF_LANES, LANE_BYTES // (32 * max(n, 1)))
     job.lanes = lanes if (kind == VALUE or kind == GRAD) and lanes > 1 else 0
     workers = max(1, min(workers, b))
     # blocks of points small enough to balance the threads, large enough that

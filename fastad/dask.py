@@ -101,11 +101,15 @@ def _result_shape(tape, method, stacked_k):
             "hvp": lead + ins, "jacobian": outs + ins}[method]
 
 
-def _tape_block(start, x, *rest):
-    """One chunk (its first point is X[start]): the batched method, flat rows
-    (plus an ok column for 'mask')."""
-    s = rest[0] if len(rest) == 6 else None
-    tape, method, mode, threads, on_branch = rest[-5:]
+def _tape_block(*parts, block_info=None):
+    """One chunk (2-d views of X and V, then tape, method, mode, threads,
+    on_branch_change and the arrays' point shapes): the batched method, flat
+    rows (plus an ok column for 'mask')."""
+    tape, method, mode, threads, on_branch, shapes = parts[-6:]
+    arrays = [a.reshape((a.shape[0],) + tuple(sh)) for a, sh in zip(parts[:-6], shapes)]
+    x = arrays[0]
+    s = arrays[1] if len(arrays) > 1 else None
+    start = block_info[0]["array-location"][0][0] if block_info else 0
     kw = dict(batch=True, workers=threads, on_branch_change="mask")
     if method == "value":
         res, ok = tape(x, **kw)
@@ -145,7 +149,11 @@ def map_tape(tape, X, method="gradient", V=None, *, mode="auto", client=None,
     ((b,) + shape) or k per point ((b, k) + shape), chunked as X.
     mode: the Jacobian's ('auto', 'fwd', 'rev').
     client: a dask.distributed Client (default: the current one; none:
-    Dask's local scheduler).  threads: the batch's threads in each task.
+    Dask's local scheduler); the tape is scattered to it, so compute the
+    result there (`.compute()` when it is the default client, else
+    `client.compute(result)`).  A NumPy X travels inside the graph; for
+    large X, make it a Dask array on the cluster first (client.scatter,
+    da.from_array of data the workers can read, or .persist()).  threads: the batch's threads in each task.
     on_branch_change: 'raise' (a BranchChangedError naming the point when
     the result is computed: the first in its chunk of the chunk that failed
     first, as the chunks run in parallel) or 'mask': then returns (result, ok) with ok a
@@ -202,31 +210,20 @@ def map_tape(tape, X, method="gradient", V=None, *, mode="auto", client=None,
     size = int(np.prod(shape, dtype=np.int64))
     width = size + (1 if on_branch_change == "mask" else 0)
     shipped = _ship(da, client, tape)
-    flat = _chunkwise(da, _tape_block, args, (shipped, method, mode, threads, on_branch_change),
-                      width)
+    # 2-d views (points, numbers): one block per chunk of points, aligned
+    flats = [a.reshape((b, int(np.prod(a.shape[1:], dtype=np.int64)))) for a in args]
+    shapes = [a.shape[1:] for a in args]
+    flat = da.map_blocks(_tape_block, *flats, shipped, method, mode, threads, on_branch_change,
+                         shapes, chunks=(Xd.chunks[0], (width,)), dtype=np.float64,
+                         meta=np.empty((0, 0)))
     res = flat[:, :size].reshape((b,) + shape)
     if on_branch_change == "mask":
         return res, flat[:, size] != 0.0
     return res
 
 
-def _chunkwise(da, fn, arrays, consts, width):
-    """fn(start, *chunks, *consts) -> (rows, width) for each chunk of the
-    arrays (chunked alike along their first axis), as one Dask array."""
-    import dask
-    blocks = [a.to_delayed().reshape(-1) for a in arrays]
-    call = dask.delayed(fn, pure=True)
-    parts, start = [], 0
-    for c, rows in enumerate(arrays[0].chunks[0]):
-        task = call(start, *[blk[c] for blk in blocks], *consts)
-        parts.append(da.from_delayed(task, shape=(rows, width), dtype=np.float64))
-        start += rows
-    if not parts:
-        return da.zeros((0, width), dtype=np.float64)
-    return da.concatenate(parts, axis=0)
-
-
-def _points_block(start, x, fn, out_shape):
+def _points_block(x, fn, in_shape, out_shape):
+    x = x.reshape((x.shape[0],) + tuple(in_shape))
     out = np.empty((x.shape[0],) + out_shape)
     for p in range(x.shape[0]):
         out[p] = np.asarray(fn(x[p]), dtype=np.float64).reshape(out_shape)
@@ -256,5 +253,9 @@ def map_points(fn, X, *, out_shape=None, client=None, chunk_size=None):
     out_shape = tuple(int(s) for s in out_shape)
     shipped = _ship(da, client, fn)
     size = int(np.prod(out_shape, dtype=np.int64))
-    flat = _chunkwise(da, _points_block, [Xd], (shipped, out_shape), size)
-    return flat.reshape((Xd.shape[0],) + out_shape)
+    b = Xd.shape[0]
+    X2 = Xd.reshape((b, int(np.prod(Xd.shape[1:], dtype=np.int64))))
+    flat = da.map_blocks(_points_block, X2, shipped, Xd.shape[1:], out_shape,
+                         chunks=(Xd.chunks[0], (size,)), dtype=np.float64,
+                         meta=np.empty((0, 0)))
+    return flat.reshape((b,) + out_shape)
