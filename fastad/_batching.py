@@ -174,8 +174,9 @@ def _point_x(tape, row):
                         for s, off, n in zip(t.shapes, t.offsets, t.sizes)])
 
 
-def _loop(tape, kind, X, S, mode):
-    """The batch by single-point calls, flat (as fastad._batch.run_batch)."""
+def _loop(tape, kind, X, S, mode, stop_at_error):
+    """The batch by single-point calls, flat (as fastad._batch.run_batch);
+    stop_at_error: the first point that does not replay ends it."""
     b = X.shape[0]
     status = np.full(b, -1, dtype=np.int64)
     errors = {}
@@ -191,6 +192,8 @@ def _loop(tape, kind, X, S, mode):
         except BranchChangedError as e:
             status[p] = 0
             errors[p] = e
+            if stop_at_error:
+                break
             continue
         if kind == _batch.GRAD:
             V[p], Y[p] = r
@@ -245,7 +248,7 @@ def batched(tape, method, X, seeds=None, mode="auto", workers=None,
             workers = 1
         Y, V, status = _batch.run_batch(tape, kind, Xf, S, workers, chunk)
     else:
-        Y, V, status = _batch_loop(tape, kind, Xf, S, mode, errors)
+        Y, V, status = _batch_loop(tape, kind, Xf, S, mode, errors, on_branch == "raise")
     ok = status < 0
     if not ok.all():
         if on_branch == "raise":
@@ -280,8 +283,8 @@ def _unprefixed(msg):
     return msg[len("fastad: "):] if msg.startswith("fastad: ") else msg
 
 
-def _batch_loop(tape, kind, Xf, S, mode, errors):
-    Y, V, status, errs = _loop(tape, kind, Xf, S, mode)
+def _batch_loop(tape, kind, Xf, S, mode, errors, stop_at_error):
+    Y, V, status, errs = _loop(tape, kind, Xf, S, mode, stop_at_error)
     errors.update(errs)
     return Y, V, status
 
