@@ -245,7 +245,8 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
         a1 = nd[i].a1
         fad_map(j.op[i], FAD_MAP_VALUES, L, lv + a0 * L, 1,
                 lv + a1 * L if a1 >= 0 else w.zero, 1, nd[i].c, NULL, 0,
-                lv + i * L, lp0 + i * L, lp1 + i * L)
+                lv + i * L, NULL if j.kind == VALUE else lp0 + i * L,
+                NULL if j.kind == VALUE else lp1 + i * L)
         if j.op[i] >= FAD_FIRST_CMP:
             rec = j.recorded[i]
             for q in range(L):

@@ -87,7 +87,9 @@ def _ship(da, client, obj):
     """obj on every worker once: a broadcast scatter (distributed), or one
     graph key every task reads (the local scheduler)."""
     if client is not None:
-        return client.scatter(obj, broadcast=True, hash=True)
+        # (hash=False: a fresh key per call; a key shared with a previous call
+        # can be released by that call's cleanup just as this one uses it)
+        return client.scatter(obj, broadcast=True, hash=False)
     import dask
     return dask.delayed(obj, pure=True)
 
