@@ -217,7 +217,8 @@ cdef Py_ssize_t _point(const Job* j, Bufs* w, Py_ssize_t p) noexcept nogil:
 
 
 cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept nogil:
-    """Points p0 .. p0+cnt-1 side by side (VALUE, GRAD): each node's op runs
+    """Points p0 .. p0+cnt-1 side by side (VALUE, GRAD, JVP with one
+    direction a point): each node's op runs
     over the L lanes in one call of the op table's loop (fad_map), so the
     per-node dispatch is paid once for L points.  Per lane, the arithmetic
     and its order are the single-point replay's and reverse sweep's (same
@@ -231,15 +232,20 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     cdef double* lp1 = w.lp1
     cdef double* la = w.la
     cdef double* g
-    cdef double gq, pp
+    cdef double gq, pp, r, t
     cdef const double* yv
     cdef int32_t a0, a1
     cdef double rec
+    cdef bint jvp = j.kind == JVP
     for q in range(L):
         w.fail[q] = -1
         yv = j.X + (p0 + min(q, cnt - 1)) * lo
         for i in range(lo):
             lv[i * L + q] = yv[i]
+        if jvp:                         # JVP (one direction a point): la holds tangents
+            yv = j.S + (p0 + min(q, cnt - 1)) * lo
+            for i in range(lo):
+                la[i * L + q] = yv[i]
     for i in range(lo, j.n):            # the replay (Player._forward_seg)
         a0 = nd[i].a0
         a1 = nd[i].a1
@@ -252,6 +258,25 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
             for q in range(L):
                 if lv[i * L + q] != rec and w.fail[q] < 0:
                     w.fail[q] = i
+        if jvp:                         # fastad._sweeps._tangent, one lane
+            for q in range(L):
+                r = 0.0
+                t = la[a0 * L + q] if a0 != i else 0.0
+                pp = lp0[i * L + q]
+                if t != 0.0 and pp != 0.0:
+                    r = pp * t
+                if a1 >= 0:
+                    t = la[a1 * L + q]
+                    pp = lp1[i * L + q]
+                    if t != 0.0 and pp != 0.0:
+                        r += pp * t
+                la[i * L + q] = r
+    if jvp:
+        for q in range(cnt):
+            j.status[p0 + q] = w.fail[q]
+            for o in range(j.m):
+                j.Y[(p0 + q) * j.m + o] = la[j.outs[o] * L + q]
+        return
     if j.kind == VALUE:
         for q in range(cnt):
             j.status[p0 + q] = w.fail[q]
@@ -356,7 +381,7 @@ cdef object _c(object a, dtype=np.float64):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-# Points swept side by side by VALUE and GRAD: enough to pay a node's
+# Points swept side by side by VALUE, GRAD and JVP (k = 1): enough to pay a node's
 # dispatch once for several points, few enough that a thread's lane buffers
 # (32 bytes per slot and lane) stay in cache on tapes of some 10^4 nodes.
 cdef Py_ssize_t DEF_LANES = 8
@@ -374,7 +399,7 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     (b,) int64: -1 where the point replayed, else the slot of the recorded
     comparison that came out otherwise (that point's row of Y is garbage).
     For tapes of scalar nodes only (no blocks); chunk: Jacobian lanes per
-    sweep; lanes: VALUE and GRAD's points side by side (-1: DEF_LANES, 0:
+    sweep; lanes: points side by side for VALUE, GRAD and one-direction JVP (-1: DEF_LANES, 0:
     one point at a time; the same results either way)."""
     if tape.blocks:
         raise ValueError("fastad: run_batch is for tapes of scalar nodes (no array blocks)")
@@ -460,7 +485,8 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     job.next = 0
     if lanes < 0:           # lane buffers (32 bytes a slot and lane) of at most LANE_BYTES
         lanes = min(DEF_LANES, LANE_BYTES // (32 * max(n, 1)))
-    job.lanes = lanes if (kind == VALUE or kind == GRAD) and lanes > 1 else 0
+    job.lanes = lanes if (kind == VALUE or kind == GRAD or (kind == JVP and k == 1)) \
+        and lanes > 1 else 0
     workers = max(1, min(workers, b))
     # blocks of points small enough to balance the threads, large enough that
     # the shared counter is touched rarely (with lanes: whole lane groups)

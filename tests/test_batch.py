@@ -462,3 +462,13 @@ def test_strong_zeros_in_the_lanes():
     same(G, stack([tape.gradient(x) for x in X]))
     assert G[1].tolist() == [1.0, 0.0, 0.0]          # exact zeros, not NaN
     same(tape.gradient(X, batch=True, workers=2), G)
+
+
+def test_strong_zeros_in_the_tangent_lanes():
+    """A zero tangent through an inf partial (sqrt'(0)) gives an exact zero."""
+    tape = fad.record(lambda x: fad.sqrt(x[0]) * 2.0 + x[1] + fad.sqrt(x[0] * x[1]), np.ones(2))
+    X = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [4.0, 2.0]] * 3)
+    V = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]] * 3)
+    T = tape.jvp(X, V, batch=True)
+    same(T, np.array([tape.jvp(x, v) for x, v in zip(X, V)]))
+    assert T[1] == 1.0 and T[2] == 0.0
