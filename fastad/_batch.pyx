@@ -2,9 +2,12 @@
 """Batched replay of a tape of scalar nodes: b points swept in compiled code,
 split over threads that run without the GIL.
 
-Each point goes through the same kernels (fastad._sweeps), in the same
-order and with the same buffers' layout, as the single-point Tape method it
-stands for, so its results are bit for bit those of that method.  Each
+Values, gradients, and jvps and hvps with one direction a point sweep
+DEF_LANES points side by side (_lanes): one op-table loop (fad_map) per node
+for all of them, and per point the single-point sweeps' arithmetic in their
+order, with their strong-zero tests.  The other kinds take one point at a
+time through the single-point method's own kernels (fastad._sweeps).
+Either way each result is bit for bit what that method returns.  Each
 thread has its own value, partial and lane buffers; threads take blocks of
 points from a shared counter (a core slowed by another process takes fewer).
 Tapes with array blocks or a value read are batched by fastad._batching
@@ -25,8 +28,9 @@ cimport numpy as cnp
 
 from fastad._player cimport Player
 from fastad._recorder cimport fad_node
-from fastad._ops cimport FAD_FIRST_CMP, FAD_MAP_VALUES, fad_map
-from fastad._sweeps cimport FORWARD, REVERSE, SECOND, Sweep, needed_mask, run, sweep_over
+from fastad._ops cimport (FAD_FIRST_CMP, FAD_MAP_SECOND, FAD_MAP_VALUES, FAD_Z00, FAD_Z01,
+                          FAD_Z11, fad_map, fad_op_flags)
+from fastad._sweeps cimport FORWARD, REVERSE, SECOND, Sweep, needed_mask, run, sweep_over, sz
 
 cnp.import_array()
 
@@ -72,7 +76,7 @@ cdef struct Job:
     Py_ssize_t m, k, slot       # outputs, lanes, the scalar output's slot
     Py_ssize_t width, chunk     # Jacobians: columns/rows, lanes per sweep
     Py_ssize_t b, block         # points, points taken at once
-    Py_ssize_t lanes            # VALUE, GRAD: points swept side by side (0: one at a time)
+    Py_ssize_t lanes            # points swept side by side (0: one at a time)
     const double* X             # (b, lo)
     const double* S             # (b, k, lo) or (b, k, m)
     double* Y                   # results
@@ -91,6 +95,9 @@ cdef struct Bufs:               # one thread's
     double* lp0
     double* lp1
     double* la                  # (zeros at rest)
+    double* lt                  # HVP: tangents, and the adjoints' tangents
+    double* ld
+    double* s3                  # HVP: one node's second partials, 3 lanes' rows
     double* zero                # a lane's worth of zeros (unary ops' y)
     int64_t* fail
 
@@ -216,8 +223,76 @@ cdef Py_ssize_t _point(const Job* j, Bufs* w, Py_ssize_t p) noexcept nogil:
     return -1
 
 
+cdef void _lanes_second(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept nogil:
+    """HVP's reverse sweep for the lanes of _lanes (values, partials and
+    tangents in place): fastad._sweeps._second, one lane a point, in
+    propagate mode; the second partials from the op table's loop over the
+    lanes, used only where the single-point sweep computes them."""
+    cdef Py_ssize_t L = j.lanes, lo = j.lo, hi = j.hi, i, q
+    cdef const fad_node* nd = j.nd
+    cdef double* lv = w.lv
+    cdef double* lp0 = w.lp0
+    cdef double* lp1 = w.lp1
+    cdef double* adj = w.la
+    cdef double* adt = w.ld
+    cdef double* tan = w.lt
+    cdef double* S0 = w.s3
+    cdef double* S1 = w.s3 + L
+    cdef double* S2 = w.s3 + 2 * L
+    cdef double g, gd1, p, xx, xy, yy, tx, ty
+    cdef int32_t a0, a1
+    cdef int o
+    cdef bint linear
+    memset(adj, 0, hi * L * sizeof(double))
+    memset(adt, 0, hi * L * sizeof(double))
+    for q in range(L):
+        adj[j.slot * L + q] = 1.0
+    for i in range(hi - 1, lo - 1, -1):
+        o = j.op[i]
+        a0 = nd[i].a0
+        a1 = nd[i].a1
+        linear = (fad_op_flags[o] & (FAD_Z00 | FAD_Z01 | FAD_Z11)) == (FAD_Z00 | FAD_Z01 | FAD_Z11)
+        if not linear:
+            if a1 >= 0:
+                fad_map(o, FAD_MAP_SECOND, L, lv + a0 * L, 1, lv + a1 * L, 1, 0.0,
+                        lv + i * L, 1, S0, S1, S2)
+            else:
+                fad_map(o, FAD_MAP_SECOND, L, lv + a0 * L, 1, w.zero, 1, nd[i].c,
+                        lv + i * L, 1, S0, S1, S2)
+        for q in range(L):
+            g = adj[i * L + q]
+            gd1 = adt[i * L + q]
+            if g == 0.0 and gd1 == 0.0:
+                continue
+            xx = xy = yy = 0.0
+            if g != 0.0 and not linear:
+                xx = S0[q]
+                xy = S1[q]
+                yy = S2[q]
+            p = lp0[i * L + q]
+            tx = tan[a0 * L + q]
+            ty = tan[a1 * L + q] if a1 >= 0 else 0.0
+            adj[a0 * L + q] += sz(p, g)
+            if gd1 != 0.0:
+                adt[a0 * L + q] += sz(p, gd1)
+            if g != 0.0:
+                if xx != 0.0 or xy != 0.0:
+                    adt[a0 * L + q] += sz(g, sz(xx, tx) + sz(xy, ty))
+            if a1 >= 0:
+                p = lp1[i * L + q]
+                adj[a1 * L + q] += sz(p, g)
+                if gd1 != 0.0:
+                    adt[a1 * L + q] += sz(p, gd1)
+                if xy != 0.0 or yy != 0.0:
+                    adt[a1 * L + q] += sz(g, sz(xy, tx) + sz(yy, ty))
+    for q in range(cnt):
+        j.status[p0 + q] = w.fail[q]
+        for i in range(lo):
+            j.Y[(p0 + q) * lo + i] = adt[i * L + q]
+
+
 cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept nogil:
-    """Points p0 .. p0+cnt-1 side by side (VALUE, GRAD, JVP with one
+    """Points p0 .. p0+cnt-1 side by side (VALUE, GRAD; JVP and HVP with one
     direction a point): each node's op runs
     over the L lanes in one call of the op table's loop (fad_map), so the
     per-node dispatch is paid once for L points.  Per lane, the arithmetic
@@ -236,16 +311,17 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     cdef const double* yv
     cdef int32_t a0, a1
     cdef double rec
-    cdef bint jvp = j.kind == JVP
+    cdef bint jvp = j.kind == JVP or j.kind == HVP
+    cdef double* lt = la if j.kind == JVP else w.lt     # tangents
     for q in range(L):
         w.fail[q] = -1
         yv = j.X + (p0 + min(q, cnt - 1)) * lo
         for i in range(lo):
             lv[i * L + q] = yv[i]
-        if jvp:                         # JVP (one direction a point): la holds tangents
+        if jvp:                         # one direction a point
             yv = j.S + (p0 + min(q, cnt - 1)) * lo
             for i in range(lo):
-                la[i * L + q] = yv[i]
+                lt[i * L + q] = yv[i]
     for i in range(lo, j.n):            # the replay (Player._forward_seg)
         a0 = nd[i].a0
         a1 = nd[i].a1
@@ -261,17 +337,20 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
         if jvp:                         # fastad._sweeps._tangent, one lane
             for q in range(L):
                 r = 0.0
-                t = la[a0 * L + q] if a0 != i else 0.0
+                t = lt[a0 * L + q] if a0 != i else 0.0
                 pp = lp0[i * L + q]
                 if t != 0.0 and pp != 0.0:
                     r = pp * t
                 if a1 >= 0:
-                    t = la[a1 * L + q]
+                    t = lt[a1 * L + q]
                     pp = lp1[i * L + q]
                     if t != 0.0 and pp != 0.0:
                         r += pp * t
-                la[i * L + q] = r
-    if jvp:
+                lt[i * L + q] = r
+    if j.kind == HVP:
+        _lanes_second(j, w, p0, cnt)
+        return
+    if j.kind == JVP:
         for q in range(cnt):
             j.status[p0 + q] = w.fail[q]
             for o in range(j.m):
@@ -347,6 +426,9 @@ cdef class _Worker:
         free(self.w.la)
         free(self.w.zero)
         free(self.w.fail)
+        free(self.w.lt)
+        free(self.w.ld)
+        free(self.w.s3)
 
     cdef int alloc(self, Py_ssize_t n, Py_ssize_t n_adj, Py_ssize_t n_tan,
                    Py_ssize_t n_adt) except -1:
@@ -367,8 +449,11 @@ cdef class _Worker:
         self.w.la = <double*>calloc(n * L, sizeof(double))
         self.w.zero = <double*>calloc(L, sizeof(double))
         self.w.fail = <int64_t*>malloc(L * sizeof(int64_t))
+        self.w.lt = <double*>malloc(n * L * sizeof(double))
+        self.w.ld = <double*>malloc(n * L * sizeof(double))
+        self.w.s3 = <double*>malloc(3 * L * sizeof(double))
         if not (self.w.lv and self.w.lp0 and self.w.lp1 and self.w.la and self.w.zero
-                and self.w.fail):
+                and self.w.fail and self.w.lt and self.w.ld and self.w.s3):
             raise MemoryError("fastad: not enough memory for the batch's work buffers")
         return 0
 
@@ -381,9 +466,9 @@ cdef object _c(object a, dtype=np.float64):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-# Points swept side by side by VALUE, GRAD and JVP (k = 1): enough to pay a node's
+# Points swept side by side by VALUE, GRAD, JVP and HVP (k = 1): enough to pay a node's
 # dispatch once for several points, few enough that a thread's lane buffers
-# (32 bytes per slot and lane) stay in cache on tapes of some 10^4 nodes.
+# (48 bytes per slot and lane) stay in cache on tapes of some 10^4 nodes.
 cdef Py_ssize_t DEF_LANES = 8
 # per thread; larger tapes sweep one point at a time (their nodes no longer
 # fit a cache anyway, and a lane buffer would multiply the replay's memory)
@@ -399,7 +484,8 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     (b,) int64: -1 where the point replayed, else the slot of the recorded
     comparison that came out otherwise (that point's row of Y is garbage).
     For tapes of scalar nodes only (no blocks); chunk: Jacobian lanes per
-    sweep; lanes: points side by side for VALUE, GRAD and one-direction JVP (-1: DEF_LANES, 0:
+    sweep; lanes: points side by side for VALUE, GRAD, and JVP and HVP with one
+    direction a point (-1: DEF_LANES, 0:
     one point at a time; the same results either way)."""
     if tape.blocks:
         raise ValueError("fastad: run_batch is for tapes of scalar nodes (no array blocks)")
@@ -483,10 +569,10 @@ def run_batch(Player tape, int kind, X, S=None, Py_ssize_t workers=1, Py_ssize_t
     job.V = <double*>cnp.PyArray_DATA(V) if V is not None else NULL
     job.status = <int64_t*>cnp.PyArray_DATA(status)
     job.next = 0
-    if lanes < 0:           # lane buffers (32 bytes a slot and lane) of at most LANE_BYTES
-        lanes = min(DEF_LANES, LANE_BYTES // (32 * max(n, 1)))
-    job.lanes = lanes if (kind == VALUE or kind == GRAD or (kind == JVP and k == 1)) \
-        and lanes > 1 else 0
+    if lanes < 0:           # lane buffers (48 bytes a slot and lane) of at most LANE_BYTES
+        lanes = min(DEF_LANES, LANE_BYTES // (48 * max(n, 1)))
+    job.lanes = lanes if (kind == VALUE or kind == GRAD or ((kind == JVP or kind == HVP)
+                                                            and k == 1)) and lanes > 1 else 0
     workers = max(1, min(workers, b))
     # blocks of points small enough to balance the threads, large enough that
     # the shared counter is touched rarely (with lanes: whole lane groups)

@@ -462,6 +462,14 @@ def test_strong_zeros_in_the_lanes():
     same(G, stack([tape.gradient(x) for x in X]))
     assert G[1].tolist() == [1.0, 0.0, 0.0]          # exact zeros, not NaN
     same(tape.gradient(X, batch=True, workers=2), G)
+    for V in (np.ones_like(X), np.eye(3)[np.arange(len(X)) % 3]):
+        same(tape.hvp(X, V, batch=True), np.array([tape.hvp(x, v) for x, v in zip(X, V)]))
+    # an inf adjoint through a zero partial into a node with curvature
+    for h in (lambda x: fad.sqrt(x[0] * x[1] ** 2) + x[2] ** 2,
+              lambda x: fad.sqrt(x[1] ** 2 * x[0]) + x[2] ** 2):
+        t2 = fad.record(h, np.ones(3))
+        for V in (np.ones_like(X), np.eye(3)[np.arange(len(X)) % 3]):
+            same(t2.hvp(X, V, batch=True), np.array([t2.hvp(x, v) for x, v in zip(X, V)]))
 
 
 def test_strong_zeros_in_the_tangent_lanes():
@@ -472,3 +480,4 @@ def test_strong_zeros_in_the_tangent_lanes():
     T = tape.jvp(X, V, batch=True)
     same(T, np.array([tape.jvp(x, v) for x, v in zip(X, V)]))
     assert T[1] == 1.0 and T[2] == 0.0
+    same(tape.hvp(X, V, batch=True), np.array([tape.hvp(x, v) for x, v in zip(X, V)]))
