@@ -29,6 +29,7 @@ from fastad.sparse import (
     jacobian_sparsity, hessian_sparsity, sparse_jacobian, sparse_hessian,
     color_jacobian, color_hessian,
 )
+from fastad import _batching  # noqa: F401 - the Tape methods' batch=True
 
 __version__ = "0.1.0"
 

@@ -22,6 +22,7 @@ from fastad.errors import BranchChangedError, TapeError
 from fastad._recorder import Cotangents, InputSlab, slot_range  # noqa: F401
 from fastad._recorder import release_memory as _release_spare
 from fastad._player import Player  # noqa: F401
+from fastad import _batch as _kinds     # the batch kinds (fastad._batching's loop)
 # the op table as Python data, and its maps (fastad._kernels)
 from fastad._kernels import FIRST_CMP, OP_FLAGS, OP_NAMES, op_eval, op_second  # noqa: F401
 
@@ -45,8 +46,10 @@ cdef dict _methods = {}
 
 def provide(name, fn):
     """Make fn(tape, ...) what Tape.<name>(...) does (name: 'sparse_jacobian'
-    or 'sparse_hessian'); called by fastad.sparse."""
-    if name not in ("sparse_jacobian", "sparse_hessian", "traced"):
+    or 'sparse_hessian', called by fastad.sparse; 'batch', the methods with
+    batch=True, by fastad._batching; 'traced', the methods on traced values, by
+    fastad._nested)."""
+    if name not in ("sparse_jacobian", "sparse_hessian", "batch", "traced"):
         raise ValueError(f"fastad: no Tape method {name!r} is provided from outside")
     _methods[name] = fn
 
@@ -73,8 +76,8 @@ cdef inline bint _traced(object x) except -1:
 cdef object _provided(str name):
     fn = _methods.get(name)
     if fn is None:
-        raise RuntimeError(f"fastad: Tape.{name} comes from fastad.sparse, which is not "
-                           f"loaded; import fastad")
+        raise RuntimeError(f"fastad: Tape.{name} comes from a module (fastad.sparse, "
+                           f"fastad._batching) that is not loaded; import fastad")
     return fn
 
 
@@ -85,10 +88,27 @@ cdef class Tape(Player):
     from the op table in compiled code (no Python per scalar op; one NumPy
     call per array block); a replay whose recorded comparisons come out
     differently raises BranchChangedError.  `len(tape)` is the number of
-    operations (inputs excluded; an array operation counts its elements)."""
+    operations (inputs excluded; an array operation counts its elements).
 
-    def __call__(self, x):
-        """f(x), replayed."""
+    Batches: every method below that takes x also takes b points at once
+    with batch=True, as `jax.vmap` of the method would: X of shape
+    (b,) + x.shape (for a pytree x, each leaf with that leading axis), and
+    the results with the same leading axis; the directions of jvp/hvp and
+    the cotangents of vjp are per point ((b,) + shape, or (b, k) + shape for
+    k per point).  A tape of scalar nodes sweeps the batch in compiled code
+    on `workers` threads (default: all cores) without the GIL; a tape with
+    array blocks loops over the points in this thread.  A point whose
+    recorded comparisons come out otherwise raises BranchChangedError naming
+    its index; with on_branch_change="mask" the call returns (results, ok),
+    ok a boolean array of the points that replayed (the others' rows NaN)."""
+
+    def __call__(self, x, *, batch=False, workers=None, on_branch_change="raise"):
+        """f(x), replayed.  batch=True: X (b,) + x.shape -> (b,) + out.shape
+        (see the class docstring for workers= and on_branch_change=)."""
+        if batch:
+            return _provided("batch")(self, "value", x, None, "auto", workers,
+                                      on_branch_change)
+        _unbatched("__call__", workers, on_branch_change)
         if _traced(x):
             return _methods["traced"](self, "__call__", x)
         cdef Work w = self._acquire()
@@ -108,8 +128,13 @@ cdef class Tape(Player):
             return self.in_tree.flat(x, "fastad.Tape: x")
         return Player._flat_input(self, x)
 
-    def value_and_gradient(self, x):
-        """(f(x), gradient) for a scalar output, replayed at x."""
+    def value_and_gradient(self, x, *, batch=False, workers=None, on_branch_change="raise"):
+        """(f(x), gradient) for a scalar output, replayed at x.  batch=True:
+        X (b,) + x.shape -> (values (b,), gradients (b,) + x.shape)."""
+        if batch:
+            return _provided("batch")(self, "value_and_gradient", x, None, "auto", workers,
+                                      on_branch_change)
+        _unbatched("value_and_gradient", workers, on_branch_change)
         if _traced(x):
             return _methods["traced"](self, "value_and_gradient", x)
         self._need_output("gradient")
@@ -150,33 +175,58 @@ cdef class Tape(Player):
             return value, self.in_tree.split(g.reshape(1, lo), False)
         return value, (float(g[0]) if self.in_shape is None else g.reshape(self.in_shape))
 
-    def gradient(self, x):
-        """The gradient of a scalar output, replayed at x."""
+    def gradient(self, x, *, batch=False, workers=None, on_branch_change="raise"):
+        """The gradient of a scalar output, replayed at x.  batch=True:
+        X (b,) + x.shape -> (b,) + x.shape."""
+        if batch:
+            return _provided("batch")(self, "gradient", x, None, "auto", workers,
+                                      on_branch_change)
+        _unbatched("gradient", workers, on_branch_change)
         if _traced(x):
             return _methods["traced"](self, "gradient", x)
         return self.value_and_gradient(x)[1]
 
-    def jvp(self, x, v):
-        """J(x) v, with v of x's shape or (k,) + x.shape for k directions."""
+    def jvp(self, x, v, *, batch=False, workers=None, on_branch_change="raise"):
+        """J(x) v, with v of x's shape or (k,) + x.shape for k directions.
+        batch=True: X (b,) + x.shape, V (b,) + x.shape or (b, k) + x.shape
+        -> (b,) + out.shape or (b, k) + out.shape."""
+        if batch:
+            return _provided("batch")(self, "jvp", x, v, "auto", workers, on_branch_change)
+        _unbatched("jvp", workers, on_branch_change)
         if _traced(x) or _traced(v):
             return _methods["traced"](self, "jvp", x, v)
         return self._jvp(x, v)
 
-    def vjp(self, x, ybar):
-        """ybar J(x), with ybar of the output's shape or (k,) + that shape."""
+    def vjp(self, x, ybar, *, batch=False, workers=None, on_branch_change="raise"):
+        """ybar J(x), with ybar of the output's shape or (k,) + that shape.
+        batch=True: X (b,) + x.shape, Ybar (b,) + out.shape or (b, k) +
+        out.shape -> (b,) + x.shape or (b, k) + x.shape."""
+        if batch:
+            return _provided("batch")(self, "vjp", x, ybar, "auto", workers, on_branch_change)
+        _unbatched("vjp", workers, on_branch_change)
         if _traced(x) or _traced(ybar):
             return _methods["traced"](self, "vjp", x, ybar)
         return self._vjp(x, ybar)
 
-    def jacobian(self, x, mode="auto"):
-        """The Jacobian at x, shape out_shape + x.shape; mode 'fwd', 'rev' or 'auto'."""
+    def jacobian(self, x, mode="auto", *, batch=False, workers=None,
+                 on_branch_change="raise"):
+        """The Jacobian at x, shape out_shape + x.shape; mode 'fwd', 'rev' or 'auto'.
+        batch=True: X (b,) + x.shape -> (b,) + out_shape + x.shape."""
+        if batch:
+            return _provided("batch")(self, "jacobian", x, None, mode, workers,
+                                      on_branch_change)
+        _unbatched("jacobian", workers, on_branch_change)
         if _traced(x):
             return _methods["traced"](self, "jacobian", x, mode)
         return self._jacobian(x, mode)
 
-    def hvp(self, x, v):
+    def hvp(self, x, v, *, batch=False, workers=None, on_branch_change="raise"):
         """H(x) v for a scalar output (forward-over-reverse, replayed at x);
-        v of x's shape or (k,) + x.shape for k directions at once."""
+        v of x's shape or (k,) + x.shape for k directions at once.
+        batch=True: X (b,) + x.shape, V (b,) + x.shape or (b, k) + x.shape."""
+        if batch:
+            return _provided("batch")(self, "hvp", x, v, "auto", workers, on_branch_change)
+        _unbatched("hvp", workers, on_branch_change)
         if _traced(x) or _traced(v):
             return _methods["traced"](self, "hvp", x, v)
         return self._hvp(x, v)
@@ -376,6 +426,40 @@ cdef class Tape(Player):
         return self._shape_in(self._sweep_at(x, seeds, False), stacked)
 
     def _jacobian(self, x, mode):
+        J = self._jacobian_matrix(x, mode)
+        if self.in_tree is not None or self.out_tree is not None:
+            return _pytree().jacobian_tree(J, self)
+        in_shape = () if self.in_shape is None else tuple(self.in_shape)
+        return J.reshape(tuple(self._out.shape) + in_shape)
+
+    def _jacobian_chunk(self):
+        """Lanes per sweep of a Jacobian."""
+        return max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, self._out_hi())))
+
+    def _point_flat(self, int kind, x, seeds, mode):
+        """One point of a batch, flat (fastad._batching's loop): kind a
+        fastad._batch.Kind; seeds (k, n_inputs) or (k, n_outputs)."""
+        cdef Work w
+        if kind == _kinds.VALUE:
+            w = self._acquire()
+            try:
+                self._replay(w, x)
+                return np.ravel(self._gather(w.val))
+            finally:
+                self._release(w)
+        if kind == _kinds.GRAD:
+            value, g = self.value_and_gradient(x)
+            return value, self._stacked_in(g, "gradient")[0][0]
+        if kind in (_kinds.JVP, _kinds.VJP) and seeds.shape[0] == 0:
+            return np.zeros((0, self.n_outputs if kind == _kinds.JVP else self.n_inputs))
+        if kind == _kinds.JVP or kind == _kinds.VJP:
+            return self._sweep_at(x, np.ascontiguousarray(seeds), kind == _kinds.JVP)
+        if kind == _kinds.HVP:
+            return self._hvp_seeds(x, np.ascontiguousarray(seeds), True, raw=True)
+        return self._jacobian_matrix(x, mode)       # JAC_FWD, JAC_REV (mode resolved)
+
+    def _jacobian_matrix(self, x, mode):
+        """The Jacobian at x as an (n_outputs, n_inputs) array."""
         if mode == "auto" and not all(getattr(b, "has_tangent", True) for b in self.blocks):
             mode = "rev"    # a primitive without a jvp rule: forward mode is not available
         mode = choose_mode(mode, self.n_inputs, self.n_outputs)
@@ -392,7 +476,7 @@ cdef class Tape(Player):
                 val, states = self.recorded_values(), self._recorded_states()
             J = np.empty((n_out, n_in))
             width = n_in if mode == "fwd" else n_out
-            chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, self._out_hi())))
+            chunk = self._jacobian_chunk()
             for k0 in range(0, width, chunk):
                 k1 = min(width, k0 + chunk)
                 seeds = np.zeros((k1 - k0, width))
@@ -404,10 +488,7 @@ cdef class Tape(Player):
         finally:
             if w is not None:
                 self._release(w)
-        if self.in_tree is not None or self.out_tree is not None:
-            return _pytree().jacobian_tree(J, self)
-        in_shape = () if self.in_shape is None else tuple(self.in_shape)
-        return J.reshape(tuple(self._out.shape) + in_shape)
+        return J
 
     def _hvp(self, x, v, bint with_grad=False, Work point=None, gather=None):
         """H v (and the value and gradient) at x (None: the recorded point;
@@ -558,6 +639,13 @@ def choose_mode(mode, Py_ssize_t n_in, Py_ssize_t n_out):
     if mode not in ("fwd", "rev"):
         raise ValueError(f"fastad: mode must be 'fwd', 'rev' or 'auto', got {mode!r}")
     return mode
+
+
+def _unbatched(method, workers, on_branch_change):
+    """workers= and on_branch_change= without batch=True: an error, not ignored."""
+    if workers is not None or on_branch_change != "raise":
+        raise ValueError(f"fastad.Tape.{method}: workers= and on_branch_change= apply to "
+                         f"a batch of points; pass batch=True with X of shape (b,) + x.shape")
 
 
 def _pytree():
