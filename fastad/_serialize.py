@@ -76,6 +76,9 @@ def save_tape(tape, path):
     nodes = np.frombuffer(node, dtype=NODE_DTYPE)
     value_read, in_tree, out_tree = (list(rest) + [None] * 3)[:3]
     header = {"format": FORMAT, "version": VERSION, "n_inputs": int(n_inputs),
+              # op codes are positions in the op table, which grows: the names
+              # let a later fastad map them (see _op_codes)
+              "ops": list(B.OP_NAMES),
               "inputs": e.enc(list(inputs), "the inputs"),
               "in_shape": e.enc(in_shape, "in_shape"),
               "value_read": value_read, "blocks": [],
@@ -262,10 +265,36 @@ def load_tape(path, _import=False):
     for b in blocks:
         d.blocks.append(d.dec(b))
     blocks = d.blocks
-    return _rebuild(arrays["op"], node, arrays["val"], header.get("n_inputs"), inputs,
+    op = _op_codes(header.get("ops"), arrays["op"])
+    for b in blocks:            # an element-wise block's op code, by its name
+        if isinstance(b, B.Elementwise) and isinstance(getattr(b, "name", None), str):
+            if b.name not in B.OP_CODE:
+                _bad(f"an element-wise block names op {b.name!r}, which this fastad lacks")
+            b.op = B.OP_CODE[b.name]
+    return _rebuild(op, node, arrays["val"], header.get("n_inputs"), inputs,
                     d.dec(header.get("in_shape")), arrays["out"], blocks,
                     header.get("value_read"), _tree_from_json(header.get("in_tree"), _import),
                     _tree_from_json(header.get("out_tree"), _import))
+
+
+def _op_codes(names, op):
+    """The node op codes in this fastad's table, from the saved table's names
+    (files written before the names were saved use the codes as they are)."""
+    if names is None:
+        return op
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+            or len(names) > 256:
+        _bad("the op table names must be a list of at most 256 strings")
+    missing = [n for n in names if n not in B.OP_CODE]
+    table = np.array([B.OP_CODE.get(n, 255) for n in names] + [255] * (256 - len(names)),
+                     dtype=np.uint8)
+    mapped = table[op]
+    if missing and (mapped == 255).any():
+        bad = sorted({names[c] for c in np.unique(op) if c < len(names) and names[c] in missing})
+        _bad(f"the tape uses ops this fastad does not have: {bad}")
+    if len(names) < 256 and (op >= len(names)).any():
+        _bad("an op code lies outside the saved op table")
+    return mapped
 
 
 # ---------------------------------------------------------------- pytree structures

@@ -191,6 +191,34 @@ def test_load_tape_checks_the_header(key, value, match):
           rtol=1e-6, atol=1e-7)
 
 
+def test_saved_op_codes_follow_their_names():
+    # a file written by a fastad whose op table had another order (ops are
+    # added over time) loads by the ops' names, scalar nodes and element-wise
+    # blocks alike
+    x = np.array([0.5, -1.2, 2.0])
+    t = fad.record(f_blocks, x)
+    t2 = fad.record(f_scalar, PROGRAMS[0][1])
+    for tape, at in ((t, x), (t2, PROGRAMS[0][1])):
+        def permuted(arrays, header):
+            names = header["ops"]
+            order = list(range(len(names)))[::-1]          # new code -> old code
+            where = {old: new for new, old in enumerate(order)}
+            header["ops"] = [names[old] for old in order]
+            arrays["op"] = np.array([where[c] for c in arrays["op"]], dtype=np.uint8)
+            for b in header["blocks"]:                     # a stale code in a block: remapped
+                if "op" in b.get("state", {}):
+                    b["state"]["op"] = 0
+        back = fad.load_tape(_edit_saved(tape, permuted))
+        close(back.gradient(at), tape.gradient(at), rtol=1e-15, atol=0)
+        close(back(at), tape(at), rtol=1e-15, atol=0)
+
+    def unknown(arrays, header):
+        header["ops"][int(arrays["op"][-1])] = "teleport"
+
+    with pytest.raises(ValueError, match="teleport"):
+        fad.load_tape(_edit_saved(t2, unknown))
+
+
 # ------------------------------------------------------------ the checks, one class each
 
 def _load(parts):
