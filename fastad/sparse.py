@@ -48,11 +48,11 @@ def _scipy_sparse():
 
 # ---------------------------------------------------------------- patterns
 
-def _propagate(tape, hessian):
+def _propagate(tape, hessian, budget=None):
     if tape.out_slots is None:
         raise ValueError("fastad: this tape has no outputs (record it with fad.record)")
     blocks = [b.sparsity() for b in tape.blocks if b.stop > b.start]
-    return _sparsity.propagate(tape, tape.out_slots, blocks, hessian)
+    return _sparsity.propagate(tape, tape.out_slots, blocks, hessian, budget)
 
 
 def tape_patterns(tape, hessian=False):
@@ -329,6 +329,22 @@ class HessianPlan:
         # H S [i, c] is lane c of input i's slot in the slot-major buffer
         self.src = np.asarray(plan.src_row, np.int64) * self.n_colors + np.asarray(plan.src_col)
 
+    def dense(self, tape, x):
+        """The Hessian at x (None: the recorded point) as a dense (n, n)
+        array: the compressed sweep and a scatter, without SciPy."""
+        n = self.shape[0]
+        H = np.zeros((n, n))
+        if self.n_colors == 0:
+            if x is not None:
+                tape(x)                 # the point must be on the recorded path
+            return H
+        flat = getattr(self, "_flat", None)
+        if flat is None:
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
+            flat = self._flat = rows * n + self.indices
+        H.reshape(-1)[flat] = tape._hvp_seeds(x, self.seeds, True, gather=self.src)
+        return H
+
     def evaluate(self, tape, x, point=None):
         _scipy_sparse()          # before sweeping: say how to install it
         n = self.shape[0]
@@ -339,6 +355,72 @@ class HessianPlan:
             data = point._hvp_gather(seeds, self.src) if point is not None \
                 else tape._hvp(x, seeds, False, None, self.src)
         return _csr_result(data, self)
+
+
+# ---------------------------------------------------------------- dense Hessians
+
+HESSIAN_METHODS = ("auto", "dense", "colored")
+
+# method="auto": below this many inputs, or this many input-nodes (n times
+# len(tape)), the dense sweep is too cheap to be worth looking for a
+# pattern (the search's fixed cost is some 10-50 us: a description per block).
+HESSIAN_AUTO_MIN_INPUTS = 16
+HESSIAN_AUTO_MIN_WORK = 4096
+# The pattern search gives up after collecting n * len(tape) / this many
+# interaction entries: a dense Hessian collects about n per nonlinear node,
+# and the dense sweep costs about n lanes per node, so the search costs a
+# small fraction of the sweep it would not save.
+HESSIAN_AUTO_BUDGET_DIVISOR = 16
+# ... and takes the colored sweep when it needs at most this fraction of the
+# n directions of the dense sweep (benchmarks/bench_hessian.py).
+HESSIAN_AUTO_MAX_COLOR_FRACTION = 0.5
+
+
+def check_hessian_method(method, who="fastad.hessian"):
+    if not isinstance(method, str) or method not in HESSIAN_METHODS:
+        raise ValueError(f"{who}: method must be one of {HESSIAN_METHODS}, got {method!r}")
+
+
+def _auto_plan(tape):
+    """The HessianPlan method="auto" uses on this tape, or False (dense)."""
+    n = tape.n_inputs
+    cache = _cache(tape)
+    plan = cache.get("hessian_plan")
+    if plan is None:
+        if n < HESSIAN_AUTO_MIN_INPUTS or n * len(tape) < HESSIAN_AUTO_MIN_WORK:
+            return False
+        if "hessian_pattern" not in cache:
+            budget = max(n * len(tape) // HESSIAN_AUTO_BUDGET_DIVISOR, 4 * n + 1024)
+            found = _propagate(tape, True, budget)
+            if found is None:           # too many interactions: dense
+                return False
+            (jp, ji), (hp, hi) = found
+            cache["jacobian_pattern"] = (jp, ji, (tape.n_outputs, n))
+            cache["hessian_pattern"] = (hp, hi, (n, n))
+        nnz = cache["hessian_pattern"][1].size
+        # coloring a nearly dense pattern costs more than the sweep it saves
+        if nnz > HESSIAN_AUTO_MAX_COLOR_FRACTION * n * n:
+            return False
+        plan = cache["hessian_plan"] = HessianPlan(tape)
+    return plan if plan.n_colors <= HESSIAN_AUTO_MAX_COLOR_FRACTION * n else False
+
+
+def tape_hessian_plan(tape, method):
+    """Tape.hessian's choice: a HessianPlan for the colored sweep, or None
+    for the dense one (also for a non-scalar output: the dense path says
+    what is wrong).  The choice is kept on the tape (tape.sparse_cache)."""
+    check_hessian_method(method, "fastad.Tape.hessian")
+    if method == "dense" or tape.out_slots is None or tape.n_outputs != 1 \
+            or tape.out_shape != () or tape.out_tree is not None:
+        return None
+    cache = _cache(tape)
+    if method == "colored":
+        if "hessian_plan" not in cache:
+            cache["hessian_plan"] = HessianPlan(tape)
+        return cache["hessian_plan"]
+    if "hessian_auto" not in cache:
+        cache["hessian_auto"] = _auto_plan(tape)
+    return cache["hessian_auto"] or None
 
 
 def tape_sparse_jacobian(tape, x, mode="auto"):
@@ -359,6 +441,7 @@ def tape_sparse_hessian(tape, x, point=None):
 # tape.sparse_jacobian(x, mode) and tape.sparse_hessian(x)
 _tape.provide("sparse_jacobian", tape_sparse_jacobian)
 _tape.provide("sparse_hessian", tape_sparse_hessian)
+_tape.provide("hessian_plan", tape_hessian_plan)
 
 
 def sparse_jacobian(f, mode="auto"):

@@ -250,15 +250,34 @@ def hvp(f, x, v):
     return record(f, x)._hvp(None, v)
 
 
-def hessian(f):
+def hessian(f, method="auto"):
     """The Hessian of scalar f, shape x.shape + x.shape (a pytree x: x's
-    structure of x's structure of blocks; forward-over-reverse, directions
-    in chunks)."""
+    structure of x's structure of blocks), by forward-over-reverse.
+
+    method "dense" sweeps one direction per input (in chunks); "colored"
+    finds the pattern on the tape, star colors it and sweeps one direction
+    per color; "auto" takes "colored" when that needs at most half as many
+    directions, and stops looking early on dense Hessians (Tape.hessian).
+    For a scipy.sparse result use fad.sparse_hessian.
+
+    Each call records f anew, so "auto" looks for the pattern on every call;
+    once it has found f's Hessian dense, later calls of this function go
+    straight to the dense sweep (the choice affects speed, never values)."""
+    from fastad.sparse import check_hessian_method
+    check_hessian_method(method)
+    found_dense = [False]
+
     def hess_f(x):
         outer = _nested.recording()
         if outer is not None:
             return _nested.hessian(outer, f, x)
-        return record(f, x)._hessian(None)
+        tape = record(f, x)
+        if method != "auto" or found_dense[0]:
+            return tape._hessian(None, "dense" if found_dense[0] else method)
+        H = tape._hessian(None, method)
+        if tape.sparse_cache is not None and tape.sparse_cache.get("hessian_auto") is False:
+            found_dense[0] = True
+        return H
     return hess_f
 
 
