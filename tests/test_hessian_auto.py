@@ -257,3 +257,20 @@ def test_non_scalar_output_says_so(method):
     tape = fad.record(lambda x: x * x, point())
     with pytest.raises(ValueError, match="Hessians need a scalar output"):
         tape.hessian(point(), method=method)
+
+
+def test_hessian_function_remembers_a_dense_hessian(monkeypatch):
+    calls = []
+    real = fsparse._propagate
+    monkeypatch.setattr(fsparse, "_propagate",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    V = np.random.default_rng(5).standard_normal((80, 80)) / 9.0
+    hd = fad.hessian(lambda x: fad.sum(fad.tanh(V @ x)))     # large enough to search
+    hs = fad.hessian(rosen_loop)
+    for seed in range(3):
+        x, y = point(seed=seed), point(80, seed)
+        t = np.tanh(V @ y)
+        close(hd(y), V.T @ np.diag(-2 * t * (1 - t * t)) @ V, rtol=1e-10, atol=1e-12)
+        close(hs(x), rosen_hess(x), rtol=1e-12, atol=1e-10)
+    # the dense one searched once; the sparse one on each call (a new tape)
+    assert len(calls) == 1 + 3
