@@ -84,7 +84,7 @@ def whole_runs(n, repeats, only=None):
     out = [f"### Chained Rosenbrock, n = {n:,}, from (-1.2, 1, ...): whole minimizations "
            f"({repeats} alternated run{'s' if repeats > 1 else ''}, median)", "",
            "| solver | wall s | / trust-krylov | iterations | H-vector products | "
-           "sparse H formed | s per iteration | max abs(x - 1) | max abs(grad) |",
+           "sparse H formed | time per iteration | max abs(x - 1) | max abs(grad) |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k, (label, _) in enumerate(rows):
         t = float(np.median(times[k]))
@@ -119,8 +119,8 @@ def costs(n):
     g = rosen_der(x)
     pieces = [
         ("fastad: replay at a trial point (`tape.at(x)`, value)", lambda: tape.at(x).value),
-        ("fastad: gradient there (`point.gradient()`)", lambda: tape.at(x).gradient()),
-        ("fastad: sparse Hessian there (3 colors: one 3-direction sweep, scipy csr)",
+        ("fastad: replay + gradient (`tape.at(x).gradient()`)", lambda: tape.at(x).gradient()),
+        ("fastad: replay + sparse Hessian (3 colors: one 3-direction sweep, scipy csr)",
          lambda: tape_sparse_hessian(tape, None, point=tape.at(x))),
         ("fastad: one product with that csr (`H @ v`)", lambda: H @ v),
         ("fastad: one product by the tape (`point.hvp(v)`, after the first)", lambda: pt.hvp(v)),

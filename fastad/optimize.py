@@ -253,7 +253,8 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     cg_rtol (default min(0.2, sqrt|g|), 0.5 in place of 0.2 for the first
     10 iterations: a forcing term for superlinear convergence, capped low
     because each iteration costs a replay, a gradient and, with
-    hessian="sparse", a Hessian, while a CG step is cheap; see FORCING_CAP).  subproblem="gltr" solves each trust-region
+    hessian="sparse", a Hessian, while a CG step is cheap; see FORCING_CAP).
+    subproblem="gltr" solves each trust-region
     step over the whole Krylov subspace (Lanczos), also on the boundary: fewer
     iterations, more products per iteration (slower on the extended
     Rosenbrock here).
