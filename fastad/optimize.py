@@ -229,14 +229,15 @@ def _hessian_mode(hessian, rec):
 # measured on the chained Rosenbrock from (-1.2, 1, ...) (its iterations grow
 # linearly with n; benchmarks/bench_minimize.py).  The textbook
 # min(0.5, sqrt|g|) with a shrink of 0.25 took 4,100 iterations and 18,500
-# products at n = 1,000; a cap of 0.2 and a shrink of 0.5 take about 2,050
-# and 15,300 (a tighter inner solve gives longer, better steps; a milder
+# products at n = 1,000; a cap of 0.1 and a shrink of 0.5 take about 1,830
+# and 16,000 (a tighter inner solve gives longer, better steps; a milder
 # shrink loses less ground after a rejected one), against scipy
-# trust-krylov's 2,750 and 20,400.  For the first EARLY_ITERATIONS the cap
-# stays 0.5: a tight solve far from the minimizer sent n = 10 to 16 into the
-# chain's local minimum near x_1 = -1 (where the textbook setting and
-# trust-krylov reach all ones).
-FORCING_CAP = 0.2
+# trust-krylov's 2,750 and 20,400.  With a sparse Hessian a product costs
+# 1/30 of forming H, so fewer iterations win over fewer products.  For the
+# first EARLY_ITERATIONS the cap stays 0.5: a tight solve far from the
+# minimizer sent n = 10 to 16 into the chain's local minimum near x_1 = -1
+# (where the textbook setting and trust-krylov reach all ones).
+FORCING_CAP = 0.1
 EARLY_FORCING_CAP = 0.5
 EARLY_ITERATIONS = 10
 SHRINK = 0.5
@@ -250,7 +251,7 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     H is never formed: each CG step is one Hessian-vector product from the
     tape (forward-over-reverse), replayed at the iterate.  Stops when the
     gradient's max-norm is below gtol.  CG stops at a relative residual of
-    cg_rtol (default min(0.2, sqrt|g|), 0.5 in place of 0.2 for the first
+    cg_rtol (default min(0.1, sqrt|g|), 0.5 in place of 0.1 for the first
     10 iterations: a forcing term for superlinear convergence, capped low
     because each iteration costs a replay, a gradient and, with
     hessian="sparse", a Hessian, while a CG step is cheap; see FORCING_CAP).

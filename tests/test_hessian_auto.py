@@ -14,7 +14,7 @@ from fastad.errors import BranchChangedError
 
 from conftest import close, fd_close, fd_hessian
 
-N = 40          # above HESSIAN_AUTO_MIN_INPUTS
+N = 120         # large enough for method="auto" to look for a pattern
 
 
 def rosen_loop(x):
@@ -155,10 +155,10 @@ def test_scalar_input_and_zero_hessian():
 
 
 def test_matrix_shaped_input():
-    X = point(N).reshape(5, 8)
+    X = point(N).reshape(10, 12)
     f = lambda X: rosen_vec(X.reshape(-1))                  # noqa: E731
     H = fad.hessian(f)(X)
-    assert H.shape == (5, 8, 5, 8)
+    assert H.shape == (10, 12, 10, 12)
     close(H.reshape(N, N), rosen_hess(X.reshape(-1)), rtol=1e-12, atol=1e-10)
     close(H, fad.hessian(f, method="dense")(X), rtol=1e-12, atol=1e-12)
 
@@ -169,7 +169,7 @@ def tree_f(p):
 
 
 def test_pytree_input():
-    p = {"a": point(20, 5), "b": point(20, 6), "c": 0.7}
+    p = {"a": point(60, 5), "b": point(60, 6), "c": 0.7}
     for method in ("auto", "colored"):
         H = fad.hessian(tree_f, method=method)(p)
         Hd = fad.hessian(tree_f, method="dense")(p)
@@ -180,9 +180,9 @@ def test_pytree_input():
     ref = rosen_hess(z)
     ref[0, 0] += 2 * p["c"]
     H = fad.hessian(tree_f)(p)
-    close(H["a"]["b"], ref[:20, 20:], rtol=1e-12, atol=1e-10)
-    close(H["a"]["a"], ref[:20, :20], rtol=1e-12, atol=1e-10)
-    close(H["c"]["a"], np.eye(1, 20)[0] * 2 * p["a"][0], rtol=1e-12, atol=1e-12)
+    close(H["a"]["b"], ref[:60, 60:], rtol=1e-12, atol=1e-10)
+    close(H["a"]["a"], ref[:60, :60], rtol=1e-12, atol=1e-10)
+    close(H["c"]["a"], np.eye(1, 60)[0] * 2 * p["a"][0], rtol=1e-12, atol=1e-12)
     assert np.shape(H["c"]["c"]) == ()
     tape = fad.record(tree_f, p)
     tape.hessian(p)
@@ -206,7 +206,7 @@ def branchy(x):
 
 
 def test_branch_change_on_replay_raises():
-    x = np.abs(point(seed=2)) + 0.1
+    x = np.abs(point(400, seed=2)) + 0.1
     tape = fad.record(branchy, x)
     H = tape.hessian(x)
     close(H, tape.hessian(x, method="dense"), rtol=1e-12, atol=1e-12)
@@ -264,11 +264,11 @@ def test_hessian_function_remembers_a_dense_hessian(monkeypatch):
     real = fsparse._propagate
     monkeypatch.setattr(fsparse, "_propagate",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    V = np.random.default_rng(5).standard_normal((80, 80)) / 9.0
+    V = np.random.default_rng(5).standard_normal((120, 120)) / 11.0
     hd = fad.hessian(lambda x: fad.sum(fad.tanh(V @ x)))     # large enough to search
     hs = fad.hessian(rosen_loop)
     for seed in range(3):
-        x, y = point(seed=seed), point(80, seed)
+        x, y = point(seed=seed), point(120, seed)
         t = np.tanh(V @ y)
         close(hd(y), V.T @ np.diag(-2 * t * (1 - t * t)) @ V, rtol=1e-10, atol=1e-12)
         close(hs(x), rosen_hess(x), rtol=1e-12, atol=1e-10)
