@@ -434,6 +434,53 @@ def tape_hessian_plan(tape, method):
     return cache["hessian_auto"] or None
 
 
+_NODE = np.dtype([("p0", "f8"), ("p1_or_c", "f8"), ("a0", "i4"), ("a1", "i4")])   # fad_node
+
+
+def _structure_key(tape):
+    """What a scalar tape's Hessian pattern depends on (its ops, their
+    operands, the inputs and the output slot) as bytes; None for a tape with
+    array blocks (their operands live elsewhere)."""
+    if tape.blocks or tape.out_slots is None:
+        return None
+    parts = tape._reduce_parts()[1]
+    nodes = np.frombuffer(parts[1], dtype=_NODE)
+    if nodes.size != len(parts[0]):
+        return None
+    return b"".join((parts[0], nodes["a0"].tobytes(), nodes["a1"].tobytes(),
+                     np.asarray(tape.out_slots, np.int64).tobytes(),
+                     repr((tape.n_inputs, tape.in_shape)).encode()))
+
+
+class HessianMemo:
+    """fad.hessian(f)'s memory across calls, each of which records f anew:
+    once "auto" found f's Hessian dense, later calls sweep densely without
+    looking; and a tape of scalar nodes identical in structure to the last
+    one (the same ops on the same operands: the same path through f) reuses
+    its plan instead of finding the pattern and coloring it again.  Either
+    choice affects speed, never values."""
+
+    def __init__(self, method):
+        self.method = method
+        self.dense = False
+        self.key = self.plan = None
+
+    def hessian(self, tape):
+        if self.method != "auto" or self.dense:
+            return tape._hessian(None, "dense" if self.dense else self.method)
+        key = _structure_key(tape) if self.plan is not None or tape.n_inputs >= \
+            HESSIAN_AUTO_MIN_INPUTS else None
+        if key is not None and key == self.key:
+            tape.sparse_cache = {"hessian_auto": self.plan, "hessian_plan": self.plan}
+        H = tape._hessian(None, "auto")
+        choice = (tape.sparse_cache or {}).get("hessian_auto")
+        if choice is False:
+            self.dense = True
+        elif choice is not None and key is not None:
+            self.key, self.plan = key, choice
+        return H
+
+
 def tape_sparse_jacobian(tape, x, mode="auto"):
     cache = _cache(tape)
     key = ("jacobian_plan", mode)

@@ -260,24 +260,18 @@ def hessian(f, method="auto"):
     directions, and stops looking early on dense Hessians (Tape.hessian).
     For a scipy.sparse result use fad.sparse_hessian.
 
-    Each call records f anew, so "auto" looks for the pattern on every call;
-    once it has found f's Hessian dense, later calls of this function go
-    straight to the dense sweep (the choice affects speed, never values)."""
-    from fastad.sparse import check_hessian_method
+    Each call records f anew; "auto" remembers across the calls of this
+    function when f's Hessian was dense, and the plan of the last tape to
+    reuse on a tape of the same structure (fastad.sparse.HessianMemo)."""
+    from fastad.sparse import HessianMemo, check_hessian_method
     check_hessian_method(method)
-    found_dense = [False]
+    memo = HessianMemo(method)
 
     def hess_f(x):
         outer = _nested.recording()
         if outer is not None:
             return _nested.hessian(outer, f, x)
-        tape = record(f, x)
-        if method != "auto" or found_dense[0]:
-            return tape._hessian(None, "dense" if found_dense[0] else method)
-        H = tape._hessian(None, method)
-        if tape.sparse_cache is not None and tape.sparse_cache.get("hessian_auto") is False:
-            found_dense[0] = True
-        return H
+        return memo.hessian(record(f, x))
     return hess_f
 
 

@@ -272,5 +272,17 @@ def test_hessian_function_remembers_a_dense_hessian(monkeypatch):
         t = np.tanh(V @ y)
         close(hd(y), V.T @ np.diag(-2 * t * (1 - t * t)) @ V, rtol=1e-10, atol=1e-12)
         close(hs(x), rosen_hess(x), rtol=1e-12, atol=1e-10)
-    # the dense one searched once; the sparse one on each call (a new tape)
-    assert len(calls) == 1 + 3
+    # the dense one searched once; the sparse one once too: the later tapes
+    # have the same structure and reuse the plan
+    assert len(calls) == 1 + 1
+    # another structure (another n, another branch) finds its own pattern
+    x = point(150, 1)
+    close(hs(x), rosen_hess(x), rtol=1e-12, atol=1e-10)
+    assert len(calls) == 3
+    br = fad.hessian(branchy)
+    y = np.abs(point(400, seed=2)) + 0.1
+    z = y.copy()
+    z[3] = -0.5
+    for p in (y, z, y):
+        close(br(p), fad.hessian(branchy, method="dense")(p), rtol=1e-12, atol=1e-12)
+    assert len(calls) == 6
