@@ -134,6 +134,7 @@ cdef struct Ctx:
     int32_t* stamp
     int32_t tick
     bint hessian
+    int64_t budget       # interaction entries allowed (< 0: no limit)
 
 
 cdef int take_or_copy(Ctx* c, int64_t i, int64_t a, int64_t now) except -1:
@@ -172,6 +173,10 @@ cdef int append_from_x(Ctx* c, int64_t j, int64_t a) except -1:
     cdef int32_t m = c.X.size[a]
     if m == 0:
         return 0
+    if c.budget >= 0:
+        c.budget -= m
+        if c.budget < 0:
+            raise OverBudget()
     reserve(&c.N, j, m)
     memcpy(c.N.pool + c.N.off[j] + c.N.size[j], c.X.pool + c.X.off[a], m * sizeof(int32_t))
     c.N.size[j] += m
@@ -249,7 +254,11 @@ cdef int _cmp_int32(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-def propagate(Tape tape, out_slots, list blocks, bint hessian=False):
+class OverBudget(Exception):
+    """propagate's interaction budget ran out (a dense Hessian, most likely)."""
+
+
+def propagate(Tape tape, out_slots, list blocks, bint hessian=False, budget=None):
     """Index sets over `tape`: the Jacobian pattern of out_slots (CSR), and
     with `hessian` also the Hessian pattern (n_inputs x n_inputs CSR).
 
@@ -258,13 +267,19 @@ def propagate(Tape tape, out_slots, list blocks, bint hessian=False):
     (one op per element; -1 for a constant operand) or "virt_ptr"/"virt_idx"
     (virtual sets as lists of slots; index >= 0 is a slot, -2 - v is virtual
     set v), "out_ptr"/"out_idx" (each output's list), and "pairs"
-    (an (m, 2) array of sets that interact nonlinearly)."""
+    (an (m, 2) array of sets that interact nonlinearly).
+
+    budget: the most interaction entries to collect (before de-duplication);
+    past it propagate returns None.  A dense Hessian collects about n entries
+    per nonlinear node, so a caller choosing between a dense and a colored
+    Hessian can stop early at a small fraction of the dense sweep's cost."""
     cdef Py_ssize_t n = tape.buf.n, n_in = tape.n_inputs
     cdef int64_t nvirt = 0, i, k, a0, a1, b, s0, s1, vbase
     for d in blocks:
         nvirt += d["n_virtual"]
     cdef Ctx c
     c.hessian = hessian
+    c.budget = -1 if budget is None else max(<int64_t>budget, 0)
     c.tick = 0
     c.last = NULL
     c.stamp = NULL
@@ -347,6 +362,8 @@ def propagate(Tape tape, out_slots, list blocks, bint hessian=False):
         dv = rows
         hes = to_csr(&c.N, &dv[0] if n_in else NULL, n_in, c.stamp, &c.tick)
         return jac, hes
+    except OverBudget:
+        return None
     finally:
         sets_free(&c.X)
         sets_free(&c.N)

@@ -46,10 +46,10 @@ cdef dict _methods = {}
 
 def provide(name, fn):
     """Make fn(tape, ...) what Tape.<name>(...) does (name: 'sparse_jacobian'
-    or 'sparse_hessian', called by fastad.sparse; 'batch', the methods with
-    batch=True, by fastad._batching; 'traced', the methods on traced values, by
-    fastad._nested)."""
-    if name not in ("sparse_jacobian", "sparse_hessian", "batch", "traced"):
+    or 'sparse_hessian', called by fastad.sparse, with 'hessian_plan', the
+    colored Hessian's plan; 'batch', the methods with batch=True, by
+    fastad._batching; 'traced', the methods on traced values, by fastad._nested)."""
+    if name not in ("sparse_jacobian", "sparse_hessian", "hessian_plan", "batch", "traced"):
         raise ValueError(f"fastad: no Tape method {name!r} is provided from outside")
     _methods[name] = fn
 
@@ -231,11 +231,18 @@ cdef class Tape(Player):
             return _methods["traced"](self, "hvp", x, v)
         return self._hvp(x, v)
 
-    def hessian(self, x):
-        """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed)."""
+    def hessian(self, x, method="auto"):
+        """The Hessian of a scalar output at x, shape x.shape + x.shape (replayed).
+
+        method "dense" sweeps one direction per input (forward-over-reverse,
+        in chunks); "colored" finds the Hessian's pattern on the tape, star
+        colors it and sweeps one direction per color; "auto" (default) takes
+        the colored sweep when the pattern needs at most half as many colors
+        as inputs, giving up the search early on a dense Hessian.  The
+        pattern, coloring and choice are kept on the tape."""
         if _traced(x):
             return _methods["traced"](self, "hessian", x)
-        return self._hessian(x)
+        return self._hessian(x, method)
 
     def sparse_jacobian(self, x, mode="auto"):
         """The Jacobian at x as a scipy.sparse.csr_matrix (out.size, x.size), by
@@ -545,17 +552,23 @@ cdef class Tape(Player):
         """(f(x), gradient, H(x) v) from one replay."""
         return self._hvp(x, v, True)
 
-    def _hessian(self, x):
+    def _hessian(self, x, method="auto"):
         self._need_output("hessian")
         cdef Py_ssize_t n = self.n_inputs, k0, k1
-        chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
+        plan = None
+        if method != "dense":       # (fastad.sparse checks the method)
+            plan = _provided("hessian_plan")(self, method)
         shape = () if self.in_shape is None else tuple(self.in_shape)
-        H = np.empty((n, n))
-        for k0 in range(0, n, chunk):
-            k1 = min(n, k0 + chunk)
-            seeds = np.zeros((k1 - k0, n))
-            seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
-            H[k0:k1] = self._hvp_seeds(x, seeds, True, raw=True)
+        if plan is not None:
+            H = plan.dense(self, x)
+        else:
+            chunk = max(1, min(MAX_CHUNK, CHUNK_DOUBLES // max(1, 2 * self.buf.n)))
+            H = np.empty((n, n))
+            for k0 in range(0, n, chunk):
+                k1 = min(n, k0 + chunk)
+                seeds = np.zeros((k1 - k0, n))
+                seeds[np.arange(k1 - k0), np.arange(k0, k1)] = 1.0
+                H[k0:k1] = self._hvp_seeds(x, seeds, True, raw=True)
         if self.in_tree is not None:
             return _pytree().hessian_tree(H, self)
         return H.reshape(shape + shape)

@@ -28,7 +28,7 @@ from fastad._blocks import TangentFold
 from fastad._fold import ScalarFold
 from fastad._kernels import gather_flat
 from fastad._tape import FWD_LANE_COST, REV_LANE_COST
-from fastad.transforms import record
+from fastad._recording import record
 from fastad._validate import check_sparse
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
@@ -58,11 +58,11 @@ def _scipy_sparse():
 
 # ---------------------------------------------------------------- patterns
 
-def _propagate(tape, hessian):
+def _propagate(tape, hessian, budget=None):
     if tape.out_slots is None:
         raise ValueError("fastad: this tape has no outputs (record it with fad.record)")
     blocks = [b.sparsity() for b in tape.blocks if b.stop > b.start]
-    return _sparsity.propagate(tape, tape.out_slots, blocks, hessian)
+    return _sparsity.propagate(tape, tape.out_slots, blocks, hessian, budget)
 
 
 def tape_patterns(tape, hessian=False):
@@ -341,6 +341,22 @@ class HessianPlan:
         # H S [i, c] is lane c of input i's slot in the slot-major buffer
         self.src = np.asarray(plan.src_row, np.int64) * self.n_colors + np.asarray(plan.src_col)
 
+    def dense(self, tape, x):
+        """The Hessian at x (None: the recorded point) as a dense (n, n)
+        array: the compressed sweep and a scatter, without SciPy."""
+        n = self.shape[0]
+        H = np.zeros((n, n))
+        if self.n_colors == 0:
+            if x is not None:
+                tape(x)                 # the point must be on the recorded path
+            return H
+        flat = getattr(self, "_flat", None)
+        if flat is None:
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
+            flat = self._flat = rows * n + self.indices
+        H.reshape(-1)[flat] = tape._hvp_seeds(x, self.seeds, True, gather=self.src)
+        return H
+
     def evaluate(self, tape, x, point=None):
         _scipy_sparse()          # before sweeping: say how to install it
         n = self.shape[0]
@@ -351,6 +367,130 @@ class HessianPlan:
             data = point._hvp_gather(seeds, self.src) if point is not None \
                 else tape._hvp(x, seeds, False, None, self.src)
         return _csr_result(data, self)
+
+
+# ---------------------------------------------------------------- dense Hessians
+
+HESSIAN_METHODS = ("auto", "dense", "colored")
+
+# method="auto" looks for a pattern only where the search (a fixed cost, a
+# description per block, a pass over the tape) is at most 1/8 of the dense
+# sweep it might replace, by this estimate in ns (measured here: the
+# Rosenbrock loop breaks even near n = 100; sum(tanh(W @ x)) at n = 50 costs
+# 0.35 ms dense, 0.16 ms to search): dense n * (3 len + 2000 blocks),
+# search 20000 + 15000 blocks + 10 len.
+HESSIAN_AUTO_MIN_INPUTS = 16
+
+
+def _worth_searching(tape):
+    n, length, blocks = tape.n_inputs, len(tape), len(tape.blocks)
+    dense = n * (3.0 * length + 2000.0 * blocks)
+    search = 20000.0 + 15000.0 * blocks + 10.0 * length
+    return n >= HESSIAN_AUTO_MIN_INPUTS and 8.0 * search <= dense
+
+
+# The pattern search gives up after collecting n * len(tape) / this many
+# interaction entries: a dense Hessian collects about n per nonlinear node,
+# and the dense sweep costs about n lanes per node, so the search costs a
+# small fraction of the sweep it would not save.
+HESSIAN_AUTO_BUDGET_DIVISOR = 16
+# ... and takes the colored sweep when it needs at most this fraction of the
+# n directions of the dense sweep (benchmarks/bench_hessian.py).
+HESSIAN_AUTO_MAX_COLOR_FRACTION = 0.5
+
+
+def check_hessian_method(method, who="fastad.hessian"):
+    if not isinstance(method, str) or method not in HESSIAN_METHODS:
+        raise ValueError(f"{who}: method must be one of {HESSIAN_METHODS}, got {method!r}")
+
+
+def _auto_plan(tape):
+    """The HessianPlan method="auto" uses on this tape, or False (dense)."""
+    n = tape.n_inputs
+    cache = _cache(tape)
+    plan = cache.get("hessian_plan")
+    if plan is None:
+        if not _worth_searching(tape):
+            return False
+        if "hessian_pattern" not in cache:
+            budget = max(n * len(tape) // HESSIAN_AUTO_BUDGET_DIVISOR, 4 * n + 1024)
+            found = _propagate(tape, True, budget)
+            if found is None:           # too many interactions: dense
+                return False
+            (jp, ji), (hp, hi) = found
+            cache["jacobian_pattern"] = (jp, ji, (tape.n_outputs, n))
+            cache["hessian_pattern"] = (hp, hi, (n, n))
+        nnz = cache["hessian_pattern"][1].size
+        # coloring a nearly dense pattern costs more than the sweep it saves
+        if nnz > HESSIAN_AUTO_MAX_COLOR_FRACTION * n * n:
+            return False
+        plan = cache["hessian_plan"] = HessianPlan(tape)
+    return plan if plan.n_colors <= HESSIAN_AUTO_MAX_COLOR_FRACTION * n else False
+
+
+def tape_hessian_plan(tape, method):
+    """Tape.hessian's choice: a HessianPlan for the colored sweep, or None
+    for the dense one (also for a non-scalar output: the dense path says
+    what is wrong).  The choice is kept on the tape (tape.sparse_cache)."""
+    check_hessian_method(method, "fastad.Tape.hessian")
+    if method == "dense" or tape.out_slots is None or tape.n_outputs != 1 \
+            or tape.out_shape != () or tape.out_tree is not None:
+        return None
+    cache = _cache(tape)
+    if method == "colored":
+        if "hessian_plan" not in cache:
+            cache["hessian_plan"] = HessianPlan(tape)
+        return cache["hessian_plan"]
+    if "hessian_auto" not in cache:
+        cache["hessian_auto"] = _auto_plan(tape)
+    return cache["hessian_auto"] or None
+
+
+_NODE = np.dtype([("p0", "f8"), ("p1_or_c", "f8"), ("a0", "i4"), ("a1", "i4")])   # fad_node
+
+
+def _structure_key(tape):
+    """What a scalar tape's Hessian pattern depends on (its ops, their
+    operands, the inputs and the output slot) as bytes; None for a tape with
+    array blocks (their operands live elsewhere)."""
+    if tape.blocks or tape.out_slots is None:
+        return None
+    parts = tape._reduce_parts()[1]
+    nodes = np.frombuffer(parts[1], dtype=_NODE)
+    if nodes.size != len(parts[0]):
+        return None
+    return b"".join((parts[0], nodes["a0"].tobytes(), nodes["a1"].tobytes(),
+                     np.asarray(tape.out_slots, np.int64).tobytes(),
+                     repr((tape.n_inputs, tape.in_shape)).encode()))
+
+
+class HessianMemo:
+    """fad.hessian(f)'s memory across calls, each of which records f anew:
+    once "auto" found f's Hessian dense, later calls sweep densely without
+    looking; and a tape of scalar nodes identical in structure to the last
+    one (the same ops on the same operands: the same path through f) reuses
+    its plan instead of finding the pattern and coloring it again.  Either
+    choice affects speed, never values."""
+
+    def __init__(self, method):
+        self.method = method
+        self.dense = False
+        self.key = self.plan = None
+
+    def hessian(self, tape):
+        if self.method != "auto" or self.dense:
+            return tape._hessian(None, "dense" if self.dense else self.method)
+        key = _structure_key(tape) if self.plan is not None or tape.n_inputs >= \
+            HESSIAN_AUTO_MIN_INPUTS else None
+        if key is not None and key == self.key:
+            tape.sparse_cache = {"hessian_auto": self.plan, "hessian_plan": self.plan}
+        H = tape._hessian(None, "auto")
+        choice = (tape.sparse_cache or {}).get("hessian_auto")
+        if choice is False:
+            self.dense = True
+        elif choice is not None and key is not None:
+            self.key, self.plan = key, choice
+        return H
 
 
 def tape_sparse_jacobian(tape, x, mode="auto"):
@@ -373,6 +513,7 @@ def tape_sparse_hessian(tape, x, point=None):
 # tape.sparse_jacobian(x, mode) and tape.sparse_hessian(x)
 _tape.provide("sparse_jacobian", tape_sparse_jacobian)
 _tape.provide("sparse_hessian", tape_sparse_hessian)
+_tape.provide("hessian_plan", tape_hessian_plan)
 
 
 def sparse_jacobian(f, mode="auto"):

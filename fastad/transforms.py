@@ -24,6 +24,7 @@ from fastad._tape import Tape
 from fastad._tape import choose_mode
 from fastad import debug as _debug
 from fastad import _nested
+from fastad.sparse import HessianMemo, check_hessian_method
 from fastad._var import Array, Var, output_slots, value_of
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
@@ -239,15 +240,27 @@ def hvp(f, x, v):
     return record(f, x)._hvp(None, v)
 
 
-def hessian(f):
+def hessian(f, method="auto"):
     """The Hessian of scalar f, shape x.shape + x.shape (a pytree x: x's
-    structure of x's structure of blocks; forward-over-reverse, directions
-    in chunks)."""
+    structure of x's structure of blocks), by forward-over-reverse.
+
+    method "dense" sweeps one direction per input (in chunks); "colored"
+    finds the pattern on the tape, star colors it and sweeps one direction
+    per color; "auto" takes "colored" when that needs at most half as many
+    directions, and stops looking early on dense Hessians (Tape.hessian).
+    For a scipy.sparse result use fad.sparse_hessian.
+
+    Each call records f anew; "auto" remembers across the calls of this
+    function when f's Hessian was dense, and the plan of the last tape to
+    reuse on a tape of the same structure (fastad.sparse.HessianMemo)."""
+    check_hessian_method(method)
+    memo = HessianMemo(method)
+
     def hess_f(x):
         outer = _nested.recording()
         if outer is not None:
             return _nested.hessian(outer, f, x)
-        return record(f, x)._hessian(None)
+        return memo.hessian(record(f, x))
     return hess_f
 
 

@@ -344,3 +344,54 @@ def test_minimize_gltr_subproblem_converges_and_bad_subproblem_raises():
     with pytest.raises(ValueError, match="subproblem"):
         fad.minimize(rosen_vec, x0, subproblem="dogleg")
     assert fad.minimize(rosen_vec, x0).success      # still usable
+
+
+# ---------------------------------------------------------------------------
+# the chained Rosenbrock at n = 1,000 (issue #19, item 6)
+# ---------------------------------------------------------------------------
+
+def rosen_products(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        a = 1 - x[i]
+        b = x[i + 1] - x[i] * x[i]
+        s = s + a * a + 100.0 * (b * b)
+    return s
+
+
+@pytest.mark.parametrize("hessian", ["auto", "hvp"])
+def test_minimize_chained_rosenbrock_1000_from_the_standard_start(hessian):
+    # iterations grow linearly with n here (scipy's trust-krylov takes 2,749);
+    # the bound is generous, the answer exact: all ones, gradient below gtol
+    x0 = np.tile([-1.2, 1.0], 500)
+    res = fad.minimize(rosen_products, x0, hessian=hessian, maxiter=20_000)
+    assert res.success, res.message
+    assert np.max(np.abs(res.jac)) <= 1e-8
+    np.testing.assert_allclose(res.x, np.ones(1000), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(res.jac, so.rosen_der(res.x), rtol=0, atol=1e-9)
+    assert res.nit <= 6000 and res.nhvp <= 60_000
+    assert (res.nhess > 0) == (hessian == "auto")
+
+
+def test_steihaug_predicted_decrease_and_exits():
+    from fastad.optimize import _steihaug
+    A, g = spd(30, 11)
+    q = lambda p: g @ p + 0.5 * p @ A @ p                  # noqa: E731
+    # interior: solves A p = -g to the tolerance, decrease -q(p)
+    p, dec, boundary, used = _steihaug(lambda v: A @ v, g, 1e9, 1e-12, 100)
+    assert not boundary and used <= 30
+    np.testing.assert_allclose(p, np.linalg.solve(A, -g), rtol=1e-9)
+    np.testing.assert_allclose(dec, -q(p), rtol=1e-12)
+    # on the boundary: |p| = radius, the decrease still -q(p)
+    r = 0.1 * np.linalg.norm(p)
+    p, dec, boundary, _ = _steihaug(lambda v: A @ v, g, r, 1e-12, 100)
+    assert boundary
+    np.testing.assert_allclose(np.linalg.norm(p), r, rtol=1e-12)
+    np.testing.assert_allclose(dec, -q(p), rtol=1e-12)
+    # negative curvature: to the edge along it, decrease -q(p) > 0
+    B = -np.eye(30)
+    p, dec, boundary, used = _steihaug(lambda v: B @ v, g, 2.0, 1e-12, 100)
+    assert boundary and used == 1
+    np.testing.assert_allclose(np.linalg.norm(p), 2.0, rtol=1e-12)
+    np.testing.assert_allclose(dec, -(g @ p + 0.5 * p @ B @ p), rtol=1e-12)
+    assert dec > 0
