@@ -22,6 +22,17 @@ def rosen(x):
     return s
 
 
+def rosen_products(x):
+    """The same loop with products (the form whose recording cost shows:
+    Python's float ** is slow)."""
+    s = 0.0
+    for i in range(len(x) - 1):
+        a = 1.0 - x[i]
+        b = x[i + 1] - x[i] * x[i]
+        s = s + a * a + 100.0 * (b * b)
+    return s
+
+
 def rosen_grad(x):
     """Its analytic gradient."""
     g = np.zeros_like(x)

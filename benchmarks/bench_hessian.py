@@ -26,17 +26,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastad as fad  # noqa: E402
+from _common import rosen_products  # noqa: E402
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        a = 1 - x[i]
-        b = x[i + 1] - x[i] * x[i]
-        s = s + a * a + 100.0 * (b * b)
-    return s
 
 
 def rosen_hess(x):
@@ -82,15 +76,15 @@ def _jax():
 def rosen_case(n, rounds, with_loop_jax):
     x = np.random.default_rng(n).uniform(-1.2, 1.2, n)
     ref = rosen_hess(x)
-    tape = fad.record(rosen_loop, x)
-    hf = fad.hessian(rosen_loop)
+    tape = fad.record(rosen_products, x)
+    hf = fad.hessian(rosen_products)
     rows = [
         ("fastad `fad.hessian(f)(x)`, auto (record, find pattern, color, sweep: every call)",
-         lambda: fad.hessian(rosen_loop)(x)),
+         lambda: fad.hessian(rosen_products)(x)),
         ("fastad `hf(x)`, `hf = fad.hessian(f)` kept (record; the plan reused on a tape of "
          "the same structure)", lambda: hf(x)),
         ("fastad `fad.hessian(f, method=\"dense\")(x)` (record + n directions)",
-         lambda: fad.hessian(rosen_loop, method="dense")(x)),
+         lambda: fad.hessian(rosen_products, method="dense")(x)),
         ("fastad `tape.hessian(x)`, auto (replayed; plan kept on the tape)",
          lambda: tape.hessian(x)),
         ("fastad `tape.hessian(x, method=\"dense\")` (replayed)",
@@ -109,7 +103,7 @@ def rosen_case(n, rounds, with_loop_jax):
                      lambda: hv(xj).block_until_ready()))
         if with_loop_jax:
             t0 = time.perf_counter()
-            hl = jax.jit(jax.hessian(rosen_loop)).lower(xj).compile()
+            hl = jax.jit(jax.hessian(rosen_products)).lower(xj).compile()
             notes["JAX jit, loop"] = time.perf_counter() - t0
             rows.append(("JAX jit `jax.hessian`, the same Python loop (unrolled)",
                          lambda: hl(xj).block_until_ready()))

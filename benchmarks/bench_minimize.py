@@ -20,15 +20,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastad as fad  # noqa: E402
+from _common import rosen_products  # noqa: E402
 
 
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        a = 1 - x[i]
-        b = x[i + 1] - x[i] * x[i]
-        s = s + a * a + 100.0 * (b * b)
-    return s
 
 
 def solvers(n):
@@ -42,7 +36,7 @@ def solvers(n):
 
     def fad_min(hessian):
         def run():
-            r = fad.minimize(rosen_loop, x0, hessian=hessian, maxiter=200_000)
+            r = fad.minimize(rosen_products, x0, hessian=hessian, maxiter=200_000)
             return r, r.nit, r.nhvp, r.get("nhess", 0)
         return run
 
@@ -112,7 +106,7 @@ def costs(n):
     rng = np.random.default_rng(0)
     x = 1.0 + 0.1 * rng.standard_normal(n)
     v = rng.standard_normal(n)
-    tape = fad.record(rosen_loop, x)
+    tape = fad.record(rosen_products, x)
     pt = tape.at(x)
     pt.gradient()
     H = tape_sparse_hessian(tape, None, point=pt)

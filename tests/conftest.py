@@ -157,6 +157,17 @@ def rosen_loop(x):
     return s
 
 
+def rosen_products(x):
+    """The same loop written with products (Python's float ** is slow, so
+    this is the form whose recording cost shows)."""
+    s = 0.0
+    for i in range(len(x) - 1):
+        a = 1 - x[i]
+        b = x[i + 1] - x[i] * x[i]
+        s = s + a * a + 100.0 * (b * b)
+    return s
+
+
 def rosen_vec(x):
     """Whole-array operations."""
     import fastad as fad

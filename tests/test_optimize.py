@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.optimize as so
 
 import fastad as fad
-from conftest import rosen_loop, rosen_vec
+from conftest import rosen_loop, rosen_products, rosen_vec
 
 
 def spd(n, seed):
@@ -350,13 +350,6 @@ def test_minimize_gltr_subproblem_converges_and_bad_subproblem_raises():
 # the chained Rosenbrock at n = 1,000 (issue #19, item 6)
 # ---------------------------------------------------------------------------
 
-def rosen_products(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        a = 1 - x[i]
-        b = x[i + 1] - x[i] * x[i]
-        s = s + a * a + 100.0 * (b * b)
-    return s
 
 
 @pytest.mark.parametrize("hessian", ["auto", "hvp"])
