@@ -1,5 +1,4 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -O3
 """Graph coloring for sparse Jacobians and Hessians, with direct recovery.
 
 Vocabulary of ColPack and of Gebremedhin, Manne, Pothen, "What color is your
