@@ -307,6 +307,7 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     cdef double* lp1 = w.lp1
     cdef double* la = w.la
     cdef double* g
+    cdef double* src
     cdef double gq, pp, r, t
     cdef const double* yv
     cdef int32_t a0, a1
@@ -350,17 +351,12 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     if j.kind == HVP:
         _lanes_second(j, w, p0, cnt)
         return
-    if j.kind == JVP:
+    if j.kind == JVP or j.kind == VALUE:    # the outputs' tangents or values
+        src = la if j.kind == JVP else lv
         for q in range(cnt):
             j.status[p0 + q] = w.fail[q]
             for o in range(j.m):
-                j.Y[(p0 + q) * j.m + o] = la[j.outs[o] * L + q]
-        return
-    if j.kind == VALUE:
-        for q in range(cnt):
-            j.status[p0 + q] = w.fail[q]
-            for o in range(j.m):
-                j.Y[(p0 + q) * j.m + o] = lv[j.outs[o] * L + q]
+                j.Y[(p0 + q) * j.m + o] = src[j.outs[o] * L + q]
         return
     for q in range(L):                  # GRAD: Tape.value_and_gradient's reverse sweep
         la[j.slot * L + q] += 1.0
