@@ -28,8 +28,8 @@ cimport numpy as cnp
 
 from fastad._player cimport Player
 from fastad._recorder cimport fad_node
-from fastad._ops cimport (FAD_FIRST_CMP, FAD_MAP_SECOND, FAD_MAP_VALUES, FAD_Z00, FAD_Z01,
-                          FAD_Z11, fad_map, fad_op_flags)
+from fastad._ops cimport (FAD_FIRST_CMP, FAD_HOT, FAD_MAP_SECOND, FAD_MAP_VALUES, FAD_Z00,
+                          FAD_Z01, FAD_Z11, fad_map, fad_node_eval, fad_op_flags)
 from fastad._sweeps cimport FORWARD, REVERSE, SECOND, Sweep, needed_mask, run, sweep_over, sz
 
 cnp.import_array()
@@ -308,7 +308,12 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     cdef double* la = w.la
     cdef double* g
     cdef double* src
-    cdef double gq, pp, r, t
+    cdef double* xs
+    cdef double* ys
+    cdef double* vs
+    cdef double* ps0
+    cdef double* ps1
+    cdef double gq, pp, r, t, d0, d1
     cdef const double* yv
     cdef int32_t a0, a1
     cdef double rec
@@ -326,10 +331,24 @@ cdef void _lanes(const Job* j, Bufs* w, Py_ssize_t p0, Py_ssize_t cnt) noexcept 
     for i in range(lo, j.n):            # the replay (Player._forward_seg)
         a0 = nd[i].a0
         a1 = nd[i].a1
-        fad_map(j.op[i], FAD_MAP_VALUES, L, lv + a0 * L, 1,
-                lv + a1 * L if a1 >= 0 else w.zero, 1, nd[i].c, NULL, 0,
-                lv + i * L, NULL if j.kind == VALUE else lp0 + i * L,
-                NULL if j.kind == VALUE else lp1 + i * L)
+        o = j.op[i]
+        if fad_op_flags[o] & FAD_HOT:   # the single-point replay's own inline switch
+            xs = lv + a0 * L
+            ys = lv + a1 * L if a1 >= 0 else w.zero
+            vs = lv + i * L
+            if j.kind == VALUE:
+                for q in range(L):
+                    vs[q] = fad_node_eval(o, xs[q], ys[q], nd[i].c, &d0, &d1)
+            else:
+                ps0 = lp0 + i * L
+                ps1 = lp1 + i * L
+                for q in range(L):
+                    vs[q] = fad_node_eval(o, xs[q], ys[q], nd[i].c, &ps0[q], &ps1[q])
+        else:
+            fad_map(o, FAD_MAP_VALUES, L, lv + a0 * L, 1,
+                    lv + a1 * L if a1 >= 0 else w.zero, 1, nd[i].c, NULL, 0,
+                    lv + i * L, NULL if j.kind == VALUE else lp0 + i * L,
+                    NULL if j.kind == VALUE else lp1 + i * L)
         if j.op[i] >= FAD_FIRST_CMP:
             rec = j.recorded[i]
             for q in range(L):
