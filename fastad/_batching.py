@@ -121,6 +121,8 @@ def _stack_flat(tree, shape, x, who, b, lanes):
                          f"must all be the same (b,) or (b, k)")
     lead = ks[0]
     bb, k = lead[0], (lead[1] if len(lead) == 2 else 1)
+    if len(arrs) == 1 and arrs[0].dtype == np.float64 and arrs[0].flags.c_contiguous:
+        return arrs[0].reshape(bb, k, size), len(lead) == 2     # (a view: the sweep only reads it)
     out = np.empty((bb, k, size))
     off = 0
     for a, s in zip(arrs, shapes):
