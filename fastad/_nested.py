@@ -15,7 +15,7 @@ the outer sweep still sees every path through it.
 
 The sweep's partials are the op table's (csrc/fastad_ops.h), evaluated on
 traced values so that they can be differentiated again; an array block
-states its pullback as traced NumPy code (`traced_vjp` below); a custom
+states its pullback as traced NumPy code (`traced_rule` below); a custom
 primitive's vjp rule is run on traced values.  jvp is the transpose of that
 recorded pullback (linear in its seed), so blocks need no second rule.
 """
@@ -29,7 +29,7 @@ from fastad import _blocks as B
 from fastad import _tape
 from fastad.arrays import sum as _asum
 from fastad.checkpointing import ScanBlock
-from fastad.primitives import PrimitiveBlock
+from fastad.primitives import PrimitiveBlock, _traced as _traced_results
 from fastad.products import Einsum
 from fastad.reductions import Cumprod, Cumsum, Prod
 from fastad._kernels import FLAG, OP_FLAGS, OP_NAMES, OP_PARTIAL_SOURCES
@@ -263,17 +263,6 @@ class _Sweep:
     def _slots(self, g):
         return output_slots(self.tape, g)
 
-    def add(self, slot, g):
-        """adjoint[slot] += g (a Var)."""
-        j = slot - self.lo
-        cur = self.adj[j]
-        if cur < 0:
-            self.adj[j] = g.slot if type(g) is Var else self._slots(g)
-        else:
-            r = var_at(self.tape, cur) + g
-            self.adj[j] = r.slot
-        return None
-
     def add_value(self, flat, g, unique=False):
         """adjoint[flat] += g, a traced value or numbers of flat's size."""
         self.add_slots(flat, self._slots(g), unique)
@@ -338,6 +327,14 @@ class _Sweep:
                                      var_at(tape, i), c)
         _var.traced_sweep(tape, lo, self.hi, self.adj, _KIND, _CONST, partial, block)
 
+    def _scalar_primitive(self, blk, g):
+        tape = self.tape
+        vals = [c if s is None else var_at(tape, s) for s, c in zip(blk.slots, blk.consts)]
+        cots = _vjp_rule(blk.prim, g, var_at(tape, blk.start), vals, blk.kwargs)
+        for s, c in zip(blk.slots, cots):
+            if s is not None and c is not None:
+                self.add_value(np.array([s], dtype=np.intp), c)
+
     def _block(self, blk):
         span = self.adj[blk.start - self.lo:blk.stop - self.lo]
         if (span < 0).all():
@@ -356,18 +353,6 @@ class _Sweep:
         for o, ct in zip(ops, cots):
             if o.active and ct is not None:
                 self.add_value(o.flat, ct, o.unique)
-
-
-def _scalar_primitive_rule(self, blk, g):
-    tape = self.tape
-    vals = [c if s is None else var_at(tape, s) for s, c in zip(blk.slots, blk.consts)]
-    cots = _vjp_rule(blk.prim, g, var_at(tape, blk.start), vals, blk.kwargs)
-    for s, c in zip(blk.slots, cots):
-        if s is not None and c is not None:
-            self.add_value(np.array([s], dtype=np.intp), c)
-
-
-_Sweep._scalar_primitive = _scalar_primitive_rule
 
 
 def _pullback(tape, lo, out_slots, seed, wrt_slots):
@@ -411,9 +396,6 @@ def _rule_for(blk):
         fn = _RULES.get(cls)
         if fn is not None:
             return fn
-    rule = getattr(blk, "traced_vjp", None)
-    if rule is not None:
-        return lambda b, vals, out, g: rule(vals, out, g)
     raise NotImplementedError(
         f"fastad: a nested transform differentiates through {blk.describe()}, "
         f"whose pullback has no traced form yet ({type(blk).__name__}); "
@@ -541,9 +523,7 @@ def _primitive(blk, vals, out, g):
         kwargs = blk.kwargs
         cots = vjp(current_tape(), lambda a: f(*a, **kwargs), tuple(vals))[1](g)
         return [None if type(c) is float and c == 0.0 else c for c in cots]
-    cots = _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
-    return [None if c is None else np.broadcast_to(c, o.shape) if np.ndim(c) == 0 and o.shape
-            else c for c, o in zip(cots, blk.operands())]
+    return _vjp_rule(blk.prim, g, out, vals, blk.kwargs)
 
 
 @traced_rule(ScanBlock)
@@ -577,7 +557,7 @@ def _vjp_rule(prim, g, out, vals, kwargs):
                          f"one cotangent per positional argument ({len(vals)})")
     if prim.vjp_vectorized:
         cots = [None if c is None else c[0] for c in cots]
-    return cots
+    return _traced_results(prim, "vjp", cots, [np.shape(v) for v in vals])
 
 
 # ----------------------------------------------------------- the nested transforms
