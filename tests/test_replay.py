@@ -10,13 +10,12 @@ import math
 import pickle
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import fastad as fad
-from conftest import close, fd_grad, random_points, rosen_grad_np, rosen_np
+from conftest import close, fd_grad, random_points, rosen_grad_np, rosen_np, run_in_threads
 
 
 # ---------------------------------------------------------------------------
@@ -628,17 +627,6 @@ def test_to_dot_logistic_regression_edges():
 # replay from several threads at once
 # ---------------------------------------------------------------------------
 
-def _threaded(work, nthreads=4):
-    barrier = threading.Barrier(nthreads, timeout=60)
-
-    def run(tid):
-        barrier.wait()
-        return work(tid)
-
-    with ThreadPoolExecutor(max_workers=nthreads) as ex:
-        return list(ex.map(run, range(nthreads)))
-
-
 @pytest.mark.parametrize("n", [10, 3000])   # 3000: ~24k ops, sweeps release the GIL
 def test_threads_replay_same_tape(n):
     tape = fad.record(rosen, np.full(n, 0.3))
@@ -656,7 +644,7 @@ def test_threads_replay_same_tape(n):
             close(tape.jvp(p, d), g_ref @ d, rtol=1e-10, atol=1e-9)
         return 50
 
-    assert _threaded(work) == [50, 50, 50, 50]
+    assert run_in_threads(work) == [50, 50, 50, 50]
 
 
 def test_threads_replay_same_vector_tape():
@@ -674,7 +662,7 @@ def test_threads_replay_same_vector_tape():
             close(tape.vjp(p, U), U @ J)
         return 50
 
-    assert _threaded(work) == [50, 50, 50, 50]
+    assert run_in_threads(work) == [50, 50, 50, 50]
 
 
 def test_threads_branch_errors_do_not_disturb_other_threads():
@@ -696,7 +684,7 @@ def test_threads_branch_errors_do_not_disturb_other_threads():
                 raised += 1
         return raised
 
-    raised = _threaded(work)
+    raised = run_in_threads(work)
     assert sum(raised) > 0
 
 
