@@ -580,8 +580,7 @@ def fresh(tape, x, who="argument"):
     tape.single_sweep = False
     if type(x) is Var or type(x) is float:          # the common scalar case, lean
         if type(x) is Var:
-            if not is_traced(tape, x):
-                output_slots(tape, x)          # (its error: another recording)
+            _own(tape, x, who)
             s = int(tape.push_copies(np.array([x.slot], dtype=np.intp))[0])
         else:
             s = tape.push_const(x)
@@ -590,8 +589,7 @@ def fresh(tape, x, who="argument"):
     new, parts, shapes = [], [], []
     for v in leaves:
         if type(v) is Var or type(v) is Array:
-            if not is_traced(tape, v):
-                output_slots(tape, v)          # (its error: another recording)
+            _own(tape, v, who)
             src = output_slots(tape, v)
             slots = tape.push_copies(src)
             shape = None if type(v) is Var else src.shape
@@ -617,6 +615,14 @@ def _rebuilder(tape, node, shapes, sizes):
             at += n
         return _unflatten(node, iter(out))
     return rebuild
+
+
+def _own(tape, v, who):
+    if not is_traced(tape, v):
+        raise TapeError(
+            f"fastad: the {who} of a nested transform is a {type(v).__name__} of another "
+            f"recording (one that has ended, or runs in another thread); pass numbers, "
+            f"or the values of the transform in progress")
 
 
 def _scalar_rebuild(tape):

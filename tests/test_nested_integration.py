@@ -402,3 +402,16 @@ def test_pickled_nested_tapes_replay_the_same():
     copy = pickle.loads(pickle.dumps(tapes[2]))
     with pytest.raises(fad.BranchChangedError):
         copy.gradient(np.array([-0.5, 0.7, 0.2, 0.3]))
+
+
+def test_nested_argument_from_another_recording_is_named():
+    kept = []
+
+    def f(x):
+        kept.append(x)
+        return x * x
+    fad.grad(f)(1.0)                      # kept[0]: a Var of a recording that has ended
+    with pytest.raises(fad.TapeError, match="argument of a nested transform is a Var of "
+                                            "another recording"):
+        fad.grad(lambda y: fad.grad(lambda z: z * z)(kept[0]) * y)(2.0)
+    assert fad.grad(fad.grad(lambda z: z ** 3))(2.0) == pytest.approx(12.0)   # still works
