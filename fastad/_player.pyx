@@ -77,6 +77,10 @@ cdef list _work_pool = []     # free Work buffers (list.pop/append are atomic un
 # A pooled buffer is kept only while it is not much larger than what the tapes
 # replaying now need: big tapes' buffers go when those tapes do.
 cdef Py_ssize_t POOL_SMALL = 1 << 16       # slots (~2.6 MB of buffers): always poolable
+# A tape up to this size leaves its buffers pooled when it goes (~40 MB at
+# most): the next call of the same grad sweeps in memory already mapped
+# instead of paying a page fault per 4 KB of fresh memory.
+cdef Py_ssize_t POOL_KEEP = 1 << 20
 
 
 cdef extern from *:
@@ -161,7 +165,7 @@ cdef class Player(Recorder):
         # the pool shrinks when its tape goes: buffers sized for a tape this
         # large or larger are dropped (a live larger tape allocates anew)
         cdef Py_ssize_t n = self.buf.n
-        if _work_pool is not None and n > POOL_SMALL // 4:
+        if _work_pool is not None and n > POOL_KEEP:
             _work_pool[:] = [w for w in _work_pool if _work_slots(w) < n // 2]
 
     def _flat_input(self, x):
