@@ -7,7 +7,7 @@ interpreter overhead around a few dozen numbers: argument checks, building
 lists and NumPy views, `ndarray.any()`, fancy indexing of the adjoint
 buffer.  This module does the common case in C:
 
-* `call` is `Primitive.__call__`: positional arguments that are Vars,
+* `PrimitiveCore.__call__` is `Primitive.__call__`: positional arguments that are Vars,
   Arrays, floats or ints and no keyword arguments are recorded here; any
   other call goes to `Primitive._call` (the general path, in Python);
 * `scalar_reverse` / `array_reverse` are the `reverse` of
@@ -22,6 +22,8 @@ difference).
 """
 from libc.string cimport memcpy
 
+cimport cython
+
 import numpy as np
 cimport numpy as cnp
 
@@ -31,6 +33,9 @@ from fastad._blocks import Operand
 from fastad.errors import TapeError
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
 
 cdef object _ScalarBlock = None       # fastad.primitives.ScalarPrimitiveBlock
 cdef object _ArrayBlock = None        # fastad.primitives.PrimitiveBlock
@@ -45,34 +50,48 @@ def bind(scalar_block, array_block):
 
 # ---------------------------------------------------------------- recording
 
-def call(prim, *args, **kwargs):
-    """Primitive.__call__: record one call (see the module doc)."""
-    cdef bint scalar = True, active = False
-    if kwargs:
-        return prim._call(args, kwargs)
-    for a in args:
-        t = type(a)
-        if t is Var:
-            active = True
-        elif t is Array:
-            active = True
-            scalar = False
-        elif t is not float and t is not int:
-            return prim._call(args, kwargs)
-    if not active:
-        return prim._call(args, kwargs)
-    if scalar:
-        return _record_scalar(prim, args)
-    return _record_array(prim, args)
+@cython.auto_pickle(False)
+cdef class PrimitiveCore:
+    """The base of fastad.primitives.Primitive: the function and its rules as
+    C fields (the hot path reads them per call), and the call itself."""
+    cdef public object fn, vjp_rule, jvp_rule
+    cdef public bint vjp_vectorized, jvp_vectorized
+
+    def __call__(self, *args, **kwargs):
+        """Record one call (see the module doc)."""
+        cdef bint scalar = True, active = False
+        if kwargs:
+            return self._call(args, kwargs)
+        for a in args:
+            t = type(a)
+            if t is Var:
+                active = True
+            elif t is Array:
+                active = True
+                scalar = False
+            elif t is not float and t is not int:
+                return self._call(args, kwargs)
+        if not active:
+            return self._call(args, kwargs)
+        if scalar:
+            return _record_scalar(self, args)
+        return _record_array(self, args)
 
 
-cdef inline int _need_a_rule(prim) except -1:
+cdef inline int _need_a_rule(PrimitiveCore prim) except -1:
     if prim.vjp_rule is None and prim.jvp_rule is None:
         prim._need_a_rule()              # (raises its error)
     return 0
 
 
-cdef object _record_scalar(prim, tuple args):
+cdef inline void _untrack(object o) noexcept:
+    """o holds numbers (floats, ints, None, ndarrays) only, so it can be in no
+    reference cycle: the collector need not walk it.  A tape keeps a few
+    such lists per block, and every collection would walk them all."""
+    PyObject_GC_UnTrack(<void*>o)
+
+
+cdef object _record_scalar(PrimitiveCore prim, tuple args):
     tape = None
     cdef list vals = [], slots = [], consts = []
     for a in args:
@@ -93,12 +112,17 @@ cdef object _record_scalar(prim, tuple args):
     y = prim.fn(*vals)
     if type(y) is not float:
         return prim._finish_scalar(tape, args, vals, {}, y)
+    _untrack(vals)
+    _untrack(slots)
+    _untrack(consts)
+    state = (y, vals)
+    _untrack(state)
     blk = _new(_ScalarBlock)
     blk.prim = prim
     blk.slots = slots
     blk.consts = consts
     blk.kwargs = {}
-    blk.state = (y, vals)
+    blk.state = state
     return var_at(tape, tape.push_scalar_block(blk, y))
 
 
@@ -130,7 +154,7 @@ cdef object _values(Recorder rec, o):
     return out
 
 
-cdef object _record_array(prim, tuple args):
+cdef object _record_array(PrimitiveCore prim, tuple args):
     tape = None
     cdef list ops = [], vals
     for a in args:
@@ -162,7 +186,10 @@ cdef object _record_array(prim, tuple args):
     blk.shape = shape
     blk._first = None
     blk.scalar = False
-    blk.state = (yc, vals)
+    _untrack(vals)
+    state = (yc, vals)
+    _untrack(state)
+    blk.state = state
     rec._recording_only()
     rec.reserve(m)
     cdef Py_ssize_t first = rec.buf.n
@@ -191,7 +218,7 @@ cdef inline double* _row(cnp.ndarray adj, Py_ssize_t s) except NULL:
 
 def scalar_reverse(self, val, state, adj, k):
     """ScalarPrimitiveBlock.reverse."""
-    prim = self.prim
+    cdef PrimitiveCore prim = <PrimitiveCore?>self.prim
     rule = prim.vjp_rule
     if rule is None or prim.vjp_vectorized or not _adjoint_buffer(adj, k):
         return self._reverse_general(val, state, adj, k)
@@ -202,22 +229,37 @@ def scalar_reverse(self, val, state, adj, k):
     y, args = state
     kwargs = self.kwargs
     cots = rule(ybar, y, *args, **kwargs) if kwargs else rule(ybar, y, *args)
-    cdef Py_ssize_t n = len(args)
+    cdef Py_ssize_t n = len(args), i
     if n == 1 and not isinstance(cots, tuple):
         cots = (cots,)
-    if not (isinstance(cots, tuple) and len(cots) == n and
-            all(c is None or isinstance(c, (float, int)) for c in cots)):
+    if not _plain_numbers(cots, n):
         cots = prim._check_cots(cots, [()] * n, None)
     cdef double* p
-    for s, c in zip(self.slots, cots):
-        if c is not None and s is not None:
-            p = _row(a, s)
-            p[0] += <double>c
+    slots = self.slots
+    if len(slots) != n:
+        raise ValueError("fastad: a primitive block's slots do not match its arguments")
+    for i in range(n):
+        c = cots[i]
+        if c is not None:
+            s = slots[i]
+            if s is not None:
+                p = _row(a, s)
+                p[0] += <double>c
+
+
+cdef bint _plain_numbers(cots, Py_ssize_t n) except -1:
+    """A tuple of n floats/ints/Nones: what _check_cots passes for scalars."""
+    if not isinstance(cots, tuple) or len(cots) != n:
+        return False
+    for c in <tuple>cots:
+        if c is not None and type(c) is not float and not isinstance(c, (float, int)):
+            return False
+    return True
 
 
 def array_reverse(self, val, state, adj, k):
     """PrimitiveBlock.reverse."""
-    prim = self.prim
+    cdef PrimitiveCore prim = <PrimitiveCore?>self.prim
     rule = prim.vjp_rule
     if rule is None or prim.vjp_vectorized or self.scalar or not _adjoint_buffer(adj, k):
         return self._reverse_general(val, state, adj, k)
@@ -232,39 +274,69 @@ def array_reverse(self, val, state, adj, k):
             break
     else:
         return              # zero cotangent: the rule is not even called
-    shape = self.shape
+    y, args = state
     cdef cnp.ndarray g
     cdef double* gp
-    if len(shape) == 0:
+    if m == 1 and not self.shape:
         ybar = (<double*>(base + start * rs))[0]
     else:
-        g = np.empty(shape)
+        if type(y) is np.ndarray and cnp.PyArray_SIZE(<cnp.ndarray>y) == m and \
+                cnp.PyArray_NDIM(<cnp.ndarray>y) == len(self.shape):
+            # (y has the block's shape: no tuple to convert)
+            g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>y), cnp.PyArray_DIMS(<cnp.ndarray>y),
+                                  cnp.NPY_DOUBLE, 0)
+        else:
+            g = np.empty(self.shape)
         if cnp.PyArray_SIZE(g) != m:
             raise ValueError("fastad: a primitive block's shape does not match its slots")
         gp = <double*>cnp.PyArray_DATA(g)
         for i in range(m):
             gp[i] = (<double*>(base + (start + i) * rs))[0]
         ybar = g
-    y, args = state
     kwargs = self.kwargs
     cots = rule(ybar, y, *args, **kwargs) if kwargs else rule(ybar, y, *args)
     ops = self.ops
     cdef Py_ssize_t n = len(ops)
     if n == 1 and not isinstance(cots, tuple):
         cots = (cots,)
-    if not isinstance(cots, (tuple, list)) or len(cots) != n or \
-            not all(c is None or (type(c) is np.ndarray and
-                                  cnp.PyArray_TYPE(<cnp.ndarray>c) == cnp.NPY_DOUBLE and
-                                  c.shape == o.shape) for c, o in zip(cots, ops)):
+    if not _plain_cots(cots, ops, n):
         cots = prim._check_cots(cots, [o.shape for o in ops], None)
-    for o, c in zip(ops, cots):
-        if c is not None and o.idx is not None:
-            _scatter(a, o, c)
+    for i in range(n):
+        c = cots[i]
+        if c is not None:
+            o = ops[i]
+            if o.idx is not None:
+                _scatter(a, o, c)
+
+
+cdef bint _plain_cots(cots, ops, Py_ssize_t n) except -1:
+    """One float64 ndarray (or None) per operand, each of its shape: what
+    Primitive._check_cots would pass unchanged."""
+    cdef Py_ssize_t i
+    cdef cnp.ndarray ix
+    if not isinstance(cots, (tuple, list)) or len(cots) != n:
+        return False
+    for i in range(n):
+        c = cots[i]
+        if c is None:
+            continue
+        if type(c) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>c) != cnp.NPY_DOUBLE:
+            return False
+        idx = ops[i].idx
+        if type(idx) is np.ndarray:        # (the operand's shape)
+            ix = <cnp.ndarray>idx
+            if not cnp.PyArray_SAMESHAPE(ix, <cnp.ndarray>c):
+                return False
+        elif (<object>c).shape != ops[i].shape:
+            return False
+    return True
 
 
 cdef int _scatter(cnp.ndarray adj, o, c) except -1:
     """adj[o's slots, 0] += c (c: float64, shaped like the operand); repeated slots add up."""
-    cdef cnp.ndarray cc = np.ascontiguousarray(c, dtype=np.float64)
+    cdef cnp.ndarray cc = <cnp.ndarray>c
+    if not cnp.PyArray_IS_C_CONTIGUOUS(cc) or cnp.PyArray_TYPE(cc) != cnp.NPY_DOUBLE:
+        cc = np.ascontiguousarray(c, dtype=np.float64)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(cc), start = o.start, i, s
     cdef Py_ssize_t rows = cnp.PyArray_DIM(adj, 0), rs = cnp.PyArray_STRIDE(adj, 0)
     cdef double* cp = <double*>cnp.PyArray_DATA(cc)
@@ -288,3 +360,8 @@ cdef int _scatter(cnp.ndarray adj, o, c) except -1:
             raise IndexError("fastad: an operand's slots lie beyond the adjoint buffer")
         (<double*>(base + s * rs))[0] += cp[i]
     return 0
+
+
+def block_operands(self):
+    """PrimitiveBlock.operands (the tape asks once per block recorded)."""
+    return tuple(self.ops)

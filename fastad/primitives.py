@@ -371,8 +371,7 @@ class PrimitiveBlock(B.Block):
         # all-scalar calls (a primitive in a scalar loop) take a lean path
         self.scalar = self.shape == () and all(o.shape == () for o in ops)
 
-    def operands(self):
-        return tuple(self.ops)
+    operands = _primcall.block_operands
 
     def describe(self):
         return self.prim.name
@@ -654,8 +653,11 @@ class ScalarPrimitiveBlock(B.Block):
         return self.prim.jvp_rule is not None
 
 
-class Primitive:
-    """A function fastad treats as one elementary operation (see the module doc)."""
+class Primitive(_primcall.PrimitiveCore):
+    """A function fastad treats as one elementary operation (see the module doc).
+
+    Its call (Primitive.__call__, from PrimitiveCore) is compiled; calls it
+    does not handle come back to _call."""
 
     def __init__(self, fn):
         functools.update_wrapper(self, fn)
@@ -715,10 +717,6 @@ class Primitive:
                 f"real numbers, but it returned {type(y).__name__}"
                 + (f" of dtype {y.dtype}" if isinstance(y, np.ndarray) else ""))
         return y
-
-    # Vars, Arrays and numbers without keywords are recorded in C; the rest
-    # comes back to _call
-    __call__ = _primcall.call
 
     def _call(self, args, kwargs):
         for key, v in kwargs.items():
