@@ -154,6 +154,27 @@ cdef object _values(Recorder rec, o):
     return out
 
 
+# Operand(idx, None, start, unique) for a run of slots (start >= 0), built
+# here at a third of the cost of its __init__; only while Operand has the
+# fields this knows (tests/test_primitive_fastpath.py compares the two).
+cdef bint _OPERAND_KNOWN = tuple(Operand.__slots__) == \
+    ("shape", "idx", "const", "flat", "start", "unique", "src")
+
+
+cdef object _operand(idx, Py_ssize_t start, unique):
+    if start < 0 or not _OPERAND_KNOWN or type(idx) is not np.ndarray:
+        return Operand(idx, None, start, True if unique else None)
+    o = _new(Operand)
+    o.src = None
+    o.idx = idx
+    o.const = None
+    o.shape = idx.shape
+    o.flat = idx if cnp.PyArray_NDIM(<cnp.ndarray>idx) == 1 else idx.reshape(-1)
+    o.start = start
+    o.unique = True
+    return o
+
+
 cdef object _record_array(PrimitiveCore prim, tuple args):
     tape = None
     cdef list ops = [], vals
@@ -167,7 +188,7 @@ cdef object _record_array(PrimitiveCore prim, tuple args):
             tape = t
         elif t is not tape:
             raise TapeError("fastad: cannot combine arrays from two different recordings")
-        ops.append(Operand(info[1], None, info[2], True if info[3] else None))
+        ops.append(_operand(info[1], info[2], info[3]))
     cdef Recorder rec = <Recorder?>tape
     vals = [o.const if o.idx is None else _values(rec, o) for o in ops]
     _need_a_rule(prim)
@@ -261,10 +282,12 @@ def array_reverse(self, val, state, adj, k):
     """PrimitiveBlock.reverse."""
     cdef PrimitiveCore prim = <PrimitiveCore?>self.prim
     rule = prim.vjp_rule
-    if rule is None or prim.vjp_vectorized or self.scalar or not _adjoint_buffer(adj, k):
+    if rule is None or prim.vjp_vectorized or not _adjoint_buffer(adj, k):
         return self._reverse_general(val, state, adj, k)
     cdef cnp.ndarray a = <cnp.ndarray>adj
     cdef Py_ssize_t start = self.start, stop = self.stop, i, m = stop - start
+    if m == 1 and self.scalar:           # (scalars in 0-d arrays: rare)
+        return self._reverse_general(val, state, adj, k)
     if start < 0 or m < 0 or stop > cnp.PyArray_DIM(a, 0):
         raise IndexError("fastad: a block's slots lie beyond the adjoint buffer")
     cdef char* base = <char*>cnp.PyArray_DATA(a)
@@ -281,7 +304,7 @@ def array_reverse(self, val, state, adj, k):
         ybar = (<double*>(base + start * rs))[0]
     else:
         if type(y) is np.ndarray and cnp.PyArray_SIZE(<cnp.ndarray>y) == m and \
-                cnp.PyArray_NDIM(<cnp.ndarray>y) == len(self.shape):
+                cnp.PyArray_NDIM(<cnp.ndarray>y) > 0:
             # (y has the block's shape: no tuple to convert)
             g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>y), cnp.PyArray_DIMS(<cnp.ndarray>y),
                                   cnp.NPY_DOUBLE, 0)
