@@ -7,9 +7,10 @@ interpreter overhead around a few dozen numbers: argument checks, building
 lists and NumPy views, `ndarray.any()`, fancy indexing of the adjoint
 buffer.  This module does the common case in C:
 
-* `PrimitiveCore.__call__` is `Primitive.__call__`: positional arguments that are Vars,
-  Arrays, floats or ints and no keyword arguments are recorded here; any
-  other call goes to `Primitive._call` (the general path, in Python);
+* `PrimitiveCore.__call__` is `Primitive.__call__`: positional arguments
+  that are Vars, Arrays, floats or ints and no keyword arguments are
+  recorded here; any other call goes to `Primitive._call` (the general
+  path, in Python);
 * `scalar_reverse` / `array_reverse` are the `reverse` of
   ScalarPrimitiveBlock / PrimitiveBlock for one seed and a vjp rule that is
   not vectorized; the other cases go to their `_reverse_general`.
