@@ -79,9 +79,10 @@ def _measure(sides, rounds, n=N):
     """sides: {label: cases}; per side and case, median (total, record) per call."""
     tot = {(s, c): [] for s in sides for c in LABELS}
     rec = {(s, c): [] for s in sides for c in LABELS}
-    for _ in range(rounds):
+    order = list(sides.items())
+    for i in range(rounds):
         for c in LABELS:
-            for s, cases in sides.items():
+            for s, cases in (order if i % 2 == 0 else order[::-1]):   # (no side always first)
                 run, r = cases[c]
                 t0 = time.thread_time()
                 run()

@@ -226,6 +226,7 @@ def test_blocks_keep_no_collector_tracked_number_lists_and_die_with_their_tape()
         assert not gc.is_tracked(sb.slots) and not gc.is_tracked(sb.consts)
         assert not gc.is_tracked(sb.state) and not gc.is_tracked(sb.state[1])
         assert not gc.is_tracked(ab.state) and not gc.is_tracked(ab.state[1])
+        assert not gc.is_tracked(ab.ops) and not any(map(gc.is_tracked, ab.ops))
         refs.extend([weakref.ref(sb), weakref.ref(ab)])
         return y + fad.sum(z)
 
