@@ -41,6 +41,7 @@ cdef extern from "Python.h":
 cdef object _ScalarBlock = None       # fastad.primitives.ScalarPrimitiveBlock
 cdef object _ArrayBlock = None        # fastad.primitives.PrimitiveBlock
 cdef object _new = object.__new__
+cdef object _ndarray = np.ndarray     # (np.ndarray is a module lookup per use)
 
 
 def bind(scalar_block, array_block):
@@ -164,7 +165,7 @@ cdef bint _OPERAND_KNOWN = tuple(Operand.__slots__) == \
 
 
 cdef object _operand(idx, Py_ssize_t start, unique):
-    if start < 0 or not _OPERAND_KNOWN or type(idx) is not np.ndarray:
+    if start < 0 or not _OPERAND_KNOWN or type(idx) is not _ndarray:
         return Operand(idx, None, start, True if unique else None)
     o = _new(Operand)
     o.src = None
@@ -195,7 +196,7 @@ cdef object _record_array(PrimitiveCore prim, tuple args):
     vals = [o.const if o.idx is None else _values(rec, o) for o in ops]
     _need_a_rule(prim)
     y = prim.fn(*vals)
-    if type(y) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>y) != cnp.NPY_DOUBLE \
+    if type(y) is not _ndarray or cnp.PyArray_TYPE(<cnp.ndarray>y) != cnp.NPY_DOUBLE \
             or cnp.PyArray_NDIM(<cnp.ndarray>y) == 0:
         return prim._finish_array(tape, ops, {}, y)
     # own it: it may be an argument, or something the function keeps
@@ -233,7 +234,7 @@ cdef object _record_array(PrimitiveCore prim, tuple args):
 
 cdef inline bint _adjoint_buffer(adj, Py_ssize_t k):
     """adj is the sweep's (slots, 1) float64 buffer: the C path applies."""
-    return k == 1 and type(adj) is np.ndarray and \
+    return k == 1 and type(adj) is _ndarray and \
         cnp.PyArray_TYPE(<cnp.ndarray>adj) == cnp.NPY_DOUBLE and \
         cnp.PyArray_NDIM(<cnp.ndarray>adj) == 2 and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>adj)
 
@@ -310,11 +311,11 @@ def array_reverse(self, val, state, adj, k):
     if m == 1 and not self.shape:
         ybar = (<double*>(base + start * rs))[0]
     else:
-        if type(y) is np.ndarray and cnp.PyArray_SIZE(<cnp.ndarray>y) == m and \
+        if type(y) is _ndarray and cnp.PyArray_SIZE(<cnp.ndarray>y) == m and \
                 cnp.PyArray_NDIM(<cnp.ndarray>y) > 0:
             # (y has the block's shape: no tuple to convert)
-            g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>y), cnp.PyArray_DIMS(<cnp.ndarray>y),
-                                  cnp.NPY_DOUBLE, 0)
+            g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>y),
+                                  cnp.PyArray_DIMS(<cnp.ndarray>y), cnp.NPY_DOUBLE, 0)
         else:
             g = np.empty(self.shape)
         if cnp.PyArray_SIZE(g) != m:
@@ -350,10 +351,10 @@ cdef bint _plain_cots(cots, ops, Py_ssize_t n) except -1:
         c = cots[i]
         if c is None:
             continue
-        if type(c) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>c) != cnp.NPY_DOUBLE:
+        if type(c) is not _ndarray or cnp.PyArray_TYPE(<cnp.ndarray>c) != cnp.NPY_DOUBLE:
             return False
         idx = ops[i].idx
-        if type(idx) is np.ndarray:        # (the operand's shape)
+        if type(idx) is _ndarray:        # (the operand's shape)
             ix = <cnp.ndarray>idx
             if not cnp.PyArray_SAMESHAPE(ix, <cnp.ndarray>c):
                 return False
