@@ -8,6 +8,8 @@ process: floats, build a, build b, floats, ...):
 
 - rosen:  extended Rosenbrock with products, n = 10,000
           (a = 1 - x[i]; b = x[i+1] - x[i]*x[i]; s = s + a*a + 100.0*(b*b));
+- rosen_pow: the same written with ** 2 (Python's float ** is slow, so
+          the ratio looks better);
 - logreg: logistic regression with cross-entropy over 10,000 points
           (z = w*x + b; y = sigmoid(z); s = s - (t*log(y) + (1-t)*log(1-y))),
           the float version with math.log and a compiled float sigmoid
@@ -58,6 +60,13 @@ def rosen(x):
         a = 1.0 - x[i]
         b = x[i + 1] - x[i] * x[i]
         s = s + a * a + 100.0 * (b * b)
+    return s
+
+
+def rosen_pow(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s = s + (1 - x[i]) ** 2 + 100 * (x[i + 1] - x[i] ** 2) ** 2
     return s
 
 
@@ -131,6 +140,8 @@ def workloads(fsig, n=10000, npts=10000, steps=1000):
     return {
         "rosen": (rosen, xr.tolist(), lambda fad: rosen, xr,
                   lambda g: np.allclose(g, rosen_grad(xr), rtol=1e-9, atol=1e-9)),
+        "rosen_pow": (rosen_pow, xr.tolist(), lambda fad: rosen_pow, xr,
+                      lambda g: np.allclose(g, rosen_grad(xr), rtol=1e-9, atol=1e-9)),
         "logreg": (make_logreg(fsig, math.log, xs, ts), p_lr.tolist(),
                    lambda fad: make_logreg(fad.sigmoid, fad.log, xs, ts), p_lr,
                    lambda g: np.allclose(g, logreg_grad(p_lr, xs_a, ts_a), rtol=1e-9)),

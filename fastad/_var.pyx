@@ -189,7 +189,7 @@ cdef extern from *:
        instead of Cython's wrappers (which try __mul__, then __rmul__, with
        a subtype check between) */
     static int fastad_var_init_type(PyObject *tp, void *add, void *sub, void *mul,
-                                    void *div, void *neg) {
+                                    void *div, void *neg, void *pow) {
         PyTypeObject *t = (PyTypeObject *)tp;
         if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE) || !t->tp_as_number) {
             PyErr_SetString(PyExc_RuntimeError, "fastad: Var is not the static type expected");
@@ -203,6 +203,7 @@ cdef extern from *:
         t->tp_as_number->nb_multiply = (binaryfunc)mul;
         t->tp_as_number->nb_true_divide = (binaryfunc)div;
         t->tp_as_number->nb_negative = (unaryfunc)neg;
+        t->tp_as_number->nb_power = (ternaryfunc)pow;
         PyType_Modified(t);
         return 0;
     }
@@ -223,7 +224,7 @@ cdef extern from *:
     object fastad_var_new(double v, Py_ssize_t slot, int64_t tid)
     int fastad_var_check(object o, void* value, void* slot, void* tid) except -1
     int fastad_var_init_type(object tp, void* add, void* sub, void* mul, void* div,
-                             void* neg) except -1
+                             void* neg, void* pow) except -1
     object fastad_array_getitem_slow(object a, object k)
     void fastad_array_init_type(object tp, void* getitem)
 
@@ -394,6 +395,24 @@ cdef object _nb_div(object a, object b):
         v = fad_eval(FAD_DIV_CX, (<Var>b).value, 0.0, c, &d0, &d1)
         return fastad_var_new(v, _put(t, FAD_DIV_CX, (<Var>b).slot, -1, d0, c, v), t.id)
     return _binary(a, b, FAD_DIV, FAD_DIV_C, FAD_DIV_CX)
+
+
+cdef object _nb_pow(object a, object b, object m):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c) if m is None else -1
+    if k == 1:
+        v = fad_eval(FAD_POW, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_POW_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_POW_CX, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW_CX, (<Var>b).slot, -1, d0, c, v), t.id)
+    if m is not None:
+        return NotImplemented
+    return _binary(a, b, FAD_POW, FAD_POW_C, FAD_POW_CX)
 
 
 cdef object _nb_neg(object a):
@@ -1508,5 +1527,5 @@ cdef int _check_layout() except -1:
 
 _check_layout()
 fastad_var_init_type(Var, <void*>_nb_add, <void*>_nb_sub, <void*>_nb_mul, <void*>_nb_div,
-                     <void*>_nb_neg)
+                     <void*>_nb_neg, <void*>_nb_pow)
 fastad_array_init_type(Array, <void*>_array_getitem)
