@@ -155,14 +155,28 @@ cdef extern from *:
     typedef struct { PyObject_HEAD double value; Py_ssize_t slot; int64_t tid; } fastad_var_t;
 
     /* a new Var (a new reference; NULL with MemoryError) */
+    /* The free list relies on the GIL; a debug build (reference totals,
+       the list of all objects) or a free-threaded one takes the general
+       path (PyObject_Init). */
+    #if defined(Py_GIL_DISABLED) || defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+    #define FASTAD_VAR_PLAIN_INIT 1
+    #else
+    #define FASTAD_VAR_PLAIN_INIT 0
+    #endif
     static inline PyObject *fastad_var_new(double v, Py_ssize_t slot, int64_t tid) {
         PyObject *o;
+    #if FASTAD_VAR_PLAIN_INIT
+        if (!(o = (PyObject *)PyObject_Malloc(sizeof(fastad_var_t))))
+            return PyErr_NoMemory();
+        PyObject_Init(o, fastad_var_type);
+    #else
         if (fastad_var_nfree)
             o = fastad_var_free[--fastad_var_nfree];
         else if (!(o = (PyObject *)PyObject_Malloc(sizeof(fastad_var_t))))
             return PyErr_NoMemory();
         Py_SET_TYPE(o, fastad_var_type);
         Py_SET_REFCNT(o, 1);
+    #endif
         ((fastad_var_t *)o)->value = v;
         ((fastad_var_t *)o)->slot = slot;
         ((fastad_var_t *)o)->tid = tid;
@@ -179,7 +193,7 @@ cdef extern from *:
         return 0;
     }
     static void fastad_var_dealloc(PyObject *o) {
-        if (fastad_var_nfree < FASTAD_VAR_FREE)
+        if (!FASTAD_VAR_PLAIN_INIT && fastad_var_nfree < FASTAD_VAR_FREE)
             fastad_var_free[fastad_var_nfree++] = o;
         else
             PyObject_Free(o);
