@@ -142,8 +142,9 @@ cdef int _mixed() except -1:
 
 
 # Vars come and go once per operation: a free list of their memory, filled
-# by _var_dealloc (Var's tp_dealloc, set at import below).  A Var holds no
-# references and is not tracked by the GC, so its memory is all there is.
+# by fastad_var_dealloc (Var's tp_dealloc, set at import, end of this file).
+# A Var holds no references and is not tracked by the GC, so its memory is
+# all there is.
 cdef extern from *:
     """
     #define FASTAD_VAR_FREE 1024
@@ -154,7 +155,6 @@ cdef extern from *:
     /* Var's layout (checked against Cython's at import: fastad_var_check) */
     typedef struct { PyObject_HEAD double value; Py_ssize_t slot; int64_t tid; } fastad_var_t;
 
-    /* a new Var (a new reference; NULL with MemoryError) */
     /* The free list relies on the GIL; a debug build (reference totals,
        the list of all objects) or a free-threaded one takes the general
        path (PyObject_Init). */
@@ -163,6 +163,7 @@ cdef extern from *:
     #else
     #define FASTAD_VAR_PLAIN_INIT 0
     #endif
+    /* a new Var (a new reference; NULL with MemoryError) */
     static inline PyObject *fastad_var_new(double v, Py_ssize_t slot, int64_t tid) {
         PyObject *o;
     #if FASTAD_VAR_PLAIN_INIT
@@ -521,7 +522,6 @@ def value_of(x):
     return (<Array>x)._values()
 
 
-@cython.freelist(1024)
 @cython.final
 @cython.auto_pickle(False)
 cdef class Var:
@@ -553,7 +553,10 @@ cdef class Var:
         return format(self.value, spec)
 
 
-    # arithmetic: Cython 3 calls __add__ with self first, __radd__ reflected
+    # arithmetic: + - * / ** and unary - run from the number slots set at
+    # import (_nb_add ...); these methods serve explicit calls (v.__add__(w))
+    # and the other operators.  Cython 3 calls __add__ with self first,
+    # __radd__ reflected
     def __add__(self, o): return _binary(self, o, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
     def __radd__(self, o): return _binary(o, self, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
     def __sub__(self, o): return _binary(self, o, FAD_SUB, FAD_SUB_C, FAD_SUB_CX)
@@ -1534,7 +1537,9 @@ cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs)
 
 _calibrate()
 
+
 cdef int _check_layout() except -1:
+    """fastad_var_new writes Var's fields by the layout it declares: check it."""
     cdef Var probe = Var.__new__(Var)
     return fastad_var_check(probe, &probe.value, &probe.slot, &probe.tid)
 

@@ -208,3 +208,14 @@ def test_vars_free_list_keeps_memory_steady():
     for _ in range(10):
         g(x)
     assert kept[0].value == 6.0
+
+
+def test_explicit_dunder_calls_agree_with_the_operators():
+    def f(x):
+        a, b = x[0], x[1]
+        return (a.__mul__(b) + a.__rsub__(1.0) + b.__truediv__(2) + a.__pow__(2)
+                + b.__neg__() + a.__radd__(3.0))
+    x = np.array([0.7, 1.9])
+    close(fad.grad(f)(x), fd_grad(f, x), rtol=1e-7, atol=1e-8)
+    close(fad.value_and_grad(f)(x)[0],
+          0.7 * 1.9 + (1.0 - 0.7) + 1.9 / 2 + 0.7 ** 2 - 1.9 + 3.7)
