@@ -11,6 +11,7 @@ from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport Py_REFCNT
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._kernels import OP_NAMES
@@ -60,7 +61,8 @@ cdef class Array
 
 # ---------------------------------------------------------------- recording
 
-cdef set _running = set()      # ids of the recordings in progress (in any thread)
+# the recordings in progress (in any thread): id -> the ident of its thread
+cdef dict _running = {}
 
 
 def begin_recording(Tape tape):
@@ -71,7 +73,7 @@ def begin_recording(Tape tape):
     _last_id += 1
     tape.buf.id = _last_id
     tape.recording = True
-    _running.add(_last_id)
+    _running[_last_id] = PyThread_get_thread_ident()
     cdef size_t prev = <size_t>fastad_get_current_obj()
     fastad_set_current(&tape.buf, <void*>tape)
     return prev
@@ -82,7 +84,7 @@ def end_recording(size_t token):
     cdef void* ending = fastad_get_current_obj()
     if ending != NULL:
         (<Tape>ending).recording = False
-        _running.discard((<Tape>ending).buf.id)
+        _running.pop((<Tape>ending).buf.id, None)
     if token == 0:
         fastad_set_current(NULL, NULL)
     else:
@@ -118,13 +120,14 @@ cdef inline TapeBuf* _current(int64_t tid) except NULL:
 
 cdef TapeBuf* _not_current(TapeBuf* t, int64_t tid) except NULL:
     """The error for a Var/Array whose recording is not this thread's current one."""
-    if tid in _running:
+    owner = _running.get(tid)
+    if owner is not None and owner != PyThread_get_thread_ident():
         raise TapeError(
             "fastad: this Var/Array belongs to a recording running in another thread; "
             "a recording is per thread (each thread has its own tape), so Vars and "
             "Arrays work only in the thread that called fad.grad / fad.record: "
             "give worker threads plain numbers (.value), or record in the worker")
-    if t == NULL:
+    if owner is None:
         raise TapeError(
             "fastad: this Var/Array belongs to a recording that has ended; "
             "Vars and Arrays are only valid inside the function being "
@@ -135,10 +138,6 @@ cdef TapeBuf* _not_current(TapeBuf* t, int64_t tid) except NULL:
         "sparse routines make a tape of their own, which cannot see an enclosing "
         "transform's values; fad.grad, value_and_grad, jvp, vjp, jacobian, hessian "
         "and hvp nest inside one another)")
-
-
-cdef int _mixed() except -1:
-    raise TapeError("fastad: cannot combine Vars from two different recordings")
 
 
 # Vars come and go once per operation: a free list of their memory, filled
@@ -258,7 +257,7 @@ cdef inline Var _un(int op, Var x, double c):
 cdef inline Var _bin(int op, Var x, Var y):
     cdef TapeBuf* t = _current(x.tid)
     if y.tid != x.tid:
-        _mixed()
+        _not_current(t, y.tid)       # (x's recording is the current one)
     cdef double d0, d1
     cdef double v = fad_eval(op, x.value, y.value, 0.0, &d0, &d1)
     return _new(v, tape_push(t, op, <int32_t>x.slot, <int32_t>y.slot, d0, d1, v),
@@ -455,7 +454,7 @@ cdef object _compare(Var a, object b, int kind):
     if type(b) is Var:
         y = <Var>b
         if y.tid != a.tid:
-            _mixed()
+            _not_current(t, y.tid)
         # a > b is b < a: four ops cover the six comparisons
         if kind == CMP_GT or kind == CMP_GE:
             op = FAD_LT if kind == CMP_GT else FAD_LE
