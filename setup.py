@@ -59,7 +59,11 @@ ROLE_LINE = re.compile(r"#\s*fastad-build:\s*role\s*=\s*(\w+)")
 
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
               "cdivision": True}
-MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+# NumPy's C API as of 1.23, the oldest NumPy fastad supports (pyproject.toml):
+# older NumPy 2.x headers hide newer functions (PyDataMem_SetHandler, 1.22)
+# unless the target says so
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+          ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")]
 # every .pyx cimports from these (a header or .pxd edit rebuilds them all)
 DEPENDS = sorted(glob.glob("csrc/*.h") + glob.glob("fastad/*.pxd"))
 SHARED = "fastad._cyutility"
