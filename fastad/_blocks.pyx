@@ -23,6 +23,7 @@ import numpy as np
 
 from fastad import _elementwise as _ew
 from fastad._fold import kept
+from fastad._second import second_step
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              combine_gather, combine_rows, gather_flat, op_eval, rows_times,
                              second_rows)
@@ -486,9 +487,48 @@ class Elementwise(Block):
         second = _ew.second(self.op, self.x.value(val), yv, self._own(val), self.shape)
         return tuple(s if n else 0.0 for s, n in zip(second, need))
 
+    def _fused_second(self, val, tan, adj, adt, k):
+        """reverse2 in one C pass (fastad._second) where every active operand
+        is a run of slots of the block's shape: partials and second partials
+        computed inline, never stored.  False where that does not apply."""
+        n = self.stop - self.start
+        ops = self.operands()
+        rows = []
+        for o in ops:
+            if o.active:
+                if o.start < 0 or o.flat.size != n:
+                    return False
+                rows.append(slice(o.start, o.start + n))
+            else:
+                rows.append(None)
+        for a in (tan, adj, adt):
+            if type(a) is not np.ndarray or not a.flags.c_contiguous:
+                return False
+        values = []
+        for o in ops:
+            if o.active:
+                values.append(o.value(val))
+            else:
+                c = o.const
+                values.append(c if c.size == 1 or c.shape == self.shape else
+                              np.ascontiguousarray(np.broadcast_to(c, self.shape)))
+        x = values[0]
+        y = values[1] if len(values) > 1 else None
+        rx = rows[0]
+        ry = rows[1] if len(rows) > 1 else None
+        own = slice(self.start, self.stop)
+        second_step(self.op, n, k, x, y, val[own],
+                    None if rx is None else tan[rx], None if ry is None else tan[ry],
+                    adj[own], adt[own],
+                    None if rx is None else adj[rx], None if rx is None else adt[rx],
+                    None if ry is None else adj[ry], None if ry is None else adt[ry])
+        return True
+
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
         xbar' += f_x zbar' + zbar (f_xx x' + f_xy y'), and alike for y."""
+        if self._fused_second(val, tan, adj, adt, k):
+            return
         g = adj[self.start:self.stop].reshape(self.shape + (1,))
         gd = adt[self.start:self.stop].reshape(self.shape + (k,))
         second = self._second(val)

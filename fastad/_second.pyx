@@ -1,0 +1,164 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Forward-over-reverse of an element-wise block in one pass over memory.
+
+For z = f(x, y) elementwise, with zbar the block's adjoint (g), zbar' its k
+tangents (gd) and x', y' the operands' tangents:
+
+    xbar  += f_x zbar
+    xbar' += f_x zbar' + zbar (f_xx x' + f_xy y')      (and so for y)
+
+The partials and second partials come inline from the op table (FAD_OPS in
+csrc/fastad_ops.h), one loop per op, so no partial or second-partial array
+is ever allocated: the step reads x, y, v, the tangents and g, gd once and
+updates the operands' rows of adj and adt in place.  Every product obeys
+the strong-zero rule, with the additions in the order of the scalar sweep.
+"""
+import numpy as np
+cimport numpy as cnp
+
+from fastad._ops cimport FAD_NUM_OPS
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include "fastad_ops.h"
+    #define FAD_SZ2_(p, q) ((((p) == 0.0) || ((q) == 0.0)) ? 0.0 : (p) * (q))
+
+    /* One operand's share: a[i] += sz(d, g), at[i, :] += sz(d, gd) +
+       sz(g, sz(s0, t0) + sz(s1, t1)); t0 / t1 NULL for an inactive operand. */
+    #define FAD_SECOND_ROW_(K, a, at, d, s0, s1)                                   \\
+        (a)[i] += FAD_SZ2_(d, gi);                                                 \\
+        for (j = 0; j < (K); j++) {                                                \\
+            double r_ = FAD_SZ2_(d, gd[i * (K) + j]);                              \\
+            if (gi != 0.0 && (tx != NULL || ty != NULL)) {                         \\
+                double cx_ = tx != NULL ? FAD_SZ2_(s0, tx[i * (K) + j]) : 0.0;     \\
+                double cy_ = ty != NULL ? FAD_SZ2_(s1, ty[i * (K) + j]) : 0.0;     \\
+                r_ = r_ + FAD_SZ2_(gi, cx_ + cy_);                                 \\
+            }                                                                      \\
+            (at)[i * (K) + j] += r_;                                               \\
+        }
+
+    #define FAD_SECOND_LOOP_(K, fl, D0, D1, XX, XY, YY)                            \\
+        for (i = 0; i < n; i++) {                                                  \\
+            const double x = xp[i * sx], y = yp[i * sy], v = vp[i * sv];           \\
+            const double gi = g[i];                                                \\
+            (void)x; (void)y; (void)v;                                             \\
+            if (ax != NULL) {                                                      \\
+                double d_ = (D0), s0_ = 0.0, s1_ = 0.0;                            \\
+                if (gi != 0.0) {                                                   \\
+                    s0_ = ((fl) & FAD_Z00) ? 0.0 : (XX);                           \\
+                    s1_ = ((fl) & FAD_Z01) ? 0.0 : (XY);                           \\
+                }                                                                  \\
+                FAD_SECOND_ROW_(K, ax, atx, d_, s0_, s1_)                          \\
+            }                                                                      \\
+            if (ay != NULL) {                                                      \\
+                double d_ = (D1), s0_ = 0.0, s1_ = 0.0;                            \\
+                if (gi != 0.0) {                                                   \\
+                    s0_ = ((fl) & FAD_Z01) ? 0.0 : (XY);                           \\
+                    s1_ = ((fl) & FAD_Z11) ? 0.0 : (YY);                           \\
+                }                                                                  \\
+                FAD_SECOND_ROW_(K, ay, aty, d_, s0_, s1_)                          \\
+            }                                                                      \\
+        }
+
+    /* x, y, v: values at strides sx, sy, sv (0 broadcasts one number); tx,
+       ty: (n, k) tangents of the active operands (NULL: inactive); g (n),
+       gd (n, k): the block's adjoints and their tangents; ax, atx / ay, aty:
+       the operands' rows of adj (n) and adt (n, k), NULL where inactive.
+       Rows of x and y may overlap (x * x, x[:-1] * x[1:]): each update is a
+       read-modify-write of its own, and nothing updated is read as input. */
+    static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
+                                const double *xp, ptrdiff_t sx,
+                                const double *yp, ptrdiff_t sy,
+                                const double *vp, ptrdiff_t sv,
+                                const double *tx, const double *ty,
+                                const double *g, const double *gd,
+                                double *ax, double *atx, double *ay, double *aty)
+    {
+        ptrdiff_t i, j;
+        const double c = 0.0;       /* (an array block's constants are operands) */
+        (void)c;
+        switch (op) {
+    #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
+        case FAD_##E:                                                              \\
+            if (k == 1) { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }            \\
+            else { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                   \\
+            return;
+        FAD_OPS(FAD_SECOND_CASE_)
+    #undef FAD_SECOND_CASE_
+        default: return;
+        }
+    }
+    #undef FAD_SECOND_LOOP_
+    #undef FAD_SECOND_ROW_
+    """
+    void fad_second_step(int op, Py_ssize_t n, Py_ssize_t k,
+                         const double* xp, Py_ssize_t sx, const double* yp, Py_ssize_t sy,
+                         const double* vp, Py_ssize_t sv, const double* tx, const double* ty,
+                         const double* g, const double* gd,
+                         double* ax, double* atx, double* ay, double* aty) nogil
+
+
+cdef cnp.ndarray _ZERO = np.zeros(1)
+
+
+cdef cnp.ndarray _values(object a, Py_ssize_t n, Py_ssize_t* stride):
+    """a as C-contiguous float64: one number (stride 0) or n of them (stride 1)."""
+    cdef cnp.ndarray arr = _ZERO if a is None else np.asarray(a, dtype=np.float64)
+    cdef Py_ssize_t m = cnp.PyArray_SIZE(arr)
+    if m == 1:
+        stride[0] = 0
+    elif m == n:
+        stride[0] = 1
+    else:
+        raise ValueError(f"second_step: {m} values for {n} elements")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+cdef double* _rows(object a, Py_ssize_t m, str what) except? NULL:
+    """The data of a C-contiguous float64 array of m numbers, or NULL for None."""
+    if a is None:
+        return NULL
+    if type(a) is not np.ndarray or (<cnp.ndarray>a).dtype != np.float64 or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) or \
+            cnp.PyArray_SIZE(<cnp.ndarray>a) != m:
+        raise ValueError(f"second_step: {what} must be a C-contiguous float64 array "
+                         f"of {m} numbers")
+    return <double*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
+                adj_x, adt_x, adj_y, adt_y):
+    """An element-wise block's forward-over-reverse step in one pass (see
+    the module docstring): x, y, v values (None, one number or n numbers;
+    y None for a unary op), tx, ty the active operands' (n, k) tangents,
+    g (n,), gd (n, k); adj_x (n,), adt_x (n, k) the rows of operand x
+    (None when x is a constant), and so for y.  Arrays of rows must be
+    C-contiguous float64."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"second_step: no op {op}")
+    if n < 0 or k < 1:
+        raise ValueError(f"second_step: n = {n}, k = {k}")
+    cdef Py_ssize_t sx, sy, sv
+    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy), va = _values(v, n, &sv)
+    cdef const double* txp = _rows(tx, n * k, "tx")
+    cdef const double* typ = _rows(ty, n * k, "ty")
+    cdef const double* gp = _rows(g, n, "g")
+    cdef const double* gdp = _rows(gd, n * k, "gd")
+    cdef double* axp = _rows(adj_x, n, "adj_x")
+    cdef double* atxp = _rows(adt_x, n * k, "adt_x")
+    cdef double* ayp = _rows(adj_y, n, "adj_y")
+    cdef double* atyp = _rows(adt_y, n * k, "adt_y")
+    if gp == NULL or gdp == NULL or (axp == NULL) != (atxp == NULL) or \
+            (ayp == NULL) != (atyp == NULL):
+        raise ValueError("second_step: g and gd are required, and adj and adt of an "
+                         "operand go together")
+    cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
+    cdef const double* yp = <double*>cnp.PyArray_DATA(ya)
+    cdef const double* vp = <double*>cnp.PyArray_DATA(va)
+    with nogil:
+        fad_second_step(op, n, k, xp, sx, yp, sy, vp, sv, txp, typ, gp, gdp,
+                        axp, atxp, ayp, atyp)
