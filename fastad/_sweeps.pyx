@@ -79,11 +79,14 @@ cdef extern from *:
 
     /* val, out, tng[i] for i = lo .. hi-1: fad_replay_nodes plus
        tng[i] = sz(d0, tng[a0]) + sz(d1, tng[a1]) (no tangent where the
-       partials vanish by definition: constants, comparisons).  Returns -1
-       or the first comparison slot whose outcome changed. */
+       partials vanish by definition: constants, comparisons); z0[i] and
+       z1[i] zeroed on the way unless NULL (the second-order sweep's
+       accumulators: cheaper here, in the pass, than a memset of their own).
+       Returns -1 or the first comparison slot whose outcome changed. */
     static ptrdiff_t fad_replay_tangent_nodes(const uint8_t *op, const fad_node *nd,
                                               const double *recorded, double *val,
                                               fad_node *out, double *tng,
+                                              double *z0, double *z1,
                                               ptrdiff_t lo, ptrdiff_t hi)
     {
         ptrdiff_t i = lo;
@@ -98,6 +101,7 @@ cdef extern from *:
     #define FAD_RT_NEXT_                                                           \\
         val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1; \\
         tng[i] = t;                                                                \\
+        if (z0 != NULL) { z0[i] = 0.0; z1[i] = 0.0; }                              \\
         if (++i >= hi) return -1;                                                  \\
         a0 = nd[i].a0; a1 = nd[i].a1;                                              \\
         goto *target[op[i]];
@@ -232,6 +236,7 @@ cdef extern from *:
     static ptrdiff_t fad_replay_tangent_nodes(const uint8_t *op, const fad_node *nd,
                                               const double *recorded, double *val,
                                               fad_node *out, double *tng,
+                                              double *z0, double *z1,
                                               ptrdiff_t lo, ptrdiff_t hi) { return -1; }
     static void fad_second_nodes(const uint8_t *op, const fad_node *nd, const double *val,
                                  const double *tng, double *adj, double *adt,
@@ -242,7 +247,8 @@ cdef extern from *:
         FAD_THREADED_SWEEPS
     Py_ssize_t fad_replay_tangent_nodes(const uint8_t* op, const fad_node* nd,
                                         const double* recorded, double* val, fad_node* out,
-                                        double* tan, Py_ssize_t lo, Py_ssize_t hi) nogil
+                                        double* tan, double* z0, double* z1,
+                                        Py_ssize_t lo, Py_ssize_t hi) nogil
     void fad_second_nodes(const uint8_t* op, const fad_node* nd, const double* val,
                           const double* tan, double* adj, double* adt,
                           Py_ssize_t lo, Py_ssize_t hi) nogil
@@ -337,7 +343,9 @@ cdef Py_ssize_t run(Kernel kernel, Sweep* s) noexcept nogil:
         mode = MASKED if s.mask != NULL else (REPLAY if s.tan == NULL else
                                                (TANGENTS if s.val == NULL else BOTH))
         if mode == BOTH and s.k == 1 and s.out != NULL and FAD_THREADED_SWEEPS:
+            # (adj and adt given: zeroed on the way, for a second-order sweep)
             return fad_replay_tangent_nodes(s.op, s.nd, s.recorded, s.val, s.out, s.tan,
+                                            s.adj, s.adt if s.adj != NULL else NULL,
                                             s.lo, s.hi)
     elif kernel == REVERSE:
         mode = PULL

@@ -526,9 +526,14 @@ cdef class Tape(Player):
             if point is None and x is not None and not self.blocks and k == 1:
                 # scalar nodes, one direction: the replay pushes the tangent
                 # along (one pass over the tape instead of two)
+                # and zeroes the second-order sweep's rows of adj and adt
                 flat = self._flat_input(x)
                 tan = w.scratch_array(max(n, lo), 1, 0)
+                adj = w.scratch_array(max(n, lo), 1, 1)
+                adt = w.scratch_array(max(n, lo), 1, 2)
                 tan[:lo] = seeds.T
+                adj[:lo] = 0.0
+                adt[:lo] = 0.0
                 if lo:
                     memcpy(w.val, _dptr(flat), lo * sizeof(double))
                 s = sweep_over(self.buf.op, self.buf.node, 1, lo, n)
@@ -536,6 +541,8 @@ cdef class Tape(Player):
                 s.val = w.val
                 s.out = w.node
                 s.tan = _dptr(tan)
+                s.adj = _dptr(adj)
+                s.adt = _dptr(adt)
                 r = run_released(FORWARD, &s)
                 if r >= 0:
                     raise BranchChangedError(self._branch_message(r))
@@ -554,9 +561,9 @@ cdef class Tape(Player):
                 tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
                 tan[:lo] = seeds.T
                 self._tangent_run(nodes, val, states, tan, k, lo, hi)
-            adj = w.zeros(hi, 1, 1)
+                adj = w.zeros(hi, 1, 1)
+                adt = w.zeros(hi, k, 2)
             adj[slot, 0] = 1.0
-            adt = w.zeros(hi, k, 2)
             self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
                 return gather_flat(adt, gather)
