@@ -487,10 +487,32 @@ class Elementwise(Block):
         second = _ew.second(self.op, self.x.value(val), yv, self._own(val), self.shape)
         return tuple(s if n else 0.0 for s, n in zip(second, need))
 
-    def _fused_second(self, val, tan, adj, adt, k):
+    def _curved(self):
+        """True when a second partial among the active operands is not zero
+        by the table's flags (the block is not linear in them)."""
+        fl = OP_FLAGS[self.op]
+        xa, ya = self.x.active, self.y is not None and self.y.active
+        return (xa and not fl & FLAG["Z00"]) or (xa and ya and not fl & FLAG["Z01"]) or \
+            (ya and not fl & FLAG["Z11"])
+
+    def reverse2_gd_zero(self, val, state, tan, adj, adt, k):
+        """reverse2 when the block's adjoint tangents are known zeros (nothing
+        reached them: fastad._player's second-order run tracks it): their
+        term is skipped, and a block linear in its active operands leaves
+        those operands' adjoint tangents alone.  Returns whether it wrote
+        any operand's adjoint tangents."""
+        curved = self._curved()
+        if self._fused_second(val, tan, adj, adt, k, True, curved):
+            return curved
+        self.reverse2(val, state, tan, adj, adt, k)
+        return True
+
+    def _fused_second(self, val, tan, adj, adt, k, gd_zero=False, curved=True):
         """reverse2 in one C pass (fastad._second) where every active operand
         is a run of slots of the block's shape: partials and second partials
-        computed inline, never stored.  False where that does not apply."""
+        computed inline, never stored.  False where that does not apply.
+        gd_zero: the block's adjoint tangents are zeros (not read); then
+        without curvature the operands' adjoint tangents are not touched."""
         n = self.stop - self.start
         ops = self.operands()
         rows = []
@@ -517,9 +539,14 @@ class Elementwise(Block):
         rx = rows[0]
         ry = rows[1] if len(rows) > 1 else None
         own = slice(self.start, self.stop)
+        if gd_zero and not curved:      # the adjoints alone move
+            second_step(self.op, n, k, x, y, val[own], None, None, adj[own], None,
+                        None if rx is None else adj[rx], None,
+                        None if ry is None else adj[ry], None)
+            return True
         second_step(self.op, n, k, x, y, val[own],
                     None if rx is None else tan[rx], None if ry is None else tan[ry],
-                    adj[own], adt[own],
+                    adj[own], None if gd_zero else adt[own],
                     None if rx is None else adj[rx], None if rx is None else adt[rx],
                     None if ry is None else adj[ry], None if ry is None else adt[ry])
         return True
@@ -787,6 +814,12 @@ class Sum(Block):
     def reverse2(self, val, state, tan, adj, adt, k):
         self.reverse(val, state, adj, 1)
         self.reverse(val, state, adt, k)
+
+    def reverse2_gd_zero(self, val, state, tan, adj, adt, k):
+        """reverse2 with zero adjoint tangents (see Elementwise's): linear,
+        so only the adjoints move."""
+        self.reverse(val, state, adj, 1)
+        return False
 
     def tangent(self, val, state, tan, k):
         t = self.x.tangent(tan, k)

@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 cimport numpy as cnp
@@ -123,6 +124,23 @@ cdef int seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
     else:
         tan[:lo] = np.ascontiguousarray(seeds, dtype=np.float64).T
     return 0
+
+
+def _mark_written(blk, list blocks, list starts, Py_ssize_t upto, set dirty):
+    """Add to `dirty` the numbers of the blocks (below upto) whose slots
+    blk's active operands cover: their adjoint tangents may now be nonzero."""
+    cdef Py_ssize_t j, a, b
+    for o in blk.operands():
+        if not o.active or o.flat.size == 0:
+            continue
+        if o.start >= 0:
+            a, b = o.start, o.start + o.flat.size
+        else:
+            a, b = int(o.flat.min()), int(o.flat.max()) + 1
+        j = bisect_right(starts, b - 1, 0, upto) - 1
+        while j >= 0 and blocks[j].stop > a:
+            dirty.add(j)
+            j -= 1
 
 
 cdef class Replayed:
@@ -302,20 +320,44 @@ cdef class Player(Recorder):
     cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
                          Py_ssize_t lo) except -1:
-        """reverse_second over slots hi..lo, blocks through their reverse2."""
+        """reverse_second over slots hi..lo, blocks through their reverse2.
+
+        adt is all zeros on entry.  Until a scalar node has run, the run
+        knows which blocks' rows of adt may have been written (`dirty`): a
+        block whose rows nothing reached has zero adjoint tangents, and one
+        with reverse2_gd_zero skips their term (a linear block then writes
+        no adjoint tangents at all: the zeros of a sum's output pass down a
+        linear chain without a pass over memory)."""
         cdef Py_ssize_t cur = hi, bi
         cdef const double* vp = _dptr(val)
-        for bi in range(len(self.blocks) - 1, -1, -1):
-            blk = self.blocks[bi]
+        cdef list blocks = self.blocks
+        cdef bint tracking = True
+        dirty = set()
+        starts = None
+        for bi in range(len(blocks) - 1, -1, -1):
+            blk = blocks[bi]
             if blk.start > cur:
                 continue
-            self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+            if cur >= blk.stop:
+                self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+                tracking = False        # (scalar nodes may write anywhere below)
             reverse2 = getattr(blk, "reverse2", None)
             if reverse2 is None:
                 raise NotImplementedError(
                     f"fastad: second derivatives through {blk.describe()} are not "
                     f"available (no second-order rule for this block)")
-            reverse2(val, states[bi], tan, adj, adt, k)
+            if tracking and bi not in dirty and hasattr(blk, "reverse2_gd_zero"):
+                wrote = blk.reverse2_gd_zero(val, states[bi], tan, adj, adt, k)
+            else:
+                reverse2(val, states[bi], tan, adj, adt, k)
+                wrote = True
+            if tracking and wrote:
+                if starts is None:
+                    starts = [b.start for b in blocks]
+                    if any(starts[j] >= starts[j + 1] for j in range(len(starts) - 1)):
+                        tracking = False
+                if tracking:
+                    _mark_written(blk, blocks, starts, bi, dirty)
             cur = blk.start - 1
         self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
         return 0

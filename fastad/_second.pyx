@@ -23,14 +23,14 @@ cnp.import_array()
 cdef extern from *:
     """
     #include "fastad_ops.h"
-    #define FAD_SZ2_(p, q) ((((p) == 0.0) || ((q) == 0.0)) ? 0.0 : (p) * (q))
+    #define FAD_SZ2_(p, q) ((((p) == 0.0) | ((q) == 0.0)) ? 0.0 : (p) * (q))
 
     /* One operand's share: a[i] += sz(d, g), at[i, :] += sz(d, gd) +
        sz(g, sz(s0, t0) + sz(s1, t1)); t0 / t1 NULL for an inactive operand. */
     #define FAD_SECOND_ROW_(K, a, at, d, s0, s1)                                   \\
         (a)[i] += FAD_SZ2_(d, gi);                                                 \\
-        for (j = 0; j < (K); j++) {                                                \\
-            double r_ = FAD_SZ2_(d, gd[i * (K) + j]);                              \\
+        for (j = 0; (at) != NULL && j < (K); j++) {                                \\
+            double r_ = gd != NULL ? FAD_SZ2_(d, gd[i * (K) + j]) : 0.0;           \\
             if (gi != 0.0 && (tx != NULL || ty != NULL)) {                         \\
                 double cx_ = tx != NULL ? FAD_SZ2_(s0, tx[i * (K) + j]) : 0.0;     \\
                 double cy_ = ty != NULL ? FAD_SZ2_(s1, ty[i * (K) + j]) : 0.0;     \\
@@ -62,6 +62,39 @@ cdef extern from *:
             }                                                                      \\
         }
 
+    /* One lane, the operands' activity fixed (XA, YA) and an inactive
+       operand's stride too (CS: 0 or 1): no test in the loop but the strong
+       zeros' selects, and no loop-carried dependency (the rows written are
+       adj's and adt's, the rows read val's, tan's and the block's own; x's
+       and y's rows do not overlap, the caller checks), so the compiler may
+       vectorize it.  (An inactive zbar term adds an exact +0.0 where the
+       general loop skips it.) */
+    #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                     \\
+        _Pragma("GCC ivdep")                                                       \\
+        for (i = 0; i < n; i++) {                                                  \\
+            const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
+            const double v = vp[i];                                                \\
+            const double gi = g[i], gdi = gd != NULL ? gd[i] : 0.0;                \\
+            const double tX = (XA) ? tx[i] : 0.0, tY = (YA) ? ty[i] : 0.0;         \\
+            (void)x; (void)y; (void)v;                                             \\
+            if (XA) {                                                              \\
+                const double d_ = (D0);                                            \\
+                const double s0_ = ((fl) & FAD_Z00) ? 0.0 : (XX);                  \\
+                const double s1_ = (!(YA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
+                ax[i] += FAD_SZ2_(d_, gi);                                         \\
+                atx[i] += FAD_SZ2_(d_, gdi) +                                      \\
+                    FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
+            }                                                                      \\
+            if (YA) {                                                              \\
+                const double d_ = (D1);                                            \\
+                const double s0_ = (!(XA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
+                const double s1_ = ((fl) & FAD_Z11) ? 0.0 : (YY);                  \\
+                ay[i] += FAD_SZ2_(d_, gi);                                         \\
+                aty[i] += FAD_SZ2_(d_, gdi) +                                      \\
+                    FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
+            }                                                                      \\
+        }
+
     /* x, y, v: values at strides sx, sy, sv (0 broadcasts one number); tx,
        ty: (n, k) tangents of the active operands (NULL: inactive); g (n),
        gd (n, k): the block's adjoints and their tangents; ax, atx / ay, aty:
@@ -82,8 +115,24 @@ cdef extern from *:
         switch (op) {
     #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
         case FAD_##E:                                                              \\
-            if (k == 1) { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }            \\
-            else { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                   \\
+            if (k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||              \\
+                    (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) || \\
+                    (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||    \\
+                    (ay != NULL && sy != 1))                                       \\
+                { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
+            else if (ax != NULL && ay != NULL) {                                   \\
+                if (ax + n <= ay || ay + n <= ax)                                  \\
+                    { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }            \\
+                else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
+            }                                                                      \\
+            else if (ax != NULL && sy == 0)                                        \\
+                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }                \\
+            else if (ax != NULL)                                                   \\
+                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }                \\
+            else if (ay != NULL && sx == 0)                                        \\
+                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }                \\
+            else if (ay != NULL)                                                   \\
+                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }                \\
             return;
         FAD_OPS(FAD_SECOND_CASE_)
     #undef FAD_SECOND_CASE_
@@ -91,6 +140,7 @@ cdef extern from *:
         }
     }
     #undef FAD_SECOND_LOOP_
+    #undef FAD_SECOND_K1_
     #undef FAD_SECOND_ROW_
     """
     void fad_second_step(int op, Py_ssize_t n, Py_ssize_t k,
@@ -135,9 +185,10 @@ def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
     """An element-wise block's forward-over-reverse step in one pass (see
     the module docstring): x, y, v values (None, one number or n numbers;
     y None for a unary op), tx, ty the active operands' (n, k) tangents,
-    g (n,), gd (n, k); adj_x (n,), adt_x (n, k) the rows of operand x
-    (None when x is a constant), and so for y.  Arrays of rows must be
-    C-contiguous float64."""
+    g (n,), gd (n, k) (None: zeros); adj_x (n,), adt_x (n, k) the rows of
+    operand x (None when x is a constant; adt_x None alone: leave x's adjoint
+    tangents alone), and so for y.  Arrays of rows must be C-contiguous
+    float64, adj, adt, tan and the values distinct arrays."""
     if not 0 <= op < FAD_NUM_OPS:
         raise ValueError(f"second_step: no op {op}")
     if n < 0 or k < 1:
@@ -152,10 +203,9 @@ def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
     cdef double* atxp = _rows(adt_x, n * k, "adt_x")
     cdef double* ayp = _rows(adj_y, n, "adj_y")
     cdef double* atyp = _rows(adt_y, n * k, "adt_y")
-    if gp == NULL or gdp == NULL or (axp == NULL) != (atxp == NULL) or \
-            (ayp == NULL) != (atyp == NULL):
-        raise ValueError("second_step: g and gd are required, and adj and adt of an "
-                         "operand go together")
+    if gp == NULL or (axp == NULL and atxp != NULL) or (ayp == NULL and atyp != NULL):
+        raise ValueError("second_step: g is required, and an operand's adt rows need "
+                         "its adj rows")
     cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
     cdef const double* yp = <double*>cnp.PyArray_DATA(ya)
     cdef const double* vp = <double*>cnp.PyArray_DATA(va)
