@@ -27,8 +27,8 @@ cdef extern from *:
 
     /* One operand's share: a[i] += sz(d, g), at[i, :] += sz(d, gd) +
        sz(g, sz(s0, t0) + sz(s1, t1)); t0 / t1 NULL for an inactive operand. */
-    #define FAD_SECOND_ROW_(K, a, at, d, s0, s1)                                   \\
-        (a)[i] += FAD_SZ2_(d, gi);                                                 \\
+    #define FAD_SECOND_ROW_(K, a, at, d, s0, s1, AA, AT)                           \\
+        (a)[i] = ((AA) ? 0.0 : (a)[i]) + FAD_SZ2_(d, gi);                          \\
         for (j = 0; (at) != NULL && j < (K); j++) {                                \\
             double r_ = gd != NULL ? FAD_SZ2_(d, gd[i * (K) + j]) : 0.0;           \\
             if (gi != 0.0 && (tx != NULL || ty != NULL)) {                         \\
@@ -36,7 +36,7 @@ cdef extern from *:
                 double cy_ = ty != NULL ? FAD_SZ2_(s1, ty[i * (K) + j]) : 0.0;     \\
                 r_ = r_ + FAD_SZ2_(gi, cx_ + cy_);                                 \\
             }                                                                      \\
-            (at)[i * (K) + j] += r_;                                               \\
+            (at)[i * (K) + j] = ((AT) ? 0.0 : (at)[i * (K) + j]) + r_;             \\
         }
 
     #define FAD_SECOND_LOOP_(K, fl, D0, D1, XX, XY, YY)                            \\
@@ -50,7 +50,7 @@ cdef extern from *:
                     s0_ = ((fl) & FAD_Z00) ? 0.0 : (XX);                           \\
                     s1_ = ((fl) & FAD_Z01) ? 0.0 : (XY);                           \\
                 }                                                                  \\
-                FAD_SECOND_ROW_(K, ax, atx, d_, s0_, s1_)                          \\
+                FAD_SECOND_ROW_(K, ax, atx, d_, s0_, s1_, asg & 1, asg & 2)        \\
             }                                                                      \\
             if (ay != NULL) {                                                      \\
                 double d_ = (D1), s0_ = 0.0, s1_ = 0.0;                            \\
@@ -58,47 +58,55 @@ cdef extern from *:
                     s0_ = ((fl) & FAD_Z01) ? 0.0 : (XY);                           \\
                     s1_ = ((fl) & FAD_Z11) ? 0.0 : (YY);                           \\
                 }                                                                  \\
-                FAD_SECOND_ROW_(K, ay, aty, d_, s0_, s1_)                          \\
+                FAD_SECOND_ROW_(K, ay, aty, d_, s0_, s1_, asg & 4, asg & 8)        \\
             }                                                                      \\
         }
 
-    /* One lane, the operands' activity fixed (XA, YA) and an inactive
-       operand's stride too (CS: 0 or 1): no test in the loop but the strong
+    /* One lane, a common (FAD_HOT) op, the operands' activity fixed (XA,
+       YA), an inactive operand's stride (CS: 0 or 1) and whether gd is
+       zeros (GZ) too, every load unconditional: no test in the loop but the strong
        zeros' selects, and no loop-carried dependency (the rows written are
        adj's and adt's, the rows read val's, tan's and the block's own; x's
        and y's rows do not overlap, the caller checks), so the compiler may
        vectorize it.  (An inactive zbar term adds an exact +0.0 where the
        general loop skips it.) */
-    #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                     \\
+    #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ)                 \\
         _Pragma("GCC ivdep")                                                       \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
             const double v = vp[i];                                                \\
-            const double gi = g[i], gdi = gd != NULL ? gd[i] : 0.0;                \\
+            const double gi = g[i], gdi = (GZ) ? 0.0 : gd[i];                      \\
             const double tX = (XA) ? tx[i] : 0.0, tY = (YA) ? ty[i] : 0.0;         \\
             (void)x; (void)y; (void)v;                                             \\
             if (XA) {                                                              \\
                 const double d_ = (D0);                                            \\
                 const double s0_ = ((fl) & FAD_Z00) ? 0.0 : (XX);                  \\
                 const double s1_ = (!(YA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
-                ax[i] += FAD_SZ2_(d_, gi);                                         \\
-                atx[i] += FAD_SZ2_(d_, gdi) +                                      \\
+                const double o_ = ax[i], ot_ = atx[i];                             \\
+                ax[i] = ((asg & 1) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
+                atx[i] = ((asg & 2) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
                     FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
             }                                                                      \\
             if (YA) {                                                              \\
                 const double d_ = (D1);                                            \\
                 const double s0_ = (!(XA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
                 const double s1_ = ((fl) & FAD_Z11) ? 0.0 : (YY);                  \\
-                ay[i] += FAD_SZ2_(d_, gi);                                         \\
-                aty[i] += FAD_SZ2_(d_, gdi) +                                      \\
+                const double o_ = ay[i], ot_ = aty[i];                             \\
+                ay[i] = ((asg & 4) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
+                aty[i] = ((asg & 8) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
                     FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
             }                                                                      \\
         }
+    #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                    \\
+        if (gd == NULL) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1) }  \\
+        else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0) }
 
     /* x, y, v: values at strides sx, sy, sv (0 broadcasts one number); tx,
        ty: (n, k) tangents of the active operands (NULL: inactive); g (n),
        gd (n, k): the block's adjoints and their tangents; ax, atx / ay, aty:
-       the operands' rows of adj (n) and adt (n, k), NULL where inactive.
+       the operands' rows of adj (n) and adt (n, k), NULL where inactive;
+       asg bits 1, 2, 4, 8: assign (not add to) x's adj, x's adt, y's adj,
+       y's adt rows (rows nothing wrote yet: no zero fill first).
        Rows of x and y may overlap (x * x, x[:-1] * x[1:]): each update is a
        read-modify-write of its own, and nothing updated is read as input. */
     static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
@@ -107,7 +115,8 @@ cdef extern from *:
                                 const double *vp, ptrdiff_t sv,
                                 const double *tx, const double *ty,
                                 const double *g, const double *gd,
-                                double *ax, double *atx, double *ay, double *aty)
+                                double *ax, double *atx, double *ay, double *aty,
+                                int asg)
     {
         ptrdiff_t i, j;
         const double c = 0.0;       /* (an array block's constants are operands) */
@@ -115,39 +124,90 @@ cdef extern from *:
         switch (op) {
     #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
         case FAD_##E:                                                              \\
-            if (k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||              \\
+            if (!((fl) & FAD_HOT) ||                                              \\
+                    k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
                     (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) || \\
                     (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||    \\
                     (ay != NULL && sy != 1))                                       \\
                 { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
             else if (ax != NULL && ay != NULL) {                                   \\
                 if (ax + n <= ay || ay + n <= ax)                                  \\
-                    { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }            \\
+                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }            \\
                 else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
             }                                                                      \\
             else if (ax != NULL && sy == 0)                                        \\
-                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }                \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }               \\
             else if (ax != NULL)                                                   \\
-                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }                \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }               \\
             else if (ay != NULL && sx == 0)                                        \\
-                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }                \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }               \\
             else if (ay != NULL)                                                   \\
-                { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }                \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }               \\
             return;
         FAD_OPS(FAD_SECOND_CASE_)
     #undef FAD_SECOND_CASE_
         default: return;
         }
     }
+    /* Values and one tangent lane of an element-wise block in one pass (a
+       replay that pushes a direction along): v = f(x, y), t = sz(f_x, x') +
+       sz(f_y, y'); a common (FAD_HOT) op only (returns 0 for the others),
+       XA / YA whether x / y are on the tape (their tangents tx / ty), CS an
+       inactive operand's stride. */
+    #define FAD_VT_LOOP_(fl, V, D0, D1, XA, YA, CS)                                \\
+        _Pragma("GCC ivdep")                                                       \\
+        for (i = 0; i < n; i++) {                                                  \\
+            const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
+            const double v = (V);                                                  \\
+            (void)x; (void)y;                                                      \\
+            vo[i] = v;                                                             \\
+            to[i] = ((XA) ? FAD_SZ2_((D0), tx[i]) : 0.0) +                         \\
+                    ((YA) ? FAD_SZ2_((D1), ty[i]) : 0.0);                          \\
+        }
+    static int fad_value_tangent(int op, ptrdiff_t n, const double *xp, ptrdiff_t sx,
+                                 const double *yp, ptrdiff_t sy,
+                                 const double *tx, const double *ty,
+                                 double *vo, double *to)
+    {
+        ptrdiff_t i;
+        const double c = 0.0;
+        (void)c;
+        switch (op) {
+    #define FAD_VT_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                    \\
+        case FAD_##E:                                                              \\
+            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF)))             \\
+                return 0;                                                          \\
+            if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
+                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 1, 1) }                           \\
+            else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
+                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 0) }                           \\
+            else if (tx != NULL && ty == NULL && sx == 1 && sy == 1)               \\
+                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 1) }                           \\
+            else if (tx == NULL && ty != NULL && sx == 0 && sy == 1)               \\
+                { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 0) }                           \\
+            else if (tx == NULL && ty != NULL && sx == 1 && sy == 1)               \\
+                { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 1) }                           \\
+            else return 0;                                                         \\
+            return 1;
+        FAD_OPS(FAD_VT_CASE_)
+    #undef FAD_VT_CASE_
+        default: return 0;
+        }
+    }
+    #undef FAD_VT_LOOP_
     #undef FAD_SECOND_LOOP_
     #undef FAD_SECOND_K1_
+    #undef FAD_SECOND_K1G_
     #undef FAD_SECOND_ROW_
     """
+    int fad_value_tangent(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                          const double* yp, Py_ssize_t sy, const double* tx, const double* ty,
+                          double* vo, double* to) nogil
     void fad_second_step(int op, Py_ssize_t n, Py_ssize_t k,
                          const double* xp, Py_ssize_t sx, const double* yp, Py_ssize_t sy,
                          const double* vp, Py_ssize_t sv, const double* tx, const double* ty,
                          const double* g, const double* gd,
-                         double* ax, double* atx, double* ay, double* aty) nogil
+                         double* ax, double* atx, double* ay, double* aty, int asg) nogil
 
 
 cdef cnp.ndarray _ZERO = np.zeros(1)
@@ -181,14 +241,17 @@ cdef double* _rows(object a, Py_ssize_t m, str what) except? NULL:
 
 
 def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
-                adj_x, adt_x, adj_y, adt_y):
+                adj_x, adt_x, adj_y, adt_y, int assign=0):
     """An element-wise block's forward-over-reverse step in one pass (see
     the module docstring): x, y, v values (None, one number or n numbers;
     y None for a unary op), tx, ty the active operands' (n, k) tangents,
     g (n,), gd (n, k) (None: zeros); adj_x (n,), adt_x (n, k) the rows of
     operand x (None when x is a constant; adt_x None alone: leave x's adjoint
     tangents alone), and so for y.  Arrays of rows must be C-contiguous
-    float64, adj, adt, tan and the values distinct arrays."""
+    float64, adj, adt, tan and the values distinct arrays.  assign: bits
+    1, 2, 4, 8 write adj_x, adt_x, adj_y, adt_y rather than add to them
+    (rows that hold nothing yet; y's rows added to x's where they are the
+    same rows)."""
     if not 0 <= op < FAD_NUM_OPS:
         raise ValueError(f"second_step: no op {op}")
     if n < 0 or k < 1:
@@ -211,4 +274,34 @@ def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
     cdef const double* vp = <double*>cnp.PyArray_DATA(va)
     with nogil:
         fad_second_step(op, n, k, xp, sx, yp, sy, vp, sv, txp, typ, gp, gdp,
-                        axp, atxp, ayp, atyp)
+                        axp, atxp, ayp, atyp, assign)
+
+
+def value_tangent(int op, Py_ssize_t n, x, y, tx, ty, v_out, t_out):
+    """An element-wise block's values and one tangent lane in one pass:
+    v_out = op(x, y), t_out = sz(d0, tx) + sz(d1, ty), for x, y values
+    (one number or n; y None for a unary op) and tx, ty the active operands'
+    n tangents (None for a constant).  Only the table's common (FAD_HOT)
+    ops: returns False, having written nothing, for the others (NumPy's
+    ufuncs compute those faster than the table's scalar code)."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"value_tangent: no op {op}")
+    if n < 0:
+        raise ValueError(f"value_tangent: n = {n}")
+    cdef Py_ssize_t sx, sy
+    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy)
+    cdef const double* txp = _rows(tx, n, "tx")
+    cdef const double* typ = _rows(ty, n, "ty")
+    cdef double* vp = _rows(v_out, n, "v_out")
+    cdef double* tp = _rows(t_out, n, "t_out")
+    if vp == NULL or tp == NULL:
+        raise ValueError("value_tangent: v_out and t_out are required")
+    cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
+    cdef const double* yp = <double*>cnp.PyArray_DATA(ya)
+    cdef int done
+    if n == 1:                  # (one number: a stride of 0 or 1 reads the same)
+        sx = 1 if txp != NULL or sx else 0
+        sy = 1 if typ != NULL or sy else 0
+    with nogil:
+        done = fad_value_tangent(op, n, xp, sx, yp, sy, txp, typ, vp, tp)
+    return bool(done)

@@ -549,22 +549,31 @@ cdef class Tape(Player):
                 nodes = w.node
                 val, states = view_of(w.val, n, w), None
             else:
-                if point is not None:
-                    nodes = point.node
-                    val, states = view_of(point.val, self.buf.n, point), point.states
-                elif x is not None:
-                    self._replay(w, x)
-                    nodes = w.node
-                    val, states = view_of(w.val, self.buf.n, w), w.states
-                else:
-                    val, states = self.recorded_values(), self._recorded_states()
                 tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
                 tan[:lo] = seeds.T
-                self._tangent_run(nodes, val, states, tan, k, lo, hi)
-                adj = w.zeros(hi, 1, 1)
-                adt = w.zeros(hi, k, 2)
-            adj[slot, 0] = 1.0
-            self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
+                if point is None and x is not None:     # one pass per block where it can
+                    val = self._replay_tangent(w, x, tan, k, hi)
+                    nodes = w.node
+                    states = w.states
+                else:
+                    if point is not None:
+                        nodes = point.node
+                        val, states = view_of(point.val, self.buf.n, point), point.states
+                    else:
+                        val, states = self.recorded_values(), self._recorded_states()
+                    self._tangent_run(nodes, val, states, tan, k, lo, hi)
+                if gather is None and self.blocks:     # (blocks' rows left undefined)
+                    adj = w.scratch_array(hi, 1, 1)
+                    adt = w.scratch_array(hi, k, 2)
+                    self._second_lazy(point if point is not None else
+                                      (w if x is not None else None),
+                                      val, states, tan, adj, adt, k, hi - 1, lo, slot)
+                else:
+                    adj = w.zeros(hi, 1, 1)
+                    adt = w.zeros(hi, k, 2)
+            if gather is not None or not self.blocks:
+                adj[slot, 0] = 1.0
+                self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
                 return gather_flat(adt, gather)
             if raw:
