@@ -23,6 +23,15 @@ cnp.import_array()
 cdef extern from *:
     """
     #include "fastad_ops.h"
+    /* The strong zeros' selects (a product computed, then dropped where a
+       factor is zero) vectorize only when the compiler may assume floating
+       point does not trap; nothing here enables traps, and no value changes
+       (NaN, inf and signed zeros as before).  GCC only: Clang if-converts
+       these loops as they are. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize ("no-trapping-math")
+    #endif
     #define FAD_SZ2_(p, q) ((((p) == 0.0) | ((q) == 0.0)) ? 0.0 : (p) * (q))
 
     /* One operand's share: a[i] += sz(d, g), at[i, :] += sz(d, gd) +
@@ -97,6 +106,24 @@ cdef extern from *:
                     FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
             }                                                                      \\
         }
+    /* One lane, first order only (zero gd, a linear block: fastad._player's
+       run leaves the operands' adjoint tangents alone), as FAD_SECOND_K1_. */
+    #define FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS)                                \\
+        _Pragma("GCC ivdep")                                                       \\
+        for (i = 0; i < n; i++) {                                                  \\
+            const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
+            const double v = vp[i];                                                \\
+            const double gi = g[i];                                                \\
+            (void)x; (void)y; (void)v;                                             \\
+            if (XA) {                                                              \\
+                const double o_ = ax[i];                                           \\
+                ax[i] = ((asg & 1) ? 0.0 : o_) + FAD_SZ2_((D0), gi);               \\
+            }                                                                      \\
+            if (YA) {                                                              \\
+                const double o_ = ay[i];                                           \\
+                ay[i] = ((asg & 4) ? 0.0 : o_) + FAD_SZ2_((D1), gi);               \\
+            }                                                                      \\
+        }
     #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                    \\
         if (gd == NULL) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1) }  \\
         else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0) }
@@ -124,7 +151,22 @@ cdef extern from *:
         switch (op) {
     #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
         case FAD_##E:                                                              \\
-            if (!((fl) & FAD_HOT) ||                                              \\
+            if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&            \\
+                    tx == NULL && ty == NULL && atx == NULL && aty == NULL &&      \\
+                    (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&          \\
+                    (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax)) {  \\
+                if (ax != NULL && ay != NULL)                                      \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 1, 1) }                       \\
+                else if (ax != NULL && sy == 0)                                    \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 0) }                       \\
+                else if (ax != NULL)                                               \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 1) }                       \\
+                else if (ay != NULL && sx == 0)                                    \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 0) }                       \\
+                else if (ay != NULL)                                               \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 1) }                       \\
+            }                                                                      \\
+            else if (!((fl) & FAD_HOT) ||                                         \\
                     k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
                     (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) || \\
                     (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||    \\
@@ -196,8 +238,12 @@ cdef extern from *:
     }
     #undef FAD_VT_LOOP_
     #undef FAD_SECOND_LOOP_
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     #undef FAD_SECOND_K1_
     #undef FAD_SECOND_K1G_
+    #undef FAD_SECOND_K1N_
     #undef FAD_SECOND_ROW_
     """
     int fad_value_tangent(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
