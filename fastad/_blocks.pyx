@@ -23,7 +23,7 @@ import numpy as np
 
 from fastad import _elementwise as _ew
 from fastad._fold import kept
-from fastad._second import second_step, value_tangent
+from fastad._second import second_step, tangent_one, value_tangent
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              combine_gather, combine_rows, gather_flat, op_eval, rows_times,
                              second_rows)
@@ -494,6 +494,31 @@ class Elementwise(Block):
         xa, ya = self.x.active, self.y is not None and self.y.active
         return (xa and not fl & FLAG["Z00"]) or (xa and ya and not fl & FLAG["Z01"]) or \
             (ya and not fl & FLAG["Z11"])
+
+    def tangent_one(self, val, tan):
+        """tangent with one lane in one vectorized C pass
+        (fastad._second.tangent_one); False where that does not apply."""
+        n = self.stop - self.start
+        vals, tans = [], []
+        for o in self.operands():
+            if o.active:
+                if o.start < 0 or o.flat.size != n:
+                    return False
+                vals.append(o.value(val))
+                tans.append(tan[o.start:o.start + n].reshape(-1))
+            else:
+                c = o.const
+                if c.size != 1 and c.size != n:
+                    return False
+                vals.append(c)
+                tans.append(None)
+        if type(tan) is not np.ndarray or not tan.flags.c_contiguous or \
+                type(val) is not np.ndarray or not val.flags.c_contiguous:
+            return False
+        return tangent_one(self.op, n, vals[0], vals[1] if len(vals) > 1 else None,
+                           val[self.start:self.stop], tans[0],
+                           tans[1] if len(tans) > 1 else None,
+                           tan[self.start:self.stop].reshape(-1))
 
     def forward_tangent(self, val, tan, k):
         """forward and tangent (one lane) in one pass over memory, for a

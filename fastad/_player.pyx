@@ -135,6 +135,10 @@ cdef int seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
     return 0
 
 
+def _no(*args):
+    return False
+
+
 def _producers(run, list blocks, list starts, Py_ssize_t upto):
     """The numbers (below upto) of the blocks whose slots the run (start,
     size) of slots covers in part or whole."""
@@ -311,7 +315,8 @@ cdef class Player(Recorder):
             if blk.start < lo:
                 continue
             self._tangent_seg(nodes, tp, k, cur, blk.start)
-            blk.tangent(val, states[bi], tan, k)
+            if k != 1 or not getattr(blk, "tangent_one", _no)(val, tan):
+                blk.tangent(val, states[bi], tan, k)
             cur = blk.stop
         self._tangent_seg(nodes, tp, k, cur, hi)
         return 0

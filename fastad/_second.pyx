@@ -236,6 +236,48 @@ cdef extern from *:
         default: return 0;
         }
     }
+    /* One tangent lane of an element-wise block whose values are known:
+       t = sz(f_x, x') + sz(f_y, y'), the partials from x, y and v (a sweep
+       at the recorded point); as fad_value_tangent (0 for other ops). */
+    #define FAD_T_LOOP_(fl, D0, D1, XA, YA, CS)                                    \\
+        _Pragma("GCC ivdep")                                                       \\
+        for (i = 0; i < n; i++) {                                                  \\
+            const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
+            const double v = vp[i];                                                \\
+            (void)x; (void)y; (void)v;                                             \\
+            to[i] = ((XA) ? FAD_SZ2_((D0), tx[i]) : 0.0) +                         \\
+                    ((YA) ? FAD_SZ2_((D1), ty[i]) : 0.0);                          \\
+        }
+    static int fad_tangent_one(int op, ptrdiff_t n, const double *xp, ptrdiff_t sx,
+                               const double *yp, ptrdiff_t sy, const double *vp,
+                               const double *tx, const double *ty, double *to)
+    {
+        ptrdiff_t i;
+        const double c = 0.0;
+        (void)c;
+        switch (op) {
+    #define FAD_T_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                     \\
+        case FAD_##E:                                                              \\
+            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF)))             \\
+                return 0;                                                          \\
+            if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
+                { FAD_T_LOOP_(fl, D0, D1, 1, 1, 1) }                               \\
+            else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
+                { FAD_T_LOOP_(fl, D0, D1, 1, 0, 0) }                               \\
+            else if (tx != NULL && ty == NULL && sx == 1 && sy == 1)               \\
+                { FAD_T_LOOP_(fl, D0, D1, 1, 0, 1) }                               \\
+            else if (tx == NULL && ty != NULL && sx == 0 && sy == 1)               \\
+                { FAD_T_LOOP_(fl, D0, D1, 0, 1, 0) }                               \\
+            else if (tx == NULL && ty != NULL && sx == 1 && sy == 1)               \\
+                { FAD_T_LOOP_(fl, D0, D1, 0, 1, 1) }                               \\
+            else return 0;                                                         \\
+            return 1;
+        FAD_OPS(FAD_T_CASE_)
+    #undef FAD_T_CASE_
+        default: return 0;
+        }
+    }
+    #undef FAD_T_LOOP_
     #undef FAD_VT_LOOP_
     #undef FAD_SECOND_LOOP_
     #if defined(__GNUC__) && !defined(__clang__)
@@ -246,6 +288,9 @@ cdef extern from *:
     #undef FAD_SECOND_K1N_
     #undef FAD_SECOND_ROW_
     """
+    int fad_tangent_one(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                        const double* yp, Py_ssize_t sy, const double* vp,
+                        const double* tx, const double* ty, double* to) nogil
     int fad_value_tangent(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
                           const double* yp, Py_ssize_t sy, const double* tx, const double* ty,
                           double* vo, double* to) nogil
@@ -350,4 +395,33 @@ def value_tangent(int op, Py_ssize_t n, x, y, tx, ty, v_out, t_out):
         sy = 1 if typ != NULL or sy else 0
     with nogil:
         done = fad_value_tangent(op, n, xp, sx, yp, sy, txp, typ, vp, tp)
+    return bool(done)
+
+
+def tangent_one(int op, Py_ssize_t n, x, y, v, tx, ty, t_out):
+    """One tangent lane of an element-wise block in one pass: t_out =
+    sz(d0, tx) + sz(d1, ty), the partials from the values x, y (one number
+    or n; y None for a unary op) and v (n); tx, ty the active operands' n
+    tangents (None for a constant).  The common (FAD_HOT) ops only: False,
+    nothing written, for the others."""
+    if not 0 <= op < FAD_NUM_OPS:
+        raise ValueError(f"tangent_one: no op {op}")
+    if n < 0:
+        raise ValueError(f"tangent_one: n = {n}")
+    cdef Py_ssize_t sx, sy
+    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy)
+    cdef const double* vp = _rows(v, n, "v")
+    cdef const double* txp = _rows(tx, n, "tx")
+    cdef const double* typ = _rows(ty, n, "ty")
+    cdef double* tp = _rows(t_out, n, "t_out")
+    if vp == NULL or tp == NULL:
+        raise ValueError("tangent_one: v and t_out are required")
+    cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
+    cdef const double* yp = <double*>cnp.PyArray_DATA(ya)
+    cdef int done
+    if n == 1:
+        sx = 1 if txp != NULL or sx else 0
+        sy = 1 if typ != NULL or sy else 0
+    with nogil:
+        done = fad_tangent_one(op, n, xp, sx, yp, sy, vp, txp, typ, tp)
     return bool(done)
