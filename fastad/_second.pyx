@@ -304,7 +304,7 @@ cdef extern from *:
 cdef cnp.ndarray _ZERO = np.zeros(1)
 
 
-cdef cnp.ndarray _values(object a, Py_ssize_t n, Py_ssize_t* stride):
+cdef cnp.ndarray _values(object a, Py_ssize_t n, Py_ssize_t* stride, str who):
     """a as C-contiguous float64: one number (stride 0) or n of them (stride 1)."""
     cdef cnp.ndarray arr = _ZERO if a is None else np.asarray(a, dtype=np.float64)
     cdef Py_ssize_t m = cnp.PyArray_SIZE(arr)
@@ -313,7 +313,7 @@ cdef cnp.ndarray _values(object a, Py_ssize_t n, Py_ssize_t* stride):
     elif m == n:
         stride[0] = 1
     else:
-        raise ValueError(f"second_step: {m} values for {n} elements")
+        raise ValueError(f"{who}: {m} values for {n} elements")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         arr = np.ascontiguousarray(arr)
     return arr
@@ -326,8 +326,7 @@ cdef double* _rows(object a, Py_ssize_t m, str what) except? NULL:
     if type(a) is not np.ndarray or (<cnp.ndarray>a).dtype != np.float64 or \
             not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) or \
             cnp.PyArray_SIZE(<cnp.ndarray>a) != m:
-        raise ValueError(f"second_step: {what} must be a C-contiguous float64 array "
-                         f"of {m} numbers")
+        raise ValueError(f"{what} must be a C-contiguous float64 array of {m} numbers")
     return <double*>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
@@ -348,15 +347,16 @@ def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
     if n < 0 or k < 1:
         raise ValueError(f"second_step: n = {n}, k = {k}")
     cdef Py_ssize_t sx, sy, sv
-    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy), va = _values(v, n, &sv)
-    cdef const double* txp = _rows(tx, n * k, "tx")
-    cdef const double* typ = _rows(ty, n * k, "ty")
-    cdef const double* gp = _rows(g, n, "g")
-    cdef const double* gdp = _rows(gd, n * k, "gd")
-    cdef double* axp = _rows(adj_x, n, "adj_x")
-    cdef double* atxp = _rows(adt_x, n * k, "adt_x")
-    cdef double* ayp = _rows(adj_y, n, "adj_y")
-    cdef double* atyp = _rows(adt_y, n * k, "adt_y")
+    cdef cnp.ndarray xa = _values(x, n, &sx, "second_step"), \
+        ya = _values(y, n, &sy, "second_step"), va = _values(v, n, &sv, "second_step")
+    cdef const double* txp = _rows(tx, n * k, "second_step: tx")
+    cdef const double* typ = _rows(ty, n * k, "second_step: ty")
+    cdef const double* gp = _rows(g, n, "second_step: g")
+    cdef const double* gdp = _rows(gd, n * k, "second_step: gd")
+    cdef double* axp = _rows(adj_x, n, "second_step: adj_x")
+    cdef double* atxp = _rows(adt_x, n * k, "second_step: adt_x")
+    cdef double* ayp = _rows(adj_y, n, "second_step: adj_y")
+    cdef double* atyp = _rows(adt_y, n * k, "second_step: adt_y")
     if gp == NULL or (axp == NULL and atxp != NULL) or (ayp == NULL and atyp != NULL):
         raise ValueError("second_step: g is required, and an operand's adt rows need "
                          "its adj rows")
@@ -380,11 +380,12 @@ def value_tangent(int op, Py_ssize_t n, x, y, tx, ty, v_out, t_out):
     if n < 0:
         raise ValueError(f"value_tangent: n = {n}")
     cdef Py_ssize_t sx, sy
-    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy)
-    cdef const double* txp = _rows(tx, n, "tx")
-    cdef const double* typ = _rows(ty, n, "ty")
-    cdef double* vp = _rows(v_out, n, "v_out")
-    cdef double* tp = _rows(t_out, n, "t_out")
+    cdef cnp.ndarray xa = _values(x, n, &sx, "value_tangent"), \
+        ya = _values(y, n, &sy, "value_tangent")
+    cdef const double* txp = _rows(tx, n, "value_tangent: tx")
+    cdef const double* typ = _rows(ty, n, "value_tangent: ty")
+    cdef double* vp = _rows(v_out, n, "value_tangent: v_out")
+    cdef double* tp = _rows(t_out, n, "value_tangent: t_out")
     if vp == NULL or tp == NULL:
         raise ValueError("value_tangent: v_out and t_out are required")
     cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
@@ -409,11 +410,12 @@ def tangent_one(int op, Py_ssize_t n, x, y, v, tx, ty, t_out):
     if n < 0:
         raise ValueError(f"tangent_one: n = {n}")
     cdef Py_ssize_t sx, sy
-    cdef cnp.ndarray xa = _values(x, n, &sx), ya = _values(y, n, &sy)
-    cdef const double* vp = _rows(v, n, "v")
-    cdef const double* txp = _rows(tx, n, "tx")
-    cdef const double* typ = _rows(ty, n, "ty")
-    cdef double* tp = _rows(t_out, n, "t_out")
+    cdef cnp.ndarray xa = _values(x, n, &sx, "tangent_one"), \
+        ya = _values(y, n, &sy, "tangent_one")
+    cdef const double* vp = _rows(v, n, "tangent_one: v")
+    cdef const double* txp = _rows(tx, n, "tangent_one: tx")
+    cdef const double* typ = _rows(ty, n, "tangent_one: ty")
+    cdef double* tp = _rows(t_out, n, "tangent_one: t_out")
     if vp == NULL or tp == NULL:
         raise ValueError("tangent_one: v and t_out are required")
     cdef const double* xp = <double*>cnp.PyArray_DATA(xa)
