@@ -33,6 +33,11 @@ cdef extern from *:
     #pragma GCC optimize ("no-trapping-math")
     #endif
     #define FAD_SZ2_(p, q) ((((p) == 0.0) | ((q) == 0.0)) ? 0.0 : (p) * (q))
+    #if defined(__GNUC__) && !defined(__clang__)
+    #define FAD_IVDEP_ _Pragma("GCC ivdep")
+    #else
+    #define FAD_IVDEP_
+    #endif
 
     /* One operand's share: a[i] += sz(d, g), at[i, :] += sz(d, gd) +
        sz(g, sz(s0, t0) + sz(s1, t1)); t0 / t1 NULL for an inactive operand. */
@@ -80,7 +85,7 @@ cdef extern from *:
        vectorize it.  (An inactive zbar term adds an exact +0.0 where the
        general loop skips it.) */
     #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ)                 \\
-        _Pragma("GCC ivdep")                                                       \\
+        FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
             const double v = vp[i];                                                \\
@@ -109,7 +114,7 @@ cdef extern from *:
     /* One lane, first order only (zero gd, a linear block: fastad._player's
        run leaves the operands' adjoint tangents alone), as FAD_SECOND_K1_. */
     #define FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS)                                \\
-        _Pragma("GCC ivdep")                                                       \\
+        FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
             const double v = vp[i];                                                \\
@@ -197,7 +202,7 @@ cdef extern from *:
        XA / YA whether x / y are on the tape (their tangents tx / ty), CS an
        inactive operand's stride. */
     #define FAD_VT_LOOP_(fl, V, D0, D1, XA, YA, CS)                                \\
-        _Pragma("GCC ivdep")                                                       \\
+        FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
             const double v = (V);                                                  \\
@@ -240,7 +245,7 @@ cdef extern from *:
        t = sz(f_x, x') + sz(f_y, y'), the partials from x, y and v (a sweep
        at the recorded point); as fad_value_tangent (0 for other ops). */
     #define FAD_T_LOOP_(fl, D0, D1, XA, YA, CS)                                    \\
-        _Pragma("GCC ivdep")                                                       \\
+        FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
             const double v = vp[i];                                                \\
