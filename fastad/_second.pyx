@@ -84,7 +84,7 @@ cdef extern from *:
        and y's rows do not overlap, the caller checks), so the compiler may
        vectorize it.  (An inactive zbar term adds an exact +0.0 where the
        general loop skips it.) */
-    #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ)                 \\
+    #define FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, AS)             \\
         FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
@@ -97,8 +97,8 @@ cdef extern from *:
                 const double s0_ = ((fl) & FAD_Z00) ? 0.0 : (XX);                  \\
                 const double s1_ = (!(YA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
                 const double o_ = ax[i], ot_ = atx[i];                             \\
-                ax[i] = ((asg & 1) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
-                atx[i] = ((asg & 2) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
+                ax[i] = (((AS) & 1) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
+                atx[i] = (((AS) & 2) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
                     FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
             }                                                                      \\
             if (YA) {                                                              \\
@@ -106,14 +106,14 @@ cdef extern from *:
                 const double s0_ = (!(XA) || ((fl) & FAD_Z01)) ? 0.0 : (XY);       \\
                 const double s1_ = ((fl) & FAD_Z11) ? 0.0 : (YY);                  \\
                 const double o_ = ay[i], ot_ = aty[i];                             \\
-                ay[i] = ((asg & 4) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
-                aty[i] = ((asg & 8) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
+                ay[i] = (((AS) & 4) ? 0.0 : o_) + FAD_SZ2_(d_, gi);                 \\
+                aty[i] = (((AS) & 8) ? 0.0 : ot_) + ((GZ) ? 0.0 : FAD_SZ2_(d_, gdi)) + \\
                     FAD_SZ2_(gi, FAD_SZ2_(s0_, tX) + FAD_SZ2_(s1_, tY));           \\
             }                                                                      \\
         }
     /* One lane, first order only (zero gd, a linear block: fastad._player's
        run leaves the operands' adjoint tangents alone), as FAD_SECOND_K1_. */
-    #define FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS)                                \\
+    #define FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, AS)                            \\
         FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
@@ -122,16 +122,32 @@ cdef extern from *:
             (void)x; (void)y; (void)v;                                             \\
             if (XA) {                                                              \\
                 const double o_ = ax[i];                                           \\
-                ax[i] = ((asg & 1) ? 0.0 : o_) + FAD_SZ2_((D0), gi);               \\
+                ax[i] = (((AS) & 1) ? 0.0 : o_) + FAD_SZ2_((D0), gi);               \\
             }                                                                      \\
             if (YA) {                                                              \\
                 const double o_ = ay[i];                                           \\
-                ay[i] = ((asg & 4) ? 0.0 : o_) + FAD_SZ2_((D1), gi);               \\
+                ay[i] = (((AS) & 4) ? 0.0 : o_) + FAD_SZ2_((D1), gi);               \\
             }                                                                      \\
         }
-    #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                    \\
-        if (gd == NULL) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1) }  \\
-        else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0) }
+    /* asg as a constant where it is none or all of the operands' rows (the
+       loads of rows to be written over are then not made: a fifth less
+       memory traffic), else as it comes; SPEC 0 for rarer layouts. */
+    #define FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, SPEC)          \\
+        if (!(SPEC)) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, asg) } \\
+        else if (asg == 0) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, 0) } \\
+        else if (asg == (((XA) ? 3 : 0) | ((YA) ? 12 : 0)))                        \\
+            { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ,               \\
+                             ((XA) ? 3 : 0) | ((YA) ? 12 : 0)) }                   \\
+        else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, asg) }
+    #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS, SPEC)              \\
+        if (gd == NULL) { FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1, SPEC) } \\
+        else { FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0, SPEC) }
+    #define FAD_SECOND_K1NA_(fl, D0, D1, XA, YA, CS, SPEC)                         \\
+        if (!(SPEC)) { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, asg) }              \\
+        else if (asg == 0) { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, 0) }          \\
+        else if (asg == (((XA) ? 1 : 0) | ((YA) ? 4 : 0)))                         \\
+            { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, ((XA) ? 1 : 0) | ((YA) ? 4 : 0)) } \\
+        else { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, asg) }
 
     /* x, y, v: values at strides sx, sy, sv (0 broadcasts one number); tx,
        ty: (n, k) tangents of the active operands (NULL: inactive); g (n),
@@ -161,15 +177,15 @@ cdef extern from *:
                     (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&          \\
                     (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax)) {  \\
                 if (ax != NULL && ay != NULL)                                      \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 1, 1) }                       \\
+                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 1, 1, 1) }                     \\
                 else if (ax != NULL && sy == 0)                                    \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 0) }                       \\
+                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 0, 1) }                     \\
                 else if (ax != NULL)                                               \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 1) }                       \\
+                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 1, 0) }                     \\
                 else if (ay != NULL && sx == 0)                                    \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 0) }                       \\
+                    { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 0, 1) }                     \\
                 else if (ay != NULL)                                               \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 1) }                       \\
+                    { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 1, 0) }                     \\
             }                                                                      \\
             else if (!((fl) & FAD_HOT) ||                                         \\
                     k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
@@ -179,17 +195,17 @@ cdef extern from *:
                 { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
             else if (ax != NULL && ay != NULL) {                                   \\
                 if (ax + n <= ay || ay + n <= ax)                                  \\
-                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }            \\
+                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1, 1) }           \\
                 else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
             }                                                                      \\
             else if (ax != NULL && sy == 0)                                        \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0, 1) }               \\
             else if (ax != NULL)                                                   \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1, 0) }               \\
             else if (ay != NULL && sx == 0)                                        \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0, 1) }               \\
             else if (ay != NULL)                                                   \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1, 0) }               \\
             return;
         FAD_OPS(FAD_SECOND_CASE_)
     #undef FAD_SECOND_CASE_
@@ -291,6 +307,8 @@ cdef extern from *:
     #undef FAD_SECOND_K1_
     #undef FAD_SECOND_K1G_
     #undef FAD_SECOND_K1N_
+    #undef FAD_SECOND_K1A_
+    #undef FAD_SECOND_K1NA_
     #undef FAD_SECOND_ROW_
     """
     int fad_tangent_one(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
