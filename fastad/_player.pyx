@@ -87,6 +87,7 @@ cdef list _work_pool = []     # free Work buffers (list.pop/append are atomic un
 # A pooled buffer is kept only while it is not much larger than what the tapes
 # replaying now need: big tapes' buffers go when those tapes do.
 cdef Py_ssize_t POOL_SMALL = 1 << 16       # slots (~2.6 MB of buffers): always poolable
+cdef Py_ssize_t SPARE_WORK_SLOTS = 8 * 1024 * 1024   # one spare up to this (as the tape's)
 
 
 cdef extern from *:
@@ -216,10 +217,19 @@ cdef class Player(Recorder):
 
     def __dealloc__(self):
         # the pool shrinks when its tape goes: buffers sized for a tape this
-        # large or larger are dropped (a live larger tape allocates anew)
+        # large or larger are dropped (a live larger tape allocates anew),
+        # but one of them (up to SPARE_WORK_SLOTS) is kept, as the tape's own
+        # buffers are (fastad._recorder): a loop of fad.grad calls then sweeps
+        # in mapped memory, where fresh pages cost ~5 ns a slot (page faults,
+        # TLB shootdowns once BLAS threads exist)
         cdef Py_ssize_t n = self.buf.n
         if _work_pool is not None and n > POOL_SMALL // 4:
-            _work_pool[:] = [w for w in _work_pool if _work_slots(w) < n // 2]
+            keep = [w for w in _work_pool if _work_slots(w) < n // 2]
+            big = [w for w in _work_pool if _work_slots(w) >= n // 2
+                   and _work_slots(w) <= SPARE_WORK_SLOTS]
+            if big:
+                keep.append(max(big, key=lambda w: _work_slots(w)))
+            _work_pool[:] = keep
 
     def _flat_input(self, x):
         if self._out is None:

@@ -20,6 +20,7 @@ from fastad._kernels import gather_flat
 from fastad.errors import BranchChangedError, TapeError
 # where these used to be: pickles name fastad._tape.InputSlab (blocks' operands)
 from fastad._recorder import Cotangents, InputSlab, slot_range  # noqa: F401
+from fastad._memory import release as _release_cache
 from fastad._recorder import release_memory as _release_spare
 from fastad._player import Player  # noqa: F401
 from fastad import _batch as _kinds     # the batch kinds (fastad._batching's loop)
@@ -669,11 +670,14 @@ def _rebuild(op, node, val, n_inputs, inputs, in_shape, out_slots, blocks=None,
 
 def release_memory():
     """Return the memory fastad keeps for reuse to the system: the spare tape
-    buffers of the next recording and the pooled replay buffers (fastad keeps
-    them only while they fit the tapes in use; a tape's memory itself goes
-    with the tape, and with every Var or Array still referring to it)."""
+    buffers of the next recording, the pooled replay buffers (fastad keeps
+    them only while they fit the tapes in use) and the freed blocks of NumPy
+    arrays made under the transforms (up to 128 MB).  A tape's memory itself
+    goes with the tape, and with every Var or Array still referring to it."""
     from fastad._player import release_work
     _release_spare()
+    release_work(False)
+    _release_cache()           # last: the pooled buffers' arrays come back to it
     release_work(True)
 
 

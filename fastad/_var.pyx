@@ -10,6 +10,8 @@ cimport cython
 from cpython.long cimport PyLong_AsSsize_t, PyLong_AsDouble
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport Py_REFCNT
+from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fastad._kernels import OP_NAMES
@@ -31,8 +33,15 @@ cnp.import_array()
 # rare places that need it.
 cdef extern from *:
     """
-    static __thread void *fastad_current_buf = NULL;
-    static __thread void *fastad_current_obj = NULL;
+    /* initial-exec: a direct %fs-relative load instead of a call to
+       __tls_get_addr on every operation (a few bytes of static TLS) */
+    #if defined(__GNUC__) && !defined(_WIN32)
+    #define FASTAD_TLS __thread __attribute__((tls_model("initial-exec")))
+    #else
+    #define FASTAD_TLS __thread
+    #endif
+    static FASTAD_TLS void *fastad_current_buf = NULL;
+    static FASTAD_TLS void *fastad_current_obj = NULL;
     static inline void *fastad_get_current(void) { return fastad_current_buf; }
     static inline void *fastad_get_current_obj(void) { return fastad_current_obj; }
     static inline void fastad_set_current(void *buf, void *obj) {
@@ -52,7 +61,8 @@ cdef class Array
 
 # ---------------------------------------------------------------- recording
 
-cdef set _running = set()      # ids of the recordings in progress (in any thread)
+# the recordings in progress (in any thread): id -> the ident of its thread
+cdef dict _running = {}
 
 
 def begin_recording(Tape tape):
@@ -63,7 +73,7 @@ def begin_recording(Tape tape):
     _last_id += 1
     tape.buf.id = _last_id
     tape.recording = True
-    _running.add(_last_id)
+    _running[_last_id] = PyThread_get_thread_ident()
     cdef size_t prev = <size_t>fastad_get_current_obj()
     fastad_set_current(&tape.buf, <void*>tape)
     return prev
@@ -74,7 +84,7 @@ def end_recording(size_t token):
     cdef void* ending = fastad_get_current_obj()
     if ending != NULL:
         (<Tape>ending).recording = False
-        _running.discard((<Tape>ending).buf.id)
+        _running.pop((<Tape>ending).buf.id, None)
     if token == 0:
         fastad_set_current(NULL, NULL)
     else:
@@ -101,17 +111,23 @@ cdef Tape _tape_object(TapeBuf* t):
     return <Tape>fastad_get_current_obj()
 
 
-cdef TapeBuf* _current(int64_t tid) except NULL:
+cdef inline TapeBuf* _current(int64_t tid) except NULL:
     cdef TapeBuf* t = <TapeBuf*>fastad_get_current()
     if t != NULL and t.id == tid:
         return t
-    if tid in _running:
+    return _not_current(t, tid)
+
+
+cdef TapeBuf* _not_current(TapeBuf* t, int64_t tid) except NULL:
+    """The error for a Var/Array whose recording is not this thread's current one."""
+    owner = _running.get(tid)
+    if owner is not None and owner != PyThread_get_thread_ident():
         raise TapeError(
             "fastad: this Var/Array belongs to a recording running in another thread; "
             "a recording is per thread (each thread has its own tape), so Vars and "
             "Arrays work only in the thread that called fad.grad / fad.record: "
             "give worker threads plain numbers (.value), or record in the worker")
-    if t == NULL:
+    if owner is None:
         raise TapeError(
             "fastad: this Var/Array belongs to a recording that has ended; "
             "Vars and Arrays are only valid inside the function being "
@@ -124,16 +140,111 @@ cdef TapeBuf* _current(int64_t tid) except NULL:
         "and hvp nest inside one another)")
 
 
-cdef int _mixed() except -1:
-    raise TapeError("fastad: cannot combine Vars from two different recordings")
+# Vars come and go once per operation: a free list of their memory, filled
+# by fastad_var_dealloc (Var's tp_dealloc, set at import, end of this file).
+# A Var holds no references and is not tracked by the GC, so its memory is
+# all there is.
+cdef extern from *:
+    """
+    #define FASTAD_VAR_FREE 1024
+    static PyObject *fastad_var_free[FASTAD_VAR_FREE];
+    static int fastad_var_nfree = 0;
+    static PyTypeObject *fastad_var_type = NULL;
+
+    /* Var's layout (checked against Cython's at import: fastad_var_check) */
+    typedef struct { PyObject_HEAD double value; Py_ssize_t slot; int64_t tid; } fastad_var_t;
+
+    /* The free list relies on the GIL; a debug build (reference totals,
+       the list of all objects) or a free-threaded one takes the general
+       path (PyObject_Init). */
+    #if defined(Py_GIL_DISABLED) || defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+    #define FASTAD_VAR_PLAIN_INIT 1
+    #else
+    #define FASTAD_VAR_PLAIN_INIT 0
+    #endif
+    /* a new Var (a new reference; NULL with MemoryError) */
+    static inline PyObject *fastad_var_new(double v, Py_ssize_t slot, int64_t tid) {
+        PyObject *o;
+    #if FASTAD_VAR_PLAIN_INIT
+        if (!(o = (PyObject *)PyObject_Malloc(sizeof(fastad_var_t))))
+            return PyErr_NoMemory();
+        PyObject_Init(o, fastad_var_type);
+    #else
+        if (fastad_var_nfree)
+            o = fastad_var_free[--fastad_var_nfree];
+        else if (!(o = (PyObject *)PyObject_Malloc(sizeof(fastad_var_t))))
+            return PyErr_NoMemory();
+        Py_SET_TYPE(o, fastad_var_type);
+        Py_SET_REFCNT(o, 1);
+    #endif
+        ((fastad_var_t *)o)->value = v;
+        ((fastad_var_t *)o)->slot = slot;
+        ((fastad_var_t *)o)->tid = tid;
+        return o;
+    }
+    static int fastad_var_check(PyObject *o, void *value, void *slot, void *tid) {
+        if (Py_TYPE(o)->tp_basicsize != sizeof(fastad_var_t)
+                || (char *)value - (char *)o != offsetof(fastad_var_t, value)
+                || (char *)slot - (char *)o != offsetof(fastad_var_t, slot)
+                || (char *)tid - (char *)o != offsetof(fastad_var_t, tid)) {
+            PyErr_SetString(PyExc_RuntimeError, "fastad: Var's layout is not the one expected");
+            return -1;
+        }
+        return 0;
+    }
+    static void fastad_var_dealloc(PyObject *o) {
+        if (!FASTAD_VAR_PLAIN_INIT && fastad_var_nfree < FASTAD_VAR_FREE)
+            fastad_var_free[fastad_var_nfree++] = o;
+        else
+            PyObject_Free(o);
+    }
+    /* Var's slots, set once at import (before any Var exists): its own
+       memory handling, and number slots that go straight to the fast path
+       instead of Cython's wrappers (which try __mul__, then __rmul__, with
+       a subtype check between) */
+    static int fastad_var_init_type(PyObject *tp, void *add, void *sub, void *mul,
+                                    void *div, void *neg, void *pow) {
+        PyTypeObject *t = (PyTypeObject *)tp;
+        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE) || !t->tp_as_number) {
+            PyErr_SetString(PyExc_RuntimeError, "fastad: Var is not the static type expected");
+            return -1;
+        }
+        fastad_var_type = t;
+        t->tp_dealloc = fastad_var_dealloc;
+        t->tp_free = PyObject_Free;
+        t->tp_as_number->nb_add = (binaryfunc)add;
+        t->tp_as_number->nb_subtract = (binaryfunc)sub;
+        t->tp_as_number->nb_multiply = (binaryfunc)mul;
+        t->tp_as_number->nb_true_divide = (binaryfunc)div;
+        t->tp_as_number->nb_negative = (unaryfunc)neg;
+        t->tp_as_number->nb_power = (ternaryfunc)pow;
+        PyType_Modified(t);
+        return 0;
+    }
+
+    /* Array's item lookup: ints on a 1-d Array go to the fast path, the
+       rest to Cython's __getitem__ */
+    static binaryfunc fastad_array_getitem_orig = NULL;
+    static PyObject *fastad_array_getitem_slow(PyObject *a, PyObject *k) {
+        return fastad_array_getitem_orig(a, k);
+    }
+    static void fastad_array_init_type(PyObject *tp, void *getitem) {
+        PyTypeObject *t = (PyTypeObject *)tp;
+        fastad_array_getitem_orig = t->tp_as_mapping->mp_subscript;
+        t->tp_as_mapping->mp_subscript = (binaryfunc)getitem;
+        PyType_Modified(t);
+    }
+    """
+    object fastad_var_new(double v, Py_ssize_t slot, int64_t tid)
+    int fastad_var_check(object o, void* value, void* slot, void* tid) except -1
+    int fastad_var_init_type(object tp, void* add, void* sub, void* mul, void* div,
+                             void* neg, void* pow) except -1
+    object fastad_array_getitem_slow(object a, object k)
+    void fastad_array_init_type(object tp, void* getitem)
 
 
 cdef inline Var _new(double v, Py_ssize_t slot, int64_t tid):
-    cdef Var r = Var.__new__(Var)
-    r.value = v
-    r.slot = slot
-    r.tid = tid
-    return r
+    return <Var>fastad_var_new(v, slot, tid)
 
 
 cdef inline Var _un(int op, Var x, double c):
@@ -146,7 +257,7 @@ cdef inline Var _un(int op, Var x, double c):
 cdef inline Var _bin(int op, Var x, Var y):
     cdef TapeBuf* t = _current(x.tid)
     if y.tid != x.tid:
-        _mixed()
+        _not_current(t, y.tid)       # (x's recording is the current one)
     cdef double d0, d1
     cdef double v = fad_eval(op, x.value, y.value, 0.0, &d0, &d1)
     return _new(v, tape_push(t, op, <int32_t>x.slot, <int32_t>y.slot, d0, d1, v),
@@ -183,6 +294,150 @@ cdef inline object _binary(object a, object b, int vv, int xc, int cx):
     return NotImplemented
 
 
+# ----------------------------------------------- the operators' fast path
+# Var's number slots (set at import, see fastad_var_init_type): Var (op)
+# Var and Var (op) float/int on this thread's recording, with room on the
+# tape, in one inlined step; everything else (other operands, a full tape,
+# the errors) goes through _binary.
+
+cdef inline bint _plain(object o, double* c) except -1:
+    """o is a float or an int (stored in c)."""
+    if type(o) is float:
+        c[0] = PyFloat_AS_DOUBLE(o)
+        return True
+    if type(o) is int:
+        c[0] = PyLong_AsDouble(o)
+        return True
+    return False
+
+
+cdef inline Py_ssize_t _put(TapeBuf* t, int op, Py_ssize_t a0, Py_ssize_t a1,
+                            double p0, double p1, double v) noexcept:
+    """tape_push on a tape with room (t.n < t.cap)."""
+    cdef Py_ssize_t i = t.n
+    t.op[i] = <uint8_t>op
+    cdef fad_node* nd = &t.node[i]
+    nd.p0 = p0
+    nd.p1 = p1
+    nd.a0 = <int32_t>a0
+    nd.a1 = <int32_t>a1
+    t.val[i] = v
+    t.n = i + 1
+    return i
+
+
+cdef inline int _kind(object a, object b, TapeBuf** tp, double* c) except -1:
+    """Which fast case a (op) b is: 1 Var (op) Var, 2 Var (op) number,
+    3 number (op) Var, all on this thread's recording with room on its tape
+    (*tp); 0 anything else."""
+    cdef TapeBuf* t = <TapeBuf*>fastad_get_current()
+    tp[0] = t
+    if t == NULL or t.n >= t.cap:
+        return 0
+    if type(a) is Var:
+        if (<Var>a).tid != t.id:
+            return 0
+        if type(b) is Var:
+            return 1 if (<Var>b).tid == t.id else 0
+        return 2 if _plain(b, c) else 0
+    if type(b) is Var and (<Var>b).tid == t.id and _plain(a, c):
+        return 3
+    return 0
+
+
+# One function per operator, so that fad_eval sees a constant op and folds
+# to the op's two or three lines (a shared function did not inline).
+cdef object _nb_add(object a, object b):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c)
+    if k == 1:
+        v = fad_eval(FAD_ADD, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_ADD, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_ADD_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_ADD_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_ADD_C, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_ADD_C, (<Var>b).slot, -1, d0, c, v), t.id)
+    return _binary(a, b, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
+
+
+cdef object _nb_sub(object a, object b):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c)
+    if k == 1:
+        v = fad_eval(FAD_SUB, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_SUB, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_SUB_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_SUB_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_SUB_CX, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_SUB_CX, (<Var>b).slot, -1, d0, c, v), t.id)
+    return _binary(a, b, FAD_SUB, FAD_SUB_C, FAD_SUB_CX)
+
+
+cdef object _nb_mul(object a, object b):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c)
+    if k == 1:
+        v = fad_eval(FAD_MUL, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_MUL, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_MUL_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_MUL_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_MUL_C, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_MUL_C, (<Var>b).slot, -1, d0, c, v), t.id)
+    return _binary(a, b, FAD_MUL, FAD_MUL_C, FAD_MUL_C)
+
+
+cdef object _nb_div(object a, object b):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c)
+    if k == 1:
+        v = fad_eval(FAD_DIV, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_DIV, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_DIV_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_DIV_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_DIV_CX, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_DIV_CX, (<Var>b).slot, -1, d0, c, v), t.id)
+    return _binary(a, b, FAD_DIV, FAD_DIV_C, FAD_DIV_CX)
+
+
+cdef object _nb_pow(object a, object b, object m):
+    cdef TapeBuf* t
+    cdef double c, d0, d1, v
+    cdef int k = _kind(a, b, &t, &c) if m is None else -1
+    if k == 1:
+        v = fad_eval(FAD_POW, (<Var>a).value, (<Var>b).value, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW, (<Var>a).slot, (<Var>b).slot, d0, d1, v), t.id)
+    if k == 2:
+        v = fad_eval(FAD_POW_C, (<Var>a).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW_C, (<Var>a).slot, -1, d0, c, v), t.id)
+    if k == 3:
+        v = fad_eval(FAD_POW_CX, (<Var>b).value, 0.0, c, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_POW_CX, (<Var>b).slot, -1, d0, c, v), t.id)
+    if m is not None:
+        return NotImplemented
+    return _binary(a, b, FAD_POW, FAD_POW_C, FAD_POW_CX)
+
+
+cdef object _nb_neg(object a):
+    cdef TapeBuf* t = <TapeBuf*>fastad_get_current()
+    cdef double d0, d1, v
+    if t != NULL and t.n < t.cap and (<Var>a).tid == t.id:
+        v = fad_eval(FAD_NEG, (<Var>a).value, 0.0, 0.0, &d0, &d1)
+        return fastad_var_new(v, _put(t, FAD_NEG, (<Var>a).slot, -1, d0, 0.0, v), t.id)
+    return _un(FAD_NEG, <Var>a, 0.0)
+
+
 cdef enum:
     CMP_LT, CMP_LE, CMP_GT, CMP_GE, CMP_EQ, CMP_NE
 # op for a (kind) b with b on the tape (GT/GE are swapped to LT/LE) or constant
@@ -199,7 +454,7 @@ cdef object _compare(Var a, object b, int kind):
     if type(b) is Var:
         y = <Var>b
         if y.tid != a.tid:
-            _mixed()
+            _not_current(t, y.tid)
         # a > b is b < a: four ops cover the six comparisons
         if kind == CMP_GT or kind == CMP_GE:
             op = FAD_LT if kind == CMP_GT else FAD_LE
@@ -266,7 +521,6 @@ def value_of(x):
     return (<Array>x)._values()
 
 
-@cython.freelist(1024)
 @cython.final
 @cython.auto_pickle(False)
 cdef class Var:
@@ -298,7 +552,10 @@ cdef class Var:
         return format(self.value, spec)
 
 
-    # arithmetic: Cython 3 calls __add__ with self first, __radd__ reflected
+    # arithmetic: + - * / ** and unary - run from the number slots set at
+    # import (_nb_add ...); these methods serve explicit calls (v.__add__(w))
+    # and the other operators.  Cython 3 calls __add__ with self first,
+    # __radd__ reflected
     def __add__(self, o): return _binary(self, o, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
     def __radd__(self, o): return _binary(o, self, FAD_ADD, FAD_ADD_C, FAD_ADD_C)
     def __sub__(self, o): return _binary(self, o, FAD_SUB, FAD_SUB_C, FAD_SUB_CX)
@@ -407,6 +664,23 @@ cdef class Var:
 
 
 # ---------------------------------------------------------------- arrays
+
+cdef object _array_getitem(object self, object key):
+    """Array's mp_subscript (set at import): x[i] on a 1-d Array whose
+    elements were handed out before (noted) in a few loads; the rest
+    through Array.__getitem__."""
+    cdef Py_ssize_t i, slot
+    if type(key) is int and (<Array>self).nd == 1 and (<Array>self).noted \
+            and not (<Array>self).consumed:
+        i = <Py_ssize_t>key       # (Cython reads a one-digit int inline)
+        if i < 0:
+            i += (<Array>self).n0
+        if 0 <= i < (<Array>self).n0:
+            (<Array>self).fresh = False
+            slot = (<Py_ssize_t*>((<Array>self).data + i * (<Array>self).s0))[0]
+            return fastad_var_new((<Array>self).tape.buf.val[slot], slot, (<Array>self).tid)
+    return fastad_array_getitem_slow(self, key)
+
 
 cdef Array _make_array(Tape tape, int64_t tid, object idx):
     cdef Array a = Array.__new__(Array)
@@ -1261,3 +1535,15 @@ cdef object _dispatch_ufunc(object ufunc, str method, tuple inputs, dict kwargs)
 
 
 _calibrate()
+
+
+cdef int _check_layout() except -1:
+    """fastad_var_new writes Var's fields by the layout it declares: check it."""
+    cdef Var probe = Var.__new__(Var)
+    return fastad_var_check(probe, &probe.value, &probe.slot, &probe.tid)
+
+
+_check_layout()
+fastad_var_init_type(Var, <void*>_nb_add, <void*>_nb_sub, <void*>_nb_mul, <void*>_nb_div,
+                     <void*>_nb_neg, <void*>_nb_pow)
+fastad_array_init_type(Array, <void*>_array_getitem)

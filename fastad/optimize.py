@@ -13,7 +13,8 @@ second-order sweep.
 """
 import numpy as np
 
-from fastad.errors import BranchChangedError
+from fastad._var import Array, Var, current_tape
+from fastad.errors import BranchChangedError, TapeError
 from fastad.transforms import record
 
 __all__ = ["minimize", "root", "objective", "OptimizeResult"]
@@ -30,13 +31,44 @@ class OptimizeResult(dict):
             f"  {k}={self[k]!r},\n" for k in keys if k in self) + ")"
 
 
+def _start(x0, who):
+    """x0 as a float64 array; traced values of a transform running now are refused."""
+    if type(x0) is Var or type(x0) is Array or (
+            isinstance(x0, (list, tuple)) and any(type(v) is Var or type(v) is Array
+                                                  for v in x0)):
+        raise TypeError(f"fastad.{who}: x0 holds values traced by the enclosing "
+                        f"{_NOT_THROUGH}")
+    return np.array(x0, dtype=np.float64)
+
+
+_NOT_THROUGH = ("transform (fad.grad, jvp, ...): fastad does not differentiate through "
+                "an iterative solve, whose result is the end of its iterations, not a "
+                "recorded computation. Solve with plain numbers (.value), so the "
+                "solution is a constant to the transform, or differentiate the "
+                "solution implicitly (at a root x*(a) of F: dx*/da = -(dF/dx)^-1 dF/da; "
+                "at a minimizer, F is the gradient)")
+
+
+def _own_tape(f, x, who):
+    """record(f, x) for a solver, which runs f on a tape of its own."""
+    try:
+        return record(f, x)
+    except TapeError as e:
+        # (the enclosing transform's tape is current again once record is done)
+        if isinstance(e, BranchChangedError) or current_tape() is None:
+            raise
+        raise TapeError(f"fastad.{who}: f uses values traced by the enclosing "
+                        f"{_NOT_THROUGH}") from e
+
+
 class _Recorded:
     """f on one tape, re-recorded where a replay takes another branch."""
 
-    def __init__(self, f, x0):
+    def __init__(self, f, x0, who):
         self.f = f
         self.shape = np.shape(x0)
-        self.tape = record(f, np.asarray(x0, dtype=np.float64))
+        self.who = who
+        self.tape = _own_tape(f, _start(x0, who), who)
         if self.tape.n_outputs != 1 or self.tape.out_shape != ():
             raise ValueError("fastad.minimize needs f to return a scalar")
         self.retraces = 0
@@ -46,7 +78,7 @@ class _Recorded:
         try:
             return self.tape.at(x)
         except BranchChangedError:
-            self.tape = record(self.f, x)
+            self.tape = _own_tape(self.f, x, self.who)
             self.retraces += 1
             return self.tape.at(x)
 
@@ -59,7 +91,7 @@ def objective(f, x0, hessian="auto"):
     hessian as in minimize: "hvp" gives each product by forward-over-reverse,
     "sparse" from a sparse Hessian formed once per x by star coloring,
     "auto" picks "sparse" when the pattern needs few colors."""
-    rec = _Recorded(f, x0)
+    rec = _Recorded(f, x0, "optimize.objective")
     mode = _hessian_mode(hessian, rec)
     cache = {}
 
@@ -276,9 +308,9 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     if method != "newton-krylov":
         raise ValueError(f"fastad.minimize: unknown method {method!r} (use 'newton-krylov', "
                          f"or fad.optimize.objective with scipy.optimize.minimize)")
-    x = np.array(x0, dtype=np.float64)
+    x = _start(x0, "minimize")
     shape = x.shape
-    rec = _Recorded(f, x)
+    rec = _Recorded(f, x, "minimize")
     mode = _hessian_mode(hessian, rec)
     nhess, H, H_at = 0, None, None
     n = x.size
@@ -384,9 +416,9 @@ def root(F, x0, tol=1e-10, maxiter=100, krylov_maxiter=200, callback=None, verbo
     from the tangent sweep of one replayed tape, with a backtracking line
     search on |F|.  Returns an OptimizeResult (x, fun = F(x), nit, nfev,
     njvp, success, message)."""
-    x = np.array(x0, dtype=np.float64)
+    x = _start(x0, "root")
     shape = x.shape
-    tape = record(F, x)
+    tape = _own_tape(F, x, "root")
     if tape.out_shape is None or tape.n_outputs != x.size:
         raise ValueError(f"fastad.root needs F to map x (size {x.size}) to an output of "
                          f"the same size, got {tape.n_outputs}")
@@ -396,7 +428,7 @@ def root(F, x0, tol=1e-10, maxiter=100, krylov_maxiter=200, callback=None, verbo
         try:
             return np.asarray(tape(z.reshape(shape)), dtype=np.float64).reshape(-1)
         except BranchChangedError:
-            tape = record(F, z.reshape(shape))
+            tape = _own_tape(F, z.reshape(shape), "root")
             return np.asarray(tape(z.reshape(shape)), dtype=np.float64).reshape(-1)
 
     Fx = residual(x)

@@ -34,6 +34,7 @@ import weakref
 import numpy as np
 
 from fastad import _blocks as B
+from fastad import _primcall
 from fastad._recording import _output_value, record
 from fastad._var import Var, tape_of, value_of, var_at
 from fastad.errors import TapeError
@@ -370,8 +371,7 @@ class PrimitiveBlock(B.Block):
         # all-scalar calls (a primitive in a scalar loop) take a lean path
         self.scalar = self.shape == () and all(o.shape == () for o in ops)
 
-    def operands(self):
-        return tuple(self.ops)
+    operands = _primcall.block_operands
 
     def describe(self):
         return self.prim.name
@@ -435,7 +435,9 @@ class PrimitiveBlock(B.Block):
         out[...] = y
         return (float(y) if self.shape == () else np.array(y, dtype=np.float64), args)
 
-    def reverse(self, val, state, adj, k):
+    reverse = _primcall.array_reverse      # (one seed, a looped vjp rule: in C)
+
+    def _reverse_general(self, val, state, adj, k):
         if k == 1 and not self.prim.vjp_vectorized and self.prim.vjp_rule is not None:
             if self.scalar:
                 return self._reverse_scalar(state, adj)
@@ -568,7 +570,9 @@ class ScalarPrimitiveBlock(B.Block):
         out[...] = y
         return float(y), args
 
-    def reverse(self, val, state, adj, k):
+    reverse = _primcall.scalar_reverse     # (one seed, a looped vjp rule: in C)
+
+    def _reverse_general(self, val, state, adj, k):
         y, args = state
         prim = self.prim
         if k == 1 and not prim.vjp_vectorized and prim.vjp_rule is not None:
@@ -649,8 +653,11 @@ class ScalarPrimitiveBlock(B.Block):
         return self.prim.jvp_rule is not None
 
 
-class Primitive:
-    """A function fastad treats as one elementary operation (see the module doc)."""
+class Primitive(_primcall.PrimitiveCore):
+    """A function fastad treats as one elementary operation (see the module doc).
+
+    Its call (Primitive.__call__, from PrimitiveCore) is compiled; calls it
+    does not handle come back to _call."""
 
     def __init__(self, fn):
         functools.update_wrapper(self, fn)
@@ -701,7 +708,9 @@ class Primitive:
     # ------------------------------------------------------------ calling
 
     def _evaluate(self, args, kwargs):
-        y = self.fn(*args, **kwargs)
+        return self._checked(self.fn(*args, **kwargs))
+
+    def _checked(self, y):
         if not _is_numeric(y):
             raise TypeError(
                 f"fastad: primitive '{self.name}' must return a float or an ndarray of "
@@ -709,7 +718,7 @@ class Primitive:
                 + (f" of dtype {y.dtype}" if isinstance(y, np.ndarray) else ""))
         return y
 
-    def __call__(self, *args, **kwargs):
+    def _call(self, args, kwargs):
         for key, v in kwargs.items():
             if B.is_active(v):
                 raise TypeError(
@@ -735,19 +744,27 @@ class Primitive:
             kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
         if scalar:
             vals = [value_of(a) if type(a) is Var else float(a) for a in args]
-            y = self.fn(*vals, **kwargs)
-            if type(y) is not float:
-                y = self._evaluate(vals, kwargs) if not _is_numeric(y) else y
-                if np.shape(y) != ():
-                    return _push(tape, PrimitiveBlock(self, _operands(args)[1], dict(kwargs), y))
-                y = float(y)
-            blk = ScalarPrimitiveBlock(
-                self, [a.slot if type(a) is Var else None for a in args],
-                [None if type(a) is Var else v for a, v in zip(args, vals)], kwargs)
-            blk.state = (y, vals)
-            return var_at(tape, tape.push_scalar_block(blk, y))
-        y = self._evaluate([o.const if not o.active else o.value(tape.recorded_values())
-                            for o in ops], kwargs)
+            return self._finish_scalar(tape, args, vals, kwargs, self.fn(*vals, **kwargs))
+        y = self.fn(*[o.const if not o.active else o.value(tape.recorded_values())
+                      for o in ops], **kwargs)
+        return self._finish_array(tape, ops, kwargs, y)
+
+    def _finish_scalar(self, tape, args, vals, kwargs, y):
+        """Record a call on scalars whose result is y (fn(*vals, **kwargs))."""
+        if type(y) is not float:
+            y = self._checked(y)
+            if np.shape(y) != ():
+                return _push(tape, PrimitiveBlock(self, _operands(args)[1], dict(kwargs), y))
+            y = float(y)
+        blk = ScalarPrimitiveBlock(
+            self, [a.slot if type(a) is Var else None for a in args],
+            [None if type(a) is Var else v for a, v in zip(args, vals)], kwargs)
+        blk.state = (y, vals)
+        return var_at(tape, tape.push_scalar_block(blk, y))
+
+    def _finish_array(self, tape, ops, kwargs, y):
+        """Record a call on operands ops whose result is y."""
+        y = self._checked(y)
         if isinstance(y, np.ndarray):
             y = np.array(y, dtype=np.float64)   # own it: it may view the tape, which can move
         return _push(tape, PrimitiveBlock(self, ops, dict(kwargs), y))
@@ -902,6 +919,9 @@ def _lookup(module, qualname):
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+_primcall.bind(ScalarPrimitiveBlock, PrimitiveBlock)
 
 
 def primitive(fn):

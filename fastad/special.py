@@ -2,9 +2,9 @@
 
 scipy.special's functions are NumPy ufuncs, so `scipy.special.erf(x)` on a
 Var or Array reaches fastad's __array_ufunc__; the ones below are op-table
-entries (csrc/fastad_ops.h, with C implementations where libm has none:
-erfinv, erfcinv, ndtr, log_ndtr, ndtri, digamma and its derivatives).  SciPy
-stays optional: this module never imports it.  It maps SciPy's ufuncs when
+entries (csrc/fastad_ops.h, with C implementations in csrc/fastad_special.h
+where libm has none: erfinv, erfcinv, ndtr, log_ndtr, ndtri, digamma and its
+derivatives).  SciPy stays optional: this module never imports it.  It maps SciPy's ufuncs when
 scipy.special is already imported, or on the first unknown ufunc after it is
 (fastad.arrays.UFUNC_LOADERS).  The same functions without SciPy:
 fastad.special.erfinv(x), ... (also fad.erfinv, ...).

@@ -24,11 +24,27 @@ from fastad._tape import Tape
 from fastad._tape import choose_mode
 from fastad import debug as _debug
 from fastad import _nested
+from fastad import _memory
 from fastad.sparse import HessianMemo, check_hessian_method
 from fastad._var import Array, Var, output_slots, value_of
 
 __all__ = ["grad", "value_and_grad", "check_grad", "record", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hvp", "hessian"]
+
+
+def caching(fn):
+    """fn with fastad's allocator for NumPy data in place while it runs
+    (fastad._memory: freed blocks are kept for the next call, so repeated
+    calls do not fault in fresh pages).  A plain Python closure, so that
+    transformed functions still pickle by value."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        previous = _memory.install()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _memory.restore(previous)
+    return run
 
 
 def _argnums_tuple(argnums, nargs):
@@ -112,6 +128,7 @@ def _recorded_output(f, args, kwargs, nums, has_aux, single_sweep, trees=None):
     return tape, slot, aux
 
 
+@caching
 def _value_and_grad(f, argnums, has_aux, args, kwargs, inplace=None):
     """`inplace`, a one-item list per grad(f): False once f's recording
     conflicted, so that f, which evidently holds references the in-place
@@ -172,6 +189,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
     return value_and_grad_f
 
 
+@caching
 def jvp(f, x, v):
     """(f(x), J(x) v): one tangent sweep carrying every direction.
 
@@ -194,8 +212,9 @@ def vjp(f, x):
     outer = _nested.recording()
     if outer is not None:
         return _nested.vjp(outer, f, x)
-    tape = record(f, x)
+    tape = caching(record)(f, x)
 
+    @caching
     def pullback(ybar):
         if _nested.has_traced(ybar):      # inside another transform: record it there
             return _nested.vjp(_nested.recording(), f, x)[1](ybar)
@@ -213,6 +232,7 @@ def jacobian(f, mode="auto"):
     their measured costs: see fastad._tape.choose_mode)."""
     choose_mode(mode, 1, 1)  # validate early
 
+    @caching
     def jac_f(x):
         outer = _nested.recording()
         if outer is not None:
@@ -231,6 +251,7 @@ def jacrev(f):
     return jacobian(f, mode="rev")
 
 
+@caching
 def hvp(f, x, v):
     """H(x) v for scalar f, by forward-over-reverse (one tangent sweep, one
     second-order reverse sweep); v of x's shape, or (k,) + x.shape."""
@@ -256,6 +277,7 @@ def hessian(f, method="auto"):
     check_hessian_method(method)
     memo = HessianMemo(method)
 
+    @caching
     def hess_f(x):
         outer = _nested.recording()
         if outer is not None:

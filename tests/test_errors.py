@@ -549,3 +549,27 @@ def test_max_of_an_empty_slice_says_so(fn):
     with pytest.raises(ValueError, match="of an empty array"):
         fad.grad(lambda x: fn(x[:0]))(np.arange(3.0))
     assert fad.grad(lambda x: np.max(x))(np.arange(3.0))[2] == 1.0
+
+
+# ---------------------------------------------------------------------------
+# a Var of another recording met in a binary operation names which one it is
+# ---------------------------------------------------------------------------
+
+def test_binary_op_with_an_enclosing_recordings_var():
+    # fad.record makes a tape of its own: the enclosing grad's `a` is foreign to it,
+    # on either side of the operator
+    for body in (lambda a: fad.record(lambda x: x * a, 1.0),
+                 lambda a: fad.record(lambda x: a * x, 1.0),
+                 lambda a: fad.record(lambda x: x < a, 1.0)):
+        with pytest.raises(fad.TapeError, match="another recording than the one running "
+                                                "now.*make a tape of their own"):
+            fad.grad(body)(2.0)
+    assert fad.grad(lambda a: a * a)(3.0) == 6.0          # and fastad stays usable
+
+
+def test_binary_op_with_an_ended_recordings_var():
+    kept = []
+    fad.grad(lambda x: kept.append(x) or x * x)(1.0)
+    for body in (lambda y: y * kept[0], lambda y: kept[0] * y, lambda y: y < kept[0]):
+        with pytest.raises(fad.TapeError, match="belongs to a recording that has ended"):
+            fad.grad(body)(3.0)

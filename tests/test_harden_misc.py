@@ -148,7 +148,10 @@ def test_pooled_buffers_shrink_when_their_tape_goes():
     t.gradient(x)
     del t
     gc.collect()
-    assert all(s < n // 2 for s in pooled_work_slots())
+    # one is kept as a spare for the next tape of this size (a loop of fad.grad)
+    assert len([s for s in pooled_work_slots() if s >= n // 2]) == 1
+    fad.release_memory()
+    assert pooled_work_slots() == []
     # the answers were right: H v of sum(g(x)^2)... checked against finite differences
     v = np.ones(5)
     xs = x[:5].copy()

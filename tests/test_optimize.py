@@ -388,3 +388,42 @@ def test_steihaug_predicted_decrease_and_exits():
     np.testing.assert_allclose(np.linalg.norm(p), 2.0, rtol=1e-12)
     np.testing.assert_allclose(dec, -(g @ p + 0.5 * p @ B @ p), rtol=1e-12)
     assert dec > 0
+
+
+# ---------------------------------------------------------------------------
+# solvers inside a transform: a clear refusal, not a mixed-recordings error
+# ---------------------------------------------------------------------------
+
+def _quartic(x):
+    return np.sum((x - 1.0) ** 2) + np.sum(x ** 4)
+
+
+@pytest.mark.parametrize("solve,who", [
+    (lambda a: fad.minimize(lambda x: _quartic(x) * a, np.zeros(3)).x, "minimize"),
+    (lambda a: fad.root(lambda x: x ** 3 - a, np.ones(3)).x, "root"),
+    (lambda a: fad.optimize.objective(lambda x: _quartic(x) * a, np.zeros(3))[1](np.ones(3)),
+     "optimize.objective"),
+])
+def test_solver_closing_over_traced_values_is_refused(solve, who):
+    with pytest.raises(fad.TapeError, match=rf"fastad\.{re.escape(who)}: f uses values traced "
+                                            r"by the enclosing transform .*\.value"):
+        fad.grad(lambda a: np.sum(solve(a)))(2.0)
+    # fastad stays usable, and the same solve on plain numbers works
+    assert np.allclose(fad.root(lambda x: x ** 3 - 8.0, np.ones(3)).x, 2.0)
+
+
+@pytest.mark.parametrize("who", ["minimize", "root"])
+def test_solver_with_traced_start_is_refused(who):
+    solver = getattr(fad, who)
+    fn = _quartic if who == "minimize" else (lambda x: x ** 3 - 8.0)
+    with pytest.raises(TypeError, match=rf"fastad\.{who}: x0 holds values traced by the "
+                                        r"enclosing transform"):
+        fad.grad(lambda a: np.sum(solver(fn, np.ones(3) * a).x))(2.0)
+
+
+def test_solver_on_constants_inside_a_transform():
+    # a minimizer that does not depend on the differentiated value is a constant:
+    # d/da [a * sum(x*)] = sum(x*), with x* the root of 2(x - 1) + 4x^3 = 0
+    xs = so.brentq(lambda t: 2 * (t - 1) + 4 * t ** 3, 0.0, 1.0)
+    g = fad.grad(lambda a: a * np.sum(fad.minimize(_quartic, np.zeros(3)).x))(2.0)
+    assert abs(g - 3 * xs) < 1e-7
