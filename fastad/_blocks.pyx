@@ -23,7 +23,7 @@ import numpy as np
 
 from fastad import _elementwise as _ew
 from fastad._fold import kept
-from fastad._second import second_step, tangent_one, value_tangent
+from fastad._second import ElementwiseSecond
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              combine_gather, combine_rows, gather_flat, op_eval, rows_times,
                              second_rows)
@@ -324,7 +324,7 @@ def op_values(name, x, y=None):
     return _ignoring_fp_errors(_values_into, OP_CODE[name], x, y, np.empty(shape))
 
 
-class Elementwise(Block):
+class Elementwise(ElementwiseSecond, Block):
     """z = op(x) or op(x, y) elementwise with broadcasting, any op of the table.
 
     Values come from the op's NumPy ufunc (or the C table); the partials are
@@ -486,141 +486,6 @@ class Elementwise(Block):
         yv = None if self.y is None else self.y.value(val)
         second = _ew.second(self.op, self.x.value(val), yv, self._own(val), self.shape)
         return tuple(s if n else 0.0 for s, n in zip(second, need))
-
-    def _curved(self):
-        """True when a second partial among the active operands is not zero
-        by the table's flags (the block is not linear in them)."""
-        fl = OP_FLAGS[self.op]
-        xa, ya = self.x.active, self.y is not None and self.y.active
-        return (xa and not fl & FLAG["Z00"]) or (xa and ya and not fl & FLAG["Z01"]) or \
-            (ya and not fl & FLAG["Z11"])
-
-    def tangent_one(self, val, tan):
-        """tangent with one lane in one vectorized C pass
-        (fastad._second.tangent_one); False where that does not apply."""
-        n = self.stop - self.start
-        vals, tans = [], []
-        for o in self.operands():
-            if o.active:
-                if o.start < 0 or o.flat.size != n:
-                    return False
-                vals.append(o.value(val))
-                tans.append(tan[o.start:o.start + n].reshape(-1))
-            else:
-                c = o.const
-                if c.size != 1 and c.size != n:
-                    return False
-                vals.append(c)
-                tans.append(None)
-        if type(tan) is not np.ndarray or not tan.flags.c_contiguous or \
-                type(val) is not np.ndarray or not val.flags.c_contiguous:
-            return False
-        return tangent_one(self.op, n, vals[0], vals[1] if len(vals) > 1 else None,
-                           val[self.start:self.stop], tans[0],
-                           tans[1] if len(tans) > 1 else None,
-                           tan[self.start:self.stop].reshape(-1))
-
-    def forward_tangent(self, val, tan, k):
-        """forward and tangent (one lane) in one pass over memory, for a
-        replay that pushes a direction along (fastad._second.value_tangent):
-        the state, or NotImplemented where that does not apply."""
-        if k != 1:
-            return NotImplemented
-        n = self.stop - self.start
-        vals, tans = [], []
-        for o in self.operands():
-            if o.active:
-                if o.start < 0 or o.flat.size != n or \
-                        (o.start < self.stop and self.start < o.start + n):
-                    return NotImplemented
-                vals.append(o.value(val))
-                tans.append(tan[o.start:o.start + n].reshape(-1))
-            else:
-                c = o.const
-                if c.size != 1 and c.size != n:
-                    return NotImplemented
-                vals.append(c)
-                tans.append(None)
-        if type(tan) is not np.ndarray or not tan.flags.c_contiguous:
-            return NotImplemented
-        if value_tangent(self.op, n, vals[0], vals[1] if len(vals) > 1 else None,
-                         tans[0], tans[1] if len(tans) > 1 else None,
-                         val[self.start:self.stop], tan[self.start:self.stop].reshape(-1)):
-            return None                 # (an element-wise block keeps no state)
-        return NotImplemented
-
-    def reverse2_gd_zero(self, val, state, tan, adj, adt, k):
-        """reverse2 when the block's adjoint tangents are known zeros (nothing
-        reached them: fastad._player's second-order run tracks it): their
-        term is skipped, and a block linear in its active operands leaves
-        those operands' adjoint tangents alone.  Returns whether it wrote
-        any operand's adjoint tangents."""
-        wrote = self._fused_second(val, tan, adj, adt, k, True)
-        if wrote is not None:
-            return wrote
-        self.reverse2(val, state, tan, adj, adt, k)
-        return True
-
-    def fused_operands(self):
-        """The active operands' slot runs (start, size) when reverse2 can run
-        as one C pass with assignment (fastad._second), else None."""
-        n = self.stop - self.start
-        runs = []
-        for o in self.operands():
-            if o.active:
-                if o.start < 0 or o.flat.size != n:
-                    return None
-                runs.append((o.start, n))
-            else:
-                runs.append(None)
-        return runs
-
-    def _fused_second(self, val, tan, adj, adt, k, gd_zero=False, assign=0):
-        """reverse2 in one C pass (fastad._second) where every active operand
-        is a run of slots of the block's shape (fused_operands): partials
-        and second partials computed inline, never stored.  None where that
-        does not apply, else whether it wrote the operands' adjoint tangents.
-        gd_zero: the block's adjoint tangents are zeros (not read); then
-        without curvature the operands' adjoint tangents are not touched.
-        assign: second_step's bits (operand rows written, not added to)."""
-        n = self.stop - self.start
-        ops = self.operands()
-        rows = []
-        for o in ops:
-            if o.active:
-                if o.start < 0 or o.flat.size != n:
-                    return None
-                rows.append(slice(o.start, o.start + n))
-            else:
-                rows.append(None)
-        for a in (tan, adj, adt):
-            if type(a) is not np.ndarray or not a.flags.c_contiguous:
-                return None
-        values = []
-        for o in ops:
-            if o.active:
-                values.append(o.value(val))
-            else:
-                c = o.const
-                values.append(c if c.size == 1 or c.shape == self.shape else
-                              np.ascontiguousarray(np.broadcast_to(c, self.shape)))
-        x = values[0]
-        y = values[1] if len(values) > 1 else None
-        rx = rows[0]
-        ry = rows[1] if len(rows) > 1 else None
-        own = slice(self.start, self.stop)
-        if gd_zero and not self._curved():      # the adjoints alone move
-            second_step(self.op, n, k, x, y, val[own], None, None, adj[own], None,
-                        None if rx is None else adj[rx], None,
-                        None if ry is None else adj[ry], None, assign & 5)
-            return False
-        second_step(self.op, n, k, x, y, val[own],
-                    None if rx is None else tan[rx], None if ry is None else tan[ry],
-                    adj[own], None if gd_zero else adt[own],
-                    None if rx is None else adj[rx], None if rx is None else adt[rx],
-                    None if ry is None else adj[ry], None if ry is None else adt[ry],
-                    assign)
-        return True
 
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
