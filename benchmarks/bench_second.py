@@ -3,6 +3,8 @@
 Extended Rosenbrock as a scalar loop.  HVP (forward-over-reverse) against
 the replayed gradient at n = 10,000 (ADOL-C's hess_vec is 2.4x its
 gradient); the dense Hessian at n = 100, replayed.  Medians, one run.
+(benchmarks/bench_hvp.py measures the HVP ratio interleaved, and the
+vectorized HVP against PyTorch and JAX.)
 
     python benchmarks/bench_second.py
 """

@@ -23,6 +23,7 @@ import numpy as np
 
 from fastad import _elementwise as _ew
 from fastad._fold import kept
+from fastad._second import ElementwiseSecond
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              combine_gather, combine_rows, gather_flat, op_eval, rows_times,
                              second_rows)
@@ -323,7 +324,7 @@ def op_values(name, x, y=None):
     return _ignoring_fp_errors(_values_into, OP_CODE[name], x, y, np.empty(shape))
 
 
-class Elementwise(Block):
+class Elementwise(ElementwiseSecond, Block):
     """z = op(x) or op(x, y) elementwise with broadcasting, any op of the table.
 
     Values come from the op's NumPy ufunc (or the C table); the partials are
@@ -489,6 +490,8 @@ class Elementwise(Block):
     def reverse2(self, val, state, tan, adj, adt, k):
         """Second order (forward-over-reverse): for z = f(x, y),
         xbar' += f_x zbar' + zbar (f_xx x' + f_xy y'), and alike for y."""
+        if self._fused_second(val, tan, adj, adt, k) is not None:
+            return
         g = adj[self.start:self.stop].reshape(self.shape + (1,))
         gd = adt[self.start:self.stop].reshape(self.shape + (k,))
         second = self._second(val)
@@ -747,6 +750,14 @@ class Sum(Block):
     def reverse2(self, val, state, tan, adj, adt, k):
         self.reverse(val, state, adj, 1)
         self.reverse(val, state, adt, k)
+
+    second_linear = True        # reverse2_gd_zero writes no adjoint tangents
+
+    def reverse2_gd_zero(self, val, state, tan, adj, adt, k):
+        """reverse2 with zero adjoint tangents (see Elementwise's): linear,
+        so only the adjoints move."""
+        self.reverse(val, state, adj, 1)
+        return False
 
     def tangent(self, val, state, tan, k):
         t = self.x.tangent(tan, k)

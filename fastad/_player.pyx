@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 cimport numpy as cnp
@@ -43,7 +44,16 @@ cdef class Work:
 
     cdef object zeros(self, Py_ssize_t rows, Py_ssize_t k, int which=0):
         """A zeroed (rows, k) array in reusable scratch memory number `which` (0-2)."""
-        out = self.scratch_array(rows, k, which)
+        cdef Py_ssize_t m = rows * k
+        if self.scratch is None:
+            self.scratch = [None, None, None]
+        buf = self.scratch[which]
+        if buf is None or buf.shape[0] < m:
+            # new memory comes zeroed (calloc): a fill would only fault its
+            # pages in ahead of the sweep and write them twice
+            buf = self.scratch[which] = np.zeros(max(m, 1024))
+            return buf[:m].reshape(rows, k)
+        out = buf[:m].reshape(rows, k)
         out.fill(0.0)
         return out
 
@@ -124,6 +134,53 @@ cdef int seed_rows(object tan, object seeds, Py_ssize_t lo) except -1:
     else:
         tan[:lo] = np.ascontiguousarray(seeds, dtype=np.float64).T
     return 0
+
+
+def _no(*args):
+    return False
+
+
+def _producers(run, list blocks, list starts, Py_ssize_t upto):
+    """The numbers (below upto) of the blocks whose slots the run (start,
+    size) of slots covers in part or whole."""
+    cdef Py_ssize_t a = run[0], b = run[0] + run[1], j
+    out = []
+    if b <= a:
+        return out
+    j = bisect_right(starts, b - 1, 0, upto) - 1
+    while j >= 0 and blocks[j].stop > a:
+        out.append(j)
+        j -= 1
+    return out
+
+
+def _zero_rows(blk, adj, adt, bytearray ok_adj, bytearray ok_adt, Py_ssize_t j,
+               bint of_adj, bint of_adt, bint force=False):
+    """Zero block j's rows of adj and/or adt where they hold nothing yet
+    (force: whatever they hold)."""
+    if of_adj and (force or not ok_adj[j]):
+        adj[blk.start:blk.stop] = 0.0
+        ok_adj[j] = 1
+    if of_adt and (force or not ok_adt[j]):
+        adt[blk.start:blk.stop] = 0.0
+        ok_adt[j] = 1
+
+
+def _mark_written(blk, list blocks, list starts, Py_ssize_t upto, set dirty):
+    """Add to `dirty` the numbers of the blocks (below upto) whose slots
+    blk's active operands cover: their adjoint tangents may now be nonzero."""
+    cdef Py_ssize_t j, a, b
+    for o in blk.operands():
+        if not o.active or o.flat.size == 0:
+            continue
+        if o.start >= 0:
+            a, b = o.start, o.start + o.flat.size
+        else:
+            a, b = int(o.flat.min()), int(o.flat.max()) + 1
+        j = bisect_right(starts, b - 1, 0, upto) - 1
+        while j >= 0 and blocks[j].stop > a:
+            dirty.add(j)
+            j -= 1
 
 
 cdef class Replayed:
@@ -268,7 +325,8 @@ cdef class Player(Recorder):
             if blk.start < lo:
                 continue
             self._tangent_seg(nodes, tp, k, cur, blk.start)
-            blk.tangent(val, states[bi], tan, k)
+            if k != 1 or not getattr(blk, "tangent_one", _no)(val, tan):
+                blk.tangent(val, states[bi], tan, k)
             cur = blk.stop
         self._tangent_seg(nodes, tp, k, cur, hi)
         return 0
@@ -312,23 +370,199 @@ cdef class Player(Recorder):
     cdef int _second_run(self, const fad_node* nodes, object val, list states, object tan,
                          object adj, object adt, Py_ssize_t k, Py_ssize_t hi,
                          Py_ssize_t lo) except -1:
-        """reverse_second over slots hi..lo, blocks through their reverse2."""
+        """reverse_second over slots hi..lo, blocks through their reverse2.
+
+        adt is all zeros on entry.  Until a scalar node has run, the run
+        knows which blocks' rows of adt may have been written (`dirty`): a
+        block whose rows nothing reached has zero adjoint tangents, and one
+        with reverse2_gd_zero skips their term (a linear block then writes
+        no adjoint tangents at all: the zeros of a sum's output pass down a
+        linear chain without a pass over memory)."""
         cdef Py_ssize_t cur = hi, bi
         cdef const double* vp = _dptr(val)
-        for bi in range(len(self.blocks) - 1, -1, -1):
-            blk = self.blocks[bi]
+        cdef list blocks = self.blocks
+        cdef bint tracking = True
+        dirty = set()
+        starts = None
+        for bi in range(len(blocks) - 1, -1, -1):
+            blk = blocks[bi]
             if blk.start > cur:
                 continue
-            self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+            if cur >= blk.stop:
+                self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+                tracking = False        # (scalar nodes may write anywhere below)
             reverse2 = getattr(blk, "reverse2", None)
             if reverse2 is None:
                 raise NotImplementedError(
                     f"fastad: second derivatives through {blk.describe()} are not "
                     f"available (no second-order rule for this block)")
-            reverse2(val, states[bi], tan, adj, adt, k)
+            if tracking and bi not in dirty and hasattr(blk, "reverse2_gd_zero"):
+                wrote = blk.reverse2_gd_zero(val, states[bi], tan, adj, adt, k)
+            else:
+                reverse2(val, states[bi], tan, adj, adt, k)
+                wrote = True
+            if tracking and wrote:
+                if starts is None:
+                    starts = [b.start for b in blocks]
+                    if any(starts[j] >= starts[j + 1] for j in range(len(starts) - 1)):
+                        tracking = False
+                if tracking:
+                    _mark_written(blk, blocks, starts, bi, dirty)
             cur = blk.start - 1
         self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
         return 0
+
+    def _replay_tangent(self, Work w, x, tan, Py_ssize_t k, Py_ssize_t hi):
+        """_replay at x into w with the tangents of tan's seeded rows pushed
+        along through slots below hi (tan (rows, k), slot-major): each block
+        with forward_tangent computes both in one pass over its memory, the
+        others forward then tangent; scalar segments replay then push."""
+        cdef cnp.ndarray flat = self._flat_input(x)
+        cdef Py_ssize_t n = self.buf.n, lo = self.n_inputs, cur = lo, a, b
+        cdef double* tp = _dptr(tan)
+        if lo:
+            memcpy(w.val, _dptr(flat), lo * sizeof(double))
+        val = view_of(w.val, n, w)
+        w.states = []
+        for blk in self.blocks:
+            self._forward_seg(w, cur, blk.start)
+            a, b = cur, min(blk.start, hi)
+            if b > a:
+                self._tangent_seg(w.node, tp, k, a, b)
+            if blk.start >= hi:
+                w.states.append(blk.forward(val))
+            else:
+                ft = getattr(blk, "forward_tangent", None)
+                st = NotImplemented if ft is None else ft(val, tan, k)
+                if st is NotImplemented:
+                    st = blk.forward(val)
+                    blk.tangent(val, st, tan, k)
+                w.states.append(st)
+            cur = blk.stop
+        self._forward_seg(w, cur, n)
+        if hi > cur:
+            self._tangent_seg(w.node, tp, k, cur, hi)
+        return val
+
+    def _second_lazy(self, Work w, val, list states, tan, adj, adt, Py_ssize_t k,
+                     Py_ssize_t hi, Py_ssize_t lo, Py_ssize_t slot):
+        """_second_run over slots hi..lo for the output `slot`, on a tape with
+        blocks, with adj and adt NOT zeroed first (w: the replay's nodes, or
+        None for the recorded ones): rows outside blocks are zeroed here,
+        and a block's rows only where something must add to them before
+        anything wrote them.  Element-wise blocks write their operands' rows
+        (assign) where the operand is a whole block output nothing wrote
+        yet, so the sweep makes no zeroing pass over most of its memory; a
+        block that nothing reached has a zero adjoint and is skipped, and one
+        whose adjoint tangents nothing reached skips their term (see
+        _second_run).  Afterwards only rows outside blocks are meaningful
+        (the inputs', read for H v)."""
+        cdef const fad_node* nodes = self.buf.node if w is None else w.node
+        cdef const double* vp = _dptr(val)
+        cdef list blocks = self.blocks
+        cdef Py_ssize_t nb = len(blocks), bi, j, prev = 0, cur = hi, a, size
+        starts = [b.start for b in blocks]
+        if any(starts[j] >= starts[j + 1] or blocks[j].stop > starts[j + 1]
+               for j in range(nb - 1)) or (nb and starts[0] < lo):
+            adj[:hi + 1] = 0.0          # (blocks over one another, or over inputs)
+            adt[:hi + 1] = 0.0
+            adj[slot, 0] = 1.0
+            return self._second_run(nodes, val, states, tan, adj, adt, k, hi, lo)
+        for blk in blocks:              # rows outside blocks: zeros
+            if blk.start > hi:
+                break
+            adj[prev:blk.start] = 0.0
+            adt[prev:blk.start] = 0.0
+            prev = blk.stop
+        if prev <= hi:
+            adj[prev:hi + 1] = 0.0
+            adt[prev:hi + 1] = 0.0
+        ok_adj = bytearray(nb)          # the block's rows hold their sums so far
+        ok_adt = bytearray(nb)
+        hit_adt = bytearray(nb)         # ... and something was added to its adt rows
+        j = bisect_right(starts, slot) - 1
+        if j >= 0 and blocks[j].stop > slot:
+            _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j, True, True)
+        adj[slot, 0] = 1.0
+        tracking = True
+        for bi in range(nb - 1, -1, -1):
+            blk = blocks[bi]
+            if blk.start > cur:
+                continue
+            if cur >= blk.stop:
+                if tracking:            # scalar nodes may add to any row below
+                    for j in range(bi + 1):
+                        _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j, True, True)
+                    tracking = False
+                self._second_seg(nodes, vp, tan, adj, adt, k, cur, blk.stop)
+            cur = blk.start - 1
+            reverse2 = getattr(blk, "reverse2", None)
+            if reverse2 is None:
+                raise NotImplementedError(
+                    f"fastad: second derivatives through {blk.describe()} are not "
+                    f"available (no second-order rule for this block)")
+            if not tracking:
+                reverse2(val, states[bi], tan, adj, adt, k)
+                continue
+            if not ok_adj[bi]:
+                continue                # nothing reached it: a zero adjoint
+            gd_zero = not hit_adt[bi]
+            runs = blk.fused_operands() if hasattr(blk, "fused_operands") else None
+            if runs is not None:
+                writes_adt = not (gd_zero and not blk._curved())
+                asg = 0
+                mine = [_producers(r, blocks, starts, bi) if r is not None else ()
+                        for r in runs]
+                for i, r in enumerate(runs):
+                    if r is None:
+                        continue
+                    a, size = r
+                    other = mine[1 - i] if len(runs) == 2 else ()
+                    for j in mine[i]:
+                        exact = blocks[j].start == a and blocks[j].stop == a + size
+                        # x's rows first in each element: y adds to what x wrote
+                        # where both are this very block output
+                        free = exact and (j not in other or
+                                          (i == 0 and runs[1] == r))
+                        if not ok_adj[j]:
+                            if free:
+                                asg |= 1 << (2 * i)
+                                ok_adj[j] = 1
+                            else:
+                                _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j, True, False)
+                        if writes_adt and not ok_adt[j]:
+                            if free:
+                                asg |= 2 << (2 * i)
+                                ok_adt[j] = 1
+                            else:
+                                _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j, False, True)
+                if blk._fused_second(val, tan, adj, adt, k, gd_zero, asg) is not None:
+                    if writes_adt:
+                        for p in mine:
+                            for j in p:
+                                hit_adt[j] = 1
+                    continue
+                for i in range(len(runs)):      # (not fused after all: undo nothing,
+                    if asg >> (2 * i) & 3:      # but the rows it was to write need zeros)
+                        for j in mine[i]:
+                            _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j,
+                                       asg >> (2 * i) & 1, asg >> (2 * i) & 2, True)
+            linear = getattr(blk, "second_linear", False) and gd_zero
+            if gd_zero and not linear:
+                _zero_rows(blk, adj, adt, ok_adj, ok_adt, bi, False, True)
+            for o in blk.operands():
+                if o.active:
+                    r = (o.start, o.flat.size) if o.start >= 0 else \
+                        (int(o.flat.min()), int(o.flat.max()) + 1 - int(o.flat.min()))
+                    for j in _producers(r, blocks, starts, bi):
+                        _zero_rows(blocks[j], adj, adt, ok_adj, ok_adt, j, True, not linear)
+                        if not linear:
+                            hit_adt[j] = 1
+            if linear:
+                blk.reverse2_gd_zero(val, states[bi], tan, adj, adt, k)
+            else:
+                reverse2(val, states[bi], tan, adj, adt, k)
+        self._second_seg(nodes, vp, tan, adj, adt, k, cur, lo)
 
     cdef void _second_seg(self, const fad_node* nodes, const double* vp, object tan,
                           object adj, object adt, Py_ssize_t k, Py_ssize_t hi, Py_ssize_t lo):

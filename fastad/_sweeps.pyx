@@ -64,6 +64,196 @@ cdef extern from *:
     ctypedef struct fad_cached:       # SECOND: ... and the second partials given
         pass
 
+# One lane, threaded code (GCC, Clang): the replay with its tangent pushed
+# along (forward BOTH, k = 1) and the forward-over-reverse sweep (SECOND
+# propagate, k = 1), each op's code specialized from the op table as
+# fad_replay_nodes does: an op's vanishing second partials (FAD_Z*) and
+# its arity are compile-time constants, so mul's curvature step is two
+# products and add's none.  Elsewhere the Cython kernels below serve.
+cdef extern from *:
+    """
+    #include "fastad_ops.h"
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(FAD_PORTABLE_DISPATCH)
+    #define FAD_THREADED_SWEEPS 1
+    #define FAD_SZ1_(p, q) ((((p) == 0.0) | ((q) == 0.0)) ? 0.0 : (p) * (q))
+
+    /* val, out, tng[i] for i = lo .. hi-1: fad_replay_nodes plus
+       tng[i] = sz(d0, tng[a0]) + sz(d1, tng[a1]) (no tangent where the
+       partials vanish by definition: constants, comparisons); z0[i] and
+       z1[i] zeroed on the way unless NULL (the second-order sweep's
+       accumulators: cheaper here, in the pass, than a memset of their own).
+       Returns -1 or the first comparison slot whose outcome changed. */
+    static ptrdiff_t fad_replay_tangent_nodes(const uint8_t *op, const fad_node *nd,
+                                              const double *recorded, double *val,
+                                              fad_node *out, double *tng,
+                                              double *z0, double *z1,
+                                              ptrdiff_t lo, ptrdiff_t hi)
+    {
+        ptrdiff_t i = lo;
+        double x, y, v, d0, d1, t;
+        int32_t a0, a1;
+    #define FAD_TARGET_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) [FAD_##E] = &&fad_rt_##E,
+        static const void *const target[256] = {
+            [0 ... 255] = &&fad_rt_cold,
+            FAD_OPS(FAD_TARGET_)
+        };
+    #undef FAD_TARGET_
+    #define FAD_RT_NEXT_                                                           \\
+        val[i] = v; out[i].p0 = d0; out[i].p1 = d1; out[i].a0 = a0; out[i].a1 = a1; \\
+        tng[i] = t;                                                                \\
+        if (z0 != NULL) { z0[i] = 0.0; z1[i] = 0.0; }                              \\
+        if (++i >= hi) return -1;                                                  \\
+        a0 = nd[i].a0; a1 = nd[i].a1;                                              \\
+        goto *target[op[i]];
+    #define FAD_RT_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                         \\
+        fad_rt_##E:                                                                \\
+        if ((fl) & FAD_HOT) {                                                      \\
+            const double c = nd[i].c;                                              \\
+            x = val[a0];                                                           \\
+            y = ((fl) & FAD_BINARY) ? val[a1] : 0.0;                               \\
+            v = (V); d0 = (D0); d1 = ((fl) & FAD_BINARY) ? (D1) : c;               \\
+            (void)c; (void)y;                                                      \\
+            if (((fl) & FAD_CMP) && v != recorded[i]) return i;                    \\
+            if ((fl) & FAD_ZD) t = 0.0;                                            \\
+            else if ((fl) & FAD_BINARY)                                            \\
+                t = FAD_SZ1_(d0, tng[a0]) + FAD_SZ1_(d1, tng[a1]);                 \\
+            else t = FAD_SZ1_(d0, tng[a0]);                                        \\
+            FAD_RT_NEXT_                                                           \\
+        }                                                                          \\
+        goto fad_rt_cold;
+        if (i >= hi) return -1;
+        a0 = nd[i].a0; a1 = nd[i].a1;
+        goto *target[op[i]];
+        FAD_OPS(FAD_RT_)
+    fad_rt_cold:
+        {
+            double q0, q1;
+            int o = op[i];
+            x = val[a0];
+            y = (a1 >= 0) ? val[a1] : 0.0;
+            v = fad_node_eval_all(o, x, y, nd[i].c, &q0, &q1);
+            if (o >= FAD_FIRST_CMP && v != recorded[i]) return i;
+            d0 = q0;
+            d1 = q1;
+            t = (a0 != i) ? FAD_SZ1_(d0, tng[a0]) : 0.0;   /* (a constant reads itself) */
+            if (a1 >= 0) t += FAD_SZ1_(d1, tng[a1]);
+        }
+        FAD_RT_NEXT_
+    #undef FAD_RT_
+    #undef FAD_RT_NEXT_
+    }
+
+    /* Forward-over-reverse with one lane for i = hi-1 down to lo (see
+       _second): adj the adjoints, adt their tangents, tan the forward
+       tangents; a slot with zero adjoint and zero tangent is skipped, and
+       so is every op whose partials vanish by definition.  The additions
+       keep the Cython kernel's order. */
+    static void fad_second_nodes(const uint8_t *op, const fad_node *nd, const double *val,
+                                 const double *tng, double *adj, double *adt,
+                                 ptrdiff_t lo, ptrdiff_t hi)
+    {
+        ptrdiff_t i = hi;
+        double g, gd, p0, p1, tx, ty, xx, xy, yy;
+        int32_t a0, a1;
+    #define FAD_TARGET_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) [FAD_##E] = &&fad_so_##E,
+        static const void *const target[256] = {
+            [0 ... 255] = &&fad_so_cold,
+            FAD_OPS(FAD_TARGET_)
+        };
+    #undef FAD_TARGET_
+    #define FAD_SO_NEXT_                                                           \\
+        for (;;) {                                                                 \\
+            if (--i < lo) return;                                                  \\
+            g = adj[i]; gd = adt[i];                                               \\
+            if (g != 0.0 || gd != 0.0) break;                                      \\
+        }                                                                          \\
+        goto *target[op[i]];
+    /* the updates of operand a (partial p, curvature s0 tx + s1 ty) */
+    #define FAD_SO_PUSH_(a, p, s0, s1)                                             \\
+        adj[a] += FAD_SZ1_(p, g);                                                  \\
+        if (gd != 0.0) adt[a] += FAD_SZ1_(p, gd);                                  \\
+        if (g != 0.0 && ((s0) != 0.0 || (s1) != 0.0))                              \\
+            adt[a] += FAD_SZ1_(g, FAD_SZ1_(s0, tx) + FAD_SZ1_(s1, ty));
+    #define FAD_SO_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                         \\
+        fad_so_##E:                                                                \\
+        if ((fl) & FAD_HOT) {                                                      \\
+            if (!((fl) & FAD_ZD)) {                                                \\
+                a0 = nd[i].a0;                                                     \\
+                p0 = nd[i].p0;                                                     \\
+                a1 = ((fl) & FAD_BINARY) ? nd[i].a1 : 0;                           \\
+                xx = xy = yy = 0.0;                                                \\
+                if ((~(fl) & FAD_LIN) && g != 0.0) {                               \\
+                    const double x = val[a0];                                      \\
+                    const double y = ((fl) & FAD_BINARY) ? val[a1] : 0.0;          \\
+                    const double c = ((fl) & FAD_BINARY) ? 0.0 : nd[i].c;          \\
+                    const double v = val[i];                                       \\
+                    (void)x; (void)y; (void)c; (void)v;                            \\
+                    xx = ((fl) & FAD_Z00) ? 0.0 : (XX);                            \\
+                    xy = ((fl) & FAD_Z01) ? 0.0 : (XY);                            \\
+                    yy = ((fl) & FAD_Z11) ? 0.0 : (YY);                            \\
+                }                                                                  \\
+                tx = tng[a0];                                                      \\
+                ty = ((fl) & FAD_BINARY) ? tng[a1] : 0.0;                          \\
+                FAD_SO_PUSH_(a0, p0, xx, xy)                                       \\
+                if ((fl) & FAD_BINARY) {                                           \\
+                    p1 = nd[i].p1;                                                 \\
+                    FAD_SO_PUSH_(a1, p1, xy, yy)                                   \\
+                }                                                                  \\
+            }                                                                      \\
+            FAD_SO_NEXT_                                                           \\
+        }                                                                          \\
+        goto fad_so_cold;
+        FAD_SO_NEXT_
+        FAD_OPS(FAD_SO_)
+    fad_so_cold:
+        {
+            int o = op[i];
+            a0 = nd[i].a0;
+            a1 = nd[i].a1;
+            p0 = nd[i].p0;
+            xx = xy = yy = 0.0;
+            if (g != 0.0 && (fad_op_flags[o] & FAD_LIN) != FAD_LIN) {
+                double q0, q1, q2;
+                fad_second_all(o, val[a0], (a1 >= 0) ? val[a1] : 0.0,
+                               (a1 >= 0) ? 0.0 : nd[i].c, val[i], &q0, &q1, &q2);
+                xx = q0; xy = q1; yy = q2;
+            }
+            tx = tng[a0];
+            ty = (a1 >= 0) ? tng[a1] : 0.0;
+            FAD_SO_PUSH_(a0, p0, xx, xy)
+            if (a1 >= 0) {
+                p1 = nd[i].p1;
+                FAD_SO_PUSH_(a1, p1, xy, yy)
+            }
+        }
+        FAD_SO_NEXT_
+    #undef FAD_SO_
+    #undef FAD_SO_PUSH_
+    #undef FAD_SO_NEXT_
+    }
+    #else
+    #define FAD_THREADED_SWEEPS 0
+    static ptrdiff_t fad_replay_tangent_nodes(const uint8_t *op, const fad_node *nd,
+                                              const double *recorded, double *val,
+                                              fad_node *out, double *tng,
+                                              double *z0, double *z1,
+                                              ptrdiff_t lo, ptrdiff_t hi) { return -1; }
+    static void fad_second_nodes(const uint8_t *op, const fad_node *nd, const double *val,
+                                 const double *tng, double *adj, double *adt,
+                                 ptrdiff_t lo, ptrdiff_t hi) { }
+    #endif
+    """
+    enum:
+        FAD_THREADED_SWEEPS
+    Py_ssize_t fad_replay_tangent_nodes(const uint8_t* op, const fad_node* nd,
+                                        const double* recorded, double* val, fad_node* out,
+                                        double* tan, double* z0, double* z1,
+                                        Py_ssize_t lo, Py_ssize_t hi) nogil
+    void fad_second_nodes(const uint8_t* op, const fad_node* nd, const double* val,
+                          const double* tan, double* adj, double* adt,
+                          Py_ssize_t lo, Py_ssize_t hi) nogil
+
+
 ctypedef fused Lanes:
     fad_lanes1
     fad_lanes2
@@ -152,10 +342,18 @@ cdef Py_ssize_t run(Kernel kernel, Sweep* s) noexcept nogil:
     if kernel == FORWARD:
         mode = MASKED if s.mask != NULL else (REPLAY if s.tan == NULL else
                                                (TANGENTS if s.val == NULL else BOTH))
+        if mode == BOTH and s.k == 1 and s.out != NULL and FAD_THREADED_SWEEPS:
+            # (adj and adt given: zeroed on the way, for a second-order sweep)
+            return fad_replay_tangent_nodes(s.op, s.nd, s.recorded, s.val, s.out, s.tan,
+                                            s.adj, s.adt if s.adj != NULL else NULL,
+                                            s.lo, s.hi)
     elif kernel == REVERSE:
         mode = PULL
     else:
         mode = CACHED if s.second != NULL else (KNOWN if s.adj_known else PROPAGATE)
+        if mode == PROPAGATE and s.k == 1 and FAD_THREADED_SWEEPS:
+            fad_second_nodes(s.op, s.nd, s.val, s.tan, s.adj, s.adt, s.lo, s.hi)
+            return -1
     return _KERNELS[mode][s.k if s.k <= 4 else 0](NULL, NULL, s)
 
 

@@ -520,24 +520,61 @@ cdef class Tape(Player):
         cdef Work w = self._acquire()
         cdef const fad_node* nodes = self.buf.node
         cdef Py_ssize_t k = seeds.shape[0], lo = self.n_inputs, slot = int(self._out[()])
-        cdef Py_ssize_t hi = self._top(max(slot + 1, lo))
+        cdef Py_ssize_t hi = self._top(max(slot + 1, lo)), n = self.buf.n, r
+        cdef cnp.ndarray flat
+        cdef Sweep s
         try:
-            if point is not None:
-                nodes = point.node
-                val, states = view_of(point.val, self.buf.n, point), point.states
-            elif x is not None:
-                self._replay(w, x)
+            if point is None and x is not None and not self.blocks and k == 1:
+                # scalar nodes, one direction: the replay pushes the tangent
+                # along (one pass over the tape instead of two)
+                # and zeroes the second-order sweep's rows of adj and adt
+                flat = self._flat_input(x)
+                tan = w.scratch_array(max(n, lo), 1, 0)
+                adj = w.scratch_array(max(n, lo), 1, 1)
+                adt = w.scratch_array(max(n, lo), 1, 2)
+                tan[:lo] = seeds.T
+                adj[:lo] = 0.0
+                adt[:lo] = 0.0
+                if lo:
+                    memcpy(w.val, _dptr(flat), lo * sizeof(double))
+                s = sweep_over(self.buf.op, self.buf.node, 1, lo, n)
+                s.recorded = self.buf.val
+                s.val = w.val
+                s.out = w.node
+                s.tan = _dptr(tan)
+                s.adj = _dptr(adj)
+                s.adt = _dptr(adt)
+                r = run_released(FORWARD, &s)
+                if r >= 0:
+                    raise BranchChangedError(self._branch_message(r))
                 nodes = w.node
-                val, states = view_of(w.val, self.buf.n, w), w.states
+                val, states = view_of(w.val, n, w), None
             else:
-                val, states = self.recorded_values(), self._recorded_states()
-            tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
-            tan[:lo] = seeds.T
-            self._tangent_run(nodes, val, states, tan, k, lo, hi)
-            adj = w.zeros(hi, 1, 1)
-            adj[slot, 0] = 1.0
-            adt = w.zeros(hi, k, 2)
-            self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
+                tan = w.scratch_array(hi, k, 0)     # every node and block writes its rows
+                tan[:lo] = seeds.T
+                if point is None and x is not None:     # one pass per block where it can
+                    val = self._replay_tangent(w, x, tan, k, hi)
+                    nodes = w.node
+                    states = w.states
+                else:
+                    if point is not None:
+                        nodes = point.node
+                        val, states = view_of(point.val, self.buf.n, point), point.states
+                    else:
+                        val, states = self.recorded_values(), self._recorded_states()
+                    self._tangent_run(nodes, val, states, tan, k, lo, hi)
+                if gather is None and self.blocks:     # (blocks' rows left undefined)
+                    adj = w.scratch_array(hi, 1, 1)
+                    adt = w.scratch_array(hi, k, 2)
+                    self._second_lazy(point if point is not None else
+                                      (w if x is not None else None),
+                                      val, states, tan, adj, adt, k, hi - 1, lo, slot)
+                else:
+                    adj = w.zeros(hi, 1, 1)
+                    adt = w.zeros(hi, k, 2)
+            if gather is not None or not self.blocks:
+                adj[slot, 0] = 1.0
+                self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
                 return gather_flat(adt, gather)
             if raw:
