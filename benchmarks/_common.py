@@ -1,7 +1,26 @@
-"""Shared by the benchmark scripts: the timing rule and the Rosenbrock loop."""
+"""Shared by the benchmark scripts: the timing rule, the Rosenbrock loop, and
+loading a fastad build from a checkout (to compare two builds in one process)."""
+import os
+import sys
 import time
 
 import numpy as np
+
+
+def load_build(root):
+    """fastad as built in checkout `root`, as a fresh import (each build keeps
+    the modules it was imported with, so two builds can run side by side)."""
+    for k in list(sys.modules):
+        if k == "fastad" or k.startswith("fastad."):
+            del sys.modules[k]
+    sys.path.insert(0, os.path.abspath(root))
+    try:
+        import fastad
+    finally:
+        sys.path.pop(0)
+    if not os.path.abspath(fastad.__file__).startswith(os.path.abspath(root)):
+        raise RuntimeError(f"{root}: imported {fastad.__file__} instead")
+    return fastad
 
 
 def median_time(fn, reps=9):

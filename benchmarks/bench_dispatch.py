@@ -26,22 +26,7 @@ import time
 
 import numpy as np
 
-from _common import rosen_grad, rosen_products  # noqa: E402 (this folder is on the path)
-
-
-def load(root):
-    """fastad as built in root (a fresh import: each build keeps its modules)."""
-    for k in list(sys.modules):
-        if k == "fastad" or k.startswith("fastad."):
-            del sys.modules[k]
-    sys.path.insert(0, os.path.abspath(root))
-    try:
-        import fastad
-    finally:
-        sys.path.pop(0)
-    if not os.path.abspath(fastad.__file__).startswith(os.path.abspath(root)):
-        raise RuntimeError(f"{root}: imported {fastad.__file__} instead")
-    return fastad
+from _common import load_build as load, rosen_grad, rosen_products  # noqa: E402 (this folder is on the path)
 
 
 def workloads(fad, n):

@@ -35,28 +35,8 @@ import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
-
-
-def _load_fastad(path):
-    """fastad from `path` (its own copy of the modules, as a fresh import)."""
-    for k in list(sys.modules):
-        if k == "fastad" or k.startswith("fastad."):
-            del sys.modules[k]
-    sys.path.insert(0, path)
-    try:
-        import fastad
-    finally:
-        sys.path.pop(0)
-    return fastad
-
-
-def rosen_products(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        a = 1.0 - x[i]
-        b = x[i + 1] - x[i] * x[i]
-        s = s + a * a + 100.0 * (b * b)
-    return s
+sys.path.insert(0, _HERE)
+from _common import load_build, rosen_products  # noqa: E402
 
 
 def rosen_vec(x, total):
@@ -178,11 +158,10 @@ def main(argv=None):
             os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
     fads = []
     if args.ref:
-        fads.append(("ref", _load_fastad(os.path.abspath(args.ref))))
-    fads.append(("this", _load_fastad(_ROOT)))
+        fads.append(("ref", load_build(os.path.abspath(args.ref))))
+    fads.append(("this", load_build(_ROOT)))
     threads_note = "threads as they come"
     if args.threads == "1":
-        sys.path.insert(0, _HERE)
         from bench_peers import _pin_openblas
         note, _restore = _pin_openblas()
         threads_note = "torch 1 thread, JAX Eigen 1 thread; " + note

@@ -17,11 +17,15 @@ in the same process and alternates between the two: the ratio column is
 other / this.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import load_build  # noqa: E402
 
 N = 2000
 
@@ -106,23 +110,10 @@ def run(rounds=15):
     return "\n".join(rows)
 
 
-def _load(path):
-    """The fastad package under `path` (a checkout built in place)."""
-    for k in list(sys.modules):
-        if k == "fastad" or k.startswith("fastad."):
-            del sys.modules[k]
-    sys.path.insert(0, path)
-    try:
-        import fastad
-    finally:
-        sys.path.pop(0)
-    return fastad
-
-
 def run_against(other, rounds=21):
     import os
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sides = {"other": _cases(_load(other)), "this": _cases(_load(here))}
+    sides = {"other": _cases(load_build(other)), "this": _cases(load_build(here))}
     m = _measure(sides, rounds)
     rows = [f"this: {here}  other: {other}", "",
             "| per call (us) | other total | this total | other / this | other record | "
@@ -149,6 +140,5 @@ if __name__ == "__main__":
     if args.against:
         print(run_against(args.against, args.rounds or 21))
     else:
-        sys.path.insert(0, __import__("os").path.dirname(
-            __import__("os").path.dirname(__import__("os").path.abspath(__file__))))
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         print(run(args.rounds or 15))

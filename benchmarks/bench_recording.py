@@ -36,32 +36,11 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 from bench import lorenz_rk4_step  # noqa: E402
-
-
-def load(root):
-    """fastad as built in root (a fresh import: each build keeps its modules)."""
-    for k in list(sys.modules):
-        if k == "fastad" or k.startswith("fastad."):
-            del sys.modules[k]
-    sys.path.insert(0, os.path.abspath(root))
-    try:
-        import fastad
-    finally:
-        sys.path.pop(0)
-    if not os.path.abspath(fastad.__file__).startswith(os.path.abspath(root)):
-        raise RuntimeError(f"{root}: imported {fastad.__file__} instead")
-    return fastad
+from _common import load_build as load, rosen_products as rosen  # noqa: E402
 
 
 # ------------------------------------------------------------------ loops
-def rosen(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        a = 1.0 - x[i]
-        b = x[i + 1] - x[i] * x[i]
-        s = s + a * a + 100.0 * (b * b)
-    return s
-
+# rosen: the extended Rosenbrock loop with products (benchmarks/_common.py)
 
 def rosen_pow(x):
     s = 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from conftest import close, fd_grad
+from conftest import close, fd_grad, rosen_products
 
 OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
        "div": operator.truediv, "pow": operator.pow}
@@ -86,13 +86,7 @@ def test_big_ints_and_other_operands():
 def test_the_tape_grows_past_its_capacity():
     # many doublings of the tape (it starts at 256 nodes): each full tape goes
     # through the general path once, which grows it
-    def f(x):
-        s = 0.0
-        for i in range(len(x) - 1):
-            a = 1.0 - x[i]
-            b = x[i + 1] - x[i] * x[i]
-            s = s + a * a + 100.0 * (b * b)
-        return s
+    f = rosen_products
     x = np.random.default_rng(3).uniform(-1, 1, 5000)
     a, c = x[:-1], x[1:]
     g = np.zeros_like(x)
