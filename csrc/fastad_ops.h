@@ -1085,14 +1085,23 @@ FAD_COLD void fad_times_lanes(ptrdiff_t n, ptrdiff_t k, const double *d,
 #define FAD_TIMES_CHUNK 256
 
 /*
- * fad_times_partial for the ops without FAD_HOT (below): fused loops for one
- * lane only, for each operand without accumulation (every reverse sweep)
- * and, for binary ops, with it (the second operand's push forward).  The
- * other cases run the first over chunks into a buffer, with t = ones for
- * k > 1 (d * 1.0 is d, bit for bit, NaN included), and then add the buffer
- * or multiply the lanes (fad_times_lanes).
+ * An array block's partial times k lanes, in one pass: out[i k + j] (+)=
+ * d(i) t[i k + j], where d is df/dx (which == 0) or df/dy (which == 1)
+ * computed inline from x[i sx], y[i sy], c and v[i sv].  This is both the
+ * pullback (t: cotangents) and the push forward (t: tangents) of one
+ * operand.  Strong zeros: a zero partial, or a zero lane, gives an exact
+ * zero even where the other factor is inf or NaN.  out may be t.
+ *
+ * The FAD_HOT ops have a fused loop for each case (k == 1 or not, which,
+ * accumulate).  Every other op has fused loops for one lane only: for each
+ * operand without accumulation (every reverse sweep) and, for binary ops,
+ * with it (the second operand's push forward).  The other cases run the
+ * first over chunks into a buffer, with t = ones for k > 1 (d * 1.0 is d,
+ * bit for bit, NaN included), and then add the buffer or multiply the lanes
+ * (fad_times_lanes).  Five fused loops for each of ~100 ops were two thirds
+ * of the build's largest module.
  */
-FAD_COLD void fad_times_partial_cold(int op, int which, ptrdiff_t n, ptrdiff_t k,
+static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
                                      const double *xp, ptrdiff_t sx,
                                      const double *yp, ptrdiff_t sy, double c,
                                      const double *vp, ptrdiff_t sv,
@@ -1100,12 +1109,14 @@ FAD_COLD void fad_times_partial_cold(int op, int which, ptrdiff_t n, ptrdiff_t k
 {
     static const double ones[FAD_TIMES_CHUNK] = {[0 ... FAD_TIMES_CHUNK - 1] = 1.0};
     double buf[FAD_TIMES_CHUNK];
-    ptrdiff_t i, i0 = 0, m = n;
+    ptrdiff_t i, j, i0 = 0, m = n;
     const double *tt = t;
     double *oo = out;
     int chunked = 0;
     double x, y, v, d, q;
-    if (k != 1 || (accumulate && !(fad_op_flags[op] & FAD_BINARY))) {
+    if (op < 0 || op >= FAD_NUM_OPS) return;
+    if (!(fad_op_flags[op] & FAD_HOT) &&
+            (k != 1 || (accumulate && !(fad_op_flags[op] & FAD_BINARY)))) {
         chunked = 1;
         m = n < FAD_TIMES_CHUNK ? n : FAD_TIMES_CHUNK;
         oo = buf;
@@ -1134,73 +1145,24 @@ next_chunk:
             oo[i] = (q != q && (d == 0.0 || tt[i] == 0.0)) ? 0.0 : q;          \
         }                                                                      \
     }
-#define FAD_TIMES_COLD_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                 \
-    case FAD_##E:                                                              \
-        if ((fl) & FAD_HOT) return;                                            \
-        if (((fl) & FAD_BINARY) && !chunked && accumulate) {                   \
-            if (which) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D0, out[i] +)  \
-            return;                                                            \
-        }                                                                      \
-        if (which) FAD_CHUNK1_(D1) else FAD_CHUNK1_(D0)                         \
-        break;
-    FAD_OPS(FAD_TIMES_COLD_)
-#undef FAD_TIMES_COLD_
-#undef FAD_CHUNK1_
-    default: return;
-    }
-    if (!chunked)
-        return;
-    if (k == 1)
-        for (i = 0; i < m; i++) out[i0 + i] += buf[i];
-    else
-        fad_times_lanes(m, k, buf, t + i0 * k, out + i0 * k, accumulate);
-    i0 += m;
-    if (i0 < n) {
-        m = n - i0 < FAD_TIMES_CHUNK ? n - i0 : FAD_TIMES_CHUNK;
-        if (k == 1) tt = t + i0;
-        goto next_chunk;
-    }
-    (void)c; (void)x; (void)y; (void)v;
-}
-
-/*
- * An array block's partial times k lanes, in one pass: out[i k + j] (+)=
- * d(i) t[i k + j], where d is df/dx (which == 0) or df/dy (which == 1)
- * computed inline from x[i sx], y[i sy], c and v[i sv].  This is both the
- * pullback (t: cotangents) and the push forward (t: tangents) of one
- * operand.  Strong zeros: a zero partial, or a zero lane, gives an exact
- * zero even where the other factor is inf or NaN.  out may be t.
- *
- * The FAD_HOT ops have a fused loop for each case (k == 1 or not, which,
- * accumulate); the others go through fad_times_partial_cold, which fuses
- * the commonest cases only: five fused loops for each of ~100 ops were two
- * thirds of the build's largest module.
- */
-static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
-                                     const double *xp, ptrdiff_t sx,
-                                     const double *yp, ptrdiff_t sy, double c,
-                                     const double *vp, ptrdiff_t sv,
-                                     const double *t, double *out, int accumulate)
-{
-    ptrdiff_t i, j;
-    double x, y, v, d, q;
-    if (op < 0 || op >= FAD_NUM_OPS) return;
-    if (!(fad_op_flags[op] & FAD_HOT)) {
-        fad_times_partial_cold(op, which, n, k, xp, sx, yp, sy, c, vp, sv, t, out,
-                               accumulate);
-        return;
-    }
-    switch (op) {
 #define FAD_TIMES_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                      \
     case FAD_##E:                                                              \
-        if (!((fl) & FAD_HOT)) break;                                          \
+        if (!((fl) & FAD_HOT)) {                                               \
+            if (((fl) & FAD_BINARY) && accumulate && k == 1) {                 \
+                /* the second operand's push forward */                       \
+                if (which) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D0, out[i] +) \
+                return;                                                        \
+            }                                                                  \
+            if (which) FAD_CHUNK1_(D1) else FAD_CHUNK1_(D0)                     \
+            break;                                                             \
+        }                                                                      \
         if (k == 1) {         /* one lane: a select, no branch per element */  \
             if (which) {                                                       \
                 if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \
             } else {                                                           \
                 if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )  \
             }                                                                  \
-            break;                                                             \
+            return;                                                            \
         }                                                                      \
         for (i = 0; i < n; i++) {                                              \
             x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                    \
@@ -1218,13 +1180,26 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
                 }                                                              \
             }                                                                  \
         }                                                                      \
-        break;
+        return;
     FAD_OPS(FAD_TIMES_)
 #undef FAD_TIMES_
+#undef FAD_CHUNK1_
 #undef FAD_LANE1_
-    default: break;
+    default: return;
     }
-    (void)c; (void)x; (void)y; (void)v;
+    if (!chunked)
+        return;
+    if (k == 1)
+        for (i = 0; i < m; i++) out[i0 + i] += buf[i];
+    else
+        fad_times_lanes(m, k, buf, t + i0 * k, out + i0 * k, accumulate);
+    i0 += m;
+    if (i0 < n) {
+        m = n - i0 < FAD_TIMES_CHUNK ? n - i0 : FAD_TIMES_CHUNK;
+        if (k == 1) tt = t + i0;
+        goto next_chunk;
+    }
+    (void)c; (void)x; (void)y; (void)v; (void)j;
 }
 
 #endif /* FASTAD_OPS_H */
