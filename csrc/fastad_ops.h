@@ -1043,63 +1043,12 @@ static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
 }
 
 /*
- * d times k lanes with strong zeros: out[i k + j] (+)= d[i] t[i k + j] for
- * i < n, where a zero d[i], or a zero lane, gives an exact zero even where
- * the other factor is inf or NaN.  out may be t.  The second half of
- * fad_times_partial for the ops that have no fused loop.
- */
-FAD_COLD void fad_times_lanes(ptrdiff_t n, ptrdiff_t k, const double *d,
-                              const double *t, double *out, int accumulate)
-{
-    ptrdiff_t i, j;
-    double q;
-    if (k == 1) {             /* one lane: a select, no branch per element */
-#define FAD_LANE1_(ACC)                                                        \
-        for (i = 0; i < n; i++) {                                              \
-            q = d[i] * t[i];                                                   \
-            out[i] = ACC ((q != q && (d[i] == 0.0 || t[i] == 0.0)) ? 0.0 : q); \
-        }
-        if (accumulate) FAD_LANE1_(out[i] +) else FAD_LANE1_()
-#undef FAD_LANE1_
-        return;
-    }
-    for (i = 0; i < n; i++) {
-        const double di = d[i];
-        if (di == 0.0) {
-            if (!accumulate) for (j = 0; j < k; j++) out[i * k + j] = 0.0;
-        } else if (isfinite(di)) {
-            if (accumulate) for (j = 0; j < k; j++) out[i * k + j] += di * t[i * k + j];
-            else for (j = 0; j < k; j++) out[i * k + j] = di * t[i * k + j];
-        } else {
-            for (j = 0; j < k; j++) {
-                q = t[i * k + j];
-                q = (q == 0.0) ? 0.0 : di * q;
-                if (accumulate) out[i * k + j] += q; else out[i * k + j] = q;
-            }
-        }
-    }
-}
-
-/* elements per chunk of fad_times_partial's two-pass path: a chunk's
- * partials stay in L1 between the passes */
-#define FAD_TIMES_CHUNK 256
-
-/*
  * An array block's partial times k lanes, in one pass: out[i k + j] (+)=
  * d(i) t[i k + j], where d is df/dx (which == 0) or df/dy (which == 1)
  * computed inline from x[i sx], y[i sy], c and v[i sv].  This is both the
  * pullback (t: cotangents) and the push forward (t: tangents) of one
  * operand.  Strong zeros: a zero partial, or a zero lane, gives an exact
  * zero even where the other factor is inf or NaN.  out may be t.
- *
- * The FAD_HOT ops have a fused loop for each case (k == 1 or not, which,
- * accumulate).  Every other op has fused loops for one lane only: for each
- * operand without accumulation (every reverse sweep) and, for binary ops,
- * with it (the second operand's push forward).  The other cases run the
- * first over chunks into a buffer, with t = ones for k > 1 (d * 1.0 is d,
- * bit for bit, NaN included), and then add the buffer or multiply the lanes
- * (fad_times_lanes).  Five fused loops for each of ~100 ops were two thirds
- * of the build's largest module.
  */
 static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
                                      const double *xp, ptrdiff_t sx,
@@ -1107,22 +1056,8 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
                                      const double *vp, ptrdiff_t sv,
                                      const double *t, double *out, int accumulate)
 {
-    static const double ones[FAD_TIMES_CHUNK] = {[0 ... FAD_TIMES_CHUNK - 1] = 1.0};
-    double buf[FAD_TIMES_CHUNK];
-    ptrdiff_t i, j, i0 = 0, m = n;
-    const double *tt = t;
-    double *oo = out;
-    int chunked = 0;
+    ptrdiff_t i, j;
     double x, y, v, d, q;
-    if (op < 0 || op >= FAD_NUM_OPS) return;
-    if (!(fad_op_flags[op] & FAD_HOT) &&
-            (k != 1 || (accumulate && !(fad_op_flags[op] & FAD_BINARY)))) {
-        chunked = 1;
-        m = n < FAD_TIMES_CHUNK ? n : FAD_TIMES_CHUNK;
-        oo = buf;
-        tt = (k == 1) ? t : ones;
-    }
-next_chunk:
     switch (op) {
 #define FAD_LANE1_(D, ACC)                                                     \
     {                                                                          \
@@ -1134,35 +1069,15 @@ next_chunk:
             out[i] = ACC ((q != q && (d == 0.0 || t[i] == 0.0)) ? 0.0 : q);    \
         }                                                                      \
     }
-    /* FAD_LANE1_(D, ) over the m elements from i0, with tt and into oo */
-#define FAD_CHUNK1_(D)                                                         \
-    {                                                                          \
-        const double *xq = xp + i0 * sx, *yq = yp + i0 * sy, *vq = vp + i0 * sv; \
-        for (i = 0; i < m; i++, xq += sx, yq += sy, vq += sv) {                \
-            x = *xq; y = *yq; v = *vq;                                         \
-            d = (D);                                                           \
-            q = d * tt[i];                                                     \
-            oo[i] = (q != q && (d == 0.0 || tt[i] == 0.0)) ? 0.0 : q;          \
-        }                                                                      \
-    }
 #define FAD_TIMES_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                      \
     case FAD_##E:                                                              \
-        if (!((fl) & FAD_HOT)) {                                               \
-            if (((fl) & FAD_BINARY) && accumulate && k == 1) {                 \
-                /* the second operand's push forward */                       \
-                if (which) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D0, out[i] +) \
-                return;                                                        \
-            }                                                                  \
-            if (which) FAD_CHUNK1_(D1) else FAD_CHUNK1_(D0)                     \
-            break;                                                             \
-        }                                                                      \
         if (k == 1) {         /* one lane: a select, no branch per element */  \
             if (which) {                                                       \
                 if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \
             } else {                                                           \
                 if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )  \
             }                                                                  \
-            return;                                                            \
+            break;                                                             \
         }                                                                      \
         for (i = 0; i < n; i++) {                                              \
             x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                    \
@@ -1180,26 +1095,13 @@ next_chunk:
                 }                                                              \
             }                                                                  \
         }                                                                      \
-        return;
+        break;
     FAD_OPS(FAD_TIMES_)
 #undef FAD_TIMES_
-#undef FAD_CHUNK1_
 #undef FAD_LANE1_
-    default: return;
+    default: break;
     }
-    if (!chunked)
-        return;
-    if (k == 1)
-        for (i = 0; i < m; i++) out[i0 + i] += buf[i];
-    else
-        fad_times_lanes(m, k, buf, t + i0 * k, out + i0 * k, accumulate);
-    i0 += m;
-    if (i0 < n) {
-        m = n - i0 < FAD_TIMES_CHUNK ? n - i0 : FAD_TIMES_CHUNK;
-        if (k == 1) tt = t + i0;
-        goto next_chunk;
-    }
-    (void)c; (void)x; (void)y; (void)v; (void)j;
+    (void)c; (void)x; (void)y; (void)v;
 }
 
 #endif /* FASTAD_OPS_H */
