@@ -266,9 +266,10 @@ def _lanes_reference(d, t, out, accumulate):
 @pytest.mark.parametrize("k", [1, 3])
 def test_times_partial_every_op_every_path(k):
     # every op, operand, accumulate flag and broadcast stride, over more
-    # elements than one chunk of the two-pass path (256), against the op's
-    # partials from fad_map (a separate loop) times the lanes in NumPy; the
-    # points include 0 and values outside some domains (inf and NaN partials)
+    # elements than a kernel working in chunks would take at once (256 or
+    # so), against the op's partials from fad_map (a separate loop) times the
+    # lanes in NumPy; the points include 0 and values outside some domains
+    # (inf and NaN partials)
     from fastad._elementwise import op_map, partials
     from fastad._kernels import OP_FLAGS, FLAG
     rng = np.random.default_rng(2)
