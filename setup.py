@@ -53,6 +53,10 @@ else:
         # small-array gradient calls were within 1-2% (noise here: +-4%);
         # -O1 had cost 4-6% per call on small arrays
         "python": ["-O2"],
+        # the public API around the sweeps (argument checks and shaping,
+        # dispatch): -O2 compiled _tape in 39% less time, and gradient,
+        # hvp and sparse calls on small tapes were within 0.5% (interleaved)
+        "api": ["-O2"],
     }
 DEFAULT_ROLE = "kernel"  # a module that declares no role keeps full speed
 ROLE_LINE = re.compile(r"#\s*fastad-build:\s*role\s*=\s*(\w+)")

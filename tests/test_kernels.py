@@ -254,3 +254,56 @@ def test_second_rows_checks_its_arrays():
         second_rows(1.0, None, None, None, None, np.ones(4), np.ones((3, 2)), adj, adt)
     with pytest.raises(ValueError, match="must be \\(n, k\\)"):
         second_rows(1.0, None, None, None, None, np.ones(4), np.ones((4, 2)), adj, np.zeros(7))
+
+
+def _lanes_reference(d, t, out, accumulate):
+    """out (+)= d * t over the lanes with strong zeros, in NumPy."""
+    q = d[:, None] * t
+    q[(d[:, None] == 0.0) | (t == 0.0)] = 0.0
+    return out + q if accumulate else q
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_times_partial_every_op_every_path(k):
+    # every op, operand, accumulate flag and broadcast stride, over more
+    # elements than a kernel working in chunks would take at once (256 or
+    # so), against the op's partials from fad_map (a separate loop) times the
+    # lanes in NumPy; the points include 0 and values outside some domains
+    # (inf and NaN partials)
+    from fastad._elementwise import op_map, partials
+    from fastad._kernels import OP_FLAGS, FLAG
+    rng = np.random.default_rng(2)
+    n = 601
+    x = rng.uniform(-1.5, 1.5, n)
+    x[::7] = 0.0
+    y = rng.uniform(-1.5, 1.5, n)
+    y[::11] = 0.0
+    t = rng.normal(size=(n, k))
+    t[::5] = 0.0
+    for op, name in enumerate(OP_NAMES):
+        if name in ("input", "block"):
+            continue
+        binary = OP_FLAGS[op] & FLAG["BINARY"]
+        for xs, ys in ((x, y), (x, y[3:4]), (x[2:3], y)) if binary else ((x, 0.5),):
+            with np.errstate(all="ignore"):
+                v = op_map(op, xs, ys)[0]
+                shape = v.shape
+                ref = partials(op, xs, ys, v, shape)
+            for which in (0, 1) if binary else (0,):
+                d = ref[which].reshape(-1)
+                tt = t[:d.size]
+                for accumulate in (False, True):
+                    start = rng.normal(size=tt.shape)
+                    out = start.copy()
+                    with np.errstate(all="ignore"):
+                        got = times_partial(op, which, xs, ys, v, tt, shape, out, accumulate)
+                        want = _lanes_reference(d, tt, start, accumulate)
+                    assert got is out
+                    np.testing.assert_array_equal(got, want, err_msg=f"{name} which={which} "
+                                                  f"acc={accumulate} k={k}")
+                # in place over the lanes (out is t)
+                tin = tt.copy()
+                with np.errstate(all="ignore"):
+                    times_partial(op, which, xs, ys, v, tin, shape, tin)
+                    np.testing.assert_array_equal(tin, _lanes_reference(d, tt, 0.0, False),
+                                                  err_msg=f"{name} in place")
