@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# fastad-build: role=vector
 """Forward-over-reverse of an element-wise block in one pass over memory.
 
 For z = f(x, y) elementwise, with zbar the block's adjoint (g), zbar' its k
