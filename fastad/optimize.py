@@ -13,7 +13,8 @@ second-order sweep.
 """
 import numpy as np
 
-from fastad._var import Array, Var, current_tape
+from fastad._nested import has_traced
+from fastad._var import current_tape
 from fastad.errors import BranchChangedError, TapeError
 from fastad.transforms import record
 
@@ -33,9 +34,7 @@ class OptimizeResult(dict):
 
 def _start(x0, who):
     """x0 as a float64 array; traced values of a transform running now are refused."""
-    if type(x0) is Var or type(x0) is Array or (
-            isinstance(x0, (list, tuple)) and any(type(v) is Var or type(v) is Array
-                                                  for v in x0)):
+    if has_traced(x0):
         raise TypeError(f"fastad.{who}: x0 holds values traced by the enclosing "
                         f"{_NOT_THROUGH}")
     return np.array(x0, dtype=np.float64)
