@@ -58,9 +58,12 @@ else:
         # hvp and sparse calls on small tapes were within 0.5% (interleaved)
         "api": ["-O2"],
         # loops the vectorizer must reach, in a module of many instances
-        # (fastad._second: per op, operand layout and adjoint case): -O2 with
-        # the vectorizer at its full cost model compiles in two thirds of
-        # -O3's time
+        # (fastad._second: per op, operand layout and adjoint case;
+        # fastad._elementwise: per op and mode): -O2 with the vectorizer at
+        # its full cost model compiles in two thirds (_second) and half
+        # (_elementwise) of -O3's time; _elementwise's pullbacks took 0.76-1.01x
+        # -O3's time with one lane and 0.96-1.05x with three (7 ops, 10^3 and
+        # 10^5 elements; not add's, 1.46x, which blocks do not run there)
         "vector": ["-O2", "-ftree-vectorize", "-fvect-cost-model=dynamic"],
     }
 DEFAULT_ROLE = "kernel"  # a module that declares no role keeps full speed

@@ -642,7 +642,10 @@ static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
  * computed inline from x[i sx], y[i sy], c and v[i sv].  This is both the
  * pullback (t: cotangents) and the push forward (t: tangents) of one
  * operand.  Strong zeros: a zero partial, or a zero lane, gives an exact
- * zero even where the other factor is inf or NaN.  out may be t.
+ * zero even where the other factor is inf or NaN.  out may be t.  The ops
+ * that take a constant (FAD_HAS_C) are left out: an array block passes its
+ * constants as operands (a stride of 0), and their loops would only cost
+ * compile time; the caller refuses them.
  */
 static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
                                      const double *xp, ptrdiff_t sx,
@@ -665,6 +668,7 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
     }
 #define FAD_TIMES_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                      \
     case FAD_##E:                                                              \
+        if ((fl) & FAD_HAS_C) break;    /* not an array op: no loops emitted */ \
         if (k == 1) {         /* one lane: a select, no branch per element */  \
             if (which) {                                                       \
                 if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \

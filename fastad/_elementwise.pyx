@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# fastad-build: role=vector
 """The op table over arrays: the kernels of element-wise array blocks.
 
 Values, first and second partials of any op-table entry over NumPy arrays
@@ -12,7 +13,8 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport (fad_map, fad_times_partial, FAD_MAP_VALUES, FAD_MAP_SECOND,
-                           FAD_MAP_PARTIALS, FAD_NUM_OPS)
+                           FAD_MAP_PARTIALS, FAD_NUM_OPS, FAD_HAS_C, fad_op_flags,
+                           fad_op_name)
 
 cnp.import_array()
 
@@ -129,8 +131,13 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     """out (+)= d * t in one pass, d = df/dx (which 0) or df/dy (which 1)
     elementwise from x, y and the values v (each None, one number or of the
     block's `shape`), t the block's shape + (k,) lanes.  A zero partial or
-    lane gives an exact zero (strong zeros).  out may be t itself; returns out."""
+    lane gives an exact zero (strong zeros).  out may be t itself; returns out.
+    Not for the ops that take a constant (an array block's constants are
+    operands)."""
     _check(op)
+    if fad_op_flags[op] & FAD_HAS_C:
+        raise ValueError(f"times_partial: {fad_op_name[op].decode()} takes a constant; "
+                         "an array block passes its constants as operands")
     shape = tuple(shape)
     cdef Py_ssize_t n, sx, sy, sv
     xa, ya, va = _operands(x, y, v, shape, &n, &sx, &sy, &sv)

@@ -17,7 +17,7 @@ the strong-zero rule, with the additions in the order of the scalar sweep.
 import numpy as np
 cimport numpy as cnp
 
-from fastad._ops cimport FAD_NUM_OPS
+from fastad._ops cimport FAD_NUM_OPS, FAD_HAS_C, fad_op_flags, fad_op_name
 from fastad._kernels import FLAG, OP_FLAGS
 
 cnp.import_array()
@@ -158,7 +158,9 @@ cdef extern from *:
        asg bits 1, 2, 4, 8: assign (not add to) x's adj, x's adt, y's adj,
        y's adt rows (rows nothing wrote yet: no zero fill first).
        Rows of x and y may overlap (x * x, x[:-1] * x[1:]): each update is a
-       read-modify-write of its own, and nothing updated is read as input. */
+       read-modify-write of its own, and nothing updated is read as input.
+       The ops that take a constant (FAD_HAS_C) have no loops here: an array
+       block passes its constants as operands, and the caller refuses them. */
     static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
                                 const double *xp, ptrdiff_t sx,
                                 const double *yp, ptrdiff_t sy,
@@ -174,6 +176,7 @@ cdef extern from *:
         switch (op) {
     #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
         case FAD_##E:                                                              \\
+            if ((fl) & FAD_HAS_C) return;  /* not an array op: no loops emitted */ \\
             if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&            \\
                     tx == NULL && ty == NULL && atx == NULL && aty == NULL &&      \\
                     (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&          \\
@@ -240,7 +243,7 @@ cdef extern from *:
         switch (op) {
     #define FAD_VT_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                    \\
         case FAD_##E:                                                              \\
-            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF)))             \\
+            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
                 return 0;                                                          \\
             if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 1, 1, 1) }                           \\
@@ -281,7 +284,7 @@ cdef extern from *:
         switch (op) {
     #define FAD_T_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                     \\
         case FAD_##E:                                                              \\
-            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF)))             \\
+            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
                 return 0;                                                          \\
             if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
                 { FAD_T_LOOP_(fl, D0, D1, 1, 1, 1) }                               \\
@@ -369,6 +372,9 @@ def second_step(int op, Py_ssize_t n, Py_ssize_t k, x, y, v, tx, ty, g, gd,
     same rows)."""
     if not 0 <= op < FAD_NUM_OPS:
         raise ValueError(f"second_step: no op {op}")
+    if fad_op_flags[op] & FAD_HAS_C:
+        raise ValueError(f"second_step: {fad_op_name[op].decode()} takes a constant; "
+                         "an array block passes its constants as operands")
     if n < 0 or k < 1:
         raise ValueError(f"second_step: n = {n}, k = {k}")
     cdef Py_ssize_t sx, sy, sv

@@ -281,8 +281,8 @@ def test_times_partial_every_op_every_path(k):
     t = rng.normal(size=(n, k))
     t[::5] = 0.0
     for op, name in enumerate(OP_NAMES):
-        if name in ("input", "block"):
-            continue
+        if name in ("input", "block") or OP_FLAGS[op] & FLAG["HAS_C"]:
+            continue          # (an array block passes constants as operands)
         binary = OP_FLAGS[op] & FLAG["BINARY"]
         for xs, ys in ((x, y), (x, y[3:4]), (x[2:3], y)) if binary else ((x, 0.5),):
             with np.errstate(all="ignore"):
@@ -307,3 +307,21 @@ def test_times_partial_every_op_every_path(k):
                     times_partial(op, which, xs, ys, v, tin, shape, tin)
                     np.testing.assert_array_equal(tin, _lanes_reference(d, tt, 0.0, False),
                                                   err_msg=f"{name} in place")
+
+
+def test_array_kernels_refuse_the_ops_that_take_a_constant():
+    # the array kernels emit no loops for them (compile time); asking for one
+    # is an error naming the op, not a silent no-op, and the kernels stay usable
+    from fastad._kernels import OP_FLAGS, FLAG
+    from fastad._second import second_step
+    with_c = [op for op, name in enumerate(OP_NAMES) if OP_FLAGS[op] & FLAG["HAS_C"]]
+    assert OP_NAMES.index("mul_c") in with_c and OP_NAMES.index("mul") not in with_c
+    a = np.ones(4)
+    for op in with_c:
+        with pytest.raises(ValueError, match=f"times_partial: {OP_NAMES[op]} takes a constant"):
+            times_partial(op, 0, a, None, a, a, (4,))
+        with pytest.raises(ValueError, match=f"second_step: {OP_NAMES[op]} takes a constant"):
+            second_step(op, 4, 1, a, None, a, a, None, a, None, np.zeros(4), np.zeros(4),
+                        None, None)
+    mul = OP_NAMES.index("mul")
+    np.testing.assert_array_equal(times_partial(mul, 0, a, 3.0 * a, 3.0 * a, a, (4,)), 3.0 * a)
