@@ -47,16 +47,15 @@ else:
     ROLES = {
         # C loops over the tape, the op table or index arrays: the product
         "kernel": ["-O3"],
-        # Python code compiled by Cython (no cdef): every line calls into
-        # the interpreter, so -O3's extra inlining and vectorizing buys
-        # little: -O2 compiled _blocks and arrays in 30-35% less time, and
-        # small-array gradient calls were within 1-2% (noise here: +-4%);
-        # -O1 had cost 4-6% per call on small arrays
-        "python": ["-O2"],
-        # the public API around the sweeps (argument checks and shaping,
-        # dispatch): -O2 compiled _tape in 39% less time, and gradient,
-        # hvp and sparse calls on small tapes were within 0.5% (interleaved)
-        "api": ["-O2"],
+        # Python code compiled by Cython (fastad._blocks, fastad.arrays) and
+        # the public API around the sweeps (fastad._tape: argument checks and
+        # shaping, dispatch): every line calls into the interpreter, so
+        # optimizing harder buys little.  -O1 compiles them in half -O2's
+        # time (_blocks 14-16 -> 7.4 s); interleaved, gradients of a
+        # 4-3-3-2 and a 64-32-10 network, of sin over 8 numbers and a small
+        # tape's replayed gradient took 1.01-1.03x their -O2 time
+        "python": ["-O1"],
+        "api": ["-O1"],
         # loops the vectorizer must reach, in a module of many instances
         # (fastad._second: per op, operand layout and adjoint case;
         # fastad._elementwise: per op and mode): -O2 with the vectorizer at

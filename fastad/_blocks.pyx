@@ -1,6 +1,6 @@
 # cython: boundscheck=True, wraparound=True, cdivision=False
 # (plain Python semantics: this module is Python code compiled for speed)
-# fastad-build: role=python  (compiled at -O2; see ROLES in setup.py)
+# fastad-build: role=python  (see ROLES in setup.py)
 """Block nodes: one tape node per array operation, differentiated with NumPy.
 
 A block owns a contiguous range of output slots [start, stop) on the tape.

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# fastad-build: role=api  (compiled at -O2; see ROLES in setup.py)
+# fastad-build: role=api  (see ROLES in setup.py)
 """The Tape: a recorded Wengert list and its documented API.
 
     tape(x), tape.gradient(x), value_and_gradient, jvp, vjp, jacobian, hvp,

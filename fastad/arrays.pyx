@@ -1,6 +1,6 @@
 # cython: boundscheck=True, wraparound=True, cdivision=False
 # (plain Python semantics: this module is Python code compiled for speed)
-# fastad-build: role=python  (compiled at -O2; see ROLES in setup.py)
+# fastad-build: role=python  (see ROLES in setup.py)
 """Whole-array operations on fad.Array: NumPy semantics, one block node each.
 
 Element-wise operations, reductions and matmul record one block node
