@@ -61,7 +61,7 @@ def _scipy_sparse():
 def _propagate(tape, hessian, budget=None):
     if tape.out_slots is None:
         raise ValueError("fastad: this tape has no outputs (record it with fad.record)")
-    blocks = [b.sparsity() for b in tape.blocks if b.stop > b.start]
+    blocks = _descriptions(tape) if tape.blocks else []
     return _sparsity.propagate(tape, tape.out_slots, blocks, hessian, budget)
 
 
@@ -446,31 +446,103 @@ def tape_hessian_plan(tape, method):
     return cache["hessian_auto"] or None
 
 
-_NODE = np.dtype([("p0", "f8"), ("p1_or_c", "f8"), ("a0", "i4"), ("a1", "i4")])   # fad_node
+def _descriptions(tape):
+    """Each block's sparsity description (Block.sparsity), kept on the tape:
+    both the structure key and the pattern search read them."""
+    cache = _cache(tape)
+    d = cache.get("descriptions")
+    if d is None:
+        d = cache["descriptions"] = [b.sparsity() for b in tape.blocks if b.stop > b.start]
+    return d
+
+
+def _description_key(d):
+    """A block's description as hashable, comparable values (arrays as their
+    dtype, shape and bytes)."""
+    out = []
+    for name in sorted(d):
+        v = d[name]
+        if isinstance(v, np.ndarray):
+            v = (v.dtype.str, v.shape, v.tobytes())
+        elif v is not None and not isinstance(v, (int, np.integer)):
+            v = repr(v)
+        out.append((name, v))
+    return tuple(out)
 
 
 def _structure_key(tape):
-    """What a scalar tape's Hessian pattern depends on (its ops, their
-    operands, the inputs and the output slot) as bytes; None for a tape with
-    array blocks (their operands live elsewhere)."""
-    if tape.blocks or tape.out_slots is None:
+    """What a tape's Hessian pattern depends on, as a hashable value: its
+    ops and their operands, each block's sparsity description (all that the
+    pattern search reads), the inputs and the output slot."""
+    if tape.out_slots is None:
         return None
-    parts = tape._reduce_parts()[1]
-    nodes = np.frombuffer(parts[1], dtype=_NODE)
-    if nodes.size != len(parts[0]):
-        return None
-    return b"".join((parts[0], nodes["a0"].tobytes(), nodes["a1"].tobytes(),
-                     np.asarray(tape.out_slots, np.int64).tobytes(),
-                     repr((tape.n_inputs, tape.in_shape)).encode()))
+    blocks = tuple(_description_key(d) for d in _descriptions(tape)) if tape.blocks else ()
+    return (tape._structure(), blocks, np.asarray(tape.out_slots, np.int64).tobytes(),
+            tape.n_inputs, repr(tape.in_shape))
+
+
+def _key_bytes(key):
+    return len(key[0]) + sum(len(v[2]) if type(v) is tuple else 0
+                             for b in key[1] for _, v in b)
+
+
+# Plans (or False: dense) of recently seen tape structures, shared by every
+# fad.hessian(f): a user's fad.hessian(f)(x) makes a new function per call,
+# and finding the pattern and coloring it costs several times the colored
+# sweep (Rosenbrock loop, n = 100: 0.2 ms against 0.03 ms).  The keys are
+# whole structures (compared, not hashed alone), bounded in number and bytes.
+_PLANS = {}
+PLAN_CACHE_ENTRIES = 16
+PLAN_CACHE_BYTES = 64 << 20
+_plan_bytes = [0]
+
+
+_last = [None, None]         # the last key found or kept, and its choice
+
+
+def forget_plans():
+    """Empty the cache of plans by structure (benchmarks time first calls so)."""
+    _PLANS.clear()
+    _plan_bytes[0] = 0
+    _last[:] = None, None
+
+
+def _cached_plan(key):
+    # the same structure as last time (a loop calling fad.hessian(f)(x)):
+    # comparing keys is a memcmp, where a dict lookup hashes the whole key
+    last_key, last = _last
+    if key == last_key:
+        return last
+    choice = _PLANS.get(key)
+    if choice is not None:
+        _last[:] = key, choice
+    return choice
+
+
+def _keep_plan(key, choice):
+    size = _key_bytes(key)
+    if size > PLAN_CACHE_BYTES // 4 or key in _PLANS:
+        return
+    while _PLANS and (len(_PLANS) >= PLAN_CACHE_ENTRIES
+                      or _plan_bytes[0] + size > PLAN_CACHE_BYTES):
+        try:                            # the oldest first (dicts keep insertion order)
+            old = next(iter(_PLANS))
+            del _PLANS[old]
+            _plan_bytes[0] -= _key_bytes(old)
+        except (StopIteration, KeyError, RuntimeError):    # (another thread got there)
+            break
+    _PLANS[key] = choice
+    _plan_bytes[0] += size
+    _last[:] = key, choice
 
 
 class HessianMemo:
     """fad.hessian(f)'s memory across calls, each of which records f anew:
     once "auto" found f's Hessian dense, later calls sweep densely without
-    looking; and a tape of scalar nodes identical in structure to the last
-    one (the same ops on the same operands: the same path through f) reuses
-    its plan instead of finding the pattern and coloring it again.  Either
-    choice affects speed, never values."""
+    looking; and a tape identical in structure (_structure_key: the same
+    path through f) to the last one, or to one that any fad.hessian met
+    recently (_PLANS), reuses its choice instead of finding the pattern and
+    coloring it again.  Either affects speed, never values."""
 
     def __init__(self, method):
         self.method = method
@@ -480,16 +552,25 @@ class HessianMemo:
     def hessian(self, tape):
         if self.method != "auto" or self.dense:
             return tape._hessian(None, "dense" if self.dense else self.method)
-        key = _structure_key(tape) if self.plan is not None or tape.n_inputs >= \
-            HESSIAN_AUTO_MIN_INPUTS else None
-        if key is not None and key == self.key:
-            tape.sparse_cache = {"hessian_auto": self.plan, "hessian_plan": self.plan}
+        key = known = None
+        if _worth_searching(tape):          # (else "auto" goes dense without looking)
+            key = _structure_key(tape)
+        if key is not None:
+            known = self.plan if key == self.key else _cached_plan(key)
+        if known is not None:
+            cache = _cache(tape)
+            cache["hessian_auto"] = known
+            if known is not False:
+                cache["hessian_plan"] = known
         H = tape._hessian(None, "auto")
         choice = (tape.sparse_cache or {}).get("hessian_auto")
         if choice is False:
             self.dense = True
-        elif choice is not None and key is not None:
-            self.key, self.plan = key, choice
+        if choice is not None and key is not None:
+            if choice is not False:
+                self.key, self.plan = key, choice
+            if known is None:
+                _keep_plan(key, choice)
         return H
 
 
