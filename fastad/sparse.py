@@ -357,16 +357,17 @@ class HessianPlan:
         H.reshape(-1)[flat] = tape._hvp_seeds(x, self.seeds, True, gather=self.src)
         return H
 
+    def values_at(self, tape, x, point=None):
+        """The nonzeros (in the pattern's CSR order) at x, or at a TapePoint."""
+        if self.n_colors == 0:
+            return np.zeros(self.indices.size)
+        seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
+        return point._hvp_gather(seeds, self.src) if point is not None \
+            else tape._hvp(x, seeds, False, None, self.src)
+
     def evaluate(self, tape, x, point=None):
         _scipy_sparse()          # before sweeping: say how to install it
-        n = self.shape[0]
-        if self.n_colors == 0:
-            data = np.zeros(self.indices.size)
-        else:
-            seeds = self.seeds.reshape((self.n_colors,) + tuple(tape.in_shape or ()))
-            data = point._hvp_gather(seeds, self.src) if point is not None \
-                else tape._hvp(x, seeds, False, None, self.src)
-        return _csr_result(data, self)
+        return _csr_result(self.values_at(tape, x, point), self)
 
 
 # ---------------------------------------------------------------- dense Hessians
