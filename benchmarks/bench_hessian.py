@@ -157,6 +157,54 @@ def rosen_case(n, rounds, with_loop_jax, before=None):
     return title, rows, times, notes
 
 
+def breakdown(n, rounds, f, form):
+    """Where a fresh fad.hessian(f)(x) call's time goes (plan kept), and what
+    a cold call adds: each piece alone, interleaved."""
+    x = np.random.default_rng(n).uniform(-1.2, 1.2, n)
+    tape = fad.record(f, x)
+    fad.hessian(f)(x)
+    key = fsparse._structure_key(tape)
+    plan = fsparse._cached_plan(key)
+    seeds, src = plan.seeds, plan.src
+    vals = tape._hvp_seeds(None, seeds, True, gather=src)
+    plan.dense(tape, None)
+    flat = plan._flat
+
+    def assemble():
+        H = np.zeros((n, n))
+        H.reshape(-1)[flat] = vals
+        return H
+
+    def search():
+        tape.sparse_cache = None
+        return fsparse._propagate(tape, True)
+
+    tape.sparse_cache = None
+    pats = fsparse.tape_patterns(tape, hessian=True)
+
+    def coloring():
+        tape.sparse_cache = {"jacobian_pattern": pats[0], "hessian_pattern": pats[1]}
+        return fsparse.HessianPlan(tape)
+    pieces = [
+        ("the whole fresh call `fad.hessian(f)(x)`", lambda: fad.hessian(f)(x)),
+        ("recording f (`fad.record(f, x)`)", lambda: fad.record(f, x)),
+        ("the structure key (with the blocks' sparsity descriptions) and its look-up",
+         lambda: (setattr(tape, "sparse_cache", None),
+                  fsparse._cached_plan(fsparse._structure_key(tape)))),
+        ("the colored sweep (3 directions, at the recorded point)",
+         lambda: tape._hvp_seeds(None, seeds, True, gather=src)),
+        ("the dense result: np.zeros((n, n)) and the scatter of the nonzeros", assemble),
+        ("cold only: the pattern search (index sets over the tape)", search),
+        ("cold only: star coloring and recovery plan (pattern kept)", coloring),
+    ]
+    wall, cpu = interleaved([fn for _, fn in pieces], rounds)
+    out = [f"#### Where a fresh call's time goes: {form}, n = {n} (CPU, interleaved medians)",
+           "", "| piece | CPU ms | / whole call |", "|---|---:|---:|"]
+    for (label, _), c in zip(pieces, cpu):
+        out.append(f"| {label} | {c * 1e3:.4g} | {c / cpu[0]:.2f}x |")
+    return "\n".join(out)
+
+
 def dense_case(n, rounds):
     rng = np.random.default_rng(n)
     W = rng.standard_normal((n, n)) / np.sqrt(n)
@@ -223,6 +271,9 @@ def run(quick=False, before=None):
         parts.append(table(title, rows, times, notes,
                            (2, "dense") if jrow is None else (jrow, "JAX vectorized")))
         parts.append("")
+        for f, form in ((rosen_products, "loop"), (rosen_vec, "vectorized")):
+            parts.append(breakdown(n, rounds, f, form))
+            parts.append("")
     for n in (50, 200):
         title, rows, times, notes = dense_case(n, rounds)
         parts.append(table(title, rows, times, notes, (0, "dense")))
