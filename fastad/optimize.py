@@ -111,9 +111,8 @@ def objective(f, x0, hessian="auto"):
         point = at(x)
         if mode == "sparse":
             if cache["H"] is None:
-                from fastad.sparse import tape_sparse_hessian
-                cache["H"] = tape_sparse_hessian(point.tape, None, point=point)
-            return cache["H"] @ np.reshape(p, -1)
+                cache["H"] = _sparse_hessian_at(point)
+            return cache["H"][0].matvec(cache["H"][1], np.reshape(p, -1))
         return np.asarray(point.hvp(np.reshape(p, rec.shape))).reshape(-1)
     return fun, jac, hessp
 

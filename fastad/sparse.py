@@ -24,7 +24,7 @@ for the returned matrices.
 import numpy as np
 
 from fastad import _coloring, _nested, _sparsity, _tape
-from fastad._blocks import TangentFold
+from fastad._blocks import Elementwise, Sum, TangentFold
 from fastad._fold import ScalarFold
 from fastad._kernels import gather_flat
 from fastad._tape import FWD_LANE_COST, REV_LANE_COST
@@ -471,20 +471,50 @@ def _description_key(d):
     return tuple(out)
 
 
+def _operand_key(o):
+    if o is None:
+        return None
+    if o.idx is None:
+        return ("const", o.shape)
+    if o.start >= 0:                    # a run of consecutive slots
+        return ("run", o.start, o.shape)
+    return ("slots", o.shape, o.flat.tobytes())
+
+
+def _block_key(b):
+    """What a block's sparsity description is made from: for the common
+    element-wise and sum blocks their fields (no description built, which
+    costs more than the rest of the key), else the description itself."""
+    t = type(b)
+    if t is Elementwise:                # (description: op, x and y broadcast)
+        return ("elementwise", b.start, b.stop, b.op, tuple(b.shape),
+                _operand_key(b.x), _operand_key(b.y))
+    if t is Sum:                        # (description: the slots summed per output)
+        return ("sum", b.start, b.stop, b.axis, b.keepdims, _operand_key(b.x))
+    return _description_key(b.sparsity())
+
+
 def _structure_key(tape):
     """What a tape's Hessian pattern depends on, as a hashable value: its
-    ops and their operands, each block's sparsity description (all that the
-    pattern search reads), the inputs and the output slot."""
+    ops and their operands, each block's sparsity description or what it is
+    made from (all that the pattern search reads), the inputs and the output."""
     if tape.out_slots is None:
         return None
-    blocks = tuple(_description_key(d) for d in _descriptions(tape)) if tape.blocks else ()
+    blocks = tuple(_block_key(b) for b in tape.blocks if b.stop > b.start) \
+        if tape.blocks else ()
     return (tape._structure(), blocks, np.asarray(tape.out_slots, np.int64).tobytes(),
             tape.n_inputs, repr(tape.in_shape))
 
 
 def _key_bytes(key):
-    return len(key[0]) + sum(len(v[2]) if type(v) is tuple else 0
-                             for b in key[1] for _, v in b)
+    """About how much memory a key holds (its byte strings)."""
+    def size(v):
+        if type(v) is bytes:
+            return len(v)
+        if type(v) is tuple:
+            return sum(size(w) for w in v)
+        return 0
+    return size(key) + 64 * len(key[1])
 
 
 # Plans (or False: dense) of recently seen tape structures, shared by every

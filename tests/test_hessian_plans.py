@@ -215,3 +215,42 @@ def test_structure_bytes_zero_the_unused_operands():
     assert a.node(first_op)[0] == "block"
     assert not operands[first_op:first_op + N - 1].any()
     assert ops.size == n
+
+
+def shifted(k):
+    """sum(x[i]^2 x[i + k]) with slices: the same blocks on other slots."""
+    def f(x):
+        return fad.sum(x[:-3] ** 2 * x[k:len(x) - 3 + k])
+    return f
+
+
+def shifted_hess(x, k):
+    n = x.size
+    H = np.zeros((n, n))
+    i = np.arange(n - 3)
+    np.add.at(H, (i, i), 2 * x[i + k])
+    np.add.at(H, (i, i + k), 2 * x[i])
+    np.add.at(H, (i + k, i), 2 * x[i])
+    return H
+
+
+def permuted(seed):
+    perm = np.random.default_rng(seed).permutation(N)
+
+    def f(x):
+        return fad.sum(x[perm][:-1] ** 2 * x[1:])
+    return f, perm
+
+
+def test_array_blocks_on_other_slots_are_other_structures(searches):
+    x = point(seed=10)
+    keys = set()
+    for k in (1, 2, 3, 1):
+        close(fad.hessian(shifted(k))(x), shifted_hess(x, k), rtol=1e-12, atol=1e-12)
+        keys.add(fsparse._structure_key(fad.record(shifted(k), x)))
+    assert len(keys) == 3 and len(searches) == 3
+    # gathered operands (not runs of slots) are keyed by their slots
+    for seed in (1, 2, 1):
+        f, perm = permuted(seed)
+        fd_close(fad.hessian(f)(x), fd_hessian(f, x), rtol=1e-5, atol=1e-6, scale_atol=True)
+    assert len(searches) == 5
