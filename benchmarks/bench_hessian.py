@@ -79,6 +79,9 @@ def interleaved(fns, rounds, min_time=0.01):
     cpu = [[] for _ in fns]
     for _ in range(rounds):
         for k, fn in enumerate(fns):
+            # XLA's worker threads spin a while after a call: let them settle
+            # outside the timed window, or the next row's CPU time gets theirs
+            time.sleep(0.005)
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(reps[k]):
                 fn()
