@@ -254,3 +254,31 @@ def test_array_blocks_on_other_slots_are_other_structures(searches):
         f, perm = permuted(seed)
         fd_close(fad.hessian(f)(x), fd_hessian(f, x), rtol=1e-5, atol=1e-6, scale_atol=True)
     assert len(searches) == 5
+
+
+def _n_colors(c):
+    return int(np.max(c)) + 1 if c.size else 0
+
+
+@pytest.mark.parametrize("name,edges,n,want", [
+    ("path (tridiagonal)", [(i, i + 1) for i in range(9)], 10, 3),
+    ("star", [(0, i) for i in range(1, 8)], 8, 2),
+    ("diagonal only", [], 6, 1),
+    ("triangle", [(0, 1), (1, 2), (0, 2)], 3, 3),
+    ("two stars", [(0, 1), (0, 2), (3, 4), (3, 5)], 6, 2),
+])
+def test_best_star_coloring_stops_at_its_lower_bound_and_is_valid(name, edges, n, want):
+    """ordering="best" stops once a coloring meets the lower bound (3 with a
+    path on four vertices or a triangle, 2 with any edge, else 1); the
+    colors must still be a star coloring, and no ordering may do better."""
+    from fastad import _coloring
+    import scipy.sparse as sps
+    rows = [i for i, j in edges] + [j for i, j in edges] + list(range(n))
+    cols = [j for i, j in edges] + [i for i, j in edges] + list(range(n))
+    P = sps.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    P.sort_indices()
+    c = _coloring.star_color(P.indptr, P.indices, n, "best")
+    assert _n_colors(c) == want
+    assert _coloring.check_coloring(P.indptr, P.indices, (n, n), c, "star")
+    for o in ("natural", "largest_first", "smallest_last", "incidence_degree"):
+        assert _n_colors(_coloring.star_color(P.indptr, P.indices, n, o)) >= want
