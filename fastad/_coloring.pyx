@@ -781,12 +781,41 @@ def _star_run(idx_t n, ip, ix, edge, idx_t ne, int code, idx_t limit=NO_LIMIT):
     cdef int32_t[::1] cv = color
     cdef idx_t[::1] fv = forb, a1 = fn_v, a2 = fn_w, a3 = fn_e, tv = treated
     cdef idx_t[::1] sv = star, hv = hub
+    # a lower bound to stop at: 3 colors where some edge joins two vertices
+    # of degree >= 2 (a path on four vertices or a triangle: neither has a
+    # star coloring with two), else 2 with any edge (stars), else 1
+    cdef idx_t lower = 1 if n else 0, v, p, w, d
+    degree = np.zeros(n, dtype=np.int64)
+    seen = np.zeros(n, dtype=np.int64)
+    cdef idx_t[::1] dg = degree, sn = seen
+    for v in range(n):                  # distinct neighbours: an entry may be stored twice
+        d = 0
+        for p in range(ipv[v], ipv[v + 1]):
+            w = ixv[p]
+            if w != v and sn[w] != v + 1:
+                sn[w] = v + 1
+                d += 1
+        dg[v] = d
+        if d and lower < 2:
+            lower = 2
+    for v in range(n):
+        if dg[v] < 2:
+            continue
+        for p in range(ipv[v], ipv[v + 1]):
+            w = ixv[p]
+            if w != v and dg[w] >= 2:
+                lower = 3
+                break
+        if lower == 3:
+            break
     for c in codes:
         o = orderer.order(c)
         with nogil:
             ncol = _star_c(n, o, ipv, ixv, ev, cv, fv, a1, a2, a3, tv, sv, hv, limit)
         if ncol >= 0:
             best, best_n = color.copy(), ncol
+            if ncol <= lower:
+                break                     # optimal
             limit = ncol - 1
     return best, best_n
 

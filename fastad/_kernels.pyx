@@ -420,3 +420,74 @@ def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
                     elif not accumulate:
                         ov[i * k + j] = 0.0
     return out
+
+
+cdef class SparseMatvec:
+    """Products with a sparse matrix of one pattern (CSR indptr, indices,
+    shape) and changing values: an optimizer's Hessian, formed at each
+    iterate by star coloring and multiplied by CG several times there.  The
+    pattern is checked once; a product checks sizes only (a scipy csr @ v
+    spends several microseconds in Python per call, and building the csr
+    at each iterate more)."""
+    cdef const int64_t[::1] ip
+    cdef const int64_t[::1] ix
+    cdef readonly Py_ssize_t n_rows, n_cols, nnz
+
+    def __init__(self, indptr, indices, shape):
+        ip = np.ascontiguousarray(indptr, dtype=np.int64)
+        ix = np.ascontiguousarray(indices, dtype=np.int64)
+        m, n = (int(s) for s in shape)
+        if ip.ndim != 1 or ix.ndim != 1 or m < 0 or n < 0 or ip.shape[0] != m + 1:
+            raise ValueError(f"SparseMatvec: indptr must have {m + 1} entries for "
+                             f"{m} rows, got shape {ip.shape}")
+        if ip[0] != 0 or ip[m] != ix.shape[0] or (m and np.any(ip[1:] < ip[:-1])):
+            raise ValueError("SparseMatvec: indptr must rise from 0 to the number of indices")
+        if ix.shape[0] and (ix.min() < 0 or ix.max() >= n):
+            raise ValueError(f"SparseMatvec: a column index lies outside 0..{n - 1}")
+        self.ip, self.ix = ip, ix
+        self.n_rows, self.n_cols, self.nnz = m, n, ix.shape[0]
+
+    def matvec(self, data, v):
+        """A v for the matrix with these nonzeros (data, in the pattern's order)."""
+        cdef const double[::1] dv = np.ascontiguousarray(data, dtype=np.float64).reshape(-1)
+        cdef const double[::1] vv = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+        if dv.shape[0] != self.nnz or vv.shape[0] != self.n_cols:
+            raise ValueError(f"SparseMatvec: {dv.shape[0]} values and a vector of "
+                             f"{vv.shape[0]} for {self.nnz} nonzeros and {self.n_cols} columns")
+        out = np.empty(self.n_rows)
+        cdef double[::1] ov = out
+        cdef Py_ssize_t i, p
+        cdef double s
+        with nogil:
+            for i in range(self.n_rows):
+                s = 0.0
+                for p in range(self.ip[i], self.ip[i + 1]):
+                    s = s + dv[p] * vv[self.ix[p]]
+                ov[i] = s
+        return out
+
+
+def cg_step(double[::1] z, double[::1] r, const double[::1] d, const double[::1] hd,
+            double alpha):
+    """z += alpha d and r += alpha hd in one pass; returns r . r (a CG step's
+    vector work: NumPy takes four passes and two temporaries)."""
+    cdef Py_ssize_t i, n = z.shape[0]
+    if r.shape[0] != n or d.shape[0] != n or hd.shape[0] != n:
+        raise ValueError("cg_step: the vectors differ in length")
+    cdef double rr = 0.0
+    with nogil:
+        for i in range(n):
+            z[i] += alpha * d[i]
+            r[i] += alpha * hd[i]
+            rr += r[i] * r[i]
+    return rr
+
+
+def cg_direction(double[::1] d, const double[::1] r, double beta):
+    """d = beta d - r in place (CG's next direction)."""
+    cdef Py_ssize_t i, n = d.shape[0]
+    if r.shape[0] != n:
+        raise ValueError("cg_direction: the vectors differ in length")
+    with nogil:
+        for i in range(n):
+            d[i] = beta * d[i] - r[i]

@@ -21,6 +21,7 @@ import bisect
 import numpy as np
 cimport numpy as cnp
 from cpython.ref cimport Py_INCREF
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 from fastad._kernels import OP_FLAGS, OP_NAMES
 from fastad.errors import TapeError
@@ -253,6 +254,25 @@ cdef class Recorder:
             tape_push(&self.buf, FAD_MUL_C, <int32_t>src[k], -1, 1.0, 1.0, self.buf.val[src[k]])
         return slot_range(first, m).reshape(np.shape(slots))
 
+    def _structure(self):
+        """The op codes, then each node's operands (a0, a1 as int32 pairs),
+        as one bytes object: what index-set propagation over the scalar
+        nodes reads (block and input slots: zeros; fastad.sparse keys Hessian plans by it).  One pass,
+        without the partials and values that a pickle would copy."""
+        cdef Py_ssize_t i, n = self.buf.n
+        out = PyBytes_FromStringAndSize(NULL, n * (1 + 2 * sizeof(int32_t)))
+        cdef char* b = PyBytes_AS_STRING(out)
+        if n:
+            memcpy(b, self.buf.op, n)
+            b += n
+            for i in range(n):
+                if self.buf.op[i] == FAD_BLOCK or self.buf.op[i] == FAD_INPUT:
+                    memset(b + 8 * i, 0, 8)      # (not set on these: the block says)
+                else:
+                    memcpy(b + 8 * i, &self.buf.node[i].a0, 4)
+                    memcpy(b + 8 * i + 4, &self.buf.node[i].a1, 4)
+        return out
+
     def _nodes(self, Py_ssize_t lo, Py_ssize_t hi):
         """Copies of (op, a0, a1, p1) for slots lo .. hi-1 (fastad._nested
         differentiates them); p1 holds a unary node's constant."""
@@ -454,8 +474,13 @@ cdef class Recorder:
     def _set_outputs(self, slots):
         """Make `slots` (slot numbers of this tape) its outputs."""
         out = np.array(slots, dtype=np.intp)
-        if out.size and (out.min() < 0 or out.max() >= self.buf.n):
-            raise ValueError(f"fastad: output slots must lie in 0 .. {self.buf.n - 1}")
+        # (a loop, not out.min() and out.max(): those cost microseconds a call
+        # on the one slot of a scalar output, which every transform sets)
+        cdef const cnp.intp_t* p = <const cnp.intp_t*>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t k
+        for k in range(out.size):
+            if not 0 <= p[k] < self.buf.n:
+                raise ValueError(f"fastad: output slots must lie in 0 .. {self.buf.n - 1}")
         self._out = out
 
     def recorded_values(self):

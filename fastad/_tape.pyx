@@ -577,7 +577,10 @@ cdef class Tape(Player):
                 adj[slot, 0] = 1.0
                 self._second_run(nodes, val, states, tan, adj, adt, k, hi - 1, lo)
             if gather is not None:          # H S at these flat positions (sparse Hessians)
-                return gather_flat(adt, gather)
+                if not with_grad:
+                    return gather_flat(adt, gather)
+                return (float(val[slot]), self._shape_in(adj[:lo].T.copy(), False),
+                        gather_flat(adt, gather))
             if raw:
                 return adt[:lo].T.copy()
             Hv = self._shape_in(adt[:lo].T.copy(), stacked)
@@ -765,6 +768,19 @@ cdef class TapePoint:
         """H S at this point (seeds (k,) + x.shape) at flat positions of the
         slot-major buffer: a sparse Hessian's sweep and decompression."""
         return self._hvp_at(seeds, gather)
+
+    def _gradient_hvp_gather(self, seeds, gather):
+        """(gradient, _hvp_gather(seeds, gather)) from one second-order sweep
+        that carries the adjoints along: an optimizer wants both at each
+        accepted point, and a separate gradient is another pass over the tape."""
+        t = self.tape
+        if t.out_slots is None or t.out_slots.ndim != 0:
+            raise ValueError("fastad: a gradient needs a scalar output; use jacobian")
+        flat, _ = t._stacked(seeds, t.in_shape, "direction")
+        if flat.shape[0] == 0:
+            return self.gradient(), np.zeros(0)
+        _, g, data = t._hvp_seeds(None, flat, True, True, self.w, gather)
+        return g, data
 
     def vjp(self, ybar):
         """ybar J at this point; ybar of the output's shape or (k,) + that shape."""

@@ -13,6 +13,7 @@ second-order sweep.
 """
 import numpy as np
 
+from fastad._kernels import SparseMatvec, cg_direction, cg_step
 from fastad._nested import has_traced
 from fastad._var import current_tape
 from fastad.errors import BranchChangedError, TapeError
@@ -110,9 +111,8 @@ def objective(f, x0, hessian="auto"):
         point = at(x)
         if mode == "sparse":
             if cache["H"] is None:
-                from fastad.sparse import tape_sparse_hessian
-                cache["H"] = tape_sparse_hessian(point.tape, None, point=point)
-            return cache["H"] @ np.reshape(p, -1)
+                cache["H"] = _sparse_hessian_at(point)
+            return cache["H"][0].matvec(cache["H"][1], np.reshape(p, -1))
         return np.asarray(point.hvp(np.reshape(p, rec.shape))).reshape(-1)
     return fun, jac, hessp
 
@@ -123,10 +123,11 @@ def _steihaug(hvp, g, radius, tol, maxiter):
     Returns (p, predicted decrease -q(p), hit the boundary, products used).
     |z|^2, z.d and |d|^2 follow CG's recurrences (Conn, Gould and Toint,
     sec. 7.5.1) and q its decrease of alpha |r|^2 / 2 per step, so a step
-    costs the product, two dot products and three vector updates: at
-    n = 10,000 the vector work, not the product, was half of a step."""
-    z = np.zeros_like(g)
-    r = g.copy()
+    costs the product, two dot products and three vector updates (two
+    compiled passes, fastad._kernels.cg_step and cg_direction: at n = 1,000
+    NumPy's four passes and two temporaries cost more than the product)."""
+    z = np.zeros(g.size)
+    r = np.array(g, dtype=np.float64).reshape(-1)
     d = -r
     rr = float(r @ r)
     zz = zd = 0.0
@@ -134,23 +135,20 @@ def _steihaug(hvp, g, radius, tol, maxiter):
     q = 0.0                                # the model's value at z
     r2, tol2 = radius * radius, tol * tol
     for j in range(maxiter):
-        Hd = hvp(d)
+        Hd = np.ascontiguousarray(hvp(d), dtype=np.float64).reshape(-1)
         dHd = float(d @ Hd)
         if dHd > 0:
             alpha = rr / dHd
             if zz + alpha * (2 * zd + alpha * dd) < r2:
-                z += alpha * d
-                r += alpha * Hd
+                rr_next = cg_step(z, r, d, Hd, alpha)      # z += alpha d, r += alpha Hd
                 q -= 0.5 * alpha * rr
-                rr_next = float(r @ r)
                 if rr_next < tol2:
                     return z, -q, False, j + 1
                 zz += alpha * (2 * zd + alpha * dd)
                 beta = rr_next / rr
                 zd = beta * (zd + alpha * dd)
                 dd = rr_next + beta * beta * dd
-                d *= beta
-                d -= r
+                cg_direction(d, r, beta)                   # d = beta d - r
                 rr = rr_next
                 continue
         # negative curvature, or the step leaves the region: go to its edge
@@ -256,6 +254,26 @@ def _hessian_mode(hessian, rec):
     return "sparse" if cache["hessian_plan"].n_colors <= SPARSE_HESSIAN_MAX_COLORS else "hvp"
 
 
+def _sparse_hessian_at(point, gradient=False):
+    """(SparseMatvec, nonzeros): the Hessian at a TapePoint by its tape's
+    star coloring (one sweep with a direction per color), multiplied by CG
+    without a scipy matrix (the plan's pattern is checked once and kept).
+    With gradient, ((SparseMatvec, nonzeros), gradient) from that one sweep."""
+    from fastad.sparse import tape_hessian_plan
+    tape = point.tape
+    plan = tape_hessian_plan(tape, "colored")
+    mv = getattr(plan, "_matvec", None)
+    if mv is None:
+        mv = plan._matvec = SparseMatvec(plan.indptr, plan.indices, plan.shape)
+    if not gradient:
+        return mv, plan.values_at(tape, None, point)
+    if plan.n_colors == 0:
+        return (mv, np.zeros(plan.indices.size)), point.gradient()
+    seeds = plan.seeds.reshape((plan.n_colors,) + tuple(tape.in_shape or ()))
+    g, data = point._gradient_hvp_gather(seeds, plan.src)
+    return (mv, data), g
+
+
 # The CG forcing term's cap and the radius's shrink factor after a poor step,
 # measured on the chained Rosenbrock from (-1.2, 1, ...) (its iterations grow
 # linearly with n; benchmarks/bench_minimize.py).  The textbook
@@ -312,6 +330,10 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
     rec = _Recorded(f, x, "minimize")
     mode = _hessian_mode(hessian, rec)
     nhess, H, H_at = 0, None, None
+    # on a tape of blocks the Hessian's sweep carries the adjoints anyway, so
+    # an accepted point's gradient comes with its Hessian (on scalar nodes a
+    # separate gradient costs the same and is not wasted on the last point)
+    fused = mode == "sparse" and bool(rec.tape.blocks)
     n = x.size
     max_cg = max_cg or max(10, min(n, 500))
     pt = rec.point(x)
@@ -329,12 +351,11 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
         point = pt
         if mode == "sparse":
             if H_at is not point:          # a rejected step keeps the point, and its H
-                from fastad.sparse import tape_sparse_hessian
-                H, H_at = tape_sparse_hessian(point.tape, None, point=point), point
+                H, H_at = _sparse_hessian_at(point), point
                 nhess += 1
 
             def hvp(v):
-                return H @ v
+                return H[0].matvec(H[1], v)
         else:
             def hvp(v):
                 return np.asarray(point.hvp(v.reshape(shape)), dtype=np.float64).reshape(-1)
@@ -360,7 +381,12 @@ def minimize(f, x0, method="newton-krylov", gtol=1e-8, maxiter=1000, callback=No
             radius = min(2.0 * radius, max_radius)
         if rho > eta:
             x, fval, pt = x_new, f_new, pt_new
-            g = np.asarray(pt.gradient(), dtype=np.float64).reshape(-1)
+            if fused:           # the gradient and the next Hessian from one sweep
+                (H, g), H_at = _sparse_hessian_at(pt, gradient=True), pt
+                nhess += 1
+            else:
+                g = pt.gradient()
+            g = np.asarray(g, dtype=np.float64).reshape(-1)
         if verbose:
             print(f"{it:5d} {fval:14.6e} {np.max(np.abs(g)):10.3e} {radius:10.3e} {ncg:4d}")
         if callback is not None:
