@@ -29,10 +29,17 @@ cdef extern from *:
        factor is zero) vectorize only when the compiler may assume floating
        point does not trap; nothing here enables traps, and no value changes
        (NaN, inf and signed zeros as before).  GCC only: Clang if-converts
-       these loops as they are. */
+       these loops as they are.  Nor does GCC vectorize loops it guesses are
+       cold, and its guessed branch probabilities make the specialized loops
+       below, deep in the if-chains that pick them, look cold (most of the
+       one-lane loops were left scalar: 2-4x slower); without the guess every
+       loop counts as hot.  (Then the dominator pass threads a strong zero of
+       a constant partial, sub's -1 times zbar', into two stores, which leave
+       the loop scalar: off too.) */
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
-    #pragma GCC optimize ("no-trapping-math")
+    #pragma GCC optimize ("no-trapping-math", "no-guess-branch-probability", \\
+                          "no-tree-dominator-opts")
     #endif
     #define FAD_SZ2_(p, q) ((((p) == 0.0) | ((q) == 0.0)) ? 0.0 : (p) * (q))
     #if defined(__GNUC__) && !defined(__clang__)

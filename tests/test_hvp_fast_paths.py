@@ -152,6 +152,68 @@ def test_value_tangent_and_tangent_one():
     assert (v == 7.0).all() and (t == 7.0).all()
 
 
+def _hot_ops():
+    """(name, op, binary) of the ops with one-lane fast paths (value_tangent
+    accepts exactly those)."""
+    from fastad._kernels import FLAG, OP_FLAGS, OP_NAMES
+    out = []
+    one = np.ones(1)
+    for op, name in enumerate(OP_NAMES):
+        fl = OP_FLAGS[op]
+        if fl & (FLAG["CMP"] | FLAG["BLOCK"]) or not fl & (FLAG["BINARY"] | FLAG["UNARY"]):
+            continue
+        binary = bool(fl & FLAG["BINARY"])
+        if value_tangent(op, 1, one, one if binary else None, one, one if binary else None,
+                         np.empty(1), np.empty(1)):
+            out.append((name, op, binary))
+    return out
+
+
+@pytest.mark.parametrize("name,op,binary", _hot_ops())
+def test_one_lane_loops_match_the_general_loop(name, op, binary):
+    # The one-lane loops (k = 1, operands on the tape) are compiled to SIMD
+    # code; the general loop (k lanes) is scalar.  Lane 0 of a k = 2 run
+    # with both lanes equal must match, special values included (strong
+    # zeros, inf and NaN in the same places), over a length with a vector
+    # body and a scalar tail.  (Up to rounding: the one-lane loops add the
+    # old adjoint tangent first.)
+    special = np.array([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -3.0, np.inf, -np.inf, np.nan, 1e-300])
+    n = 3 * special.size + 4
+    x = np.resize(special, n)
+    y = np.resize(special[::-1], n) if binary else None
+    tx, ty, g, gd = (RNG.standard_normal(n) for _ in range(4))
+    g[::5] = 0.0
+    gd[::7] = 0.0
+    tx[::3] = 0.0
+    ty[1::4] = np.inf
+    with np.errstate(all="ignore"):
+        v, t = np.empty(n), np.empty(n)
+        assert value_tangent(op, n, x, y, tx, ty if binary else None, v, t)
+        for assign in (0, 15):
+            for first_order in (False, True):
+                one = [RNG.standard_normal(n) for _ in range(4)]
+                two = [np.repeat(a[:, None], 2, axis=1) for a in one]
+                two[0], two[2] = one[0].copy(), one[2].copy()   # adj rows: one lane
+                if not binary:
+                    one[2] = one[3] = two[2] = two[3] = None
+                if first_order:
+                    one[1] = one[3] = two[1] = two[3] = None
+                lane = (lambda a: None if a is None or first_order else
+                        np.repeat(a[:, None], 2, axis=1))
+                second_step(op, n, 1, x, y, v, None if first_order else tx,
+                            None if first_order or not binary else ty, g,
+                            None if first_order else gd, *one, assign=assign)
+                second_step(op, n, 2, x, y, v, lane(tx), lane(ty) if binary else None, g,
+                            lane(gd), *two, assign=assign)
+                for a, b in zip(one, two):
+                    if a is None:
+                        continue
+                    if b.ndim == 2:
+                        np.testing.assert_array_equal(b[:, 0], b[:, 1])
+                        b = b[:, 0]
+                    close(a, b, rtol=1e-13, atol=1e-13)
+
+
 def test_kernel_errors_name_what_is_wrong():
     n = 5
     a = np.zeros(n)
