@@ -60,6 +60,17 @@ def rosen_grad(x):
     return g
 
 
+def rosen_hess(x):
+    """Its analytic Hessian, dense."""
+    n = x.size
+    H = np.zeros((n, n))
+    i = np.arange(n - 1)
+    H[i, i] += 2 - 400 * (x[1:] - x[:-1] ** 2) + 800 * x[:-1] ** 2
+    H[i + 1, i + 1] += 200
+    H[i, i + 1] = H[i + 1, i] = -400 * x[:-1]
+    return H
+
+
 class Progress(object):
     """Progress lines on stderr with elapsed time and an estimate of time left.
 

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 import fastad as fad  # noqa: E402
 from fastad import sparse as fsparse  # noqa: E402
-from _common import load_build, rosen_products  # noqa: E402
+from _common import load_build, rosen_hess, rosen_products  # noqa: E402
 
 
 def rosen_vectorized(fd):
@@ -52,16 +52,6 @@ def rosen_vectorized(fd):
 
 
 rosen_vec = rosen_vectorized(fad)
-
-
-def rosen_hess(x):
-    n = x.size
-    H = np.zeros((n, n))
-    i = np.arange(n - 1)
-    H[i, i] += 2 - 400 * (x[1:] - x[:-1] ** 2) + 800 * x[:-1] ** 2
-    H[i + 1, i + 1] += 200
-    H[i, i + 1] = H[i + 1, i] = -400 * x[:-1]
-    return H
 
 
 def interleaved(fns, rounds, min_time=0.01):

@@ -188,6 +188,17 @@ def rosen_grad_np(x):
     return g
 
 
+def rosen_hess_np(x):
+    """The Hessian, written out by hand (independent of fastad and SciPy)."""
+    n = x.size
+    H = np.zeros((n, n))
+    i = np.arange(n - 1)
+    H[i, i] += 2 - 400 * (x[1:] - x[:-1] ** 2) + 800 * x[:-1] ** 2
+    H[i + 1, i + 1] += 200
+    H[i, i + 1] = H[i + 1, i] = -400 * x[:-1]
+    return H
+
+
 # ---------------------------------------------------------------------------
 # sparse results and colorings
 # ---------------------------------------------------------------------------

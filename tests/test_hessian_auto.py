@@ -12,26 +12,12 @@ from fastad import _sparsity
 from fastad import sparse as fsparse
 from fastad.errors import BranchChangedError
 
-from conftest import close, fd_close, fd_hessian, rosen_products
+from conftest import (close, fd_close, fd_hessian, rosen_hess_np as rosen_hess,
+                      rosen_products, rosen_vec)
 
 N = 120         # large enough for method="auto" to look for a pattern
 
 
-
-
-def rosen_vec(x):
-    return fad.sum((1 - x[:-1]) ** 2 + 100.0 * (x[1:] - x[:-1] ** 2) ** 2)
-
-
-def rosen_hess(x):
-    """The Rosenbrock Hessian by hand (independent of fastad and SciPy)."""
-    n = x.size
-    H = np.zeros((n, n))
-    i = np.arange(n - 1)
-    H[i, i] += 2 - 400 * (x[1:] - x[:-1] ** 2) + 800 * x[:-1] ** 2
-    H[i + 1, i + 1] += 200
-    H[i, i + 1] = H[i + 1, i] = -400 * x[:-1]
-    return H
 
 
 def banded(x):              # pentadiagonal Hessian
