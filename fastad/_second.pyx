@@ -167,7 +167,10 @@ cdef extern from *:
        Rows of x and y may overlap (x * x, x[:-1] * x[1:]): each update is a
        read-modify-write of its own, and nothing updated is read as input.
        The ops that take a constant (FAD_HAS_C) have no loops here: an array
-       block passes its constants as operands, and the caller refuses them. */
+       block passes its constants as operands, and the caller refuses them.
+       A one-operand op has its specialized loops for x alone (y absent,
+       stride 0); any other layout takes the general loop: the loops for an
+       active y would be dead code that only costs compile time. */
     static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
                                 const double *xp, ptrdiff_t sx,
                                 const double *yp, ptrdiff_t sy,
@@ -187,36 +190,37 @@ cdef extern from *:
             if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&            \\
                     tx == NULL && ty == NULL && atx == NULL && aty == NULL &&      \\
                     (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&          \\
-                    (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax)) {  \\
-                if (ax != NULL && ay != NULL)                                      \\
+                    (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax) &&  \\
+                    (((fl) & FAD_BINARY) || (ay == NULL && sy == 0))) {            \\
+                if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL)               \\
                     { FAD_SECOND_K1NA_(fl, D0, D1, 1, 1, 1, 1) }                     \\
                 else if (ax != NULL && sy == 0)                                    \\
                     { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 0, 1) }                     \\
-                else if (ax != NULL)                                               \\
+                else if (((fl) & FAD_BINARY) && ax != NULL)                        \\
                     { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 1, 0) }                     \\
-                else if (ay != NULL && sx == 0)                                    \\
+                else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)             \\
                     { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 0, 1) }                     \\
-                else if (ay != NULL)                                               \\
+                else if (((fl) & FAD_BINARY) && ay != NULL)                        \\
                     { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 1, 0) }                     \\
             }                                                                      \\
             else if (!((fl) & FAD_HOT) ||                                         \\
                     k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
                     (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) || \\
                     (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||    \\
-                    (ay != NULL && sy != 1))                                       \\
+                    (ay != NULL && sy != 1) || (!((fl) & FAD_BINARY) && (ay != NULL || sy != 0))) \\
                 { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
-            else if (ax != NULL && ay != NULL) {                                   \\
+            else if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL) {            \\
                 if (ax + n <= ay || ay + n <= ax)                                  \\
                     { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1, 1) }           \\
                 else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
             }                                                                      \\
             else if (ax != NULL && sy == 0)                                        \\
                 { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0, 1) }               \\
-            else if (ax != NULL)                                                   \\
+            else if (((fl) & FAD_BINARY) && ax != NULL)                            \\
                 { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1, 0) }               \\
-            else if (ay != NULL && sx == 0)                                        \\
+            else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)                 \\
                 { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0, 1) }               \\
-            else if (ay != NULL)                                                   \\
+            else if (((fl) & FAD_BINARY) && ay != NULL)                            \\
                 { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1, 0) }               \\
             return;
         FAD_OPS(FAD_SECOND_CASE_)
@@ -252,15 +256,15 @@ cdef extern from *:
         case FAD_##E:                                                              \\
             if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
                 return 0;                                                          \\
-            if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
+            if (((fl) & FAD_BINARY) && tx != NULL && ty != NULL && sx == 1 && sy == 1) \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 1, 1, 1) }                           \\
             else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 0) }                           \\
-            else if (tx != NULL && ty == NULL && sx == 1 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx != NULL && ty == NULL && sx == 1 && sy == 1) \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 1) }                           \\
-            else if (tx == NULL && ty != NULL && sx == 0 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 0 && sy == 1) \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 0) }                           \\
-            else if (tx == NULL && ty != NULL && sx == 1 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 1 && sy == 1) \\
                 { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 1) }                           \\
             else return 0;                                                         \\
             return 1;
@@ -293,15 +297,15 @@ cdef extern from *:
         case FAD_##E:                                                              \\
             if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
                 return 0;                                                          \\
-            if (tx != NULL && ty != NULL && sx == 1 && sy == 1)                    \\
+            if (((fl) & FAD_BINARY) && tx != NULL && ty != NULL && sx == 1 && sy == 1) \\
                 { FAD_T_LOOP_(fl, D0, D1, 1, 1, 1) }                               \\
             else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
                 { FAD_T_LOOP_(fl, D0, D1, 1, 0, 0) }                               \\
-            else if (tx != NULL && ty == NULL && sx == 1 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx != NULL && ty == NULL && sx == 1 && sy == 1) \\
                 { FAD_T_LOOP_(fl, D0, D1, 1, 0, 1) }                               \\
-            else if (tx == NULL && ty != NULL && sx == 0 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 0 && sy == 1) \\
                 { FAD_T_LOOP_(fl, D0, D1, 0, 1, 0) }                               \\
-            else if (tx == NULL && ty != NULL && sx == 1 && sy == 1)               \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 1 && sy == 1) \\
                 { FAD_T_LOOP_(fl, D0, D1, 0, 1, 1) }                               \\
             else return 0;                                                         \\
             return 1;
