@@ -26,7 +26,7 @@ from fastad._fold import kept
 from fastad._second import ElementwiseSecond
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              all_finite, combine_gather, combine_rows, gather_flat, op_eval,
-                             rows_times, second_rows)
+                             rows_times, rows_view, second_rows)
 from fastad._var import Array, Var
 from fastad.errors import BranchChangedError
 
@@ -81,13 +81,13 @@ class Operand:
         if self.idx is None:
             return self.const
         if self.start >= 0:
-            return val[self.start:self.start + self.flat.size].reshape(self.shape)
+            return rows_view(val, self.start, self.shape)
         return val[self.flat].reshape(self.shape)
 
     def tangent(self, tan, k):
         """The operand's k tangents, shape + (k,)."""
         if self.start >= 0:
-            return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
+            return rows_view(tan, self.start, self.shape + (k,))
         return np.take(tan, self.flat, axis=0).reshape(self.shape + (k,))   # 4x tan[flat]
 
     def add_adjoint(self, adj, g, k, cot=None, owned=None):
@@ -165,7 +165,9 @@ class Block:
 
     def cotangent(self, adj, k, cot):
         """The block's cotangent, shape + (k,), or None when it is zero."""
-        g = adj[self.start:self.stop] if cot is None else cot.take(self, adj)
+        if cot is None:
+            return rows_view(adj, self.start, self.shape + (k,))
+        g = cot.take(self, adj)
         return None if g is None else g.reshape(self.shape + (k,))
 
     def sources(self):
@@ -479,7 +481,7 @@ class Elementwise(ElementwiseSecond, Block):
                 "op": self.op, "a0": slots(self.x), "a1": slots(self.y)}
 
     def _own(self, val):
-        return val[self.start:self.stop].reshape(self.shape)
+        return rows_view(val, self.start, self.shape)
 
     def _inputs(self, val, i):
         """(x, y, v) values the partial for operand i reads (None: not read)."""
@@ -521,7 +523,7 @@ class Elementwise(ElementwiseSecond, Block):
             if yv.shape != shape and yv.ndim != 0:
                 return None
         if rv:
-            vv = val[self.start:self.stop].reshape(shape)
+            vv = rows_view(val, self.start, shape)
         return xv, yv, vv
 
     def reverse(self, val, state, adj, k, cot=None):

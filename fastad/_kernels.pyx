@@ -437,3 +437,40 @@ def all_finite(a):
             acc += p[i] * 0.0          # NaN for an inf or NaN element, else 0
         return acc == 0.0
     return bool(np.isfinite(np.add.reduce(a, axis=None) * 0.0))
+
+
+def rows_view(cnp.ndarray base not None, Py_ssize_t start, tuple shape):
+    """base[start:start + n].reshape(shape) for a C-contiguous float64 base
+    of rows (1-D, or (rows, k): then shape counts the lanes too), made in
+    one step in C: slicing and reshaping make two views through NumPy's
+    Python-level calls, a cost blocks pay on every operand."""
+    cdef Py_ssize_t i, nd = len(shape), size = 1, row = 1
+    cdef cnp.npy_intp dims[8]
+    if nd > 8 or cnp.PyArray_TYPE(base) != cnp.NPY_DOUBLE or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(base) or cnp.PyArray_NDIM(base) < 1:
+        return _rows_view_py(base, start, shape)
+    for i in range(nd):
+        dims[i] = shape[i]
+        if dims[i] < 0:
+            return _rows_view_py(base, start, shape)
+        size *= dims[i]
+    for i in range(1, cnp.PyArray_NDIM(base)):
+        row *= cnp.PyArray_DIMS(base)[i]
+    if row == 0 or size % row or start < 0 or start + size // row > cnp.PyArray_DIMS(base)[0]:
+        return _rows_view_py(base, start, shape)
+    cdef cnp.ndarray out = cnp.PyArray_SimpleNewFromData(
+        <int>nd, dims, cnp.NPY_DOUBLE, <double*>cnp.PyArray_DATA(base) + start * row)
+    cnp.set_array_base(out, base)
+    if not cnp.PyArray_ISWRITEABLE(base):
+        cnp.PyArray_CLEARFLAGS(out, cnp.NPY_ARRAY_WRITEABLE)
+    return out
+
+
+def _rows_view_py(base, start, shape):
+    rows = 1
+    for n in shape:
+        rows *= n
+    row = 1
+    for n in base.shape[1:]:
+        row *= n
+    return base[start:start + (rows // row if row else 0)].reshape(shape)
