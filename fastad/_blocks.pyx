@@ -26,7 +26,7 @@ from fastad._fold import kept
 from fastad._second import ElementwiseSecond
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
                              all_finite, combine_gather, combine_rows, gather_flat, op_eval,
-                             rows_times, rows_view, second_rows)
+                             broadcast_view, rows_times, rows_view, second_rows)
 from fastad._var import Array, Var
 from fastad.errors import BranchChangedError
 
@@ -229,7 +229,11 @@ def _lists_of(groups):
 
 def _broadcast(g, shape):
     """np.broadcast_to(g, shape) (read-only) for g of shape's length, a
-    quarter of the cost: a strided view, no iterator."""
+    quarter of the cost: a strided view, no iterator (made in C for a
+    contiguous float64 g, the common case)."""
+    view = broadcast_view(g, shape)
+    if view is not None:
+        return view
     g = np.ascontiguousarray(g)
     strides = tuple([0 if n == 1 and m != 1 else st
                      for n, m, st in zip(g.shape, shape, g.strides)])
@@ -674,6 +678,13 @@ def _mm_strong(X, Y):
         _loud(token)
 
 
+def _value_as(o, val, shape):
+    """o.value(val).reshape(shape): one view for a run of slots."""
+    if o.idx is not None and o.start >= 0:
+        return rows_view(val, o.start, shape)
+    return o.value(val).reshape(shape)
+
+
 def _as2d(shape, left):
     """matmul's promotion of a 1-D operand: (K,) -> (1, K) on the left, (K, 1) on the right."""
     if len(shape) == 2:
@@ -703,7 +714,7 @@ class Matmul(Block):
         return None      # the sweeps read A and B back from the slots
 
     def _ab(self, val):
-        return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
+        return _value_as(self.a, val, self.sa), _value_as(self.b, val, self.sb)
 
     def keeps_output(self):
         return False

@@ -474,3 +474,30 @@ def _rows_view_py(base, start, shape):
     for n in base.shape[1:]:
         row *= n
     return base[start:start + (rows // row if row else 0)].reshape(shape)
+
+
+def broadcast_view(g, tuple shape):
+    """A read-only view of g (C-contiguous float64, as many axes as shape)
+    broadcast to shape (stride 0 along its axes of length 1), made in C; None
+    where g is not such an array (the caller goes through NumPy)."""
+    cdef Py_ssize_t i, nd = len(shape)
+    cdef cnp.npy_intp dims[8]
+    cdef cnp.npy_intp strides[8]
+    if type(g) is not cnp.ndarray or nd > 8 or cnp.PyArray_NDIM(<cnp.ndarray>g) != nd or \
+            cnp.PyArray_TYPE(<cnp.ndarray>g) != cnp.NPY_DOUBLE or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>g) or \
+            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>g):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>g
+    for i in range(nd):
+        dims[i] = shape[i]
+        if cnp.PyArray_DIMS(a)[i] == dims[i]:
+            strides[i] = cnp.PyArray_STRIDES(a)[i]
+        elif cnp.PyArray_DIMS(a)[i] == 1:
+            strides[i] = 0
+        else:
+            return None
+    cdef cnp.ndarray out = cnp.PyArray_New(cnp.ndarray, <int>nd, dims, cnp.NPY_DOUBLE, strides,
+                                           cnp.PyArray_DATA(a), 0, 0, None)
+    cnp.set_array_base(out, a)
+    return out
