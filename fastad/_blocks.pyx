@@ -756,14 +756,14 @@ class Matmul(Block):
         A, B = self._ab(val)
         M, N = A.shape[0], B.shape[1]
         G = G.reshape(M, N, k)
-        if self.a.active:
+        if self.a.idx is not None:
             if k == 1:
                 Abar = _mm_strong(G[:, :, 0], B.T)[:, :, None]
             else:   # (M k, N) x (N, K) -> (M, k, K), one GEMM
                 Abar = _mm_strong(G.transpose(0, 2, 1).reshape(M * k, N), B.T).reshape(
                     M, k, B.shape[0]).transpose(0, 2, 1)
             self.a.add_adjoint(adj, Abar, k, cot)
-        if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
+        if self.b.idx is not None:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
             self.b.add_adjoint(adj, _mm_strong(A.T, G.reshape(M, N * k)), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):

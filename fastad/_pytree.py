@@ -51,7 +51,10 @@ def _scalar_nest(x, atoms):
     if t is np.ndarray or t is dict or x is None:      # (the common cases, quickly)
         return False
     if t is list or t is tuple:
-        return all(_scalar_nest(o, atoms) for o in x)
+        for o in x:                 # (a loop: all() over a generator costs twice this)
+            if not _scalar_nest(o, atoms):
+                return False
+        return True
     if isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, complex):
         return True
     return atoms is not None and isinstance(x, atoms)
