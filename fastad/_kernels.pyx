@@ -10,7 +10,7 @@ and a sparse Jacobian's fixed gathers.  Nothing here knows the tape.
 """
 from libc.math cimport isfinite
 from libc.string cimport memcpy
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 import numpy as np
 cimport numpy as cnp
@@ -422,21 +422,34 @@ def rows_times(d, t, out=None, bint accumulate=False, double scale=1.0):
     return out
 
 
+cdef uint64_t _EXP_BITS = 0x7FF0000000000000ULL
+
+
+cdef uint64_t _non_finite(const uint64_t* q, Py_ssize_t n) noexcept nogil:
+    """Nonzero when some double of q[0:n] is inf or NaN (every exponent bit set)."""
+    cdef uint64_t bad = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (q[i] & _EXP_BITS) == _EXP_BITS
+    return bad
+
+
 def all_finite(a):
-    """True when every element of a float64 array is finite (a C loop over a
-    contiguous one, NumPy's reduction for any other): the strong-zero checks'
-    common case, where a NumPy reduction's call costs more than the data."""
-    cdef double* p
-    cdef Py_ssize_t i, n
-    cdef double acc = 0.0
+    """True when every element of a float64 array is finite; False may also
+    mean a finite sum overflowed (the callers' exact path then decides).  A C
+    loop over a small contiguous array, where a NumPy call costs more than
+    the data (the strong-zero checks' common case); NumPy's reduction else."""
+    cdef const uint64_t* q
+    cdef Py_ssize_t n
     if type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE and \
             cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
-        p = <double*>cnp.PyArray_DATA(<cnp.ndarray>a)
+        q = <const uint64_t*>cnp.PyArray_DATA(<cnp.ndarray>a)
         n = cnp.PyArray_SIZE(<cnp.ndarray>a)
-        for i in range(n):
-            acc += p[i] * 0.0          # NaN for an inf or NaN element, else 0
-        return acc == 0.0
-    return bool(np.isfinite(np.add.reduce(a, axis=None) * 0.0))
+        if n <= 4096:
+            return _non_finite(q, n) == 0
+    # a large array: NumPy's pairwise sum runs in SIMD lanes (an overflow
+    # to inf only sends the caller down its exact path)
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
 def rows_view(cnp.ndarray base not None, Py_ssize_t start, tuple shape):
