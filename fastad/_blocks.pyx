@@ -330,6 +330,7 @@ def _ignoring_fp_errors(fn, *args):
 
 
 _ADD_REDUCE = np.add.reduce
+_MATMUL = np.matmul             # (out positional: no keyword parsing)
 _cv_set = _cv_reset = None
 if _extobj_contextvar is not None:
     _cv_set, _cv_reset = _extobj_contextvar.set, _extobj_contextvar.reset
@@ -710,7 +711,7 @@ class Matmul(Block):
 
     def compute(self, val, out):
         A, B = self._ab(val)
-        np.matmul(A, B, out=out.reshape(A.shape[0], B.shape[1]))
+        _MATMUL(A, B, out if out.ndim == 2 else out.reshape(A.shape[0], B.shape[1]))
         return None      # the sweeps read A and B back from the slots
 
     def _ab(self, val):
