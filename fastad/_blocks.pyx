@@ -25,8 +25,8 @@ from fastad import _elementwise as _ew
 from fastad._fold import kept
 from fastad._second import ElementwiseSecond
 from fastad._kernels import (FLAG, OP_FLAGS, OP_NAMES, OP_UFUNCS, OP_PARTIAL_SOURCES, FixedGather, add_rows,
-                             combine_gather, combine_rows, gather_flat, op_eval, rows_times,
-                             second_rows)
+                             all_finite, combine_gather, combine_rows, gather_flat, op_eval,
+                             broadcast_view, rows_times, rows_view, second_rows)
 from fastad._var import Array, Var
 from fastad.errors import BranchChangedError
 
@@ -81,13 +81,13 @@ class Operand:
         if self.idx is None:
             return self.const
         if self.start >= 0:
-            return val[self.start:self.start + self.flat.size].reshape(self.shape)
+            return rows_view(val, self.start, self.shape)
         return val[self.flat].reshape(self.shape)
 
     def tangent(self, tan, k):
         """The operand's k tangents, shape + (k,)."""
         if self.start >= 0:
-            return tan[self.start:self.start + self.flat.size].reshape(self.shape + (k,))
+            return rows_view(tan, self.start, self.shape + (k,))
         return np.take(tan, self.flat, axis=0).reshape(self.shape + (k,))   # 4x tan[flat]
 
     def add_adjoint(self, adj, g, k, cot=None, owned=None):
@@ -121,6 +121,23 @@ class Operand:
             setattr(self, k, v)
 
 
+cdef object _new = object.__new__
+
+
+def run_operand(idx, Py_ssize_t start):
+    """Operand(idx, None, start, True) for a run of slots (start >= 0), at a
+    third of the cost of its __init__ (an operand of every block recorded)."""
+    o = _new(Operand)
+    o.src = None
+    o.idx = idx
+    o.const = None
+    o.shape = idx.shape
+    o.flat = idx if idx.ndim == 1 else idx.reshape(-1)
+    o.start = start
+    o.unique = True
+    return o
+
+
 class Block:
     """Base: a tape node over an array of slots; see the module docstring."""
 
@@ -148,7 +165,9 @@ class Block:
 
     def cotangent(self, adj, k, cot):
         """The block's cotangent, shape + (k,), or None when it is zero."""
-        g = adj[self.start:self.stop] if cot is None else cot.take(self, adj)
+        if cot is None:
+            return rows_view(adj, self.start, self.shape + (k,))
+        g = cot.take(self, adj)
         return None if g is None else g.reshape(self.shape + (k,))
 
     def sources(self):
@@ -210,10 +229,14 @@ def _lists_of(groups):
 
 def _broadcast(g, shape):
     """np.broadcast_to(g, shape) (read-only) for g of shape's length, a
-    quarter of the cost: a strided view, no iterator."""
+    quarter of the cost: a strided view, no iterator (made in C for a
+    contiguous float64 g, the common case)."""
+    view = broadcast_view(g, shape)
+    if view is not None:
+        return view
     g = np.ascontiguousarray(g)
-    strides = tuple(0 if n == 1 and m != 1 else st
-                    for n, m, st in zip(g.shape, shape, g.strides))
+    strides = tuple([0 if n == 1 and m != 1 else st
+                     for n, m, st in zip(g.shape, shape, g.strides)])
     view = np.ndarray(shape, g.dtype, g, 0, strides)
     view.flags.writeable = False
     return view
@@ -252,11 +275,13 @@ def _times(d, g):
     elif d.shape == g.shape[:-1]:
         return rows_times(d, g)          # one C pass, strong zeros included
     else:
-        with np.errstate(invalid="ignore", over="ignore"):
+        token = _quiet()
+        try:
             r = g * d[..., None]
-        # a finite sum proves every product finite: the common case costs one
-        # cheap reduction instead of a check of d
-        if math.isfinite(np.add.reduce(r, axis=None)):
+        finally:
+            _loud(token)
+        # finite products: the common case costs one cheap pass instead of a check of d
+        if all_finite(r):
             return r
     dd = d if _scalar(d) else d[..., None]
     with np.errstate(invalid="ignore"):
@@ -297,14 +322,36 @@ _PASS = [tuple("xyv".find(d) if len(d) == 1 else -1 for d in srcs)
 
 
 def _ignoring_fp_errors(fn, *args):
-    if _extobj_contextvar is not None:
-        token = _extobj_contextvar.set(_IGNORE_ALL)
-        try:
-            return fn(*args)
-        finally:
-            _extobj_contextvar.reset(token)
-    with np.errstate(all="ignore"):
+    token = _quiet()
+    try:
         return fn(*args)
+    finally:
+        _loud(token)
+
+
+_ADD_REDUCE = np.add.reduce
+_MATMUL = np.matmul             # (out positional: no keyword parsing)
+_cv_set = _cv_reset = None
+if _extobj_contextvar is not None:
+    _cv_set, _cv_reset = _extobj_contextvar.set, _extobj_contextvar.reset
+
+
+cdef object _quiet():
+    """Ignore NumPy's floating-point errors until _loud(token): np.errstate
+    without its Python-level context manager (a microsecond a block)."""
+    if _cv_set is not None:
+        return _cv_set(_IGNORE_ALL)
+    state = np.errstate(all="ignore")
+    state.__enter__()
+    return state
+
+
+cdef int _loud(object token) except -1:
+    if _cv_reset is not None:
+        _cv_reset(token)
+    else:
+        token.__exit__(None, None, None)
+    return 0
 
 
 def _values_into(op, x, y, out):
@@ -312,9 +359,9 @@ def _values_into(op, x, y, out):
     if uf is None:
         _ew.values(op, x, y, out)
     elif y is None:
-        uf(x, out=out)
+        uf(x, out)            # (out positional: no keyword parsing)
     else:
-        uf(x, y, out=out)
+        uf(x, y, out=out)     # (positional, np.maximum warns: deprecated)
     return out
 
 
@@ -322,6 +369,35 @@ def op_values(name, x, y=None):
     """Op `name` elementwise on plain numbers/ndarrays (NumPy's broadcasting)."""
     shape = np.broadcast_shapes(np.shape(x), np.shape(y)) if y is not None else np.shape(x)
     return _ignoring_fp_errors(_values_into, OP_CODE[name], x, y, np.empty(shape))
+
+
+def _case_table(fn):
+    """Per op, fn(reads, active) for each case of Elementwise._active_case:
+    reads[i] is what operand i's partial reads, active which operands are."""
+    table = []
+    for reads in _READS:
+        row = []
+        for case in range(8):
+            n = 2 if case & 4 else 1
+            row.append(fn(reads[:n], [bool(case >> i & 1) for i in range(n)]))
+        table.append(tuple(row))
+    return tuple(table)
+
+
+# whether an active operand's partial reads the block's output; which
+# operands no active operand's partial reads (bits), per op and case
+_KEEPS = _case_table(lambda reads, active: any(r[2] for r, a in zip(reads, active) if a))
+_OVERWRITABLE = _case_table(lambda reads, active: sum(
+    1 << i for i in range(len(reads)) if not any(r[i] for r, a in zip(reads, active) if a)))
+
+
+cdef object _fixed_partial(int op, int i, x, y):
+    """Elementwise's partial for operand i when it reads no array (a number), else None."""
+    rx, ry, rv = (<tuple>_READS[op])[i]
+    if rv or (rx and (x.idx is not None or x.const.ndim != 0)) or \
+            (ry and (y.idx is not None or y.const.ndim != 0)):
+        return None
+    return op_eval(op, float(x.const) if rx else 0.0, float(y.const) if ry else 0.0)[1 + i]
 
 
 class Elementwise(ElementwiseSecond, Block):
@@ -336,19 +412,15 @@ class Elementwise(ElementwiseSecond, Block):
     handoff = True
 
     def __init__(self, name, x, y, shape):
-        self.name, self.x, self.y, self.shape = name, x, y, tuple(shape)
-        self.op = OP_CODE[name]
+        self.name, self.x, self.y = name, x, y
+        self.shape = shape if type(shape) is tuple else tuple(shape)
+        op = self.op = OP_CODE[name]
         # per operand, its partial when that reads no array (x + y, 2.0 * x):
         # a number, fixed at recording; None where a sweep computes it
-        self.fixed = tuple(self._fixed_partial(i) for i in range(len(self.operands())))
-
-    def _fixed_partial(self, i):
-        rx, ry, rv = _READS[self.op][i]
-        if rv or (rx and (self.x.active or np.ndim(self.x.const) != 0)) or \
-                (ry and (self.y.active or np.ndim(self.y.const) != 0)):
-            return None
-        return op_eval(self.op, float(self.x.const) if rx else 0.0,
-                       float(self.y.const) if ry else 0.0)[1 + i]
+        if y is None:
+            self.fixed = (_fixed_partial(op, 0, x, None),)
+        else:
+            self.fixed = (_fixed_partial(op, 0, x, y), _fixed_partial(op, 1, x, y))
 
     def operands(self):
         return (self.x,) if self.y is None else (self.x, self.y)
@@ -358,25 +430,32 @@ class Elementwise(ElementwiseSecond, Block):
 
     def compute(self, val, out):
         yv = None if self.y is None else self.y.value(val)
-        _ignoring_fp_errors(_values_into, self.op, self.x.value(val), yv, out)
+        xv = self.x.value(val)
+        token = _quiet()
+        try:
+            _values_into(self.op, xv, yv, out)
+        finally:
+            _loud(token)
         return None
 
     def _reads(self, i):
         """(x, y, v): which values the partial for operand i reads."""
         return _READS[self.op][i]
 
+    def _active_case(self):
+        """Which operands are active: bit 0 x, bit 1 y; bit 2 set for a binary op."""
+        y = self.y
+        if y is None:
+            return self.x.idx is not None
+        return 4 | (self.x.idx is not None) | ((y.idx is not None) << 1)
+
     def keeps_output(self):
-        return any(self._reads(i)[2] for i, o in enumerate(self.operands()) if o.active)
+        return _KEEPS[self.op][self._active_case()]
 
     def overwritable_operands(self):
         """Bits 1, 2: operands x, y whose memory this block may write its
         output over (no partial it computes reads that operand's values)."""
-        bits = 0
-        ops = self.operands()
-        for i in range(len(ops)):
-            if not any(self._reads(j)[i] for j, o in enumerate(ops) if o.active):
-                bits |= 1 << i
-        return bits
+        return _OVERWRITABLE[self.op][self._active_case()]
 
     def active_operands(self):
         return [o for o in self.operands() if o.active]
@@ -407,7 +486,7 @@ class Elementwise(ElementwiseSecond, Block):
                 "op": self.op, "a0": slots(self.x), "a1": slots(self.y)}
 
     def _own(self, val):
-        return val[self.start:self.stop].reshape(self.shape)
+        return rows_view(val, self.start, self.shape)
 
     def _inputs(self, val, i):
         """(x, y, v) values the partial for operand i reads (None: not read)."""
@@ -435,18 +514,28 @@ class Elementwise(ElementwiseSecond, Block):
     def _fused(self, val, i, operand):
         """(x, y, v) for operand i's pullback or push in one C pass, or None
         where its partial is a number or something is broadcast."""
-        if self.fixed[i] is not None or operand.shape != self.shape:
+        shape = self.shape
+        if self.fixed[i] is not None or operand.shape != shape:
             return None
-        xyv = self._inputs(val, i)
-        for a in xyv:
-            if a is not None and a.shape != self.shape and a.ndim != 0:
+        rx, ry, rv = (<tuple>_READS[self.op])[i]       # (_inputs, inline: once a block)
+        xv = yv = vv = None
+        if rx:
+            xv = self.x.value(val)
+            if xv.shape != shape and xv.ndim != 0:
                 return None
-        return xyv
+        if ry:
+            yv = self.y.value(val)
+            if yv.shape != shape and yv.ndim != 0:
+                return None
+        if rv:
+            vv = rows_view(val, self.start, shape)
+        return xv, yv, vv
 
     def reverse(self, val, state, adj, k, cot=None):
         x, y = self.x, self.y
-        if y is None or not (x.active and y.active):     # one pullback: it may write over g
-            i, operand = (0, x) if x.active else (1, y)
+        xa = x.idx is not None
+        if y is None or not (xa and y.idx is not None):     # one pullback: it may write over g
+            i, operand = (0, x) if xa else (1, y)
             g, owned = (adj[self.start:self.stop], False) if cot is None else \
                 cot.take_owned(self, adj)
             if g is None:
@@ -572,9 +661,10 @@ def _mm_strong(X, Y):
     even where the other factor is inf or NaN (a zero cotangent or tangent
     passes nothing, as in the element-wise rules).  The check costs one
     reduction of the result; only a non-finite result pays more."""
-    with np.errstate(invalid="ignore", over="ignore"):
+    token = _quiet()
+    try:
         r = X @ Y
-        if r.size == 0 or math.isfinite(np.add.reduce(r, axis=None)):
+        if all_finite(r):
             return r
         fx, fy = np.isfinite(X), np.isfinite(Y)
         if fx.all() and fy.all():
@@ -585,6 +675,15 @@ def _mm_strong(X, Y):
         hit = (nx * ~fx) @ ny + nx @ (ny * ~fy)
         exact = np.where(fx, X, 0.0) @ np.where(fy, Y, 0.0)
         return np.where(hit > 0, r, exact)
+    finally:
+        _loud(token)
+
+
+def _value_as(o, val, shape):
+    """o.value(val).reshape(shape): one view for a run of slots."""
+    if o.idx is not None and o.start >= 0:
+        return rows_view(val, o.start, shape)
+    return o.value(val).reshape(shape)
 
 
 def _as2d(shape, left):
@@ -612,11 +711,11 @@ class Matmul(Block):
 
     def compute(self, val, out):
         A, B = self._ab(val)
-        np.matmul(A, B, out=out.reshape(A.shape[0], B.shape[1]))
+        _MATMUL(A, B, out if out.ndim == 2 else out.reshape(A.shape[0], B.shape[1]))
         return None      # the sweeps read A and B back from the slots
 
     def _ab(self, val):
-        return self.a.value(val).reshape(self.sa), self.b.value(val).reshape(self.sb)
+        return _value_as(self.a, val, self.sa), _value_as(self.b, val, self.sb)
 
     def keeps_output(self):
         return False
@@ -658,14 +757,14 @@ class Matmul(Block):
         A, B = self._ab(val)
         M, N = A.shape[0], B.shape[1]
         G = G.reshape(M, N, k)
-        if self.a.active:
+        if self.a.idx is not None:
             if k == 1:
                 Abar = _mm_strong(G[:, :, 0], B.T)[:, :, None]
             else:   # (M k, N) x (N, K) -> (M, k, K), one GEMM
                 Abar = _mm_strong(G.transpose(0, 2, 1).reshape(M * k, N), B.T).reshape(
                     M, k, B.shape[0]).transpose(0, 2, 1)
             self.a.add_adjoint(adj, Abar, k, cot)
-        if self.b.active:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
+        if self.b.idx is not None:   # (K, M) @ (M, N*k): one GEMM, already slot-major for B
             self.b.add_adjoint(adj, _mm_strong(A.T, G.reshape(M, N * k)), k, cot)
 
     def reverse2(self, val, state, tan, adj, adt, k):
@@ -718,7 +817,8 @@ class Sum(Block):
         return f"sum{list(self.x.shape)}" + ("" if self.axis is None else f"(axis={self.axis})")
 
     def compute(self, val, out):
-        np.sum(self.x.value(val), axis=self.axis, keepdims=self.keepdims, out=out)
+        # (the ufunc's reduce itself: np.sum's dispatch and wrapper cost more than the data)
+        _ADD_REDUCE(self.x.value(val), self.axis, None, out, self.keepdims)
         return None
 
     def keeps_output(self):
@@ -739,7 +839,8 @@ class Sum(Block):
         """g (shape + (k,)) -> x.shape + (k,) by broadcasting along the summed axes."""
         if not self.keepdims:
             axes = range(len(self.x.shape)) if self.axis is None else self.axis
-            g = g.reshape(tuple(1 if ax in axes else n for ax, n in enumerate(self.x.shape)) + (k,))
+            g = g.reshape(tuple([1 if ax in axes else n for ax, n in enumerate(self.x.shape)])
+                          + (k,))
         return _broadcast(g, self.x.shape + (k,))
 
     def reverse(self, val, state, adj, k, cot=None):

@@ -24,7 +24,7 @@ cdef cnp.ndarray _ZERO = np.zeros(1)
 cdef cnp.ndarray _flat(object a, object shape, Py_ssize_t* stride):
     """a's numbers as C-contiguous float64: one number (stride 0) or
     broadcast to `shape` (stride 1)."""
-    cdef cnp.ndarray arr = _ZERO if a is None else np.asarray(a, dtype=np.float64)
+    cdef cnp.ndarray arr = _ZERO if a is None else _float64(a)
     if cnp.PyArray_SIZE(arr) == 1:
         stride[0] = 0
         return arr if cnp.PyArray_IS_C_CONTIGUOUS(arr) else np.ascontiguousarray(arr)
@@ -34,6 +34,15 @@ cdef cnp.ndarray _flat(object a, object shape, Py_ssize_t* stride):
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         arr = np.ascontiguousarray(arr)
     return arr
+
+
+cdef inline cnp.ndarray _float64(object a):
+    """a as a float64 ndarray (itself when it is one: np.asarray's keyword
+    call costs more than these arrays' data)."""
+    if type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE and \
+            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        return <cnp.ndarray>a
+    return np.asarray(a, dtype=np.float64)
 
 
 cdef inline double* _data(cnp.ndarray a):
@@ -138,10 +147,11 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     if fad_op_flags[op] & FAD_HAS_C:
         raise ValueError(f"times_partial: {fad_op_name[op].decode()} takes a constant; "
                          "an array block passes its constants as operands")
-    shape = tuple(shape)
+    if type(shape) is not tuple:
+        shape = tuple(shape)
     cdef Py_ssize_t n, sx, sy, sv
     xa, ya, va = _operands(x, y, v, shape, &n, &sx, &sy, &sv)
-    cdef cnp.ndarray ta = np.asarray(t, dtype=np.float64)
+    cdef cnp.ndarray ta = _float64(t)
     if not cnp.PyArray_IS_C_CONTIGUOUS(ta):
         ta = np.ascontiguousarray(ta)
     cdef Py_ssize_t m = cnp.PyArray_SIZE(ta)
@@ -157,7 +167,7 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     else:
         oa = out
         if not cnp.PyArray_IS_C_CONTIGUOUS(oa) or cnp.PyArray_SIZE(oa) != m or \
-                oa.dtype != np.float64:
+                cnp.PyArray_TYPE(oa) != cnp.NPY_DOUBLE:
             raise ValueError("times_partial: out must be C-contiguous float64, as large as t")
     cdef double* xp = _data(xa)
     cdef double* yp = _data(ya)

@@ -10,7 +10,7 @@ and a sparse Jacobian's fixed gathers.  Nothing here knows the tape.
 """
 from libc.math cimport isfinite
 from libc.string cimport memcpy
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 import numpy as np
 cimport numpy as cnp
@@ -491,3 +491,97 @@ def cg_direction(double[::1] d, const double[::1] r, double beta):
     with nogil:
         for i in range(n):
             d[i] = beta * d[i] - r[i]
+
+
+cdef uint64_t _EXP_BITS = 0x7FF0000000000000ULL
+
+
+cdef uint64_t _non_finite(const uint64_t* q, Py_ssize_t n) noexcept nogil:
+    """Nonzero when some double of q[0:n] is inf or NaN (every exponent bit set)."""
+    cdef uint64_t bad = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (q[i] & _EXP_BITS) == _EXP_BITS
+    return bad
+
+
+def all_finite(a):
+    """True when every element of a float64 array is finite; False may also
+    mean a finite sum overflowed (the callers' exact path then decides).  A C
+    loop over a small contiguous array, where a NumPy call costs more than
+    the data (the strong-zero checks' common case); NumPy's reduction else."""
+    cdef const uint64_t* q
+    cdef Py_ssize_t n
+    if type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE and \
+            cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        q = <const uint64_t*>cnp.PyArray_DATA(<cnp.ndarray>a)
+        n = cnp.PyArray_SIZE(<cnp.ndarray>a)
+        if n <= 4096:
+            return _non_finite(q, n) == 0
+    # a large array: NumPy's pairwise sum runs in SIMD lanes (an overflow
+    # to inf only sends the caller down its exact path)
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
+def rows_view(cnp.ndarray base not None, Py_ssize_t start, tuple shape):
+    """base[start:start + n].reshape(shape) for a C-contiguous float64 base
+    of rows (1-D, or (rows, k): then shape counts the lanes too), made in
+    one step in C: slicing and reshaping make two views through NumPy's
+    Python-level calls, a cost blocks pay on every operand."""
+    cdef Py_ssize_t i, nd = len(shape), size = 1, row = 1
+    cdef cnp.npy_intp dims[8]
+    if nd > 8 or cnp.PyArray_TYPE(base) != cnp.NPY_DOUBLE or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(base) or cnp.PyArray_NDIM(base) < 1:
+        return _rows_view_py(base, start, shape)
+    for i in range(nd):
+        dims[i] = shape[i]
+        if dims[i] < 0:
+            return _rows_view_py(base, start, shape)
+        size *= dims[i]
+    for i in range(1, cnp.PyArray_NDIM(base)):
+        row *= cnp.PyArray_DIMS(base)[i]
+    if row == 0 or size % row or start < 0 or start + size // row > cnp.PyArray_DIMS(base)[0]:
+        return _rows_view_py(base, start, shape)
+    cdef cnp.ndarray out = cnp.PyArray_SimpleNewFromData(
+        <int>nd, dims, cnp.NPY_DOUBLE, <double*>cnp.PyArray_DATA(base) + start * row)
+    cnp.set_array_base(out, base)
+    if not cnp.PyArray_ISWRITEABLE(base):
+        cnp.PyArray_CLEARFLAGS(out, cnp.NPY_ARRAY_WRITEABLE)
+    return out
+
+
+def _rows_view_py(base, start, shape):
+    rows = 1
+    for n in shape:
+        rows *= n
+    row = 1
+    for n in base.shape[1:]:
+        row *= n
+    return base[start:start + (rows // row if row else 0)].reshape(shape)
+
+
+def broadcast_view(g, tuple shape):
+    """A read-only view of g (C-contiguous float64, as many axes as shape)
+    broadcast to shape (stride 0 along its axes of length 1), made in C; None
+    where g is not such an array (the caller goes through NumPy)."""
+    cdef Py_ssize_t i, nd = len(shape)
+    cdef cnp.npy_intp dims[8]
+    cdef cnp.npy_intp strides[8]
+    if type(g) is not cnp.ndarray or nd > 8 or cnp.PyArray_NDIM(<cnp.ndarray>g) != nd or \
+            cnp.PyArray_TYPE(<cnp.ndarray>g) != cnp.NPY_DOUBLE or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>g) or \
+            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>g):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>g
+    for i in range(nd):
+        dims[i] = shape[i]
+        if cnp.PyArray_DIMS(a)[i] == dims[i]:
+            strides[i] = cnp.PyArray_STRIDES(a)[i]
+        elif cnp.PyArray_DIMS(a)[i] == 1:
+            strides[i] = 0
+        else:
+            return None
+    cdef cnp.ndarray out = cnp.PyArray_New(cnp.ndarray, <int>nd, dims, cnp.NPY_DOUBLE, strides,
+                                           cnp.PyArray_DATA(a), 0, 0, None)
+    cnp.set_array_base(out, a)
+    return out

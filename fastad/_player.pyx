@@ -34,6 +34,13 @@ cdef inline double* _dptr(cnp.ndarray a):
 
 # ---------------------------------------------------------------- work buffers
 
+cdef inline bint _owned_float64(cnp.ndarray g):
+    """g owns its memory, float64, C-contiguous and writeable (g.flags makes
+    an object per look)."""
+    return cnp.PyArray_BASE(g) == NULL and cnp.PyArray_TYPE(g) == cnp.NPY_DOUBLE and cnp.PyArray_ISNOTSWAPPED(g) and \
+        cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_ISWRITEABLE(g)
+
+
 cdef class Work:
     """Per-call buffers of a replay, so threads can replay one tape at once."""
 
@@ -767,8 +774,7 @@ cdef class Player(Recorder):
                 g = cot.take(slab, adj)
                 if g is None:
                     grads.append(np.zeros(shape))
-                elif type(g) is np.ndarray and g.base is None and g.dtype == np.float64 \
-                        and g.flags.c_contiguous and g.flags.writeable and id(g) not in handed:
+                elif type(g) is np.ndarray and _owned_float64(g) and id(g) not in handed:
                     handed.add(id(g))           # owned by no one else: hand it over
                     grads.append(g.reshape(shape))
                 else:

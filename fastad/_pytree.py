@@ -51,18 +51,25 @@ def _scalar_nest(x, atoms):
     if t is np.ndarray or t is dict or x is None:      # (the common cases, quickly)
         return False
     if t is list or t is tuple:
-        return all(_scalar_nest(o, atoms) for o in x)
+        for o in x:                 # (a loop: all() over a generator costs twice this)
+            if not _scalar_nest(o, atoms):
+                return False
+        return True
     if isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, complex):
         return True
     return atoms is not None and isinstance(x, atoms)
 
 
+_KEY_FORMATS = ("[{!r}]", "[{}]", ".{}")      # a dict key, a list index, a field
+
+
 def _path(path):
-    """A path kept as nested (parent, key) pairs (cheap to make) as text."""
+    """A path kept as nested (parent, key, format) triples (cheap to make:
+    the text is formatted only for a message) as text."""
     keys = []
     while path is not None:
-        path, key = path
-        keys.append(key)
+        path, key, fmt = path
+        keys.append(_KEY_FORMATS[fmt].format(key))
     return "".join(reversed(keys)) or "(the root)"
 
 
@@ -91,14 +98,14 @@ def flatten(x, who="fastad", atoms=None, leaf_ok=None):
         if isinstance(o, dict):
             keys = _sorted_keys(o, who, path)
             return ("dict", tuple(keys),
-                    tuple([walk(o[k], (path, f"[{k!r}]")) for k in keys]))
+                    tuple([walk(o[k], (path, k, 0)) for k in keys]))
         if t is tuple or t is list:
             if (o and type(o[0]) in _CONTAINERS) or not _scalar_nest(o, atoms):
                 return (t.__name__, None,
-                        tuple([walk(v, (path, f"[{i}]")) for i, v in enumerate(o)]))
+                        tuple([walk(v, (path, i, 1)) for i, v in enumerate(o)]))
         elif _is_namedtuple(o):
             return ("namedtuple", t, tuple([
-                walk(v, (path, f".{name}")) for name, v in zip(t._fields, o)]))
+                walk(v, (path, name, 2)) for name, v in zip(t._fields, o)]))
         elif isinstance(o, (list, tuple)):
             raise TypeError(f"{who}: the value at {_path(path)} is a "
                             f"{t.__name__}, a subclass of {t.__mro__[1].__name__} "

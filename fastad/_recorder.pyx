@@ -192,14 +192,29 @@ cdef class Recorder:
             tape_grow(&self.buf, self.buf.n + extra)
         return 0
 
-    def add_inputs(self, const double[::1] values not None):
-        """Append one INPUT node per value; returns the first slot."""
+    def add_inputs(self, values):
+        """Append one INPUT node per value (a 1-D float64 array); returns the first slot."""
         self._recording_only()
-        cdef Py_ssize_t m = values.shape[0], first = self.buf.n
+        cdef const double[::1] view
+        cdef const double* src
+        cdef Py_ssize_t m, first = self.buf.n
+        if type(values) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>values) == 1 and \
+                cnp.PyArray_TYPE(<cnp.ndarray>values) == cnp.NPY_DOUBLE and \
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values) and \
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>values):
+            # (its data directly: a typed memoryview costs more than a small argument)
+            m = cnp.PyArray_SIZE(<cnp.ndarray>values)
+            src = <const double*>cnp.PyArray_DATA(<cnp.ndarray>values)
+        else:
+            if values is None:
+                raise TypeError("fastad: add_inputs needs an array of float64 values, not None")
+            view = values
+            m = view.shape[0]
+            src = &view[0] if m else NULL
         self.reserve(m)
         if m:
             memset(self.buf.op + first, FAD_INPUT, m)     # no sweep reads an input's node
-            memcpy(self.buf.val + first, &values[0], m * sizeof(double))
+            memcpy(self.buf.val + first, src, m * sizeof(double))
         self.buf.n = first + m
         self.n_inputs += m
         return first
@@ -399,21 +414,23 @@ cdef class Recorder:
         operand that is a whole earlier sealable block to it, and unseal the
         blocks behind any other use of their slots."""
         cdef bint handoff = getattr(block, "handoff", False)
-        cdef Py_ssize_t size
+        cdef Py_ssize_t size, start
         for o in block.operands():
             if o.idx is None:
                 continue
-            size = o.flat.shape[0]
+            flat = o.flat
+            size = cnp.PyArray_SIZE(<cnp.ndarray>flat) if type(flat) is np.ndarray else len(flat)
             if size == 0:
                 continue
-            if o.start >= 0:
-                p = self._by_start.get(o.start) if handoff else None
-                if p is not None and p.stop - p.start == size:
+            start = o.start
+            if start >= 0:
+                p = self._by_start.get(start) if handoff else None
+                if p is not None and <Py_ssize_t>p.stop - <Py_ssize_t>p.start == size:
                     o.src = p
                     continue
-                self.escape(o.start, o.start + size - 1)
+                self.escape(start, start + size - 1)
             else:
-                self.escape(o.flat.min(), o.flat.max())
+                self.escape(flat.min(), flat.max())
         if handoff and block.stop - block.start >= 2:
             block.sealed = True
             self._sealable(block)

@@ -799,7 +799,9 @@ def make_array(Tape tape, object idx, Py_ssize_t cstart=-1, bint unique=False,
                bint fresh=False):
     """An Array (or a Var, for a 0-d idx) over slots `idx` of the current recording;
     `fresh` for a block's output (the only object naming its slots, for now)."""
-    cdef cnp.ndarray ix = np.asarray(idx, dtype=np.intp)
+    cdef cnp.ndarray ix = idx if type(idx) is np.ndarray and \
+        cnp.PyArray_TYPE(<cnp.ndarray>idx) == cnp.NPY_INTP and \
+        cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>idx) else np.asarray(idx, dtype=np.intp)
     cdef Py_ssize_t s
     if ix.ndim == 0:
         s = int(ix)
@@ -1264,13 +1266,17 @@ def make_input(Tape tape, object x, int argnum):
         tape.n_inputs += 1
         tape.inputs.append((argnum, None, first))
         return _new(c, first, t.id)
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"fastad: argument {argnum} must be a real number or an array of "
-            f"real numbers (float64 is used), got {type(x).__name__} "
-            f"of dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64, order="C")   # add_inputs copies; 0-d kept 0-d
+    if type(x) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE and \
+            cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
+        arr = x                                           # (the common case: as it is)
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"fastad: argument {argnum} must be a real number or an array of "
+                f"real numbers (float64 is used), got {type(x).__name__} "
+                f"of dtype {arr.dtype}")
+        arr = np.asarray(arr, dtype=np.float64, order="C")   # add_inputs copies; 0-d kept 0-d
     first = tape.add_inputs(arr.reshape(-1))
     tape.note_input(first, arr.size)
     tape.inputs.append((argnum, arr.shape, first))

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from fastad import _blocks as B
+from fastad._blocks import run_operand as _run_operand
 from fastad import _var
 from fastad._var import OP_FUNCTIONS, UFUNC_OPS, Array, Var, active_info, consume, make_array
 from fastad.errors import TapeError
@@ -50,7 +51,8 @@ def _operands(objs):
             tape = t
         elif t is not tape:
             raise TapeError("fastad: cannot combine arrays from two different recordings")
-        ops.append(B.Operand(idx, None, start, True if unique else None))
+        ops.append(_run_operand(idx, start) if start >= 0 and type(idx) is np.ndarray else
+                   B.Operand(idx, None, start, True if unique else None))
     return tape, ops
 
 
@@ -153,6 +155,17 @@ def _shape_of(ops):
         return a
     if len(a) < len(b) and b[len(b) - len(a):] == a:
         return b
+    if len(a) == len(b):               # (2, 3) with (2, 1), (1, 3): no call into NumPy
+        out = []
+        for m, n in zip(a, b):
+            if m == n or n == 1:
+                out.append(m)
+            elif m == 1:
+                out.append(n)
+            else:
+                break
+        else:
+            return tuple(out)
     return np.broadcast_shapes(a, b)
 
 
@@ -264,6 +277,8 @@ def dot(a, b):
 def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:      # (the common case)
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     out = []
     for ax in axes:
@@ -289,8 +304,8 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False):  # noqa: A001 - Num
     if tape is None:
         return np.sum(o.const, axis=axis, keepdims=keepdims)
     axes = _axes(axis, len(o.shape))
-    shape = tuple(1 if ax in axes else n for ax, n in enumerate(o.shape)) if keepdims \
-        else tuple(n for ax, n in enumerate(o.shape) if ax not in axes)
+    shape = tuple([1 if ax in axes else n for ax, n in enumerate(o.shape)]) if keepdims \
+        else tuple([n for ax, n in enumerate(o.shape) if ax not in axes])
     if o.flat.size == 0:      # an empty sum: zeros that depend on nothing
         return make_array(tape, tape.push_consts(np.zeros(shape)))
     return _push(tape, B.Sum(o, axes, keepdims, shape))
@@ -439,6 +454,7 @@ def amin(a, axis=None, keepdims=False):
 UFUNC_HANDLERS = {}
 UFUNC_LOADERS = []
 
+_POWERS = (np.power, np.float_power)
 _UFUNC_CMP = {np.less: "lt", np.less_equal: "le", np.greater: "gt",
               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
 
@@ -452,7 +468,7 @@ def apply_ufunc(ufunc, method, inputs, kwargs, dead=0):
             f"{'' if method == '__call__' else '.' + method}"
             f"{' with keyword arguments ' + str(sorted(kwargs)) if kwargs else ''} "
             f"is not supported on fastad arrays")
-    if ufunc in (np.power, np.float_power):
+    if ufunc in _POWERS:
         return power(*inputs)
     if ufunc in UFUNC_OPS:          # the op table's ufuncs (fastad._var)
         return elementwise(UFUNC_OPS[ufunc], inputs[0], inputs[1] if len(inputs) > 1 else None,

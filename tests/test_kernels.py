@@ -325,3 +325,47 @@ def test_array_kernels_refuse_the_ops_that_take_a_constant():
                         None, None)
     mul = OP_NAMES.index("mul")
     np.testing.assert_array_equal(times_partial(mul, 0, a, 3.0 * a, 3.0 * a, a, (4,)), 3.0 * a)
+
+
+def test_all_finite_small_and_large_arrays():
+    from fastad._kernels import all_finite
+    for n in (0, 1, 7, 4096, 4097, 100_000):     # the C loop, and NumPy's sum above 4096
+        a = np.linspace(-1e300, 1e300, n)
+        assert all_finite(a)
+        if n:
+            for bad in (np.inf, -np.inf, np.nan):
+                b = a.copy()
+                b[n // 2] = bad
+                assert not all_finite(b)
+    assert all_finite(np.array([5e-324, -0.0]))            # subnormals and -0 are finite
+    assert not all_finite(np.array([np.inf]).astype(">f8"))  # byte-swapped: NumPy's path
+    assert not all_finite(np.full((3, 4), np.nan)[:, ::2])    # strided: NumPy's path
+
+
+def test_rows_view_is_a_slice_reshaped():
+    from fastad._kernels import rows_view
+    val = np.arange(20.0)
+    v = rows_view(val, 3, (2, 4))
+    np.testing.assert_array_equal(v, val[3:11].reshape(2, 4))
+    v[0, 0] = -1.0                          # a view: writes reach the buffer
+    assert val[3] == -1.0
+    adj = np.arange(24.0).reshape(12, 2)    # (rows, k): the shape counts the lanes
+    np.testing.assert_array_equal(rows_view(adj, 5, (3, 2)), adj[5:8].reshape(3, 2))
+    ro = np.arange(6.0)
+    ro.flags.writeable = False
+    assert not rows_view(ro, 0, (2, 3)).flags.writeable
+    assert rows_view(val, 20, (0,)).shape == (0,)
+    with pytest.raises(ValueError):         # past the end: as slicing then reshaping
+        rows_view(val, 18, (2, 2))
+    np.testing.assert_array_equal(rows_view(np.arange(10), 2, (2, 2)), [[2, 3], [4, 5]])
+
+
+def test_broadcast_view_matches_numpy():
+    from fastad._kernels import broadcast_view
+    g = np.arange(6.0).reshape(1, 3, 2)
+    v = broadcast_view(g, (4, 3, 2))
+    np.testing.assert_array_equal(v, np.broadcast_to(g, (4, 3, 2)))
+    assert not v.flags.writeable and v.strides[0] == 0
+    assert broadcast_view(g, (4, 2, 2)) is None           # not broadcastable: NumPy decides
+    assert broadcast_view(g.T, (2, 3, 1)) is None          # not C-contiguous
+    assert broadcast_view(g, (3, 2)) is None               # other number of axes
