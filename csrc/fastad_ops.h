@@ -645,7 +645,7 @@ static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
  * zero even where the other factor is inf or NaN.  out may be t.  The ops
  * that take a constant (FAD_HAS_C) are left out: an array block passes its
  * constants as operands (a stride of 0), and their loops would only cost
- * compile time; the caller refuses them.
+ * compile time; the caller refuses them, and which == 1 for a one-operand op.
  */
 static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
                                      const double *xp, ptrdiff_t sx,
@@ -670,7 +670,7 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
     case FAD_##E:                                                              \
         if ((fl) & FAD_HAS_C) break;    /* not an array op: no loops emitted */ \
         if (k == 1) {         /* one lane: a select, no branch per element */  \
-            if (which) {                                                       \
+            if (((fl) & FAD_BINARY) && which) {                                \
                 if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \
             } else {                                                           \
                 if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )  \
@@ -679,7 +679,7 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
         }                                                                      \
         for (i = 0; i < n; i++) {                                              \
             x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                    \
-            d = which ? (D1) : (D0);                                           \
+            d = (((fl) & FAD_BINARY) && which) ? (D1) : (D0);                  \
             if (d == 0.0) {                                                    \
                 if (!accumulate) for (j = 0; j < k; j++) out[i * k + j] = 0.0; \
             } else if (isfinite(d)) {                                          \

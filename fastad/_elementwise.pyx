@@ -13,7 +13,7 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport (fad_map, fad_times_partial, FAD_MAP_VALUES, FAD_MAP_SECOND,
-                           FAD_MAP_PARTIALS, FAD_NUM_OPS, FAD_HAS_C, fad_op_flags,
+                           FAD_MAP_PARTIALS, FAD_NUM_OPS, FAD_HAS_C, FAD_BINARY, fad_op_flags,
                            fad_op_name)
 
 cnp.import_array()
@@ -147,6 +147,8 @@ def times_partial(int op, int which, x, y, v, t, shape, out=None, bint accumulat
     if fad_op_flags[op] & FAD_HAS_C:
         raise ValueError(f"times_partial: {fad_op_name[op].decode()} takes a constant; "
                          "an array block passes its constants as operands")
+    if which != 0 and not (which == 1 and fad_op_flags[op] & FAD_BINARY):
+        raise ValueError(f"times_partial: {fad_op_name[op].decode()} has no operand {which}")
     if type(shape) is not tuple:
         shape = tuple(shape)
     cdef Py_ssize_t n, sx, sy, sv

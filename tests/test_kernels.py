@@ -325,6 +325,11 @@ def test_array_kernels_refuse_the_ops_that_take_a_constant():
                         None, None)
     mul = OP_NAMES.index("mul")
     np.testing.assert_array_equal(times_partial(mul, 0, a, 3.0 * a, 3.0 * a, a, (4,)), 3.0 * a)
+    # nor for an operand the op does not have (a one-operand op's loops are x's alone)
+    for op, which in ((OP_NAMES.index("tanh"), 1), (mul, 2), (mul, -1)):
+        with pytest.raises(ValueError, match=f"times_partial: {OP_NAMES[op]} has no operand {which}"):
+            times_partial(op, which, a, a, a, a, (4,))
+    np.testing.assert_array_equal(times_partial(mul, 1, 2.0 * a, a, 2.0 * a, a, (4,)), 2.0 * a)
 
 
 def test_all_finite_small_and_large_arrays():
