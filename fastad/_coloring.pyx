@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# fastad-build: role=graph
 """Graph coloring for sparse Jacobians and Hessians, with direct recovery.
 
 Vocabulary of ColPack and of Gebremedhin, Manne, Pothen, "What color is your
