@@ -54,7 +54,7 @@ else:
         # optimizing harder buys little.  -O1 compiles them in half -O2's
         # time (_blocks 14-16 -> 7.4 s); interleaved, gradients of a
         # 4-3-3-2 and a 64-32-10 network, of sin over 8 numbers and a small
-        # tape's replayed gradient took 1.01-1.03x their -O2 time
+        # tape's replayed gradient took 0.99-1.03x their -O2 time
         "python": ["-O1"],
         "api": ["-O1"],
         # loops over graphs and index arrays (fastad._coloring): nothing for
