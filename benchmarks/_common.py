@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: the timing rule, the Rosenbrock loop, and
-loading a fastad build from a checkout (to compare two builds in one process)."""
+"""Shared by the benchmark scripts: the timing rule, the Rosenbrock loop, the
+classifier network, and loading a fastad build from a checkout (to compare
+two builds in one process)."""
 import os
 import sys
 import time
@@ -69,6 +70,47 @@ def rosen_hess(x):
     H[i + 1, i + 1] += 200
     H[i, i + 1] = H[i + 1, i] = -400 * x[:-1]
     return H
+
+
+def classifier(sizes, batch, seed=0):
+    """A classifier network as users write it: data X, one-hot labels Y, the
+    parameters as a list of (W, b), make_loss(np) (tanh layers, softmax
+    cross-entropy, written once for a NumPy namespace: numpy or
+    autograd.numpy) and the hand-written backprop of that loss."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, sizes[0]))
+    Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch)]
+    params = [(rng.standard_normal((m, n)) / np.sqrt(m), 0.1 * rng.standard_normal(n))
+              for m, n in zip(sizes[:-1], sizes[1:])]
+
+    def make_loss(xp):
+        def loss(params):
+            h = X
+            for W, b in params[:-1]:
+                h = xp.tanh(h @ W + b)
+            W, b = params[-1]
+            logits = h @ W + b
+            log_norm = xp.log(xp.sum(xp.exp(logits), axis=1, keepdims=True))
+            return -xp.sum(Y * (logits - log_norm)) / batch
+        return loss
+
+    def backprop(params):
+        hs = [X]
+        for W, b in params[:-1]:
+            hs.append(np.tanh(hs[-1] @ W + b))
+        W, b = params[-1]
+        logits = hs[-1] @ W + b
+        e = np.exp(logits)
+        zbar = (e / e.sum(axis=1, keepdims=True) - Y) / batch
+        grads = []
+        for i in range(len(params) - 1, -1, -1):
+            W, b = params[i]
+            grads.append((hs[i].T @ zbar, zbar.sum(0)))
+            if i:
+                zbar = (zbar @ W.T) * (1 - hs[i] * hs[i])
+        return grads[::-1]
+
+    return X, Y, params, make_loss, backprop
 
 
 class Progress(object):

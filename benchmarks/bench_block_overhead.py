@@ -19,41 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:          # run from a checkout without installing
     sys.path.insert(0, ROOT)
 import fastad as fad  # noqa: E402
+from _common import classifier  # noqa: E402
 
 SIZES = (4, 3, 3, 2)
 BATCH = 2
-rng = np.random.default_rng(0)
-X = rng.standard_normal((BATCH, SIZES[0]))
-Y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], BATCH)]
-P = [(rng.standard_normal((m, n)) / np.sqrt(m), 0.1 * rng.standard_normal(n))
-     for m, n in zip(SIZES[:-1], SIZES[1:])]
-
-
-def loss(params):
-    h = X
-    for W, b in params[:-1]:
-        h = np.tanh(h @ W + b)
-    W, b = params[-1]
-    logits = h @ W + b
-    log_norm = np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
-    return -np.sum(Y * (logits - log_norm)) / BATCH
-
-
-def backprop(params):
-    hs = [X]
-    for W, b in params[:-1]:
-        hs.append(np.tanh(hs[-1] @ W + b))
-    W, b = params[-1]
-    logits = hs[-1] @ W + b
-    e = np.exp(logits)
-    zbar = (e / e.sum(axis=1, keepdims=True) - Y) / BATCH
-    grads = []
-    for i in range(len(params) - 1, -1, -1):
-        W, b = params[i]
-        grads.append((hs[i].T @ zbar, zbar.sum(0)))
-        if i:
-            zbar = (zbar @ W.T) * (1 - hs[i] * hs[i])
-    return grads[::-1]
+X, Y, P, make_loss, backprop = classifier(SIZES, BATCH)
+loss = make_loss(np)
 
 
 def n_blocks():
