@@ -650,5 +650,24 @@ def sparse_hessian(f):
     per color, and direct recovery."""
     def hess_f(x):
         _numbers_only("sparse_hessian", x)
-        return tape_sparse_hessian(record(f, x), x)
+        tape = record(f, x)
+        key = _structure_key(tape) if tape.n_outputs == 1 else None
+        known = _cached_plan(key) if key is not None else None
+        if isinstance(known, HessianPlan):     # (False: fad.hessian found it dense)
+            _cache(tape)["hessian_plan"] = known
+        H = tape_sparse_hessian(tape, x)
+        if key is not None and known is None:
+            _keep_if_auto_would(key, tape)
+        return H
     return hess_f
+
+
+def _keep_if_auto_would(key, tape):
+    """Keep a plan that fad.sparse_hessian made for the next fresh call of
+    this structure, where fad.hessian's "auto" would have made the same
+    choice (the colored sweep): the cache is shared, and must not turn a
+    Hessian that "auto" sweeps densely into a colored one."""
+    plan, n = _cache(tape)["hessian_plan"], tape.n_inputs
+    if _worth_searching(tape) and plan.indices.size <= HESSIAN_AUTO_MAX_COLOR_FRACTION * n * n \
+            and plan.n_colors <= HESSIAN_AUTO_MAX_COLOR_FRACTION * n:
+        _keep_plan(key, plan)

@@ -140,6 +140,39 @@ def test_a_dense_hessian_is_searched_once_across_fresh_calls(searches):
     assert len(searches) == 1
 
 
+@pytest.mark.parametrize("f", [rosen_products, rosen_vec], ids=["loop", "vectorized"])
+def test_sparse_hessian_shares_the_kept_plans(f, searches):
+    pytest.importorskip("scipy")
+    for seed in range(3):                       # its own plan, kept for the next call
+        x = point(seed=seed)
+        close(fad.sparse_hessian(f)(x).toarray(), rosen_hess(x), rtol=1e-12, atol=1e-10)
+    assert len(searches) == 1
+    x = point(seed=4)                           # and fad.hessian finds it too
+    close(fad.hessian(f)(x), rosen_hess(x), rtol=1e-12, atol=1e-10)
+    assert len(searches) == 1
+    fsparse.forget_plans()                      # fad.hessian's plan, found by sparse_hessian
+    fad.hessian(f)(x)
+    close(fad.sparse_hessian(f)(point(seed=5)).toarray(), rosen_hess(point(seed=5)),
+          rtol=1e-12, atol=1e-10)
+    assert len(searches) == 2
+
+
+def test_sparse_hessian_keeps_no_plan_that_auto_would_sweep_densely(searches):
+    pytest.importorskip("scipy")
+    V = np.random.default_rng(5).standard_normal((N, N)) / 11.0
+
+    def f(x):
+        return fad.sum(fad.tanh(V @ x))
+    x = point(seed=1)
+    t = np.tanh(V @ x)
+    want = V.T @ np.diag(-2 * t * (1 - t * t)) @ V
+    close(fad.sparse_hessian(f)(x).toarray(), want, rtol=1e-10, atol=1e-12)
+    assert fsparse._PLANS == {}                 # (a colored sweep of n colors would be slower)
+    close(fad.hessian(f)(x), want, rtol=1e-10, atol=1e-12)
+    assert list(fsparse._PLANS.values()) == [False]
+    close(fad.sparse_hessian(f)(x).toarray(), want, rtol=1e-10, atol=1e-12)
+
+
 def test_method_overrides_the_kept_plan(searches):
     x = point(seed=6)
     fad.hessian(rosen_products)(x)
