@@ -87,37 +87,43 @@ def flatten(x, who="fastad", atoms=None, leaf_ok=None):
     for outputs), part of scalar nests; `leaf_ok(leaf)`: False makes a
     TypeError naming the leaf's path."""
     leaves = []
+    return leaves, _walk(x, None, leaves, who, atoms, leaf_ok)
 
-    def walk(o, path):
-        t = type(o)
-        if t is np.ndarray and o.dtype.kind in "biuf":      # the common leaf
-            leaves.append(o)
-            return LEAF
-        if o is None:
-            return NONE
-        if isinstance(o, dict):
-            keys = _sorted_keys(o, who, path)
-            return ("dict", tuple(keys),
-                    tuple([walk(o[k], (path, k, 0)) for k in keys]))
-        if t is tuple or t is list:
-            if (o and type(o[0]) in _CONTAINERS) or not _scalar_nest(o, atoms):
-                return (t.__name__, None,
-                        tuple([walk(v, (path, i, 1)) for i, v in enumerate(o)]))
-        elif _is_namedtuple(o):
-            return ("namedtuple", t, tuple([
-                walk(v, (path, name, 2)) for name, v in zip(t._fields, o)]))
-        elif isinstance(o, (list, tuple)):
-            raise TypeError(f"{who}: the value at {_path(path)} is a "
-                            f"{t.__name__}, a subclass of {t.__mro__[1].__name__} "
-                            f"that fastad cannot rebuild; use a tuple, list, dict or "
-                            f"namedtuple")
-        if leaf_ok is not None and not leaf_ok(o):
-            raise TypeError(f"{who}: the leaf at {_path(path)} is {_describe(o)}; "
-                            f"leaves must be real numbers or arrays of them "
-                            f"(in tuples, lists, dicts or namedtuples)")
+
+def _walk(o, path, leaves, who, atoms, leaf_ok):
+    # a module-level function, not a closure over itself: a recursive closure
+    # is a reference cycle that every call would leave to the garbage collector
+    t = type(o)
+    if t is np.ndarray and o.dtype.kind in "biuf":      # the common leaf
         leaves.append(o)
         return LEAF
-    return leaves, walk(x, None)
+    if o is None:
+        return NONE
+    if isinstance(o, dict):
+        keys = _sorted_keys(o, who, path)
+        return ("dict", tuple(keys),
+                tuple([_walk(o[k], (path, k, 0), leaves, who, atoms, leaf_ok)
+                       for k in keys]))
+    if t is tuple or t is list:
+        if (o and type(o[0]) in _CONTAINERS) or not _scalar_nest(o, atoms):
+            return (t.__name__, None,
+                    tuple([_walk(v, (path, i, 1), leaves, who, atoms, leaf_ok)
+                           for i, v in enumerate(o)]))
+    elif _is_namedtuple(o):
+        return ("namedtuple", t, tuple([
+            _walk(v, (path, name, 2), leaves, who, atoms, leaf_ok)
+            for name, v in zip(t._fields, o)]))
+    elif isinstance(o, (list, tuple)):
+        raise TypeError(f"{who}: the value at {_path(path)} is a "
+                        f"{t.__name__}, a subclass of {t.__mro__[1].__name__} "
+                        f"that fastad cannot rebuild; use a tuple, list, dict or "
+                        f"namedtuple")
+    if leaf_ok is not None and not leaf_ok(o):
+        raise TypeError(f"{who}: the leaf at {_path(path)} is {_describe(o)}; "
+                        f"leaves must be real numbers or arrays of them "
+                        f"(in tuples, lists, dicts or namedtuples)")
+    leaves.append(o)
+    return LEAF
 
 
 def _describe(o):
