@@ -228,6 +228,26 @@ cdef extern from *:
         default: return;
         }
     }
+    /* The layouts the one-lane loops specialize, for fad_value_tangent and
+       fad_tangent_one alike: LOOP(fl, V, D0, D1, XA, YA, CS) per layout (a
+       one-operand op has x alone); 0 for the other ops and layouts, which
+       the caller sweeps its general way. */
+    #define FAD_LANE_CASE_(LOOP, E, fl, V, D0, D1)                                 \\
+        case FAD_##E:                                                              \\
+            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C)))  \\
+                return 0;                                                          \\
+            if (((fl) & FAD_BINARY) && tx != NULL && ty != NULL && sx == 1 && sy == 1) \\
+                { LOOP(fl, V, D0, D1, 1, 1, 1) }                                   \\
+            else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
+                { LOOP(fl, V, D0, D1, 1, 0, 0) }                                   \\
+            else if (((fl) & FAD_BINARY) && tx != NULL && ty == NULL && sx == 1 && sy == 1) \\
+                { LOOP(fl, V, D0, D1, 1, 0, 1) }                                   \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 0 && sy == 1) \\
+                { LOOP(fl, V, D0, D1, 0, 1, 0) }                                   \\
+            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 1 && sy == 1) \\
+                { LOOP(fl, V, D0, D1, 0, 1, 1) }                                   \\
+            else return 0;                                                         \\
+            return 1;
     /* Values and one tangent lane of an element-wise block in one pass (a
        replay that pushes a direction along): v = f(x, y), t = sz(f_x, x') +
        sz(f_y, y'); a common (FAD_HOT) op only (returns 0 for the others),
@@ -252,22 +272,8 @@ cdef extern from *:
         const double c = 0.0;
         (void)c;
         switch (op) {
-    #define FAD_VT_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                    \\
-        case FAD_##E:                                                              \\
-            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
-                return 0;                                                          \\
-            if (((fl) & FAD_BINARY) && tx != NULL && ty != NULL && sx == 1 && sy == 1) \\
-                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 1, 1) }                           \\
-            else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
-                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 0) }                           \\
-            else if (((fl) & FAD_BINARY) && tx != NULL && ty == NULL && sx == 1 && sy == 1) \\
-                { FAD_VT_LOOP_(fl, V, D0, D1, 1, 0, 1) }                           \\
-            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 0 && sy == 1) \\
-                { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 0) }                           \\
-            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 1 && sy == 1) \\
-                { FAD_VT_LOOP_(fl, V, D0, D1, 0, 1, 1) }                           \\
-            else return 0;                                                         \\
-            return 1;
+    #define FAD_VT_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \\
+        FAD_LANE_CASE_(FAD_VT_LOOP_, E, fl, V, D0, D1)
         FAD_OPS(FAD_VT_CASE_)
     #undef FAD_VT_CASE_
         default: return 0;
@@ -276,7 +282,7 @@ cdef extern from *:
     /* One tangent lane of an element-wise block whose values are known:
        t = sz(f_x, x') + sz(f_y, y'), the partials from x, y and v (a sweep
        at the recorded point); as fad_value_tangent (0 for other ops). */
-    #define FAD_T_LOOP_(fl, D0, D1, XA, YA, CS)                                    \\
+    #define FAD_T_LOOP_(fl, V, D0, D1, XA, YA, CS)  /* (V unused) */               \\
         FAD_IVDEP_                                                                 \\
         for (i = 0; i < n; i++) {                                                  \\
             const double x = xp[(XA) ? i : i * (CS)], y = yp[(YA) ? i : i * (CS)]; \\
@@ -293,27 +299,14 @@ cdef extern from *:
         const double c = 0.0;
         (void)c;
         switch (op) {
-    #define FAD_T_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                     \\
-        case FAD_##E:                                                              \\
-            if (!((fl) & FAD_HOT) || ((fl) & (FAD_CMP | FAD_BLOCKF | FAD_HAS_C))) \\
-                return 0;                                                          \\
-            if (((fl) & FAD_BINARY) && tx != NULL && ty != NULL && sx == 1 && sy == 1) \\
-                { FAD_T_LOOP_(fl, D0, D1, 1, 1, 1) }                               \\
-            else if (tx != NULL && ty == NULL && sx == 1 && sy == 0)               \\
-                { FAD_T_LOOP_(fl, D0, D1, 1, 0, 0) }                               \\
-            else if (((fl) & FAD_BINARY) && tx != NULL && ty == NULL && sx == 1 && sy == 1) \\
-                { FAD_T_LOOP_(fl, D0, D1, 1, 0, 1) }                               \\
-            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 0 && sy == 1) \\
-                { FAD_T_LOOP_(fl, D0, D1, 0, 1, 0) }                               \\
-            else if (((fl) & FAD_BINARY) && tx == NULL && ty != NULL && sx == 1 && sy == 1) \\
-                { FAD_T_LOOP_(fl, D0, D1, 0, 1, 1) }                               \\
-            else return 0;                                                         \\
-            return 1;
+    #define FAD_T_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) \\
+        FAD_LANE_CASE_(FAD_T_LOOP_, E, fl, V, D0, D1)
         FAD_OPS(FAD_T_CASE_)
     #undef FAD_T_CASE_
         default: return 0;
         }
     }
+    #undef FAD_LANE_CASE_
     #undef FAD_T_LOOP_
     #undef FAD_VT_LOOP_
     #undef FAD_SECOND_LOOP_
