@@ -600,41 +600,55 @@ FAD_INLINE void fad_second(int op, double x, double y, double c, double v,
  */
 enum { FAD_MAP_VALUES = 0, FAD_MAP_SECOND = 1, FAD_MAP_PARTIALS = 2 };
 
+/* One function per op (a switch over all ops in one function made the
+ * compiler's dataflow passes, superlinear in a function's size, the larger
+ * part of this loop's compile time), called through a table. */
+typedef void (*fad_map_fn)(int mode, ptrdiff_t n, const double *xp, ptrdiff_t sx,
+                           const double *yp, ptrdiff_t sy, double c,
+                           const double *val, ptrdiff_t sv,
+                           double *o0, double *o1, double *o2);
+#define FAD_MAP_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                        \
+static inline void fad_map_##E(int mode, ptrdiff_t n, const double *xp,        \
+                               ptrdiff_t sx, const double *yp, ptrdiff_t sy,   \
+                               double c, const double *val, ptrdiff_t sv,      \
+                               double *o0, double *o1, double *o2)             \
+{                                                                              \
+    ptrdiff_t i;                                                               \
+    double x, y, v;                                                            \
+    for (i = 0; i < n; i++) {                                                  \
+        x = xp[i * sx]; y = yp[i * sy];                                        \
+        if (mode == FAD_MAP_SECOND) {                                          \
+            v = val[i * sv];                                                   \
+            if (o0) o0[i] = (XX);                                              \
+            if (o1) o1[i] = (XY);                                              \
+            if (o2) o2[i] = (YY);                                              \
+        } else {                                                               \
+            if (mode == FAD_MAP_VALUES) {                                      \
+                v = (V);                                                       \
+                if (o0) o0[i] = v;                                             \
+            } else {                                                           \
+                v = val[i * sv];                                               \
+            }                                                                  \
+            if (o1) o1[i] = (D0);                                              \
+            if (o2) o2[i] = (D1);                                              \
+        }                                                                      \
+    }                                                                          \
+    (void)c; (void)x; (void)y; (void)v;                                        \
+}
+FAD_OPS(FAD_MAP_)
+#undef FAD_MAP_
+#define FAD_MAP_PTR_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) fad_map_##E,
+
 static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
                            ptrdiff_t sx, const double *yp, ptrdiff_t sy, double c,
                            const double *val, ptrdiff_t sv,
                            double *o0, double *o1, double *o2)
 {
-    ptrdiff_t i;
-    double x, y, v;
-    switch (op) {
-#define FAD_MAP_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                        \
-    case FAD_##E:                                                              \
-        for (i = 0; i < n; i++) {                                              \
-            x = xp[i * sx]; y = yp[i * sy];                                    \
-            if (mode == FAD_MAP_SECOND) {                                      \
-                v = val[i * sv];                                               \
-                if (o0) o0[i] = (XX);                                          \
-                if (o1) o1[i] = (XY);                                          \
-                if (o2) o2[i] = (YY);                                          \
-            } else {                                                           \
-                if (mode == FAD_MAP_VALUES) {                                  \
-                    v = (V);                                                   \
-                    if (o0) o0[i] = v;                                         \
-                } else {                                                       \
-                    v = val[i * sv];                                           \
-                }                                                              \
-                if (o1) o1[i] = (D0);                                          \
-                if (o2) o2[i] = (D1);                                          \
-            }                                                                  \
-        }                                                                      \
-        break;
-    FAD_OPS(FAD_MAP_)
-#undef FAD_MAP_
-    default: break;
-    }
-    (void)c; (void)y; (void)v;
+    static const fad_map_fn table[FAD_NUM_OPS] = {FAD_OPS(FAD_MAP_PTR_)};
+    if (op >= 0 && op < FAD_NUM_OPS)
+        table[op](mode, n, xp, sx, yp, sy, c, val, sv, o0, o1, o2);
 }
+#undef FAD_MAP_PTR_
 
 /*
  * An array block's partial times k lanes, in one pass: out[i k + j] (+)=
@@ -647,15 +661,11 @@ static inline void fad_map(int op, int mode, ptrdiff_t n, const double *xp,
  * constants as operands (a stride of 0), and their loops would only cost
  * compile time; the caller refuses them, and which == 1 for a one-operand op.
  */
-static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
-                                     const double *xp, ptrdiff_t sx,
-                                     const double *yp, ptrdiff_t sy, double c,
-                                     const double *vp, ptrdiff_t sv,
-                                     const double *t, double *out, int accumulate)
-{
-    ptrdiff_t i, j;
-    double x, y, v, d, q;
-    switch (op) {
+typedef void (*fad_times_fn)(int which, ptrdiff_t n, ptrdiff_t k,
+                             const double *xp, ptrdiff_t sx,
+                             const double *yp, ptrdiff_t sy, double c,
+                             const double *vp, ptrdiff_t sv,
+                             const double *t, double *out, int accumulate);
 #define FAD_LANE1_(D, ACC)                                                     \
     {                                                                          \
         const double *xq = xp, *yq = yp, *vq = vp;                             \
@@ -667,39 +677,56 @@ static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k
         }                                                                      \
     }
 #define FAD_TIMES_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                      \
-    case FAD_##E:                                                              \
-        if ((fl) & FAD_HAS_C) break;    /* not an array op: no loops emitted */ \
-        if (k == 1) {         /* one lane: a select, no branch per element */  \
-            if (((fl) & FAD_BINARY) && which) {                                \
-                if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )  \
-            } else {                                                           \
-                if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )  \
-            }                                                                  \
-            break;                                                             \
+static inline void fad_times_##E(int which, ptrdiff_t n, ptrdiff_t k,          \
+                                 const double *xp, ptrdiff_t sx,               \
+                                 const double *yp, ptrdiff_t sy, double c,     \
+                                 const double *vp, ptrdiff_t sv,               \
+                                 const double *t, double *out, int accumulate) \
+{                                                                              \
+    ptrdiff_t i, j;                                                            \
+    double x, y, v, d, q;                                                      \
+    if ((fl) & FAD_HAS_C) return;   /* not an array op: no loops emitted */    \
+    if (k == 1) {             /* one lane: a select, no branch per element */  \
+        if (((fl) & FAD_BINARY) && which) {                                    \
+            if (accumulate) FAD_LANE1_(D1, out[i] +) else FAD_LANE1_(D1, )      \
+        } else {                                                               \
+            if (accumulate) FAD_LANE1_(D0, out[i] +) else FAD_LANE1_(D0, )      \
         }                                                                      \
-        for (i = 0; i < n; i++) {                                              \
-            x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                    \
-            d = (((fl) & FAD_BINARY) && which) ? (D1) : (D0);                  \
-            if (d == 0.0) {                                                    \
-                if (!accumulate) for (j = 0; j < k; j++) out[i * k + j] = 0.0; \
-            } else if (isfinite(d)) {                                          \
-                if (accumulate) for (j = 0; j < k; j++) out[i * k + j] += d * t[i * k + j]; \
-                else for (j = 0; j < k; j++) out[i * k + j] = d * t[i * k + j]; \
-            } else {                                                           \
-                for (j = 0; j < k; j++) {                                      \
-                    q = t[i * k + j];                                          \
-                    q = (q == 0.0) ? 0.0 : d * q;                              \
-                    if (accumulate) out[i * k + j] += q; else out[i * k + j] = q; \
-                }                                                              \
+        return;                                                                \
+    }                                                                          \
+    for (i = 0; i < n; i++) {                                                  \
+        x = xp[i * sx]; y = yp[i * sy]; v = vp[i * sv];                        \
+        d = (((fl) & FAD_BINARY) && which) ? (D1) : (D0);                      \
+        if (d == 0.0) {                                                        \
+            if (!accumulate) for (j = 0; j < k; j++) out[i * k + j] = 0.0;     \
+        } else if (isfinite(d)) {                                              \
+            if (accumulate) for (j = 0; j < k; j++) out[i * k + j] += d * t[i * k + j]; \
+            else for (j = 0; j < k; j++) out[i * k + j] = d * t[i * k + j];    \
+        } else {                                                               \
+            for (j = 0; j < k; j++) {                                          \
+                q = t[i * k + j];                                              \
+                q = (q == 0.0) ? 0.0 : d * q;                                  \
+                if (accumulate) out[i * k + j] += q; else out[i * k + j] = q;  \
             }                                                                  \
         }                                                                      \
-        break;
-    FAD_OPS(FAD_TIMES_)
+    }                                                                          \
+    (void)c; (void)x; (void)y; (void)v;                                        \
+}
+FAD_OPS(FAD_TIMES_)
 #undef FAD_TIMES_
 #undef FAD_LANE1_
-    default: break;
-    }
-    (void)c; (void)x; (void)y; (void)v;
+#define FAD_TIMES_PTR_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) fad_times_##E,
+
+static inline void fad_times_partial(int op, int which, ptrdiff_t n, ptrdiff_t k,
+                                     const double *xp, ptrdiff_t sx,
+                                     const double *yp, ptrdiff_t sy, double c,
+                                     const double *vp, ptrdiff_t sv,
+                                     const double *t, double *out, int accumulate)
+{
+    static const fad_times_fn table[FAD_NUM_OPS] = {FAD_OPS(FAD_TIMES_PTR_)};
+    if (op >= 0 && op < FAD_NUM_OPS)
+        table[op](which, n, k, xp, sx, yp, sy, c, vp, sv, t, out, accumulate);
 }
+#undef FAD_TIMES_PTR_
 
 #endif /* FASTAD_OPS_H */

@@ -138,25 +138,12 @@ cdef extern from *:
                 ay[i] = (((AS) & 4) ? 0.0 : o_) + FAD_SZ2_((D1), gi);               \\
             }                                                                      \\
         }
-    /* asg as a constant where it is none or all of the operands' rows (the
-       loads of rows to be written over are then not made: a fifth less
-       memory traffic), else as it comes; SPEC 0 for rarer layouts. */
-    #define FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, SPEC)          \\
-        if (!(SPEC)) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, asg) } \\
-        else if (asg == 0) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, 0) } \\
-        else if (asg == (((XA) ? 3 : 0) | ((YA) ? 12 : 0)))                        \\
-            { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ,               \\
-                             ((XA) ? 3 : 0) | ((YA) ? 12 : 0)) }                   \\
-        else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, GZ, asg) }
-    #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS, SPEC)              \\
-        if (gd == NULL) { FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1, SPEC) } \\
-        else { FAD_SECOND_K1A_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0, SPEC) }
-    #define FAD_SECOND_K1NA_(fl, D0, D1, XA, YA, CS, SPEC)                         \\
-        if (!(SPEC)) { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, asg) }              \\
-        else if (asg == 0) { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, 0) }          \\
-        else if (asg == (((XA) ? 1 : 0) | ((YA) ? 4 : 0)))                         \\
-            { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, ((XA) ? 1 : 0) | ((YA) ? 4 : 0)) } \\
-        else { FAD_SECOND_K1N_(fl, D0, D1, XA, YA, CS, asg) }
+    /* asg stays a variable in these loops: constant-asg copies (no load of
+       a row about to be written over) took 7 of _second's 16 s of compile
+       time and made no measurable difference to HVPs (0.96-0.99x without). */
+    #define FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, XA, YA, CS)                    \\
+        if (gd == NULL) { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 1, asg) } \\
+        else { FAD_SECOND_K1_(fl, D0, D1, XX, XY, YY, XA, YA, CS, 0, asg) }
 
     /* x, y, v: values at strides sx, sy, sv (0 broadcasts one number); tx,
        ty: (n, k) tangents of the active operands (NULL: inactive); g (n),
@@ -171,21 +158,19 @@ cdef extern from *:
        A one-operand op has its specialized loops for x alone (y absent,
        stride 0); any other layout takes the general loop: the loops for an
        active y would be dead code that only costs compile time. */
-    static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
-                                const double *xp, ptrdiff_t sx,
-                                const double *yp, ptrdiff_t sy,
-                                const double *vp, ptrdiff_t sv,
-                                const double *tx, const double *ty,
-                                const double *g, const double *gd,
-                                double *ax, double *atx, double *ay, double *aty,
-                                int asg)
-    {
-        ptrdiff_t i, j;
-        const double c = 0.0;       /* (an array block's constants are operands) */
-        (void)c;
-        switch (op) {
     #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
-        case FAD_##E:                                                              \\
+    static void fad_second_##E(ptrdiff_t n, ptrdiff_t k,                           \\
+                               const double *xp, ptrdiff_t sx,                     \\
+                               const double *yp, ptrdiff_t sy,                     \\
+                               const double *vp, ptrdiff_t sv,                     \\
+                               const double *tx, const double *ty,                 \\
+                               const double *g, const double *gd,                  \\
+                               double *ax, double *atx, double *ay, double *aty,   \\
+                               int asg)                                            \\
+    {                                                                              \\
+            ptrdiff_t i, j;                                                        \\
+            const double c = 0.0;   /* (an array block's constants are operands) */ \\
+            (void)c;                                                               \\
             if ((fl) & FAD_HAS_C) return;  /* not an array op: no loops emitted */ \\
             if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&            \\
                     tx == NULL && ty == NULL && atx == NULL && aty == NULL &&      \\
@@ -193,15 +178,15 @@ cdef extern from *:
                     (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax) &&  \\
                     (((fl) & FAD_BINARY) || (ay == NULL && sy == 0))) {            \\
                 if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL)               \\
-                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 1, 1, 1) }                     \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 1, 1, asg) }                  \\
                 else if (ax != NULL && sy == 0)                                    \\
-                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 0, 1) }                     \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 0, asg) }                  \\
                 else if (((fl) & FAD_BINARY) && ax != NULL)                        \\
-                    { FAD_SECOND_K1NA_(fl, D0, D1, 1, 0, 1, 0) }                     \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 1, asg) }                  \\
                 else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)             \\
-                    { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 0, 1) }                     \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 0, asg) }                  \\
                 else if (((fl) & FAD_BINARY) && ay != NULL)                        \\
-                    { FAD_SECOND_K1NA_(fl, D0, D1, 0, 1, 1, 0) }                     \\
+                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 1, asg) }                  \\
             }                                                                      \\
             else if (!((fl) & FAD_HOT) ||                                         \\
                     k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
@@ -211,22 +196,40 @@ cdef extern from *:
                 { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
             else if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL) {            \\
                 if (ax + n <= ay || ay + n <= ax)                                  \\
-                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1, 1) }           \\
+                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }           \\
                 else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
             }                                                                      \\
             else if (ax != NULL && sy == 0)                                        \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0, 1) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }               \\
             else if (((fl) & FAD_BINARY) && ax != NULL)                            \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1, 0) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }               \\
             else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)                 \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0, 1) }               \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }               \\
             else if (((fl) & FAD_BINARY) && ay != NULL)                            \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1, 0) }               \\
-            return;
-        FAD_OPS(FAD_SECOND_CASE_)
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }               \\
+    }
+    FAD_OPS(FAD_SECOND_CASE_)
     #undef FAD_SECOND_CASE_
-        default: return;
-        }
+    typedef void (*fad_second_fn)(ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t,
+                                  const double *, ptrdiff_t, const double *, ptrdiff_t,
+                                  const double *, const double *, const double *,
+                                  const double *, double *, double *, double *, double *,
+                                  int);
+    #define FAD_PTR_(E, s, f, u, fl, V, D0, D1, XX, XY, YY) fad_second_##E,
+    static const fad_second_fn fad_second_table[FAD_NUM_OPS] = {FAD_OPS(FAD_PTR_)};
+    #undef FAD_PTR_
+    static void fad_second_step(int op, ptrdiff_t n, ptrdiff_t k,
+                                const double *xp, ptrdiff_t sx,
+                                const double *yp, ptrdiff_t sy,
+                                const double *vp, ptrdiff_t sv,
+                                const double *tx, const double *ty,
+                                const double *g, const double *gd,
+                                double *ax, double *atx, double *ay, double *aty,
+                                int asg)
+    {
+        if (op >= 0 && op < FAD_NUM_OPS)
+            fad_second_table[op](n, k, xp, sx, yp, sy, vp, sv, tx, ty, g, gd,
+                                 ax, atx, ay, aty, asg);
     }
     /* The layouts the one-lane loops specialize, for fad_value_tangent and
        fad_tangent_one alike: LOOP(fl, V, D0, D1, XA, YA, CS) per layout (a
@@ -316,8 +319,6 @@ cdef extern from *:
     #undef FAD_SECOND_K1_
     #undef FAD_SECOND_K1G_
     #undef FAD_SECOND_K1N_
-    #undef FAD_SECOND_K1A_
-    #undef FAD_SECOND_K1NA_
     #undef FAD_SECOND_ROW_
     """
     int fad_tangent_one(int op, Py_ssize_t n, const double* xp, Py_ssize_t sx,
