@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# fastad-build: role=python  (see ROLES in setup.py)
 """Replays and sweeps of a recorded tape: the Player.
 
 A replay at a new x recomputes values and partials into a Work buffer (so

@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# fastad-build: role=python  (see ROLES in setup.py)
 """The hot path of a custom primitive (fastad.primitives), compiled.
 
 Recording one call and pulling one cotangent back cost about 3 us (a scalar

@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# fastad-build: role=python  (see ROLES in setup.py)
 """The tape's storage and its recording: the Recorder.
 
 Node i writes slot i.  Inputs come first (op INPUT), then one node per
