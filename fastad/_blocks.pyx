@@ -659,12 +659,17 @@ class Elementwise(ElementwiseSecond, Block):
 def _mm_strong(X, Y):
     """X @ Y with strong zeros: a product with a zero factor is an exact zero
     even where the other factor is inf or NaN (a zero cotangent or tangent
-    passes nothing, as in the element-wise rules).  The check costs one
-    reduction of the result; only a non-finite result pays more."""
+    passes nothing, as in the element-wise rules).  The check reads the
+    result or both factors, whichever is smaller (finite factors make NumPy's
+    product the answer: an overflow involves no zero); only a non-finite
+    one pays more."""
     token = _quiet()
     try:
         r = X @ Y
-        if all_finite(r):
+        if X.size + Y.size < r.size:
+            if all_finite(X) and all_finite(Y):
+                return r
+        elif all_finite(r):
             return r
         fx, fy = np.isfinite(X), np.isfinite(Y)
         if fx.all() and fy.all():
