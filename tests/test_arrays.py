@@ -1312,3 +1312,29 @@ def test_matmul_keeps_strong_zeros():
     # the matrix active too
     h = lambda W: fad.where(np.array([True, False]), W @ np.array([1.0, 2.0]), 0.0)
     close(fad.jacrev(h)(np.ones((2, 2))), [[[1.0, 2.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+
+
+def test_operand_is_compiled_and_pickles_at_every_protocol():
+    # Operand is a compiled class: its constructor, run_operand's fast path and
+    # pickling (every protocol; object.__new__ cannot make it) agree field by field
+    import pickle
+    from fastad._blocks import Operand, run_operand
+    idx = np.arange(5, 11, dtype=np.intp).reshape(2, 3)
+    made, fast = Operand(idx, None, 5, True), run_operand(idx, 5)
+    const = Operand(None, np.arange(4.0))
+    for o in (made, fast, const):
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            back = pickle.loads(pickle.dumps(o, protocol=proto))
+            for f in Operand.__slots__:
+                a, b = getattr(o, f), getattr(back, f)
+                assert type(a) is type(b) and (np.array_equal(a, b) if isinstance(a, np.ndarray)
+                                               else a == b), (f, proto)
+    for f in Operand.__slots__:
+        a, b = getattr(made, f), getattr(fast, f)
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, f
+    assert made.flat.shape == (6,) and made.active and not const.active
+    assert const.const is not None and const.start == -1 and const.unique is True
+    spread = Operand(np.array([[3, 1], [1, 2]]))           # a repeated slot: not unique
+    assert spread.unique is False and spread.start == -1 and spread.flat.tolist() == [3, 1, 1, 2]
+    with pytest.raises(AttributeError):
+        made.extra = 1                                    # fixed fields, as with __slots__
