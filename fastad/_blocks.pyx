@@ -47,10 +47,20 @@ def _all_distinct(a):
     return not (b[1:] == b[:-1]).any()
 
 
-class Operand:
+cimport cython
+
+
+@cython.auto_pickle(False)
+cdef class Operand:
     """One input of a block: tape slots (`idx`, any shape) or a constant array."""
 
-    __slots__ = ("shape", "idx", "const", "flat", "start", "unique", "src")
+    # a compiled class: every block records one or two, and here their fields
+    # are set in C (a Python class with __slots__ sets each through a descriptor)
+    cdef public object shape, idx, const, flat, start, unique, src
+    # the fields (pickling, fastad._serialize), in an order of their own:
+    # fastad._primcall builds operands field by field only for the former
+    # Python class (which object.__new__ could make), else it calls Operand()
+    __slots__ = ("idx", "shape", "const", "flat", "start", "unique", "src")
 
     def __init__(self, idx=None, value=None, start=-1, unique=None):
         self.src = None       # the block whose whole output this is (set by the Tape)
@@ -58,13 +68,15 @@ class Operand:
             self.idx = idx
             self.const = None
             self.shape = idx.shape
-            # (a run's slots are a C-ordered intp view already: start >= 0)
-            self.flat = idx.reshape(-1) if start >= 0 else \
-                np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
             self.start = start            # >= 0: the slots are start .. start+size-1 in order
-            if start < 0 and unique is None:
+            if start >= 0:                # (a C-ordered intp view already: a run of slots)
+                self.flat = idx if type(idx) is np.ndarray and idx.ndim == 1 else idx.reshape(-1)
+                self.unique = True
+                return
+            self.flat = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1)
+            if unique is None:
                 unique = _all_distinct(self.flat)
-            self.unique = True if start >= 0 else bool(unique)
+            self.unique = bool(unique)
         else:
             self.idx = self.flat = None
             # a copy: the caller may reuse its array before the sweep reads it
@@ -113,21 +125,28 @@ class Operand:
         return sorted(set(self.flat[:64].tolist()))
 
     def __getstate__(self):
-        return {s: getattr(self, s) for s in self.__slots__}
+        return {"shape": self.shape, "idx": self.idx, "const": self.const, "flat": self.flat,
+                "start": self.start, "unique": self.unique, "src": self.src}
 
     def __setstate__(self, state):
         self.src = None
         for k, v in state.items():
             setattr(self, k, v)
 
+    def __reduce__(self):         # (every pickle protocol: object.__new__ cannot make it)
+        return (_operand_from_state, (self.__getstate__(),))
 
-cdef object _new = object.__new__
+
+def _operand_from_state(state):
+    o = Operand.__new__(Operand)
+    o.__setstate__(state)
+    return o
 
 
 def run_operand(idx, Py_ssize_t start):
     """Operand(idx, None, start, True) for a run of slots (start >= 0), at a
-    third of the cost of its __init__ (an operand of every block recorded)."""
-    o = _new(Operand)
+    fraction of the cost of its __init__ (an operand of every block recorded)."""
+    cdef Operand o = Operand.__new__(Operand)
     o.src = None
     o.idx = idx
     o.const = None
@@ -659,12 +678,17 @@ class Elementwise(ElementwiseSecond, Block):
 def _mm_strong(X, Y):
     """X @ Y with strong zeros: a product with a zero factor is an exact zero
     even where the other factor is inf or NaN (a zero cotangent or tangent
-    passes nothing, as in the element-wise rules).  The check costs one
-    reduction of the result; only a non-finite result pays more."""
+    passes nothing, as in the element-wise rules).  The check reads the
+    result or both factors, whichever is smaller (finite factors make NumPy's
+    product the answer: an overflow involves no zero); only a non-finite
+    one pays more."""
     token = _quiet()
     try:
         r = X @ Y
-        if all_finite(r):
+        if X.size + Y.size < r.size:
+            if all_finite(X) and all_finite(Y):
+                return r
+        elif all_finite(r):
             return r
         fx, fy = np.isfinite(X), np.isfinite(Y)
         if fx.all() and fy.all():

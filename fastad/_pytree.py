@@ -106,9 +106,14 @@ def _walk(o, path, leaves, who, atoms, leaf_ok):
                        for k in keys]))
     if t is tuple or t is list:
         if (o and type(o[0]) in _CONTAINERS) or not _scalar_nest(o, atoms):
-            return (t.__name__, None,
-                    tuple([_walk(v, (path, i, 1), leaves, who, atoms, leaf_ok)
-                           for i, v in enumerate(o)]))
+            children = []
+            for i, v in enumerate(o):
+                if type(v) is np.ndarray and v.dtype.kind in "biuf":   # (a leaf: no call)
+                    leaves.append(v)
+                    children.append(LEAF)
+                else:
+                    children.append(_walk(v, (path, i, 1), leaves, who, atoms, leaf_ok))
+            return (t.__name__, None, tuple(children))
     elif _is_namedtuple(o):
         return ("namedtuple", t, tuple([
             _walk(v, (path, name, 2), leaves, who, atoms, leaf_ok)
@@ -172,6 +177,9 @@ def _node_str(node):
     return "[" + ", ".join(inner) + "]"
 
 
+_FLOAT64 = np.dtype(np.float64)     # (a singleton: `is` is the cheap test)
+
+
 def _result_dtype(leaf):
     """float16/float32 leaves keep their dtype; everything else gets float64."""
     if type(leaf) is float:
@@ -205,10 +213,16 @@ class Tree:
 
     @classmethod
     def of_inputs(cls, node, leaves):
-        shapes = [v.shape if type(v) is np.ndarray else
-                  None if not isinstance(v, (np.ndarray, list, tuple)) else np.shape(v)
-                  for v in leaves]
-        return cls(node, shapes, [_result_dtype(v) for v in leaves])
+        shapes, dtypes = [], []
+        for v in leaves:
+            if type(v) is np.ndarray and v.dtype is _FLOAT64:    # (the common leaf)
+                shapes.append(v.shape)
+                dtypes.append(None)
+                continue
+            shapes.append(v.shape if type(v) is np.ndarray else
+                          None if not isinstance(v, (np.ndarray, list, tuple)) else np.shape(v))
+            dtypes.append(_result_dtype(v))
+        return cls(node, shapes, dtypes)
 
     @classmethod
     def leaf(cls, shape, dtype=None):

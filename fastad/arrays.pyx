@@ -128,6 +128,8 @@ _PLAIN = (str, float, int, type(None))
 def _detach(state):
     """The state with its views copied: views into the tape's value buffer would
     dangle once the tape grows (it is reallocated)."""
+    if state is None:           # (most blocks: they read their operands back from the tape)
+        return None
     t = type(state)
     if t is tuple and len(state) == 2 and type(state[0]) in _PLAIN and type(state[1]) in _PLAIN:
         return state                          # an element-wise block's markers, numbers

@@ -1266,6 +1266,34 @@ def test_unknown_ndarray_method_is_an_attribute_error_naming_it():
     np.testing.assert_array_equal(fad.grad(f)(np.ones(3)), np.ones(3))
 
 
+def test_mm_strong_checks_the_smaller_of_result_and_factors():
+    # an outer product (factors of 20 numbers, result of 100) checks the
+    # factors; a dot of long rows checks the result.  Either way a zero
+    # against an inf is an exact zero and finite input gives NumPy's product
+    from fastad._blocks import _mm_strong
+    rng = np.random.default_rng(5)
+    for X, Y in ((rng.standard_normal((10, 1)), rng.standard_normal((1, 10))),
+                 (rng.standard_normal((2, 50)), rng.standard_normal((50, 3))),
+                 (rng.standard_normal((6, 4)).T, rng.standard_normal((5, 6)).T)):
+        np.testing.assert_array_equal(_mm_strong(X, Y), X @ Y)
+    X = np.arange(1.0, 11.0).reshape(10, 1)
+    Y = np.arange(1.0, 11.0).reshape(1, 10)
+    X[3, 0], Y[0, 5] = np.inf, 0.0
+    with np.errstate(invalid="ignore"):
+        want = X @ Y
+    want[3, 5] = 0.0                         # inf * 0: strong zero, not NaN
+    got = _mm_strong(X, Y)
+    np.testing.assert_array_equal(got, want)
+    assert np.isposinf(got[3, 0]) and not np.isnan(got).any()
+    big = np.full((1, 2), 1e200)                 # finite factors that overflow: NumPy's inf
+    np.testing.assert_array_equal(_mm_strong(big.T, big), np.full((2, 2), np.inf))
+    # the long-row case with an inf against zeros only
+    X = np.ones((2, 50))
+    Y = np.ones((50, 3))
+    X[1, 7], Y[7, :] = np.inf, 0.0
+    np.testing.assert_array_equal(_mm_strong(X, Y), np.full((2, 3), 49.0))
+
+
 def test_matmul_keeps_strong_zeros():
     # a row of the constant matrix that where() does not select holds inf:
     # its zero cotangent (and zero tangents) pass nothing, as element-wise ops do
@@ -1284,3 +1312,29 @@ def test_matmul_keeps_strong_zeros():
     # the matrix active too
     h = lambda W: fad.where(np.array([True, False]), W @ np.array([1.0, 2.0]), 0.0)
     close(fad.jacrev(h)(np.ones((2, 2))), [[[1.0, 2.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+
+
+def test_operand_is_compiled_and_pickles_at_every_protocol():
+    # Operand is a compiled class: its constructor, run_operand's fast path and
+    # pickling (every protocol; object.__new__ cannot make it) agree field by field
+    import pickle
+    from fastad._blocks import Operand, run_operand
+    idx = np.arange(5, 11, dtype=np.intp).reshape(2, 3)
+    made, fast = Operand(idx, None, 5, True), run_operand(idx, 5)
+    const = Operand(None, np.arange(4.0))
+    for o in (made, fast, const):
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            back = pickle.loads(pickle.dumps(o, protocol=proto))
+            for f in Operand.__slots__:
+                a, b = getattr(o, f), getattr(back, f)
+                assert type(a) is type(b) and (np.array_equal(a, b) if isinstance(a, np.ndarray)
+                                               else a == b), (f, proto)
+    for f in Operand.__slots__:
+        a, b = getattr(made, f), getattr(fast, f)
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, f
+    assert made.flat.shape == (6,) and made.active and not const.active
+    assert const.const is not None and const.start == -1 and const.unique is True
+    spread = Operand(np.array([[3, 1], [1, 2]]))           # a repeated slot: not unique
+    assert spread.unique is False and spread.start == -1 and spread.flat.tolist() == [3, 1, 1, 2]
+    with pytest.raises(AttributeError):
+        made.extra = 1                                    # fixed fields, as with __slots__

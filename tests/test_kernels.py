@@ -347,6 +347,28 @@ def test_all_finite_small_and_large_arrays():
     assert not all_finite(np.full((3, 4), np.nan)[:, ::2])    # strided: NumPy's path
 
 
+def test_all_finite_every_position_layout_and_size_against_numpy():
+    # the C loop runs four lanes and a tail, and releases the GIL from
+    # 65536 elements: a bad value anywhere, in either order, is seen
+    from fastad._kernels import all_finite
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 6, 9, 4095, 65535, 65536, 65537, 157_003):
+        a = rng.standard_normal(n) * 1e307
+        a[0] = np.finfo(np.float64).max                  # the largest exponent that is finite
+        assert all_finite(a) == bool(np.isfinite(a).all())
+        for pos in {0, 1, 2, 3, n // 2, n - 4, n - 3, n - 2, n - 1} - {p for p in range(-4, 0)}:
+            if 0 <= pos < n:
+                for bad in (np.inf, -np.inf, np.nan, -np.nan):
+                    b = a.copy()
+                    b[pos] = bad
+                    assert not all_finite(b), (n, pos, bad)
+    m = rng.standard_normal((300, 7))
+    assert all_finite(m.T) and m.T.flags.f_contiguous       # Fortran order: the C loop too
+    m[123, 4] = np.nan
+    assert not all_finite(m.T)
+    assert not all_finite(np.asfortranarray(m))
+
+
 def test_rows_view_is_a_slice_reshaped():
     from fastad._kernels import rows_view
     val = np.arange(20.0)
