@@ -57,10 +57,8 @@ cdef class Operand:
     # a compiled class: every block records one or two, and here their fields
     # are set in C (a Python class with __slots__ sets each through a descriptor)
     cdef public object shape, idx, const, flat, start, unique, src
-    # the fields (pickling, fastad._serialize), in an order of their own:
-    # fastad._primcall builds operands field by field only for the former
-    # Python class (which object.__new__ could make), else it calls Operand()
-    __slots__ = ("idx", "shape", "const", "flat", "start", "unique", "src")
+    # the fields by name (pickling, fastad._serialize)
+    __slots__ = ("shape", "idx", "const", "flat", "start", "unique", "src")
 
     def __init__(self, idx=None, value=None, start=-1, unique=None):
         self.src = None       # the block whose whole output this is (set by the Tape)

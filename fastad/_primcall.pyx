@@ -31,7 +31,7 @@ cimport numpy as cnp
 
 from fastad._recorder cimport Recorder
 from fastad._var import Array, Var, active_info, make_array, tape_of, value_of, var_at
-from fastad._blocks import Operand
+from fastad._blocks import Operand, run_operand
 from fastad.errors import TapeError
 
 cnp.import_array()
@@ -158,25 +158,12 @@ cdef object _values(Recorder rec, o):
     return out
 
 
-# Operand(idx, None, start, unique) for a run of slots (start >= 0), built
-# here at a third of the cost of its __init__; only while Operand has the
-# fields this knows (tests/test_primitive_fastpath.py compares the two).
-cdef bint _OPERAND_KNOWN = tuple(Operand.__slots__) == \
-    ("shape", "idx", "const", "flat", "start", "unique", "src")
-
-
 cdef object _operand(idx, Py_ssize_t start, unique):
-    if start < 0 or not _OPERAND_KNOWN or type(idx) is not _ndarray:
-        return Operand(idx, None, start, True if unique else None)
-    o = _new(Operand)
-    o.src = None
-    o.idx = idx
-    o.const = None
-    o.shape = idx.shape
-    o.flat = idx if cnp.PyArray_NDIM(<cnp.ndarray>idx) == 1 else idx.reshape(-1)
-    o.start = start
-    o.unique = True
-    return o
+    """The operand of an Array argument: a run of slots (start >= 0) made by
+    run_operand, which skips Operand's checks, else through Operand()."""
+    if start >= 0 and type(idx) is _ndarray:
+        return run_operand(idx, start)
+    return Operand(idx, None, start, True if unique else None)
 
 
 cdef object _record_array(PrimitiveCore prim, tuple args):
