@@ -27,12 +27,12 @@ X0 = onp.linspace(0.1, 0.8, 8)
 W = onp.linspace(1.0, 2.0, 8)
 
 
-def make(np):
+def make(np, w=W):
     def f(x):
         a = np.sin(x) * x                 # 2
         b = np.exp(-x) + 1.0              # 2
-        c = np.cumsum(a / b)              # 2
-        return np.sum(c * W)              # 2
+        c = np.cumsum(a / b, 0)           # 2 (axis positional: torch calls it dim)
+        return np.sum(c * w)              # 2
     return f
 
 
@@ -58,7 +58,7 @@ def sides():
 
         def tgrad(x=torch.tensor(X0, requires_grad=True)):
             x.grad = None
-            make(torch)(x).backward()
+            make(torch, torch.tensor(W))(x).backward()
             return x.grad
         out.append(("pytorch backward", tgrad))
     except ImportError:
