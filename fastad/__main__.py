@@ -194,10 +194,13 @@ PURE = types.SimpleNamespace(sigmoid=_py_sigmoid)
 
 
 def rosenbrock(m, x):
-    """Extended Rosenbrock as a scalar loop."""
+    """Extended Rosenbrock as a scalar loop, written with products (with ** 2,
+    Python's slow float power would flatter the ratio to floats)."""
     s = 0.0
     for i in range(len(x) - 1):
-        s = s + (1 - x[i]) ** 2 + 100 * (x[i + 1] - x[i] ** 2) ** 2
+        a = 1.0 - x[i]
+        b = x[i + 1] - x[i] * x[i]
+        s = s + a * a + 100.0 * (b * b)
     return s
 
 
@@ -211,7 +214,8 @@ def logreg(m, p, xs, ts, lam):
     for x, t in zip(xs, ts):
         z = w * x + b
         y = m.sigmoid(z)
-        L = 0.5 * (y - t) ** 2
+        d = y - t
+        L = 0.5 * (d * d)
         Lreg = L + lamR
         s = s + Lreg
     return s
