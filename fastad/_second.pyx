@@ -157,8 +157,9 @@ cdef extern from *:
        block passes its constants as operands, and the caller refuses them.
        A one-operand op has its specialized loops for x alone (y absent,
        stride 0); any other layout takes the general loop: the loops for an
-       active y would be dead code that only costs compile time. */
-    #define FAD_SECOND_CASE_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
+       active y would be dead code that only costs compile time.  One
+       function per op, called through a table, as fad_map in fastad_ops.h. */
+    #define FAD_SECOND_FN_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
     static void fad_second_##E(ptrdiff_t n, ptrdiff_t k,                           \\
                                const double *xp, ptrdiff_t sx,                     \\
                                const double *yp, ptrdiff_t sy,                     \\
@@ -208,8 +209,8 @@ cdef extern from *:
             else if (((fl) & FAD_BINARY) && ay != NULL)                            \\
                 { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }               \\
     }
-    FAD_OPS(FAD_SECOND_CASE_)
-    #undef FAD_SECOND_CASE_
+    FAD_OPS(FAD_SECOND_FN_)
+    #undef FAD_SECOND_FN_
     typedef void (*fad_second_fn)(ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t,
                                   const double *, ptrdiff_t, const double *, ptrdiff_t,
                                   const double *, const double *, const double *,
