@@ -313,7 +313,7 @@ def _curvature(a, t):
         return 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         r = t * (a if np.ndim(a) == 0 else a[..., None])
-    if math.isfinite(np.add.reduce(r, axis=None)):
+    if all_finite(r):
         return r
     aa = np.broadcast_to(a if np.ndim(a) == 0 else a[..., None], np.broadcast_shapes(np.shape(r)))
     with np.errstate(invalid="ignore"):
@@ -626,7 +626,7 @@ class Elementwise(ElementwiseSecond, Block):
                 if np.ndim(curv):
                     with np.errstate(invalid="ignore", over="ignore"):
                         extra = g * curv
-                    if not math.isfinite(np.add.reduce(extra, axis=None)):
+                    if not all_finite(extra):
                         # strong zeros: a zero zbar, or a zero curvature term
                         # under an inf zbar, is an exact zero
                         extra = np.where((g != 0) & (curv != 0), extra, 0.0)
@@ -1209,6 +1209,6 @@ def _chain_partial(outer, inner):
         r = outer * inner
     if np.ndim(r) == 0:
         return 0.0 if outer == 0.0 or inner == 0.0 else float(r)
-    if math.isfinite(np.add.reduce(r, axis=None)):
+    if all_finite(r):
         return r
     return np.where((np.asarray(outer) == 0.0) | (np.asarray(inner) == 0.0), 0.0, r)

@@ -21,6 +21,7 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad import arrays
+from fastad._kernels import all_finite
 from fastad._var import Array, Var, active_info, make_array
 
 __all__ = ["einsum", "outer", "inner", "vdot", "kron", "tensordot", "matmul", "dot"]
@@ -59,10 +60,11 @@ def _strong(a, la, b, lb, lo):
     """_contract for the sweeps, with strong zeros: a product with a zero
     factor is an exact zero even where the other factor is inf or NaN (a
     zero cotangent or tangent passes nothing, as in the element-wise rules).
-    The check costs one reduction; only a non-finite result pays more."""
+    The check is one pass over the result (all_finite); only a non-finite
+    result pays more."""
     with np.errstate(invalid="ignore", over="ignore"):
         r = _contract(a, la, b, lb, lo)
-        if r.size == 0 or math.isfinite(np.add.reduce(r, axis=None)):
+        if all_finite(r):
             return r
         fa, fb = np.isfinite(a), np.isfinite(b)
         if fa.all() and fb.all():

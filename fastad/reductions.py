@@ -28,6 +28,7 @@ import numpy as np
 
 from fastad import _blocks as B
 from fastad import arrays as A
+from fastad._kernels import all_finite
 from fastad._var import make_array, value_of
 
 __all__ = ["prod", "cumsum", "cumprod", "cumulative_sum", "cumulative_prod", "var", "std",
@@ -43,7 +44,7 @@ def _mul(a, b):
     (strong zeros, as the sweeps treat a zero partial or cotangent)."""
     with np.errstate(invalid="ignore", over="ignore"):
         r = a * b
-    if r.size == 0 or math.isfinite(np.add.reduce(r, axis=None)):
+    if all_finite(r):
         return r
     with np.errstate(invalid="ignore"):
         return np.where((a == 0) | (b == 0), 0.0, r)
