@@ -159,7 +159,7 @@ cdef extern from *:
        stride 0); any other layout takes the general loop: the loops for an
        active y would be dead code that only costs compile time.  One
        function per op, called through a table, as fad_map in fastad_ops.h. */
-    #define FAD_SECOND_FN_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                \\
+    #define FAD_SECOND_FN_(E, s, f, u, fl, V, D0, D1, XX, XY, YY)                  \\
     static void fad_second_##E(ptrdiff_t n, ptrdiff_t k,                           \\
                                const double *xp, ptrdiff_t sx,                     \\
                                const double *yp, ptrdiff_t sy,                     \\
@@ -169,45 +169,45 @@ cdef extern from *:
                                double *ax, double *atx, double *ay, double *aty,   \\
                                int asg)                                            \\
     {                                                                              \\
-            ptrdiff_t i, j;                                                        \\
-            const double c = 0.0;   /* (an array block's constants are operands) */ \\
-            (void)c;                                                               \\
-            if ((fl) & FAD_HAS_C) return;  /* not an array op: no loops emitted */ \\
-            if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&            \\
-                    tx == NULL && ty == NULL && atx == NULL && aty == NULL &&      \\
-                    (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&          \\
-                    (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax) &&  \\
-                    (((fl) & FAD_BINARY) || (ay == NULL && sy == 0))) {            \\
-                if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL)               \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 1, 1, asg) }                  \\
-                else if (ax != NULL && sy == 0)                                    \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 0, asg) }                  \\
-                else if (((fl) & FAD_BINARY) && ax != NULL)                        \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 1, asg) }                  \\
-                else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)             \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 0, asg) }                  \\
-                else if (((fl) & FAD_BINARY) && ay != NULL)                        \\
-                    { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 1, asg) }                  \\
-            }                                                                      \\
-            else if (!((fl) & FAD_HOT) ||                                         \\
-                    k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||           \\
-                    (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) || \\
-                    (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||    \\
-                    (ay != NULL && sy != 1) || (!((fl) & FAD_BINARY) && (ay != NULL || sy != 0))) \\
-                { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                    \\
-            else if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL) {            \\
-                if (ax + n <= ay || ay + n <= ax)                                  \\
-                    { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }           \\
-                else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }               \\
-            }                                                                      \\
+        ptrdiff_t i, j;                                                            \\
+        const double c = 0.0;   /* (an array block's constants are operands) */    \\
+        (void)c;                                                                   \\
+        if ((fl) & FAD_HAS_C) return;  /* not an array op: no loops emitted */     \\
+        if (((fl) & FAD_HOT) && k == 1 && sv == 1 && gd == NULL &&                 \\
+                tx == NULL && ty == NULL && atx == NULL && aty == NULL &&          \\
+                (ax == NULL || sx == 1) && (ay == NULL || sy == 1) &&              \\
+                (ax == NULL || ay == NULL || ax + n <= ay || ay + n <= ax) &&      \\
+                (((fl) & FAD_BINARY) || (ay == NULL && sy == 0))) {                \\
+            if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL)                   \\
+                { FAD_SECOND_K1N_(fl, D0, D1, 1, 1, 1, asg) }                      \\
             else if (ax != NULL && sy == 0)                                        \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }               \\
+                { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 0, asg) }                      \\
             else if (((fl) & FAD_BINARY) && ax != NULL)                            \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }               \\
+                { FAD_SECOND_K1N_(fl, D0, D1, 1, 0, 1, asg) }                      \\
             else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)                 \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }               \\
+                { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 0, asg) }                      \\
             else if (((fl) & FAD_BINARY) && ay != NULL)                            \\
-                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }               \\
+                { FAD_SECOND_K1N_(fl, D0, D1, 0, 1, 1, asg) }                      \\
+        }                                                                          \\
+        else if (!((fl) & FAD_HOT) ||                                              \\
+                k != 1 || sv != 1 || (tx == NULL) != (ax == NULL) ||               \\
+                (ty == NULL) != (ay == NULL) || (atx == NULL) != (ax == NULL) ||   \\
+                (aty == NULL) != (ay == NULL) || (ax != NULL && sx != 1) ||        \\
+                (ay != NULL && sy != 1) || (!((fl) & FAD_BINARY) && (ay != NULL || sy != 0))) \\
+            { FAD_SECOND_LOOP_(k, fl, D0, D1, XX, XY, YY) }                        \\
+        else if (((fl) & FAD_BINARY) && ax != NULL && ay != NULL) {                \\
+            if (ax + n <= ay || ay + n <= ax)                                      \\
+                { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 1, 1) }               \\
+            else { FAD_SECOND_LOOP_(1, fl, D0, D1, XX, XY, YY) }                   \\
+        }                                                                          \\
+        else if (ax != NULL && sy == 0)                                            \\
+            { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 0) }                   \\
+        else if (((fl) & FAD_BINARY) && ax != NULL)                                \\
+            { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 1, 0, 1) }                   \\
+        else if (((fl) & FAD_BINARY) && ay != NULL && sx == 0)                     \\
+            { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 0) }                   \\
+        else if (((fl) & FAD_BINARY) && ay != NULL)                                \\
+            { FAD_SECOND_K1G_(fl, D0, D1, XX, XY, YY, 0, 1, 1) }                   \\
     }
     FAD_OPS(FAD_SECOND_FN_)
     #undef FAD_SECOND_FN_
