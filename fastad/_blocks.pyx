@@ -141,9 +141,17 @@ def _operand_from_state(state):
     return o
 
 
-def run_operand(idx, Py_ssize_t start):
-    """Operand(idx, None, start, True) for a run of slots (start >= 0), at a
-    fraction of the cost of its __init__ (an operand of every block recorded)."""
+def slots_operand(idx, Py_ssize_t start, unique):
+    """The operand of traced slots idx (active_info's start and unique): a
+    run of slots (start >= 0) made at a fraction of the cost of Operand's
+    __init__ (an operand of every block recorded), else Operand()."""
+    if start >= 0 and type(idx) is np.ndarray:
+        return _run_operand(idx, start)
+    return Operand(idx, None, start, True if unique else None)
+
+
+cdef Operand _run_operand(idx, Py_ssize_t start):
+    """Operand(idx, None, start, True) for a run of slots, its fields set here."""
     cdef Operand o = Operand.__new__(Operand)
     o.src = None
     o.idx = idx

@@ -31,7 +31,7 @@ cimport numpy as cnp
 
 from fastad._recorder cimport Recorder
 from fastad._var import Array, Var, active_info, make_array, tape_of, value_of, var_at
-from fastad._blocks import Operand, run_operand
+from fastad._blocks import Operand, slots_operand
 from fastad.errors import TapeError
 
 cnp.import_array()
@@ -158,14 +158,6 @@ cdef object _values(Recorder rec, o):
     return out
 
 
-cdef object _operand(idx, Py_ssize_t start, unique):
-    """The operand of an Array argument: a run of slots (start >= 0) made by
-    run_operand, which skips Operand's checks, else through Operand()."""
-    if start >= 0 and type(idx) is _ndarray:
-        return run_operand(idx, start)
-    return Operand(idx, None, start, True if unique else None)
-
-
 cdef object _record_array(PrimitiveCore prim, tuple args):
     tape = None
     cdef list ops = [], vals
@@ -179,7 +171,7 @@ cdef object _record_array(PrimitiveCore prim, tuple args):
             tape = t
         elif t is not tape:
             raise TapeError("fastad: cannot combine arrays from two different recordings")
-        ops.append(_operand(info[1], info[2], info[3]))
+        ops.append(slots_operand(info[1], info[2], info[3]))
     cdef Recorder rec = <Recorder?>tape
     vals = [o.const if o.idx is None else _values(rec, o) for o in ops]
     _need_a_rule(prim)

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from fastad import _blocks as B
-from fastad._blocks import run_operand as _run_operand
+from fastad._blocks import slots_operand as _slots_operand   # (every block's operands)
 from fastad import _var
 from fastad._var import OP_FUNCTIONS, UFUNC_OPS, Array, Var, active_info, consume, make_array
 from fastad.errors import TapeError
@@ -51,8 +51,7 @@ def _operands(objs):
             tape = t
         elif t is not tape:
             raise TapeError("fastad: cannot combine arrays from two different recordings")
-        ops.append(_run_operand(idx, start) if start >= 0 and type(idx) is np.ndarray else
-                   B.Operand(idx, None, start, True if unique else None))
+        ops.append(_slots_operand(idx, start, unique))
     return tape, ops
 
 
@@ -408,7 +407,7 @@ def _select(a, axis, keepdims, pick, name):
     if tape is None:
         return getattr(np, name)(idx, axis=axis, keepdims=keepdims)
     values = tape.recorded_values()[idx]
-    o = B.Operand(idx=idx, start=cstart, unique=True if unique else None)
+    o = _slots_operand(idx, cstart, unique)
     reduced = values.shape if axis is None else \
         [values.shape[ax] for ax in _axes(axis, values.ndim)]
     if 0 in reduced:

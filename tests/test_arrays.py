@@ -1315,12 +1315,12 @@ def test_matmul_keeps_strong_zeros():
 
 
 def test_operand_is_compiled_and_pickles_at_every_protocol():
-    # Operand is a compiled class: its constructor, run_operand's fast path and
+    # Operand is a compiled class: its constructor, slots_operand's fast path and
     # pickling (every protocol; object.__new__ cannot make it) agree field by field
     import pickle
-    from fastad._blocks import Operand, run_operand
+    from fastad._blocks import Operand, slots_operand
     idx = np.arange(5, 11, dtype=np.intp).reshape(2, 3)
-    made, fast = Operand(idx, None, 5, True), run_operand(idx, 5)
+    made, fast = Operand(idx, None, 5, True), slots_operand(idx, 5, True)
     const = Operand(None, np.arange(4.0))
     for o in (made, fast, const):
         for proto in range(pickle.HIGHEST_PROTOCOL + 1):
