@@ -17,6 +17,7 @@ from fastad._kernels import SparseMatvec, cg_direction, cg_step
 from fastad._nested import has_traced
 from fastad._var import current_tape
 from fastad.errors import BranchChangedError, TapeError
+from fastad.sparse import HessianPlan, tape_hessian_plan
 from fastad.transforms import record
 
 __all__ = ["minimize", "root", "objective", "OptimizeResult"]
@@ -240,7 +241,6 @@ def _hessian_mode(hessian, rec):
     if hessian != "auto":
         return hessian
     try:
-        from fastad.sparse import HessianPlan
         import scipy.sparse  # noqa: F401 - the sparse path returns scipy matrices
     except ImportError:
         return "hvp"
@@ -259,7 +259,6 @@ def _sparse_hessian_at(point, gradient=False):
     star coloring (one sweep with a direction per color), multiplied by CG
     without a scipy matrix (the plan's pattern is checked once and kept).
     With gradient, ((SparseMatvec, nonzeros), gradient) from that one sweep."""
-    from fastad.sparse import tape_hessian_plan
     tape = point.tape
     plan = tape_hessian_plan(tape, "colored")
     mv = getattr(plan, "_matvec", None)

@@ -508,13 +508,16 @@ def _structure_key(tape):
 
 def _key_bytes(key):
     """About how much memory a key holds (its byte strings)."""
-    def size(v):
-        if type(v) is bytes:
-            return len(v)
-        if type(v) is tuple:
-            return sum(size(w) for w in v)
-        return 0
-    return size(key) + 64 * len(key[1])
+    return _bytes_in(key) + 64 * len(key[1])
+
+
+def _bytes_in(v):
+    # (module level: a recursive closure is a reference cycle per call)
+    if type(v) is bytes:
+        return len(v)
+    if type(v) is tuple:
+        return sum(_bytes_in(w) for w in v)
+    return 0
 
 
 # Plans (or False: dense) of recently seen tape structures, shared by every
