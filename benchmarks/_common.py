@@ -34,6 +34,19 @@ def median_time(fn, reps=9):
     return float(np.median(times))
 
 
+def interleaved_medians(fns, rounds, clock=time.perf_counter):
+    """{name: median seconds of one call of fns[name]()}, the calls
+    interleaved round by round (a, b, c, a, b, c, ...) so that a change of
+    machine speed hits every side alike."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = clock()
+            fn()
+            times[k].append(clock() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def rosen(x):
     """Extended Rosenbrock as a scalar loop (works on floats, Vars and Arrays)."""
     s = 0.0

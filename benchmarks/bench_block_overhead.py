@@ -9,9 +9,7 @@ cost of recording a block and running its pullback.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -19,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:          # run from a checkout without installing
     sys.path.insert(0, ROOT)
 import fastad as fad  # noqa: E402
-from _common import classifier  # noqa: E402
+from _common import classifier, interleaved_medians  # noqa: E402
 
 SIZES = (4, 3, 3, 2)
 BATCH = 2
@@ -53,16 +51,8 @@ def main():
         return
     nb = n_blocks()
     sides = {"hand backprop": lambda: backprop(P), "fad.grad": lambda: g(P)}
-    ts = {k: [] for k in sides}
-    for _ in range(20):
-        for f in sides.values():
-            f()
-    for _ in range(args.reps):
-        for k, f in sides.items():
-            t0 = time.perf_counter()
-            f()
-            ts[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in ts.items()}
+    interleaved_medians(sides, 20)          # (warm-up)
+    med = interleaved_medians(sides, args.reps)
     for k, m in med.items():
         print(f"{k:16s} {m * 1e6:8.1f} us  {m / med['hand backprop']:6.2f}x hand")
     print(f"blocks recorded  {nb}; fastad's cost over backprop per block: "

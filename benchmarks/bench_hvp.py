@@ -27,7 +27,6 @@ scipy.optimize.rosen_hess_prod.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -36,23 +35,13 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path.insert(0, _HERE)
-from _common import load_build, rosen_products  # noqa: E402
+from _common import interleaved_medians, load_build, rosen_products  # noqa: E402
 
 
 def rosen_vec(x, total):
     a = x[:-1]
     b = x[1:]
     return total((1 - a) ** 2 + 100 * (b - a ** 2) ** 2)
-
-
-def _interleaved(fns, rounds, clock):
-    ts = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            t0 = clock()
-            f()
-            ts[k].append(clock() - t0)
-    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def _check(name, got, want):
@@ -74,7 +63,7 @@ def scalar_table(fads, rounds, clock):
         _check(f"{tag} tape.hvp", tape.hvp(x, v), want)
         fns[(tag, "grad")] = (lambda t=tape: t.gradient(x))
         fns[(tag, "hvp")] = (lambda t=tape: t.hvp(x, v))
-    m = _interleaved(fns, rounds, clock)
+    m = interleaved_medians(fns, rounds, clock)
     rows = ["| build | replayed gradient | replayed HVP | HVP / gradient |",
             "|---|---:|---:|---:|"]
     for tag, _ in fads:
@@ -135,7 +124,7 @@ def vector_table(fads, rounds, clock, with_peers=True):
             labels["jax"] = f"JAX {jax.__version__} jit, jvp of grad"
         except ImportError:
             notes.append("JAX not installed")
-    m = _interleaved(fns, rounds, clock)
+    m = interleaved_medians(fns, rounds, clock)
     base = m.get("torch")
     rows = ["| n = 100,000 | time | ÷ PyTorch |", "|---|---:|---:|"]
     for k in fns:

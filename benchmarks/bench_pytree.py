@@ -15,7 +15,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -23,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:          # run from a checkout without installing
     sys.path.insert(0, ROOT)
 import fastad as fad  # noqa: E402
-from _common import classifier  # noqa: E402
+from _common import classifier, interleaved_medians  # noqa: E402
 
 SIZES = (784, 200, 100, 10)
 BATCH = 256
@@ -56,14 +55,9 @@ def medians(quick):
         for (gW, gb), (rW, rb) in zip(got, ref):
             np.testing.assert_allclose(gW, rW, rtol=1e-9, atol=1e-12, err_msg=name)
             np.testing.assert_allclose(gb, rb, rtol=1e-9, atol=1e-12, err_msg=name)
-    live = [n for n, fn in ts.items() if fn is not None]
-    times = {n: [] for n in live}
-    for _ in range(15 if quick else 101):
-        for n in live:
-            t0 = time.perf_counter()
-            ts[n](PARAMS)
-            times[n].append(time.perf_counter() - t0)
-    return {n: (float(np.median(times[n])) if n in times else None) for n in ts}
+    live = {n: (lambda fn=fn: fn(PARAMS)) for n, fn in ts.items() if fn is not None}
+    med = interleaved_medians(live, 15 if quick else 101)
+    return {n: med.get(n) for n in ts}
 
 
 def table(quick):
